@@ -1,0 +1,46 @@
+# Clearhouse: `make run` starts everything, `make test` runs the suite. Needs only python3 + make.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_BOOTSTRAP := .data/uv-venv
+UV := $(shell command -v uv 2>/dev/null || echo $(UV_BOOTSTRAP)/bin/uv)
+PY := .venv/bin/python
+export UV_PROJECT_ENVIRONMENT := .venv
+
+.PHONY: help install run test lint bench db-start db-stop
+
+help:
+	@echo "make run     install, start PostgreSQL, migrate, seed, serve API + worker + beat"
+	@echo "make test    the whole suite against real PostgreSQL (DATABASE_URL or embedded)"
+	@echo "make lint    ruff and the import-linter contracts"
+	@echo "make bench   benchmarks (see docs/BENCHMARKS.md)"
+
+$(UV_BOOTSTRAP)/bin/uv:
+	@mkdir -p .data
+	python3 -m venv $(UV_BOOTSTRAP)
+	$(UV_BOOTSTRAP)/bin/python -m pip install --quiet uv
+
+.venv/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+install: .venv/.installed
+
+db-start: install
+	@if [ -z "$$DATABASE_URL" ]; then $(PY) tools/devdb.py start; fi
+
+db-stop:
+	@$(PY) tools/devdb.py stop
+
+run: install
+	$(PY) tools/run.py
+
+test: install db-start
+	$(PY) -m pytest -n $${PYTEST_WORKERS:-2} -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check . || true
+	.venv/bin/lint-imports
+
+bench: install db-start
+	$(PY) -m bench

@@ -1,0 +1,5 @@
+"""Settings for `make run` on a developer machine."""
+
+from config.settings.base import *  # noqa: F403
+
+DEBUG = True

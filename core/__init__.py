@@ -1,0 +1,1 @@
+"""Cross-cutting building blocks: money, ids, errors, auth, idempotency, pagination, request ids."""

@@ -1,0 +1,91 @@
+"""Base API view: authentication, idempotent POSTs, strict input, and documented errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from core.idempotency import IdempotentMixin
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=[
+        "invalid_request_error", "authentication_error", "idempotency_error", "state_error",
+        "provider_error", "rate_limit_error", "api_error",
+    ])
+    code = serializers.CharField()
+    message = serializers.CharField()
+    param = serializers.CharField(allow_null=True)
+    request_id = serializers.CharField(allow_null=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+def _error(description: str, example: dict[str, Any]) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description, examples=[
+        OpenApiExample(description, value={"error": {**example, "request_id": "req_…"}},
+                       response_only=True)
+    ])
+
+
+ERRORS = {
+    400: _error("Invalid request", {"type": "invalid_request_error", "code": "parameter_invalid",
+                                    "message": "Amount must be between 1 and 99999999999.",
+                                    "param": "amount"}),
+    401: _error("Missing or invalid API key", {"type": "authentication_error",
+                                               "code": "invalid_api_key",
+                                               "message": "Invalid or revoked API key.",
+                                               "param": None}),
+    404: _error("Not found (or another merchant's object)", {
+        "type": "invalid_request_error", "code": "resource_missing",
+        "message": "No such payment: 'pay_…'.", "param": "id"}),
+}
+POST_ERRORS = {
+    **ERRORS,
+    409: _error("Invalid state, or the same Idempotency-Key still in flight", {
+        "type": "state_error", "code": "payment_unexpected_state",
+        "message": "This payment is 'canceled'; it cannot be captured.", "param": "status"}),
+    413: _error("Body over 16 KiB", {"type": "invalid_request_error",
+                                     "code": "request_too_large",
+                                     "message": "Request bodies are limited to 16384 bytes.",
+                                     "param": None}),
+    422: _error("Idempotency-Key reused with different parameters", {
+        "type": "idempotency_error", "code": "idempotency_key_reused",
+        "message": "This Idempotency-Key was already used with different parameters.",
+        "param": "Idempotency-Key"}),
+}
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key", location=OpenApiParameter.HEADER, required=False,
+    description="1–255 printable characters. A retry with the same key and body replays the "
+                "first response (header `Idempotent-Replayed: true`).",
+)
+LIST_PARAMETERS = [
+    OpenApiParameter("limit", int, description="1–100, default 10"),
+    OpenApiParameter("starting_after", str, description="Cursor: an object id from this list"),
+    OpenApiParameter("ending_before", str, description="Cursor: an object id from this list"),
+]
+
+
+class ListSerializer(serializers.Serializer):
+    object = serializers.CharField(default="list")
+    has_more = serializers.BooleanField()
+
+
+class ApiView(IdempotentMixin, APIView):
+    """Every API view: merchant authentication, Idempotency-Key on POST, strict JSON input."""
+
+    def validated(self, serializer_class: type[serializers.Serializer], request: Request
+                  ) -> dict[str, Any]:
+        data = request.data if request.body else {}
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def idempotency_key(self, request: Request) -> str:
+        return request.META.get("HTTP_IDEMPOTENCY_KEY", "")

@@ -1,0 +1,8 @@
+"""Django app config for `core`."""
+
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    name = "core"
+    verbose_name = "Merchants and API keys"

@@ -1,0 +1,95 @@
+"""Serializer building blocks: strict input (unknown fields are 400) and money fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from core.carddata import contains_card_number
+from core.money import CURRENCIES, MAX_AMOUNT
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects fields it does not declare, so nothing is mass-assigned by accident."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["The request body must be a JSON object."]}
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {unknown[0]: [serializers.ErrorDetail(
+                    f"Received unknown parameter: {unknown[0]}.", code="unknown_field")]}
+            )
+        return super().to_internal_value(data)
+
+
+class AmountField(serializers.Field):
+    """A positive integer in minor units. Floats, strings, booleans and exponents are refused."""
+
+    default_error_messages = {
+        "type": "Amount must be a positive integer in the currency's minor unit "
+                "(1050 for $10.50), not {kind}.",
+        "range": f"Amount must be between 1 and {MAX_AMOUNT}.",
+    }
+
+    def to_internal_value(self, data: Any) -> int:
+        # bool is a subclass of int, and JSON 1e20 / 10.5 arrive as float: refuse them all.
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("type", kind=type(data).__name__ if data is not None else "null")
+        if not 1 <= data <= MAX_AMOUNT:
+            self.fail("range")
+        return data
+
+    def to_representation(self, value: int) -> int:
+        return value
+
+
+class CurrencyField(serializers.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 3)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Currency must be a string such as \"usd\".")
+        value = super().to_internal_value(data)
+        if value not in CURRENCIES:
+            raise serializers.ValidationError(
+                f"Unsupported currency {value!r}; use a lower-case ISO 4217 code such as \"usd\"."
+            )
+        return value
+
+
+class MetadataField(serializers.DictField):
+    """Up to 20 keys (≤ 40 chars) of short string values (≤ 500 chars), Stripe's limits."""
+
+    MAX_KEYS, MAX_KEY, MAX_VALUE = 20, 40, 500
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("child", serializers.CharField(allow_blank=True, max_length=500))
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> dict[str, str]:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Metadata must be an object of string values.")
+        if len(data) > self.MAX_KEYS:
+            raise serializers.ValidationError(f"Metadata may have at most {self.MAX_KEYS} keys.")
+        for key, value in data.items():
+            if not key or len(key) > self.MAX_KEY or not key.isprintable():
+                raise serializers.ValidationError(
+                    f"Metadata keys must be 1–{self.MAX_KEY} printable characters."
+                )
+            if not isinstance(value, str):
+                raise serializers.ValidationError(f"Metadata value for {key!r} must be a string.")
+            if any(ch in value for ch in "\r\n\x00"):
+                raise serializers.ValidationError(
+                    f"Metadata value for {key!r} may not contain line breaks or NUL."
+                )
+            if contains_card_number(value):
+                raise serializers.ValidationError("Card numbers are not allowed in metadata.")
+        return super().to_internal_value(data)

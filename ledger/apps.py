@@ -1,0 +1,7 @@
+"""Django app config for `ledger`."""
+
+from django.apps import AppConfig
+
+
+class LedgerConfig(AppConfig):
+    name = "ledger"

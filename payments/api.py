@@ -1,0 +1,132 @@
+"""Thin DRF views for payments and refunds: validate, call one service, render."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.api import ERRORS, IDEMPOTENCY_HEADER, LIST_PARAMETERS, POST_ERRORS, ApiView
+from core.errors import InvalidRequest
+from core.pagination import paginate
+from payments import selectors, services
+from payments.serializers import (
+    PaymentCancelInput,
+    PaymentCaptureInput,
+    PaymentCreateInput,
+    PaymentListFilters,
+    PaymentOutput,
+    RefundCreateInput,
+    RefundOutput,
+    payment_to_dict,
+    refund_to_dict,
+)
+
+
+def _list_of(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
+    return inline_serializer(name, fields={
+        "object": serializers.CharField(default="list"),
+        "data": item(many=True),
+        "has_more": serializers.BooleanField(),
+    })
+
+
+class PaymentCollection(ApiView):
+    @extend_schema(
+        operation_id="payments_create", request=PaymentCreateInput,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: PaymentOutput, 202: PaymentOutput, **POST_ERRORS},
+        description="Create a payment. With `confirm: true` it is also confirmed: the answer is "
+                    "202 with status `authorization_requested` and the provider is called in "
+                    "the background.",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.validated(PaymentCreateInput, request)
+        payment = services.payment_create(
+            merchant=request.user, idempotency_key=self.idempotency_key(request), **data)
+        code = status.HTTP_202_ACCEPTED if data["confirm"] else status.HTTP_201_CREATED
+        return Response(payment_to_dict(payment), status=code)
+
+    @extend_schema(
+        operation_id="payments_list",
+        parameters=[*LIST_PARAMETERS, OpenApiParameter("status", str),
+                    OpenApiParameter("created_gte", str, description="ISO 8601"),
+                    OpenApiParameter("created_lt", str, description="ISO 8601")],
+        responses={200: _list_of(PaymentOutput, "PaymentList"), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        filters = PaymentListFilters(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        rows = selectors.payment_list(merchant=request.user, **filters.validated_data)
+        return Response(paginate(rows, request, payment_to_dict))
+
+
+class PaymentDetail(ApiView):
+    @extend_schema(operation_id="payments_retrieve", responses={200: PaymentOutput, **ERRORS})
+    def get(self, request: Request, payment_id: str) -> Response:
+        payment = selectors.payment_get(merchant=request.user, payment_id=payment_id)
+        return Response(payment_to_dict(payment))
+
+
+class PaymentConfirm(ApiView):
+    @extend_schema(
+        operation_id="payments_confirm", request=None, parameters=[IDEMPOTENCY_HEADER],
+        responses={202: PaymentOutput, **POST_ERRORS},
+        description="Ask the provider to authorize the payment. Answers 202 at once with status "
+                    "`authorization_requested`; the outcome follows as an event.",
+    )
+    def post(self, request: Request, payment_id: str) -> Response:
+        if request.body and request.data:
+            raise InvalidRequest("confirm takes no parameters.", param=next(iter(request.data)))
+        payment = services.payment_confirm(merchant=request.user, payment_id=payment_id)
+        return Response(payment_to_dict(payment), status=status.HTTP_202_ACCEPTED)
+
+
+class PaymentCapture(ApiView):
+    @extend_schema(operation_id="payments_capture", request=PaymentCaptureInput,
+                   parameters=[IDEMPOTENCY_HEADER], responses={200: PaymentOutput, **POST_ERRORS})
+    def post(self, request: Request, payment_id: str) -> Response:
+        data = self.validated(PaymentCaptureInput, request)
+        payment = services.payment_capture(merchant=request.user, payment_id=payment_id,
+                                           amount=data.get("amount"))
+        return Response(payment_to_dict(payment))
+
+
+class PaymentCancel(ApiView):
+    @extend_schema(operation_id="payments_cancel", request=PaymentCancelInput,
+                   parameters=[IDEMPOTENCY_HEADER], responses={200: PaymentOutput, **POST_ERRORS})
+    def post(self, request: Request, payment_id: str) -> Response:
+        self.validated(PaymentCancelInput, request)
+        payment = services.payment_cancel(merchant=request.user, payment_id=payment_id)
+        return Response(payment_to_dict(payment))
+
+
+class RefundCollection(ApiView):
+    @extend_schema(operation_id="refunds_create", request=RefundCreateInput,
+                   parameters=[IDEMPOTENCY_HEADER], responses={200: RefundOutput, **POST_ERRORS},
+                   description="Refund all or part of a captured payment. The sum of pending "
+                               "and succeeded refunds never exceeds the captured amount.")
+    def post(self, request: Request) -> Response:
+        data = self.validated(RefundCreateInput, request)
+        refund = services.refund_create(
+            merchant=request.user, payment_id=data["payment"], amount=data.get("amount"),
+            reason=data["reason"], metadata=data.get("metadata"),
+            idempotency_key=self.idempotency_key(request),
+        )
+        return Response(refund_to_dict(refund))
+
+    @extend_schema(operation_id="refunds_list",
+                   parameters=[*LIST_PARAMETERS, OpenApiParameter("payment", str)],
+                   responses={200: _list_of(RefundOutput, "RefundList"), **ERRORS})
+    def get(self, request: Request) -> Response:
+        rows = selectors.refund_list(merchant=request.user,
+                                     payment_id=request.query_params.get("payment"))
+        return Response(paginate(rows, request, refund_to_dict))
+
+
+class RefundDetail(ApiView):
+    @extend_schema(operation_id="refunds_retrieve", responses={200: RefundOutput, **ERRORS})
+    def get(self, request: Request, refund_id: str) -> Response:
+        return Response(refund_to_dict(
+            selectors.refund_get(merchant=request.user, refund_id=refund_id)))

@@ -1,0 +1,263 @@
+"""Payments, refunds and provider attempts.
+
+Status fields are django-fsm-2 fields with `protected=True`: only the transition methods below
+change them, and only services call those methods. PostgreSQL enforces the same table of
+transitions with a trigger (migration 0002), and CHECK constraints keep amounts in range.
+"""
+
+from django.db import models
+from django.db.models import F, Q
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from core.ids import PublicIdField
+from core.models import Merchant
+from core.money import MAX_AMOUNT
+
+
+class PaymentStatus(models.TextChoices):
+    CREATED = "created"
+    AUTHORIZATION_REQUESTED = "authorization_requested"
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    SETTLED = "settled"
+    REFUNDED = "refunded"
+    CHARGED_BACK = "charged_back"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+S = PaymentStatus
+
+# The contract's table, used by the FSM below and by the PostgreSQL trigger in migration 0002.
+PAYMENT_TRANSITIONS: list[tuple[str, str]] = [
+    (S.CREATED, S.AUTHORIZATION_REQUESTED),
+    (S.AUTHORIZATION_REQUESTED, S.AUTHORIZED),
+    (S.AUTHORIZATION_REQUESTED, S.CAPTURED),
+    (S.AUTHORIZATION_REQUESTED, S.FAILED),
+    (S.AUTHORIZED, S.CAPTURED),
+    (S.CREATED, S.CANCELED),
+    (S.AUTHORIZED, S.CANCELED),
+    (S.CAPTURED, S.SETTLED),
+    (S.CAPTURED, S.REFUNDED),
+    (S.SETTLED, S.REFUNDED),
+    (S.CAPTURED, S.CHARGED_BACK),
+    (S.SETTLED, S.CHARGED_BACK),
+    (S.REFUNDED, S.CHARGED_BACK),
+]
+
+
+class CaptureMethod(models.TextChoices):
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
+class Payment(FSMModelMixin, models.Model):
+    id = PublicIdField(prefix="pay")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payments")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    capture_method = models.CharField(max_length=16, choices=CaptureMethod.choices,
+                                      default=CaptureMethod.AUTOMATIC)
+    payment_method = models.CharField(max_length=64)
+    description = models.CharField(max_length=500, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    status = FSMField(max_length=32, choices=PaymentStatus.choices, default=S.CREATED,
+                      protected=True)
+    amount_authorized = models.BigIntegerField(default=0)
+    amount_captured = models.BigIntegerField(default=0)
+    amount_refunded = models.BigIntegerField(default=0)
+    amount_disputed = models.BigIntegerField(default=0)
+    provider = models.CharField(max_length=32, blank=True, default="")
+    provider_reference = models.CharField(max_length=128, blank=True, default="")
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    failure_message = models.CharField(max_length=500, blank=True, default="")
+    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
+                                   name="payment_amount_range"),
+            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"),
+                                   name="payment_currency_format"),
+            models.CheckConstraint(
+                condition=Q(amount_authorized__gte=0, amount_authorized__lte=F("amount")),
+                name="payment_authorized_within_amount"),
+            models.CheckConstraint(
+                condition=Q(amount_captured__gte=0, amount_captured__lte=F("amount")),
+                name="payment_captured_within_amount"),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__gte=0, amount_refunded__lte=F("amount_captured")),
+                name="payment_refunded_within_captured"),
+            models.CheckConstraint(
+                condition=Q(amount_disputed__gte=0, amount_disputed__lte=F("amount_captured")),
+                name="payment_disputed_within_captured"),
+            models.CheckConstraint(condition=Q(status__in=PaymentStatus.values),
+                                   name="payment_status_known"),
+            models.CheckConstraint(condition=Q(capture_method__in=CaptureMethod.values),
+                                   name="payment_capture_method_known"),
+            models.UniqueConstraint(fields=["merchant", "idempotency_key"],
+                                    condition=~Q(idempotency_key=""),
+                                    name="payment_idempotency_key_per_merchant"),
+            models.UniqueConstraint(fields=["provider", "provider_reference"],
+                                    condition=~Q(provider_reference=""),
+                                    name="payment_provider_reference_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["merchant", "-created_at", "-id"], name="payment_merchant_recent"),
+            models.Index(fields=["merchant", "status", "-created_at"],
+                         name="payment_merchant_status"),
+            models.Index(fields=["status", "updated_at"], name="payment_status_age"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def amount_refundable(self) -> int:
+        return self.amount_captured - self.amount_refunded
+
+    # -- transitions (called only from payments.services) ------------------------------------
+    @transition(field=status, source=S.CREATED, target=S.AUTHORIZATION_REQUESTED)
+    def request_authorization(self) -> None:
+        pass
+
+    @transition(field=status, source=S.AUTHORIZATION_REQUESTED, target=S.AUTHORIZED)
+    def mark_authorized(self, amount: int) -> None:
+        self.amount_authorized = amount
+
+    @transition(field=status, source=[S.AUTHORIZATION_REQUESTED, S.AUTHORIZED], target=S.CAPTURED)
+    def mark_captured(self, amount: int) -> None:
+        self.amount_authorized = max(self.amount_authorized, amount)
+        self.amount_captured = amount
+
+    @transition(field=status, source=S.AUTHORIZATION_REQUESTED, target=S.FAILED)
+    def mark_failed(self, code: str, message: str) -> None:
+        self.failure_code, self.failure_message = code, message[:500]
+
+    @transition(field=status, source=[S.CREATED, S.AUTHORIZED], target=S.CANCELED)
+    def mark_canceled(self) -> None:
+        pass
+
+    @transition(field=status, source=S.CAPTURED, target=S.SETTLED)
+    def mark_settled(self) -> None:
+        pass
+
+    @transition(field=status, source=[S.CAPTURED, S.SETTLED], target=S.REFUNDED)
+    def mark_refunded(self) -> None:
+        pass
+
+    @transition(field=status, source=[S.CAPTURED, S.SETTLED, S.REFUNDED], target=S.CHARGED_BACK)
+    def mark_charged_back(self) -> None:
+        pass
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class RefundReason(models.TextChoices):
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+    REQUESTED_BY_CUSTOMER = "requested_by_customer"
+
+
+class Refund(FSMModelMixin, models.Model):
+    id = PublicIdField(prefix="re")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="refunds")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=32, choices=RefundReason.choices, blank=True, default="")
+    status = FSMField(max_length=16, choices=RefundStatus.choices, default=RefundStatus.PENDING,
+                      protected=True)
+    provider_reference = models.CharField(max_length=128, blank=True, default="")
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    failure_message = models.CharField(max_length=500, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
+                                   name="refund_amount_range"),
+            models.CheckConstraint(condition=Q(status__in=RefundStatus.values),
+                                   name="refund_status_known"),
+            models.UniqueConstraint(fields=["merchant", "idempotency_key"],
+                                    condition=~Q(idempotency_key=""),
+                                    name="refund_idempotency_key_per_merchant"),
+        ]
+        indexes = [
+            models.Index(fields=["merchant", "-created_at", "-id"], name="refund_merchant_recent"),
+            models.Index(fields=["status", "updated_at"], name="refund_status_age"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @transition(field=status, source=RefundStatus.PENDING, target=RefundStatus.SUCCEEDED)
+    def mark_succeeded(self, provider_reference: str) -> None:
+        self.provider_reference = provider_reference
+
+    @transition(field=status, source=RefundStatus.PENDING, target=RefundStatus.FAILED)
+    def mark_failed(self, code: str, message: str) -> None:
+        self.failure_code, self.failure_message = code, message[:500]
+
+
+class AttemptKind(models.TextChoices):
+    AUTHORIZE = "authorize"
+    CAPTURE = "capture"
+    VOID = "void"
+    REFUND = "refund"
+
+
+class AttemptStatus(models.TextChoices):
+    REQUESTED = "requested"  # committed before the call; the call may or may not have happened
+    APPROVED = "approved"
+    DECLINED = "declined"
+    UNKNOWN = "unknown"  # sent, answer lost: only a status lookup may resolve it
+
+
+class PaymentAttempt(models.Model):
+    """One call to a provider. Committed before the call, so a crash leaves a trace, and its id
+    is the provider idempotency key, so a retry of the same attempt can never charge twice."""
+
+    id = PublicIdField(prefix="att")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="attempts")
+    refund = models.ForeignKey(Refund, on_delete=models.PROTECT, related_name="attempts",
+                               null=True, blank=True)
+    kind = models.CharField(max_length=16, choices=AttemptKind.choices)
+    provider = models.CharField(max_length=32)
+    amount = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=AttemptStatus.choices,
+                              default=AttemptStatus.REQUESTED)
+    provider_reference = models.CharField(max_length=128, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.CharField(max_length=500, blank=True, default="")
+    exchange = models.JSONField(default=dict, blank=True, help_text="Redacted request/response.")
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=AttemptStatus.values),
+                                   name="attempt_status_known"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="attempt_amount_nonnegative"),
+        ]
+        indexes = [
+            models.Index(fields=["payment", "created_at"], name="attempt_payment"),
+            models.Index(fields=["status", "created_at"], name="attempt_status_age"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+    @property
+    def provider_idempotency_key(self) -> str:
+        return self.id

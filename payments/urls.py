@@ -1,0 +1,15 @@
+"""URL routes for payments and refunds under /api/v1/."""
+
+from django.urls import path
+
+from payments import api
+
+urlpatterns = [
+    path("payments", api.PaymentCollection.as_view()),
+    path("payments/<str:payment_id>", api.PaymentDetail.as_view()),
+    path("payments/<str:payment_id>/confirm", api.PaymentConfirm.as_view()),
+    path("payments/<str:payment_id>/capture", api.PaymentCapture.as_view()),
+    path("payments/<str:payment_id>/cancel", api.PaymentCancel.as_view()),
+    path("refunds", api.RefundCollection.as_view()),
+    path("refunds/<str:refund_id>", api.RefundDetail.as_view()),
+]

@@ -1,0 +1,1 @@
+"""Payment providers behind one port. This package imports nothing from payments or ledger."""

@@ -1,0 +1,8 @@
+"""Django app config for `providers`."""
+
+from django.apps import AppConfig
+
+
+class ProvidersConfig(AppConfig):
+    name = "providers"
+    verbose_name = "Providers"

@@ -1,0 +1,35 @@
+"""The normalised decline and error codes every adapter maps its provider's codes onto."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    message: str
+    retryable: bool  # true only when another provider may be tried without risk of a charge
+
+
+CODES = {
+    c.code: c
+    for c in [
+        ErrorCode("card_declined", "The card was declined.", False),
+        ErrorCode("insufficient_funds", "The card has insufficient funds.", False),
+        ErrorCode("do_not_honor", "The issuer declined the payment (do not honor).", False),
+        ErrorCode("expired_card", "The card has expired.", False),
+        ErrorCode("fraud_suspected", "The payment was declined as suspected fraud.", False),
+        ErrorCode("issuer_unavailable", "The issuer could not be reached; try again.", True),
+        ErrorCode("processing_error", "The provider could not process the payment.", True),
+        ErrorCode("provider_unavailable", "The provider refused the connection or is down.", True),
+        ErrorCode("timeout", "The provider did not answer in time; the outcome is unknown.",
+                  False),
+        ErrorCode("invalid_request", "The provider rejected the request as malformed.", False),
+        ErrorCode("not_found", "The provider has no record of this reference.", False),
+    ]
+}
+
+
+def error(code: str) -> ErrorCode:
+    return CODES.get(code, CODES["processing_error"])

@@ -1,0 +1,1 @@
+"""Reconciliation: the janitor for stuck payments, settlement import and matching, breaks."""

@@ -1,0 +1,73 @@
+"""Shared fixtures: merchants with API keys, authenticated API clients, payment helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from payments import services
+from payments.models import Payment
+from tests.factories import merchant_with_key
+
+
+class Api:
+    """A thin JSON client for one merchant: `api.post("/payments", {...}, key="idem-1")`."""
+
+    def __init__(self, raw_key: str) -> None:
+        self.raw_key = raw_key
+        self.client = APIClient()
+        self.client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+
+    def post(self, path: str, body: Any = None, *, key: str | None = None, **extra: Any):
+        headers = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
+        return self.client.post(f"/api/v1{path}", body if body is not None else {},
+                                format="json", **headers, **extra)
+
+    def get(self, path: str, params: dict | None = None):
+        return self.client.get(f"/api/v1{path}", params or {})
+
+
+@pytest.fixture
+def merchant_and_key():
+    return merchant_with_key()
+
+
+@pytest.fixture
+def merchant(merchant_and_key):
+    return merchant_and_key[0]
+
+
+@pytest.fixture
+def api(merchant_and_key) -> Api:
+    return Api(merchant_and_key[1])
+
+
+@pytest.fixture
+def other_api() -> Api:
+    return Api(merchant_with_key()[1])
+
+
+@pytest.fixture
+def make_payment(merchant, django_capture_on_commit_callbacks) -> Callable[..., Payment]:
+    """Create a payment and run it through the real services to the requested state."""
+
+    def _make(amount: int = 10000, currency: str = "usd", *, state: str = "captured",
+              payment_method: str = "pm_card_visa", on=None) -> Payment:
+        owner = on or merchant
+        manual = state == "authorized"
+        payment = services.payment_create(
+            merchant=owner, amount=amount, currency=currency, payment_method=payment_method,
+            capture_method="manual" if manual else "automatic",
+        )
+        if state == "created":
+            return payment
+        with django_capture_on_commit_callbacks(execute=True):
+            services.payment_confirm(merchant=owner, payment_id=payment.id)
+        payment.refresh_from_db()
+        assert payment.status == state, payment.status
+        return payment
+
+    return _make

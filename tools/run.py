@@ -1,0 +1,87 @@
+"""`make run`: database, migrations, demo data, then web, worker, beat (and the provider
+simulator once it exists) in the foreground until Ctrl-C, which stops everything it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def manage(*args: str, capture: bool = False) -> str:
+    result = subprocess.run([PY, "manage.py", *args], cwd=ROOT, check=True, text=True,
+                            stdout=subprocess.PIPE if capture else None)
+    return result.stdout or ""
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
+    if not os.environ.get("DATABASE_URL"):
+        sys.path.insert(0, str(ROOT / "tools"))
+        import devdb
+
+        print(f"Embedded PostgreSQL: {devdb.start()}", flush=True)
+    manage("migrate", "--no-input", "-v", "0")
+    seed = json.loads(manage("demo_seed", capture=True))
+    broker = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "filesystem"
+    base = f"http://{host}:{port}"
+    print(f"""
+Clearhouse is starting.
+  API        {base}/api/v1/     docs {base}/api/docs/
+  Admin      {base}/admin/      login {seed['admin_username']} / {seed['admin_password']}
+  API key    {seed['api_key']}
+  Broker     {broker}
+Try:
+  curl -s {base}/api/v1/payments -H "Authorization: Bearer {seed['api_key']}" \\
+       -H "Content-Type: application/json" -H "Idempotency-Key: demo-1" \\
+       -d '{{"amount": 1050, "currency": "usd", "payment_method": "pm_card_visa", "confirm": true}}'
+Press Ctrl-C to stop.
+""", flush=True)
+    celery = [PY, "-m", "celery", "-A", "config"]
+    commands = {
+        "web": [PY, "manage.py", "runserver", "--noreload", f"{host}:{port}"],
+        "worker": [*celery, "worker", "-l", "INFO", "--concurrency", "2", "-n", "worker@%h"],
+        "beat": [*celery, "beat", "-l", "INFO", "--schedule", str(ROOT / ".data" / "beat")],
+    }
+    simulator = ROOT / "providers" / "simulator" / "__main__.py"
+    if simulator.exists():
+        commands["simulator"] = [PY, "-m", "providers.simulator"]
+    procs = {name: subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+             for name, cmd in commands.items()}
+
+    def stop(*_: object) -> None:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    try:
+        while True:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping the rest.", flush=True)
+                    stop()
+                    return proc.returncode or 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nStopping…", flush=True)
+        stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Events (what happened), the transactional outbox and signed webhook delivery to merchants."""
