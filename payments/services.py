@@ -117,10 +117,6 @@ def payment_create(
     capture_method: str = CaptureMethod.AUTOMATIC, description: str = "",
     metadata: dict[str, str] | None = None, confirm: bool = False, idempotency_key: str = "",
 ) -> Payment:
-    if idempotency_key:
-        existing = Payment.objects.filter(merchant=merchant, idempotency_key=idempotency_key)
-        if (payment := existing.select_related("merchant").first()) is not None:
-            return payment  # a retry of a request that died after committing
     try:
         with transaction.atomic():
             payment = Payment.objects.create(
@@ -133,10 +129,13 @@ def payment_create(
             if confirm:
                 _authorization_start(payment)
     except IntegrityError:
-        if not idempotency_key:
+        # The unique (merchant, idempotency_key) caught a retry of a request that died after
+        # committing (its idempotency row was taken over): answer with the payment it made.
+        existing = Payment.objects.select_related("merchant").filter(
+            merchant=merchant, idempotency_key=idempotency_key).first()
+        if not idempotency_key or existing is None:
             raise
-        return Payment.objects.select_related("merchant").get(
-            merchant=merchant, idempotency_key=idempotency_key)
+        return existing
     return payment
 
 

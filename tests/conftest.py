@@ -51,6 +51,23 @@ def other_api() -> Api:
 
 
 @pytest.fixture
+def django_capture_on_commit_callbacks(django_capture_on_commit_callbacks, run_tasks_inline):
+    """Commit callbacks that enqueue Celery tasks run them in-process, within this test only
+    (never a global task_always_eager; the worker path has its own end-to-end test)."""
+    return django_capture_on_commit_callbacks
+
+
+@pytest.fixture
+def run_tasks_inline():
+    from config.celery_app import app
+
+    previous = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = previous
+
+
+@pytest.fixture
 def make_payment(merchant, django_capture_on_commit_callbacks) -> Callable[..., Payment]:
     """Create a payment and run it through the real services to the requested state."""
 

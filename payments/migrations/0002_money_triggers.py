@@ -72,13 +72,11 @@ CREATE TRIGGER payments_refund_guard
     BEFORE INSERT OR UPDATE ON payments_refund
     FOR EACH ROW EXECUTE FUNCTION payments_refund_guard();
 
-CREATE FUNCTION payments_check_amount_refunded() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION payments_check_amount_refunded_of(pid varchar) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    pid varchar;
     stored bigint;
     actual bigint;
 BEGIN
-    pid := CASE WHEN TG_TABLE_NAME = 'payments_payment' THEN NEW.id ELSE NEW.payment_id END;
     SELECT amount_refunded INTO stored FROM payments_payment WHERE id = pid;
     SELECT COALESCE(SUM(amount), 0) INTO actual FROM payments_refund
      WHERE payment_id = pid AND status = 'succeeded';
@@ -86,22 +84,35 @@ BEGIN
         RAISE EXCEPTION 'payment %: amount_refunded % differs from succeeded refunds %', pid, stored, actual
             USING ERRCODE = 'check_violation';
     END IF;
+END $$;
+
+CREATE FUNCTION payments_payment_check_amount_refunded() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM payments_check_amount_refunded_of(NEW.id);
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION payments_refund_check_amount_refunded() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM payments_check_amount_refunded_of(NEW.payment_id);
     RETURN NULL;
 END $$;
 
 CREATE CONSTRAINT TRIGGER payments_payment_amount_refunded
     AFTER UPDATE OF amount_refunded ON payments_payment DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION payments_check_amount_refunded();
+    FOR EACH ROW EXECUTE FUNCTION payments_payment_check_amount_refunded();
 
 CREATE CONSTRAINT TRIGGER payments_refund_amount_refunded
     AFTER INSERT OR UPDATE OF status ON payments_refund DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION payments_check_amount_refunded();
+    FOR EACH ROW EXECUTE FUNCTION payments_refund_check_amount_refunded();
 """
 
 REVERSE = """
 DROP TRIGGER IF EXISTS payments_refund_amount_refunded ON payments_refund;
 DROP TRIGGER IF EXISTS payments_payment_amount_refunded ON payments_payment;
-DROP FUNCTION IF EXISTS payments_check_amount_refunded();
+DROP FUNCTION IF EXISTS payments_refund_check_amount_refunded();
+DROP FUNCTION IF EXISTS payments_payment_check_amount_refunded();
+DROP FUNCTION IF EXISTS payments_check_amount_refunded_of(varchar);
 DROP TRIGGER IF EXISTS payments_refund_guard ON payments_refund;
 DROP FUNCTION IF EXISTS payments_refund_guard();
 DROP TRIGGER IF EXISTS payments_payment_guard_status ON payments_payment;
