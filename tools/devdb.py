@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
 PGDATA = DATA / "pg"
 URL_FILE = DATA / "database_url"
-PORT = int(os.environ.get("DEVDB_PORT", "54329"))
+PORT = int(os.environ.get("DEVDB_PORT", "54329"))  # preferred; another is used if taken
 DB_NAME = "clearhouse"
 SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
@@ -57,14 +57,33 @@ def _as_user() -> dict:
     return {"user": SYSTEM_USER}
 
 
-def _port_open() -> bool:
+def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", PORT)) == 0
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _url(db: str = DB_NAME) -> str:
-    return f"postgres://postgres@127.0.0.1:{PORT}/{db}"
+def _free_port() -> int:
+    if not _port_open(PORT):
+        return PORT
+    with socket.socket() as sock:  # the default is taken (another checkout's server?)
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _url(port: int, db: str = DB_NAME) -> str:
+    return f"postgres://postgres@127.0.0.1:{port}/{db}"
+
+
+def _running_port() -> int | None:
+    """The port of OUR server (this checkout's PGDATA), or None when it is not running."""
+    pid_file = PGDATA / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+        os.kill(int(lines[0]), 0)
+        return int(lines[3])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def start() -> str:
@@ -78,12 +97,12 @@ def start() -> str:
             stdout=subprocess.DEVNULL,
             **kwargs,
         )
-    if not _port_open():
+    port = _running_port()
+    if port is None:
         # A stale postmaster.pid from a killed run would stop pg_ctl from starting.
-        pid_file = PGDATA / "postmaster.pid"
-        if pid_file.exists() and not _pid_alive(pid_file):
-            pid_file.unlink()
-        opts = f"-h 127.0.0.1 -p {PORT} -k {PGDATA} -c max_connections=200 -c fsync=off"
+        (PGDATA / "postmaster.pid").unlink(missing_ok=True)
+        port = _free_port()
+        opts = f"-h 127.0.0.1 -p {port} -k {PGDATA} -c max_connections=200 -c fsync=off"
         subprocess.run(
             [_bin("pg_ctl"), "-D", str(PGDATA), "-w", "-t", "60", "-o", opts,
              "-l", str(PGDATA / "server.log"), "start"],
@@ -91,40 +110,31 @@ def start() -> str:
             stdout=subprocess.DEVNULL,
             **kwargs,
         )
-    _wait_ready()
-    _ensure_database(DB_NAME)
-    URL_FILE.write_text(_url() + "\n")
-    return _url()
+    _wait_ready(port)
+    _ensure_database(port, DB_NAME)
+    URL_FILE.write_text(_url(port) + "\n")
+    return _url(port)
 
 
-def _pid_alive(pid_file: Path) -> bool:
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, 0)
-    except (ValueError, IndexError, ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _wait_ready() -> None:
+def _wait_ready(port: int) -> None:
     deadline = time.monotonic() + 60
-    while not _port_open():
+    while not _port_open(port):
         if time.monotonic() > deadline:
-            sys.exit(f"embedded PostgreSQL did not open port {PORT}; see {PGDATA}/server.log")
+            sys.exit(f"embedded PostgreSQL did not open port {port}; see {PGDATA}/server.log")
         time.sleep(0.2)
 
 
-def _ensure_database(name: str) -> None:
+def _ensure_database(port: int, name: str) -> None:
     import psycopg
 
-    with psycopg.connect(_url("postgres"), autocommit=True) as conn:
+    with psycopg.connect(_url(port, "postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def stop() -> None:
-    if (PGDATA / "PG_VERSION").exists() and _port_open():
+    if (PGDATA / "PG_VERSION").exists() and _running_port() is not None:
         subprocess.run(
             [_bin("pg_ctl"), "-D", str(PGDATA), "-m", "fast", "-w", "stop"],
             check=False,
@@ -148,6 +158,6 @@ if __name__ == "__main__":
     elif command == "destroy":
         destroy()
     elif command == "url":
-        print(_url())
+        print(URL_FILE.read_text().strip() if URL_FILE.exists() else "not started")
     else:
         sys.exit("usage: devdb.py start|stop|url|destroy")
