@@ -63,9 +63,9 @@ def test_keys_are_scoped_per_merchant(api, other_api):
 
 @pytest.mark.django_db
 def test_a_key_still_in_flight_is_409(api, merchant):
-    from core.idempotency import fingerprint
-
     import json
+
+    from core.idempotency import fingerprint
 
     IdempotencyKey.objects.create(
         merchant=merchant, key="busy", method="POST", path="/api/v1/payments",
@@ -81,12 +81,12 @@ def test_a_key_still_in_flight_is_409(api, merchant):
 @pytest.mark.django_db
 def test_a_crashed_request_is_resumed_without_a_duplicate(api, merchant):
     """The first request committed its payment, then died before storing the response."""
+    import json
+
     from django.utils import timezone
 
     from core.idempotency import fingerprint
     from payments import services
-
-    import json
 
     services.payment_create(merchant=merchant, idempotency_key="crash", **BODY)
     IdempotencyKey.objects.create(

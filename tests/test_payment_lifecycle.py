@@ -38,7 +38,9 @@ def test_create_with_confirm_true_answers_202(api, django_capture_on_commit_call
     assert Payment.objects.get(pk=response.json()["id"]).status == "captured"
 
 
-def test_decline_fails_the_payment_with_the_normalised_code(api, django_capture_on_commit_callbacks):
+def test_decline_fails_the_payment_with_the_normalised_code(
+    api, django_capture_on_commit_callbacks
+):
     payment = _create(api, payment_method="pm_card_declined")
     with django_capture_on_commit_callbacks(execute=True):
         api.post(f"/payments/{payment['id']}/confirm")
