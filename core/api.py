@@ -9,6 +9,8 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from core import ratelimit
+from core.errors import RateLimited
 from core.idempotency import IdempotentMixin
 
 
@@ -77,8 +79,30 @@ class ListSerializer(serializers.Serializer):
     has_more = serializers.BooleanField()
 
 
-class ApiView(IdempotentMixin, APIView):
-    """Every API view: merchant authentication, Idempotency-Key on POST, strict JSON input."""
+class RateLimitedMixin:
+    """Takes a token from the API key's read or write bucket before the view runs."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authenticate first: buckets are per key
+        decision = ratelimit.check(key_id=request.auth.pk,
+                                   is_write=request.method not in ("GET", "HEAD", "OPTIONS"))
+        self._rate_limit_headers = ratelimit.headers(decision) if decision else {}
+        if decision is not None and not decision.allowed:
+            raise RateLimited(
+                "Too many requests with this API key; retry after the Retry-After seconds.",
+                headers=self._rate_limit_headers,
+            )
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in getattr(self, "_rate_limit_headers", {}).items():
+            response[name] = value
+        return response
+
+
+class ApiView(IdempotentMixin, RateLimitedMixin, APIView):
+    """Every API view: merchant authentication, rate limits, Idempotency-Key on POST, strict
+    JSON input."""
 
     def validated(self, serializer_class: type[serializers.Serializer], request: Request
                   ) -> dict[str, Any]:

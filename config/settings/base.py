@@ -167,3 +167,10 @@ LOGGING = {
 DEMO_API_KEY = env("DEMO_API_KEY", default="sk_test_demo_4eC39HqLyjWDarjtT1zdp7dc")
 DEMO_ADMIN_USERNAME = env("DEMO_ADMIN_USERNAME", default="admin")
 DEMO_ADMIN_PASSWORD = env("DEMO_ADMIN_PASSWORD", default="clearhouse-demo")
+
+# Rate limits per API key (token buckets in Redis; fail open when Redis is unreachable).
+RATE_LIMIT_ENABLED = env.bool("RATE_LIMIT_ENABLED", default=True)
+RATE_LIMIT_WRITE_BURST = env.int("RATE_LIMIT_WRITE_BURST", default=100)
+RATE_LIMIT_WRITE_PER_SECOND = env.float("RATE_LIMIT_WRITE_PER_SECOND", default=50.0)
+RATE_LIMIT_READ_BURST = env.int("RATE_LIMIT_READ_BURST", default=200)
+RATE_LIMIT_READ_PER_SECOND = env.float("RATE_LIMIT_READ_PER_SECOND", default=100.0)
