@@ -10,6 +10,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from core.errors import AuthenticationFailed
+from core.logging import bind_merchant
 from core.models import ApiKey, Merchant
 from core.services import hash_api_key
 
@@ -39,7 +40,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         now = timezone.now()
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        request.api_key = key
+        bind_merchant(key.merchant_id)
         return key.merchant, key
 
     def authenticate_header(self, request: Request) -> str:
