@@ -6,3 +6,6 @@ from django.apps import AppConfig
 class CoreConfig(AppConfig):
     name = "core"
     verbose_name = "Merchants and API keys"
+
+    def ready(self) -> None:
+        from core import schema  # noqa: F401  (registers the OpenAPI auth extension)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.carddata import contains_card_number
@@ -27,6 +28,8 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "integer", "format": "int64", "minimum": 1,
+                     "maximum": MAX_AMOUNT, "example": 1050})
 class AmountField(serializers.Field):
     """A positive integer in minor units. Floats, strings, booleans and exponents are refused."""
 
@@ -48,6 +51,7 @@ class AmountField(serializers.Field):
         return value
 
 
+@extend_schema_field({"type": "string", "enum": sorted(CURRENCIES), "example": "usd"})
 class CurrencyField(serializers.CharField):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 3)

@@ -121,13 +121,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "ApiKeyAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk_test_…"}
-        }
+    "ENUM_NAME_OVERRIDES": {
+        "PaymentStatusEnum": "payments.models.PaymentStatus",
+        "RefundStatusEnum": "payments.models.RefundStatus",
     },
-    "SECURITY": [{"ApiKeyAuth": []}],
-    "AUTHENTICATION_WHITELIST": ["core.auth.ApiKeyAuthentication"],
 }
 
 # Celery: Redis when configured, otherwise kombu's filesystem transport (no server needed).
