@@ -27,6 +27,16 @@ CODES = {
                   False),
         ErrorCode("invalid_request", "The provider rejected the request as malformed.", False),
         ErrorCode("not_found", "The provider has no record of this reference.", False),
+        # The provider refused our credentials or signature before doing anything.
+        ErrorCode("provider_authentication_failed",
+                  "The provider rejected Clearhouse's credentials.", True),
+        # Sent, and the answer was lost (connection reset, 5xx after send, unreadable body).
+        ErrorCode("outcome_unknown",
+                  "The provider's answer was lost; the outcome is unknown.", False),
+        ErrorCode("invalid_state",
+                  "The provider's record does not allow this operation in its state.", False),
+        ErrorCode("idempotency_conflict",
+                  "The provider saw this idempotency key with different parameters.", False),
     ]
 }
 

@@ -1,9 +1,11 @@
-"""Tables owned by the providers app: the sandbox provider's own books of charges.
+"""Tables owned by the providers app: the sandbox provider's own books of charges, routing
+rules (data, edited in the admin) and the per-provider circuit breakers.
 
 The sandbox stands in for a remote PSP, so its state lives in its own tables (shared by the web
 process and the workers) and is written in autocommit, never inside a caller's transaction.
 """
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -31,3 +33,97 @@ class SandboxOperation(models.Model):
 
     def __str__(self) -> str:
         return self.idempotency_key
+
+
+class RoutingRule(models.Model):
+    """Routing as data: the first active rule (lowest `priority`, then oldest) whose every set
+    condition matches a payment decides the providers to try, in order. Blank conditions match
+    anything. Targets with a weight share the first attempt between them (a volume split);
+    the others follow in their listed order as fallbacks."""
+
+    name = models.CharField(max_length=100)
+    priority = models.PositiveIntegerField(default=100, help_text="Lower numbers are tried first.")
+    is_active = models.BooleanField(default=True)
+    merchant_id = models.CharField(
+        max_length=64, blank=True, default="",
+        help_text="A merchant id (acct_…); blank matches every merchant.")
+    currency = models.CharField(
+        max_length=3, blank=True, default="",
+        help_text="Lower-case ISO 4217 code; blank matches every currency.")
+    min_amount = models.BigIntegerField(null=True, blank=True,
+                                        help_text="Inclusive, in minor units.")
+    max_amount = models.BigIntegerField(null=True, blank=True,
+                                        help_text="Inclusive, in minor units.")
+    payment_method_brand = models.CharField(
+        max_length=32, blank=True, default="",
+        help_text="Card brand, e.g. visa or mastercard; blank matches every brand.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(min_amount__isnull=True) | models.Q(max_amount__isnull=True)
+                | models.Q(min_amount__lte=models.F("max_amount")),
+                name="routing_rule_amount_range"),
+            models.CheckConstraint(
+                condition=models.Q(currency="") | models.Q(currency__regex=r"^[a-z]{3}$"),
+                name="routing_rule_currency_lower"),
+        ]
+        indexes = [models.Index(fields=["is_active", "priority"], name="routing_rule_active")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (priority {self.priority})"
+
+    def clean(self) -> None:
+        self.currency = self.currency.lower()
+        self.payment_method_brand = self.payment_method_brand.lower()
+
+
+class RoutingTarget(models.Model):
+    rule = models.ForeignKey(RoutingRule, on_delete=models.CASCADE, related_name="targets")
+    provider = models.CharField(max_length=32, help_text="A registered provider code.")
+    position = models.PositiveSmallIntegerField(default=0, help_text="Fallback order.")
+    weight = models.PositiveIntegerField(
+        default=0, help_text="Share of first attempts among weighted targets; 0: fallback only.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rule", "provider"],
+                                               name="routing_target_provider_once")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} (weight {self.weight})"
+
+    def clean(self) -> None:
+        # Imported here: the registry imports the sandbox, which imports this module.
+        from providers.registry import registered_codes
+
+        if self.provider not in registered_codes():
+            raise ValidationError({"provider": f"Unknown provider; one of {registered_codes()}."})
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class ProviderBreaker(models.Model):
+    """One circuit breaker per provider, shared by every web process and worker; changed only
+    under its row lock by `providers.breaker`."""
+
+    provider = models.CharField(max_length=32, primary_key=True)
+    state = models.CharField(max_length=16, choices=BreakerState.choices,
+                             default=BreakerState.CLOSED)
+    failure_count = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    probe_started_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(state__in=BreakerState.values),
+                                              name="provider_breaker_state_known")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.state}"

@@ -1,4 +1,4 @@
-"""Looks up provider adapters by code. The providers issue adds the HTTP adapters and routing."""
+"""Looks up provider adapters by code: the sandbox and the HTTP adapters (Cielo, Rede, Getnet)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from collections.abc import Callable
 from django.conf import settings
 
 from providers.base import Provider
+from providers.cielo import CieloProvider
+from providers.getnet import GetnetProvider
+from providers.rede import RedeProvider
 from providers.sandbox import SandboxProvider
 
 _FACTORIES: dict[str, Callable[[], Provider]] = {"sandbox": SandboxProvider}
@@ -20,6 +23,10 @@ class UnknownProvider(LookupError):
 def register(code: str, factory: Callable[[], Provider]) -> None:
     _FACTORIES[code] = factory
     _INSTANCES.pop(code, None)
+
+
+def registered_codes() -> list[str]:
+    return sorted(_FACTORIES)
 
 
 def get_provider(code: str) -> Provider:
@@ -37,3 +44,8 @@ def default_provider_code() -> str:
 def reset() -> None:
     """Forget adapter instances (tests use this to start from an empty sandbox)."""
     _INSTANCES.clear()
+
+
+register("cielo", CieloProvider)
+register("rede", RedeProvider)
+register("getnet", GetnetProvider)

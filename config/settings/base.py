@@ -6,6 +6,7 @@ import environ
 
 from core.logging import configure_structlog
 from core.logging import formatter as log_formatter
+from providers import conf as provider_conf
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
@@ -152,8 +153,12 @@ IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # A key left "in flight" longer than this (a crashed request) may be taken over by a retry.
 IDEMPOTENCY_LOCK_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60)
 
-# Provider used when no routing rule matches (the providers issue adds rules as data).
+# Provider used when no routing rule matches (rules are data: providers.RoutingRule).
 DEFAULT_PROVIDER = env("DEFAULT_PROVIDER", default="sandbox")
+# Provider endpoints, credentials, webhook secrets, HTTP timeouts and breaker tuning, from env.
+PROVIDERS = provider_conf.providers_from_env()
+PROVIDER_TIMEOUTS = provider_conf.timeouts_from_env()
+PROVIDER_BREAKER = provider_conf.breaker_from_env()
 
 # Structured logs (core/logging.py): JSON lines by default, LOG_FORMAT=console for humans.
 configure_structlog()

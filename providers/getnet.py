@@ -1,0 +1,363 @@
+"""Getnet adapter: snake_case JSON, amounts as {"value", "scale", "currency"}, an OAuth2
+client-credentials Bearer token plus an HMAC signature on every request, `Idempotency-Key`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from core.money import exponent
+from providers.base import (
+    AuthorizeRequest,
+    CaptureRequest,
+    Outcome,
+    ProviderResult,
+    ProviderStatus,
+    RefundRequest,
+    RetrieveRequest,
+    VoidRequest,
+)
+from providers.http import (
+    Delivery,
+    DepositRequest,
+    HttpAdapter,
+    InboundEvent,
+    MovementResult,
+    MovementStatus,
+    PayoutRequest,
+    Sent,
+    WebhookPayloadError,
+    fresh,
+    parse_json_object,
+    parse_time,
+    signature_matches,
+)
+
+STATUS = {
+    "AUTHORIZED": ProviderStatus.AUTHORIZED, "APPROVED": ProviderStatus.CAPTURED,
+    "CONFIRMED": ProviderStatus.CAPTURED, "PARTIALLY_REFUNDED": ProviderStatus.CAPTURED,
+    "DENIED": ProviderStatus.DECLINED, "CANCELED": ProviderStatus.VOIDED,
+    "REFUNDED": ProviderStatus.REFUNDED, "PENDING": ProviderStatus.PENDING,
+}
+DECLINE_CODES = {  # details[].error_code on a 402 → normalised code
+    "PAYMENTS-001": "card_declined", "PAYMENTS-005": "do_not_honor",
+    "PAYMENTS-051": "insufficient_funds", "PAYMENTS-054": "expired_card",
+    "PAYMENTS-063": "fraud_suspected", "PAYMENTS-091": "issuer_unavailable",
+    "PAYMENTS-096": "processing_error",
+}
+ERROR_CODES = {  # details[].error_code on any other 4xx → normalised code
+    "GENERIC-400": "invalid_request", "PAYMENTS-400": "invalid_request",
+    "PAYMENTS-404": "not_found", "PAYMENTS-409": "invalid_state",
+    "IDEMPOTENCY-422": "idempotency_conflict",
+}
+EVENTS = {
+    "PAYMENT_AUTHORIZED": "payment.authorized", "PAYMENT_CONFIRMED": "payment.captured",
+    "PAYMENT_DENIED": "payment.declined", "PAYMENT_CANCELED": "payment.voided",
+    "REFUND_APPROVED": "refund.succeeded", "DISPUTE_OPENED": "dispute.opened",
+    "PAYOUT_PAID": "payout.paid", "PAYOUT_FAILED": "payout.failed",
+    "DEPOSIT_CONFIRMED": "deposit.confirmed", "DEPOSIT_FAILED": "deposit.failed",
+}
+MOVEMENT_STATUS = {"PENDING": MovementStatus.PENDING, "IN_TRANSIT": MovementStatus.PENDING,
+                   "PAID": MovementStatus.PAID, "CONFIRMED": MovementStatus.CONFIRMED,
+                   "FAILED": MovementStatus.FAILED}
+OAUTH_PATH = "/auth/oauth/v2/token"
+TOKEN_REFRESH_MARGIN_SECONDS = 60
+
+
+def to_scaled(amount: int, currency: str) -> dict[str, Any]:
+    return {"value": amount, "scale": exponent(currency.lower()), "currency": currency.upper()}
+
+
+def from_scaled(value: Any) -> int | None:
+    """{"value": 1050, "scale": 2, "currency": "BRL"} → 1050 minor units of BRL."""
+    if not isinstance(value, dict):
+        return None
+    amount, scale = value.get("value"), value.get("scale")
+    currency = str(value.get("currency", "")).lower()
+    if not isinstance(amount, int) or not isinstance(scale, int) or not currency:
+        return None
+    shift = exponent(currency) - scale
+    if shift >= 0:
+        return amount * 10**shift
+    return amount // 10**-shift if amount % 10**-shift == 0 else None
+
+
+def request_signature(secret: str, timestamp: str, method: str, raw_path: str,
+                      body: bytes) -> str:
+    message = "\n".join([timestamp, method, raw_path, hashlib.sha256(body).hexdigest()])
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+class GetnetProvider(HttpAdapter):
+    code = "getnet"
+    idempotency_header = "Idempotency-Key"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._token: tuple[str, str, float] | None = None  # (base_url, token, expires)
+        self._token_lock = threading.Lock()
+
+    # -- auth: a cached bearer token and a per-request HMAC ----------------------------------
+    def _fetch_token(self) -> Sent | None:
+        """Get a fresh token into the cache; on failure, the Sent that explains why."""
+        config = self.config()
+        basic = base64.b64encode(
+            f"{config['client_id']}:{config['client_secret']}".encode()).decode()
+        url = config["base_url"].rstrip("/") + OAUTH_PATH
+        started = time.monotonic()
+        try:
+            response = self.client().post(
+                url, content=b"grant_type=client_credentials&scope=oob",
+                headers={"Authorization": f"Basic {basic}",
+                         "Content-Type": "application/x-www-form-urlencoded"},
+                timeout=self.timeout())
+        except httpx.TransportError as exc:
+            return self._token_failure(exc, started, url)
+        try:
+            grant = response.json() if response.status_code == 200 else {}
+        except ValueError:
+            grant = {}
+        token = grant.get("access_token") if isinstance(grant, dict) else None
+        if isinstance(token, str):
+            expires = time.monotonic() + int(grant.get("expires_in", 300))
+            self._token = (config["base_url"], token, expires)
+            return None
+        # 401 (bad client credentials) and 503 keep their meaning; the payment was not sent.
+        exchange = {"request": {"method": "POST", "url": url},
+                    "response": {"status": response.status_code,
+                                 "body": response.text[:500]}}
+        return Sent(Delivery.ANSWERED, int((time.monotonic() - started) * 1000), exchange,
+                    response, None)
+
+    def _token_failure(self, exc: Exception, started: float, url: str) -> Sent:
+        exchange = {"request": {"method": "POST", "url": url},
+                    "response": {"error": f"{type(exc).__name__}: {exc}"[:500],
+                                 "delivery": Delivery.NOT_SENT.value}}
+        # Whatever happened to the token call, the payment request itself never left.
+        return Sent(Delivery.NOT_SENT, int((time.monotonic() - started) * 1000), exchange)
+
+    def _current_token(self) -> str | None:
+        token = self._token
+        if token is None or token[0] != self.config()["base_url"] or (
+                token[2] - TOKEN_REFRESH_MARGIN_SECONDS < time.monotonic()):
+            return None
+        return token[1]
+
+    def auth_headers(self, method: str, url: httpx.URL, body: bytes) -> dict[str, str]:
+        timestamp = str(int(time.time()))
+        signature = request_signature(self.config()["signing_secret"], timestamp, method,
+                                      url.raw_path.decode("ascii"), body)
+        return {"Authorization": f"Bearer {self._current_token()}",
+                "X-Getnet-Timestamp": timestamp, "X-Getnet-Signature": signature}
+
+    def send(self, method: str, path: str, **kwargs: Any) -> Sent:
+        for attempt in range(2):
+            with self._token_lock:
+                if self._current_token() is None:
+                    failed = self._fetch_token()
+                    if failed is not None:
+                        return failed
+            sent = super().send(method, path, **kwargs)
+            # A 401 invalid_token was refused before anything happened: safe to re-send once.
+            if attempt == 0 and sent.status_code == 401 and (
+                    sent.field("error") == "invalid_token"):
+                self._token = None
+                continue
+            return sent
+        return sent
+
+    # -- answers -------------------------------------------------------------------------------
+    def _error(self, sent: Sent, reference: str = "") -> ProviderResult:
+        fallback = "not_found" if sent.status_code == 404 else "invalid_request"
+        return self.rejected(
+            sent, ERROR_CODES.get(str(sent.field("details", 0, "error_code")), fallback),
+            reference=reference)
+
+    def _payment(self, sent: Sent, payment: Mapping[str, Any]) -> ProviderResult:
+        reference = str(payment.get("payment_id", ""))
+        status = STATUS.get(payment.get("status"), ProviderStatus.UNKNOWN)
+        if status == ProviderStatus.DECLINED:
+            return self.declined(sent, DECLINE_CODES.get(
+                str((payment.get("credit") or {}).get("reason_code")), "card_declined"),
+                reference=reference)
+        outcome = {ProviderStatus.PENDING: Outcome.PENDING,
+                   ProviderStatus.UNKNOWN: Outcome.UNKNOWN}.get(status, Outcome.APPROVED)
+        captured = from_scaled(payment.get("amount_captured"))
+        return self.result(sent, outcome=outcome, provider_reference=reference, status=status,
+                           amount=captured or from_scaled(payment.get("amount")))
+
+    # -- the port -------------------------------------------------------------------------------
+    def authorize(self, request: AuthorizeRequest) -> ProviderResult:
+        body = {
+            "seller_id": self.config()["seller_id"],
+            "amount": to_scaled(request.amount, request.currency),
+            "order": {"order_id": request.merchant_reference},
+            "credit": {"delayed": not request.capture, "number_token": request.payment_method,
+                       "soft_descriptor": request.description[:22]},
+        }
+        sent = self.send("POST", "/v1/payments/credit", body=body,
+                         idempotency_key=request.idempotency_key)
+        failed = self.unanswered(sent)
+        if failed is not None:
+            return failed
+        if sent.status_code == 200 and sent.field("payment_id"):
+            return self._payment(sent, sent.data)
+        if sent.status_code == 402:
+            return self.declined(
+                sent, DECLINE_CODES.get(str(sent.field("details", 0, "error_code")),
+                                        "card_declined"),
+                reference=str(sent.field("payment_id", default="")))
+        return self._error(sent)
+
+    def _operation(self, request: CaptureRequest | RefundRequest | VoidRequest, action: str,
+                   body: dict[str, Any] | None) -> Sent:
+        return self.send("POST", f"/v1/payments/credit/{request.provider_reference}/{action}",
+                         body=body if body is not None else {},
+                         idempotency_key=request.idempotency_key)
+
+    def capture(self, request: CaptureRequest) -> ProviderResult:
+        sent = self._operation(request, "confirm",
+                               {"amount": to_scaled(request.amount, request.currency)})
+        failed = self.unanswered(sent)
+        if failed is not None:
+            return failed
+        if sent.status_code == 200 and sent.field("status") == "CONFIRMED":
+            return self._payment(sent, sent.data)
+        return self._error(sent, request.provider_reference)
+
+    def void(self, request: VoidRequest) -> ProviderResult:
+        sent = self._operation(request, "cancel", None)
+        failed = self.unanswered(sent)
+        if failed is not None:
+            return failed
+        if sent.status_code == 200 and sent.field("status") == "CANCELED":
+            return self._payment(sent, sent.data)
+        return self._error(sent, request.provider_reference)
+
+    def refund(self, request: RefundRequest) -> ProviderResult:
+        sent = self._operation(request, "refund",
+                               {"amount": to_scaled(request.amount, request.currency)})
+        failed = self.unanswered(sent)
+        if failed is not None:
+            return failed
+        refund_id = sent.field("refund_id")
+        if sent.status_code == 200 and refund_id:
+            return self.result(sent, outcome=Outcome.APPROVED, provider_reference=str(refund_id),
+                               status=ProviderStatus.REFUNDED,
+                               amount=from_scaled(sent.field("amount")))
+        return self._error(sent, request.provider_reference)
+
+    def retrieve(self, request: RetrieveRequest) -> ProviderResult:
+        if request.provider_reference:
+            sent = self.send("GET", f"/v1/payments/{request.provider_reference}")
+            payment = sent.data
+        else:
+            sent = self.send("GET", "/v1/payments",
+                             params={"order_id": request.merchant_reference})
+            payment = sent.field("payments", 0)  # Getnet lists the live payment first
+        failed = self.unanswered(sent, mutation=False)
+        if failed is not None:
+            return failed
+        if sent.status_code == 200 and isinstance(payment, dict):
+            return self._payment(sent, payment)
+        if sent.status_code == 200:  # an empty list: no payment for this order
+            return self.declined(sent, "not_found", status=ProviderStatus.NOT_FOUND)
+        return self._error(sent, request.provider_reference)
+
+    # -- payouts and deposits --------------------------------------------------------------------
+    def _movement(self, sent: Sent, id_field: str, *, mutation: bool) -> MovementResult:
+        failed = self.movement_unanswered(sent, mutation=mutation)
+        if failed is not None:
+            return failed
+        reference = sent.field(id_field)
+        if sent.status_code != 200 or not isinstance(reference, str):
+            fallback = "not_found" if sent.status_code == 404 else "invalid_request"
+            return self.movement_rejected(sent, ERROR_CODES.get(
+                str(sent.field("details", 0, "error_code")), fallback))
+        return self.movement_answer(
+            sent, reference=reference, amount=from_scaled(sent.field("amount")),
+            status=MOVEMENT_STATUS.get(sent.field("status"), MovementStatus.UNKNOWN))
+
+    def payout_create(self, request: PayoutRequest) -> MovementResult:
+        return self._movement(self.send("POST", "/v1/payouts", body={
+            "seller_id": self.config()["seller_id"], "order_id": request.merchant_reference,
+            "amount": to_scaled(request.amount, request.currency),
+            "destination": {"bank_account_token": request.destination},
+        }, idempotency_key=request.idempotency_key), "payout_id", mutation=True)
+
+    def payout_retrieve(self, provider_reference: str) -> MovementResult:
+        return self._movement(self.send("GET", f"/v1/payouts/{provider_reference}"),
+                              "payout_id", mutation=False)
+
+    def deposit_create(self, request: DepositRequest) -> MovementResult:
+        return self._movement(self.send("POST", "/v1/deposits", body={
+            "seller_id": self.config()["seller_id"], "order_id": request.merchant_reference,
+            "amount": to_scaled(request.amount, request.currency), "method": request.method,
+        }, idempotency_key=request.idempotency_key), "deposit_id", mutation=True)
+
+    def deposit_retrieve(self, provider_reference: str) -> MovementResult:
+        return self._movement(self.send("GET", f"/v1/deposits/{provider_reference}"),
+                              "deposit_id", mutation=False)
+
+    # -- inbound webhooks --------------------------------------------------------------------
+    def verify_webhook(self, *, headers: Mapping[str, str], body: bytes,
+                       now: float | None = None, tolerance_seconds: int = 300) -> bool:
+        """`X-Getnet-Webhook-Signature: t=<unix ms>,v1=<hex HMAC-SHA256(secret,
+        "<t>." + hex(SHA-256(body)))>`; several `v1=` may appear while a secret rotates."""
+        lower = {k.lower(): v for k, v in headers.items()}
+        parts = [p.strip().partition("=") for p in
+                 lower.get("x-getnet-webhook-signature", "").split(",")]
+        stamps = [value for key, _, value in parts if key == "t"]
+        given = [value for key, _, value in parts if key == "v1"]
+        secret = self.config().get("webhook_secret", "")
+        # Exactly one ASCII-numeric `t`: a second one is an attempt to confuse the parser.
+        if not secret or len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit()):
+            return False
+        millis = stamps[0]
+        if not fresh(int(millis) / 1000, now, tolerance_seconds):
+            return False
+        message = f"{millis}.{hashlib.sha256(body).hexdigest()}".encode()
+        expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+        return signature_matches(expected, given)
+
+    def parse_webhook(self, body: bytes) -> InboundEvent:
+        data = parse_json_object(body)
+        type = EVENTS.get(data.get("event_type", ""))
+        if type is None or not data.get("notification_id"):
+            raise WebhookPayloadError(f"Unknown Getnet event {data.get('event_type')!r}.")
+        payment = data.get("payment") or {}
+        kind = type.partition(".")[0]
+        status = ""
+        if kind in ("payout", "deposit"):
+            movement = data.get(kind) or {}
+            reference, merchant_reference = movement.get(f"{kind}_id", ""), movement.get(
+                "order_id", "")
+            amount = from_scaled(movement.get("amount"))
+            currency = str((movement.get("amount") or {}).get("currency", "")).lower()
+            status = MOVEMENT_STATUS.get(movement.get("status"), MovementStatus.UNKNOWN).value
+        else:
+            reference, merchant_reference = payment.get("payment_id", ""), payment.get(
+                "order_id", "")
+            currency = str((payment.get("amount") or {}).get("currency", "")).lower()
+            status = STATUS.get(payment.get("status"), ProviderStatus.UNKNOWN).value
+            amount = {"payment.captured": from_scaled(payment.get("amount_captured")),
+                      "refund.succeeded": from_scaled((data.get("refund") or {}).get("amount")),
+                      "dispute.opened": from_scaled((data.get("dispute") or {}).get("amount")),
+                      }.get(type, from_scaled(payment.get("amount")))
+        return InboundEvent(
+            provider=self.code, event_id=str(data["notification_id"]), type=type,
+            occurred_at=parse_time(data.get("created_at")), provider_reference=str(reference),
+            merchant_reference=str(merchant_reference), amount=amount, currency=currency,
+            status=status, refund_reference=str((data.get("refund") or {}).get("refund_id", "")),
+            dispute_reference=str((data.get("dispute") or {}).get("dispute_id", "")),
+            error_code=DECLINE_CODES.get(str(payment.get("error_code")), "card_declined")
+            if type == "payment.declined" else "",
+            payload=data,
+        )

@@ -1,0 +1,350 @@
+"""Shared machinery of the HTTP adapters: one httpx client per adapter, settings read lazily,
+transport failures classified by whether the provider could have acted, redacted exchanges.
+
+Also the types for what the port in `base.py` does not cover yet (payouts, deposits, inbound
+webhooks, settlement files); each HTTP adapter implements them in its own dialect.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, ClassVar
+
+import httpx
+from django.conf import settings
+
+from providers import conf
+from providers.base import Outcome, ProviderResult, ProviderStatus
+from providers.errors import error
+
+# Headers worth keeping on an attempt; everything else (credentials, signatures) is dropped.
+SAFE_HEADERS = frozenset({
+    "content-type", "retry-after", "location", "requestid", "idempotency-key",
+    "x-rede-idempotency-key", "x-simulator-replayed",
+})
+SECRET_FIELDS = frozenset({
+    "authorization", "merchantkey", "merchant_key", "access_token", "refresh_token",
+    "client_secret", "password", "secret", "signing_secret", "token", "cvv", "securitycode",
+    "security_code", "cardnumber", "card_number", "number",
+})
+REDACTED = "[redacted]"
+MAX_TEXT_IN_EXCHANGE = 2000
+
+
+def redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if str(k).lower() in SECRET_FIELDS else redact(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+class Delivery(enum.StrEnum):
+    ANSWERED = "answered"
+    NOT_SENT = "not_sent"  # refused / connect timeout / pool timeout: the provider saw nothing
+    TIMED_OUT = "timed_out"  # sent, no answer within the read timeout
+    LOST = "lost"  # sent, then the connection broke: the provider may have acted
+
+
+@dataclass
+class Sent:
+    """One HTTP call as the adapter saw it."""
+
+    delivery: Delivery
+    latency_ms: int
+    exchange: dict[str, Any]
+    response: httpx.Response | None = None
+    data: Any = None  # the parsed JSON body, None when absent or not JSON
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code if self.response is not None else 0
+
+    def field(self, *path: str | int, default: Any = None) -> Any:
+        value = self.data
+        for key in path:
+            try:
+                value = value[key]
+            except (KeyError, IndexError, TypeError):
+                return default
+        return value
+
+
+class ProviderHttpError(RuntimeError):
+    """A call whose answer is not a payment result (settlement files): raised, not returned."""
+
+
+# -- operations beyond the port in base.py ------------------------------------------------------
+class MovementStatus(enum.StrEnum):
+    PENDING = "pending"
+    PAID = "paid"  # payout reached the bank account
+    CONFIRMED = "confirmed"  # deposit received
+    FAILED = "failed"
+    NOT_FOUND = "not_found"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class PayoutRequest:
+    idempotency_key: str
+    amount: int
+    currency: str
+    destination: str  # a bank-account token; never raw account numbers
+    merchant_reference: str
+
+
+@dataclass(frozen=True)
+class DepositRequest:
+    idempotency_key: str
+    amount: int
+    currency: str
+    method: str  # e.g. "pix", "boleto"
+    merchant_reference: str
+
+
+@dataclass(frozen=True)
+class MovementResult:
+    outcome: Outcome
+    provider_reference: str = ""
+    status: MovementStatus = MovementStatus.UNKNOWN
+    amount: int | None = None
+    error_code: str = ""
+    error_message: str = ""
+    retryable: bool = False
+    latency_ms: int = 0
+    exchange: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """A provider webhook in normalised form. `type` is one of payment.authorized,
+    payment.captured, payment.declined, payment.voided, refund.succeeded, dispute.opened,
+    payout.paid, payout.failed, deposit.confirmed, deposit.failed. `provider_reference` is the
+    charge (or payout/deposit) reference; `amount` is the refund/dispute amount for those
+    events, the captured amount for payment.captured, the payment amount otherwise. `status` is
+    a ProviderStatus value for payment events and a MovementStatus value for the others."""
+
+    provider: str
+    event_id: str
+    type: str
+    occurred_at: datetime
+    provider_reference: str = ""
+    merchant_reference: str = ""
+    amount: int | None = None
+    currency: str = ""
+    status: str = ""
+    refund_reference: str = ""
+    dispute_reference: str = ""
+    error_code: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class WebhookPayloadError(ValueError):
+    pass
+
+
+def fresh(timestamp: float, now: float | None, tolerance_seconds: int) -> bool:
+    """The contract's ±300 s window on a webhook's signed timestamp."""
+    return abs((time.time() if now is None else now) - timestamp) <= tolerance_seconds
+
+
+def signature_matches(expected: str, candidates: list[str]) -> bool:
+    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
+
+
+class HttpAdapter:
+    """Base of the HTTP adapters. Subclasses add auth headers and their wire format."""
+
+    code: ClassVar[str] = ""
+    idempotency_header: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+
+    # -- configuration, read on every call so settings overrides apply at once --------------
+    def config(self) -> Mapping[str, Any]:
+        providers = getattr(settings, "PROVIDERS", None) or conf.PROVIDERS
+        return providers[self.code]
+
+    def timeout(self) -> httpx.Timeout:
+        values = {**(getattr(settings, "PROVIDER_TIMEOUTS", None) or conf.PROVIDER_TIMEOUTS),
+                  **self.config().get("timeouts", {})}
+        return httpx.Timeout(connect=values["connect"], read=values["read"],
+                             write=values["write"], pool=values["pool"])
+
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = httpx.Client(
+                        headers={"User-Agent": "Clearhouse/1.0"},
+                        limits=httpx.Limits(max_connections=200,
+                                            max_keepalive_connections=20),
+                    )
+        return self._client
+
+    def auth_headers(self, method: str, url: httpx.URL, body: bytes) -> dict[str, str]:
+        raise NotImplementedError
+
+    # -- the call ---------------------------------------------------------------------------
+    def send(self, method: str, path: str, *, body: Any = None,
+             params: Mapping[str, str] | None = None, idempotency_key: str = "",
+             accept: str = "application/json") -> Sent:
+        content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        url = httpx.URL(self.config()["base_url"].rstrip("/") + path, params=params)
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if idempotency_key:
+            headers[self.idempotency_header] = idempotency_key
+        headers.update(self.auth_headers(method, url, content))
+        exchange: dict[str, Any] = {"request": {
+            "method": method, "url": str(url.copy_with(username=None, password=None)),
+            "headers": {k: v for k, v in headers.items() if k.lower() in SAFE_HEADERS},
+            "body": redact(body),
+        }}
+        started = time.monotonic()
+        try:
+            response = self.client().request(method, url, content=content, headers=headers,
+                                              timeout=self.timeout())
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError) as exc:
+            return self._failed(Delivery.NOT_SENT, exc, started, exchange)
+        except httpx.TimeoutException as exc:
+            return self._failed(Delivery.TIMED_OUT, exc, started, exchange)
+        except httpx.TransportError as exc:
+            return self._failed(Delivery.LOST, exc, started, exchange)
+        latency_ms = int((time.monotonic() - started) * 1000)
+        try:
+            data = response.json() if response.content else None
+        except ValueError:
+            data = None
+        exchange["response"] = {
+            "status": response.status_code,
+            "headers": {k: v for k, v in response.headers.items() if k.lower() in SAFE_HEADERS},
+            "body": redact(data) if data is not None
+            else response.text[:MAX_TEXT_IN_EXCHANGE],
+        }
+        exchange["latency_ms"] = latency_ms
+        return Sent(Delivery.ANSWERED, latency_ms, exchange, response, data)
+
+    def _failed(self, delivery: Delivery, exc: Exception, started: float,
+                exchange: dict[str, Any]) -> Sent:
+        latency_ms = int((time.monotonic() - started) * 1000)
+        exchange["response"] = {"error": f"{type(exc).__name__}: {exc}"[:500],
+                                "delivery": delivery.value}
+        exchange["latency_ms"] = latency_ms
+        return Sent(delivery, latency_ms, exchange)
+
+    # -- building results ---------------------------------------------------------------------
+    def result(self, sent: Sent, **fields: Any) -> ProviderResult:
+        return ProviderResult(latency_ms=sent.latency_ms, exchange=sent.exchange, **fields)
+
+    def declined(self, sent: Sent, code: str, *, reference: str = "",
+                 status: ProviderStatus = ProviderStatus.DECLINED) -> ProviderResult:
+        err = error(code)
+        return self.result(sent, outcome=Outcome.DECLINED, provider_reference=reference,
+                           status=status, error_code=err.code, error_message=err.message,
+                           retryable=err.retryable)
+
+    def unknown(self, sent: Sent, code: str, *, reference: str = "") -> ProviderResult:
+        err = error(code)
+        return self.result(sent, outcome=Outcome.UNKNOWN, provider_reference=reference,
+                           status=ProviderStatus.UNKNOWN, error_code=err.code,
+                           error_message=err.message, retryable=False)
+
+    def unanswered(self, sent: Sent, *, mutation: bool = True) -> ProviderResult | None:
+        """The result when the provider gave no usable answer; None when it did.
+
+        Only what cannot have reached the provider's books is retryable: no connection, 429,
+        503 (documented by all three providers as "not processed") and rejected credentials.
+        A timeout, a reset after sending or any other 5xx is UNKNOWN, never retryable.
+        A lookup (`mutation=False`) that gets no answer is simply UNKNOWN.
+        """
+        code = ""
+        if sent.delivery == Delivery.NOT_SENT:
+            code = "provider_unavailable"
+        elif sent.delivery == Delivery.TIMED_OUT:
+            return self.unknown(sent, "timeout")
+        elif sent.delivery == Delivery.LOST:
+            return self.unknown(sent, "outcome_unknown")
+        elif sent.status_code in (429, 503):
+            code = "provider_unavailable"
+        elif sent.status_code >= 500:
+            return self.unknown(sent, "outcome_unknown")
+        elif sent.status_code in (401, 403):
+            code = "provider_authentication_failed"
+        if not code:
+            return None
+        return self.declined(sent, code) if mutation else self.unknown(sent, code)
+
+    def rejected(self, sent: Sent, code: str, *, reference: str = "") -> ProviderResult:
+        """A 4xx carrying the provider's error (mapped to `code`). Any other answer we could
+        not read (a 2xx with an odd body) may mean it happened: UNKNOWN."""
+        if not 400 <= sent.status_code < 500:
+            return self.unknown(sent, "outcome_unknown", reference=reference)
+        status = ProviderStatus.NOT_FOUND if code == "not_found" else ProviderStatus.DECLINED
+        return self.declined(sent, code, reference=reference, status=status)
+
+    def movement(self, sent: Sent, **fields: Any) -> MovementResult:
+        return MovementResult(latency_ms=sent.latency_ms, exchange=sent.exchange, **fields)
+
+    def _as_movement(self, sent: Sent, result: ProviderResult) -> MovementResult:
+        status = {ProviderStatus.NOT_FOUND: MovementStatus.NOT_FOUND,
+                  ProviderStatus.DECLINED: MovementStatus.FAILED}.get(result.status,
+                                                                      MovementStatus.UNKNOWN)
+        return self.movement(sent, outcome=result.outcome, status=status,
+                             error_code=result.error_code, error_message=result.error_message,
+                             retryable=result.retryable)
+
+    def movement_unanswered(self, sent: Sent, *, mutation: bool) -> MovementResult | None:
+        result = self.unanswered(sent, mutation=mutation)
+        return None if result is None else self._as_movement(sent, result)
+
+    def movement_rejected(self, sent: Sent, code: str) -> MovementResult:
+        return self._as_movement(sent, self.rejected(sent, code))
+
+    def settlement_report(self, day: date) -> bytes:
+        """The provider's settlement file for `day`, as raw bytes (each in its own format)."""
+        sent = self.send("GET", f"/settlements/{day.isoformat()}.csv", accept="text/csv")
+        if sent.delivery != Delivery.ANSWERED or sent.status_code != 200:
+            raise ProviderHttpError(
+                f"{self.code} settlement {day}: {sent.exchange.get('response')}")
+        assert sent.response is not None
+        return sent.response.content
+
+    def movement_answer(self, sent: Sent, *, reference: str, status: MovementStatus,
+                        amount: int | None) -> MovementResult:
+        outcome = {MovementStatus.PAID: Outcome.APPROVED,
+                   MovementStatus.CONFIRMED: Outcome.APPROVED,
+                   MovementStatus.FAILED: Outcome.DECLINED}.get(status, Outcome.PENDING)
+        return self.movement(sent, outcome=outcome, provider_reference=reference,
+                             status=status, amount=amount)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise WebhookPayloadError("The webhook body is not JSON.") from exc
+    if not isinstance(data, dict):
+        raise WebhookPayloadError("The webhook body is not a JSON object.")
+    return data
+
+
+def parse_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise WebhookPayloadError("The webhook has no timestamp.")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise WebhookPayloadError(f"Bad webhook timestamp {value!r}.") from exc

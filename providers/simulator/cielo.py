@@ -1,0 +1,290 @@
+"""Simulated Cielo: PascalCase JSON, integer cents, numeric statuses, MerchantId/MerchantKey
+headers, `RequestId` as idempotency key, declines answered 201 with Status 3."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+from datetime import date, timedelta
+from typing import Any
+
+from providers.simulator.engine import Book, Charge, Draws, Movement, Result, SimEvent
+from providers.simulator.wire import (
+    BadRequest,
+    Dialect,
+    Mutation,
+    Reply,
+    Request,
+    iso,
+    pick_charge_for_order,
+    require_currency,
+    require_int,
+    require_str,
+    routes,
+)
+
+STATUS = {"authorized": 1, "captured": 2, "declined": 3, "voided": 10, "refunded": 11}
+RETURN_CODES = {
+    "card_declined": "57", "do_not_honor": "05", "insufficient_funds": "51",
+    "expired_card": "54", "fraud_suspected": "59", "issuer_unavailable": "91",
+    "processing_error": "96",
+}
+ERRORS = {  # kind → (HTTP status, Cielo error code)
+    "unauthorized": (401, 132), "invalid_request": (400, 114), "not_found": (404, 307),
+    "idempotency_mismatch": (409, 901), "invalid_state": (400, 308),
+    "invalid_amount": (400, 116), "unavailable": (503, 503), "server_error": (500, 500),
+}
+CHANGE_TYPES = {
+    "payment.authorized": "PaymentAuthorized", "payment.captured": "PaymentCaptured",
+    "payment.declined": "PaymentDenied", "payment.voided": "PaymentVoided",
+    "refund.succeeded": "RefundConfirmed", "dispute.opened": "ChargebackOpened",
+    "payout.paid": "PayoutPaid", "payout.failed": "PayoutFailed",
+    "deposit.confirmed": "DepositConfirmed", "deposit.failed": "DepositFailed",
+}
+MOVEMENT_STATUS = {"pending": "Pending", "in_transit": "InTransit", "paid": "Paid",
+                   "confirmed": "Confirmed", "failed": "Failed"}
+
+
+def _payment(charge: Charge) -> dict[str, Any]:
+    approved = charge.status != "declined"
+    return {
+        "PaymentId": charge.reference,
+        "Type": "CreditCard",
+        "Amount": charge.amount,
+        "CapturedAmount": charge.captured,
+        "VoidedAmount": charge.refunded,
+        "Currency": charge.currency.upper(),
+        "Status": STATUS[charge.status],
+        "ReturnCode": ("6" if charge.captured else "4") if approved
+        else RETURN_CODES[charge.decline_reason],
+        "ReturnMessage": "Operation Successful" if approved else "Not Authorized",
+        "ProofOfSale": charge.proof_of_sale,
+        "AuthorizationCode": charge.authorization_code,
+        "ReceivedDate": iso(charge.created_at),
+        "CapturedDate": iso(charge.captured_at),
+    }
+
+
+def _sale(charge: Charge) -> dict[str, Any]:
+    return {"MerchantOrderId": charge.order_id, "Payment": _payment(charge)}
+
+
+def _movement(movement: Movement) -> dict[str, Any]:
+    id_field = "PayoutId" if movement.kind == "payout" else "DepositId"
+    order_field = "MerchantPayoutId" if movement.kind == "payout" else "MerchantDepositId"
+    return {id_field: movement.reference, order_field: movement.order_id,
+            "Amount": movement.amount, "Currency": movement.currency.upper(),
+            "Status": MOVEMENT_STATUS[movement.status], "FailureReason": movement.failure_reason,
+            "CreatedDate": iso(movement.created_at)}
+
+
+class CieloDialect(Dialect):
+    code = "cielo"
+    idempotency_header = "RequestId"
+    route_table = routes(
+        ("POST", r"/1/sales/?", "authorize"),
+        ("PUT", r"/1/sales/(?P<ref>[^/]+)/capture", "capture"),
+        ("PUT", r"/1/sales/(?P<ref>[^/]+)/void", "void_or_refund"),
+        ("GET", r"/1/sales/(?P<ref>[^/]+)", "get_sale"),
+        ("GET", r"/1/sales/?", "find_sales"),
+        ("POST", r"/1/payouts/?", "payout"),
+        ("GET", r"/1/payouts/(?P<ref>[^/]+)", "get_payout"),
+        ("POST", r"/1/deposits/?", "deposit"),
+        ("GET", r"/1/deposits/(?P<ref>[^/]+)", "get_deposit"),
+    )
+
+    def authenticate(self, request: Request, book: Book) -> Reply | None:
+        creds = book.config.credentials
+        if hmac.compare_digest(request.header("MerchantId"), creds["merchant_id"]) and (
+                hmac.compare_digest(request.header("MerchantKey"), creds["merchant_key"])):
+            return None
+        return self.error("unauthorized", "MerchantId or MerchantKey is invalid.")
+
+    def error(self, kind: str, message: str) -> Reply:
+        status, code = ERRORS[kind]
+        headers = {"Retry-After": "1"} if status == 503 else {}
+        return Reply.json(status, [{"Code": code, "Message": message}], headers)
+
+    # -- payments ------------------------------------------------------------------------------
+    def authorize(self, request: Request, book: Book) -> Mutation:
+        data = request.json()
+        order_id = require_str(data, "MerchantOrderId", max_length=50)
+        payment = data.get("Payment")
+        if not isinstance(payment, dict):
+            raise BadRequest("Payment is required.", "Payment")
+        if payment.get("Type") != "CreditCard":
+            raise BadRequest("Payment.Type must be CreditCard.", "Payment.Type")
+        amount = require_int(payment.get("Amount"), "Payment.Amount")
+        currency = require_currency(payment.get("Currency", "BRL"), "Payment.Currency")
+        capture = payment.get("Capture", False)
+        if not isinstance(capture, bool):
+            raise BadRequest("Payment.Capture must be a boolean.", "Payment.Capture")
+        card = payment.get("CreditCard")
+        token = require_str(card if isinstance(card, dict) else {}, "CardToken", max_length=100)
+        key = request.header(self.idempotency_header)
+
+        def apply(draws: Draws) -> Result:
+            return book.authorize(reference=book.new_uuid(), order_id=order_id, amount=amount,
+                                  currency=currency, payment_method=token, capture=capture,
+                                  idempotency_key=key, draws=draws)
+
+        def render(result: Result) -> Reply:
+            assert result.charge is not None
+            return Reply.json(201, _sale(result.charge))
+
+        return Mutation("authorize", apply, render, payment_method=token)
+
+    def _amount_param(self, request: Request) -> int | None:
+        raw = request.query.get("amount")
+        if raw is None:
+            return None
+        if not raw.isdigit():
+            raise BadRequest("amount must be an integer number of cents.", "amount")
+        return require_int(int(raw), "amount")
+
+    def capture(self, request: Request, book: Book) -> Mutation:
+        amount, ref = self._amount_param(request), request.params["ref"]
+
+        def render(result: Result) -> Reply:
+            if result.kind != "ok":
+                return self.failure(result)
+            return Reply.json(200, {"Status": 2, "ReasonCode": 0, "ReasonMessage": "Successful",
+                                    "ProviderReturnCode": "6",
+                                    "ProviderReturnMessage": "Operation Successful",
+                                    "CapturedAmount": result.charge.captured})
+
+        return Mutation("capture", lambda draws: book.capture(ref, amount), render)
+
+    def void_or_refund(self, request: Request, book: Book) -> Mutation:
+        """Cielo's one cancel endpoint: without `amount` it voids an authorization, with
+        `amount` it refunds (part of) a captured sale."""
+        amount, ref = self._amount_param(request), request.params["ref"]
+        if amount is None:
+            def render_void(result: Result) -> Reply:
+                if result.kind != "ok":
+                    return self.failure(result)
+                return Reply.json(200, {"Status": 10, "ReasonCode": 0,
+                                        "ReasonMessage": "Successful",
+                                        "ProviderReturnCode": "9",
+                                        "ProviderReturnMessage": "Operation Successful"})
+
+            return Mutation("void", lambda draws: book.void(ref), render_void)
+
+        def apply(draws: Draws) -> Result:
+            return book.refund(ref, amount, book.new_uuid())
+
+        def render(result: Result) -> Reply:
+            if result.kind != "ok":
+                return self.failure(result)
+            return Reply.json(200, {"Status": STATUS[result.charge.status], "ReasonCode": 0,
+                                    "ReasonMessage": "Successful", "ProviderReturnCode": "9",
+                                    "ProviderReturnMessage": "Operation Successful",
+                                    "RefundId": result.refund.reference,
+                                    "RefundAmount": result.refund.amount,
+                                    "VoidedAmount": result.charge.refunded})
+
+        return Mutation("refund", apply, render)
+
+    def get_sale(self, request: Request, book: Book) -> Reply:
+        charge = book.charge(request.params["ref"])
+        if charge is None:
+            return self.error("not_found", "Transaction not found.")
+        return Reply.json(200, _sale(charge))
+
+    def find_sales(self, request: Request, book: Book) -> Reply:
+        order_id = request.query.get("merchantOrderId", "")
+        if not order_id:
+            raise BadRequest("merchantOrderId is required.", "merchantOrderId")
+        charges = book.charges_for_order(order_id)
+        if not charges:
+            return self.error("not_found", "No sales for this MerchantOrderId.")
+        # Like Cielo, the list holds ids only (live one first); the caller fetches the sale.
+        best = pick_charge_for_order(charges)
+        ordered = [best, *[c for c in reversed(charges) if c is not best]]
+        return Reply.json(200, {"Payments": [
+            {"PaymentId": c.reference, "ReceivedDate": iso(c.created_at)} for c in ordered]})
+
+    # -- payouts and deposits --------------------------------------------------------------------
+    def _movement_create(self, request: Request, book: Book, kind: str) -> Mutation:
+        data = request.json()
+        order_field = "MerchantPayoutId" if kind == "payout" else "MerchantDepositId"
+        target_field = "Destination" if kind == "payout" else "Method"
+        order_id = require_str(data, order_field)
+        amount = require_int(data.get("Amount"), "Amount")
+        currency = require_currency(data.get("Currency", "BRL"), "Currency")
+        target = require_str(data, target_field)
+
+        def apply(draws: Draws) -> Result:
+            return book.movement_create(kind=kind, reference=book.new_uuid(), order_id=order_id,
+                                        amount=amount, currency=currency, target=target)
+
+        return Mutation(kind, apply, lambda result: Reply.json(201, _movement(result.movement)))
+
+    def payout(self, request: Request, book: Book) -> Mutation:
+        return self._movement_create(request, book, "payout")
+
+    def deposit(self, request: Request, book: Book) -> Mutation:
+        return self._movement_create(request, book, "deposit")
+
+    def _movement_get(self, request: Request, book: Book, kind: str) -> Reply:
+        movement = book.movement(kind, request.params["ref"])
+        if movement is None:
+            return self.error("not_found", f"No {kind} with this id.")
+        return Reply.json(200, _movement(movement))
+
+    def get_payout(self, request: Request, book: Book) -> Reply:
+        return self._movement_get(request, book, "payout")
+
+    def get_deposit(self, request: Request, book: Book) -> Reply:
+        return self._movement_get(request, book, "deposit")
+
+    # -- webhooks and settlement -------------------------------------------------------------
+    def webhook_payload(self, event: SimEvent, book: Book) -> dict[str, Any]:
+        payload: dict[str, Any] = {"NotificationId": event.id,
+                                   "ChangeType": CHANGE_TYPES[event.type],
+                                   "OccurredAt": iso(event.occurred_at)}
+        if event.charge:
+            charge = event.charge
+            payload.update({
+                "PaymentId": charge["reference"], "MerchantOrderId": charge["order_id"],
+                "Amount": charge["amount"], "CapturedAmount": charge["captured"],
+                "VoidedAmount": charge["refunded"], "Currency": charge["currency"].upper(),
+                "Status": STATUS[charge["status"]],
+            })
+            if charge["decline_reason"]:
+                payload["ReturnCode"] = RETURN_CODES[charge["decline_reason"]]
+        if event.refund:
+            payload.update({"RefundId": event.refund["reference"],
+                            "RefundAmount": event.refund["amount"]})
+        if event.dispute:
+            payload.update({"ChargebackId": event.dispute["reference"],
+                            "ChargebackAmount": event.dispute["amount"],
+                            "ChargebackReason": event.dispute["reason"]})
+        if event.movement:
+            payload.update(_movement(event.movement))
+        return payload
+
+    def webhook_headers(self, secret: str, body: bytes, now: float) -> dict[str, str]:
+        timestamp = str(int(now))
+        digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body,
+                          hashlib.sha256).hexdigest()
+        return {"Cielo-Event-Timestamp": timestamp, "Cielo-Signature": f"sha256={digest}"}
+
+    def settlement_csv(self, book: Book, day: date) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
+        writer.writerow(["DataVenda", "DataPrevistaPagamento", "PaymentId", "MerchantOrderId",
+                         "NSU", "CodigoAutorizacao", "Tipo", "Moeda", "ValorBruto", "Taxa",
+                         "ValorLiquido", "IdentificadorTransacao"])
+        pay_day = (day + timedelta(days=2)).strftime("%d/%m/%Y")
+        for row in book.settlement_rows(day):
+            charge = row["charge"]
+            writer.writerow([
+                row["at"].strftime("%d/%m/%Y"), pay_day, charge.reference, charge.order_id,
+                charge.proof_of_sale, charge.authorization_code,
+                "Venda" if row["type"] == "capture" else "Estorno", charge.currency.upper(),
+                row["gross"], row["fee"], row["gross"] - row["fee"], row["reference"],
+            ])
+        return out.getvalue()

@@ -1,0 +1,193 @@
+"""What every simulated dialect shares: requests, replies, routes, mutations and amount codecs.
+
+A dialect turns HTTP into calls on a `Book` and `Result`s back into its own wire format.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from core.money import exponent
+from providers.simulator.engine import Apply, Book, Charge, Result, SimEvent
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
+        return cls(status, json.dumps(data, separators=(",", ":")).encode(),
+                   headers=headers or {})
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # inside the provider's prefix, without the query string
+    raw_path: str  # as sent on the wire, with prefix and query (signatures cover it)
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+    def json(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.body or b"{}")
+        except ValueError as exc:
+            raise BadRequest("The body is not valid JSON.") from exc
+        if not isinstance(data, dict):
+            raise BadRequest("The body must be a JSON object.")
+        return data
+
+
+@dataclass
+class Mutation:
+    """A state-changing request: the server runs it once per idempotency key, with faults."""
+
+    operation: str
+    apply: Apply
+    render: Callable[[Result], Reply]
+    payment_method: str = ""
+
+
+Handler = Callable[[Request, Book], "Reply | Mutation"]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: str
+
+
+def routes(*table: tuple[str, str, str]) -> list[Route]:
+    return [Route(method, re.compile(f"^{pattern}$"), handler)
+            for method, pattern, handler in table]
+
+
+class Dialect:
+    """Base for the three providers' wire formats; subclasses fill in the details."""
+
+    code: str = ""
+    idempotency_header: str = ""
+    route_table: list[Route] = []
+
+    def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
+        for route in self.route_table:
+            found = route.pattern.match(path)
+            if found and route.method == method:
+                return getattr(self, route.handler), found.groupdict()
+        return None
+
+    def authenticate(self, request: Request, book: Book) -> Reply | None:
+        raise NotImplementedError
+
+    def error(self, kind: str, message: str) -> Reply:
+        """kind: unauthorized, invalid_request, not_found, idempotency_mismatch, unavailable,
+        server_error, invalid_state, invalid_amount."""
+        raise NotImplementedError
+
+    def webhook_payload(self, event: SimEvent, book: Book) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def webhook_headers(self, secret: str, body: bytes, now: float) -> dict[str, str]:
+        raise NotImplementedError
+
+    def settlement_csv(self, book: Book, day: date) -> str:
+        raise NotImplementedError
+
+    def failure(self, result: Result) -> Reply:
+        """The non-ok kinds every dialect answers the same way (in its own error format)."""
+        messages = {
+            "not_found": "No transaction with this reference.",
+            "invalid_state": "The transaction is not in a state that allows this operation.",
+            "invalid_amount": "The amount is not allowed for this transaction.",
+        }
+        return self.error(result.kind, messages.get(result.kind, result.kind))
+
+
+# -- amount codecs -----------------------------------------------------------------------------
+def require_int(value: Any, name: str, *, positive: bool = True) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or (positive and value <= 0):
+        raise BadRequest(f"{name} must be a positive integer.", name)
+    return value
+
+
+def require_str(data: dict[str, Any], name: str, *, max_length: int = 64,
+                optional: bool = False) -> str:
+    value = data.get(name, "" if optional else None)
+    if not isinstance(value, str) or (not value and not optional) or len(value) > max_length:
+        raise BadRequest(f"{name} must be a non-empty string of at most {max_length} chars.",
+                         name)
+    return value
+
+
+def require_currency(value: Any, name: str = "currency") -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value):
+        raise BadRequest(f"{name} must be an ISO 4217 code.", name)
+    return value.lower()
+
+
+def decimal_to_minor(value: Any, currency: str, name: str) -> int:
+    """'10.50' → 1050 for BRL; exactly the currency's number of decimals, no floats."""
+    digits = exponent(currency)
+    pattern = r"\d+" if digits == 0 else rf"\d+\.\d{{{digits}}}"
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        raise BadRequest(f"{name} must be a decimal string with {digits} decimals.", name)
+    try:
+        minor = int(Decimal(value).scaleb(digits))
+    except InvalidOperation as exc:
+        raise BadRequest(f"{name} is not a number.", name) from exc
+    return require_int(minor, name)
+
+
+def minor_to_decimal(amount: int, currency: str) -> str:
+    digits = exponent(currency)
+    return f"{Decimal(amount).scaleb(-digits):.{digits}f}"
+
+
+def scaled_to_minor(value: Any, currency: str, name: str) -> int:
+    """{"value": 1050, "scale": 2} → 1050 for BRL; any scale that converts exactly."""
+    if not isinstance(value, dict):
+        raise BadRequest(f"{name} must be an object with value and scale.", name)
+    amount = require_int(value.get("value"), f"{name}.value")
+    scale = require_int(value.get("scale"), f"{name}.scale", positive=False)
+    if not 0 <= scale <= 4:
+        raise BadRequest(f"{name}.scale must be between 0 and 4.", f"{name}.scale")
+    shift = exponent(currency) - scale
+    if shift >= 0:
+        return amount * 10**shift
+    if amount % 10**-shift:
+        raise BadRequest(f"{name} has more precision than the currency allows.", name)
+    return amount // 10**-shift
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def pick_charge_for_order(charges: list[Charge]) -> Charge:
+    """When one order has several charges, the live one wins over declines; then the latest."""
+    return sorted(charges, key=lambda c: (c.is_charged or c.status == "voided",
+                                          c.created_at))[-1]
