@@ -22,6 +22,7 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core import crypto
 from core.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest
 from core.models import IdempotencyKey, Merchant
 
@@ -86,7 +87,8 @@ def _claim(merchant: Merchant, key: str, method: str, path: str, fp: str) -> int
                 param="Idempotency-Key",
             )
         if existing.status == IdempotencyKey.Status.COMPLETED:
-            response = Response(existing.response_body, status=existing.response_status)
+            response = Response(_stored_body(existing.response_body),
+                                status=existing.response_status)
             response["Idempotent-Replayed"] = "true"
             raise _Replay(response)
         now = timezone.now()
@@ -110,8 +112,29 @@ def _claim(merchant: Merchant, key: str, method: str, path: str, fp: str) -> int
                               param="Idempotency-Key", headers={"Retry-After": "1"})
 
 
+_ENCRYPTED = "encrypted_response"
+
+
+def _storable_body(data: Any, *, sensitive: bool) -> Any:
+    """Responses that reveal a secret (a new webhook signing secret) are stored encrypted, so
+    the idempotency table never holds one in plain text; everything else stays readable."""
+    if not sensitive:
+        return data
+    return {_ENCRYPTED: crypto.encrypt(json.dumps(data))}
+
+
+def _stored_body(body: Any) -> Any:
+    if isinstance(body, dict) and set(body) == {_ENCRYPTED}:
+        return json.loads(crypto.decrypt(body[_ENCRYPTED]))
+    return body
+
+
 class IdempotentMixin:
-    """Mix into an APIView: POSTs with an Idempotency-Key are claimed, stored and replayed."""
+    """Mix into an APIView: POSTs with an Idempotency-Key are claimed, stored and replayed.
+
+    Set `idempotency_response_is_secret = True` on views whose answer carries a secret."""
+
+    idempotency_response_is_secret = False
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authentication and permissions first
@@ -140,7 +163,8 @@ class IdempotentMixin:
                 IdempotencyKey.objects.filter(pk=row_id).update(
                     status=IdempotencyKey.Status.COMPLETED,
                     response_status=response.status_code,
-                    response_body=response.data,
+                    response_body=_storable_body(
+                        response.data, sensitive=self.idempotency_response_is_secret),
                     completed_at=timezone.now(),
                 )
         return super().finalize_response(request, response, *args, **kwargs)

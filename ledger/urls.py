@@ -1,3 +1,11 @@
-"""URL routes for balances under /api/v1/ (filled in by the ledger work)."""
+"""URL routes for balances under /api/v1/."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from ledger import api
+
+urlpatterns = [
+    path("balance", api.BalanceDetail.as_view()),
+    path("balance_transactions", api.BalanceTransactionCollection.as_view()),
+    path("balance_transactions/<str:posting_id>", api.BalanceTransactionDetail.as_view()),
+]

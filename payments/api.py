@@ -12,6 +12,9 @@ from core.errors import InvalidRequest
 from core.pagination import paginate
 from payments import selectors, services
 from payments.serializers import (
+    DisputeEvidenceInput,
+    DisputeOutput,
+    EmptyInput,
     PaymentCancelInput,
     PaymentCaptureInput,
     PaymentCreateInput,
@@ -19,6 +22,7 @@ from payments.serializers import (
     PaymentOutput,
     RefundCreateInput,
     RefundOutput,
+    dispute_to_dict,
     payment_to_dict,
     refund_to_dict,
 )
@@ -130,3 +134,42 @@ class RefundDetail(ApiView):
     def get(self, request: Request, refund_id: str) -> Response:
         return Response(refund_to_dict(
             selectors.refund_get(merchant=request.user, refund_id=refund_id)))
+
+
+class DisputeCollection(ApiView):
+    @extend_schema(operation_id="disputes_list",
+                   parameters=[*LIST_PARAMETERS, OpenApiParameter("payment", str),
+                               OpenApiParameter("status", str)],
+                   responses={200: _list_of(DisputeOutput, "DisputeList"), **ERRORS})
+    def get(self, request: Request) -> Response:
+        rows = selectors.dispute_list(merchant=request.user,
+                                      payment_id=request.query_params.get("payment"),
+                                      status=request.query_params.get("status"))
+        return Response(paginate(rows, request, dispute_to_dict))
+
+
+class DisputeDetail(ApiView):
+    @extend_schema(operation_id="disputes_retrieve", responses={200: DisputeOutput, **ERRORS})
+    def get(self, request: Request, dispute_id: str) -> Response:
+        return Response(dispute_to_dict(
+            selectors.dispute_get(merchant=request.user, dispute_id=dispute_id)))
+
+    @extend_schema(operation_id="disputes_update", request=DisputeEvidenceInput,
+                   parameters=[IDEMPOTENCY_HEADER], responses={200: DisputeOutput, **POST_ERRORS},
+                   description="Submit evidence (text, and references to files). The dispute "
+                               "moves to `under_review`.")
+    def post(self, request: Request, dispute_id: str) -> Response:
+        data = self.validated(DisputeEvidenceInput, request)
+        dispute = services.dispute_submit_evidence(merchant=request.user, dispute_id=dispute_id,
+                                                   evidence=data["evidence"])
+        return Response(dispute_to_dict(dispute))
+
+
+class DisputeClose(ApiView):
+    @extend_schema(operation_id="disputes_close", request=None, parameters=[IDEMPOTENCY_HEADER],
+                   responses={200: DisputeOutput, **POST_ERRORS},
+                   description="Accept the dispute as lost: the amount is charged back.")
+    def post(self, request: Request, dispute_id: str) -> Response:
+        self.validated(EmptyInput, request)
+        dispute = services.dispute_close(merchant=request.user, dispute_id=dispute_id)
+        return Response(dispute_to_dict(dispute))

@@ -93,6 +93,10 @@ class Payment(FSMModelMixin, models.Model):
             models.CheckConstraint(
                 condition=Q(amount_disputed__gte=0, amount_disputed__lte=F("amount_captured")),
                 name="payment_disputed_within_captured"),
+            # A refunded amount cannot also be disputed (the customer would get it twice).
+            models.CheckConstraint(
+                condition=Q(amount_refunded__lte=F("amount_captured") - F("amount_disputed")),
+                name="payment_refunded_plus_disputed_within_captured"),
             models.CheckConstraint(condition=Q(status__in=PaymentStatus.values),
                                    name="payment_status_known"),
             models.CheckConstraint(condition=Q(capture_method__in=CaptureMethod.values),
@@ -261,3 +265,80 @@ class PaymentAttempt(models.Model):
     @property
     def provider_idempotency_key(self) -> str:
         return self.id
+
+
+class DisputeStatus(models.TextChoices):
+    NEEDS_RESPONSE = "needs_response"
+    UNDER_REVIEW = "under_review"
+    WON = "won"
+    LOST = "lost"
+
+
+class DisputeReason(models.TextChoices):
+    FRAUDULENT = "fraudulent"
+    PRODUCT_NOT_RECEIVED = "product_not_received"
+    PRODUCT_UNACCEPTABLE = "product_unacceptable"
+    DUPLICATE = "duplicate"
+    SUBSCRIPTION_CANCELED = "subscription_canceled"
+    CREDIT_NOT_PROCESSED = "credit_not_processed"
+    GENERAL = "general"
+
+
+class Dispute(FSMModelMixin, models.Model):
+    """A chargeback. Opening it holds the amount (available → disputed); lost charges it back,
+    won releases it. `payment.amount_disputed` is the sum of its open and lost disputes."""
+
+    id = PublicIdField(prefix="dp")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="disputes")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="disputes")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=32, choices=DisputeReason.choices,
+                              default=DisputeReason.GENERAL)
+    status = FSMField(max_length=16, choices=DisputeStatus.choices,
+                      default=DisputeStatus.NEEDS_RESPONSE, protected=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    evidence_submitted_at = models.DateTimeField(null=True, blank=True)
+    due_by = models.DateTimeField()
+    provider = models.CharField(max_length=32, blank=True, default="")
+    provider_reference = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
+                                   name="dispute_amount_range"),
+            models.CheckConstraint(condition=Q(status__in=DisputeStatus.values),
+                                   name="dispute_status_known"),
+            models.UniqueConstraint(fields=["provider", "provider_reference"],
+                                    condition=~Q(provider_reference=""),
+                                    name="dispute_provider_reference_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["merchant", "-created_at", "-id"], name="dispute_merchant_recent"),
+            models.Index(fields=["status", "due_by"], name="dispute_status_due"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in (DisputeStatus.NEEDS_RESPONSE, DisputeStatus.UNDER_REVIEW)
+
+    @transition(field=status, source=[DisputeStatus.NEEDS_RESPONSE, DisputeStatus.UNDER_REVIEW],
+                target=DisputeStatus.UNDER_REVIEW)
+    def submit_evidence(self, evidence: dict) -> None:
+        self.evidence = {**self.evidence, **evidence}
+
+    @transition(field=status, source=[DisputeStatus.NEEDS_RESPONSE, DisputeStatus.UNDER_REVIEW],
+                target=DisputeStatus.WON)
+    def mark_won(self) -> None:
+        pass
+
+    @transition(field=status, source=[DisputeStatus.NEEDS_RESPONSE, DisputeStatus.UNDER_REVIEW],
+                target=DisputeStatus.LOST)
+    def mark_lost(self) -> None:
+        pass

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 
 from core.errors import NotFound
 from core.models import Merchant
-from payments.models import Payment, Refund
+from payments.models import Dispute, Payment, Refund
 
 
 def payment_get(*, merchant: Merchant, payment_id: str) -> Payment:
@@ -47,4 +47,21 @@ def refund_list(*, merchant: Merchant, payment_id: str | None = None) -> QuerySe
     rows = Refund.objects.filter(merchant=merchant)
     if payment_id:
         rows = rows.filter(payment_id=payment_id)
+    return rows
+
+
+def dispute_get(*, merchant: Merchant, dispute_id: str) -> Dispute:
+    dispute = Dispute.objects.filter(merchant=merchant, pk=dispute_id).first()
+    if dispute is None:
+        raise NotFound(f"No such dispute: '{dispute_id}'.", param="id")
+    return dispute
+
+
+def dispute_list(*, merchant: Merchant, payment_id: str | None = None,
+                 status: str | None = None) -> QuerySet[Dispute]:
+    rows = Dispute.objects.filter(merchant=merchant)
+    if payment_id:
+        rows = rows.filter(payment_id=payment_id)
+    if status:
+        rows = rows.filter(status=status)
     return rows

@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from core.serializers import AmountField, CurrencyField, MetadataField, StrictSerializer
-from payments.models import CaptureMethod, Payment, Refund, RefundReason
+from payments.models import CaptureMethod, Dispute, Payment, Refund, RefundReason
 
 TOKEN_HELP = "A payment method token such as pm_card_visa; card numbers are never accepted."  # noqa: S105
 
@@ -123,4 +123,52 @@ class RefundOutput(serializers.Serializer):
     metadata = serializers.DictField(child=serializers.CharField())
     failure_code = serializers.CharField(allow_null=True)
     failure_message = serializers.CharField(allow_null=True)
+    created = serializers.IntegerField()
+
+
+class DisputeEvidenceInput(StrictSerializer):
+    """Evidence text and references to files already uploaded elsewhere (ids or URLs)."""
+
+    evidence = serializers.DictField(
+        child=serializers.CharField(max_length=5000, allow_blank=True),
+        help_text="e.g. {\"customer_communication\": \"…\", \"shipping_tracking_number\": "
+                  "\"…\", \"receipt_file\": \"file_…\"}",
+    )
+
+    def validate_evidence(self, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise serializers.ValidationError("Provide at least one piece of evidence.")
+        if len(value) > 20:
+            raise serializers.ValidationError("At most 20 evidence fields.")
+        return value
+
+
+def dispute_to_dict(dispute: Dispute) -> dict[str, Any]:
+    return {
+        "id": dispute.id,
+        "object": "dispute",
+        "payment": dispute.payment_id,
+        "amount": dispute.amount,
+        "currency": dispute.currency,
+        "reason": dispute.reason,
+        "status": dispute.status,
+        "evidence": dispute.evidence,
+        "evidence_submitted": (int(dispute.evidence_submitted_at.timestamp())
+                               if dispute.evidence_submitted_at else None),
+        "due_by": int(dispute.due_by.timestamp()),
+        "created": int(dispute.created_at.timestamp()),
+    }
+
+
+class DisputeOutput(serializers.Serializer):
+    id = serializers.CharField(help_text="dp_…")
+    object = serializers.CharField(default="dispute")
+    payment = serializers.CharField()
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()
+    reason = serializers.CharField()
+    status = serializers.ChoiceField(choices=Dispute._meta.get_field("status").choices)
+    evidence = serializers.DictField(child=serializers.CharField())
+    evidence_submitted = serializers.IntegerField(allow_null=True)
+    due_by = serializers.IntegerField()
     created = serializers.IntegerField()

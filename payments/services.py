@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, transaction
@@ -15,26 +16,32 @@ from django.utils import timezone
 
 from core.errors import InvalidRequest, NotFound, ProviderError, StateError
 from core.models import Merchant
+from ledger import flows as ledger
 from payments.models import (
     AttemptKind,
     AttemptStatus,
     CaptureMethod,
+    Dispute,
     Payment,
     PaymentAttempt,
     PaymentStatus,
     Refund,
     RefundStatus,
 )
-from payments.serializers import payment_to_dict, refund_to_dict
+from payments.serializers import dispute_to_dict, payment_to_dict, refund_to_dict
 from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
     Outcome,
     ProviderResult,
+    ProviderStatus,
     RefundRequest,
+    RetrieveRequest,
     VoidRequest,
 )
-from providers.registry import default_provider_code, get_provider
+from providers.breaker import breaker_allow, breaker_record_result
+from providers.registry import get_provider
+from providers.routing import route
 from webhooks.services import event_record
 
 logger = logging.getLogger(__name__)
@@ -70,18 +77,30 @@ def _state_error(payment: Payment, action: str) -> StateError:
 
 
 def _call(provider_code: str, operation: str, request: Any) -> ProviderResult:
-    """Call a provider outside any transaction. An exception here means we cannot know whether
-    the provider acted, so it becomes an UNKNOWN outcome, never a retry with a new key."""
+    """Call a provider outside any transaction and feed its circuit breaker. An exception here
+    means we cannot know whether the provider acted, so it becomes an UNKNOWN outcome, never a
+    retry with a new key."""
     try:
         method: Callable[[Any], ProviderResult] = getattr(get_provider(provider_code), operation)
-        return method(request)
+        result = method(request)
     except Exception:
         logger.exception("provider %s %s raised; treating the outcome as unknown",
                          provider_code, operation)
-        return ProviderResult(
+        result = ProviderResult(
             outcome=Outcome.UNKNOWN, error_code="processing_error",
             error_message="The provider call failed unexpectedly; the outcome is unknown.",
         )
+    breaker_record_result(provider_code, result)
+    return result
+
+
+def _next_provider(payment: Payment) -> str | None:
+    """The best routed provider this payment has not tried yet, or None."""
+    tried = set(payment.attempts.filter(kind=AttemptKind.AUTHORIZE)
+                .values_list("provider", flat=True))
+    candidates = route(merchant_id=payment.merchant_id, currency=payment.currency,
+                       amount=payment.amount, payment_method=payment.payment_method)
+    return next((code for code in candidates if code not in tried), None)
 
 
 def _record_attempt(attempt: PaymentAttempt, result: ProviderResult) -> None:
@@ -98,6 +117,15 @@ def _record_attempt(attempt: PaymentAttempt, result: ProviderResult) -> None:
     attempt.latency_ms = result.latency_ms
     attempt.completed_at = timezone.now()
     attempt.save()
+
+
+def _capture(payment: Payment, amount: int) -> None:
+    """Mark captured and post provider_clearing → pending in the same transaction."""
+    payment.mark_captured(amount)
+    payment.save()
+    ledger.post_capture(merchant=payment.merchant, payment_id=payment.id,
+                        provider=payment.provider, currency=payment.currency, amount=amount)
+    _payment_event(payment, "payment.captured")
 
 
 def _enqueue_authorization(attempt_id: str) -> None:
@@ -148,9 +176,17 @@ def payment_confirm(*, merchant: Merchant, payment_id: str) -> Payment:
     return payment
 
 
-def _authorization_start(payment: Payment) -> PaymentAttempt:
-    provider_code = default_provider_code()
+def _authorization_start(payment: Payment) -> PaymentAttempt | None:
     payment.request_authorization()
+    provider_code = _next_provider(payment)
+    if provider_code is None:
+        payment.save(update_fields=["status", "updated_at"])  # each step is its own UPDATE
+        # Every routed provider's circuit breaker is open: fail fast and say so.
+        payment.mark_failed("provider_unavailable", "No payment provider is available right now "
+                            "(every routed provider's circuit breaker is open); retry later.")
+        payment.save()
+        _payment_event(payment, "payment.failed")
+        return None
     payment.provider = provider_code
     payment.save(update_fields=["status", "provider", "updated_at"])
     attempt = PaymentAttempt.objects.create(
@@ -168,52 +204,113 @@ def payment_authorization_execute(*, attempt_id: str) -> Payment | None:
     re-send of a `requested` attempt (worker killed mid-call) carries the same provider
     idempotency key, so the provider answers with the first outcome instead of charging again.
     """
-    attempt = PaymentAttempt.objects.select_related("payment").filter(pk=attempt_id).first()
-    if attempt is None or attempt.status != AttemptStatus.REQUESTED:
-        return None
-    payment = attempt.payment
-    result = _call(attempt.provider, "authorize", AuthorizeRequest(
-        idempotency_key=attempt.provider_idempotency_key, amount=attempt.amount,
-        currency=payment.currency, payment_method=payment.payment_method,
-        capture=payment.capture_method == CaptureMethod.AUTOMATIC,
-        merchant_reference=payment.id, description=payment.description,
-    ))
-    return payment_authorization_record(attempt_id=attempt.id, result=result)
+    payment = None
+    while attempt_id:  # one pass per provider tried: failover creates the next attempt
+        attempt = PaymentAttempt.objects.select_related("payment").filter(pk=attempt_id).first()
+        if attempt is None or attempt.status != AttemptStatus.REQUESTED:
+            return payment
+        payment = attempt.payment
+        if not breaker_allow(attempt.provider):
+            result = ProviderResult(outcome=Outcome.DECLINED, error_code="provider_unavailable",
+                                    error_message="Circuit breaker open; not sent.",
+                                    retryable=True)
+        else:
+            result = _call(attempt.provider, "authorize", AuthorizeRequest(
+                idempotency_key=attempt.provider_idempotency_key, amount=attempt.amount,
+                currency=payment.currency, payment_method=payment.payment_method,
+                capture=payment.capture_method == CaptureMethod.AUTOMATIC,
+                merchant_reference=payment.id, description=payment.description,
+            ))
+        payment, attempt_id = _authorization_record(attempt_id=attempt.id, result=result)
+    return payment
 
 
 def payment_authorization_record(*, attempt_id: str, result: ProviderResult) -> Payment:
     """Apply an authorization answer, whichever arrives first: the synchronous reply, a
     provider webhook or a status lookup. Later answers for the same attempt are no-ops."""
+    payment, next_attempt_id = _authorization_record(attempt_id=attempt_id, result=result)
+    if next_attempt_id:
+        transaction.on_commit(lambda: _enqueue_authorization(next_attempt_id))
+    return payment
+
+
+def _authorization_record(*, attempt_id: str, result: ProviderResult
+                          ) -> tuple[Payment, str | None]:
+    """Record the answer; on a retryable failure before any charge, open an attempt on the next
+    routed provider (failover) and return its id. Never fails over after an unknown outcome."""
     payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
     with transaction.atomic():
         payment = _lock_payment(merchant=None, payment_id=payment_id)
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
         if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
-            return payment
+            return payment, None
         if result.outcome == Outcome.UNKNOWN and attempt.status == AttemptStatus.UNKNOWN:
-            return payment
+            return payment, None
         _record_attempt(attempt, result)
         if payment.status != S.AUTHORIZATION_REQUESTED:
             logger.warning("late authorization answer for %s in status %s ignored",
                            payment.id, payment.status)
-            return payment
+            return payment, None
+        if (result.outcome == Outcome.DECLINED and result.retryable
+                and attempt.status == AttemptStatus.DECLINED):
+            next_provider = _next_provider(payment)
+            if next_provider is not None:
+                logger.warning("failing over %s from %s to %s after %s", payment.id,
+                               attempt.provider, next_provider, result.error_code)
+                payment.provider = next_provider
+                payment.save(update_fields=["provider", "updated_at"])
+                following = PaymentAttempt.objects.create(
+                    payment=payment, kind=AttemptKind.AUTHORIZE, provider=next_provider,
+                    amount=payment.amount)
+                return payment, following.id
         if result.outcome == Outcome.APPROVED:
             payment.provider = attempt.provider
             payment.provider_reference = result.provider_reference
             if payment.capture_method == CaptureMethod.AUTOMATIC:
-                payment.mark_captured(attempt.amount)
-                event = "payment.captured"
+                _capture(payment, attempt.amount)
             else:
                 payment.mark_authorized(attempt.amount)
-                event = "payment.authorized"
-            payment.save()
-            _payment_event(payment, event)
+                payment.save()
+                _payment_event(payment, "payment.authorized")
         elif result.outcome == Outcome.DECLINED:
             payment.mark_failed(result.error_code or "card_declined", result.error_message)
             payment.save()
             _payment_event(payment, "payment.failed")
         # UNKNOWN / PENDING: the payment stays authorization_requested; reconciliation asks.
-    return payment
+    return payment, None
+
+
+LOOKUP_OUTCOMES = {
+    ProviderStatus.AUTHORIZED: Outcome.APPROVED,
+    ProviderStatus.CAPTURED: Outcome.APPROVED,
+    ProviderStatus.REFUNDED: Outcome.APPROVED,
+    ProviderStatus.DECLINED: Outcome.DECLINED,
+    ProviderStatus.VOIDED: Outcome.DECLINED,
+}
+
+
+def payment_authorization_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatus]:
+    """Ask the provider what became of an authorization we have no answer for (by its
+    reference, else by our payment id as merchant order id) and apply a definite answer through
+    the normal path. Never re-sends the charge. Returns the payment and what the provider said,
+    so the janitor can decide what to do with `not_found` / `unknown`."""
+    attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
+    payment = attempt.payment
+    if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
+        return payment, ProviderStatus.UNKNOWN
+    found = _call(attempt.provider, "retrieve", RetrieveRequest(
+        provider_reference=attempt.provider_reference, merchant_reference=payment.id))
+    outcome = LOOKUP_OUTCOMES.get(found.status)
+    if outcome is None:
+        return payment, found.status
+    amount = found.amount or attempt.amount
+    answer = ProviderResult(
+        outcome=outcome, provider_reference=found.provider_reference, status=found.status,
+        amount=amount, error_code=found.error_code or ("" if outcome == Outcome.APPROVED
+                                                       else "card_declined"),
+        error_message=found.error_message, exchange=found.exchange,
+        latency_ms=found.latency_ms)
+    return payment_authorization_record(attempt_id=attempt.id, result=answer), found.status
 
 
 def _open_attempt(payment: Payment, kind: str, amount: int, refund: Refund | None = None
@@ -275,9 +372,7 @@ def payment_capture_record(*, attempt_id: str, result: ProviderResult) -> Paymen
             return payment
         _record_attempt(attempt, result)
         if result.outcome == Outcome.APPROVED and payment.status == S.AUTHORIZED:
-            payment.mark_captured(attempt.amount)
-            payment.save()
-            _payment_event(payment, "payment.captured")
+            _capture(payment, attempt.amount)
     return payment
 
 
@@ -336,7 +431,7 @@ def refund_create(
         reserved = payment.refunds.filter(
             status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]
         ).aggregate(total=Sum("amount"))["total"] or 0
-        remaining = payment.amount_captured - reserved
+        remaining = payment.amount_captured - payment.amount_disputed - reserved
         if remaining <= 0:
             raise StateError("This payment has already been refunded in full (including "
                              "refunds still pending).", code="charge_already_refunded")
@@ -351,6 +446,8 @@ def refund_create(
             reason=reason, metadata=metadata or {}, idempotency_key=idempotency_key,
         )
         attempt = _open_attempt(payment, AttemptKind.REFUND, amount, refund=refund)
+        ledger.post_refund_created(merchant=merchant, refund_id=refund.id, payment_id=payment.id,
+                                   currency=refund.currency, amount=amount)
         _refund_event(refund, "refund.created")
     return _refund_send(refund, attempt)
 
@@ -392,11 +489,141 @@ def refund_record(*, attempt_id: str, result: ProviderResult) -> Refund:
             if fully and payment.status in (S.CAPTURED, S.SETTLED):
                 payment.mark_refunded()
             payment.save()
+            ledger.post_refund_succeeded(
+                merchant=payment.merchant, refund_id=refund.id, payment_id=payment.id,
+                provider=payment.provider, currency=refund.currency, amount=refund.amount)
             _refund_event(refund, "refund.succeeded")
             if fully:
                 _payment_event(payment, "payment.refunded")
         elif result.outcome == Outcome.DECLINED:
             refund.mark_failed(result.error_code, result.error_message)
             refund.save()
+            ledger.post_refund_failed(merchant=payment.merchant, refund_id=refund.id,
+                                      payment_id=payment.id, currency=refund.currency,
+                                      amount=refund.amount)
             _refund_event(refund, "refund.failed")
     return refund
+
+
+# -- settlement ------------------------------------------------------------------------------
+def payment_settle(*, payment_id: str, amount: int, fee: int) -> Payment:
+    """A provider settlement line matched this capture: captured → settled, and its funds move
+    pending → available less `fee`. Idempotent: a settled payment is returned unchanged."""
+    with transaction.atomic():
+        payment = _lock_payment(merchant=None, payment_id=payment_id)
+        if payment.status == S.SETTLED:
+            return payment
+        if payment.status not in (S.CAPTURED, S.REFUNDED, S.CHARGED_BACK):
+            raise _state_error(payment, "settled")
+        if payment.status == S.CAPTURED:
+            payment.mark_settled()
+            payment.save()
+        ledger.post_settlement(merchant=payment.merchant, payment_id=payment.id,
+                               currency=payment.currency, amount=amount, fee=fee)
+        _payment_event(payment, "payment.settled")
+    return payment
+
+
+# -- disputes --------------------------------------------------------------------------------
+DISPUTE_RESPONSE_DAYS = 7
+
+
+def _dispute_event(dispute: Dispute, type: str) -> None:
+    event_record(merchant=dispute.payment.merchant, type=type, obj=dispute_to_dict(dispute))
+
+
+def dispute_open(
+    *, payment_id: str, amount: int | None = None, reason: str = "general",
+    due_by: datetime | None = None, provider_reference: str = "",
+) -> Dispute:
+    """Open a chargeback (provider webhook, admin, simulator): the amount leaves available.
+
+    Idempotent on (provider, provider_reference): a repeated notice returns the first dispute."""
+    with transaction.atomic():
+        payment = _lock_payment(merchant=None, payment_id=payment_id)
+        if provider_reference:
+            existing = Dispute.objects.filter(provider=payment.provider,
+                                              provider_reference=provider_reference).first()
+            if existing is not None:
+                return existing
+        if payment.status not in (S.CAPTURED, S.SETTLED, S.REFUNDED):
+            raise _state_error(payment, "disputed")
+        disputable = payment.amount_captured - payment.amount_refunded - payment.amount_disputed
+        amount = amount or disputable
+        if not 0 < amount <= disputable:
+            raise StateError(
+                f"Dispute amount {amount} is more than the {disputable} {payment.currency} "
+                "captured and not yet refunded or disputed.", param="amount",
+                code="amount_too_large")
+        dispute = Dispute.objects.create(
+            merchant=payment.merchant, payment=payment, amount=amount, currency=payment.currency,
+            reason=reason, provider=payment.provider, provider_reference=provider_reference,
+            due_by=due_by or timezone.now() + timedelta(days=DISPUTE_RESPONSE_DAYS),
+        )
+        payment.amount_disputed += amount
+        payment.save()
+        ledger.post_dispute_opened(merchant=payment.merchant, dispute_id=dispute.id,
+                                   payment_id=payment.id, currency=dispute.currency,
+                                   amount=amount)
+        _dispute_event(dispute, "dispute.created")
+    return dispute
+
+
+def _lock_dispute(*, merchant: Merchant | None, dispute_id: str) -> tuple[Dispute, Payment]:
+    rows = Dispute.objects.all() if merchant is None else Dispute.objects.filter(merchant=merchant)
+    payment_id = rows.filter(pk=dispute_id).values_list("payment_id", flat=True).first()
+    if payment_id is None:
+        raise NotFound(f"No such dispute: '{dispute_id}'.", param="id")
+    payment = _lock_payment(merchant=None, payment_id=payment_id)  # payment first, always
+    dispute = Dispute.objects.select_for_update().get(pk=dispute_id)
+    dispute.payment = payment
+    return dispute, payment
+
+
+def dispute_submit_evidence(*, merchant: Merchant, dispute_id: str,
+                            evidence: dict[str, Any]) -> Dispute:
+    with transaction.atomic():
+        dispute, _ = _lock_dispute(merchant=merchant, dispute_id=dispute_id)
+        if not dispute.is_open:
+            raise StateError(f"This dispute is '{dispute.status}'; evidence can no longer be "
+                             "submitted.", code="dispute_closed", param="status")
+        dispute.submit_evidence(evidence)
+        dispute.evidence_submitted_at = timezone.now()
+        dispute.save()
+        _dispute_event(dispute, "dispute.updated")
+    return dispute
+
+
+def dispute_close(*, merchant: Merchant | None, dispute_id: str) -> Dispute:
+    """The merchant accepts the loss."""
+    return dispute_resolve(merchant=merchant, dispute_id=dispute_id, won=False)
+
+
+def dispute_resolve(*, dispute_id: str, won: bool, merchant: Merchant | None = None) -> Dispute:
+    """The provider decided (or the merchant accepted): won releases the hold; lost charges it
+    back and moves the payment to `charged_back`."""
+    with transaction.atomic():
+        dispute, payment = _lock_dispute(merchant=merchant, dispute_id=dispute_id)
+        if not dispute.is_open:
+            raise StateError(f"This dispute is already '{dispute.status}'.",
+                             code="dispute_closed", param="status")
+        flow_args = {"merchant": payment.merchant, "dispute_id": dispute.id,
+                     "payment_id": payment.id, "currency": dispute.currency,
+                     "amount": dispute.amount}
+        dispute.closed_at = timezone.now()
+        if won:
+            dispute.mark_won()
+            dispute.save()
+            payment.amount_disputed -= dispute.amount
+            payment.save()
+            ledger.post_dispute_won(**flow_args)
+        else:
+            dispute.mark_lost()
+            dispute.save()
+            if payment.status != S.CHARGED_BACK:
+                payment.mark_charged_back()
+            payment.save()
+            ledger.post_dispute_lost(provider=payment.provider, **flow_args)
+            _payment_event(payment, "payment.charged_back")
+        _dispute_event(dispute, "dispute.closed")
+    return dispute

@@ -12,4 +12,7 @@ urlpatterns = [
     path("payments/<str:payment_id>/cancel", api.PaymentCancel.as_view()),
     path("refunds", api.RefundCollection.as_view()),
     path("refunds/<str:refund_id>", api.RefundDetail.as_view()),
+    path("disputes", api.DisputeCollection.as_view()),
+    path("disputes/<str:dispute_id>", api.DisputeDetail.as_view()),
+    path("disputes/<str:dispute_id>/close", api.DisputeClose.as_view()),
 ]

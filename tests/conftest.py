@@ -88,3 +88,38 @@ def make_payment(merchant, django_capture_on_commit_callbacks) -> Callable[..., 
         return payment
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def _running_simulator():
+    from providers.simulator.control import running_simulator
+
+    with running_simulator(seed="clearhouse-tests") as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def simulator(_running_simulator, settings):
+    """The provider simulator over real HTTP on 127.0.0.1, reset for each test, with the three
+    adapters pointed at it."""
+    from providers import registry
+    from providers.conf import providers_from_env
+
+    _running_simulator.control.reset(seed="clearhouse-tests")
+    settings.PROVIDERS = providers_from_env({"SIMULATOR_URL": _running_simulator.base_url})
+    settings.PROVIDER_TIMEOUTS = {"connect": 1.0, "read": 2.0, "write": 1.0, "pool": 1.0}
+    registry.reset()
+    yield _running_simulator
+    registry.reset()
+
+
+def routing_rule(*providers: str | tuple[str, int], **conditions: Any):
+    """A routing rule sending matching payments to `providers` in order (or with weights)."""
+    from providers.models import RoutingRule, RoutingTarget
+
+    rule = RoutingRule.objects.create(name="test rule", priority=conditions.pop("priority", 1),
+                                      **conditions)
+    for position, target in enumerate(providers):
+        code, weight = target if isinstance(target, tuple) else (target, 0)
+        RoutingTarget.objects.create(rule=rule, provider=code, position=position, weight=weight)
+    return rule

@@ -17,6 +17,7 @@ PRODUCTION_ENV = {
     "DJANGO_SECRET_KEY": "x" * 20 + "-a-long-random-production-secret-key-for-tests-0123",
     "DJANGO_ALLOWED_HOSTS": "127.0.0.1,pay.example.com",
     "DJANGO_SECURE_SSL_REDIRECT": "false",
+    "FIELD_ENCRYPTION_KEYS": "v2GJ1Rq3zYl6hJbLh1m3rJ7o6q2bY2o8i9p5m3HkS3Y=",
 }
 
 

@@ -145,3 +145,18 @@ def test_50_concurrent_posts_with_one_key_make_one_payment_and_one_attempt(merch
             assert response.json()["error"]["code"] == "idempotency_key_in_use"
     assert Payment.objects.count() == 1
     assert PaymentAttempt.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_replayed_webhook_secret_is_never_stored_in_plain_text(api, settings):
+    settings.WEBHOOKS_ALLOW_LOOPBACK = True
+    body = {"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]}
+    first = api.post("/webhook_endpoints", body, key="we-1")
+    assert first.status_code in (200, 201), first.json()
+    secret = first.json()["secret"]
+    assert secret.startswith("whsec_")
+    stored = IdempotencyKey.objects.get(key="we-1")
+    assert secret not in str(stored.response_body)
+    replay = api.post("/webhook_endpoints", body, key="we-1")
+    assert replay["Idempotent-Replayed"] == "true"
+    assert replay.json() == first.json()

@@ -1,42 +1,99 @@
-"""Thin DRF views for events."""
+"""Thin DRF views for events, event resends, webhook endpoints and their delivery logs."""
 
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.api import ERRORS, LIST_PARAMETERS, ApiView
+from core.api import ERRORS, IDEMPOTENCY_HEADER, LIST_PARAMETERS, POST_ERRORS, ApiView
 from core.pagination import paginate
-from webhooks import selectors
-from webhooks.models import Event
+from webhooks import selectors, services
+from webhooks.serializers import (
+    EventResendInput,
+    RotateSecretInput,
+    WebhookEndpointCreateInput,
+    WebhookEndpointUpdateInput,
+    delivery_to_dict,
+    endpoint_to_dict,
+    event_to_dict,
+)
+
+__all__ = ["event_to_dict"]  # kept importable from here for existing callers
+
+# Output shapes, for the OpenAPI schema only (views render plain dicts from serializers.py).
+class EventOutput(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    type = serializers.CharField()
+    created = serializers.IntegerField()
+    data = serializers.DictField()
 
 
-def event_to_dict(event: Event) -> dict:
-    return {
-        "id": event.id,
-        "object": "event",
-        "type": event.type,
-        "created": int(event.created_at.timestamp()),
-        "data": {"object": event.data},
-    }
+class WebhookEndpointOutput(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    url = serializers.CharField()
+    enabled_events = serializers.ListField(child=serializers.CharField())
+    description = serializers.CharField()
+    # CharField, not ChoiceField: another `status` enum would collide in the schema's names.
+    status = serializers.CharField(help_text="`enabled` or `disabled`")
+    disabled_reason = serializers.CharField(allow_null=True)
+    failing_since = serializers.IntegerField(allow_null=True)
+    previous_secret_expires = serializers.IntegerField(allow_null=True)
+    created = serializers.IntegerField()
 
 
-EventOutput = inline_serializer("Event", fields={
-    "id": serializers.CharField(), "object": serializers.CharField(),
-    "type": serializers.CharField(), "created": serializers.IntegerField(),
-    "data": serializers.DictField(),
-})
+class WebhookEndpointWithSecretOutput(WebhookEndpointOutput):
+    secret = serializers.CharField(help_text="`whsec_…`: shown only in this response.")
+
+
+class WebhookEndpointDeletedOutput(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    deleted = serializers.BooleanField()
+
+
+class WebhookDeliveryAttemptOutput(serializers.Serializer):
+    number = serializers.IntegerField()
+    started = serializers.IntegerField()
+    latency_ms = serializers.IntegerField()
+    status_code = serializers.IntegerField(allow_null=True)
+    response_snippet = serializers.CharField()
+    error = serializers.CharField(allow_null=True)
+    succeeded = serializers.BooleanField()
+
+
+class WebhookDeliveryOutput(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    endpoint = serializers.CharField()
+    event = serializers.CharField()
+    event_type = serializers.CharField()
+    status = serializers.CharField(help_text="`pending`, `delivered` or `failed`")
+    attempt_count = serializers.IntegerField()
+    next_attempt = serializers.IntegerField(allow_null=True)
+    last_status_code = serializers.IntegerField(allow_null=True)
+    last_error = serializers.CharField(allow_null=True)
+    created = serializers.IntegerField()
+    completed = serializers.IntegerField(allow_null=True)
+    attempts = WebhookDeliveryAttemptOutput(many=True)
+
+
+def _list_of(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
+    return inline_serializer(name, fields={
+        "object": serializers.CharField(default="list"),
+        "data": item(many=True),
+        "has_more": serializers.BooleanField(),
+    })
 
 
 class EventCollection(ApiView):
     @extend_schema(operation_id="events_list",
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("type", str),
                                OpenApiParameter("object_id", str)],
-                   responses={200: inline_serializer("EventList", fields={
-                       "object": serializers.CharField(), "data": EventOutput,
-                       "has_more": serializers.BooleanField()}), **ERRORS})
+                   responses={200: _list_of(EventOutput, "EventList"), **ERRORS})
     def get(self, request: Request) -> Response:
         rows = selectors.event_list(merchant=request.user,
                                     type=request.query_params.get("type"),
@@ -49,3 +106,93 @@ class EventDetail(ApiView):
     def get(self, request: Request, event_id: str) -> Response:
         return Response(event_to_dict(selectors.event_get(merchant=request.user,
                                                           event_id=event_id)))
+
+
+class EventResend(ApiView):
+    @extend_schema(
+        operation_id="events_resend", request=EventResendInput, parameters=[IDEMPOTENCY_HEADER],
+        responses={200: _list_of(WebhookDeliveryOutput, "WebhookDeliveryList"), **POST_ERRORS},
+        description="Send the event again as new deliveries: to `endpoint`, or to every enabled "
+                    "endpoint subscribed to its type. Receivers see the same event id.",
+    )
+    def post(self, request: Request, event_id: str) -> Response:
+        data = self.validated(EventResendInput, request)
+        deliveries = services.event_resend(merchant=request.user, event_id=event_id,
+                                           endpoint_id=data.get("endpoint"))
+        return Response({"object": "list", "data": [delivery_to_dict(d) for d in deliveries],
+                         "has_more": False})
+
+
+class WebhookEndpointCollection(ApiView):
+    idempotency_response_is_secret = True  # the create response carries the signing secret
+    @extend_schema(
+        operation_id="webhook_endpoints_create", request=WebhookEndpointCreateInput,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: WebhookEndpointWithSecretOutput, **POST_ERRORS},
+        description="Register a URL for events. The URL must be https (in production) and "
+                    "resolve to public addresses only. The signing `secret` is in this response "
+                    "only; store it now.",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.validated(WebhookEndpointCreateInput, request)
+        issued = services.endpoint_create(merchant=request.user, **data)
+        return Response(endpoint_to_dict(issued.endpoint, secret=issued.secret),
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(operation_id="webhook_endpoints_list", parameters=LIST_PARAMETERS,
+                   responses={200: _list_of(WebhookEndpointOutput, "WebhookEndpointList"),
+                              **ERRORS})
+    def get(self, request: Request) -> Response:
+        rows = selectors.endpoint_list(merchant=request.user)
+        return Response(paginate(rows, request, endpoint_to_dict))
+
+
+class WebhookEndpointDetail(ApiView):
+    @extend_schema(operation_id="webhook_endpoints_retrieve",
+                   responses={200: WebhookEndpointOutput, **ERRORS})
+    def get(self, request: Request, endpoint_id: str) -> Response:
+        return Response(endpoint_to_dict(
+            selectors.endpoint_get(merchant=request.user, endpoint_id=endpoint_id)))
+
+    @extend_schema(
+        operation_id="webhook_endpoints_update", request=WebhookEndpointUpdateInput,
+        parameters=[IDEMPOTENCY_HEADER], responses={200: WebhookEndpointOutput, **POST_ERRORS},
+        description="Change the URL, events or description; `disabled: true|false` stops or "
+                    "resumes deliveries (resuming restarts the failure clock).",
+    )
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        data = self.validated(WebhookEndpointUpdateInput, request)
+        endpoint = services.endpoint_update(merchant=request.user, endpoint_id=endpoint_id,
+                                            **data)
+        return Response(endpoint_to_dict(endpoint))
+
+    @extend_schema(operation_id="webhook_endpoints_delete",
+                   responses={200: WebhookEndpointDeletedOutput, **ERRORS})
+    def delete(self, request: Request, endpoint_id: str) -> Response:
+        endpoint = services.endpoint_delete(merchant=request.user, endpoint_id=endpoint_id)
+        return Response({"id": endpoint.id, "object": "webhook_endpoint", "deleted": True})
+
+
+class WebhookEndpointRotateSecret(ApiView):
+    idempotency_response_is_secret = True
+    @extend_schema(
+        operation_id="webhook_endpoints_rotate_secret", request=RotateSecretInput,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: WebhookEndpointWithSecretOutput, **POST_ERRORS},
+        description="Issue a new signing secret (in this response only). For `expires_in` "
+                    "seconds (default 86400) deliveries carry a `v1` for both secrets.",
+    )
+    def post(self, request: Request, endpoint_id: str) -> Response:
+        data = self.validated(RotateSecretInput, request)
+        issued = services.endpoint_rotate_secret(merchant=request.user, endpoint_id=endpoint_id,
+                                                 expires_in=data.get("expires_in"))
+        return Response(endpoint_to_dict(issued.endpoint, secret=issued.secret))
+
+
+class WebhookEndpointDeliveries(ApiView):
+    @extend_schema(operation_id="webhook_endpoints_deliveries", parameters=LIST_PARAMETERS,
+                   responses={200: _list_of(WebhookDeliveryOutput, "WebhookEndpointDeliveryList"),
+                              **ERRORS})
+    def get(self, request: Request, endpoint_id: str) -> Response:
+        rows = selectors.delivery_list(merchant=request.user, endpoint_id=endpoint_id)
+        return Response(paginate(rows, request, delivery_to_dict))

@@ -1,6 +1,8 @@
-"""Events: an immutable record of every state change, written in the changing transaction."""
+"""Events (an immutable record of every state change) and the outbox that delivers them:
+webhook endpoints, one delivery row per (event, endpoint) and one attempt row per HTTP try."""
 
 from django.db import models
+from django.db.models import Q
 
 from core.ids import PublicIdField
 from core.models import Merchant
@@ -23,3 +25,113 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.object_id}"
+
+
+class EndpointStatus(models.TextChoices):
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+class WebhookEndpoint(models.Model):
+    """Where a merchant wants events sent. The signing secret is stored encrypted (it must be
+    recoverable to sign), never hashed and never rendered after the create/rotate response."""
+
+    id = PublicIdField(prefix="we")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT,
+                                 related_name="webhook_endpoints")
+    url = models.CharField(max_length=2048)
+    enabled_events = models.JSONField(default=list,
+                                      help_text='Event types, or ["*"] for every type.')
+    description = models.CharField(max_length=500, blank=True, default="")
+    status = models.CharField(max_length=16, choices=EndpointStatus.choices,
+                              default=EndpointStatus.ENABLED)
+    disabled_reason = models.CharField(max_length=200, blank=True, default="")
+    secret_encrypted = models.TextField(editable=False)
+    previous_secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    failing_since = models.DateTimeField(
+        null=True, blank=True,
+        help_text="First failed attempt of the current failure streak; cleared by a success.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Soft delete: the delivery log outlives the endpoint, and a worker mid-send still finds
+    # the row it claimed.
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["merchant", "-created_at", "-id"], name="endpoint_merchant_recent",
+                         condition=Q(deleted_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.id})"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event owed to one endpoint: the outbox row. Written in the transaction that records
+    the event; a worker or the sweeper claims it (lease) and sends it outside any transaction."""
+
+    id = PublicIdField(prefix="wd")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT,
+                                 related_name="deliveries")
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="deliveries")
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices,
+                              default=DeliveryStatus.PENDING)
+    attempt_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True,
+                                           help_text="When the next try is due; null once final.")
+    locked_until = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Lease of the worker that claimed the row; others skip it until then.")
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(fields=["endpoint", "-created_at", "-id"],
+                         name="delivery_endpoint_recent"),
+            # The sweeper's scan: only rows still owed, ordered by due time.
+            models.Index(fields=["next_attempt_at"], name="delivery_due",
+                         condition=Q(status="pending")),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(status="pending") | Q(next_attempt_at__isnull=False),
+                name="delivery_pending_has_due_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+
+class WebhookDeliveryAttempt(models.Model):
+    """One HTTP try of a delivery, kept for the merchant's and the operator's delivery log."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE,
+                                 related_name="attempts")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    latency_ms = models.PositiveIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_snippet = models.TextField(blank=True, default="")  # ≤ 1 KiB of the body
+    error = models.CharField(max_length=500, blank=True, default="")
+    is_success = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} #{self.number}"

@@ -168,7 +168,7 @@ LOGGING = {
     "formatters": {"structured": log_formatter(env("LOG_FORMAT", default="json"))},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
 
 # Demo data for `make run` (local settings only; `demo_seed` refuses non-test keys).
@@ -182,3 +182,16 @@ RATE_LIMIT_WRITE_BURST = env.int("RATE_LIMIT_WRITE_BURST", default=100)
 RATE_LIMIT_WRITE_PER_SECOND = env.float("RATE_LIMIT_WRITE_PER_SECOND", default=50.0)
 RATE_LIMIT_READ_BURST = env.int("RATE_LIMIT_READ_BURST", default=200)
 RATE_LIMIT_READ_PER_SECOND = env.float("RATE_LIMIT_READ_PER_SECOND", default=100.0)
+
+# Outbound webhooks: endpoint secrets are encrypted with MultiFernet (first key encrypts, all
+# decrypt: prepend a new key to rotate). Endpoints must be https and resolve to public addresses.
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+WEBHOOKS_REQUIRE_HTTPS = env.bool("WEBHOOKS_REQUIRE_HTTPS", default=True)
+WEBHOOKS_ALLOW_LOOPBACK = env.bool("WEBHOOKS_ALLOW_LOOPBACK", default=False)
+
+# Beat's schedules live in the database (django-celery-beat); the reconciliation app's data
+# migration creates them. These code-defined entries are merged in at start-up.
+CELERY_BEAT_SCHEDULE = {
+    "webhooks-sweep": {"task": "webhooks.tasks.webhook_sweep", "schedule": 30.0,
+                       "options": {"expires": 25}},
+}

@@ -3,3 +3,5 @@
 from config.settings.base import *  # noqa: F403
 
 DEBUG = True
+WEBHOOKS_REQUIRE_HTTPS = False
+WEBHOOKS_ALLOW_LOOPBACK = True  # the demo's receivers run on this machine

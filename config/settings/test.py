@@ -7,3 +7,5 @@ CELERY_BROKER_URL = "memory://"
 CELERY_TASK_ALWAYS_EAGER = False
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=None)}  # noqa: F405
+WEBHOOKS_REQUIRE_HTTPS = False
+WEBHOOKS_ALLOW_LOOPBACK = False  # webhook tests switch it on per test

@@ -1,0 +1,51 @@
+"""Encryption of secrets we must read back (webhook signing secrets, stored responses that carry
+them), with MultiFernet.
+
+`settings.FIELD_ENCRYPTION_KEYS` is a list of Fernet keys (urlsafe base64 of 32 bytes, from
+`Fernet.generate_key()`); the first encrypts, all decrypt, so a key is rotated by putting the new
+one first and re-encrypting (`reencrypt`) before the old one is dropped. Without the setting a
+development key is derived from SECRET_KEY; production settings require the real list.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+
+__all__ = ["InvalidToken", "decrypt", "encrypt", "reencrypt"]
+
+
+def _dev_key(secret_key: str) -> bytes:
+    # A labelled hash, so this key is never the SECRET_KEY itself nor usable for anything else.
+    digest = hashlib.sha256(b"clearhouse.field-encryption.v1:" + secret_key.encode()).digest()
+    return base64.urlsafe_b64encode(digest)
+
+
+@functools.lru_cache(maxsize=4)
+def _fernet(keys: tuple[str, ...], secret_key: str) -> MultiFernet:
+    material = [key.encode() for key in keys] or [_dev_key(secret_key)]
+    return MultiFernet([Fernet(key) for key in material])
+
+
+def _current() -> MultiFernet:
+    # Read settings on every call (cheap thanks to the cache) so override_settings works.
+    keys = tuple(getattr(settings, "FIELD_ENCRYPTION_KEYS", None) or ())
+    return _fernet(keys, settings.SECRET_KEY)
+
+
+def encrypt(plaintext: str) -> str:
+    return _current().encrypt(plaintext.encode()).decode("ascii")
+
+
+def decrypt(token: str) -> str:
+    """Raises InvalidToken if no configured key opens the token (a key was dropped too early)."""
+    return _current().decrypt(token.encode("ascii")).decode()
+
+
+def reencrypt(token: str) -> str:
+    """The same plaintext under the current first key (for key rotation)."""
+    return _current().rotate(token.encode("ascii")).decode("ascii")

@@ -1,0 +1,63 @@
+"""Thin read-only views: the merchant's balance and its balance transactions (postings)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.api import ERRORS, LIST_PARAMETERS, ApiView
+from core.pagination import paginate
+from ledger import selectors
+from ledger.serializers import (
+    BalanceOutput,
+    BalanceTransactionFilters,
+    BalanceTransactionOutput,
+    posting_to_dict,
+)
+
+
+class BalanceDetail(ApiView):
+    @extend_schema(
+        operation_id="balance_retrieve", responses={200: BalanceOutput, **ERRORS},
+        description="Your balances per currency. `pending` becomes `available` at settlement; "
+                    "`reserved` is held for payouts and refunds in flight; `disputed` is held "
+                    "by open disputes. `available` may be negative after refunds or disputes.",
+    )
+    def get(self, request: Request) -> Response:
+        balance = selectors.balance_get(merchant=request.user)
+        return Response({"object": "balance", **balance, "livemode": request.user.is_live})
+
+
+class BalanceTransactionCollection(ApiView):
+    @extend_schema(
+        operation_id="balance_transactions_list",
+        parameters=[
+            *LIST_PARAMETERS,
+            OpenApiParameter("currency", str),
+            OpenApiParameter("type", str, description="Entry kind, e.g. capture, refund_created"),
+            OpenApiParameter("balance_type", str,
+                             description="available, pending, reserved or disputed"),
+        ],
+        responses={200: inline_serializer("BalanceTransactionList", fields={
+            "object": serializers.CharField(default="list"),
+            "data": BalanceTransactionOutput(many=True),
+            "has_more": serializers.BooleanField(),
+        }), **ERRORS},
+        description="Every movement of your balances, newest first, each linked to its journal "
+                    "entry (`txn_…`) and to the object that caused it (`source`).",
+    )
+    def get(self, request: Request) -> Response:
+        filters = BalanceTransactionFilters(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        rows = selectors.posting_list(merchant=request.user, **filters.validated_data)
+        return Response(paginate(rows, request, posting_to_dict))
+
+
+class BalanceTransactionDetail(ApiView):
+    @extend_schema(operation_id="balance_transactions_retrieve",
+                   responses={200: BalanceTransactionOutput, **ERRORS})
+    def get(self, request: Request, posting_id: str) -> Response:
+        return Response(posting_to_dict(
+            selectors.posting_get(merchant=request.user, posting_id=posting_id)))

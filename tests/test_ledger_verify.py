@@ -1,0 +1,151 @@
+"""ledger_verify: clean on a good ledger; names the first bad row of anything edited behind it."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from ledger import flows
+from ledger.chain import HashedPosting, entry_hash
+from ledger.models import Account, JournalEntry
+from ledger.verify import ledger_verify
+
+
+@pytest.fixture
+def ledger(merchant):
+    """A small real ledger: capture, settlement with fee, refund, dispute, deposit, payout."""
+    common = {"merchant": merchant, "currency": "usd"}
+    flows.post_capture(payment_id="pay_1", provider="sandbox", amount=10_000, **common)
+    flows.post_settlement(payment_id="pay_1", amount=10_000, fee=320, **common)
+    flows.post_refund_created(refund_id="re_1", payment_id="pay_1", amount=1_000, **common)
+    flows.post_refund_succeeded(refund_id="re_1", payment_id="pay_1", provider="sandbox",
+                                amount=1_000, **common)
+    flows.post_dispute_opened(dispute_id="dp_1", payment_id="pay_1", amount=500, **common)
+    flows.post_deposit_confirmed(deposit_id="dep_1", amount=2_000, **common)
+    flows.post_payout_created(payout_id="po_1", amount=3_000, **common)
+    with connection.cursor() as cursor:
+        # Run the COMMIT-time checks now, so they judge the ledger as posted and not the
+        # tampering below when the test transaction ends.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+    return list(JournalEntry.objects.order_by("sequence"))
+
+
+def tamper(sql: str, params: list | None = None) -> None:
+    """Edit behind the triggers' back, as someone with superuser rights could."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET session_replication_role = replica")
+        try:
+            cursor.execute(sql, params or [])
+        finally:
+            cursor.execute("SET session_replication_role = origin")
+
+
+def verify_fails() -> str:
+    with pytest.raises(CommandError) as failure:
+        call_command("ledger_verify")
+    assert failure.value.returncode == 1
+    return str(failure.value)
+
+
+@pytest.mark.django_db
+def test_clean_ledger_verifies_ok(ledger):
+    out = StringIO()
+    call_command("ledger_verify", stdout=out)
+    assert "7 entries, 15 postings" in out.getvalue()
+    assert "OK" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_verify_streams_in_chunks_smaller_than_an_entry(ledger):
+    result = ledger_verify(chunk_size=1)
+    assert result.ok, result.report()
+    assert (result.entries, result.postings) == (7, 15)
+
+
+@pytest.mark.django_db
+def test_empty_ledger_verifies_ok():
+    assert ledger_verify().ok
+
+
+@pytest.mark.django_db
+def test_balance_edited_with_triggers_disabled_is_caught(ledger, merchant):
+    available = Account.objects.get(merchant=merchant, kind="available", currency="usd")
+    tamper("UPDATE ledger_account SET balance = balance + 100 WHERE id = %s", [available.pk])
+    report = verify_fails()
+    assert f"[account_balance] account {available.pk} ({merchant.id} available usd)" in report
+    assert "[trial_balance] currency usd" in report
+    assert "hash_chain" not in report  # the entries themselves are intact
+
+
+@pytest.mark.django_db
+def test_posting_amount_edited_with_triggers_disabled_is_caught(ledger):
+    settlement = ledger[1]
+    posting = settlement.postings.get(account__kind="fees")
+    tamper("UPDATE ledger_posting SET amount = amount - 1 WHERE id = %s", [posting.id])
+    report = verify_fails()
+    row = f"journal entry {settlement.id} (sequence {settlement.sequence})"
+    assert f"[zero_sum] {row}: usd postings sum to -1" in report
+    assert f"[hash_chain] {row}: stored hash" in report
+    assert f"[account_balance] account {posting.account_id}" in report
+    assert f"[balance_after] posting {posting.id}" in report
+
+
+@pytest.mark.django_db
+def test_balance_after_edited_is_caught(ledger):
+    posting = ledger[2].postings.first()
+    tamper("UPDATE ledger_posting SET balance_after = balance_after + 5 WHERE id = %s",
+           [posting.id])
+    report = verify_fails()
+    assert f"[balance_after] posting {posting.id}" in report
+    assert f"[hash_chain] journal entry {ledger[2].id}" in report
+
+
+@pytest.mark.django_db
+def test_entry_hash_edited_is_caught(ledger):
+    target = ledger[3]
+    tamper("UPDATE ledger_journalentry SET hash = repeat('a', 64) WHERE id = %s", [target.id])
+    report = verify_fails()
+    assert f"[hash_chain] journal entry {target.id} (sequence {target.sequence})" in report
+
+
+@pytest.mark.django_db
+def test_rewritten_entry_with_a_recomputed_hash_breaks_the_next_link(ledger):
+    target, following = ledger[3], ledger[4]
+    forged = entry_hash(
+        prev_hash=target.prev_hash, sequence=target.sequence, entry_id=target.id,
+        kind=target.kind, reference_type=target.reference_type,
+        reference_id=target.reference_id, merchant_id=target.merchant_id,
+        description="nothing to see here", created_at=target.created_at,
+        postings=[HashedPosting(p.id, p.account_id, p.amount, p.currency, p.balance_after)
+                  for p in target.postings.all()],
+    )
+    tamper("UPDATE ledger_journalentry SET description = 'nothing to see here', hash = %s "
+           "WHERE id = %s", [forged, target.id])
+    report = verify_fails()
+    assert f"[hash_chain] journal entry {following.id} (sequence {following.sequence}): " \
+           "prev_hash" in report
+
+
+@pytest.mark.django_db
+def test_deleted_entry_is_caught(ledger):
+    gone, following = ledger[5], ledger[6]
+    tamper("DELETE FROM ledger_posting WHERE entry_id = %s", [gone.id])
+    tamper("DELETE FROM ledger_journalentry WHERE id = %s", [gone.id])
+    report = verify_fails()
+    assert f"[hash_chain] journal entry {following.id} (sequence {following.sequence}): " \
+           f"expected sequence {gone.sequence}" in report
+    assert "[account_balance]" in report
+
+
+@pytest.mark.django_db
+def test_entry_left_with_one_posting_is_caught(ledger):
+    capture = ledger[0]
+    posting = capture.postings.first()
+    tamper("DELETE FROM ledger_posting WHERE id = %s", [posting.id])
+    report = verify_fails()
+    assert f"[postings_per_entry] journal entry {capture.id} (sequence 1): has 1" in report
