@@ -22,6 +22,7 @@ from payments.models import (
     AttemptStatus,
     CaptureMethod,
     Dispute,
+    DisputeReason,
     Payment,
     PaymentAttempt,
     PaymentStatus,
@@ -482,19 +483,7 @@ def refund_record(*, attempt_id: str, result: ProviderResult) -> Refund:
         if refund.status != RefundStatus.PENDING:
             return refund
         if result.outcome == Outcome.APPROVED:
-            refund.mark_succeeded(result.provider_reference)
-            refund.save()
-            payment.amount_refunded += refund.amount
-            fully = payment.amount_refunded == payment.amount_captured
-            if fully and payment.status in (S.CAPTURED, S.SETTLED):
-                payment.mark_refunded()
-            payment.save()
-            ledger.post_refund_succeeded(
-                merchant=payment.merchant, refund_id=refund.id, payment_id=payment.id,
-                provider=payment.provider, currency=refund.currency, amount=refund.amount)
-            _refund_event(refund, "refund.succeeded")
-            if fully:
-                _payment_event(payment, "payment.refunded")
+            _refund_succeed(refund, payment, result.provider_reference)
         elif result.outcome == Outcome.DECLINED:
             refund.mark_failed(result.error_code, result.error_message)
             refund.save()
@@ -503,6 +492,139 @@ def refund_record(*, attempt_id: str, result: ProviderResult) -> Refund:
                                       amount=refund.amount)
             _refund_event(refund, "refund.failed")
     return refund
+
+
+def _refund_succeed(refund: Refund, payment: Payment, provider_reference: str) -> None:
+    """Under the payment's lock: the refund succeeded; keep amount_refunded and the ledger in
+    step and move the payment to `refunded` once refunds reach the captured amount."""
+    refund.mark_succeeded(provider_reference)
+    refund.save()
+    payment.amount_refunded += refund.amount
+    fully = payment.amount_refunded == payment.amount_captured
+    if fully and payment.status in (S.CAPTURED, S.SETTLED):
+        payment.mark_refunded()
+    payment.save()
+    ledger.post_refund_succeeded(
+        merchant=payment.merchant, refund_id=refund.id, payment_id=payment.id,
+        provider=payment.provider, currency=refund.currency, amount=refund.amount)
+    _refund_event(refund, "refund.succeeded")
+    if fully:
+        _payment_event(payment, "payment.refunded")
+
+
+def refund_record_external(*, payment_id: str, amount: int, provider_reference: str) -> Refund:
+    """A refund made at the provider without us (its dashboard, or a webhook for a refund whose
+    request we never recorded): record it as created and succeeded, once per reference."""
+    with transaction.atomic():
+        payment = _lock_payment(merchant=None, payment_id=payment_id)
+        existing = Refund.objects.filter(payment=payment,
+                                         provider_reference=provider_reference).first()
+        if existing is not None:
+            return existing
+        refund = Refund.objects.create(
+            merchant=payment.merchant, payment=payment, amount=amount, currency=payment.currency,
+            metadata={"source": "provider"})
+        refund.payment = payment
+        PaymentAttempt.objects.create(
+            payment=payment, refund=refund, kind=AttemptKind.REFUND, provider=payment.provider,
+            amount=amount, status=AttemptStatus.APPROVED, provider_reference=provider_reference,
+            completed_at=timezone.now())
+        ledger.post_refund_created(merchant=payment.merchant, refund_id=refund.id,
+                                   payment_id=payment.id, currency=refund.currency, amount=amount)
+        _refund_event(refund, "refund.created")
+        _refund_succeed(refund, payment, provider_reference)
+    return refund
+
+
+# -- provider webhooks -----------------------------------------------------------------------
+APPLIED, HELD, IGNORED = "applied", "held", "ignored"
+_CAPTURED_OR_LATER = (S.CAPTURED, S.SETTLED, S.REFUNDED, S.CHARGED_BACK)
+
+
+def _payment_for_event(provider: str, provider_reference: str, merchant_reference: str
+                       ) -> Payment | None:
+    rows = Payment.objects.select_related("merchant")
+    if provider_reference:
+        found = rows.filter(provider=provider, provider_reference=provider_reference).first()
+        if found is not None:
+            return found
+    if merchant_reference.startswith("pay_"):
+        return rows.filter(pk=merchant_reference).first()
+    return None
+
+
+def _open_attempt_of(payment: Payment, provider: str, kind: str) -> PaymentAttempt | None:
+    return (payment.attempts.filter(provider=provider, kind=kind,
+                                    status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN])
+            .order_by("-created_at").first())
+
+
+def payment_provider_event_apply(
+    *, provider: str, type: str, provider_reference: str, merchant_reference: str = "",
+    amount: int | None = None, status: str = "", error_code: str = "",
+    refund_reference: str = "", dispute_reference: str = "", reason: str = "",
+) -> str:
+    """Apply one verified provider webhook about a payment, refund or dispute through the normal
+    services. Returns `applied` (including "already applied": duplicates and late events are
+    no-ops, so nothing moves backwards), `held` (it must wait for an earlier event, e.g. a refund
+    before its capture) or `ignored` (about nothing we know)."""
+    payment = _payment_for_event(provider, provider_reference, merchant_reference)
+    if payment is None:
+        return IGNORED
+    if type in ("payment.authorized", "payment.captured", "payment.declined"):
+        approved = type != "payment.declined"
+        answer = ProviderResult(
+            outcome=Outcome.APPROVED if approved else Outcome.DECLINED,
+            provider_reference=provider_reference, amount=amount,
+            status=ProviderStatus.CAPTURED if type == "payment.captured" else (
+                ProviderStatus.AUTHORIZED if approved else ProviderStatus.DECLINED),
+            error_code="" if approved else (error_code or "card_declined"))
+        if payment.status == S.AUTHORIZATION_REQUESTED:
+            attempt = _open_attempt_of(payment, provider, AttemptKind.AUTHORIZE)
+            if attempt is not None:
+                payment_authorization_record(attempt_id=attempt.id, result=answer)
+        elif type == "payment.captured" and payment.status == S.AUTHORIZED:
+            attempt = _open_attempt_of(payment, provider, AttemptKind.CAPTURE)
+            if attempt is not None:
+                payment_capture_record(attempt_id=attempt.id, result=answer)
+        return APPLIED
+    if type == "payment.voided":
+        attempt = _open_attempt_of(payment, provider, AttemptKind.VOID)
+        if attempt is not None and payment.status == S.AUTHORIZED:
+            payment_void_record(attempt_id=attempt.id, result=ProviderResult(
+                outcome=Outcome.APPROVED, provider_reference=provider_reference))
+        return APPLIED
+    if type == "refund.succeeded":
+        if payment.status not in _CAPTURED_OR_LATER:
+            return HELD  # the capture has not reached us yet; apply the refund after it
+        return _refund_event_apply(payment, provider, amount, refund_reference)
+    if type == "dispute.opened":
+        if payment.status not in _CAPTURED_OR_LATER:
+            return HELD
+        dispute_open(payment_id=payment.id, amount=amount, provider_reference=dispute_reference,
+                     reason=reason if reason in DisputeReason.values else DisputeReason.GENERAL)
+        return APPLIED
+    return IGNORED
+
+
+def _refund_event_apply(payment: Payment, provider: str, amount: int | None,
+                        refund_reference: str) -> str:
+    if not refund_reference or not amount:
+        return IGNORED
+    if payment.refunds.filter(provider_reference=refund_reference).exists():
+        return APPLIED  # our own synchronous answer already recorded it
+    # A refund we asked for whose answer was lost: the oldest open one of that amount.
+    attempt = (payment.attempts.filter(kind=AttemptKind.REFUND, amount=amount,
+                                       refund__status=RefundStatus.PENDING,
+                                       status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN])
+               .order_by("created_at").first())
+    if attempt is not None:
+        refund_record(attempt_id=attempt.id, result=ProviderResult(
+            outcome=Outcome.APPROVED, provider_reference=refund_reference, amount=amount))
+    else:
+        refund_record_external(payment_id=payment.id, amount=amount,
+                               provider_reference=refund_reference)
+    return APPLIED
 
 
 # -- settlement ------------------------------------------------------------------------------

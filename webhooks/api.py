@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.api import ERRORS, IDEMPOTENCY_HEADER, LIST_PARAMETERS, POST_ERRORS, ApiView
+from core.errors import error_body
 from core.pagination import paginate
-from webhooks import selectors, services
+from webhooks import inbound, selectors, services
 from webhooks.serializers import (
     EventResendInput,
     RotateSecretInput,
@@ -196,3 +200,19 @@ class WebhookEndpointDeliveries(ApiView):
     def get(self, request: Request, endpoint_id: str) -> Response:
         rows = selectors.delivery_list(merchant=request.user, endpoint_id=endpoint_id)
         return Response(paginate(rows, request, delivery_to_dict))
+
+
+@csrf_exempt
+@require_POST
+def provider_webhook(request: HttpRequest, code: str) -> JsonResponse:
+    """`POST /webhooks/providers/<code>/`: the provider's signature on the raw body is the only
+    authentication. Answers 200 as soon as the event is stored; processing is asynchronous."""
+    try:
+        received = inbound.provider_event_receive(
+            provider=code, headers=inbound.headers_of(request.META), body=request.body)
+    except inbound.InboundRejected as rejected:
+        return JsonResponse(error_body(type="invalid_request_error", code="webhook_rejected",
+                                       message=rejected.message, param=None,
+                                       request_id=getattr(request, "request_id", None)),
+                            status=rejected.status)
+    return JsonResponse({"received": True, "duplicate": received.duplicate})

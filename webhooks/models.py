@@ -135,3 +135,48 @@ class WebhookDeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id} #{self.number}"
+
+
+class InboxStatus(models.TextChoices):
+    PENDING = "pending"
+    PROCESSED = "processed"
+    HELD = "held"  # waits for an earlier event of the same object (e.g. refund before capture)
+    IGNORED = "ignored"  # verified but about nothing we know; kept for the record
+    FAILED = "failed"  # processing kept failing; an operator can replay it
+
+
+class ProviderEvent(models.Model):
+    """Inbound provider webhook, stored verbatim (after its signature checked) before anything
+    else happens. Unique on (provider, provider event id): a duplicate changes nothing."""
+
+    provider = models.CharField(max_length=32)
+    provider_event_id = models.CharField(max_length=128)
+    type = models.CharField(max_length=64)
+    provider_reference = models.CharField(max_length=128, blank=True, default="")
+    merchant_reference = models.CharField(max_length=128, blank=True, default="")
+    raw_body = models.TextField()
+    headers = models.JSONField(default=dict, help_text="Request headers, signatures removed.")
+    status = models.CharField(max_length=16, choices=InboxStatus.choices,
+                              default=InboxStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "provider_event_id"],
+                                    name="provider_event_unique"),
+            models.CheckConstraint(condition=Q(status__in=InboxStatus.values),
+                                   name="provider_event_status_known"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="provider_event_due"),
+            models.Index(fields=["provider", "provider_reference"], name="provider_event_ref"),
+            models.Index(fields=["merchant_reference"], name="provider_event_merchant_ref"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.type} {self.provider_event_id}"

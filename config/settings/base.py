@@ -194,4 +194,6 @@ WEBHOOKS_ALLOW_LOOPBACK = env.bool("WEBHOOKS_ALLOW_LOOPBACK", default=False)
 CELERY_BEAT_SCHEDULE = {
     "webhooks-sweep": {"task": "webhooks.tasks.webhook_sweep", "schedule": 30.0,
                        "options": {"expires": 25}},
+    "provider-events-sweep": {"task": "webhooks.tasks.provider_events_sweep", "schedule": 30.0,
+                              "options": {"expires": 25}},
 }
