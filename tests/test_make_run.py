@@ -1,0 +1,107 @@
+"""`make run` end to end: tools/run.py starts web, worker, beat and the simulator; the printed
+demo key creates and confirms a payment that ends captured; Ctrl-C stops every process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER'] or 'postgres'}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def _call(url: str, key: str = "", body: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with _OPENER.open(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.25)  # polling another process, bounded by the deadline
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_make_run_serves_docs_and_the_printed_key_captures_a_payment(tmp_path):
+    port, simulator_port = _free_port(), _free_port()
+    env = {**os.environ, "DATABASE_URL": _database_url(), "PORT": str(port),
+           "HOST": "127.0.0.1", "SIMULATOR_PORT": str(simulator_port),
+           "DJANGO_SETTINGS_MODULE": "config.settings.local",
+           "CELERY_BROKER_DIR": str(tmp_path / "broker"), "LOG_LEVEL": "WARNING"}
+    for name in ("CELERY_BROKER_URL", "REDIS_URL"):
+        env.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "tools/run.py"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")),
+                              daemon=True)
+    reader.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def printed_key():
+            if proc.poll() is not None:
+                raise AssertionError("tools/run.py exited:\n" + "".join(output)[-3000:])
+            return next((m.group(1) for line in list(output)
+                         if (m := re.search(r"API key\s+(sk_test_\S+)", line))), None)
+
+        key = _until(printed_key, 90, "the demo API key to be printed")
+        _until(lambda: _OPENER.open(f"{base}/healthz", timeout=2).status == 200, 60, "web")
+        with _OPENER.open(f"{base}/api/docs/", timeout=10) as docs:
+            assert docs.status == 200
+        status, payment = _call(f"{base}/api/v1/payments", key, {
+            "amount": 1050, "currency": "usd", "payment_method": "pm_card_visa",
+            "confirm": True})
+        assert status == 202, payment
+        final = _until(lambda: (lambda s, p: p if p.get("status") == "captured" else None)(
+            *_call(f"{base}/api/v1/payments/{payment['id']}", key)), 60, "the capture")
+        assert final["amount_captured"] == 1050
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        reader.join(timeout=5)
+    assert code == 0, "".join(output)[-3000:]
+    leftovers = subprocess.run(["pgrep", "-f", f"runserver --noreload 127.0.0.1:{port}"],
+                               capture_output=True, text=True, check=False).stdout
+    assert leftovers.strip() == "", "web server still running after Ctrl-C"
