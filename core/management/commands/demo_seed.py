@@ -15,6 +15,19 @@ from core.models import ApiKey, Merchant
 from core.services import KEY_PREFIX_LENGTH, hash_api_key
 
 
+def _demo_routing() -> None:
+    """BRL payments go to the three simulated acquirers (50/30/20), so the demo shows routing,
+    failover and provider webhooks; everything else stays on the in-process sandbox."""
+    from providers.models import RoutingRule, RoutingTarget
+
+    if RoutingRule.objects.filter(name="Demo: BRL via simulated acquirers").exists():
+        return
+    rule = RoutingRule.objects.create(name="Demo: BRL via simulated acquirers", priority=100,
+                                      currency="brl")
+    for position, (code, weight) in enumerate((("cielo", 50), ("rede", 30), ("getnet", 20))):
+        RoutingTarget.objects.create(rule=rule, provider=code, position=position, weight=weight)
+
+
 class Command(BaseCommand):
     help = "Create (once) the demo merchant, API key and admin user; print them as JSON."
 
@@ -31,6 +44,7 @@ class Command(BaseCommand):
                     merchant=merchant, name="demo", prefix=raw_key[:KEY_PREFIX_LENGTH],
                     hashed_key=hash_api_key(raw_key),
                 )
+            _demo_routing()
             user_model = get_user_model()
             user = user_model.objects.filter(username=settings.DEMO_ADMIN_USERNAME).first()
             if user is None:
