@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from core import ratelimit
+from core import metrics, ratelimit
 from core.errors import RateLimited
 from core.idempotency import IdempotentMixin
 
@@ -88,6 +88,7 @@ class RateLimitedMixin:
                                    is_write=request.method not in ("GET", "HEAD", "OPTIONS"))
         self._rate_limit_headers = ratelimit.headers(decision) if decision else {}
         if decision is not None and not decision.allowed:
+            metrics.RATE_LIMITED.labels("write" if request.method == "POST" else "read").inc()
             raise RateLimited(
                 "Too many requests with this API key; retry after the Retry-After seconds.",
                 headers=self._rate_limit_headers,

@@ -22,7 +22,7 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core import crypto
+from core import crypto, metrics
 from core.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest
 from core.models import IdempotencyKey, Merchant
 
@@ -81,6 +81,7 @@ def _claim(merchant: Merchant, key: str, method: str, path: str, fp: str) -> int
                 return claimed
             continue
         if existing.fingerprint != fp:
+            metrics.IDEMPOTENCY.labels("mismatch").inc()
             raise IdempotencyMismatch(
                 "This Idempotency-Key was already used with different parameters "
                 f"({existing.method} {existing.path}). Use a new key for a new request.",
@@ -90,6 +91,7 @@ def _claim(merchant: Merchant, key: str, method: str, path: str, fp: str) -> int
             response = Response(_stored_body(existing.response_body),
                                 status=existing.response_status)
             response["Idempotent-Replayed"] = "true"
+            metrics.IDEMPOTENCY.labels("replayed").inc()
             raise _Replay(response)
         now = timezone.now()
         stale_after = timedelta(seconds=settings.IDEMPOTENCY_LOCK_TIMEOUT_SECONDS)
@@ -104,6 +106,7 @@ def _claim(merchant: Merchant, key: str, method: str, path: str, fp: str) -> int
             if took_over:
                 logger.warning("took over stale idempotency key id=%s", existing.pk)
                 return existing.pk
+        metrics.IDEMPOTENCY.labels("in_flight").inc()
         raise IdempotencyInFlight(
             "A request with this Idempotency-Key is still being processed; retry later.",
             param="Idempotency-Key", headers={"Retry-After": "1"},

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from core import metrics
+
 logger = logging.getLogger(__name__)
 
 # KEYS[1] bucket; ARGV capacity, refill per second. Uses the server clock, so every web process
@@ -90,6 +92,7 @@ def check(*, key_id: str, is_write: bool) -> Decision | None:
         allowed, remaining, wait_ms = _Redis.script()(keys=[bucket], args=[capacity, rate])
     except Exception as exc:
         _Redis.failures += 1
+        metrics.RATE_LIMIT_FAIL_OPEN.inc()
         logger.warning("rate limiter unavailable, failing open: %s", type(exc).__name__)
         return None
     return Decision(bool(allowed), capacity, int(remaining), int(wait_ms))

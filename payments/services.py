@@ -6,6 +6,7 @@ transaction (two-phase, so a crash at any point leaves a trace the janitor can r
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from core import metrics
 from core.errors import InvalidRequest, NotFound, ProviderError, StateError
 from core.models import Merchant
 from ledger import flows as ledger
@@ -81,6 +83,7 @@ def _call(provider_code: str, operation: str, request: Any) -> ProviderResult:
     """Call a provider outside any transaction and feed its circuit breaker. An exception here
     means we cannot know whether the provider acted, so it becomes an UNKNOWN outcome, never a
     retry with a new key."""
+    started = time.monotonic()
     try:
         method: Callable[[Any], ProviderResult] = getattr(get_provider(provider_code), operation)
         result = method(request)
@@ -92,6 +95,9 @@ def _call(provider_code: str, operation: str, request: Any) -> ProviderResult:
             error_message="The provider call failed unexpectedly; the outcome is unknown.",
         )
     breaker_record_result(provider_code, result)
+    metrics.PROVIDER_CALLS.labels(provider_code, operation, result.outcome.value,
+                                  result.error_code or "none").inc()
+    metrics.PROVIDER_LATENCY.labels(provider_code, operation).observe(time.monotonic() - started)
     return result
 
 

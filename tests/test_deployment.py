@@ -18,6 +18,7 @@ PRODUCTION_ENV = {
     "DJANGO_ALLOWED_HOSTS": "127.0.0.1,pay.example.com",
     "DJANGO_SECURE_SSL_REDIRECT": "false",
     "FIELD_ENCRYPTION_KEYS": "v2GJ1Rq3zYl6hJbLh1m3rJ7o6q2bY2o8i9p5m3HkS3Y=",
+    "METRICS_TOKEN": "metrics-token-for-tests",
 }
 
 

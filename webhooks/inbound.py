@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core import metrics
 from providers.registry import UnknownProvider, get_provider
 from webhooks.models import InboxStatus, ProviderEvent
 
@@ -53,6 +54,7 @@ def provider_event_receive(*, provider: str, headers: dict[str, str], body: byte
     verify = getattr(adapter, "verify_webhook", None)
     if verify is None or not verify(headers=headers, body=body):
         SIGNATURE_FAILURES[provider] += 1
+        metrics.INBOUND_REJECTED.labels(provider).inc()
         logger.warning("rejected %s webhook: bad signature or stale timestamp", provider)
         raise InboundRejected(400, "Invalid signature or timestamp.")
     try:

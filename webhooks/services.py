@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from core import crypto
+from core import crypto, metrics
 from core.errors import InvalidRequest, NotFound, StateError
 from core.models import Merchant
 from webhooks import delivery, selectors, ssrf
@@ -376,6 +376,8 @@ def _record(outcomes: list[tuple[_Claimed, delivery.AttemptResult]]) -> None:
     now = timezone.now()
     with transaction.atomic():
         failing = _update_failure_streaks(outcomes)
+        for _, result in outcomes:
+            metrics.WEBHOOK_DELIVERIES.labels("success" if result.is_success else "failure").inc()
         WebhookDeliveryAttempt.objects.bulk_create([
             WebhookDeliveryAttempt(
                 delivery_id=claimed.outgoing.delivery_id, number=claimed.outgoing.attempt_number,

@@ -197,3 +197,6 @@ CELERY_BEAT_SCHEDULE = {
     "provider-events-sweep": {"task": "webhooks.tasks.provider_events_sweep", "schedule": 30.0,
                               "options": {"expires": 25}},
 }
+
+# /metrics (Prometheus). Empty token: open (dev); production requires one.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
