@@ -1,4 +1,4 @@
-"""Liveness (`/healthz`) and readiness (`/readyz`: database, broker, migrations) endpoints."""
+"""Liveness (`/healthz`) and readiness (`/readyz`: database and migrations, broker, Redis)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,26 @@ def _check_broker() -> dict:
         return {"ok": False, "detail": type(exc).__name__}
 
 
+def _check_redis() -> dict:
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return {"ok": True, "detail": "not configured (rate limits off)"}
+    try:
+        import redis
+
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1,
+                             socket_timeout=1).ping()
+        return {"ok": True}
+    except Exception as exc:
+        # Payments keep working without Redis (the limiter fails open), so this is reported
+        # but does not make the instance unready.
+        return {"ok": False, "detail": type(exc).__name__, "critical": False}
+
+
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _check_database(), "broker": _check_broker()}
-    ready = all(check["ok"] for check in checks.values())
+    checks = {"database": _check_database(), "broker": _check_broker(),
+              "redis": _check_redis()}
+    ready = all(check["ok"] or check.get("critical") is False for check in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks},
                         status=200 if ready else 503)
