@@ -40,6 +40,10 @@ ERRORS = {
     400: _error("Invalid request", {"type": "invalid_request_error", "code": "parameter_invalid",
                                     "message": "Amount must be between 1 and 99999999999.",
                                     "param": "amount"}),
+    429: _error("Rate limited (see Retry-After)", {
+        "type": "rate_limit_error", "code": "rate_limited",
+        "message": "Too many requests with this API key; retry after the Retry-After seconds.",
+        "param": None}),
     401: _error("Missing or invalid API key", {"type": "authentication_error",
                                                "code": "invalid_api_key",
                                                "message": "Invalid or revoked API key.",
@@ -57,6 +61,14 @@ POST_ERRORS = {
                                      "code": "request_too_large",
                                      "message": "Request bodies are limited to 16384 bytes.",
                                      "param": None}),
+    415: _error("Body not JSON", {"type": "invalid_request_error",
+                                  "code": "unsupported_media_type",
+                                  "message": "Send the body as application/json.",
+                                  "param": None}),
+    502: _error("The provider declined or did not answer an operation made synchronously", {
+        "type": "provider_error", "code": "provider_outcome_unknown",
+        "message": "The provider did not confirm the capture; its outcome is unknown.",
+        "param": None}),
     422: _error("Idempotency-Key reused with different parameters", {
         "type": "idempotency_error", "code": "idempotency_key_reused",
         "message": "This Idempotency-Key was already used with different parameters.",

@@ -11,6 +11,7 @@ from core.api import ERRORS, IDEMPOTENCY_HEADER, LIST_PARAMETERS, POST_ERRORS, A
 from core.errors import InvalidRequest
 from core.pagination import paginate
 from payments import selectors, services
+from payments.models import DisputeStatus
 from payments.serializers import (
     DisputeEvidenceInput,
     DisputeOutput,
@@ -139,12 +140,16 @@ class RefundDetail(ApiView):
 class DisputeCollection(ApiView):
     @extend_schema(operation_id="disputes_list",
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("payment", str),
-                               OpenApiParameter("status", str)],
+                               OpenApiParameter("status", str, enum=DisputeStatus.values)],
                    responses={200: _list_of(DisputeOutput, "DisputeList"), **ERRORS})
     def get(self, request: Request) -> Response:
+        status_filter = request.query_params.get("status")
+        if status_filter and status_filter not in DisputeStatus.values:
+            raise InvalidRequest(f"status must be one of {', '.join(DisputeStatus.values)}.",
+                                 param="status")
         rows = selectors.dispute_list(merchant=request.user,
                                       payment_id=request.query_params.get("payment"),
-                                      status=request.query_params.get("status"))
+                                      status=status_filter)
         return Response(paginate(rows, request, dispute_to_dict))
 
 

@@ -105,3 +105,13 @@ def test_a_method_not_allowed_is_405_with_the_error_body(api):
     response = api.client.delete("/api/v1/payments")
     assert response.status_code == 405
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_nul_characters_are_a_clean_400_not_a_database_error(api):
+    assert api.get("/disputes", {"status": "x\x00"}).status_code == 400
+    assert api.get("/payments", {"starting_after": "pay_\x00"}).status_code == 400
+    response = api.post("/payments", {"amount": 1, "currency": "usd",
+                                      "payment_method": "pm_card_visa",
+                                      "description": "nul\u0000here"})
+    assert response.status_code == 400
+    assert Payment.objects.count() == 0
