@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -123,3 +124,72 @@ def routing_rule(*providers: str | tuple[str, int], **conditions: Any):
         code, weight = target if isinstance(target, tuple) else (target, 0)
         RoutingTarget.objects.create(rule=rule, provider=code, position=position, weight=weight)
     return rule
+
+
+# -- no card number at rest: every database test's rows and every log line the suite writes ---
+_PAN_HITS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_card_numbers_at_rest(request):
+    yield
+    uses_db = request.node.get_closest_marker("django_db") is not None or any(
+        name in request.fixturenames for name in ("db", "transactional_db", "live_server"))
+    if not uses_db:
+        return
+    if request.node.get_closest_marker("planted_card_number"):
+        return
+    from django.db import connection
+
+    from core.pan_scan import scan_database
+
+    if connection.connection is None or connection.needs_rollback:
+        return
+    try:
+        hits = scan_database()
+    except Exception:  # the test left the connection unusable; its own failure says why
+        return
+    _PAN_HITS.extend(f"{request.node.nodeid}: {hit}" for hit in hits)
+    assert not hits, f"card numbers stored: {hits}"
+
+
+class _LogTextHandler(logging.Handler):
+    """Keeps every formatted log line of the session (through the production formatter)."""
+
+    def __init__(self) -> None:
+        from core.logging import formatter
+
+        super().__init__(level=logging.DEBUG)
+        config = dict(formatter("json"))
+        factory = config.pop("()")
+        self.setFormatter(factory(**config))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:
+            self.lines.append(record.getMessage())
+
+
+_LOG_HANDLER: _LogTextHandler | None = None
+
+
+def pytest_sessionstart(session):
+    global _LOG_HANDLER
+    _LOG_HANDLER = _LogTextHandler()
+    logging.getLogger().addHandler(_LOG_HANDLER)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from core.pan_scan import scan_text
+
+    if _LOG_HANDLER is None:
+        return
+    logging.getLogger().removeHandler(_LOG_HANDLER)
+    hits = scan_text(_LOG_HANDLER.lines)
+    if hits:
+        print(f"\nPAN scan of {len(_LOG_HANDLER.lines)} log lines: {len(hits)} HIT(S):")
+        for hit in hits[:20]:
+            print(f"  {hit}")
+        session.exitstatus = 1

@@ -1,0 +1,59 @@
+"""Scans for card numbers at rest: every table's rows and any log text, for Luhn-valid runs of
+13–19 digits. `manage.py pan_scan` runs it in production; the test suite runs it after every
+database test and over every log line the suite wrote.
+
+Runs inside hex or base62 strings (hashes, ids, tokens) are not card numbers, so a hit must not
+touch letters or digits on either side."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from django.db import connection
+
+from core.carddata import luhn_valid
+
+_RUN = re.compile(r"(?<![0-9A-Za-z_])[0-9](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z_])")
+_PREFILTER = "[0-9][0-9 -]{11,}[0-9]"
+
+
+@dataclass(frozen=True)
+class Hit:
+    where: str  # table name, or "log"
+    sample: str  # masked: first 6 and last 4 digits only
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.sample}"
+
+
+def _mask(digits: str) -> str:
+    return f"{digits[:6]}{'*' * (len(digits) - 10)}{digits[-4:]}"
+
+
+def find_in_text(text: str) -> Iterator[str]:
+    for match in _RUN.finditer(text):
+        digits = re.sub(r"[ -]", "", match.group())
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            yield _mask(digits)
+
+
+def scan_text(lines: Iterable[str], where: str = "log") -> list[Hit]:
+    return [Hit(where, sample) for line in lines for sample in find_in_text(line)]
+
+
+def scan_database(*, exclude: Iterable[str] = ()) -> list[Hit]:
+    """Every user table of the current database. A regex prefilter in SQL keeps it cheap; the
+    Luhn check runs here on the few candidate rows."""
+    skip = set(exclude)
+    hits: list[Hit] = []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        tables = [row[0] for row in cursor.fetchall() if row[0] not in skip]
+        for table in tables:
+            cursor.execute(
+                f'SELECT t::text FROM "{table}" t WHERE t::text ~ %s LIMIT 1000',  # noqa: S608
+                [_PREFILTER])
+            hits.extend(scan_text((row[0] for row in cursor.fetchall()), where=table))
+    return hits
