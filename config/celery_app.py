@@ -14,7 +14,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 def _filesystem_broker_dirs(sender: Celery, **kwargs: object) -> None:
     """kombu's filesystem transport needs its folders to exist before the first message."""
     options = sender.conf.broker_transport_options or {}
-    for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         if key in options:
             os.makedirs(options[key], exist_ok=True)
 

@@ -32,8 +32,9 @@ def test_a_real_worker_process_captures_a_confirmed_payment(api, tmp_path):
     broker_dir = tmp_path / "broker"
     options = {"data_folder_in": str(broker_dir / "queue"),
                "data_folder_out": str(broker_dir / "queue"),
-               "processed_folder": str(broker_dir / "processed"), "store_processed": False}
-    for folder in ("queue", "processed"):
+               "processed_folder": str(broker_dir / "processed"),
+               "control_folder": str(broker_dir / "control"), "store_processed": False}
+    for folder in ("queue", "processed", "control"):
         (broker_dir / folder).mkdir(parents=True)
 
     created = api.post("/payments", {"amount": 4200, "currency": "gbp",
