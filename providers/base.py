@@ -4,6 +4,10 @@ Every call carries `idempotency_key`, derived from the attempt id: the provider 
 repeated key as the same operation, so a retried attempt can never become a second charge.
 `Outcome.UNKNOWN` means "we sent it and do not know what happened" (timeout, 5xx after send,
 connection reset): the caller must not fail over or re-send with a new key, only look it up.
+
+Payouts and deposits (wallet movements) have their own port, `MovementProvider`: a payout or a
+deposit is accepted `pending` and finishes later (`paid` / `confirmed` / `failed`), learned from a
+status lookup or a webhook.
 """
 
 from __future__ import annotations
@@ -105,3 +109,63 @@ class Provider(Protocol):
     def refund(self, request: RefundRequest) -> ProviderResult: ...
 
     def retrieve(self, request: RetrieveRequest) -> ProviderResult: ...
+
+
+# -- wallet movements: payouts (money out to a merchant's bank) and deposits (money in) --------
+class MovementStatus(enum.StrEnum):
+    PENDING = "pending"
+    PAID = "paid"  # payout reached the bank account
+    CONFIRMED = "confirmed"  # deposit received
+    FAILED = "failed"
+    NOT_FOUND = "not_found"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class PayoutRequest:
+    idempotency_key: str
+    amount: int
+    currency: str
+    destination: str  # a bank-account token; never raw account numbers
+    merchant_reference: str
+
+
+@dataclass(frozen=True)
+class DepositRequest:
+    idempotency_key: str
+    amount: int
+    currency: str
+    method: str  # e.g. "pix", "boleto"
+    merchant_reference: str
+
+
+@dataclass(frozen=True)
+class MovementResult:
+    """The normalised answer of a payout or deposit call or lookup; `outcome` as for payments
+    (PENDING: accepted, not finished; UNKNOWN: sent, answer lost)."""
+
+    outcome: Outcome
+    provider_reference: str = ""
+    status: MovementStatus = MovementStatus.UNKNOWN
+    amount: int | None = None
+    error_code: str = ""
+    error_message: str = ""
+    retryable: bool = False
+    latency_ms: int = 0
+    exchange: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class MovementProvider(Protocol):
+    """Separate from `Provider` so an adapter without payouts still satisfies the payment port.
+    Lookups take the provider's reference, which every adapter's create answer carries."""
+
+    code: str
+
+    def payout_create(self, request: PayoutRequest) -> MovementResult: ...
+
+    def payout_retrieve(self, provider_reference: str) -> MovementResult: ...
+
+    def deposit_create(self, request: DepositRequest) -> MovementResult: ...
+
+    def deposit_retrieve(self, provider_reference: str) -> MovementResult: ...

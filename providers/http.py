@@ -1,8 +1,8 @@
 """Shared machinery of the HTTP adapters: one httpx client per adapter, settings read lazily,
 transport failures classified by whether the provider could have acted, redacted exchanges.
 
-Also the types for what the port in `base.py` does not cover yet (payouts, deposits, inbound
-webhooks, settlement files); each HTTP adapter implements them in its own dialect.
+Also the types for what the port in `base.py` does not cover yet (inbound webhooks, settlement
+files); each HTTP adapter implements them, and payouts and deposits, in its own dialect.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ import httpx
 from django.conf import settings
 
 from providers import conf
-from providers.base import Outcome, ProviderResult, ProviderStatus
+from providers.base import (  # noqa: F401 - movement types re-exported for older imports
+    DepositRequest,
+    MovementResult,
+    MovementStatus,
+    Outcome,
+    PayoutRequest,
+    ProviderResult,
+    ProviderStatus,
+)
 from providers.errors import error
 
 # Headers worth keeping on an attempt; everything else (credentials, signatures) is dropped.
@@ -82,45 +90,8 @@ class ProviderHttpError(RuntimeError):
     """A call whose answer is not a payment result (settlement files): raised, not returned."""
 
 
-# -- operations beyond the port in base.py ------------------------------------------------------
-class MovementStatus(enum.StrEnum):
-    PENDING = "pending"
-    PAID = "paid"  # payout reached the bank account
-    CONFIRMED = "confirmed"  # deposit received
-    FAILED = "failed"
-    NOT_FOUND = "not_found"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class PayoutRequest:
-    idempotency_key: str
-    amount: int
-    currency: str
-    destination: str  # a bank-account token; never raw account numbers
-    merchant_reference: str
-
-
-@dataclass(frozen=True)
-class DepositRequest:
-    idempotency_key: str
-    amount: int
-    currency: str
-    method: str  # e.g. "pix", "boleto"
-    merchant_reference: str
-
-
-@dataclass(frozen=True)
-class MovementResult:
-    outcome: Outcome
-    provider_reference: str = ""
-    status: MovementStatus = MovementStatus.UNKNOWN
-    amount: int | None = None
-    error_code: str = ""
-    error_message: str = ""
-    retryable: bool = False
-    latency_ms: int = 0
-    exchange: dict[str, Any] = field(default_factory=dict)
+# Payouts and deposits are part of the port now (providers.base); re-exported here so the
+# adapters and older imports keep working.
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Tables owned by the providers app: the sandbox provider's own books of charges, routing
-rules (data, edited in the admin) and the per-provider circuit breakers.
+"""Tables owned by the providers app: the sandbox provider's own books of charges, payouts and
+deposits, routing rules (data, edited in the admin) and the per-provider circuit breakers.
 
 The sandbox stands in for a remote PSP, so its state lives in its own tables (shared by the web
 process and the workers) and is written in autocommit, never inside a caller's transaction.
@@ -127,3 +127,22 @@ class ProviderBreaker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}: {self.state}"
+
+
+class SandboxMovement(models.Model):
+    """A payout or deposit on the sandbox's books: accepted `pending`, finished once by
+    `SandboxProvider.complete` (payouts `paid`/`failed`, deposits `confirmed`/`failed`)."""
+
+    reference = models.CharField(max_length=64, primary_key=True)
+    kind = models.CharField(max_length=16)  # payout | deposit
+    merchant_reference = models.CharField(max_length=64, db_index=True)
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    target = models.CharField(max_length=64)  # payout destination or deposit method
+    status = models.CharField(max_length=16)
+    failure_reason = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.reference} ({self.status})"

@@ -5,6 +5,13 @@
 charges but answers `unknown` (as if the connection dropped after sending). The sandbox keeps its
 own books (`SandboxCharge`), so a status lookup can later tell what really happened and tests can
 count charges.
+
+Payouts and deposits (`SandboxMovement`) follow the simulator's rules. A payout to any `ba_…`
+token is accepted `pending` and finishes when `complete("payout", reference)` is called: paid,
+or failed (`account_closed`) when the destination contains `fail` (`ba_fail`); `ba_rejected` is
+refused at once. A deposit is confirmed at once, except a method containing `pending` (waits for
+`complete`) or `fail` (refused, `payer_rejected`). A token containing `timeout` is carried out
+but its answer is lost (UNKNOWN), as for `pm_card_timeout`.
 """
 
 from __future__ import annotations
@@ -18,7 +25,11 @@ from django.db import IntegrityError, transaction
 from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
+    DepositRequest,
+    MovementResult,
+    MovementStatus,
     Outcome,
+    PayoutRequest,
     ProviderResult,
     ProviderStatus,
     RefundRequest,
@@ -26,7 +37,7 @@ from providers.base import (
     VoidRequest,
 )
 from providers.errors import error
-from providers.models import SandboxCharge, SandboxOperation
+from providers.models import SandboxCharge, SandboxMovement, SandboxOperation
 
 DECLINES = {
     "pm_card_declined": "card_declined",
@@ -56,6 +67,41 @@ def _approved(charge: SandboxCharge, amount: int, reference: str = "") -> Provid
 def _from_json(data: dict) -> ProviderResult:
     return ProviderResult(**{**data, "outcome": Outcome(data["outcome"]),
                              "status": ProviderStatus(data["status"])})
+
+
+PAYOUT_REJECTED = "ba_rejected"
+FAILURE_REASONS = {"payout": "account_closed", "deposit": "payer_rejected"}
+FAILURE_MESSAGES = {
+    "account_closed": "The destination bank account is closed.",
+    "account_invalid": "The destination bank account was rejected.",
+    "payer_rejected": "The payer's bank rejected the deposit.",
+}
+_MOVEMENT_ANSWERS = {
+    "pending": (Outcome.PENDING, MovementStatus.PENDING),
+    "paid": (Outcome.APPROVED, MovementStatus.PAID),
+    "confirmed": (Outcome.APPROVED, MovementStatus.CONFIRMED),
+    "failed": (Outcome.DECLINED, MovementStatus.FAILED),
+}
+
+
+def _movement_answer(movement: SandboxMovement) -> MovementResult:
+    outcome, status = _MOVEMENT_ANSWERS[movement.status]
+    reason = movement.failure_reason
+    return MovementResult(
+        outcome=outcome, provider_reference=movement.reference, status=status,
+        amount=movement.amount, error_code=reason, error_message=FAILURE_MESSAGES.get(reason, ""),
+        exchange={"response": {"reference": movement.reference, "status": movement.status,
+                               "amount": movement.amount}},
+    )
+
+
+def _movement_json(result: MovementResult) -> dict:
+    return {**asdict(result), "outcome": result.outcome.value, "status": result.status.value}
+
+
+def _movement_from_json(data: dict) -> MovementResult:
+    return MovementResult(**{**data, "outcome": Outcome(data["outcome"]),
+                             "status": MovementStatus(data["status"])})
 
 
 class SandboxProvider:
@@ -162,3 +208,88 @@ class SandboxProvider:
             return ProviderResult(outcome=Outcome.DECLINED, status=ProviderStatus.NOT_FOUND,
                                   error_code="not_found")
         return _approved(charge, charge.captured or charge.amount)
+
+    # -- payouts and deposits --------------------------------------------------------------------
+    def _movement_once(self, key: str, operation: str,
+                       build: Callable[[], tuple[MovementResult, bool]]) -> MovementResult:
+        """`_once` for movements. `build` returns the true answer and whether the caller loses
+        it (a `timeout` token): the true one is stored, so the same key sent again learns it."""
+        started = time.monotonic()
+        existing = SandboxOperation.objects.filter(pk=key).first()
+        if existing is not None:
+            return _movement_from_json(existing.result)
+        try:
+            with transaction.atomic():
+                result, lost = build()
+                SandboxOperation.objects.create(idempotency_key=key, operation=operation,
+                                                result=_movement_json(result))
+        except IntegrityError:  # a concurrent call with the same key won; replay its answer
+            return _movement_from_json(SandboxOperation.objects.get(pk=key).result)
+        if lost:
+            err = error("timeout")
+            result = MovementResult(outcome=Outcome.UNKNOWN, status=MovementStatus.UNKNOWN,
+                                    error_code=err.code, error_message=err.message)
+        return replace(result, latency_ms=int((time.monotonic() - started) * 1000))
+
+    def payout_create(self, request: PayoutRequest) -> MovementResult:
+        def build() -> tuple[MovementResult, bool]:
+            if request.destination == PAYOUT_REJECTED:
+                return MovementResult(
+                    outcome=Outcome.DECLINED, status=MovementStatus.FAILED,
+                    error_code="account_invalid",
+                    error_message=FAILURE_MESSAGES["account_invalid"]), False
+            movement = SandboxMovement.objects.create(
+                reference=f"sbxpo_{request.idempotency_key[-24:]}", kind="payout",
+                merchant_reference=request.merchant_reference, amount=request.amount,
+                currency=request.currency, target=request.destination, status="pending")
+            return _movement_answer(movement), "timeout" in request.destination
+
+        return self._movement_once(request.idempotency_key, "payout", build)
+
+    def deposit_create(self, request: DepositRequest) -> MovementResult:
+        def build() -> tuple[MovementResult, bool]:
+            status, reason = "confirmed", ""
+            if "fail" in request.method:
+                status, reason = "failed", FAILURE_REASONS["deposit"]
+            elif "pending" in request.method:
+                status = "pending"
+            movement = SandboxMovement.objects.create(
+                reference=f"sbxdep_{request.idempotency_key[-24:]}", kind="deposit",
+                merchant_reference=request.merchant_reference, amount=request.amount,
+                currency=request.currency, target=request.method, status=status,
+                failure_reason=reason)
+            return _movement_answer(movement), "timeout" in request.method
+
+        return self._movement_once(request.idempotency_key, "deposit", build)
+
+    def _movement_retrieve(self, kind: str, provider_reference: str) -> MovementResult:
+        movement = SandboxMovement.objects.filter(pk=provider_reference, kind=kind).first()
+        if movement is None:
+            return MovementResult(outcome=Outcome.DECLINED, status=MovementStatus.NOT_FOUND,
+                                  error_code="not_found", error_message=error("not_found").message)
+        return _movement_answer(movement)
+
+    def payout_retrieve(self, provider_reference: str) -> MovementResult:
+        return self._movement_retrieve("payout", provider_reference)
+
+    def deposit_retrieve(self, provider_reference: str) -> MovementResult:
+        return self._movement_retrieve("deposit", provider_reference)
+
+    def complete(self, kind: str, reference: str, *, succeed: bool | None = None) -> str:
+        """Finish a pending payout or deposit, once (the simulator's control call). By default
+        it succeeds unless its destination or method contains `fail`. Returns the status."""
+        with transaction.atomic():
+            movement = (SandboxMovement.objects.select_for_update()
+                        .filter(pk=reference, kind=kind).first())
+            if movement is None:
+                raise LookupError(f"The sandbox has no {kind} {reference!r}.")
+            if movement.status != "pending":
+                return movement.status
+            if succeed is None:
+                succeed = "fail" not in movement.target
+            if succeed:
+                movement.status = "paid" if kind == "payout" else "confirmed"
+            else:
+                movement.status, movement.failure_reason = "failed", FAILURE_REASONS[kind]
+            movement.save(update_fields=["status", "failure_reason", "updated_at"])
+        return movement.status

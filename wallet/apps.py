@@ -1,0 +1,7 @@
+"""Django app config for `wallet`."""
+
+from django.apps import AppConfig
+
+
+class WalletConfig(AppConfig):
+    name = "wallet"

@@ -1,0 +1,224 @@
+"""Deposits (`dep_…`), payouts (`po_…`) and the provider attempts behind them.
+
+Status fields are django-fsm-2 fields with `protected=True`: only the transitions below change
+them, and only `wallet.services` calls those. PostgreSQL enforces the same tables with triggers
+(migration 0002), and checks at COMMIT that every status has its ledger entry.
+
+Payouts: `pending → in_transit → paid | failed`, and `pending → failed` when the provider
+refuses one outright. `in_transit` means the provider accepted it; a payout the provider reports
+paid before we saw it accepted passes through `in_transit` in the same transaction. Deposits:
+`pending → succeeded | failed`; funds reach `available` only on `succeeded`.
+"""
+
+from django.db import models
+from django.db.models import Q
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from core.ids import PublicIdField
+from core.models import Merchant
+from core.money import MAX_AMOUNT
+
+
+class DepositStatus(models.TextChoices):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class PayoutStatus(models.TextChoices):
+    PENDING = "pending"
+    IN_TRANSIT = "in_transit"
+    PAID = "paid"
+    FAILED = "failed"
+
+
+DS, PS = DepositStatus, PayoutStatus
+
+# The tables the FSM below and the PostgreSQL triggers in migration 0002 both enforce.
+DEPOSIT_TRANSITIONS: list[tuple[str, str]] = [(DS.PENDING, DS.SUCCEEDED), (DS.PENDING, DS.FAILED)]
+PAYOUT_TRANSITIONS: list[tuple[str, str]] = [
+    (PS.PENDING, PS.IN_TRANSIT),
+    (PS.PENDING, PS.FAILED),
+    (PS.IN_TRANSIT, PS.PAID),
+    (PS.IN_TRANSIT, PS.FAILED),
+]
+
+
+class Deposit(FSMModelMixin, models.Model):
+    id = PublicIdField(prefix="dep")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="deposits")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    method = models.CharField(max_length=64)
+    description = models.CharField(max_length=500, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    status = FSMField(max_length=16, choices=DepositStatus.choices, default=DS.PENDING,
+                      protected=True)
+    provider = models.CharField(max_length=32)
+    provider_reference = models.CharField(max_length=128, blank=True, default="")
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    failure_message = models.CharField(max_length=500, blank=True, default="")
+    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
+                                   name="deposit_amount_range"),
+            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"),
+                                   name="deposit_currency_format"),
+            models.CheckConstraint(condition=Q(status__in=DepositStatus.values),
+                                   name="deposit_status_known"),
+            models.UniqueConstraint(fields=["merchant", "idempotency_key"],
+                                    condition=~Q(idempotency_key=""),
+                                    name="deposit_idempotency_key_per_merchant"),
+            models.UniqueConstraint(fields=["provider", "provider_reference"],
+                                    condition=~Q(provider_reference=""),
+                                    name="deposit_provider_reference_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["merchant", "-created_at", "-id"], name="deposit_merchant_recent"),
+            models.Index(fields=["status", "updated_at"], name="deposit_status_age"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_final(self) -> bool:
+        return self.status != DS.PENDING
+
+    @transition(field=status, source=DS.PENDING, target=DS.SUCCEEDED)
+    def mark_succeeded(self) -> None:
+        pass
+
+    @transition(field=status, source=DS.PENDING, target=DS.FAILED)
+    def mark_failed(self, code: str, message: str) -> None:
+        self.failure_code, self.failure_message = code[:64], message[:500]
+
+
+class Payout(FSMModelMixin, models.Model):
+    id = PublicIdField(prefix="po")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payouts")
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    destination = models.CharField(max_length=64, help_text="A bank-account token (ba_…).")
+    description = models.CharField(max_length=500, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    status = FSMField(max_length=16, choices=PayoutStatus.choices, default=PS.PENDING,
+                      protected=True)
+    provider = models.CharField(max_length=32)
+    provider_reference = models.CharField(max_length=128, blank=True, default="")
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    failure_message = models.CharField(max_length=500, blank=True, default="")
+    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
+                                   name="payout_amount_range"),
+            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"),
+                                   name="payout_currency_format"),
+            models.CheckConstraint(condition=Q(status__in=PayoutStatus.values),
+                                   name="payout_status_known"),
+            models.UniqueConstraint(fields=["merchant", "idempotency_key"],
+                                    condition=~Q(idempotency_key=""),
+                                    name="payout_idempotency_key_per_merchant"),
+            models.UniqueConstraint(fields=["provider", "provider_reference"],
+                                    condition=~Q(provider_reference=""),
+                                    name="payout_provider_reference_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["merchant", "-created_at", "-id"], name="payout_merchant_recent"),
+            models.Index(fields=["status", "updated_at"], name="payout_status_age"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in (PS.PAID, PS.FAILED)
+
+    @transition(field=status, source=PS.PENDING, target=PS.IN_TRANSIT)
+    def mark_in_transit(self) -> None:
+        pass
+
+    @transition(field=status, source=PS.IN_TRANSIT, target=PS.PAID)
+    def mark_paid(self) -> None:
+        pass
+
+    @transition(field=status, source=[PS.PENDING, PS.IN_TRANSIT], target=PS.FAILED)
+    def mark_failed(self, code: str, message: str) -> None:
+        self.failure_code, self.failure_message = code[:64], message[:500]
+
+
+class MovementKind(models.TextChoices):
+    DEPOSIT = "deposit"
+    PAYOUT = "payout"
+
+
+class AttemptStatus(models.TextChoices):
+    REQUESTED = "requested"  # committed before the call; the call may or may not have happened
+    ACCEPTED = "accepted"  # the provider took it (pending, paid or confirmed)
+    DECLINED = "declined"
+    UNKNOWN = "unknown"  # sent, answer lost: only the same key again or a lookup resolves it
+
+
+# Plain strings, so migrations serialise them as literals.
+OPEN_ATTEMPT_STATUSES = (AttemptStatus.REQUESTED.value, AttemptStatus.UNKNOWN.value)
+
+
+class MovementAttempt(models.Model):
+    """One create call to a provider for a deposit or a payout. Committed before the call, and
+    its id is the provider idempotency key, so sending it again can never move money twice."""
+
+    id = PublicIdField(prefix="mvat")
+    kind = models.CharField(max_length=16, choices=MovementKind.choices)
+    deposit = models.ForeignKey(Deposit, on_delete=models.PROTECT, related_name="attempts",
+                                null=True, blank=True)
+    payout = models.ForeignKey(Payout, on_delete=models.PROTECT, related_name="attempts",
+                               null=True, blank=True)
+    provider = models.CharField(max_length=32)
+    amount = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=AttemptStatus.choices,
+                              default=AttemptStatus.REQUESTED)
+    provider_reference = models.CharField(max_length=128, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.CharField(max_length=500, blank=True, default="")
+    exchange = models.JSONField(default=dict, blank=True, help_text="Redacted request/response.")
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=AttemptStatus.values),
+                                   name="movement_attempt_status_known"),
+            models.CheckConstraint(
+                condition=(Q(kind=MovementKind.DEPOSIT, deposit__isnull=False, payout__isnull=True)
+                           | Q(kind=MovementKind.PAYOUT, payout__isnull=False,
+                               deposit__isnull=True)),
+                name="movement_attempt_one_owner"),
+            # Failover opens the next attempt only after the last one was declined, so a
+            # movement can never be in flight at two providers.
+            models.UniqueConstraint(fields=["deposit"],
+                                    condition=Q(status__in=OPEN_ATTEMPT_STATUSES),
+                                    name="movement_attempt_one_open_per_deposit"),
+            models.UniqueConstraint(fields=["payout"],
+                                    condition=Q(status__in=OPEN_ATTEMPT_STATUSES),
+                                    name="movement_attempt_one_open_per_payout"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="movement_attempt_age")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+    @property
+    def provider_idempotency_key(self) -> str:
+        return self.id

@@ -1,0 +1,57 @@
+"""Reads for deposits and payouts: one merchant's, and the ones the janitor should look up."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from core.errors import NotFound
+from core.models import Merchant
+from wallet.models import Deposit, DepositStatus, Payout, PayoutStatus
+
+
+def deposit_get(*, merchant: Merchant, deposit_id: str) -> Deposit:
+    deposit = Deposit.objects.select_related("merchant").filter(
+        merchant=merchant, pk=deposit_id).first()
+    if deposit is None:
+        raise NotFound(f"No such deposit: '{deposit_id}'.", param="id")
+    return deposit
+
+
+def deposit_list(*, merchant: Merchant, status: str | None = None) -> QuerySet[Deposit]:
+    rows = Deposit.objects.select_related("merchant").filter(merchant=merchant)
+    if status:
+        rows = rows.filter(status=status)
+    return rows
+
+
+def payout_get(*, merchant: Merchant, payout_id: str) -> Payout:
+    payout = Payout.objects.select_related("merchant").filter(
+        merchant=merchant, pk=payout_id).first()
+    if payout is None:
+        raise NotFound(f"No such payout: '{payout_id}'.", param="id")
+    return payout
+
+
+def payout_list(*, merchant: Merchant, status: str | None = None) -> QuerySet[Payout]:
+    rows = Payout.objects.select_related("merchant").filter(merchant=merchant)
+    if status:
+        rows = rows.filter(status=status)
+    return rows
+
+
+def payout_ids_to_refresh(*, unchanged_since: datetime, limit: int = 500) -> list[str]:
+    """Payouts still open (pending or in transit) and untouched since `unchanged_since`, oldest
+    first: for the reconciliation janitor to pass to `payout_refresh`."""
+    return list(
+        Payout.objects.filter(status__in=[PayoutStatus.PENDING, PayoutStatus.IN_TRANSIT],
+                              updated_at__lt=unchanged_since)
+        .order_by("updated_at").values_list("pk", flat=True)[:limit])
+
+
+def deposit_ids_to_refresh(*, unchanged_since: datetime, limit: int = 500) -> list[str]:
+    """Pending deposits untouched since `unchanged_since`, oldest first (`deposit_refresh`)."""
+    return list(
+        Deposit.objects.filter(status=DepositStatus.PENDING, updated_at__lt=unchanged_since)
+        .order_by("updated_at").values_list("pk", flat=True)[:limit])

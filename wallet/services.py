@@ -1,0 +1,516 @@
+"""Every write to deposits and payouts. Each service owns its transaction and row locks, posts its
+ledger entry and writes its Event in the same transaction, and calls providers only outside any
+transaction: the movement and its attempt are committed first, the call runs, and the answer is
+recorded in a new transaction (two-phase, so a crash at any point leaves a row to resolve).
+
+Answers arrive three ways and may race: the create call's own reply, a provider webhook
+(`movement_provider_event_apply`), and the janitor's lookup (`payout_refresh`,
+`deposit_refresh`). Each locks the movement row and only ever moves it forward, so whichever
+comes first wins and the others are no-ops. Payouts and deposits share that machinery; a
+`_Spec` says what differs (model, provider operations, how an answer moves the row).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core.errors import NotFound, ProviderError
+from core.models import Merchant
+from ledger import flows as ledger
+from providers.base import (
+    DepositRequest,
+    MovementResult,
+    MovementStatus,
+    Outcome,
+    PayoutRequest,
+)
+from providers.breaker import breaker_allow, breaker_record_result
+from providers.http import InboundEvent
+from providers.registry import UnknownProvider, get_provider
+from providers.routing import route
+from wallet.models import (
+    OPEN_ATTEMPT_STATUSES,
+    AttemptStatus,
+    Deposit,
+    DepositStatus,
+    MovementAttempt,
+    MovementKind,
+    Payout,
+    PayoutStatus,
+)
+from wallet.serializers import deposit_to_dict, payout_to_dict
+from webhooks.services import event_record
+
+logger = logging.getLogger(__name__)
+PS, DS = PayoutStatus, DepositStatus
+MS = MovementStatus
+APPLIED, IGNORED = "applied", "ignored"
+Movement = Payout | Deposit
+
+# Providers keep idempotency keys for about a day. Past that, sending an unanswered attempt again
+# could create a second payout, so the janitor stops and leaves it to an operator.
+PROVIDER_KEY_RETENTION = timedelta(hours=24)
+
+_ATTEMPT_STATUS = {
+    Outcome.APPROVED: AttemptStatus.ACCEPTED,
+    Outcome.PENDING: AttemptStatus.ACCEPTED,
+    Outcome.DECLINED: AttemptStatus.DECLINED,
+    Outcome.UNKNOWN: AttemptStatus.UNKNOWN,
+}
+
+
+# -- what differs between payouts and deposits ----------------------------------------------
+@dataclass(frozen=True)
+class _Spec:
+    kind: str  # MovementKind, also the attempt's foreign key and the merchant-reference prefix
+    model: type[Movement]
+    id_prefix: str
+    create: str  # provider operations
+    retrieve: str
+    # Statuses a provider may report that we act on; anything else changes nothing.
+    news: tuple[MovementStatus, ...]
+    request: Callable[[Any, MovementAttempt], Any]
+    # Moves a locked row to what the provider says (never backwards), in the caller's
+    # transaction, with its ledger entry and events.
+    advance: Callable[..., None]
+
+
+def _payout_request(payout: Payout, attempt: MovementAttempt) -> PayoutRequest:
+    return PayoutRequest(idempotency_key=attempt.provider_idempotency_key, amount=attempt.amount,
+                         currency=payout.currency, destination=payout.destination,
+                         merchant_reference=payout.id)
+
+
+def _deposit_request(deposit: Deposit, attempt: MovementAttempt) -> DepositRequest:
+    return DepositRequest(idempotency_key=attempt.provider_idempotency_key,
+                          amount=attempt.amount, currency=deposit.currency,
+                          method=deposit.method, merchant_reference=deposit.id)
+
+
+def _payout_event(payout: Payout, type: str) -> None:
+    event_record(merchant=payout.merchant, type=type, obj=payout_to_dict(payout))
+
+
+def _deposit_event(deposit: Deposit, type: str) -> None:
+    event_record(merchant=deposit.merchant, type=type, obj=deposit_to_dict(deposit))
+
+
+def _payout_advance(payout: Payout, *, status: MovementStatus, error_code: str = "",
+                    error_message: str = "") -> None:
+    """A payout that the provider reports paid before we saw it accepted passes through
+    `in_transit` (both events) with one ledger entry straight from reserved (see ledger.flows),
+    so no second entry has to lock accounts after the first took the ledger's chain lock."""
+    if payout.is_final:
+        if status in (MS.PAID, MS.FAILED) and status != payout.status:
+            logger.warning("payout %s is %s; provider now says %s: ignored (never backwards)",
+                           payout.id, payout.status, status)
+        return
+    flow = {"merchant": payout.merchant, "payout_id": payout.id, "currency": payout.currency,
+            "amount": payout.amount}
+    if status == MS.FAILED:
+        payout.mark_failed(error_code or "payout_failed", error_message or "The payout failed.")
+        payout.completed_at = timezone.now()
+        payout.save()
+        ledger.post_payout_failed(**flow)
+        _payout_event(payout, "payout.failed")
+        return
+    if payout.status == PS.PENDING and status in (MS.PENDING, MS.PAID):
+        payout.mark_in_transit()
+        payout.save()
+        if status == MS.PENDING:
+            ledger.post_payout_in_transit(**flow)
+        _payout_event(payout, "payout.in_transit")
+    if payout.status == PS.IN_TRANSIT and status == MS.PAID:
+        payout.mark_paid()
+        payout.completed_at = timezone.now()
+        payout.save()
+        ledger.post_payout_paid(provider=payout.provider, **flow)
+        _payout_event(payout, "payout.paid")
+
+
+def _deposit_advance(deposit: Deposit, *, status: MovementStatus, error_code: str = "",
+                     error_message: str = "") -> None:
+    if deposit.is_final:
+        if status in (MS.CONFIRMED, MS.FAILED) and (
+                (status == MS.CONFIRMED) != (deposit.status == DS.SUCCEEDED)):
+            logger.warning("deposit %s is %s; provider now says %s: ignored (never backwards)",
+                           deposit.id, deposit.status, status)
+        return
+    if status == MS.CONFIRMED:
+        deposit.mark_succeeded()
+        deposit.completed_at = timezone.now()
+        deposit.save()
+        ledger.post_deposit_confirmed(merchant=deposit.merchant, deposit_id=deposit.id,
+                                      currency=deposit.currency, amount=deposit.amount)
+        _deposit_event(deposit, "deposit.succeeded")
+    elif status == MS.FAILED:
+        deposit.mark_failed(error_code or "deposit_failed", error_message or "The deposit failed.")
+        deposit.completed_at = timezone.now()
+        deposit.save()
+        _deposit_event(deposit, "deposit.failed")
+
+
+PAYOUT = _Spec(kind=MovementKind.PAYOUT, model=Payout, id_prefix="po_",
+               create="payout_create", retrieve="payout_retrieve",
+               news=(MS.PENDING, MS.PAID, MS.FAILED), request=_payout_request,
+               advance=_payout_advance)
+DEPOSIT = _Spec(kind=MovementKind.DEPOSIT, model=Deposit, id_prefix="dep_",
+                create="deposit_create", retrieve="deposit_retrieve",
+                news=(MS.PENDING, MS.CONFIRMED, MS.FAILED), request=_deposit_request,
+                advance=_deposit_advance)
+
+
+# -- provider calls --------------------------------------------------------------------------
+def _call(provider_code: str, operation: str, argument: Any) -> MovementResult:
+    """Call a provider outside any transaction and feed its circuit breaker. An exception here
+    means we cannot know whether the provider acted, so it becomes an UNKNOWN outcome."""
+    try:
+        result = getattr(get_provider(provider_code), operation)(argument)
+    except Exception:
+        logger.exception("provider %s %s raised; treating the outcome as unknown",
+                         provider_code, operation)
+        result = MovementResult(
+            outcome=Outcome.UNKNOWN, error_code="processing_error",
+            error_message="The provider call failed unexpectedly; the outcome is unknown.")
+    # The breaker reads only `outcome` and `error_code`, which MovementResult shares.
+    breaker_record_result(provider_code, result)  # type: ignore[arg-type]
+    return result
+
+
+def _supports(provider_code: str, operation: str) -> bool:
+    try:
+        return callable(getattr(get_provider(provider_code), operation, None))
+    except UnknownProvider:
+        return False
+
+
+def _providers_for(*, merchant_id: str, currency: str, amount: int, operation: str,
+                   tried: Collection[str] = ()) -> list[str]:
+    """Routed providers that implement `operation`, best first, leaving out `tried`. Routing
+    rules without a card-brand condition apply to movements too."""
+    codes = route(merchant_id=merchant_id, currency=currency, amount=amount, payment_method="")
+    return [code for code in codes if code not in tried and _supports(code, operation)]
+
+
+def _first_provider(spec: _Spec, *, merchant: Merchant, currency: str, amount: int) -> str:
+    candidates = _providers_for(merchant_id=merchant.pk, currency=currency, amount=amount,
+                                operation=spec.create)
+    if not candidates:
+        raise ProviderError(f"No {spec.kind} provider is available right now; retry later.",
+                            code="provider_unavailable")
+    return candidates[0]
+
+
+def _record_attempt(attempt: MovementAttempt, result: MovementResult) -> None:
+    attempt.status = _ATTEMPT_STATUS[result.outcome]
+    attempt.provider_reference = result.provider_reference or attempt.provider_reference
+    attempt.error_code = result.error_code[:64]
+    attempt.error_message = result.error_message[:500]
+    attempt.exchange = result.exchange
+    attempt.latency_ms = result.latency_ms
+    attempt.completed_at = timezone.now()
+    attempt.save()
+
+
+def _is_news(attempt: MovementAttempt, result: MovementResult, *, resend: bool) -> bool:
+    """Whether an answer may change an attempt that is still open."""
+    if attempt.status not in OPEN_ATTEMPT_STATUSES:
+        return False
+    if result.outcome == Outcome.UNKNOWN and attempt.status == AttemptStatus.UNKNOWN:
+        return False
+    # "Not processed" (503, breaker open) about a *re*-send says nothing about the first send,
+    # which may have gone through: keep waiting rather than fail or fail over.
+    return not (resend and result.outcome == Outcome.DECLINED and result.retryable)
+
+
+def _as_status(value: str | MovementStatus) -> MovementStatus:
+    try:
+        return MovementStatus(value)
+    except ValueError:
+        return MovementStatus.UNKNOWN
+
+
+# -- the shared two-phase machinery ------------------------------------------------------------
+def _lock(spec: _Spec, pk: str) -> Movement:
+    row = (spec.model.objects.select_for_update(of=("self",)).select_related("merchant")
+           .filter(pk=pk).first())
+    if row is None:
+        raise NotFound(f"No such {spec.kind}: '{pk}'.", param="id")
+    return row
+
+
+def _set_reference(row: Movement, provider_reference: str) -> None:
+    if provider_reference and not row.provider_reference:
+        row.provider_reference = provider_reference
+        row.save(update_fields=["provider_reference", "updated_at"])
+
+
+def _open_attempt(spec: _Spec, row: Movement) -> MovementAttempt:
+    return MovementAttempt.objects.create(kind=spec.kind, provider=row.provider,
+                                          amount=row.amount, **{spec.kind: row})
+
+
+def _send(spec: _Spec, attempt: MovementAttempt, row: Movement) -> Movement:
+    """Send a never-answered attempt; on a retryable refusal (nothing happened at the provider)
+    fail over to the next routed provider, else record the answer."""
+    while True:
+        if breaker_allow(attempt.provider):
+            result = _call(attempt.provider, spec.create, spec.request(row, attempt))
+        else:
+            result = MovementResult(outcome=Outcome.DECLINED, status=MS.FAILED,
+                                    error_code="provider_unavailable",
+                                    error_message="Circuit breaker open; not sent.",
+                                    retryable=True)
+        row, following = _record(spec, attempt_id=attempt.id, result=result, resend=False)
+        if following is None:
+            return row
+        attempt = following
+
+
+def _resend(spec: _Spec, attempt: MovementAttempt, row: Movement) -> Movement:
+    """Send an attempt that may already have reached the provider again, with the same key:
+    the provider answers with its first outcome and never acts twice."""
+    result = _call(attempt.provider, spec.create, spec.request(row, attempt))
+    row, _ = _record(spec, attempt_id=attempt.id, result=result, resend=True)
+    return row
+
+
+def _resume(spec: _Spec, row: Movement) -> Movement:
+    """A retried request found its movement: send a never-answered attempt again (same key)."""
+    attempt = row.attempts.filter(status=AttemptStatus.REQUESTED).first()
+    if not row.is_final and attempt is not None:
+        return _resend(spec, attempt, row)
+    return row
+
+
+def _record(spec: _Spec, *, attempt_id: str, result: MovementResult, resend: bool
+            ) -> tuple[Movement, MovementAttempt | None]:
+    """Apply a create answer. Returns the row and, after a failover, the next attempt."""
+    row_id = MovementAttempt.objects.values_list(f"{spec.kind}_id", flat=True).get(pk=attempt_id)
+    with transaction.atomic():
+        row = _lock(spec, row_id)
+        attempt = MovementAttempt.objects.select_for_update().get(pk=attempt_id)
+        if not _is_news(attempt, result, resend=resend):
+            return row, None
+        _record_attempt(attempt, result)
+        if attempt.status == AttemptStatus.UNKNOWN:
+            return row, None  # stays pending (a payout's funds stay reserved): the janitor asks
+        if attempt.status == AttemptStatus.DECLINED:
+            if result.retryable and not resend and not row.is_final:
+                following = _providers_for(
+                    merchant_id=row.merchant_id, currency=row.currency, amount=row.amount,
+                    operation=spec.create, tried=set(row.attempts.values_list("provider",
+                                                                              flat=True)))
+                if following:
+                    logger.warning("failing %s %s over from %s to %s after %s", spec.kind,
+                                   row.id, attempt.provider, following[0], result.error_code)
+                    row.provider = following[0]
+                    row.save(update_fields=["provider", "updated_at"])
+                    return row, _open_attempt(spec, row)
+            _set_reference(row, result.provider_reference)
+            spec.advance(row, status=MS.FAILED, error_code=result.error_code,
+                         error_message=result.error_message)
+        else:
+            # Accepted. An odd status counts as pending, never as money having moved.
+            _set_reference(row, result.provider_reference)
+            spec.advance(row, status=result.status if result.status in spec.news else MS.PENDING)
+    return row, None
+
+
+def _locate(spec: _Spec, provider: str, provider_reference: str, merchant_reference: str
+            ) -> str | None:
+    rows = spec.model.objects.filter(provider=provider)
+    if provider_reference:
+        found = rows.filter(provider_reference=provider_reference).values_list("pk", flat=True)
+        if (row_id := found.first()) is not None:
+            return row_id
+    if merchant_reference.startswith(spec.id_prefix):
+        # Our id is the provider's merchant reference: this finds a movement whose create reply
+        # (and with it the provider's reference) was lost.
+        return rows.filter(pk=merchant_reference).values_list("pk", flat=True).first()
+    return None
+
+
+def _apply_status(spec: _Spec, *, provider: str, provider_reference: str,
+                  status: str | MovementStatus, merchant_reference: str, error_code: str,
+                  error_message: str) -> Movement | None:
+    row_id = _locate(spec, provider, provider_reference, merchant_reference)
+    if row_id is None:
+        logger.warning("%s %s status for unknown reference %r / %r ignored", provider,
+                       spec.kind, provider_reference, merchant_reference)
+        return None
+    status = _as_status(status)
+    with transaction.atomic():
+        row = _lock(spec, row_id)
+        if provider_reference and row.provider_reference not in ("", provider_reference):
+            logger.warning("%s %s has reference %s, not %s: status ignored", spec.kind, row.id,
+                           row.provider_reference, provider_reference)
+            return None
+        if status not in spec.news:
+            return row
+        attempt = row.attempts.select_for_update().filter(
+            provider=provider, status__in=OPEN_ATTEMPT_STATUSES).first()
+        if attempt is not None:  # the answer to an attempt whose own reply we never got
+            failed = status == MS.FAILED
+            _record_attempt(attempt, MovementResult(
+                outcome=Outcome.DECLINED if failed else Outcome.APPROVED, status=status,
+                provider_reference=provider_reference,
+                error_code=(error_code or f"{spec.kind}_failed") if failed else "",
+                error_message=error_message if failed else "",
+                exchange={"resolved_by": "provider status", "status": status.value}))
+        _set_reference(row, provider_reference)
+        spec.advance(row, status=status, error_code=error_code, error_message=error_message)
+    return row
+
+
+def _refresh(spec: _Spec, row_id: str) -> Movement:
+    row = spec.model.objects.select_related("merchant").filter(pk=row_id).first()
+    if row is None:
+        raise NotFound(f"No such {spec.kind}: '{row_id}'.", param="id")
+    if row.is_final:
+        return row
+    if row.provider_reference:
+        found = _call(row.provider, spec.retrieve, row.provider_reference)
+        return _apply_status(spec, provider=row.provider,
+                             provider_reference=row.provider_reference, status=found.status,
+                             merchant_reference="", error_code=found.error_code,
+                             error_message=found.error_message) or row
+    attempt = row.attempts.filter(status__in=OPEN_ATTEMPT_STATUSES).first()
+    if attempt is None or not breaker_allow(attempt.provider):
+        return row
+    if timezone.now() - attempt.created_at > PROVIDER_KEY_RETENTION:
+        logger.error("%s %s: attempt %s is past the provider's key retention; not sent again, "
+                     "resolve it by hand", spec.kind, row.id, attempt.id)
+        return row
+    return _resend(spec, attempt, row)
+
+
+# -- payouts ---------------------------------------------------------------------------------
+def payout_create(
+    *, merchant: Merchant, amount: int, currency: str, destination: str, description: str = "",
+    metadata: dict[str, str] | None = None, idempotency_key: str = "",
+) -> Payout:
+    """Reserve the funds and create the payout in one transaction, then send it.
+
+    The reserve (available → reserved) runs under the merchant's balance row locks and refuses
+    to overdraw: InsufficientFunds (409 `insufficient_funds`) rolls everything back, so a
+    refused payout leaves no row, no event and no entry."""
+    mine = Payout.objects.select_related("merchant").filter(merchant=merchant)
+    if idempotency_key and (existing := mine.filter(idempotency_key=idempotency_key).first()):
+        return _resume(PAYOUT, existing)
+    provider = _first_provider(PAYOUT, merchant=merchant, currency=currency, amount=amount)
+    try:
+        with transaction.atomic():
+            payout = Payout.objects.create(
+                merchant=merchant, amount=amount, currency=currency, destination=destination,
+                description=description, metadata=metadata or {}, provider=provider,
+                idempotency_key=idempotency_key)
+            attempt = _open_attempt(PAYOUT, payout)
+            _payout_event(payout, "payout.created")
+            # Last: it takes the balance locks and the ledger's chain lock until COMMIT.
+            ledger.post_payout_created(merchant=merchant, payout_id=payout.id,
+                                       currency=currency, amount=amount)
+    except IntegrityError:
+        # The unique (merchant, idempotency_key) caught a retry of a request that died after
+        # committing (its idempotency row was taken over): carry on with the payout it made.
+        existing = mine.filter(idempotency_key=idempotency_key).first()
+        if not idempotency_key or existing is None:
+            raise
+        return _resume(PAYOUT, existing)
+    return _send(PAYOUT, attempt, payout)
+
+
+def payout_apply_provider_status(
+    *, provider: str, provider_reference: str, status: str | MovementStatus,
+    merchant_reference: str = "", error_code: str = "", error_message: str = "",
+) -> Payout | None:
+    """Apply what a provider says about a payout (webhook or lookup): `pending` (accepted →
+    in_transit), `paid` or `failed`, found by its reference or, failing that, by our payout id
+    as merchant reference. Idempotent and never backwards: a repeated or late status is a
+    no-op. Returns the payout, or None when it is not one of ours."""
+    return _apply_status(PAYOUT, provider=provider, provider_reference=provider_reference,
+                         status=status, merchant_reference=merchant_reference,
+                         error_code=error_code, error_message=error_message)
+
+
+def payout_refresh(*, payout_id: str) -> Payout:
+    """The janitor's lookup for a payout still pending or in transit: ask the provider by its
+    reference, or, when the create reply was lost, send the same attempt again with the same
+    provider idempotency key (the provider answers with its first outcome; never a new key)."""
+    return _refresh(PAYOUT, payout_id)
+
+
+# -- deposits --------------------------------------------------------------------------------
+def deposit_create(
+    *, merchant: Merchant, amount: int, currency: str, method: str, description: str = "",
+    metadata: dict[str, str] | None = None, idempotency_key: str = "",
+) -> Deposit:
+    """Create a pending deposit and ask the provider to collect it. Funds reach `available` only
+    when the provider confirms (its reply, a webhook or the janitor's lookup)."""
+    mine = Deposit.objects.select_related("merchant").filter(merchant=merchant)
+    if idempotency_key and (existing := mine.filter(idempotency_key=idempotency_key).first()):
+        return _resume(DEPOSIT, existing)
+    provider = _first_provider(DEPOSIT, merchant=merchant, currency=currency, amount=amount)
+    try:
+        with transaction.atomic():
+            deposit = Deposit.objects.create(
+                merchant=merchant, amount=amount, currency=currency, method=method,
+                description=description, metadata=metadata or {}, provider=provider,
+                idempotency_key=idempotency_key)
+            attempt = _open_attempt(DEPOSIT, deposit)
+            _deposit_event(deposit, "deposit.created")
+    except IntegrityError:
+        existing = mine.filter(idempotency_key=idempotency_key).first()
+        if not idempotency_key or existing is None:
+            raise
+        return _resume(DEPOSIT, existing)
+    return _send(DEPOSIT, attempt, deposit)
+
+
+def deposit_apply_provider_status(
+    *, provider: str, provider_reference: str, status: str | MovementStatus,
+    merchant_reference: str = "", error_code: str = "", error_message: str = "",
+) -> Deposit | None:
+    """Apply what a provider says about a deposit (webhook or lookup): `confirmed` (funds to
+    available), `failed`, or `pending`. Idempotent and never backwards. Returns the deposit, or
+    None when it is not one of ours."""
+    return _apply_status(DEPOSIT, provider=provider, provider_reference=provider_reference,
+                         status=status, merchant_reference=merchant_reference,
+                         error_code=error_code, error_message=error_message)
+
+
+def deposit_refresh(*, deposit_id: str) -> Deposit:
+    """The janitor's lookup for a pending deposit (see `payout_refresh`)."""
+    return _refresh(DEPOSIT, deposit_id)
+
+
+# -- provider webhooks -----------------------------------------------------------------------
+_EVENT_STATUS = {
+    "payout.paid": MS.PAID,
+    "payout.failed": MS.FAILED,
+    "deposit.confirmed": MS.CONFIRMED,
+    "deposit.failed": MS.FAILED,
+}
+
+
+def movement_provider_event_apply(*, event: InboundEvent) -> str:
+    """Apply one verified provider webhook about a payout or deposit (the inbound processor's
+    entry point). Returns `applied` (also for duplicates and late events, which change nothing)
+    or `ignored` (about nothing we know). Never `held`: the movement row always exists before
+    the provider hears of it, and the merchant reference finds it even without its reference."""
+    status = _EVENT_STATUS.get(event.type)
+    if status is None:
+        return IGNORED
+    spec = PAYOUT if event.type.startswith("payout.") else DEPOSIT
+    found = _apply_status(spec, provider=event.provider,
+                          provider_reference=event.provider_reference,
+                          merchant_reference=event.merchant_reference, status=status,
+                          error_code=event.error_code, error_message="")
+    return APPLIED if found is not None else IGNORED
