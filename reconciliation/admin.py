@@ -1,0 +1,177 @@
+"""Admin first cut: read-only job runs, checks and settlement files (with their lines), and the
+breaks queue, whose only write is resolve / ignore through `break_resolve` with a note."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import BinaryField, Case, F, Func, IntegerField, QuerySet, Value, When
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+
+from core.errors import ClearhouseError
+from reconciliation.models import (
+    BreakAudit,
+    BreakStatus,
+    JobRun,
+    MatchStatus,
+    ReconciliationBreak,
+    ReconciliationCheck,
+    SettlementFile,
+    SettlementLine,
+)
+from reconciliation.services import break_resolve
+
+INLINE_LINES = 200  # a file may hold 100,000 lines: the page shows problems first, then these
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("job", "started_at", "finished_at", "duration", "examined", "fixed",
+                    "broken", "has_error", "host")
+    list_filter = ("job", "started_at")
+    readonly_fields = ("job", "started_at", "finished_at", "examined", "fixed", "broken",
+                       "error", "host", "details")
+    date_hierarchy = "started_at"
+    ordering = ("-started_at",)
+    show_full_result_count = False
+
+    @admin.display(description="duration")
+    def duration(self, run: JobRun) -> str:
+        if run.finished_at is None:
+            return "running or died"
+        return f"{(run.finished_at - run.started_at).total_seconds():.1f} s"
+
+    @admin.display(boolean=True, description="error")
+    def has_error(self, run: JobRun) -> bool:
+        return bool(run.error)
+
+
+@admin.register(ReconciliationCheck)
+class ReconciliationCheckAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("object_type", "object_id", "checks", "last_result", "next_check_at",
+                    "closed_at", "stuck_since")
+    list_filter = ("object_type", "last_result")
+    search_fields = ("=object_id", "=attempt_id")
+    ordering = ("-created_at",)
+
+
+class SettlementLineInline(ReadOnlyMixin, admin.TabularInline):
+    model = SettlementLine
+    fields = ("line_number", "type", "status", "provider_reference", "refund_reference",
+              "currency", "gross", "fee", "net", "payment_id", "refund_id", "settled_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = f"lines (problems first, at most {INLINE_LINES})"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SettlementLine]:
+        problems_first = Case(When(status=MatchStatus.MATCHED, then=Value(1)), default=Value(0),
+                              output_field=IntegerField())
+        rows = super().get_queryset(request).annotate(rank=problems_first)
+        first = rows.order_by("rank", "line_number").values("pk")[:INLINE_LINES]
+        return rows.filter(pk__in=first).order_by("rank", "line_number")
+
+
+@admin.register(SettlementFile)
+class SettlementFileAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("id", "provider", "file_date", "line_count", "size_bytes", "imported_at")
+    list_filter = ("provider", "file_date")
+    search_fields = ("=id", "=checksum")
+    fields = ("id", "provider", "file_date", "checksum", "size_bytes", "line_count",
+              "imported_at", "preview")
+    readonly_fields = fields
+    ordering = ("-file_date", "provider")
+    inlines = [SettlementLineInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SettlementFile]:
+        return super().get_queryset(request).defer("content")
+
+    @admin.display(description="raw file (first 2 KB)")
+    def preview(self, file: SettlementFile) -> str:
+        # Only the first bytes leave the database; a file may be many megabytes.
+        head = (SettlementFile.objects.filter(pk=file.pk)
+                .annotate(head=Func(F("content"), Value(1), Value(2048), function="substring",
+                                    output_field=BinaryField()))
+                .values_list("head", flat=True).get())
+        return format_html("<pre>{}</pre>", bytes(head).decode("utf-8", errors="replace"))
+
+
+@admin.register(SettlementLine)
+class SettlementLineAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("file", "line_number", "type", "status", "provider_reference", "currency",
+                    "gross", "fee", "payment_id", "settled_at")
+    list_filter = ("provider", "status", "type")
+    search_fields = ("=provider_reference", "=refund_reference", "=payment_id", "=file__id")
+    show_full_result_count = False
+    ordering = ("-id",)
+
+
+class BreakAuditInline(ReadOnlyMixin, admin.TabularInline):
+    model = BreakAudit
+    fields = ("created_at", "action", "from_status", "user", "note")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+class ResolveForm(forms.Form):
+    status = forms.ChoiceField(choices=[(BreakStatus.RESOLVED, "Resolved"),
+                                        (BreakStatus.IGNORED, "Ignored")])
+    note = forms.CharField(widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+                           help_text="Required: what was found and what was done.")
+
+
+@admin.register(ReconciliationBreak)
+class ReconciliationBreakAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("id", "type", "status", "provider", "payment_id", "provider_reference",
+                    "currency", "our_amount", "provider_amount", "created_at")
+    list_filter = ("status", "type", "provider")
+    search_fields = ("=id", "=payment_id", "=refund_id", "=provider_reference",
+                     "=refund_reference", "key")
+    readonly_fields = ("id", "type", "key", "status", "provider", "payment_id", "refund_id",
+                       "provider_reference", "refund_reference", "currency", "our_amount",
+                       "provider_amount", "our_data", "provider_data", "settlement_line",
+                       "resolution_note", "resolved_by", "resolved_at", "created_at")
+    ordering = ("-created_at",)
+    inlines = [BreakAuditInline]
+    actions = ["resolve_breaks"]
+
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        # The change form stays read-only; closing a break needs the model's change permission.
+        return request.user.has_perm("reconciliation.change_reconciliationbreak")
+
+    @admin.action(description="Resolve or ignore selected breaks (a note is required)",
+                  permissions=["resolve"])
+    def resolve_breaks(self, request: HttpRequest,
+                       queryset: QuerySet[ReconciliationBreak]) -> HttpResponse | None:
+        form = ResolveForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            done = 0
+            for break_id in queryset.values_list("pk", flat=True):
+                try:
+                    break_resolve(break_id=break_id, user=request.user,
+                                  note=form.cleaned_data["note"],
+                                  status=form.cleaned_data["status"])
+                    done += 1
+                except ClearhouseError as exc:
+                    self.message_user(request, f"{break_id}: {exc.message}", messages.WARNING)
+            self.message_user(request, f"{done} break(s) closed.", messages.SUCCESS)
+            return None
+        return TemplateResponse(request, "admin/reconciliation/resolve_breaks.html", {
+            **self.admin_site.each_context(request), "title": "Resolve breaks",
+            "opts": self.model._meta, "breaks": queryset, "form": form,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })

@@ -1,0 +1,211 @@
+"""The janitor: asks providers what became of payments and refunds left without an answer, and
+applies definite answers through `payments.services`, so Events, ledger and webhooks follow.
+
+Schedule per object, counted from its unanswered attempt: 5 min, 1 h, then daily for 5 days;
+after the last try a `stuck_unresolved` break goes to a human. Never re-sends a charge with a
+new provider idempotency key: an attempt that was never sent (`requested`, the provider has no
+record of it) is sent now with its own key; an `unknown` one is only ever looked up.
+Claims are leases taken with SKIP LOCKED (services.checks_claim), and no lock or transaction is
+held across a provider call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from payments import services as payments
+from payments.models import AttemptStatus, PaymentStatus, RefundStatus
+from providers.base import Outcome, ProviderResult, ProviderStatus, RetrieveRequest
+from providers.registry import get_provider
+from reconciliation import selectors, services
+from reconciliation.conf import setting
+from reconciliation.models import BreakType, CheckObjectType, ReconciliationCheck
+
+logger = logging.getLogger(__name__)
+
+SCHEDULE: tuple[timedelta, ...] = (timedelta(minutes=5), timedelta(hours=1),
+                                   *(timedelta(days=day) for day in range(1, 6)))
+BATCH_SIZE = 10
+DEFAULT_TIME_BUDGET_SECONDS = 240.0  # under the 5-minute beat interval
+
+
+@dataclass
+class JanitorResult:
+    examined: int = 0
+    fixed: int = 0
+    broken: int = 0
+    discovered: int = 0
+    answers: dict[str, int] = field(default_factory=dict)  # e.g. {"captured:captured": 3}
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """What one check found: a label for the row, and whether the object has its answer."""
+
+    label: str
+    answered: bool
+
+
+def first_check_at(stuck_since: datetime, attempt_status: str) -> datetime:
+    if attempt_status == AttemptStatus.REQUESTED:
+        # Never sent (its task was lost): discovered only after the grace period, asked now.
+        return stuck_since
+    return stuck_since + SCHEDULE[0]
+
+
+def next_check_at(*, stuck_since: datetime, now: datetime) -> datetime | None:
+    """The next slot of the schedule after `now`, or None when the schedule is exhausted.
+    Slots already past (a janitor that was down) are skipped, not run back to back."""
+    age = now - stuck_since
+    return next((stuck_since + offset for offset in SCHEDULE if offset > age), None)
+
+
+# -- one check -------------------------------------------------------------------------------
+def _check_payment(payment_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
+    attempt = selectors.latest_authorize_attempt(payment_id=payment_id)
+    if attempt is None or attempt.payment.status != PaymentStatus.AUTHORIZATION_REQUESTED:
+        return CheckOutcome("already_answered", answered=True), ""
+    if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
+        # Failover opened a newer attempt, or an answer is being recorded: look again later.
+        return CheckOutcome("in_progress", answered=False), attempt.id
+    if (attempt.status == AttemptStatus.REQUESTED
+            and attempt.created_at > timezone.now() - grace):
+        return CheckOutcome("in_flight", answered=False), attempt.id
+    payment, said = payments.payment_authorization_lookup(attempt_id=attempt.id)
+    sent = False
+    if said == ProviderStatus.NOT_FOUND and attempt.status == AttemptStatus.REQUESTED:
+        # The provider never saw it: its task was lost before the call. Send it now with the
+        # attempt's own idempotency key; a concurrent late task re-sends the same key.
+        payment = payments.payment_authorization_execute(attempt_id=attempt.id) or payment
+        sent = True
+    status = selectors.payment_snapshot(payment_id=payment_id)["status"]
+    label = f"sent:{status}" if sent else f"{said}:{status}"
+    return CheckOutcome(label, answered=status != PaymentStatus.AUTHORIZATION_REQUESTED
+                        ), attempt.id
+
+
+def _refund_answer(refund_id: str, attempt_status: str) -> ProviderResult | None:
+    """Ask the provider about the refund's charge. Its lookup reports the charge, not each
+    refund, so only a fully refunded charge that our pending refunds exactly complete proves
+    this refund happened; anything else is not definite and waits for the next check."""
+    refund = selectors.refund_snapshot(refund_id=refund_id)
+    payment = selectors.payment_snapshot(payment_id=refund["payment_id"])
+    found = get_provider(payment["provider"]).retrieve(RetrieveRequest(
+        provider_reference=payment["provider_reference"], merchant_reference=payment["id"]))
+    pending = selectors.pending_refunds_total(payment_id=payment["id"])
+    if (found.status == ProviderStatus.REFUNDED
+            and payment["amount_refunded"] + pending == payment["amount_captured"]):
+        return ProviderResult(outcome=Outcome.APPROVED, status=found.status,
+                              amount=refund["amount"], exchange=found.exchange,
+                              latency_ms=found.latency_ms)
+    logger.info("refund %s (%s): provider says %s; not definite", refund_id, attempt_status,
+                found.status)
+    return None
+
+
+def _check_refund(refund_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
+    attempt = selectors.latest_refund_attempt(refund_id=refund_id)
+    if attempt is None or attempt.refund.status != RefundStatus.PENDING:
+        return CheckOutcome("already_answered", answered=True), ""
+    if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
+        return CheckOutcome("in_progress", answered=False), attempt.id
+    refund = attempt.refund
+    if attempt.status == AttemptStatus.REQUESTED:
+        if attempt.created_at > timezone.now() - grace:
+            return CheckOutcome("in_flight", answered=False), attempt.id
+        if refund.idempotency_key:
+            # Never answered, maybe never sent: the refund's own resume path sends the same
+            # attempt (same provider key) again, which the provider de-duplicates.
+            refund = payments.refund_create(
+                merchant=attempt.payment.merchant, payment_id=attempt.payment_id,
+                idempotency_key=refund.idempotency_key)
+            return CheckOutcome(f"sent:{refund.status}",
+                                answered=refund.status != RefundStatus.PENDING), attempt.id
+    answer = _refund_answer(refund_id, attempt.status)
+    if answer is None:
+        return CheckOutcome("not_definite", answered=False), attempt.id
+    refund = payments.refund_record(attempt_id=attempt.id, result=answer)
+    return CheckOutcome(f"lookup:{refund.status}",
+                        answered=refund.status != RefundStatus.PENDING), attempt.id
+
+
+def _break_for(check: ReconciliationCheck, label: str) -> services.BreakSpec:
+    if check.object_type == CheckObjectType.PAYMENT:
+        ours = selectors.payment_snapshot(payment_id=check.object_id) or {}
+        payment_id, refund_id = check.object_id, ""
+    else:
+        ours = selectors.refund_snapshot(refund_id=check.object_id) or {}
+        payment_id, refund_id = ours.get("payment_id", ""), check.object_id
+    return services.BreakSpec(
+        type=BreakType.STUCK_UNRESOLVED, key=f"{check.object_type}:{check.object_id}",
+        provider=ours.get("provider") or ours.get("payment__provider") or "",
+        payment_id=payment_id, refund_id=refund_id,
+        provider_reference=ours.get("provider_reference") or "",
+        currency=ours.get("currency", ""), our_amount=ours.get("amount"),
+        our_data={**ours, "attempt_id": check.attempt_id, "checks": check.checks + 1,
+                  "stuck_since": check.stuck_since},
+        provider_data={"last_answer": label},
+    )
+
+
+def check_process(check: ReconciliationCheck, *, owner: str, grace: timedelta
+                  ) -> tuple[str, str]:
+    """Ask once about one claimed object and record it. Returns the verdict ('fixed',
+    'waiting' or 'broken') and what was found (e.g. 'captured:captured', 'sent:failed')."""
+    checker = _check_payment if check.object_type == CheckObjectType.PAYMENT else _check_refund
+    try:
+        outcome, attempt_id = checker(check.object_id, grace)
+    except Exception as exc:
+        # One bad row must not stop the run; it is counted as a try like a provider outage.
+        logger.exception("janitor check of %s %s failed", check.object_type, check.object_id)
+        outcome, attempt_id = CheckOutcome(f"error:{type(exc).__name__}", answered=False), ""
+    if outcome.answered:
+        services.check_record(check_id=check.pk, owner=owner, result=outcome.label,
+                              closed=True, next_check_at=None, attempt_id=attempt_id)
+        return "fixed", outcome.label
+    following = next_check_at(stuck_since=check.stuck_since, now=timezone.now())
+    spec = _break_for(check, outcome.label) if following is None else None
+    services.check_record(check_id=check.pk, owner=owner, result=outcome.label,
+                          closed=following is None, next_check_at=following,
+                          attempt_id=attempt_id, break_spec=spec)
+    if spec is not None:
+        logger.warning("janitor gave up on %s %s after its last check; break opened",
+                       check.object_type, check.object_id)
+        return "broken", outcome.label
+    return "waiting", outcome.label
+
+
+# -- a run -----------------------------------------------------------------------------------
+def janitor_run(*, owner: str = "", batch_size: int = BATCH_SIZE,
+                time_budget: float | None = DEFAULT_TIME_BUDGET_SECONDS) -> JanitorResult:
+    """Discover newly stuck objects, then process due checks in leased batches until none is
+    due or the time budget is spent. Safe to run in several processes at once."""
+    owner = owner or f"janitor-{uuid.uuid4()}"
+    grace = timedelta(seconds=setting("RECON_JANITOR_GRACE_SECONDS"))
+    lease = timedelta(seconds=setting("RECON_JANITOR_LEASE_SECONDS"))
+    result = JanitorResult()
+    result.discovered = services.checks_discover(first_check_at=first_check_at,
+                                                 now=timezone.now(), grace=grace)
+    started = time.monotonic()
+    while True:
+        claimed = services.checks_claim(owner=owner, now=timezone.now(), lease=lease,
+                                        limit=batch_size)
+        if not claimed:
+            break
+        for index, check in enumerate(claimed):
+            if time_budget is not None and time.monotonic() - started > time_budget:
+                for unprocessed in claimed[index:]:
+                    services.check_release(check_id=unprocessed.pk, owner=owner)
+                return result
+            verdict, label = check_process(check, owner=owner, grace=grace)
+            result.examined += 1
+            result.fixed += verdict == "fixed"
+            result.broken += verdict == "broken"
+            result.answers[label] = result.answers.get(label, 0) + 1
+    return result

@@ -1,0 +1,74 @@
+"""The scheduled jobs, each recording a JobRun: the Celery tasks and the management commands
+both call these, so a job run by hand is the same job that beat runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import date
+
+from django.utils import timezone
+
+from core.idempotency import idempotency_reap
+from ledger.verify import ledger_verify
+from reconciliation import janitor, services, settlements
+from reconciliation.models import BreakType, JobRun
+from webhooks import services as webhooks
+
+logger = logging.getLogger(__name__)
+
+WEBHOOKS_SWEEP_TIME_BUDGET_SECONDS = 25.0  # under the 30 s beat interval
+
+
+def janitor_job(*, owner: str = "", time_budget: float | None = None) -> JobRun:
+    with services.job_run(job="recon_janitor") as run:
+        result = janitor.janitor_run(
+            owner=owner, time_budget=time_budget or janitor.DEFAULT_TIME_BUDGET_SECONDS)
+        run.examined, run.fixed, run.broken = result.examined, result.fixed, result.broken
+        run.details = {"discovered": result.discovered, "answers": result.answers}
+    return run
+
+
+def settlements_job(*, day: date | None = None, providers: Iterable[str] | None = None
+                    ) -> JobRun:
+    with services.job_run(job="recon_settlements") as run:
+        result = settlements.settlements_run(day=day, providers=providers)
+        run.examined, run.fixed, run.broken = result.lines, result.settled, result.breaks
+        run.details = {"matched": result.matched, "files": result.files}
+        run.error = "\n".join(result.errors)
+    return run
+
+
+def ledger_verify_job() -> JobRun:
+    """Nightly proof of the ledger; a failure opens a `ledger_verify_failed` break (one per
+    day) and is logged at error."""
+    with services.job_run(job="ledger_verify") as run:
+        result = ledger_verify()
+        run.examined = result.entries
+        run.details = {"ok": result.ok, "entries": result.entries,
+                       "postings": result.postings, "accounts": result.accounts}
+        if not result.ok:
+            logger.error("ledger_verify FAILED: %s", result.report())
+            today = timezone.now().date().isoformat()
+            run.broken = services.breaks_open(specs=[services.BreakSpec(
+                type=BreakType.LEDGER_VERIFY_FAILED, key=today,
+                our_data={"report": result.report(),
+                          "problems": [str(problem) for problem in result.problems],
+                          "entries": result.entries, "postings": result.postings})])
+            run.error = result.report()[:10_000]
+    return run
+
+
+def idempotency_reap_job() -> JobRun:
+    with services.job_run(job="idempotency_reap") as run:
+        run.fixed = idempotency_reap()
+        # Old job runs go with the hourly housekeeping: the sweeper alone records 2,880 a day.
+        run.details = {"job_runs_pruned": services.jobrun_prune()}
+    return run
+
+
+def webhooks_sweep_job(*, time_budget: float | None = WEBHOOKS_SWEEP_TIME_BUDGET_SECONDS
+                       ) -> JobRun:
+    with services.job_run(job="webhooks_sweep") as run:
+        run.examined = webhooks.delivery_sweep(time_budget=time_budget)
+    return run

@@ -1,0 +1,1 @@
+"""`manage.py recon_*`: each scheduled job, runnable by hand."""

@@ -1,0 +1,236 @@
+"""Reads for reconciliation: stuck objects, batch look-ups by provider reference, the breaks queue.
+
+The payments tables are read here (never written): look-ups come in `__in` chunks, one query per
+chunk of references, so matching a settlement file costs a few queries per thousand lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from django.db import connection
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+
+from payments.models import (
+    AttemptKind,
+    AttemptStatus,
+    Payment,
+    PaymentAttempt,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+)
+from reconciliation.models import (
+    BreakStatus,
+    BreakType,
+    CheckObjectType,
+    JobRun,
+    LineType,
+    ReconciliationBreak,
+    ReconciliationCheck,
+    SettlementLine,
+)
+
+PAYMENT_FIELDS = ("id", "merchant_id", "status", "currency", "amount", "amount_captured",
+                  "amount_refunded", "provider", "provider_reference")
+REFUND_FIELDS = ("id", "payment_id", "status", "currency", "amount", "provider_reference",
+                 "payment__provider", "payment__provider_reference")
+# A capture line may settle a payment in any of these; the others have no captured funds.
+SETTLEABLE = (PaymentStatus.CAPTURED, PaymentStatus.SETTLED, PaymentStatus.REFUNDED,
+              PaymentStatus.CHARGED_BACK)
+
+
+# -- the janitor -----------------------------------------------------------------------------
+def _latest_attempt(kind: str, owner: str) -> QuerySet[PaymentAttempt]:
+    return (PaymentAttempt.objects.filter(kind=kind, **{owner: OuterRef("pk")})
+            .order_by("-created_at", "-id"))
+
+
+def _stuck(rows: QuerySet, kind: str, owner: str, object_type: str, *, requested_before: datetime
+           ) -> QuerySet:
+    latest = _latest_attempt(kind, owner)
+    checked = ReconciliationCheck.objects.filter(object_type=object_type,
+                                                 object_id=OuterRef("pk"))
+    return (rows.annotate(attempt_id=Subquery(latest.values("id")[:1]),
+                          attempt_status=Subquery(latest.values("status")[:1]),
+                          attempt_created_at=Subquery(latest.values("created_at")[:1]))
+            .filter(Q(attempt_status=AttemptStatus.UNKNOWN)
+                    | Q(attempt_status=AttemptStatus.REQUESTED,
+                        attempt_created_at__lt=requested_before))
+            .filter(~Exists(checked))
+            .order_by("attempt_created_at")
+            .values_list("pk", "attempt_id", "attempt_created_at", "attempt_status"))
+
+
+def stuck_payments_unchecked(*, requested_before: datetime, limit: int
+                             ) -> list[tuple[str, str, datetime, str]]:
+    """Payments awaiting an authorization answer (latest attempt `unknown`, or `requested` and
+    older than the grace period) that the janitor does not track yet:
+    (payment id, attempt id, attempt created_at, attempt status)."""
+    rows = Payment.objects.filter(status=PaymentStatus.AUTHORIZATION_REQUESTED)
+    return list(_stuck(rows, AttemptKind.AUTHORIZE, "payment", CheckObjectType.PAYMENT,
+                       requested_before=requested_before)[:limit])
+
+
+def stuck_refunds_unchecked(*, requested_before: datetime, limit: int
+                            ) -> list[tuple[str, str, datetime, str]]:
+    rows = Refund.objects.filter(status=RefundStatus.PENDING)
+    return list(_stuck(rows, AttemptKind.REFUND, "refund", CheckObjectType.REFUND,
+                       requested_before=requested_before)[:limit])
+
+
+def latest_authorize_attempt(*, payment_id: str) -> PaymentAttempt | None:
+    return (PaymentAttempt.objects.select_related("payment")
+            .filter(payment_id=payment_id, kind=AttemptKind.AUTHORIZE)
+            .order_by("-created_at", "-id").first())
+
+
+def latest_refund_attempt(*, refund_id: str) -> PaymentAttempt | None:
+    return (PaymentAttempt.objects.select_related("refund", "payment__merchant")
+            .filter(refund_id=refund_id, kind=AttemptKind.REFUND)
+            .order_by("-created_at", "-id").first())
+
+
+def pending_refunds_total(*, payment_id: str) -> int:
+    """The sum of a payment's pending refunds (a fully refunded charge at the provider proves
+    they all went through only when succeeded + pending is exactly what was captured)."""
+    rows = Refund.objects.filter(payment_id=payment_id, status=RefundStatus.PENDING)
+    return sum(rows.values_list("amount", flat=True))
+
+
+def payment_snapshot(*, payment_id: str) -> dict[str, Any] | None:
+    return Payment.objects.filter(pk=payment_id).values(*PAYMENT_FIELDS).first()
+
+
+def refund_snapshot(*, refund_id: str) -> dict[str, Any] | None:
+    return Refund.objects.filter(pk=refund_id).values(*REFUND_FIELDS).first()
+
+
+# -- settlement matching ---------------------------------------------------------------------
+def _fetch(sql: str, params: list[Any]) -> list[tuple]:
+    """Run a read with server-side binding on Django's connection (same transaction). Django's
+    own cursor binds client-side, quoting each of a batch's thousands of references into the
+    SQL text; one array parameter costs a fraction of that."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=False)
+        return cursor.fetchall()
+
+
+def _as_dicts(fields: tuple[str, ...], rows: list[tuple]) -> list[dict[str, Any]]:
+    return [dict(zip(fields, row, strict=True)) for row in rows]
+
+
+_PAYMENT_COLUMNS = ", ".join(PAYMENT_FIELDS)
+
+
+def payments_by_reference(*, provider: str, references: Iterable[str]) -> dict[str, dict]:
+    """{provider_reference: payment fields} for one chunk of references (one query). The
+    `<> ''` repeats the partial unique index's predicate so PostgreSQL can use that index."""
+    refs = [ref for ref in set(references) if ref]
+    if not refs:
+        return {}
+    rows = _fetch(f"SELECT {_PAYMENT_COLUMNS} FROM {Payment._meta.db_table} "  # noqa: S608
+                  "WHERE provider = %s AND provider_reference = ANY(%s) "
+                  "AND provider_reference <> ''", [provider, refs])
+    return {row["provider_reference"]: row for row in _as_dicts(PAYMENT_FIELDS, rows)}
+
+
+def payments_by_id(*, ids: Iterable[str]) -> dict[str, dict]:
+    keys = [pk for pk in set(ids) if pk]
+    if not keys:
+        return {}
+    rows = _fetch(f"SELECT {_PAYMENT_COLUMNS} FROM {Payment._meta.db_table} "  # noqa: S608
+                  "WHERE id = ANY(%s)", [keys])
+    return {row["id"]: row for row in _as_dicts(PAYMENT_FIELDS, rows)}
+
+
+def refunds_by_reference(*, provider: str, references: Iterable[str]) -> dict[str, dict]:
+    refs = [ref for ref in set(references) if ref]
+    if not refs:
+        return {}
+    rows = Refund.objects.filter(payment__provider=provider, provider_reference__in=refs)
+    return {row["provider_reference"]: row for row in rows.values(*REFUND_FIELDS)}
+
+
+def references_already_listed(*, provider: str, type: str, references: Iterable[str]) -> set[str]:
+    """Which charge (capture lines) or refund (refund lines) references some stored line of this
+    provider already carries: a second line for them is a duplicate."""
+    refs = [ref for ref in set(references) if ref]
+    if not refs:
+        return set()
+    column = "provider_reference" if type == LineType.CAPTURE else "refund_reference"
+    rows = _fetch(f"SELECT DISTINCT {column} FROM {SettlementLine._meta.db_table} "  # noqa: S608
+                  f"WHERE provider = %s AND type = %s AND {column} = ANY(%s)",
+                  [provider, type, refs])
+    return {row[0] for row in rows}
+
+
+def line_ids(*, file_id: str, line_numbers: list[int]) -> dict[int, int]:
+    """{line number: line id} for some lines of a file (the ones that need a break)."""
+    if not line_numbers:
+        return {}
+    return dict(SettlementLine.objects.filter(file_id=file_id, line_number__in=line_numbers)
+                .values_list("line_number", "pk"))
+
+
+def lines_to_settle(*, file_id: str, after_line: int, limit: int
+                    ) -> list[tuple[int, int, str, int, int]]:
+    """Matched captures of a file not yet settled: (line id, number, payment id, gross, fee)."""
+    rows = (SettlementLine.objects.filter(file_id=file_id, status="matched",
+                                          type=LineType.CAPTURE, settled_at__isnull=True,
+                                          line_number__gt=after_line)
+            .order_by("line_number")
+            .values_list("pk", "line_number", "payment_id", "gross", "fee"))
+    return list(rows[:limit])
+
+
+def payments_missing_at_provider(*, provider: str, captured_before: datetime, limit: int
+                                 ) -> list[dict[str, Any]]:
+    """Payments with captured funds at `provider`, captured before the cutoff, that no
+    settlement line names and no break already reports."""
+    captured_at = (PaymentAttempt.objects
+                   .filter(payment=OuterRef("pk"), status=AttemptStatus.APPROVED,
+                           kind__in=[AttemptKind.AUTHORIZE, AttemptKind.CAPTURE])
+                   .order_by("-completed_at").values("completed_at")[:1])
+    listed = SettlementLine.objects.filter(payment_id=OuterRef("pk"), type=LineType.CAPTURE)
+    reported = ReconciliationBreak.objects.filter(type=BreakType.MISSING_AT_PROVIDER,
+                                                  key=OuterRef("pk"))
+    rows = (Payment.objects
+            .filter(provider=provider, status__in=[PaymentStatus.CAPTURED,
+                                                   PaymentStatus.REFUNDED,
+                                                   PaymentStatus.CHARGED_BACK])
+            .annotate(captured_at=Subquery(captured_at))
+            .filter(captured_at__lt=captured_before)
+            .filter(~Exists(listed), ~Exists(reported))
+            .order_by("captured_at")
+            .values(*PAYMENT_FIELDS, "captured_at"))
+    return list(rows[:limit])
+
+
+# -- the breaks queue and job runs -----------------------------------------------------------
+def existing_break_keys(*, type: str, keys: Iterable[str]) -> set[str]:
+    wanted = list(set(keys))
+    if not wanted:
+        return set()
+    return set(ReconciliationBreak.objects.filter(type=type, key__in=wanted)
+               .values_list("key", flat=True))
+
+
+def break_list(*, status: str | None = BreakStatus.OPEN, type: str | None = None,
+               provider: str | None = None) -> QuerySet[ReconciliationBreak]:
+    rows = ReconciliationBreak.objects.all()
+    if status:
+        rows = rows.filter(status=status)
+    if type:
+        rows = rows.filter(type=type)
+    if provider:
+        rows = rows.filter(provider=provider)
+    return rows.order_by("-created_at", "-id")
+
+
+def jobrun_latest(*, job: str) -> JobRun | None:
+    return JobRun.objects.filter(job=job).order_by("-started_at", "-id").first()

@@ -1,0 +1,267 @@
+"""Writes of the reconciliation app: job runs, the janitor's checks (discover, claim with a lease,
+record), breaks and their resolution with an audit row, and the beat schedule as data."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from core.errors import InvalidRequest, NotFound, StateError
+from reconciliation import selectors
+from reconciliation.conf import setting
+from reconciliation.models import (
+    BreakAudit,
+    BreakStatus,
+    CheckObjectType,
+    JobRun,
+    ReconciliationBreak,
+    ReconciliationCheck,
+)
+
+
+# -- job runs --------------------------------------------------------------------------------
+def _host() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:255]
+
+
+@contextmanager
+def job_run(*, job: str) -> Iterator[JobRun]:
+    """Record one run of `job`; the caller adds to examined / fixed / broken / details. An
+    exception is written to `error` and re-raised; a killed process leaves finished_at empty."""
+    run = JobRun.objects.create(job=job, started_at=timezone.now(), host=_host())
+    try:
+        yield run
+    except BaseException as exc:
+        run.error = f"{type(exc).__name__}: {exc}"[:10_000]
+        raise
+    finally:
+        run.finished_at = timezone.now()
+        run.save()
+
+
+def jobrun_prune(*, older_than: timedelta | None = None) -> int:
+    days = setting("RECON_JOBRUN_RETENTION_DAYS")
+    cutoff = timezone.now() - (older_than or timedelta(days=days))
+    return JobRun.objects.filter(started_at__lt=cutoff).delete()[0]
+
+
+# -- breaks ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BreakSpec:
+    type: str
+    key: str
+    provider: str = ""
+    payment_id: str = ""
+    refund_id: str = ""
+    provider_reference: str = ""
+    refund_reference: str = ""
+    currency: str = ""
+    our_amount: int | None = None
+    provider_amount: int | None = None
+    our_data: dict[str, Any] = field(default_factory=dict)
+    provider_data: dict[str, Any] = field(default_factory=dict)
+    settlement_line_id: int | None = None
+
+
+def breaks_open(*, specs: Sequence[BreakSpec]) -> int:
+    """Open the breaks not recorded yet (in any status: a resolved break is not reopened by the
+    same finding). Returns how many are new. Joins the caller's transaction when there is one."""
+    by_type: dict[str, list[BreakSpec]] = defaultdict(list)
+    for spec in specs:
+        by_type[spec.type].append(spec)
+    created = 0
+    for type, group in by_type.items():
+        known = selectors.existing_break_keys(type=type, keys=[spec.key for spec in group])
+        fresh: dict[str, BreakSpec] = {}
+        for spec in group:
+            if spec.key not in known:
+                fresh.setdefault(spec.key, spec)
+        # ignore_conflicts: a concurrent run that opened the same break first wins.
+        ReconciliationBreak.objects.bulk_create(
+            [ReconciliationBreak(**{**spec.__dict__}) for spec in fresh.values()],
+            ignore_conflicts=True,
+        )
+        created += len(fresh)
+    return created
+
+
+def break_resolve(*, break_id: str, user: AbstractBaseUser | None, note: str,
+                  status: str = BreakStatus.RESOLVED) -> ReconciliationBreak:
+    """Close an open break as resolved or ignored, with the human's note and an audit row."""
+    note = (note or "").strip()
+    if not note:
+        raise InvalidRequest("A note explaining the resolution is required.", param="note",
+                             code="note_required")
+    if status not in (BreakStatus.RESOLVED, BreakStatus.IGNORED):
+        raise InvalidRequest(f"status must be 'resolved' or 'ignored', not {status!r}.",
+                             param="status")
+    with transaction.atomic():
+        brk = ReconciliationBreak.objects.select_for_update().filter(pk=break_id).first()
+        if brk is None:
+            raise NotFound(f"No such break: '{break_id}'.", param="id")
+        if brk.status != BreakStatus.OPEN:
+            raise StateError(f"This break is already '{brk.status}'.", param="status",
+                             code="break_closed")
+        previous = brk.status
+        brk.status = status
+        brk.resolution_note = note
+        brk.resolved_by = user
+        brk.resolved_at = timezone.now()
+        brk.save(update_fields=["status", "resolution_note", "resolved_by", "resolved_at"])
+        BreakAudit.objects.create(reconciliation_break=brk, action=status,
+                                  from_status=previous, note=note, user=user)
+    return brk
+
+
+# -- the janitor's checks --------------------------------------------------------------------
+def checks_discover(*, first_check_at: Any, now: datetime, grace: timedelta,
+                    limit: int = 1000) -> int:
+    """Start tracking stuck payments and refunds not tracked yet. `first_check_at(stuck_since,
+    attempt_status)` says when to ask first. Returns how many rows were added."""
+    rows: list[ReconciliationCheck] = []
+    finders = ((CheckObjectType.PAYMENT, selectors.stuck_payments_unchecked),
+               (CheckObjectType.REFUND, selectors.stuck_refunds_unchecked))
+    for object_type, find in finders:
+        for object_id, attempt_id, created_at, attempt_status in find(
+                requested_before=now - grace, limit=limit):
+            rows.append(ReconciliationCheck(
+                object_type=object_type, object_id=object_id, attempt_id=attempt_id,
+                stuck_since=created_at,
+                next_check_at=max(now, first_check_at(created_at, attempt_status))))
+    # Two janitors may discover the same object: the unique constraint keeps one row.
+    ReconciliationCheck.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def checks_claim(*, owner: str, now: datetime, lease: timedelta, limit: int
+                 ) -> list[ReconciliationCheck]:
+    """Claim due checks for `owner` until now + lease. SKIP LOCKED: a concurrent janitor takes
+    other rows instead of waiting, and the lease keeps them away after this commits. Rows whose
+    lease `owner` already holds are taken back at once (a redelivered task keeps its id)."""
+    with transaction.atomic():
+        ids = list(
+            ReconciliationCheck.objects.select_for_update(skip_locked=True)
+            .filter(closed_at__isnull=True, next_check_at__lte=now)
+            .filter(Q(leased_until__isnull=True) | Q(leased_until__lte=now)
+                    | Q(lease_owner=owner))
+            .order_by("next_check_at", "id")
+            .values_list("pk", flat=True)[:limit]
+        )
+        ReconciliationCheck.objects.filter(pk__in=ids).update(lease_owner=owner,
+                                                              leased_until=now + lease)
+    return list(ReconciliationCheck.objects.filter(pk__in=ids).order_by("next_check_at", "id"))
+
+
+def check_record(*, check_id: int, owner: str, result: str, closed: bool,
+                 next_check_at: datetime | None, attempt_id: str = "",
+                 break_spec: BreakSpec | None = None) -> bool:
+    """Record one check and release the lease. `closed` with a `break_spec` opens the break in
+    the same transaction. Returns False (and writes nothing) when the lease was lost to another
+    janitor, which then records its own check."""
+    now = timezone.now()
+    with transaction.atomic():
+        check = ReconciliationCheck.objects.select_for_update().get(pk=check_id)
+        if check.lease_owner != owner or check.closed_at is not None:
+            return False
+        check.checks += 1
+        check.last_checked_at = now
+        check.last_result = result[:64]
+        check.lease_owner, check.leased_until = "", None
+        if attempt_id:
+            check.attempt_id = attempt_id
+        if closed:
+            check.closed_at = now
+        elif next_check_at is not None:
+            check.next_check_at = next_check_at
+        check.save()
+        if break_spec is not None:
+            breaks_open(specs=[break_spec])
+    return True
+
+
+def check_release(*, check_id: int, owner: str) -> None:
+    """Give a claimed check back without counting a try (the job ran out of time)."""
+    ReconciliationCheck.objects.filter(pk=check_id, lease_owner=owner).update(
+        lease_owner="", leased_until=None)
+
+
+# -- the beat schedule -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScheduledJob:
+    name: str
+    task: str
+    description: str
+    interval_setting: str = ""
+    crontab_setting: str = ""
+    expires_with_interval: bool = False
+
+
+SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (
+    ScheduledJob("recon-janitor", "reconciliation.tasks.recon_janitor",
+                 "Ask providers about stuck payments and refunds (5 min, 1 h, daily ×5).",
+                 interval_setting="RECON_JANITOR_INTERVAL_SECONDS", expires_with_interval=True),
+    ScheduledJob("recon-settlements", "reconciliation.tasks.recon_settlements",
+                 "Import and match each provider's settlement files.",
+                 crontab_setting="RECON_SETTLEMENTS_CRONTAB"),
+    ScheduledJob("ledger-verify", "reconciliation.tasks.ledger_verify_nightly",
+                 "Prove the ledger consistent; opens a break on failure.",
+                 crontab_setting="RECON_LEDGER_VERIFY_CRONTAB"),
+    ScheduledJob("idempotency-reap", "reconciliation.tasks.idempotency_reap",
+                 "Delete idempotency keys past their TTL; prune old job runs.",
+                 crontab_setting="RECON_IDEMPOTENCY_REAP_CRONTAB"),
+    # Same name as the entry config/settings/base.py used to define in code, so beat never
+    # runs two sweepers while that entry still exists (it updates this row by name).
+    ScheduledJob("webhooks-sweep", "reconciliation.tasks.webhooks_sweep",
+                 "Send due webhook deliveries (retries and lost first tries).",
+                 interval_setting="RECON_WEBHOOKS_SWEEP_INTERVAL_SECONDS",
+                 expires_with_interval=True),
+)
+
+
+def crontab_fields(expression: str) -> dict[str, str]:
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError(f"crontab {expression!r} needs 5 fields: minute hour dom month dow")
+    return dict(zip(("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), parts,
+                    strict=True))
+
+
+def schedule_sync(*, models: dict[str, Any] | None = None,
+                  values: dict[str, Any] | None = None) -> list[str]:
+    """Create or reset every scheduled job's PeriodicTask from the settings (or `values`).
+    `models` lets the data migration pass its historical models. Returns the names written."""
+    if models is None:
+        from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+        models = {"PeriodicTask": PeriodicTask, "IntervalSchedule": IntervalSchedule,
+                  "CrontabSchedule": CrontabSchedule}
+    read = (values or {}).get
+    written = []
+    for job in SCHEDULED_JOBS:
+        defaults: dict[str, Any] = {"task": job.task, "description": job.description,
+                                    "enabled": True, "interval": None, "crontab": None,
+                                    "expire_seconds": None}
+        if job.interval_setting:
+            every = int(read(job.interval_setting) or setting(job.interval_setting))
+            defaults["interval"], _ = models["IntervalSchedule"].objects.get_or_create(
+                every=every, period="seconds")
+            if job.expires_with_interval:
+                # A run that waited a whole interval in the queue is superseded by the next.
+                defaults["expire_seconds"] = every
+        else:
+            expression = read(job.crontab_setting) or setting(job.crontab_setting)
+            defaults["crontab"], _ = models["CrontabSchedule"].objects.get_or_create(
+                timezone="UTC", **crontab_fields(expression))
+        models["PeriodicTask"].objects.update_or_create(name=job.name, defaults=defaults)
+        written.append(job.name)
+    return written
