@@ -83,3 +83,11 @@ def test_20_concurrent_refunds_of_10_on_100_let_exactly_10_succeed(
     assert payment.amount_refunded == 100
     assert payment.status == "refunded"
     assert Refund.objects.filter(payment=payment, status="succeeded").count() == 10
+    from ledger.models import EntryKind, JournalEntry
+    from ledger.verify import ledger_verify
+
+    refund_ids = list(Refund.objects.filter(payment=payment).values_list("id", flat=True))
+    entries = JournalEntry.objects.filter(reference_type="refund", reference_id__in=refund_ids)
+    assert entries.filter(kind=EntryKind.REFUND_CREATED).count() == 10
+    assert entries.filter(kind=EntryKind.REFUND_SUCCEEDED).count() == 10
+    assert ledger_verify().ok
