@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.html import format_html_join
 
 from payments.models import Payment, PaymentAttempt, Refund
 
@@ -56,6 +57,22 @@ class PaymentAdmin(ReadOnlyAdmin):
     show_full_result_count = False  # COUNT(*) over millions of rows is not worth it
     date_hierarchy = "created_at"
     inlines = [AttemptInline, RefundInline]
+    readonly_fields = ("journal_entries",)
+
+    @admin.display(description="Ledger entries")
+    def journal_entries(self, payment: Payment) -> str:
+        """The payment's own entries and its refunds' and disputes', each linking to the entry
+        (whose page links back here)."""
+        from ledger.admin import entry_links
+
+        links = [entry_links(reference_type="payment", reference_ids=[payment.pk])]
+        refunds = [str(pk) for pk in payment.refunds.values_list("pk", flat=True)]
+        disputes = [str(pk) for pk in payment.disputes.values_list("pk", flat=True)]
+        if refunds:
+            links.append(entry_links(reference_type="refund", reference_ids=refunds))
+        if disputes:
+            links.append(entry_links(reference_type="dispute", reference_ids=disputes))
+        return format_html_join(" · ", "{}", ((link,) for link in links if link != "—")) or "—"
 
 
 @admin.register(Refund)

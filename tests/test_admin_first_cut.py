@@ -40,3 +40,14 @@ def test_creating_a_key_in_the_admin_shows_it_once(staff, merchant):
     assert key.prefix.startswith("sk_test_")
     again = staff.get(f"/admin/core/apikey/{key.pk}/change/").content.decode()
     assert "shown only now" not in again
+
+
+def test_a_payment_page_links_to_its_journal_entries_and_back(staff, make_payment):
+    from ledger.models import JournalEntry
+
+    payment = make_payment(state="captured")
+    entry = JournalEntry.objects.get(reference_type="payment", reference_id=payment.id)
+    page = staff.get(f"/admin/payments/payment/{payment.id}/change/").content.decode()
+    assert f"/admin/ledger/journalentry/{entry.id}/change/" in page
+    back = staff.get(f"/admin/ledger/journalentry/{entry.id}/change/").content.decode()
+    assert payment.id in back
