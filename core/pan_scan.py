@@ -15,7 +15,8 @@ from django.db import connection
 
 from core.carddata import luhn_valid
 
-_RUN = re.compile(r"(?<![0-9A-Za-z_])[0-9](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z_])")
+_RUN = re.compile(r"(?<![0-9A-Za-z_.])[0-9](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z_])")
+# A run after "." is the fraction of a decimal (Celery logs "succeeded in 0.0153901999…s").
 _PREFILTER = "[0-9][0-9 -]{11,}[0-9]"
 
 
