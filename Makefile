@@ -43,4 +43,5 @@ lint: install
 	.venv/bin/lint-imports
 
 bench: install db-start
+	$(UV) sync --frozen --group bench
 	$(PY) -m bench

@@ -23,3 +23,6 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path(settings.ADMIN_URL, admin.site.urls),
 ]
+
+if settings.BENCH_ENDPOINTS:
+    urlpatterns.append(path("api/v1/bench/", include("bench.urls")))

@@ -202,3 +202,6 @@ CELERY_BEAT_SCHEDULE = {
 
 # /metrics (Prometheus). Empty token: open (dev); production requires one.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
+
+# `make bench` only: mounts bench/urls.py (a constant endpoint, the API benchmark's baseline).
+BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)

@@ -1,0 +1,1 @@
+"""`make bench` (`python -m bench`): the benchmarks, their baselines and correctness gates."""
