@@ -33,6 +33,8 @@ def _profile(name: str, out_dir: Path, work: Callable[[], object]) -> str:
     finally:
         profiler.stop()  # a sampler left running crashes the interpreter's exit
     text = profiler.output_text(unicode=True, color=False, show_all=False)
+    # Paths relative to the checkout, so a committed profile names no machine's folders.
+    text = text.replace(str(Path(__file__).resolve().parent.parent) + "/", "")
     path = out_dir / f"{name}.txt"
     path.write_text(text)
     return str(path.relative_to(RESULTS_DIR.parent.parent))
