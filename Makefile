@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(UV_BOOTSTRAP)/bin/uv)
 PY := .venv/bin/python
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: help install run test lint bench db-start db-stop
+.PHONY: help install browsers run test lint bench db-start db-stop
 
 help:
 	@echo "make run     install, start PostgreSQL, migrate, seed, serve API + worker + beat"
@@ -34,7 +34,18 @@ db-stop:
 run: install
 	$(PY) tools/run.py
 
-test: install db-start
+# The back-office's browser tests drive Debian's Chromium (Playwright's own download is not
+# reachable here). Installed when missing and we may; otherwise those tests skip, saying why.
+browsers:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser tests…"; \
+	    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	      || echo "chromium could not be installed; the browser tests will skip"; \
+	  else echo "chromium not on PATH (needs root to install); the browser tests will skip"; fi; \
+	fi
+
+test: install db-start browsers
 	$(PY) -m pytest -n $${PYTEST_WORKERS:-2} -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install

@@ -24,5 +24,5 @@ urlpatterns = [
     path(settings.ADMIN_URL, admin.site.urls),
 ]
 
-if settings.BENCH_ENDPOINTS:
+if settings.BENCH_ENDPOINTS:  # `make bench` only: the constant baseline endpoint (bench/urls.py)
     urlpatterns.append(path("api/v1/bench/", include("bench.urls")))

@@ -1,16 +1,27 @@
-"""Read-only admin for accounts, journal entries (with their postings) and postings.
+"""Read-only admin for accounts (balances per merchant and currency), journal entries (with their
+postings) and postings, plus a balances table.
 
 Nothing here can add, change or delete a row: the ledger moves only through `entry_post`, and
-mistakes are corrected with a reversing entry, never an edit.
+mistakes are corrected with a reversing entry or an approved adjustment (back-office approvals),
+never an edit. "Verify now" lives with the verification runs in the back-office app.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
-from django.http import HttpRequest
-from django.urls import NoReverseMatch, reverse
+from django.contrib.admin.utils import quote
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
+from backoffice.admin_ids import TolerantIdsMixin
+from backoffice.balances import merchant_balances
+from backoffice.paginator import CappedCountPaginator
+from core.money import format_amount
 from ledger.models import Account, JournalEntry, Posting
 from ledger.selectors import entry_list_for
 
@@ -20,9 +31,10 @@ _REFERENCE_ADMIN = {
     "payment": "admin:payments_payment_change",
     "refund": "admin:payments_refund_change",
     "dispute": "admin:payments_dispute_change",
-    "payout": "admin:payments_payout_change",
-    "deposit": "admin:payments_deposit_change",
+    "payout": "admin:wallet_payout_change",
+    "deposit": "admin:wallet_deposit_change",
     "journal_entry": "admin:ledger_journalentry_change",
+    "approval": "admin:backoffice_approvalrequest_change",
 }
 
 
@@ -40,7 +52,7 @@ class ReadOnlyAdminMixin:
 def _reference_link(entry: JournalEntry) -> str:
     label = f"{entry.reference_type} {entry.reference_id}"
     try:
-        url = reverse(_REFERENCE_ADMIN[entry.reference_type], args=[entry.reference_id])
+        url = reverse(_REFERENCE_ADMIN[entry.reference_type], args=[quote(entry.reference_id)])
     except (KeyError, NoReverseMatch):
         return label
     return format_html('<a href="{}">{}</a>', url, label)
@@ -59,30 +71,70 @@ def entry_links(*, reference_type: str, reference_ids: list[str]) -> str:
 
 class PostingInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Posting
-    fields = ("id", "account", "amount", "currency", "balance_after")
+    fields = ("id", "account", "amount_display", "balance_after_display")
     readonly_fields = fields
     ordering = ("account_id",)
     extra = 0
     can_delete = False
     show_change_link = True
 
+    @admin.display(description="amount")
+    def amount_display(self, posting: Posting) -> str:
+        return format_amount(posting.amount, posting.currency)
+
+    @admin.display(description="balance after")
+    def balance_after_display(self, posting: Posting) -> str:
+        return format_amount(posting.balance_after, posting.currency)
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).select_related("account")
+
 
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "merchant", "code", "currency", "balance", "version", "created_at")
+    list_display = ("id", "owner", "code", "currency", "balance_display", "version",
+                    "created_at")
     list_filter = ("kind", "currency")
-    search_fields = ("merchant__id", "merchant__name", "provider")
+    search_fields = ("=merchant__id", "merchant__name", "=provider")
+    search_help_text = "Merchant id (acct_…) or name, or a provider code."
     list_select_related = ("merchant",)
-    readonly_fields = ("id", "merchant", "kind", "provider", "currency", "balance", "version",
-                       "created_at")
+    readonly_fields = ("id", "merchant", "kind", "provider", "currency", "balance_display",
+                       "version", "created_at")
+    fields = readonly_fields
     ordering = ("id",)
+    change_list_template = "admin/ledger/account/change_list.html"
+
+    @admin.display(description="owner", ordering="merchant__name")
+    def owner(self, account: Account) -> str:
+        return account.merchant.name if account.merchant_id else "platform"
+
+    @admin.display(description="balance", ordering="balance")
+    def balance_display(self, account: Account) -> str:
+        return format_amount(account.balance, account.currency)
+
+    def get_urls(self) -> list[URLPattern]:
+        balances = self.admin_site.admin_view(self.balances_view)
+        return [path("balances/", balances, name="ledger_account_balances"),
+                *super().get_urls()]
+
+    def balances_view(self, request: HttpRequest) -> HttpResponse:
+        """Pending, available, reserved and disputed side by side, per merchant and currency."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        merchant_id = request.GET.get("merchant", "").strip() or None
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": "Balances per merchant and currency", "merchant": merchant_id or "",
+                   "rows": merchant_balances(merchant_id=merchant_id),
+                   "kinds": ["pending", "available", "reserved", "disputed"]}
+        return TemplateResponse(request, "admin/ledger/account/balances.html", context)
 
 
 @admin.register(JournalEntry)
-class JournalEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class JournalEntryAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "sequence", "kind", "reference", "merchant", "created_at")
     list_filter = ("kind",)
-    search_fields = ("id", "reference_id", "merchant__id")
+    search_fields = ("=id", "=reference_id", "=merchant__id")
+    search_help_text = "Entry id (txn_…), the id it explains (pay_…, re_…, dp_…) or a merchant id."
     list_select_related = ("merchant",)
     readonly_fields = ("id", "sequence", "kind", "description", "reference", "merchant",
                        "created_at", "prev_hash", "hash")
@@ -90,6 +142,7 @@ class JournalEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = [PostingInline]
     ordering = ("-sequence",)
     show_full_result_count = False  # a count(*) over millions of entries on every page view
+    paginator = CappedCountPaginator
 
     @admin.display(description="reference")
     def reference(self, entry: JournalEntry) -> str:
@@ -97,13 +150,22 @@ class JournalEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Posting)
-class PostingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "entry", "account", "amount", "currency", "balance_after",
+class PostingAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "entry", "account", "amount_display", "balance_after_display",
                     "created_at")
     list_filter = ("currency",)
-    search_fields = ("id", "entry__id", "merchant__id")
+    search_fields = ("=id", "=entry__id", "=merchant__id")
     list_select_related = ("entry", "account", "account__merchant")
     readonly_fields = ("id", "entry", "account", "merchant", "amount", "currency",
                        "balance_after", "created_at")
     ordering = ("-created_at", "-id")
     show_full_result_count = False
+    paginator = CappedCountPaginator
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, posting: Posting) -> str:
+        return format_amount(posting.amount, posting.currency)
+
+    @admin.display(description="balance after")
+    def balance_after_display(self, posting: Posting) -> str:
+        return format_amount(posting.balance_after, posting.currency)

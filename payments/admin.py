@@ -1,14 +1,50 @@
-"""Read-only admin for payments, refunds and attempts (the operations console comes later).
+"""Admin for payments, refunds, provider attempts and disputes: indexed search, a payment page
+with its full timeline, and actions (refund, capture, cancel, open a dispute, resend the latest
+webhook; dispute evidence and decisions) that call the API's services through
+`backoffice.services`.
 
-Nobody edits a status or an amount here: every field is read-only and there is no add/delete."""
+Nothing here saves a status or an amount: every field is read-only, nothing can be added or
+deleted, and each action is one service call that checks its own permission.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest
-from django.utils.html import format_html_join
+from datetime import datetime, time
+from typing import Any
 
-from payments.models import Payment, PaymentAttempt, Refund
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from backoffice import services
+from backoffice.action_views import ObjectActionsMixin, Outcome
+from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
+from backoffice.balances import merchant_balance
+from backoffice.forms import (
+    CaptureForm,
+    DisputeDecisionForm,
+    DisputeOpenForm,
+    EvidenceForm,
+    NoteForm,
+    RefundForm,
+)
+from backoffice.models import ApprovalRequest, ApprovalStatus
+from backoffice.paginator import CappedCountPaginator
+from backoffice.selectors import (
+    entries_for,
+    payment_currencies,
+    payment_search,
+    payment_story,
+)
+from core.money import format_amount
+from payments.models import Dispute, Payment, PaymentAttempt, PaymentStatus, Refund
+from providers.registry import registered_codes
+
+S = PaymentStatus
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -22,70 +58,314 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class AttemptInline(admin.TabularInline):
-    model = PaymentAttempt
-    fk_name = "payment"
-    extra = 0
-    fields = ("id", "kind", "provider", "amount", "status", "error_code", "latency_ms",
-              "created_at", "completed_at")
-    readonly_fields = fields
-    can_delete = False
-    ordering = ("created_at",)
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+def _amount(obj: Any) -> str:
+    return format_amount(obj.amount, obj.currency)
 
 
-class RefundInline(admin.TabularInline):
-    model = Refund
-    extra = 0
-    fields = ("id", "amount", "status", "reason", "created_at")
-    readonly_fields = fields
-    can_delete = False
+class ProviderFilter(admin.SimpleListFilter):
+    """Registered providers as choices (the default would run SELECT DISTINCT on payments)."""
 
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(code, code) for code in registered_codes()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(provider=self.value()) if self.value() else queryset
 
 
+class CurrencyFilter(admin.SimpleListFilter):
+    title = "currency"
+    parameter_name = "currency"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(code, code.upper()) for code in payment_currencies()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(currency=self.value()) if self.value() else queryset
+
+
+# -- payments --------------------------------------------------------------------------------
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdmin):
-    list_display = ("id", "merchant", "amount", "currency", "status", "provider", "created_at")
-    list_filter = ("status", "provider", "currency", "capture_method", "created_at")
-    search_fields = ("=id", "=provider_reference", "merchant__name", "=merchant__id",
-                     "description")
+class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
+    list_display = ("id", "merchant_name", "amount_display", "status_label", "provider",
+                    "created_at")
+    list_filter = ("status", ProviderFilter, CurrencyFilter,
+                   ("created_at", admin.DateFieldListFilter))
+    search_fields = ("id",)  # shows the box; get_search_results decides what is searched
+    search_help_text = ("Payment id (pay_…), refund id (re_…), dispute id (dp_…), merchant id "
+                        "(acct_…) or name, provider reference, or description.")
     list_select_related = ("merchant",)
     show_full_result_count = False  # COUNT(*) over millions of rows is not worth it
-    date_hierarchy = "created_at"
-    inlines = [AttemptInline, RefundInline]
-    readonly_fields = ("journal_entries",)
+    paginator = CappedCountPaginator
+    ordering = ("-created_at",)
+    actions = None
+    change_form_template = "admin/payments/payment/change_form.html"
+    fieldsets = [("All fields", {"classes": ["collapse"], "fields": [
+        "id", "merchant", "amount", "currency", "status", "capture_method", "payment_method",
+        "description", "metadata", "amount_authorized", "amount_captured", "amount_refunded",
+        "amount_disputed", "provider", "provider_reference", "failure_code", "failure_message",
+        "created_at", "updated_at"]})]
+    readonly_fields = fieldsets[0][1]["fields"]
+    action_names = ("refund", "capture", "cancel", "dispute", "resend")
 
-    @admin.display(description="Ledger entries")
-    def journal_entries(self, payment: Payment) -> str:
-        """The payment's own entries and its refunds' and disputes', each linking to the entry
-        (whose page links back here)."""
-        from ledger.admin import entry_links
+    @admin.display(description="merchant", ordering="merchant__name")
+    def merchant_name(self, payment: Payment) -> str:
+        return payment.merchant.name
 
-        links = [entry_links(reference_type="payment", reference_ids=[payment.pk])]
-        refunds = [str(pk) for pk in payment.refunds.values_list("pk", flat=True)]
-        disputes = [str(pk) for pk in payment.disputes.values_list("pk", flat=True)]
-        if refunds:
-            links.append(entry_links(reference_type="refund", reference_ids=refunds))
-        if disputes:
-            links.append(entry_links(reference_type="dispute", reference_ids=disputes))
-        return format_html_join(" · ", "{}", ((link,) for link in links if link != "—")) or "—"
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, payment: Payment) -> str:
+        return _amount(payment)
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, payment: Payment) -> str:
+        return format_html('<span class="bo-status bo-status-{}">{}</span>', payment.status,
+                           payment.get_status_display())
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Payment],
+                           search_term: str) -> tuple[QuerySet[Payment], bool]:
+        rows, with_description = payment_search(queryset, search_term)
+        term = search_term.strip()
+        if term and not term.startswith(("pay_", "re_", "dp_", "acct_")) and not with_description:
+            messages.info(request, "Searched provider references and merchant names. "
+                                   "Descriptions are searched once the payments table has its "
+                                   "trigram index (payment_description_trgm).")
+        return rows, False
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        story = payment_story(payment_id=lookup_pk(Payment, object_id))
+        if story is None:
+            return super().change_view(request, object_id, form_url, extra_context)
+        payment = story.payment
+        cur = payment.currency
+        user = request.user
+        context = {
+            "story": story,
+            "can": {name: user.has_perm(f"backoffice.{name}") for name in (
+                "refund_payment", "capture_payment", "cancel_payment", "open_dispute",
+                "resend_webhook")},
+            # Which forms make sense in this state (the services decide; this hides the rest).
+            "show": {"refund": payment.status in (S.CAPTURED, S.SETTLED),
+                     "capture": payment.status == S.AUTHORIZED,
+                     "cancel": payment.status in (S.CREATED, S.AUTHORIZED),
+                     "dispute": payment.status in (S.CAPTURED, S.SETTLED, S.REFUNDED)},
+            "amounts": [(label, format_amount(value, cur)) for label, value in (
+                ("Amount", payment.amount), ("Authorized", payment.amount_authorized),
+                ("Captured", payment.amount_captured), ("Refunded", payment.amount_refunded),
+                ("Disputed", payment.amount_disputed))],
+            "refundable": format_amount(services.refundable_amount(payment), cur),
+            "threshold": format_amount(services.refund_threshold(cur), cur),
+            "refund_form": RefundForm(currency=cur),
+            "capture_form": CaptureForm(currency=cur),
+            "cancel_form": NoteForm(),
+            "dispute_form": DisputeOpenForm(currency=cur),
+            "approvals": list(ApprovalRequest.objects.filter(
+                object_type="payment", object_id=payment.id).select_related("requested_by")
+                .order_by("-requested_at")[:20]),
+        }
+        return super().change_view(request, object_id, form_url,
+                                   {**context, **(extra_context or {})})
+
+    # -- actions (POST only; each checks its permission first) -------------------------------
+    def refund_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Any, payment: Payment, data: dict[str, Any]) -> Outcome:
+            outcome = services.refund_request(
+                actor=actor, payment_id=payment.pk, amount=data["amount"],
+                reason=data["reason"], note=data["note"], form_key=data["form_key"])
+            if outcome.approval is not None:
+                approval = outcome.approval
+                limit = format_amount(services.refund_threshold(approval.currency),
+                                      approval.currency)
+                return (messages.WARNING,
+                        f"Nothing has been refunded yet: {_amount(approval)} is above the "
+                        f"{limit} threshold, so approval request {approval.id} now waits for an "
+                        "approver (a different person).")
+            refund = outcome.refund
+            assert refund is not None
+            if refund.status == "failed":
+                why = refund.failure_message or refund.failure_code
+                return (messages.ERROR,
+                        f"Refund {refund.id} of {_amount(refund)} failed at the provider: {why}.")
+            tail = ("" if refund.status == "succeeded" else
+                    " The provider has not confirmed it yet; reconciliation will follow it up.")
+            return f"Refund {refund.id} of {_amount(refund)} is {refund.status}.{tail}"
+
+        return self._post(request, object_id, "refund_payment", RefundForm, run,
+                          currency=lambda p: p.currency)
+
+    def capture_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Any, payment: Payment, data: dict[str, Any]) -> Outcome:
+            done = services.payment_capture_by_staff(actor=actor, payment_id=payment.pk,
+                                                     amount=data["amount"])
+            return (f"Captured {format_amount(done.amount_captured, done.currency)}; the "
+                    f"payment is {done.status}.")
+
+        return self._post(request, object_id, "capture_payment", CaptureForm, run,
+                          currency=lambda p: p.currency)
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Any, payment: Payment, data: dict[str, Any]) -> Outcome:
+            done = services.payment_cancel_by_staff(actor=actor, payment_id=payment.pk,
+                                                    note=data["note"])
+            return f"The payment is {done.status}."
+
+        return self._post(request, object_id, "cancel_payment", NoteForm, run)
+
+    def dispute_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Any, payment: Payment, data: dict[str, Any]) -> Outcome:
+            due = data["due_by"]
+            dispute = services.dispute_open_from_notice(
+                actor=actor, payment_id=payment.pk, provider_reference=data["provider_reference"],
+                reason=data["reason"], note=data["note"], amount=data["amount"],
+                due_by=datetime.combine(due, time(23, 59), tzinfo=timezone.get_current_timezone())
+                if due else None)
+            return (f"Dispute {dispute.id} recorded: {_amount(dispute)} moved from the "
+                    f"merchant's available balance to disputed; respond by "
+                    f"{dispute.due_by:%Y-%m-%d}.")
+
+        return self._post(request, object_id, "open_dispute", DisputeOpenForm, run,
+                          currency=lambda p: p.currency)
+
+    def resend_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Any, payment: Payment, data: dict[str, Any]) -> Outcome:
+            deliveries = services.payment_webhook_resend_latest(actor=actor,
+                                                                payment_id=payment.pk)
+            return (f"Queued {len(deliveries)} new webhook deliver"
+                    f"{'y' if len(deliveries) == 1 else 'ies'} of the latest event.")
+
+        return self._post(request, object_id, "resend_webhook", _EmptyForm, run)
 
 
+class _EmptyForm(NoteForm):
+    """Resend needs no input; the form only carries the CSRF-protected POST."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["note"].required = False
+
+
+# -- refunds and attempts --------------------------------------------------------------------
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdmin):
-    list_display = ("id", "payment", "merchant", "amount", "currency", "status", "created_at")
-    list_filter = ("status", "currency", "reason")
+class RefundAdmin(TolerantIdsMixin, ReadOnlyAdmin):
+    list_display = ("id", "payment", "merchant", "amount_display", "status", "reason",
+                    "created_at")
+    list_filter = ("status", "reason")
     search_fields = ("=id", "=payment__id", "=provider_reference")
     list_select_related = ("merchant",)
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    ordering = ("-created_at",)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, refund: Refund) -> str:
+        return _amount(refund)
 
 
 @admin.register(PaymentAttempt)
-class PaymentAttemptAdmin(ReadOnlyAdmin):
+class PaymentAttemptAdmin(TolerantIdsMixin, ReadOnlyAdmin):
     list_display = ("id", "payment", "kind", "provider", "amount", "status", "error_code",
                     "latency_ms", "created_at")
-    list_filter = ("kind", "status", "provider")
+    list_filter = ("kind", "status")
     search_fields = ("=id", "=payment__id", "=provider_reference")
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    ordering = ("-created_at",)
+
+
+# -- disputes --------------------------------------------------------------------------------
+@admin.register(Dispute)
+class DisputeAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
+    """Disputes by due date: the first rows are the ones to answer first."""
+
+    list_display = ("id", "payment_link", "merchant", "amount_display", "status", "reason",
+                    "due_label", "created_at")
+    list_filter = ("status", "reason")
+    search_fields = ("=id", "=payment__id", "=provider_reference")
+    list_select_related = ("merchant",)
+    ordering = ("due_by",)
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    actions = None
+    change_form_template = "admin/payments/dispute/change_form.html"
+    readonly_fields = ("id", "payment", "merchant", "amount", "currency", "reason", "status",
+                       "evidence", "evidence_submitted_at", "due_by", "provider",
+                       "provider_reference", "created_at", "updated_at", "closed_at")
+    fieldsets = [("All fields", {"classes": ["collapse"], "fields": readonly_fields})]
+    action_names = ("evidence", "accept", "decide")
+
+    @admin.display(description="payment")
+    def payment_link(self, dispute: Dispute) -> str:
+        return format_html('<a href="{}">{}</a>', reverse("admin:payments_payment_change",
+                                                          args=[quote(dispute.payment_id)]),
+                           dispute.payment_id)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, dispute: Dispute) -> str:
+        return _amount(dispute)
+
+    @admin.display(description="respond by", ordering="due_by")
+    def due_label(self, dispute: Dispute) -> str:
+        if not dispute.is_open:
+            return f"{dispute.due_by:%Y-%m-%d} (closed)"
+        days = (dispute.due_by - timezone.now()).days
+        label = "OVERDUE" if days < 0 else ("today" if days == 0 else f"in {days} days")
+        return format_html('<span class="bo-due{}">{} ({})</span>',
+                           " bo-due-urgent" if days <= 2 else "",
+                           f"{dispute.due_by:%Y-%m-%d}", label)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        dispute = Dispute.objects.select_related("merchant", "payment").filter(
+            pk=lookup_pk(Dispute, object_id)).first()
+        if dispute is None:
+            return super().change_view(request, object_id, form_url, extra_context)
+        context = {
+            "dispute": dispute,
+            "amount": _amount(dispute),
+            "can": {name: request.user.has_perm(f"backoffice.{name}")
+                    for name in ("manage_dispute", "accept_dispute")},
+            "balances": merchant_balance(merchant_id=dispute.merchant_id,
+                                         currency=dispute.currency),
+            "entries": entries_for(reference_type="dispute", reference_id=dispute.id),
+            "approvals": list(ApprovalRequest.objects.filter(
+                object_type="dispute", object_id=dispute.id).select_related("requested_by")
+                .order_by("-requested_at")[:10]),
+            "pending_accept": ApprovalRequest.objects.filter(
+                object_type="dispute", object_id=dispute.id,
+                status=ApprovalStatus.PENDING).exists(),
+            "evidence_form": EvidenceForm(),
+            "decision_form": DisputeDecisionForm(),
+            "accept_form": NoteForm(),
+        }
+        return super().change_view(request, object_id, form_url,
+                                   {**context, **(extra_context or {})})
+
+    def evidence_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Any, dispute: Dispute, data: dict[str, Any]) -> Outcome:
+            done = services.dispute_evidence_submit(actor=actor, dispute_id=dispute.pk,
+                                                    evidence=data)
+            return f"Evidence sent; the dispute is {done.status}."
+
+        return self._post(request, object_id, "manage_dispute", EvidenceForm, run)
+
+    def accept_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Any, dispute: Dispute, data: dict[str, Any]) -> Outcome:
+            approval = services.dispute_accept_request(actor=actor, dispute_id=dispute.pk,
+                                                       note=data["note"])
+            return (messages.WARNING, f"Nothing is charged back yet: approval request "
+                                      f"{approval.id} waits for an approver to accept the loss.")
+
+        return self._post(request, object_id, "accept_dispute", NoteForm, run)
+
+    def decide_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Any, dispute: Dispute, data: dict[str, Any]) -> Outcome:
+            won = data["outcome"] == "won"
+            done = services.dispute_decision_record(actor=actor, dispute_id=dispute.pk, won=won,
+                                                    note=data["note"])
+            effect = ("released back to the merchant's available balance" if won
+                      else "charged back to the merchant")
+            return f"Dispute {done.id} marked {done.status}: {_amount(done)} {effect}."
+
+        return self._post(request, object_id, "manage_dispute", DisputeDecisionForm, run)

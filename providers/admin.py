@@ -1,12 +1,17 @@
 """Admin for routing rules (edited as data, with their ordered provider targets) and a
-read-only view of the circuit breakers."""
+read-only view of the circuit breakers. Rule edits steer live traffic, so each one is written to
+the staff audit log with the rule and its targets before and after."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from backoffice.admin_audit import AuditedModelAdmin
+from backoffice.audit import snapshot
 from providers.models import ProviderBreaker, RoutingRule, RoutingTarget
 
 
@@ -18,7 +23,7 @@ class RoutingTargetInline(admin.TabularInline):
 
 
 @admin.register(RoutingRule)
-class RoutingRuleAdmin(admin.ModelAdmin):
+class RoutingRuleAdmin(AuditedModelAdmin):
     list_display = ("name", "priority", "is_active", "merchant_id", "currency", "min_amount",
                     "max_amount", "payment_method_brand", "providers")
     list_filter = ("is_active", "currency", "payment_method_brand")
@@ -33,6 +38,11 @@ class RoutingRuleAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RoutingRule]:
         return super().get_queryset(request).prefetch_related("targets")
+
+    def audit_snapshot(self, obj: RoutingRule) -> dict[str, Any]:
+        targets = obj.targets.order_by("position", "id") if obj.pk else []
+        return {**snapshot(obj), "targets": [snapshot(t, ("provider", "position", "weight"))
+                                             for t in targets]}
 
 
 @admin.register(ProviderBreaker)

@@ -3,9 +3,11 @@ breaks queue, whose only write is resolve / ignore through `break_resolve` with 
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import BinaryField, Case, F, Func, IntegerField, QuerySet, Value, When
+from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
@@ -21,6 +23,7 @@ from reconciliation.models import (
     SettlementFile,
     SettlementLine,
 )
+from reconciliation.selectors import settlement_file_head
 from reconciliation.services import break_resolve
 
 INLINE_LINES = 200  # a file may hold 100,000 lines: the page shows problems first, then these
@@ -77,10 +80,13 @@ class SettlementLineInline(ReadOnlyMixin, admin.TabularInline):
     can_delete = False
     verbose_name_plural = f"lines (problems first, at most {INLINE_LINES})"
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[SettlementLine]:
+    @staticmethod
+    def lines_of(file: SettlementFile) -> QuerySet[SettlementLine]:
+        """The file's first lines, problems first. A subquery carries the limit because the
+        inline formset filters the queryset again (a sliced queryset cannot be filtered)."""
         problems_first = Case(When(status=MatchStatus.MATCHED, then=Value(1)), default=Value(0),
                               output_field=IntegerField())
-        rows = super().get_queryset(request).annotate(rank=problems_first)
+        rows = SettlementLine.objects.filter(file=file).annotate(rank=problems_first)
         first = rows.order_by("rank", "line_number").values("pk")[:INLINE_LINES]
         return rows.filter(pk__in=first).order_by("rank", "line_number")
 
@@ -96,17 +102,19 @@ class SettlementFileAdmin(ReadOnlyMixin, admin.ModelAdmin):
     ordering = ("-file_date", "provider")
     inlines = [SettlementLineInline]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[SettlementFile]:
-        return super().get_queryset(request).defer("content")
+    def get_formset_kwargs(self, request: HttpRequest, obj: SettlementFile | None,
+                           inline: admin.options.InlineModelAdmin, prefix: str
+                           ) -> dict[str, Any]:
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if (isinstance(inline, SettlementLineInline) and obj is not None
+                and inline.has_view_or_change_permission(request, obj)):
+            kwargs["queryset"] = inline.lines_of(obj)
+        return kwargs
 
     @admin.display(description="raw file (first 2 KB)")
     def preview(self, file: SettlementFile) -> str:
-        # Only the first bytes leave the database; a file may be many megabytes.
-        head = (SettlementFile.objects.filter(pk=file.pk)
-                .annotate(head=Func(F("content"), Value(1), Value(2048), function="substring",
-                                    output_field=BinaryField()))
-                .values_list("head", flat=True).get())
-        return format_html("<pre>{}</pre>", bytes(head).decode("utf-8", errors="replace"))
+        return format_html("<pre>{}</pre>", settlement_file_head(file_id=file.pk, size=2048)
+                           .decode("utf-8", errors="replace"))
 
 
 @admin.register(SettlementLine)

@@ -27,7 +27,8 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin with the back-office site as admin.site (2FA, dashboard, roles).
+    "backoffice.apps.BackofficeAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -36,6 +37,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "core",
     "webhooks",
     "providers",
@@ -43,6 +47,7 @@ INSTALLED_APPS = [
     "payments",
     "wallet",
     "reconciliation",
+    "backoffice",  # last: its admin module overrides registrations made by the apps above
 ]
 
 MIDDLEWARE = [
@@ -54,8 +59,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified() for the admin's 2FA
     "django.contrib.messages.middleware.MessageMiddleware",
+    "backoffice.middleware.StaffSessionMiddleware",  # idle and absolute admin session expiry
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires: lockout responses
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -194,14 +202,50 @@ WEBHOOKS_ALLOW_LOOPBACK = env.bool("WEBHOOKS_ALLOW_LOOPBACK", default=False)
 # Beat's schedules live in the database (django-celery-beat); the reconciliation app's data
 # migration creates them. These code-defined entries are merged in at start-up.
 CELERY_BEAT_SCHEDULE = {
-    "webhooks-sweep": {"task": "webhooks.tasks.webhook_sweep", "schedule": 30.0,
-                       "options": {"expires": 25}},
     "provider-events-sweep": {"task": "webhooks.tasks.provider_events_sweep", "schedule": 30.0,
                               "options": {"expires": 25}},
 }
+
+# Reconciliation jobs (RECON_JANITOR_INTERVAL_SECONDS, RECON_SETTLEMENT_PROVIDERS, the crontabs…)
+# are read from the environment by reconciliation/conf.py, which lists them with their defaults;
+# beat's rows follow them at migrate time or with `manage.py recon_schedule --sync`.
 
 # /metrics (Prometheus). Empty token: open (dev); production requires one.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 
 # `make bench` only: mounts bench/urls.py (a constant endpoint, the API benchmark's baseline).
 BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)
+
+# -- Back-office (issue 8): staff login security, maker-checker thresholds, sessions ----------
+# Lockout (django-axes) checks every login first; ModelBackend then authenticates.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Staff must pass a TOTP code (django-otp) to use the admin. Production forces it on; tests and
+# `make run` switch it off. Devices: `manage.py staff_totp_create <username>`.
+BACKOFFICE_REQUIRE_2FA = env.bool("BACKOFFICE_REQUIRE_2FA", default=True)
+OTP_TOTP_ISSUER = "Clearhouse back-office"
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # a device's key is shown when it is created, never again
+# Refunds above these amounts (minor units, per currency) need a second person (an approver).
+# A currency missing here needs approval for every refund: fail safe, not open.
+BACKOFFICE_REFUND_APPROVAL_THRESHOLDS = env.json(
+    "BACKOFFICE_REFUND_APPROVAL_THRESHOLDS",
+    default={"usd": 50_000, "eur": 50_000, "gbp": 50_000, "brl": 250_000},
+)
+# Admin sessions end after 30 idle minutes and 8 hours at most, and with the browser.
+BACKOFFICE_SESSION_IDLE_SECONDS = env.int("BACKOFFICE_SESSION_IDLE_SECONDS", default=30 * 60)
+SESSION_COOKIE_AGE = env.int("BACKOFFICE_SESSION_MAX_AGE_SECONDS", default=8 * 60 * 60)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# Proxies in front of the app that append to X-Forwarded-For (0: use REMOTE_ADDR). The audit
+# log and the lockout both read the client address this way.
+BACKOFFICE_TRUSTED_PROXY_COUNT = env.int("BACKOFFICE_TRUSTED_PROXY_COUNT", default=0)
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = 0.25  # hours: a locked (username, address) may try again after 15 minutes
+# Per (username, address): a typo-prone colleague behind the office NAT does not lock out the
+# whole floor, and nobody can lock a named operator out from elsewhere. TOTP covers the rest.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "backoffice/lockout.html"
+AXES_CLIENT_IP_CALLABLE = "backoffice.audit.client_ip"

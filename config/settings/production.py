@@ -18,3 +18,10 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_AGE = 8 * 60 * 60
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS")  # required: webhook secrets at rest
 METRICS_TOKEN = env("METRICS_TOKEN")  # required: /metrics is not public
+
+# -- Back-office (issue 8) --------------------------------------------------------------------
+# Not from the environment on purpose: staff always need a TOTP code and lockout stays on.
+BACKOFFICE_REQUIRE_2FA = True
+AXES_ENABLED = True
+# The app runs behind one TLS-terminating proxy (see SECURE_PROXY_SSL_HEADER above).
+BACKOFFICE_TRUSTED_PROXY_COUNT = env.int("BACKOFFICE_TRUSTED_PROXY_COUNT", default=1)

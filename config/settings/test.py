@@ -9,3 +9,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=None)}  # noqa: F405
 WEBHOOKS_REQUIRE_HTTPS = False
 WEBHOOKS_ALLOW_LOOPBACK = False  # webhook tests switch it on per test
+
+# -- Back-office (issue 8) --------------------------------------------------------------------
+# No TOTP prompt and no lockout by default; the tests of those features switch them on.
+BACKOFFICE_REQUIRE_2FA = False
+AXES_ENABLED = False
+BACKOFFICE_REFUND_APPROVAL_THRESHOLDS = {"usd": 50_000, "eur": 50_000, "brl": 250_000}

@@ -1,0 +1,1 @@
+"""The operations console: roles, maker-checker approvals, the staff audit log, the dashboard."""

@@ -1,0 +1,147 @@
+"""The breaks queue as the back-office shows it, built on reconciliation's own admin: filters by
+type, provider and age, amounts with their currency, and a resolve / ignore form on each break
+that requires a note and goes through `backoffice.services.break_close` (reconciliation's
+`break_resolve` plus a staff audit row, one transaction). Settlement files, lines and job runs
+keep reconciliation's read-only admins.
+
+Registered by replacing reconciliation's registration, so that app keeps owning its admin module.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from backoffice import services
+from backoffice.action_views import ObjectActionsMixin, Outcome
+from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
+from backoffice.audit import Actor
+from backoffice.forms import BreakCloseForm
+from backoffice.paginator import CappedCountPaginator
+from core.errors import ClearhouseError
+from core.money import format_amount
+from providers.registry import registered_codes
+from reconciliation.admin import ReconciliationBreakAdmin as ReconciliationOwnBreakAdmin
+from reconciliation.admin import ResolveForm
+from reconciliation.models import BreakStatus, ReconciliationBreak
+
+RESOLVE_PERMISSIONS = services.BREAK_CLOSE_PERMISSIONS
+
+
+class AgeFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+    _DAYS = {"1d": 1, "7d": 7, "30d": 30}
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("1d", "older than a day"), ("7d", "older than a week"),
+                ("30d", "older than 30 days")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        days = self._DAYS.get(self.value() or "")
+        if days is None:
+            return queryset
+        return queryset.filter(created_at__lt=timezone.now() - timedelta(days=days))
+
+
+class ProviderFilter(admin.SimpleListFilter):
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(code, code) for code in registered_codes()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(provider=self.value()) if self.value() else queryset
+
+
+def _money(amount: int | None, currency: str) -> str:
+    return format_amount(amount, currency) if amount is not None and currency else "—"
+
+
+class BreakQueueAdmin(ObjectActionsMixin, TolerantIdsMixin, ReconciliationOwnBreakAdmin):
+    list_display = ("id", "type", "status_label", "provider", "payment_id", "our_side",
+                    "provider_side", "age")
+    list_filter = ("status", "type", ProviderFilter, AgeFilter)
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    change_form_template = "admin/backoffice/break_change_form.html"
+    action_names = ("close",)
+
+    @admin.display(description="status", ordering="status")
+    def status_label(self, brk: ReconciliationBreak) -> str:
+        return format_html('<span class="bo-status bo-status-{}">{}</span>', brk.status,
+                           brk.get_status_display())
+
+    @admin.display(description="our amount", ordering="our_amount")
+    def our_side(self, brk: ReconciliationBreak) -> str:
+        return _money(brk.our_amount, brk.currency)
+
+    @admin.display(description="provider's amount", ordering="provider_amount")
+    def provider_side(self, brk: ReconciliationBreak) -> str:
+        return _money(brk.provider_amount, brk.currency)
+
+    @admin.display(description="open for", ordering="created_at")
+    def age(self, brk: ReconciliationBreak) -> str:
+        days = (timezone.now() - brk.created_at).days
+        return "today" if days == 0 else f"{days} day{'s' if days != 1 else ''}"
+
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        return any(request.user.has_perm(perm) for perm in RESOLVE_PERMISSIONS)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        brk = ReconciliationBreak.objects.filter(
+            pk=lookup_pk(ReconciliationBreak, object_id)).first()
+        context = {"brk": brk, "can_close": bool(brk and brk.status == BreakStatus.OPEN
+                                                 and self.has_resolve_permission(request)),
+                   "close_form": BreakCloseForm(),
+                   "our": _money(brk.our_amount, brk.currency) if brk else "",
+                   "theirs": _money(brk.provider_amount, brk.currency) if brk else ""}
+        return super().change_view(request, object_id, form_url,
+                                   {**context, **(extra_context or {})})
+
+    def close_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Actor, brk: ReconciliationBreak, data: dict[str, Any]) -> Outcome:
+            ignore = data["outcome"] == "ignore"
+            done = services.break_close(actor=actor, break_id=brk.pk, note=data["note"],
+                                        ignore=ignore)
+            return f"Break {done.id} is {done.status}; the note is on record."
+
+        return self._post(request, object_id, RESOLVE_PERMISSIONS, BreakCloseForm, run)
+
+    @admin.action(description="Resolve or ignore selected breaks (a note is required)",
+                  permissions=["resolve"])
+    def resolve_breaks(self, request: HttpRequest,
+                       queryset: QuerySet[ReconciliationBreak]) -> HttpResponse | None:
+        """Reconciliation's bulk action, each break closed through the audited service."""
+        form = ResolveForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            actor, done = Actor.from_request(request), 0
+            for break_id in queryset.values_list("pk", flat=True)[:500]:
+                try:
+                    services.break_close(
+                        actor=actor, break_id=break_id, note=form.cleaned_data["note"],
+                        ignore=form.cleaned_data["status"] == BreakStatus.IGNORED)
+                    done += 1
+                except ClearhouseError as exc:
+                    self.message_user(request, f"{break_id}: {exc.message}", messages.WARNING)
+            self.message_user(request, f"{done} break(s) closed.", messages.SUCCESS)
+            return None
+        return TemplateResponse(request, "admin/reconciliation/resolve_breaks.html", {
+            **self.admin_site.each_context(request), "title": "Resolve breaks",
+            "opts": self.model._meta, "breaks": queryset, "form": form,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
+
+
+if admin.site.is_registered(ReconciliationBreak):
+    admin.site.unregister(ReconciliationBreak)
+admin.site.register(ReconciliationBreak, BreakQueueAdmin)

@@ -1,0 +1,274 @@
+"""Reads for the back-office screens: payment search, the payment timeline, the dashboard and the
+balances table. Read-only, across apps, each query bounded (by an index, a LIMIT or both) so a
+page costs the same with a million payments as with ten.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from django.db import connection
+from django.db.models import Count, Q, QuerySet, Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from backoffice.models import ApprovalRequest, ApprovalStatus, LedgerVerifyRun
+from core.carddata import redact_card_numbers
+from core.models import Merchant
+from core.money import format_amount
+from ledger.models import Account, JournalEntry, Posting
+from ledger.selectors import entry_list_for
+from payments.models import Dispute, Payment, PaymentAttempt, PaymentStatus, Refund
+from providers.http import redact
+from providers.registry import registered_codes
+from reconciliation.models import BreakStatus, JobRun, ReconciliationBreak
+from webhooks.models import EndpointStatus, Event, WebhookDelivery, WebhookEndpoint
+
+S = PaymentStatus
+SUCCEEDED = (S.AUTHORIZED, S.CAPTURED, S.SETTLED, S.REFUNDED, S.CHARGED_BACK)
+TIMELINE_LIMIT = 200  # per source; a payment with more is an anomaly worth a closer look
+MERCHANTS_PER_SEARCH = 50
+COUNT_CAP = 1000
+DESCRIPTION_INDEX = "payment_description_trgm"
+
+
+# -- payment search --------------------------------------------------------------------------
+def description_search_indexed() -> bool:
+    """Whether payments has the trigram index that makes a description substring search an
+    index scan (see the report: payments owns that migration)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_indexes WHERE tablename = 'payments_payment' "
+                       "AND indexname = %s", [DESCRIPTION_INDEX])
+        return cursor.fetchone() is not None
+
+
+def payment_search(rows: QuerySet[Payment], term: str) -> tuple[QuerySet[Payment], bool]:
+    """Filter by what the term looks like, so that every branch is an index lookup:
+
+    - `pay_…` the payment, `re_…` / `dp_…` the payment of that refund / dispute, `acct_…` the
+      merchant's payments (primary keys and the merchant index);
+    - anything else: the provider reference (the (provider, provider_reference) unique index,
+      probed for each registered provider), merchants whose name contains it (their ids, then
+      the merchant index) and, once payments has its trigram index, the description.
+
+    Returns the rows and whether descriptions were searched."""
+    term = term.strip()
+    if not term:
+        return rows, False
+    if term.startswith("pay_"):
+        return rows.filter(pk=term), False
+    if term.startswith(("re_", "dp_")):
+        owner = Refund if term.startswith("re_") else Dispute
+        ids = list(owner.objects.filter(pk=term).values_list("payment_id", flat=True))
+        return rows.filter(pk__in=ids), False
+    if term.startswith("acct_"):
+        return rows.filter(merchant_id=term), False
+    # `provider IN (…)` and `provider_reference <> ''` make the partial unique index usable.
+    condition = (Q(provider__in=registered_codes(), provider_reference=term)
+                 & ~Q(provider_reference=""))
+    merchant_ids = list(Merchant.objects.filter(name__icontains=term).order_by("name")
+                        .values_list("pk", flat=True)[:MERCHANTS_PER_SEARCH])
+    if merchant_ids:
+        condition |= Q(merchant_id__in=merchant_ids)
+    with_description = description_search_indexed()
+    if with_description:
+        condition |= Q(description__icontains=term)
+    return rows.filter(condition), with_description
+
+
+def payment_currencies() -> list[str]:
+    """Currencies that have ever moved (one per ledger account currency): the filter's choices,
+    without a DISTINCT over the payments table."""
+    return list(Account.objects.order_by("currency").values_list("currency", flat=True)
+                .distinct())
+
+
+# -- the payment timeline --------------------------------------------------------------------
+@dataclass
+class TimelineItem:
+    at: datetime
+    source: str  # event, attempt, ledger, refund, dispute, webhook
+    title: str
+    status: str = ""
+    amount: str = ""
+    link: str = ""
+    details: list[tuple[str, str]] = field(default_factory=list)
+    lines: list[dict[str, str]] = field(default_factory=list)  # ledger postings
+    raw: str = ""  # redacted provider exchange, pretty-printed
+
+
+@dataclass
+class PaymentStory:
+    payment: Payment
+    refunds: list[Refund]
+    disputes: list[Dispute]
+    items: list[TimelineItem]
+    truncated: bool
+
+
+def _admin_url(name: str, pk: Any) -> str:
+    # Unescaped, like ledger.admin.entry_links: every back-office admin accepts both forms.
+    return reverse(f"admin:{name}_change", args=[pk])
+
+
+def _exchange_text(exchange: dict[str, Any]) -> str:
+    if not exchange:
+        return ""
+    # Stored redacted already; redact again on the way out in case an adapter missed a field.
+    return redact_card_numbers(json.dumps(redact(exchange), indent=2, sort_keys=True,
+                                          default=str))[:4000]
+
+
+def payment_story(*, payment_id: str) -> PaymentStory | None:
+    """Everything that happened to a payment, oldest first: events, provider attempts, ledger
+    entries with their postings, refunds, disputes and webhook deliveries. Nine queries."""
+    payment = Payment.objects.select_related("merchant").filter(pk=payment_id).first()
+    if payment is None:
+        return None
+    cur = payment.currency
+    refunds = list(payment.refunds.order_by("created_at")[:TIMELINE_LIMIT])
+    disputes = list(payment.disputes.order_by("created_at")[:TIMELINE_LIMIT])
+    object_ids = [payment.id, *(r.id for r in refunds), *(d.id for d in disputes)]
+    events = list(Event.objects.filter(object_id__in=object_ids)
+                  .order_by("created_at", "id")[:TIMELINE_LIMIT])
+    attempts = list(PaymentAttempt.objects.filter(payment=payment)
+                    .order_by("created_at")[:TIMELINE_LIMIT])
+    entries = [*entry_list_for(reference_type="payment", reference_ids=[payment.id]),
+               *entry_list_for(reference_type="refund", reference_ids=[r.id for r in refunds]),
+               *entry_list_for(reference_type="dispute",
+                               reference_ids=[d.id for d in disputes])][:TIMELINE_LIMIT]
+    postings: dict[str, list[Posting]] = {}
+    for posting in (Posting.objects.filter(entry_id__in=[e.id for e in entries])
+                    .select_related("account").order_by("entry_id", "account_id")):
+        postings.setdefault(posting.entry_id, []).append(posting)
+    deliveries = list(WebhookDelivery.objects.filter(event_id__in=[e.id for e in events])
+                      .select_related("endpoint", "event").order_by("created_at")
+                      [:TIMELINE_LIMIT])
+    truncated = any(len(rows) >= TIMELINE_LIMIT for rows in
+                    (refunds, disputes, events, attempts, entries, deliveries))
+
+    items: list[TimelineItem] = []
+    for event in events:
+        items.append(TimelineItem(
+            at=event.created_at, source="event", title=event.type, link=_admin_url(
+                "webhooks_event", event.id), details=[("event", event.id)]))
+    for attempt in attempts:
+        items.append(TimelineItem(
+            at=attempt.created_at, source="attempt",
+            title=f"{attempt.get_kind_display()} at {attempt.provider}",
+            status=attempt.status, amount=format_amount(attempt.amount, cur),
+            details=[("attempt", attempt.id), ("provider reference",
+                                               attempt.provider_reference or "—"),
+                     ("error", f"{attempt.error_code} {attempt.error_message}".strip() or "—"),
+                     ("latency", f"{attempt.latency_ms} ms" if attempt.latency_ms else "—")],
+            raw=_exchange_text(attempt.exchange)))
+    for entry in entries:
+        items.append(TimelineItem(
+            at=entry.created_at, source="ledger", title=f"Ledger entry: {entry.kind}",
+            link=_admin_url("ledger_journalentry", entry.id),
+            details=[("entry", entry.id), ("for", f"{entry.reference_type} "
+                                                  f"{entry.reference_id}")],
+            lines=[{"account": str(p.account.code), "currency": p.currency,
+                    "amount": format_amount(p.amount, p.currency),
+                    "balance_after": format_amount(p.balance_after, p.currency),
+                    "owner": "merchant" if p.account.merchant_id else "platform"}
+                   for p in postings.get(entry.id, [])]))
+    for refund in refunds:
+        items.append(TimelineItem(
+            at=refund.created_at, source="refund", title=f"Refund {refund.id}",
+            status=refund.status, amount=format_amount(refund.amount, refund.currency),
+            link=_admin_url("payments_refund", refund.id),
+            details=[("reason", refund.reason or "—"),
+                     ("by", str(refund.metadata.get("requested_by", "API"))),
+                     ("note", str(refund.metadata.get("note", "")) or "—")]))
+    for dispute in disputes:
+        items.append(TimelineItem(
+            at=dispute.created_at, source="dispute", title=f"Dispute {dispute.id}",
+            status=dispute.status, amount=format_amount(dispute.amount, dispute.currency),
+            link=_admin_url("payments_dispute", dispute.id),
+            details=[("reason", dispute.reason), ("respond by", f"{dispute.due_by:%Y-%m-%d}")]))
+    for delivery in deliveries:
+        items.append(TimelineItem(
+            at=delivery.created_at, source="webhook",
+            title=f"Webhook {delivery.event.type} → {delivery.endpoint.url}",
+            status=delivery.status, link=_admin_url("webhooks_webhookdelivery", delivery.id),
+            details=[("delivery", delivery.id), ("tries", str(delivery.attempt_count)),
+                     ("last HTTP status", str(delivery.last_status_code or "—")),
+                     ("last error", delivery.last_error or "—")]))
+    order = {"attempt": 0, "refund": 1, "dispute": 1, "ledger": 2, "event": 3, "webhook": 4}
+    items.sort(key=lambda item: (item.at, order[item.source]))
+    return PaymentStory(payment=payment, refunds=refunds, disputes=disputes, items=items,
+                        truncated=truncated)
+
+
+# -- ledger ----------------------------------------------------------------------------------
+def entries_for(*, reference_type: str, reference_id: str) -> list[JournalEntry]:
+    return list(entry_list_for(reference_type=reference_type, reference_ids=[reference_id])
+                .prefetch_related("postings__account"))
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+@dataclass
+class ProviderDay:
+    provider: str
+    currency: str
+    payments: int
+    succeeded: int
+    failed: int
+    volume: str
+
+    @property
+    def success_rate(self) -> str:
+        decided = self.succeeded + self.failed
+        return f"{100 * self.succeeded / decided:.1f}%" if decided else "—"
+
+
+def _capped_count(rows: QuerySet) -> tuple[int, bool]:
+    """COUNT over at most COUNT_CAP + 1 rows: a number, and whether there are more."""
+    count = rows.order_by()[: COUNT_CAP + 1].count()
+    return min(count, COUNT_CAP), count > COUNT_CAP
+
+
+def dashboard(*, now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    start = datetime.combine(timezone.localdate(now), time.min, tzinfo=now.tzinfo)
+    # Payments created today were updated today too: `status IN (all) AND updated_at >= start`
+    # walks the (status, updated_at) index instead of the whole table (there is no created_at
+    # index on payments; see the report).
+    today = (Payment.objects.filter(status__in=S.values, updated_at__gte=start,
+                                    created_at__gte=start)
+             .values("provider", "currency")
+             .annotate(n=Count("id"), ok=Count("id", filter=Q(status__in=SUCCEEDED)),
+                       ko=Count("id", filter=Q(status=S.FAILED)), volume=Sum("amount_captured"))
+             .order_by("provider", "currency"))
+    providers = [ProviderDay(row["provider"] or "(none yet)", row["currency"], row["n"],
+                             row["ok"], row["ko"], format_amount(row["volume"] or 0,
+                                                                 row["currency"]))
+                 for row in today]
+    waiting = Payment.objects.filter(status=S.AUTHORIZATION_REQUESTED)
+    waiting_count, waiting_more = _capped_count(waiting)
+    oldest_waiting = waiting.order_by("updated_at").values_list("updated_at", flat=True).first()
+    breaks = list(ReconciliationBreak.objects.filter(status=BreakStatus.OPEN)
+                  .values("type").annotate(n=Count("id")).order_by("-n", "type"))
+    pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
+    pending_count, pending_more = _capped_count(pending)
+    failing = list(WebhookEndpoint.objects.filter(deleted_at__isnull=True)
+                   .filter(Q(failing_since__isnull=False) | Q(status=EndpointStatus.DISABLED))
+                   .select_related("merchant").order_by("failing_since")[:10])
+    return {
+        "since": start,
+        "providers": providers,
+        "waiting_count": waiting_count, "waiting_more": waiting_more,
+        "oldest_waiting": oldest_waiting,
+        "stale_waiting": bool(oldest_waiting and now - oldest_waiting > timedelta(hours=1)),
+        "breaks": breaks, "breaks_total": sum(row["n"] for row in breaks),
+        "pending_count": pending_count, "pending_more": pending_more,
+        "pending": list(pending.select_related("requested_by", "merchant")
+                        .order_by("requested_at")[:5]),
+        "failing_endpoints": failing,
+        "last_verify": LedgerVerifyRun.objects.order_by("-id").first(),
+        "job_runs": list(JobRun.objects.order_by("-started_at")[:5]),
+    }
