@@ -348,6 +348,25 @@ def _raise_for_failed_call(result: ProviderResult, action: str) -> None:
         )
 
 
+def _operation_send(payment: Payment, attempt: PaymentAttempt
+                    ) -> tuple[Payment, ProviderResult]:
+    """Send a capture or void attempt with its own provider idempotency key (outside any
+    transaction) and record the answer. A re-send of the same attempt is de-duplicated by the
+    provider, so the original request and the janitor's re-send end in one operation."""
+    if attempt.kind == AttemptKind.CAPTURE:
+        result = _call(attempt.provider, "capture", CaptureRequest(
+            idempotency_key=attempt.provider_idempotency_key,
+            provider_reference=payment.provider_reference, amount=attempt.amount,
+            currency=payment.currency,
+        ))
+        return payment_capture_record(attempt_id=attempt.id, result=result), result
+    result = _call(attempt.provider, "void", VoidRequest(
+        idempotency_key=attempt.provider_idempotency_key,
+        provider_reference=payment.provider_reference,
+    ))
+    return payment_void_record(attempt_id=attempt.id, result=result), result
+
+
 def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None = None
                     ) -> Payment:
     with transaction.atomic():
@@ -361,11 +380,7 @@ def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None =
                 param="amount", code="amount_too_large",
             )
         attempt = _open_attempt(payment, AttemptKind.CAPTURE, amount)
-    result = _call(attempt.provider, "capture", CaptureRequest(
-        idempotency_key=attempt.provider_idempotency_key,
-        provider_reference=payment.provider_reference, amount=amount, currency=payment.currency,
-    ))
-    payment = payment_capture_record(attempt_id=attempt.id, result=result)
+    payment, result = _operation_send(payment, attempt)
     _raise_for_failed_call(result, "capture")
     return payment
 
@@ -394,11 +409,7 @@ def payment_cancel(*, merchant: Merchant, payment_id: str) -> Payment:
         if payment.status != S.AUTHORIZED:
             raise _state_error(payment, "canceled")
         attempt = _open_attempt(payment, AttemptKind.VOID, payment.amount_authorized)
-    result = _call(attempt.provider, "void", VoidRequest(
-        idempotency_key=attempt.provider_idempotency_key,
-        provider_reference=payment.provider_reference,
-    ))
-    payment = payment_void_record(attempt_id=attempt.id, result=result)
+    payment, result = _operation_send(payment, attempt)
     _raise_for_failed_call(result, "cancel")
     return payment
 
@@ -416,6 +427,42 @@ def payment_void_record(*, attempt_id: str, result: ProviderResult) -> Payment:
             payment.save()
             _payment_event(payment, "payment.canceled")
     return payment
+
+
+# What a status lookup must say for a capture or void attempt to have happened.
+OPERATION_DONE = {AttemptKind.CAPTURE: ProviderStatus.CAPTURED,
+                  AttemptKind.VOID: ProviderStatus.VOIDED}
+
+
+def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatus]:
+    """Ask the provider about the charge of a capture or void attempt left without an answer."""
+    # Records it only when the charge shows it done; never re-sends (the janitor decides that
+    # from the status returned: `authorized` means the provider never applied it).
+    attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
+    payment = attempt.payment
+    if (attempt.kind not in OPERATION_DONE
+            or attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN)):
+        return payment, ProviderStatus.UNKNOWN
+    found = _call(attempt.provider, "retrieve", RetrieveRequest(
+        provider_reference=payment.provider_reference, merchant_reference=payment.id))
+    if found.status != OPERATION_DONE[attempt.kind]:
+        return payment, found.status
+    answer = ProviderResult(
+        outcome=Outcome.APPROVED, provider_reference=found.provider_reference,
+        status=found.status, amount=found.amount, exchange=found.exchange,
+        latency_ms=found.latency_ms)
+    record = (payment_capture_record if attempt.kind == AttemptKind.CAPTURE
+              else payment_void_record)
+    return record(attempt_id=attempt.id, result=answer), found.status
+
+
+def payment_operation_execute(*, attempt_id: str) -> Payment:
+    """Send a capture or void attempt that has no answer again, with its own provider key."""
+    attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
+    if (attempt.kind not in OPERATION_DONE or attempt.payment.status != S.AUTHORIZED
+            or attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN)):
+        return attempt.payment
+    return _operation_send(attempt.payment, attempt)[0]
 
 
 # -- refunds ---------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""The janitor: asks providers what became of payments and refunds left without an answer, and
-applies definite answers through `payments.services`, so Events, ledger and webhooks follow.
+"""The janitor: asks providers what became of payments, refunds, captures and voids, payouts and
+deposits left without an answer, and applies definite answers through `payments.services` and
+`wallet.services`, so Events, ledger and webhooks follow.
 
 Schedule per object, counted from its unanswered attempt: 5 min, 1 h, then daily for 5 days;
 after the last try a `stuck_unresolved` break goes to a human. Never re-sends a charge with a
 new provider idempotency key: an attempt that was never sent (`requested`, the provider has no
-record of it) is sent now with its own key; an `unknown` one is only ever looked up.
+record of it) is sent now with its own key; an `unknown` one is only ever looked up. A capture
+or void whose charge the provider still shows `authorized` never happened there: it is sent
+again with the attempt's own key, whatever its status, so a late original cannot apply it twice.
 Claims are leases taken with SKIP LOCKED (services.checks_claim), and no lock or transaction is
 held across a provider call.
 """
@@ -16,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
@@ -26,6 +30,8 @@ from providers.registry import get_provider
 from reconciliation import selectors, services
 from reconciliation.conf import setting
 from reconciliation.models import BreakType, CheckObjectType, ReconciliationCheck
+from wallet import services as wallet
+from wallet.models import Deposit, Payout
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +52,12 @@ class JanitorResult:
 
 @dataclass(frozen=True)
 class CheckOutcome:
-    """What one check found: a label for the row, and whether the object has its answer."""
+    """What one check found: a label for the row, whether the object has its answer, and (for
+    payouts and deposits) the object as it now stands, for a break."""
 
     label: str
     answered: bool
+    ours: dict[str, Any] | None = None
 
 
 def first_check_at(stuck_since: datetime, attempt_status: str) -> datetime:
@@ -77,13 +85,12 @@ def _check_payment(payment_id: str, grace: timedelta) -> tuple[CheckOutcome, str
     if (attempt.status == AttemptStatus.REQUESTED
             and attempt.created_at > timezone.now() - grace):
         return CheckOutcome("in_flight", answered=False), attempt.id
-    payment, said = payments.payment_authorization_lookup(attempt_id=attempt.id)
-    sent = False
-    if said == ProviderStatus.NOT_FOUND and attempt.status == AttemptStatus.REQUESTED:
+    _, said = payments.payment_authorization_lookup(attempt_id=attempt.id)
+    sent = said == ProviderStatus.NOT_FOUND and attempt.status == AttemptStatus.REQUESTED
+    if sent:
         # The provider never saw it: its task was lost before the call. Send it now with the
         # attempt's own idempotency key; a concurrent late task re-sends the same key.
-        payment = payments.payment_authorization_execute(attempt_id=attempt.id) or payment
-        sent = True
+        payments.payment_authorization_execute(attempt_id=attempt.id)
     status = selectors.payment_snapshot(payment_id=payment_id)["status"]
     label = f"sent:{status}" if sent else f"{said}:{status}"
     return CheckOutcome(label, answered=status != PaymentStatus.AUTHORIZATION_REQUESTED
@@ -135,13 +142,67 @@ def _check_refund(refund_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
                         answered=refund.status != RefundStatus.PENDING), attempt.id
 
 
-def _break_for(check: ReconciliationCheck, label: str) -> services.BreakSpec:
+def _check_operation(attempt_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
+    """A capture or void of an authorized payment: record it if the charge shows it done, send
+    it again (same key) if the charge is still only authorized, else wait for the next slot."""
+    attempt = selectors.operation_attempt(attempt_id=attempt_id)
+    open_statuses = (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN)
+    if (attempt is None or attempt.status not in open_statuses
+            or attempt.payment.status != PaymentStatus.AUTHORIZED):
+        return CheckOutcome("already_answered", answered=True), attempt_id
+    if (attempt.status == AttemptStatus.REQUESTED
+            and attempt.created_at > timezone.now() - grace):
+        return CheckOutcome("in_flight", answered=False), attempt_id
+    payment, said = payments.payment_operation_lookup(attempt_id=attempt_id)
+    sent = said == ProviderStatus.AUTHORIZED
+    if sent:
+        payment = payments.payment_operation_execute(attempt_id=attempt_id)
+    attempt.refresh_from_db(fields=["status"])
+    label = f"sent:{payment.status}" if sent else f"{said}:{payment.status}"
+    # A declined re-send is an answer too: the payment stays authorized, free for a new try.
+    return CheckOutcome(label, answered=attempt.status not in open_statuses), attempt_id
+
+
+def _movement_data(row: Payout | Deposit) -> dict[str, Any]:
+    return {"id": row.id, "merchant_id": row.merchant_id, "status": row.status,
+            "amount": row.amount, "currency": row.currency, "provider": row.provider,
+            "provider_reference": row.provider_reference}
+
+
+def _check_payout(payout_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
+    """The wallet's refresh asks by reference, or re-sends a lost create with its own key."""
+    payout = wallet.payout_refresh(payout_id=payout_id)
+    return CheckOutcome(f"refresh:{payout.status}", answered=payout.is_final,
+                        ours=_movement_data(payout)), ""
+
+
+def _check_deposit(deposit_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
+    deposit = wallet.deposit_refresh(deposit_id=deposit_id)
+    return CheckOutcome(f"refresh:{deposit.status}", answered=deposit.is_final,
+                        ours=_movement_data(deposit)), ""
+
+
+CHECKERS = {CheckObjectType.PAYMENT: _check_payment, CheckObjectType.REFUND: _check_refund,
+            CheckObjectType.CAPTURE_OR_VOID: _check_operation,
+            CheckObjectType.PAYOUT: _check_payout, CheckObjectType.DEPOSIT: _check_deposit}
+
+
+def _break_for(check: ReconciliationCheck, outcome: CheckOutcome) -> services.BreakSpec:
+    label = outcome.label
+    payment_id = refund_id = ""
     if check.object_type == CheckObjectType.PAYMENT:
         ours = selectors.payment_snapshot(payment_id=check.object_id) or {}
-        payment_id, refund_id = check.object_id, ""
-    else:
+        payment_id = check.object_id
+    elif check.object_type == CheckObjectType.REFUND:
         ours = selectors.refund_snapshot(refund_id=check.object_id) or {}
         payment_id, refund_id = ours.get("payment_id", ""), check.object_id
+    elif check.object_type == CheckObjectType.CAPTURE_OR_VOID:
+        attempt = selectors.operation_attempt(attempt_id=check.object_id)
+        payment_id = attempt.payment_id if attempt is not None else ""
+        ours = {**(selectors.payment_snapshot(payment_id=payment_id) or {}),
+                "operation": attempt.kind if attempt is not None else ""}
+    else:
+        ours = outcome.ours or {"id": check.object_id}
     return services.BreakSpec(
         type=BreakType.STUCK_UNRESOLVED, key=f"{check.object_type}:{check.object_id}",
         provider=ours.get("provider") or ours.get("payment__provider") or "",
@@ -158,7 +219,7 @@ def check_process(check: ReconciliationCheck, *, owner: str, grace: timedelta
                   ) -> tuple[str, str]:
     """Ask once about one claimed object and record it. Returns the verdict ('fixed',
     'waiting' or 'broken') and what was found (e.g. 'captured:captured', 'sent:failed')."""
-    checker = _check_payment if check.object_type == CheckObjectType.PAYMENT else _check_refund
+    checker = CHECKERS[check.object_type]
     try:
         outcome, attempt_id = checker(check.object_id, grace)
     except Exception as exc:
@@ -170,7 +231,7 @@ def check_process(check: ReconciliationCheck, *, owner: str, grace: timedelta
                               closed=True, next_check_at=None, attempt_id=attempt_id)
         return "fixed", outcome.label
     following = next_check_at(stuck_since=check.stuck_since, now=timezone.now())
-    spec = _break_for(check, outcome.label) if following is None else None
+    spec = _break_for(check, outcome) if following is None else None
     services.check_record(check_id=check.pk, owner=owner, result=outcome.label,
                           closed=following is None, next_check_at=following,
                           attempt_id=attempt_id, break_spec=spec)
@@ -190,8 +251,9 @@ def janitor_run(*, owner: str = "", batch_size: int = BATCH_SIZE,
     grace = timedelta(seconds=setting("RECON_JANITOR_GRACE_SECONDS"))
     lease = timedelta(seconds=setting("RECON_JANITOR_LEASE_SECONDS"))
     result = JanitorResult()
-    result.discovered = services.checks_discover(first_check_at=first_check_at,
-                                                 now=timezone.now(), grace=grace)
+    result.discovered = services.checks_discover(
+        first_check_at=first_check_at, now=timezone.now(), grace=grace,
+        movements_unchanged_for=SCHEDULE[0])
     started = time.monotonic()
     while True:
         claimed = services.checks_claim(owner=owner, now=timezone.now(), lease=lease,

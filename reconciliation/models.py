@@ -39,6 +39,11 @@ class JobRun(models.Model):
 class CheckObjectType(models.TextChoices):
     PAYMENT = "payment"
     REFUND = "refund"
+    PAYOUT = "payout"
+    DEPOSIT = "deposit"
+    # A capture or void of an authorized payment; its object id is the attempt's id, so a
+    # payment whose later operation is stuck again gets a check of its own.
+    CAPTURE_OR_VOID = "capture_or_void", "Capture or void"
 
 
 class ReconciliationCheck(models.Model):
@@ -47,7 +52,9 @@ class ReconciliationCheck(models.Model):
 
     object_type = models.CharField(max_length=16, choices=CheckObjectType.choices)
     object_id = models.CharField(max_length=40)
-    attempt_id = models.CharField(max_length=40, help_text="The attempt without an answer.")
+    attempt_id = models.CharField(max_length=40, blank=True, default="",
+                                  help_text="The attempt without an answer (payments, refunds, "
+                                            "captures and voids).")
     stuck_since = models.DateTimeField(help_text="When that attempt was created; the retry "
                                                  "schedule counts from here.")
     checks = models.PositiveIntegerField(default=0)
@@ -76,14 +83,14 @@ class ReconciliationCheck(models.Model):
 
 
 class SettlementFile(models.Model):
-    """A provider's settlement file exactly as downloaded. The same bytes imported again for the
-    same provider and day hit the unique constraint and change nothing."""
+    """A provider's settlement file exactly as downloaded (its bytes are in SettlementFileChunk).
+    The same bytes imported again for the same provider and day hit the unique constraint and
+    change nothing."""
 
     id = PublicIdField(prefix="stf")
     provider = models.CharField(max_length=32)
     file_date = models.DateField()
     checksum = models.CharField(max_length=64, help_text="SHA-256 of the raw bytes.")
-    content = models.BinaryField(help_text="The raw file, byte for byte.")
     size_bytes = models.PositiveIntegerField(default=0)
     line_count = models.PositiveIntegerField(default=0)
     imported_at = models.DateTimeField(auto_now_add=True)
@@ -97,6 +104,22 @@ class SettlementFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.file_date} ({self.id})"
+
+
+class SettlementFileChunk(models.Model):
+    """The raw file in order, a megabyte at a time: stored and read back without ever holding
+    the whole file in memory (one bytea value would need it whole, more than once)."""
+
+    file = models.ForeignKey(SettlementFile, on_delete=models.PROTECT, related_name="chunks")
+    number = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["file", "number"],
+                                               name="settlement_chunk_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.file_id} #{self.number}"
 
 
 class LineType(models.TextChoices):

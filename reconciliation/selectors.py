@@ -6,7 +6,7 @@ chunk of references, so matching a settlement file costs a few queries per thous
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -31,8 +31,11 @@ from reconciliation.models import (
     LineType,
     ReconciliationBreak,
     ReconciliationCheck,
+    SettlementFileChunk,
     SettlementLine,
 )
+from wallet import selectors as wallet
+from wallet.models import Deposit, Payout
 
 PAYMENT_FIELDS = ("id", "merchant_id", "status", "currency", "amount", "amount_captured",
                   "amount_refunded", "provider", "provider_reference")
@@ -82,10 +85,56 @@ def stuck_refunds_unchecked(*, requested_before: datetime, limit: int
                        requested_before=requested_before)[:limit])
 
 
+def stuck_operations_unchecked(*, requested_before: datetime, limit: int
+                               ) -> list[tuple[str, str, datetime, str]]:
+    """Captures and voids of authorized payments without an answer (`unknown`, or `requested`
+    and older than the grace period) that the janitor does not track yet:
+    (attempt id, attempt id, attempt created_at, attempt status)."""
+    later = PaymentAttempt.objects.filter(
+        payment=OuterRef("payment"), kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID],
+        created_at__gt=OuterRef("created_at"))
+    checked = ReconciliationCheck.objects.filter(object_type=CheckObjectType.CAPTURE_OR_VOID,
+                                                 object_id=OuterRef("pk"))
+    rows = (PaymentAttempt.objects
+            .filter(kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID],
+                    payment__status=PaymentStatus.AUTHORIZED)
+            .filter(Q(status=AttemptStatus.UNKNOWN)
+                    | Q(status=AttemptStatus.REQUESTED, created_at__lt=requested_before))
+            .filter(~Exists(later), ~Exists(checked))
+            .order_by("created_at")
+            .values_list("pk", "pk", "created_at", "status"))
+    return list(rows[:limit])
+
+
+def movements_unchecked(*, unchanged_since: datetime, limit: int
+                        ) -> list[tuple[str, list[tuple[str, datetime]]]]:
+    """[(object type, [(id, last changed at)])] of payouts and deposits still open and untouched
+    since the cutoff (as the wallet app lists them) that the janitor does not track yet."""
+    found = []
+    for object_type, model, list_ids in (
+            (CheckObjectType.PAYOUT, Payout, wallet.payout_ids_to_refresh),
+            (CheckObjectType.DEPOSIT, Deposit, wallet.deposit_ids_to_refresh)):
+        # Asked for more than `limit`: ids already tracked (e.g. given up on) come first.
+        ids = list_ids(unchanged_since=unchanged_since, limit=limit * 5)
+        tracked = set(ReconciliationCheck.objects.filter(object_type=object_type,
+                                                         object_id__in=ids)
+                      .values_list("object_id", flat=True))
+        fresh = [pk for pk in ids if pk not in tracked][:limit]
+        changed_at = dict(model.objects.filter(pk__in=fresh).values_list("pk", "updated_at"))
+        found.append((object_type, [(pk, changed_at[pk]) for pk in fresh if pk in changed_at]))
+    return found
+
+
 def latest_authorize_attempt(*, payment_id: str) -> PaymentAttempt | None:
     return (PaymentAttempt.objects.select_related("payment")
             .filter(payment_id=payment_id, kind=AttemptKind.AUTHORIZE)
             .order_by("-created_at", "-id").first())
+
+
+def operation_attempt(*, attempt_id: str) -> PaymentAttempt | None:
+    """A capture or void attempt with its payment."""
+    return (PaymentAttempt.objects.select_related("payment")
+            .filter(pk=attempt_id, kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID]).first())
 
 
 def latest_refund_attempt(*, refund_id: str) -> PaymentAttempt | None:
@@ -167,6 +216,25 @@ def references_already_listed(*, provider: str, type: str, references: Iterable[
                   f"WHERE provider = %s AND type = %s AND {column} = ANY(%s)",
                   [provider, type, refs])
     return {row[0] for row in rows}
+
+
+def settlement_file_content(*, file_id: str) -> Iterator[bytes]:
+    """The raw file, chunk by chunk in order (one chunk in memory at a time)."""
+    numbers = (SettlementFileChunk.objects.filter(file_id=file_id).order_by("number")
+               .values_list("number", flat=True))
+    for number in list(numbers):
+        yield bytes(SettlementFileChunk.objects.filter(file_id=file_id, number=number)
+                    .values_list("data", flat=True).get())
+
+
+def settlement_file_head(*, file_id: str, size: int) -> bytes:
+    """The first `size` bytes of a raw file (for a preview), without reading the rest."""
+    head = b""
+    for chunk in settlement_file_content(file_id=file_id):
+        head += chunk[:size - len(head)]
+        if len(head) >= size:
+            break
+    return head
 
 
 def line_ids(*, file_id: str, line_numbers: list[int]) -> dict[int, int]:

@@ -126,12 +126,15 @@ def break_resolve(*, break_id: str, user: AbstractBaseUser | None, note: str,
 
 # -- the janitor's checks --------------------------------------------------------------------
 def checks_discover(*, first_check_at: Any, now: datetime, grace: timedelta,
-                    limit: int = 1000) -> int:
-    """Start tracking stuck payments and refunds not tracked yet. `first_check_at(stuck_since,
-    attempt_status)` says when to ask first. Returns how many rows were added."""
+                    movements_unchanged_for: timedelta, limit: int = 1000) -> int:
+    """Start tracking stuck payments, refunds, captures and voids (one row per attempt),
+    payouts and deposits not tracked yet. `first_check_at(stuck_since, attempt_status)` says
+    when to ask about one with an attempt first; a payout or deposit unchanged for
+    `movements_unchanged_for` is asked about now. Returns how many rows were added."""
     rows: list[ReconciliationCheck] = []
     finders = ((CheckObjectType.PAYMENT, selectors.stuck_payments_unchecked),
-               (CheckObjectType.REFUND, selectors.stuck_refunds_unchecked))
+               (CheckObjectType.REFUND, selectors.stuck_refunds_unchecked),
+               (CheckObjectType.CAPTURE_OR_VOID, selectors.stuck_operations_unchecked))
     for object_type, find in finders:
         for object_id, attempt_id, created_at, attempt_status in find(
                 requested_before=now - grace, limit=limit):
@@ -139,6 +142,12 @@ def checks_discover(*, first_check_at: Any, now: datetime, grace: timedelta,
                 object_type=object_type, object_id=object_id, attempt_id=attempt_id,
                 stuck_since=created_at,
                 next_check_at=max(now, first_check_at(created_at, attempt_status))))
+    found = selectors.movements_unchecked(unchanged_since=now - movements_unchanged_for,
+                                          limit=limit)
+    for object_type, rows_found in found:
+        rows += [ReconciliationCheck(object_type=object_type, object_id=object_id,
+                                     stuck_since=changed_at, next_check_at=now)
+                 for object_id, changed_at in rows_found]
     # Two janitors may discover the same object: the unique constraint keeps one row.
     ReconciliationCheck.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
@@ -209,7 +218,8 @@ class ScheduledJob:
 
 SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("recon-janitor", "reconciliation.tasks.recon_janitor",
-                 "Ask providers about stuck payments and refunds (5 min, 1 h, daily ×5).",
+                 "Ask providers about stuck authorizations, captures, voids, refunds, payouts and "
+                 "deposits (5 min, 1 h, daily ×5, then a break).",
                  interval_setting="RECON_JANITOR_INTERVAL_SECONDS", expires_with_interval=True),
     ScheduledJob("recon-settlements", "reconciliation.tasks.recon_settlements",
                  "Import and match each provider's settlement files.",

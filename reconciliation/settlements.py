@@ -1,10 +1,11 @@
 """Settlement files: one parser per provider format, import (raw file + normalised lines, once per
 provider, day and checksum), matching against our captures and refunds, and settling matches.
 
-Memory stays flat in file size: lines are parsed as a stream and matched in batches, each batch
-costing a handful of queries (references looked up with `__in`) and one bulk INSERT. Import is
-one transaction, so a file is either wholly recorded with its breaks or not at all; settling
-matched captures runs afterwards, one `payment_settle` per payment, and resumes where it stopped.
+Memory stays flat in file size: the raw bytes are decoded and parsed as a stream and matched in
+batches of 2,000 lines, each costing a few queries (references looked up as one `= ANY` array)
+and one binary COPY. Import is one transaction, so a file is either wholly recorded with its
+breaks or not at all; settling matched captures runs afterwards, one `payment_settle` per
+payment, and resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from itertools import islice
 from operator import itemgetter
-from typing import Any
+from typing import Any, BinaryIO
 
 import psycopg
 from django.db import IntegrityError, connection, transaction
@@ -38,6 +39,7 @@ from reconciliation.models import (
     LineType,
     MatchStatus,
     SettlementFile,
+    SettlementFileChunk,
     SettlementLine,
 )
 from reconciliation.services import BreakSpec
@@ -426,22 +428,7 @@ def _copy_lines(rows: list[tuple[Any, ...]]) -> None:
                 copy.write_row(row)
 
 
-def _file_insert(*, provider: str, file_date: date, checksum: str, content: bytes
-                 ) -> SettlementFile:
-    """INSERT the file row with the raw bytes as one binary parameter: Django's client-side
-    binding would spell a large file out again as hex inside the SQL text."""
-    file = SettlementFile(id=new_id("stf"), provider=provider, file_date=file_date,
-                          checksum=checksum, size_bytes=len(content),
-                          imported_at=timezone.now())
-    file._state.adding = False  # saved below, not through the ORM
-    columns = "id, provider, file_date, checksum, content, size_bytes, line_count, imported_at"
-    sql = (f"INSERT INTO {SettlementFile._meta.db_table} ({columns}) "  # noqa: S608
-           "VALUES (%s, %s, %s, %s, %s, %s, 0, %s)")
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, [file.id, provider, file_date, checksum, content, file.size_bytes,
-                             file.imported_at], prepare=False)
-    return file
+CHUNK_BYTES = 1 << 20
 
 
 def _batches(items: Iterator[ParsedLine], size: int) -> Iterator[list[ParsedLine]]:
@@ -449,27 +436,62 @@ def _batches(items: Iterator[ParsedLine], size: int) -> Iterator[list[ParsedLine
         yield batch
 
 
-def settlement_import(*, provider: str, file_date: date, content: bytes,
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    """The stream from its start, CHUNK_BYTES at a time."""
+    stream.seek(0)
+    while chunk := stream.read(CHUNK_BYTES):
+        yield chunk
+
+
+def _digest(stream: BinaryIO) -> tuple[str, int]:
+    """SHA-256 and size, a chunk at a time."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in _chunks(stream):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _file_insert(*, provider: str, file_date: date, checksum: str, stream: BinaryIO,
+                 size: int) -> SettlementFile:
+    """The file row, then its bytes a chunk at a time, each as one binary parameter (Django's
+    client-side binding would spell them out again as hex inside the SQL text)."""
+    file = SettlementFile.objects.create(id=new_id("stf"), provider=provider,
+                                         file_date=file_date, checksum=checksum,
+                                         size_bytes=size)
+    sql = (f"INSERT INTO {SettlementFileChunk._meta.db_table} "  # noqa: S608
+           "(file_id, number, data) VALUES (%s, %s, %s)")
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        for number, chunk in enumerate(_chunks(stream)):
+            cursor.execute(sql, [file.id, number, chunk], prepare=False)
+    return file
+
+
+def settlement_import(*, provider: str, file_date: date, content: bytes | BinaryIO,
                       batch_size: int = BATCH_SIZE) -> ImportResult:
     """Store one settlement file and its matched lines, opening breaks for the rest.
-    The same provider, day and bytes again returns the first import and changes nothing."""
+    The same provider, day and bytes again returns the first import and changes nothing.
+
+    `content` is the raw file: bytes, or a seekable binary file, which keeps memory flat even
+    for the raw file itself (it is read three times: checksum, storage, parsing)."""
     if provider not in PARSERS:
         raise ValueError(f"no settlement parser for provider {provider!r}")
-    checksum = hashlib.sha256(content).hexdigest()
+    stream = io.BytesIO(content) if isinstance(content, bytes | bytearray) else content
+    checksum, size = _digest(stream)
     lookup = {"provider": provider, "file_date": file_date, "checksum": checksum}
-    existing = SettlementFile.objects.defer("content").filter(**lookup).first()
+    existing = SettlementFile.objects.filter(**lookup).first()
     if existing is not None:
         return ImportResult(file=existing, created=False, lines=existing.line_count)
     try:
         with transaction.atomic():
-            file = _file_insert(content=content, **lookup)
+            file = _file_insert(stream=stream, size=size, **lookup)
             result = ImportResult(file=file, created=True)
             matcher = _Matcher(file, result)
-            # Decoded a chunk at a time as lines are read: no second copy of the file. A stray
-            # invalid byte becomes U+FFFD (and usually a malformed line), the checksum still
-            # covers the exact bytes.
-            text = io.TextIOWrapper(io.BytesIO(content), encoding="utf-8-sig", errors="replace",
-                                    newline="")
+            # Decoded a chunk at a time as lines are read. A stray invalid byte becomes U+FFFD
+            # (and usually a malformed line); the checksum still covers the exact bytes.
+            stream.seek(0)
+            text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
             try:
                 for batch in _batches(PARSERS[provider](text), batch_size):
                     matcher.add(batch)
@@ -477,12 +499,13 @@ def settlement_import(*, provider: str, file_date: date, content: bytes,
                 result.breaks += services.breaks_open(specs=[BreakSpec(
                     type=BreakType.MALFORMED_LINE, key=f"{file.id}:0", provider=provider,
                     provider_data={"file": file.id, "line_number": 0, "error": str(exc)})])
+            finally:
+                text.detach()  # the caller's file stays open
             file.line_count = result.lines
-            SettlementFile.objects.filter(pk=file.pk).update(line_count=result.lines)
-    except (IntegrityError, psycopg.IntegrityError):
-        # The same file imported concurrently: the other import won. (The file row goes in
-        # through psycopg directly, whose errors Django does not translate.)
-        existing = SettlementFile.objects.defer("content").filter(**lookup).first()
+            file.save(update_fields=["line_count"])
+    except IntegrityError:
+        # The same file imported concurrently: the other import won.
+        existing = SettlementFile.objects.filter(**lookup).first()
         if existing is None:
             raise
         return ImportResult(file=existing, created=False, lines=existing.line_count)

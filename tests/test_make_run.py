@@ -1,5 +1,6 @@
 """`make run` end to end: tools/run.py starts web, worker, beat and the simulator; the printed
-demo key creates and confirms a payment that ends captured; Ctrl-C stops every process."""
+demo key creates and confirms a payment that ends captured; beat runs the janitor on the
+interval from the environment and a JobRun appears; Ctrl-C stops every process."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+
+from reconciliation.models import JobRun
 
 ROOT = Path(__file__).resolve().parent.parent
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -64,7 +67,8 @@ def test_make_run_serves_docs_and_the_printed_key_captures_a_payment(tmp_path):
     env = {**os.environ, "DATABASE_URL": _database_url(), "PORT": str(port),
            "HOST": "127.0.0.1", "SIMULATOR_PORT": str(simulator_port),
            "DJANGO_SETTINGS_MODULE": "config.settings.local",
-           "CELERY_BROKER_DIR": str(tmp_path / "broker"), "LOG_LEVEL": "WARNING"}
+           "CELERY_BROKER_DIR": str(tmp_path / "broker"), "LOG_LEVEL": "WARNING",
+           "RECON_JANITOR_INTERVAL_SECONDS": "2"}
     for name in ("CELERY_BROKER_URL", "REDIS_URL"):
         env.pop(name, None)
     proc = subprocess.Popen([sys.executable, "tools/run.py"], cwd=ROOT, env=env,
@@ -93,6 +97,12 @@ def test_make_run_serves_docs_and_the_printed_key_captures_a_payment(tmp_path):
         final = _until(lambda: (lambda s, p: p if p.get("status") == "captured" else None)(
             *_call(f"{base}/api/v1/payments/{payment['id']}", key)), 60, "the capture")
         assert final["amount_captured"] == 1050
+        # Beat (DatabaseScheduler, rows reset from RECON_* by run.py) sends the janitor every
+        # 2 s; the worker records each run.
+        run = _until(lambda: JobRun.objects.filter(job="recon_janitor",
+                                                   finished_at__isnull=False).first(),
+                     60, "beat to run the janitor and a JobRun to appear")
+        assert run.error == "", run.error
     finally:
         proc.send_signal(signal.SIGINT)
         try:

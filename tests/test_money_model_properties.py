@@ -9,7 +9,8 @@ import os
 
 import pytest
 from django.db import connection
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -162,8 +163,11 @@ class MoneyMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.django_db
-def test_money_model_holds_for_any_sequence_of_operations():
-    run_state_machine_as_test(MoneyMachine, settings=settings(
+def test_money_model_holds_for_any_sequence_of_operations(settings):
+    # The machine is about money, not the circuit breaker: a run of pm_card_timeout payments
+    # would open it for a wall-clock cooldown, which hypothesis cannot replay (flaky examples).
+    settings.PROVIDER_BREAKER = {**settings.PROVIDER_BREAKER, "failure_threshold": 10**9}
+    run_state_machine_as_test(MoneyMachine, settings=hypothesis_settings(
         max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
         suppress_health_check=list(HealthCheck)))
     result = ledger_verify()

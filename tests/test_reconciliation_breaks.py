@@ -151,7 +151,7 @@ def test_job_runs_files_lines_checks_and_breaks_are_read_only_in_the_admin(rf, s
 
 
 @pytest.mark.django_db
-def test_a_files_page_shows_its_problem_lines_first_and_at_most_a_page_of_lines(
+def test_a_files_page_shows_its_own_problem_lines_first_and_at_most_a_page_of_them(
     rf, staff, monkeypatch
 ):
     from reconciliation import admin as recon_admin
@@ -159,18 +159,25 @@ def test_a_files_page_shows_its_problem_lines_first_and_at_most_a_page_of_lines(
 
     header = ("DataVenda;DataPrevistaPagamento;PaymentId;MerchantOrderId;NSU;CodigoAutorizacao;"
               "Tipo;Moeda;ValorBruto;Taxa;ValorLiquido;IdentificadorTransacao\r\n")
-    body = "".join(f"02/03/2026;04/03/2026;p{n};pay_{n};1;A;Venda;BRL;100;2;98;p{n}\r\n"
-                   for n in range(5))
-    imported = settlement_import(provider="cielo", file_date="2026-03-02",
-                                 content=(header + body + "garbage\r\n").encode())
+
+    def file(day: str, refs: list[str]):
+        body = "".join(f"02/03/2026;04/03/2026;{ref};pay_x;1;A;Venda;BRL;100;2;98;{ref}\r\n"
+                       for ref in refs)
+        return settlement_import(provider="cielo", file_date=day,
+                                 content=(header + body + "garbage\r\n").encode()).file
+
+    file("2026-03-01", ["a1", "a2"])
+    second = file("2026-03-02", ["b1", "b2", "b3"])
+    SettlementLine.objects.filter(file=second, line_number=1).update(status="matched")
     staff.is_superuser = True
-    request = _request(rf, staff)
-    inline = recon_admin.SettlementLineInline(SettlementFile, admin.site)
-    lines = list(inline.get_queryset(request).filter(file=imported.file))
-    assert [line.line_number for line in lines] == [1, 2, 3, 4, 5, 6]
-    assert lines[-1].status == "malformed"
-    monkeypatch.setattr(recon_admin, "INLINE_LINES", 2)
-    assert inline.get_queryset(request).count() == 2
+    request = rf.get(f"/admin/reconciliation/settlementfile/{second.id}/change/")
+    request.user = staff
     file_admin = SettlementFileAdmin(SettlementFile, admin.site)
-    assert "garbage" in file_admin.preview(imported.file)
-    assert "content" in file_admin.get_queryset(request).query.deferred_loading[0]
+    inline = recon_admin.SettlementLineInline(SettlementFile, admin.site)
+    kwargs = file_admin.get_formset_kwargs(request, second, inline, "lines")
+    formset = inline.get_formset(request, second)(**kwargs)
+    shown = [form.instance.line_number for form in formset.forms]
+    assert shown == [2, 3, 4, 1]  # problems first, the matched line last, only this file
+    monkeypatch.setattr(recon_admin, "INLINE_LINES", 2)
+    assert inline.lines_of(second).count() == 2
+    assert "garbage" in file_admin.preview(second)

@@ -1,6 +1,7 @@
 """The janitor: lost answers become captures through the normal path, never-sent attempts are
-sent with their own key, the 5 min / 1 h / daily ×5 schedule ends in a break, concurrent and
-crashed janitors process each stuck payment exactly once."""
+sent with their own key (authorizations, and captures and voids of authorized payments), the
+5 min / 1 h / daily ×5 schedule ends in a break, concurrent and crashed janitors process each
+stuck payment exactly once."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 
+from core.errors import ProviderError, StateError
 from ledger.models import JournalEntry
+from ledger.verify import ledger_verify
 from payments import services
 from payments.models import Payment, PaymentAttempt
+from providers.base import CaptureRequest, Outcome
+from providers.registry import get_provider
 from reconciliation import janitor, jobs
 from reconciliation import services as recon_services
 from reconciliation.models import BreakType, JobRun, ReconciliationBreak, ReconciliationCheck
@@ -23,9 +28,9 @@ from webhooks.services import endpoint_create
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
-def _pay(merchant, card="pm_card_visa", amount=1050, send=True):
+def _pay(merchant, card="pm_card_visa", amount=1050, send=True, capture_method="automatic"):
     payment = services.payment_create(merchant=merchant, amount=amount, currency="brl",
-                                      payment_method=card)
+                                      payment_method=card, capture_method=capture_method)
     services.payment_confirm(merchant=merchant, payment_id=payment.id)
     if send:  # what the worker's task does; without it the attempt stays `requested`
         services.payment_authorization_execute(attempt_id=payment.attempts.get().id)
@@ -39,6 +44,42 @@ def _captures(payment_id: str) -> int:
 
 def _check(payment_id: str) -> ReconciliationCheck:
     return ReconciliationCheck.objects.get(object_type="payment", object_id=payment_id)
+
+
+def _events(payment_id: str, type: str) -> int:
+    return Event.objects.filter(object_id=payment_id, type=type).count()
+
+
+def _operation_stuck(monkeypatch, merchant, operation: str, *, sent: bool) -> Payment:
+    """A manual-capture payment, authorized, whose capture or cancel (`operation`) died
+    mid-request: after the provider applied it and before we recorded it (`sent`), or before
+    the provider was called at all. Its attempt is left `requested`."""
+    payment = _pay(merchant, capture_method="manual")
+    assert payment.status == "authorized"
+    real_call = services._call
+
+    def killed_before_the_call(provider, name, request):
+        if name == operation:
+            raise RuntimeError("worker killed before the call")
+        return real_call(provider, name, request)
+
+    def killed_after_the_call(**kwargs):
+        raise RuntimeError("database lost after the call")
+
+    with monkeypatch.context() as patch:
+        if sent:
+            patch.setattr(services, f"payment_{operation}_record", killed_after_the_call)
+        else:
+            patch.setattr(services, "_call", killed_before_the_call)
+        with pytest.raises(RuntimeError):
+            if operation == "capture":
+                services.payment_capture(merchant=merchant, payment_id=payment.id)
+            else:
+                services.payment_cancel(merchant=merchant, payment_id=payment.id)
+    payment.refresh_from_db()
+    assert payment.status == "authorized"
+    assert payment.attempts.get(kind=operation).status == "requested"
+    return payment
 
 
 @pytest.mark.django_db
@@ -196,6 +237,130 @@ def test_a_partial_refund_without_an_answer_ends_in_a_break(simulator, merchant,
                                                         f"refund:{refund.id}")
 
 
+@pytest.mark.django_db
+def test_a_capture_whose_record_was_lost_is_recorded_once_by_the_janitor(
+    simulator, merchant, monkeypatch, time_machine
+):
+    routing_rule("cielo")
+    time_machine.move_to(T0, tick=False)
+    payment = _operation_stuck(monkeypatch, merchant, "capture", sent=True)
+    capture = payment.attempts.get(kind="capture")
+
+    time_machine.move_to(T0 + timedelta(seconds=30), tick=False)
+    assert jobs.janitor_job().examined == 0  # within the grace period: maybe still running
+    with pytest.raises(StateError):  # and until it has an answer, nothing else runs
+        services.payment_cancel(merchant=merchant, payment_id=payment.id)
+
+    time_machine.move_to(T0 + timedelta(seconds=61), tick=False)
+    run = jobs.janitor_job()
+    payment.refresh_from_db()
+    assert (run.examined, run.fixed, run.broken) == (1, 1, 0)
+    assert run.details["answers"] == {"captured:captured": 1}
+    assert payment.status == "captured" and payment.amount_captured == 1050
+    assert payment.attempts.get(kind="capture").status == "approved"
+    assert payment.attempts.count() == 2  # the authorization and the one capture
+    assert _captures(payment.id) == 1
+    assert _events(payment.id, "payment.captured") == 1
+    assert len(simulator.control.charges(order_id=payment.id)) == 1
+    assert ledger_verify().ok
+    check = ReconciliationCheck.objects.get(object_type="capture_or_void", object_id=capture.id)
+    assert check.closed_at is not None and check.attempt_id == capture.id
+
+    again = jobs.janitor_job()
+    assert (again.examined, _captures(payment.id)) == (0, 1)
+
+
+@pytest.mark.django_db
+def test_a_capture_that_never_reached_the_provider_is_sent_with_its_own_key_once(
+    simulator, merchant, monkeypatch, time_machine
+):
+    routing_rule("cielo")
+    time_machine.move_to(T0, tick=False)
+    payment = _operation_stuck(monkeypatch, merchant, "capture", sent=False)
+    capture = payment.attempts.get(kind="capture")
+    assert simulator.control.charges(order_id=payment.id)[0]["status"] == "authorized"
+
+    time_machine.move_to(T0 + timedelta(seconds=61), tick=False)
+    run = jobs.janitor_job()
+    payment.refresh_from_db()
+    assert (run.examined, run.fixed) == (1, 1)
+    assert run.details["answers"] == {"sent:captured": 1}
+    assert payment.status == "captured" and _captures(payment.id) == 1
+    assert payment.attempts.get(kind="capture").status == "approved"
+    assert payment.attempts.count() == 2  # the same attempt was sent, not a new one
+
+    # The original request turning up late with the same key gets the first answer back (a new
+    # key would have been refused: the charge is no longer authorized) and changes nothing.
+    late = get_provider("cielo").capture(CaptureRequest(
+        idempotency_key=capture.provider_idempotency_key,
+        provider_reference=payment.provider_reference, amount=1050, currency="brl"))
+    assert late.outcome == Outcome.APPROVED
+    services.payment_capture_record(attempt_id=capture.id, result=late)
+    services.payment_operation_execute(attempt_id=capture.id)
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("captured", 1050)
+    assert _captures(payment.id) == 1 and _events(payment.id, "payment.captured") == 1
+    [charge] = simulator.control.charges(order_id=payment.id)
+    assert (charge["status"], charge["captured"]) == ("captured", 1050)
+    assert ledger_verify().ok
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sent", [True, False], ids=["record_lost", "never_sent"])
+def test_a_cancel_left_without_an_answer_is_finished_by_the_janitor(
+    simulator, merchant, monkeypatch, time_machine, sent
+):
+    routing_rule("cielo")
+    time_machine.move_to(T0, tick=False)
+    payment = _operation_stuck(monkeypatch, merchant, "void", sent=sent)
+
+    time_machine.move_to(T0 + timedelta(seconds=61), tick=False)
+    run = jobs.janitor_job()
+    payment.refresh_from_db()
+    assert (run.examined, run.fixed) == (1, 1)
+    assert run.details["answers"] == {("voided:canceled" if sent else "sent:canceled"): 1}
+    assert payment.status == "canceled"
+    assert payment.attempts.get(kind="void").status == "approved"
+    assert _events(payment.id, "payment.canceled") == 1 and _captures(payment.id) == 0
+    [charge] = simulator.control.charges(order_id=payment.id)
+    assert charge["status"] == "voided"
+    assert ledger_verify().ok
+    assert jobs.janitor_job().examined == 0
+
+
+@pytest.mark.django_db
+def test_a_capture_the_provider_never_answers_about_ends_in_a_break(
+    simulator, merchant, settings, time_machine
+):
+    routing_rule("cielo")
+    time_machine.move_to(T0, tick=False)
+    payment = _pay(merchant, capture_method="manual")
+    simulator.control.configure("cielo", drop_rate=1.0, fault_operations=["capture"])
+    with pytest.raises(ProviderError):
+        services.payment_capture(merchant=merchant, payment_id=payment.id)
+    capture = payment.attempts.get(kind="capture")
+    assert capture.status == "unknown"
+    settings.PROVIDERS = {**settings.PROVIDERS,  # and then unreachable for good
+                          "cielo": {**settings.PROVIDERS["cielo"],
+                                    "base_url": "http://127.0.0.1:9/cielo"}}
+
+    time_machine.move_to(T0 + timedelta(minutes=5), tick=False)
+    run = jobs.janitor_job()
+    check = ReconciliationCheck.objects.get(object_type="capture_or_void", object_id=capture.id)
+    assert (run.examined, run.fixed, run.broken) == (1, 0, 0)
+    assert check.next_check_at == T0 + timedelta(hours=1)
+
+    time_machine.move_to(T0 + timedelta(days=5), tick=False)  # the last slot
+    run = jobs.janitor_job()
+    payment.refresh_from_db()
+    assert (run.examined, run.broken, payment.status) == (1, 1, "authorized")
+    brk = ReconciliationBreak.objects.get(type=BreakType.STUCK_UNRESOLVED)
+    assert (brk.key, brk.payment_id, brk.provider) == (
+        f"capture_or_void:{capture.id}", payment.id, "cielo")
+    assert brk.our_data["operation"] == "capture" and brk.our_data["checks"] == 2
+    assert payment.attempts.count() == 2 and _captures(payment.id) == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_janitors_started_together_process_each_stuck_payment_once(
     simulator, merchant, time_machine
@@ -284,3 +449,72 @@ def test_a_lease_left_by_a_dead_janitor_expires(simulator, merchant, monkeypatch
     run = jobs.janitor_job()
     payment.refresh_from_db()
     assert (run.examined, payment.status, _captures(payment.id)) == (1, "captured", 1)
+
+
+@pytest.fixture
+def manual(simulator):
+    """Payouts and deposits finish only through the simulator's control call."""
+    for code in ("cielo", "rede", "getnet"):
+        simulator.control.configure(code, async_completion_ms=None)
+    return simulator
+
+
+@pytest.mark.django_db
+def test_pending_deposits_and_payouts_are_refreshed_on_the_schedule_until_final(
+    manual, merchant, time_machine
+):
+    from wallet import services as wallet
+
+    routing_rule("rede")
+    time_machine.move_to(T0, tick=False)
+    deposit = wallet.deposit_create(merchant=merchant, amount=10_000, currency="brl",
+                                    method="pix")
+    assert deposit.status == "pending"
+
+    time_machine.move_to(T0 + timedelta(minutes=4), tick=False)
+    assert jobs.janitor_job().examined == 0  # unchanged for less than 5 minutes
+    time_machine.move_to(T0 + timedelta(minutes=6), tick=False)
+    waiting = jobs.janitor_job()
+    check = ReconciliationCheck.objects.get(object_type="deposit", object_id=deposit.id)
+    assert (waiting.examined, waiting.fixed, check.last_result) == (1, 0, "refresh:pending")
+    assert check.next_check_at == T0 + timedelta(hours=1)  # counted from its last change
+
+    manual.control.complete("rede", "deposit", deposit.provider_reference)
+    time_machine.move_to(check.next_check_at, tick=False)
+    done = jobs.janitor_job()
+    deposit.refresh_from_db()
+    assert (done.examined, done.fixed, deposit.status) == (1, 1, "succeeded")
+
+    # A payout whose create answer was lost: the refresh re-sends it with the same key.
+    manual.control.configure("rede", drop_rate=1.0, fault_operations=["payout"])
+    payout = wallet.payout_create(merchant=merchant, amount=4000, currency="brl",
+                                  destination="ba_checking")
+    assert (payout.status, payout.provider_reference) == ("pending", "")
+    manual.control.configure("rede", drop_rate=0.0)
+    time_machine.move_to(check.next_check_at + timedelta(minutes=10), tick=False)
+    run = jobs.janitor_job()
+    payout.refresh_from_db()
+    assert (run.examined, run.fixed, payout.status) == (1, 0, "in_transit")
+    assert len([m for m in manual.control.movements("rede") if m["kind"] == "payout"]) == 1
+    manual.control.complete("rede", "payout", payout.provider_reference)
+    time_machine.move_to(check.next_check_at + timedelta(days=1), tick=False)
+    run = jobs.janitor_job()
+    payout.refresh_from_db()
+    assert (run.examined, run.fixed, payout.status) == (1, 1, "paid")
+
+
+@pytest.mark.django_db
+def test_a_payout_never_final_after_five_days_opens_a_break(manual, merchant, time_machine):
+    from wallet import services as wallet
+
+    routing_rule("cielo")
+    time_machine.move_to(T0, tick=False)
+    deposit = wallet.deposit_create(merchant=merchant, amount=5000, currency="brl",
+                                    method="pix")
+    time_machine.move_to(T0 + timedelta(days=6), tick=False)
+    run = jobs.janitor_job()  # discovered late: one look, the schedule is over, a human
+    brk = ReconciliationBreak.objects.get()
+    assert (run.examined, run.broken) == (1, 1)
+    assert (brk.type, brk.key, brk.provider, brk.our_amount) == (
+        BreakType.STUCK_UNRESOLVED, f"deposit:{deposit.id}", "cielo", 5000)
+    assert brk.our_data["status"] == "pending"

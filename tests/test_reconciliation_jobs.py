@@ -18,6 +18,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from core.models import IdempotencyKey
+from payments import services
 from reconciliation import tasks
 from reconciliation.models import BreakType, JobRun, ReconciliationBreak
 from reconciliation.services import SCHEDULED_JOBS, schedule_sync
@@ -74,7 +75,7 @@ def test_recon_schedule_resets_intervals_from_settings_and_lists_them(settings):
 
 @pytest.mark.django_db
 def test_the_janitor_task_and_command_record_job_runs():
-    assert tasks.recon_janitor.apply().get() == 0  # nothing stuck; run in-process, no broker
+    assert tasks.recon_janitor() == 0  # nothing stuck; the task body called directly
     out = StringIO()
     call_command("recon_janitor", stdout=out)
     assert json.loads(out.getvalue())["examined"] == 0
@@ -96,19 +97,28 @@ def test_idempotency_reap_job_deletes_old_keys_and_old_job_runs(merchant):
     call_command("idempotency_reap", stdout=out)
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
     assert "1 idempotency key(s) deleted, 1 old job run(s) pruned" in out.getvalue()
-    assert tasks.idempotency_reap.apply().get() == 0
+    assert tasks.idempotency_reap() == 0
 
 
 @pytest.mark.django_db
 def test_webhooks_sweep_task_records_a_job_run():
-    assert tasks.webhooks_sweep.apply().get() == 0
+    assert tasks.webhooks_sweep() == 0
     assert JobRun.objects.get(job="webhooks_sweep").examined == 0
 
 
+def _captured_payment(merchant) -> None:
+    """A payment captured through the services (sandbox provider), so the ledger has entries."""
+    payment = services.payment_create(merchant=merchant, amount=2500, currency="usd",
+                                      payment_method="pm_card_visa")
+    services.payment_confirm(merchant=merchant, payment_id=payment.id)
+    assert services.payment_authorization_execute(
+        attempt_id=payment.attempts.get().id).status == "captured"
+
+
 @pytest.mark.django_db
-def test_nightly_ledger_verify_is_clean_on_a_good_ledger(make_payment):
-    make_payment(2500)
-    assert tasks.ledger_verify_nightly.apply().get() is True
+def test_nightly_ledger_verify_is_clean_on_a_good_ledger(merchant):
+    _captured_payment(merchant)
+    assert tasks.ledger_verify_nightly() is True
     run = JobRun.objects.get(job="ledger_verify")
     assert (run.broken, run.error, run.details["ok"]) == (0, "", True)
     assert run.examined >= 1
@@ -116,8 +126,8 @@ def test_nightly_ledger_verify_is_clean_on_a_good_ledger(make_payment):
 
 
 @pytest.mark.django_db
-def test_nightly_ledger_verify_opens_a_break_and_logs_at_error_on_failure(make_payment, caplog):
-    make_payment(2500)
+def test_nightly_ledger_verify_opens_a_break_and_logs_at_error_on_failure(merchant, caplog):
+    _captured_payment(merchant)
     with connection.cursor() as cursor:
         # Judge the deferred checks now, then edit behind the triggers' back (a superuser).
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -127,8 +137,8 @@ def test_nightly_ledger_verify_opens_a_break_and_logs_at_error_on_failure(make_p
                        "WHERE id = (SELECT min(id) FROM ledger_account)")
         cursor.execute("SET session_replication_role = origin")
     with caplog.at_level(logging.ERROR, logger="reconciliation.jobs"):
-        assert tasks.ledger_verify_nightly.apply().get() is False
-        assert tasks.ledger_verify_nightly.apply().get() is False  # same night: same break
+        assert tasks.ledger_verify_nightly() is False
+        assert tasks.ledger_verify_nightly() is False  # same night: same break
     brk = ReconciliationBreak.objects.get()
     assert (brk.type, brk.status, brk.key) == (BreakType.LEDGER_VERIFY_FAILED, "open",
                                                timezone.now().date().isoformat())

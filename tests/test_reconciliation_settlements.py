@@ -290,3 +290,44 @@ def test_a_payment_that_cannot_be_settled_any_more_becomes_a_break(simulator, me
     assert "canceled" in brk.provider_data["settle_error"]
     monkeypatch.undo()
     assert settlements.settlement_settle(file_id=imported.file.id).settled == 0
+
+
+@pytest.mark.django_db
+def test_a_duplicate_is_found_across_batches_of_the_same_file():
+    header = ("DataVenda;DataPrevistaPagamento;PaymentId;MerchantOrderId;NSU;CodigoAutorizacao;"
+              "Tipo;Moeda;ValorBruto;Taxa;ValorLiquido;IdentificadorTransacao\r\n")
+    sale = "02/03/2026;04/03/2026;ref-1;pay_x;1;A;Venda;BRL;100;2;98;ref-1\r\n"
+    refund = "02/03/2026;04/03/2026;ref-1;pay_x;1;A;Estorno;BRL;-50;0;-50;rf-1\r\n"
+    result = settlements.settlement_import(
+        provider="cielo", file_date=DAY, content=(header + sale + refund + sale + refund).encode(),
+        batch_size=1)
+    assert [(line.type, line.status) for line in SettlementLine.objects.order_by("line_number")
+            ] == [("capture", "missing_internally"), ("refund", "missing_internally"),
+                  ("capture", "duplicate"), ("refund", "duplicate")]
+    assert result.breaks == 4
+    assert {b.type for b in ReconciliationBreak.objects.all()} == {
+        BreakType.MISSING_INTERNALLY, BreakType.DUPLICATE_LINE}
+
+
+@pytest.mark.django_db
+def test_a_file_object_is_imported_like_bytes_and_stored_byte_for_byte(tmp_path, monkeypatch):
+    from reconciliation.selectors import settlement_file_content, settlement_file_head
+
+    monkeypatch.setattr(settlements, "CHUNK_BYTES", 100)  # several chunks for a small file
+    header = ("DataVenda;DataPrevistaPagamento;PaymentId;MerchantOrderId;NSU;CodigoAutorizacao;"
+              "Tipo;Moeda;ValorBruto;Taxa;ValorLiquido;IdentificadorTransacao\r\n")
+    raw = (header + "".join(f"02/03/2026;04/03/2026;r{n};pay_x;1;A;Venda;BRL;100;2;98;r{n}\r\n"
+                            for n in range(20))).encode()
+    path = tmp_path / "cielo.csv"
+    path.write_bytes(raw)
+    with path.open("rb") as stream:
+        imported = settlements.settlement_import(provider="cielo", file_date=DAY,
+                                                 content=stream)
+        assert not stream.closed  # the caller's file is left open
+    file = imported.file
+    assert (imported.lines, file.size_bytes, file.line_count) == (20, len(raw), 20)
+    assert file.chunks.count() == -(-len(raw) // 100)
+    assert b"".join(settlement_file_content(file_id=file.id)) == raw
+    assert settlement_file_head(file_id=file.id, size=150) == raw[:150]
+    again = settlements.settlement_import(provider="cielo", file_date=DAY, content=raw)
+    assert (again.created, again.file.id) == (False, file.id)  # same checksum as the bytes

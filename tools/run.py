@@ -30,6 +30,9 @@ def main() -> int:
 
         print(f"Embedded PostgreSQL: {devdb.start()}", flush=True)
     manage("migrate", "--no-input", "-v", "0")
+    if any(name.startswith("RECON_") for name in os.environ):
+        # e.g. RECON_JANITOR_INTERVAL_SECONDS=5 make run: beat's rows follow the environment.
+        manage("recon_schedule", "--sync")
     seed = json.loads(manage("demo_seed", capture=True))
     broker = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "filesystem"
     base = f"http://{host}:{port}"

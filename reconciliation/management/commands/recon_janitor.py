@@ -1,5 +1,6 @@
-"""`manage.py recon_janitor`: ask providers about stuck payments and refunds now (what beat runs
-every five minutes). Safe to run while beat's janitor runs: claims are leased rows."""
+"""`manage.py recon_janitor`: ask providers about stuck payments, refunds, payouts and deposits
+now (what beat runs every five minutes). Safe to run while beat's janitor runs: claims are
+leased rows."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from reconciliation import jobs
 
 
 class Command(BaseCommand):
-    help = "Look up stuck payments and refunds at their providers and apply definite answers."
+    help = ("Look up stuck authorizations, captures, voids, refunds, payouts and deposits at "
+            "their providers and apply definite answers.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--time-budget", type=float, default=None,
