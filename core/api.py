@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -27,6 +32,15 @@ class ErrorDetailSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
+
+
+def list_of(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
+    """The OpenAPI shape of a cursor-paginated list: {object: "list", data: [item…], has_more}."""
+    return inline_serializer(name, fields={
+        "object": serializers.CharField(default="list"),
+        "data": item(many=True),
+        "has_more": serializers.BooleanField(),
+    })
 
 
 def _error(description: str, example: dict[str, Any]) -> OpenApiResponse:

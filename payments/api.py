@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.api import ERRORS, IDEMPOTENCY_HEADER, LIST_PARAMETERS, POST_ERRORS, ApiView
+from core.api import (
+    ERRORS,
+    IDEMPOTENCY_HEADER,
+    LIST_PARAMETERS,
+    POST_ERRORS,
+    ApiView,
+    list_of,
+)
 from core.errors import InvalidRequest
 from core.pagination import paginate
 from payments import selectors, services
@@ -27,14 +34,6 @@ from payments.serializers import (
     payment_to_dict,
     refund_to_dict,
 )
-
-
-def _list_of(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
-    return inline_serializer(name, fields={
-        "object": serializers.CharField(default="list"),
-        "data": item(many=True),
-        "has_more": serializers.BooleanField(),
-    })
 
 
 class PaymentCollection(ApiView):
@@ -58,7 +57,7 @@ class PaymentCollection(ApiView):
         parameters=[*LIST_PARAMETERS, OpenApiParameter("status", str),
                     OpenApiParameter("created_gte", str, description="ISO 8601"),
                     OpenApiParameter("created_lt", str, description="ISO 8601")],
-        responses={200: _list_of(PaymentOutput, "PaymentList"), **ERRORS},
+        responses={200: list_of(PaymentOutput, "PaymentList"), **ERRORS},
     )
     def get(self, request: Request) -> Response:
         filters = PaymentListFilters(data=request.query_params)
@@ -123,7 +122,7 @@ class RefundCollection(ApiView):
 
     @extend_schema(operation_id="refunds_list",
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("payment", str)],
-                   responses={200: _list_of(RefundOutput, "RefundList"), **ERRORS})
+                   responses={200: list_of(RefundOutput, "RefundList"), **ERRORS})
     def get(self, request: Request) -> Response:
         rows = selectors.refund_list(merchant=request.user,
                                      payment_id=request.query_params.get("payment"))
@@ -141,7 +140,7 @@ class DisputeCollection(ApiView):
     @extend_schema(operation_id="disputes_list",
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("payment", str),
                                OpenApiParameter("status", str, enum=DisputeStatus.values)],
-                   responses={200: _list_of(DisputeOutput, "DisputeList"), **ERRORS})
+                   responses={200: list_of(DisputeOutput, "DisputeList"), **ERRORS})
     def get(self, request: Request) -> Response:
         status_filter = request.query_params.get("status")
         if status_filter and status_filter not in DisputeStatus.values:

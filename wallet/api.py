@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.api import ERRORS, IDEMPOTENCY_HEADER, LIST_PARAMETERS, POST_ERRORS, ApiView
+from core.api import (
+    ERRORS,
+    IDEMPOTENCY_HEADER,
+    LIST_PARAMETERS,
+    POST_ERRORS,
+    ApiView,
+    list_of,
+)
 from core.pagination import paginate
 from wallet import selectors, services
 from wallet.serializers import (
@@ -20,14 +26,6 @@ from wallet.serializers import (
     deposit_to_dict,
     payout_to_dict,
 )
-
-
-def _list_of(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
-    return inline_serializer(name, fields={
-        "object": serializers.CharField(default="list"),
-        "data": item(many=True),
-        "has_more": serializers.BooleanField(),
-    })
 
 
 class DepositCollection(ApiView):
@@ -45,7 +43,7 @@ class DepositCollection(ApiView):
 
     @extend_schema(operation_id="deposits_list",
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("status", str)],
-                   responses={200: _list_of(DepositOutput, "DepositList"), **ERRORS})
+                   responses={200: list_of(DepositOutput, "DepositList"), **ERRORS})
     def get(self, request: Request) -> Response:
         filters = DepositListFilters(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -77,7 +75,7 @@ class PayoutCollection(ApiView):
 
     @extend_schema(operation_id="payouts_list",
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("status", str)],
-                   responses={200: _list_of(PayoutOutput, "PayoutList"), **ERRORS})
+                   responses={200: list_of(PayoutOutput, "PayoutList"), **ERRORS})
     def get(self, request: Request) -> Response:
         filters = PayoutListFilters(data=request.query_params)
         filters.is_valid(raise_exception=True)

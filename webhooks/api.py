@@ -5,12 +5,19 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.api import ERRORS, IDEMPOTENCY_HEADER, LIST_PARAMETERS, POST_ERRORS, ApiView
+from core.api import (
+    ERRORS,
+    IDEMPOTENCY_HEADER,
+    LIST_PARAMETERS,
+    POST_ERRORS,
+    ApiView,
+    list_of,
+)
 from core.errors import error_body
 from core.pagination import paginate
 from webhooks import inbound, selectors, services
@@ -85,19 +92,12 @@ class WebhookDeliveryOutput(serializers.Serializer):
     attempts = WebhookDeliveryAttemptOutput(many=True)
 
 
-def _list_of(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
-    return inline_serializer(name, fields={
-        "object": serializers.CharField(default="list"),
-        "data": item(many=True),
-        "has_more": serializers.BooleanField(),
-    })
-
 
 class EventCollection(ApiView):
     @extend_schema(operation_id="events_list",
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("type", str),
                                OpenApiParameter("object_id", str)],
-                   responses={200: _list_of(EventOutput, "EventList"), **ERRORS})
+                   responses={200: list_of(EventOutput, "EventList"), **ERRORS})
     def get(self, request: Request) -> Response:
         rows = selectors.event_list(merchant=request.user,
                                     type=request.query_params.get("type"),
@@ -115,7 +115,7 @@ class EventDetail(ApiView):
 class EventResend(ApiView):
     @extend_schema(
         operation_id="events_resend", request=EventResendInput, parameters=[IDEMPOTENCY_HEADER],
-        responses={200: _list_of(WebhookDeliveryOutput, "WebhookDeliveryList"), **POST_ERRORS},
+        responses={200: list_of(WebhookDeliveryOutput, "WebhookDeliveryList"), **POST_ERRORS},
         description="Send the event again as new deliveries: to `endpoint`, or to every enabled "
                     "endpoint subscribed to its type. Receivers see the same event id.",
     )
@@ -144,7 +144,7 @@ class WebhookEndpointCollection(ApiView):
                         status=status.HTTP_201_CREATED)
 
     @extend_schema(operation_id="webhook_endpoints_list", parameters=LIST_PARAMETERS,
-                   responses={200: _list_of(WebhookEndpointOutput, "WebhookEndpointList"),
+                   responses={200: list_of(WebhookEndpointOutput, "WebhookEndpointList"),
                               **ERRORS})
     def get(self, request: Request) -> Response:
         rows = selectors.endpoint_list(merchant=request.user)
@@ -195,7 +195,7 @@ class WebhookEndpointRotateSecret(ApiView):
 
 class WebhookEndpointDeliveries(ApiView):
     @extend_schema(operation_id="webhook_endpoints_deliveries", parameters=LIST_PARAMETERS,
-                   responses={200: _list_of(WebhookDeliveryOutput, "WebhookEndpointDeliveryList"),
+                   responses={200: list_of(WebhookDeliveryOutput, "WebhookEndpointDeliveryList"),
                               **ERRORS})
     def get(self, request: Request, endpoint_id: str) -> Response:
         rows = selectors.delivery_list(merchant=request.user, endpoint_id=endpoint_id)
