@@ -6,12 +6,14 @@ account from a random other, as when every capture of a big merchant lands on on
 Each shape runs with 8 and 32 concurrent client processes.
 
 Baselines, measured in the same run and interleaved with it:
-- *raw SQL floor*: the same transaction with psycopg and no ORM: lock both accounts FOR NO KEY
-  UPDATE in id order, take the chain's advisory lock, read the chain head, INSERT the entry and
-  both postings in two statements (the posting trigger updates the balances, exactly as for
-  entry_post), COMMIT. It writes the same tables under the same triggers, so the chain stays
-  valid and the gates check it too. It skips what entry_post adds in Python: validation, the
-  replay lookup, the ORM.
+- *raw SQL floor*: the same transaction with psycopg and no ORM, batched as entry_post batches
+  it (several statements in one execute, client-side binding): lock both accounts FOR NO KEY
+  UPDATE in id order; take the chain's advisory lock and read the chain head (one round trip);
+  INSERT the entry and both postings (one round trip; the posting trigger updates the balances,
+  exactly as for entry_post); COMMIT. Four round trips, as entry_post's four. It writes the
+  same tables under the same triggers, so the chain stays valid and the gates check it too. It
+  skips what entry_post adds in Python: validation, the ORM, and the replay lookup, which in
+  entry_post rides in the account locks' round trip as a second statement.
 - *django-hordak 2.0*: `Account.transfer_to` inside `transaction.atomic()`, in its own database
   and process tree (bench/hordak_bench.py), so its tables never enter this project.
 """
@@ -76,27 +78,47 @@ def entry_post_factory(ids: list[int], shape: str, tag: str) -> OperationFactory
 
 
 _LOCK_SQL = ("SELECT id, balance, merchant_id, currency FROM ledger_account "
-             "WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE")
-_HEAD_SQL = ("SELECT clock_timestamp(), last.sequence, last.hash FROM (VALUES (1)) AS one(x) "
-             "LEFT JOIN (SELECT sequence, hash FROM ledger_journalentry "
-             "ORDER BY sequence DESC LIMIT 1) AS last ON true")
+             "WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE")
+# The chain lock and the head in one round trip, two statements, as in ledger.services: the
+# head's snapshot is taken after the lock is granted.
+_CHAIN_SQL = ("SELECT pg_advisory_xact_lock(%s); "
+              "SELECT clock_timestamp(), last.sequence, last.hash FROM (VALUES (1)) AS one(x) "
+              "LEFT JOIN (SELECT sequence, hash FROM ledger_journalentry "
+              "ORDER BY sequence DESC LIMIT 1) AS last ON true")
 _ENTRY_SQL = ("INSERT INTO ledger_journalentry (id, sequence, kind, description, reference_type, "
               "reference_id, merchant_id, created_at, prev_hash, hash) "
               "VALUES (%s, %s, %s, '', %s, %s, NULL, %s, %s, %s)")
-_POSTINGS_SQL = ("INSERT INTO ledger_posting (id, entry_id, account_id, merchant_id, amount, "
-                 "currency, balance_after, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s), "
-                 "(%s, %s, %s, %s, %s, %s, %s, %s)")
+# The entry and its postings in one round trip, two statements (not a CTE: the posting trigger
+# must see the entry row), as in ledger.services.
+_INSERT_SQL = "; ".join((
+    _ENTRY_SQL,
+    "INSERT INTO ledger_posting (id, entry_id, account_id, merchant_id, amount, currency, "
+    "balance_after, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s), "
+    "(%s, %s, %s, %s, %s, %s, %s, %s)"))
+
+
+def _connect() -> Any:
+    """A connection that binds client-side, like Django's backend: several statements per
+    execute (server-side binding allows one)."""
+    import psycopg
+
+    return psycopg.connect(os.environ["DATABASE_URL"], cursor_factory=psycopg.ClientCursor)
+
+
+def _chain_head(cur: Any, lock_key: int) -> tuple[Any, ...]:
+    """Take the chain lock and read (clock, last sequence, last hash) in one round trip."""
+    cur.execute(_CHAIN_SQL, [lock_key])
+    cur.nextset()
+    return cur.fetchone()
 
 
 def raw_sql_factory(ids: list[int], shape: str, tag: str) -> OperationFactory:
     def factory(index: int) -> Operation:
-        import psycopg
-
         from core.ids import new_id
         from ledger.chain import GENESIS_HASH, HashedPosting, entry_hash
         from ledger.services import CHAIN_LOCK_KEY
 
-        conn = psycopg.connect(os.environ["DATABASE_URL"])
+        conn = _connect()
         rng = random.Random(f"{tag}-{index}")
 
         def transfer(sequence: int) -> None:
@@ -107,8 +129,7 @@ def raw_sql_factory(ids: list[int], shape: str, tag: str) -> OperationFactory:
             try:
                 with conn.cursor() as cur:
                     locked = cur.execute(_LOCK_SQL, [sorted(amounts)]).fetchall()
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
-                    created_at, last_sequence, last_hash = cur.execute(_HEAD_SQL).fetchone()
+                    created_at, last_sequence, last_hash = _chain_head(cur, CHAIN_LOCK_KEY)
                     entry_id, prev_hash = new_id("txn"), last_hash or GENESIS_HASH
                     entry_sequence = (last_sequence or 0) + 1
                     postings = [HashedPosting(new_id("bt"), pk, amounts[pk], currency,
@@ -119,16 +140,14 @@ def raw_sql_factory(ids: list[int], shape: str, tag: str) -> OperationFactory:
                         kind=ENTRY_KIND, reference_type=REFERENCE_TYPE,
                         reference_id=reference_id, merchant_id=None, description="",
                         created_at=created_at, postings=postings)
-                    cur.execute(_ENTRY_SQL, [entry_id, entry_sequence, ENTRY_KIND,
-                                             REFERENCE_TYPE, reference_id, created_at,
-                                             prev_hash, digest])
-                    values: list[Any] = []
+                    values: list[Any] = [entry_id, entry_sequence, ENTRY_KIND, REFERENCE_TYPE,
+                                         reference_id, created_at, prev_hash, digest]
                     for posting, (_pk, _balance, merchant_id, _currency) in zip(
                             postings, locked, strict=True):
                         values += [posting.id, entry_id, posting.account_id, merchant_id,
                                    posting.amount, posting.currency, posting.balance_after,
                                    created_at]
-                    cur.execute(_POSTINGS_SQL, values)
+                    cur.execute(_INSERT_SQL, values)
                 conn.commit()
             except Exception:
                 conn.rollback()
@@ -152,13 +171,11 @@ def raw_sql_batch_factory(ids: list[int], shape: str, tag: str) -> OperationFact
     One operation is one batch: the caller multiplies the rate by BATCH_SIZE."""
 
     def factory(index: int) -> Operation:
-        import psycopg
-
         from core.ids import new_id
         from ledger.chain import GENESIS_HASH, HashedPosting, entry_hash
         from ledger.services import CHAIN_LOCK_KEY
 
-        conn = psycopg.connect(os.environ["DATABASE_URL"])
+        conn = _connect()
         rng = random.Random(f"{tag}-{index}")
 
         def batch(sequence: int) -> None:
@@ -169,8 +186,7 @@ def raw_sql_batch_factory(ids: list[int], shape: str, tag: str) -> OperationFact
                 with conn.cursor() as cur:
                     state = {pk: [balance, merchant_id, currency] for pk, balance, merchant_id,
                              currency in cur.execute(_LOCK_SQL, [touched]).fetchall()}
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
-                    created_at, last_sequence, last_hash = cur.execute(_HEAD_SQL).fetchone()
+                    created_at, last_sequence, last_hash = _chain_head(cur, CHAIN_LOCK_KEY)
                     prev_hash, entry_sequence = last_hash or GENESIS_HASH, last_sequence or 0
                     entries: list[tuple] = []
                     postings: list[tuple] = []

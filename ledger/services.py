@@ -10,6 +10,19 @@ Locking order inside `entry_post`, the only writer of entries and postings:
    on 6 hot accounts (2 busy vCPUs): lock last ≈ 115 entries/s with the chain held 7.6 ms p50;
    lock first ≈ 104/s, held 10.3 ms p50, because it also serialises the waits for accounts.
 
+Round trips (tests/test_ledger_round_trips.py counts them): outside a transaction an entry is
+BEGIN (psycopg sends it on its own, as for any transaction), 3 executes and COMMIT, 5 in all; it
+was 8 (6 executes). Each execute sends two statements as one simple query (`_run`), which each
+take their own READ COMMITTED snapshot: (1) account locks + replay lookup, (2) chain lock +
+chain head, (3) entry INSERT + postings INSERT. Only (2), (3) and COMMIT run under the chain
+lock (was 5: lock, head, entry INSERT, postings INSERT, COMMIT). For (2) two statements rather
+than a plpgsql function: the same mechanism as (1) and (3), whose snapshot argument it shares,
+with no database object to migrate in step with CHAIN_LOCK_KEY. Inside a caller's transaction
+the savepoint's SAVEPOINT and RELEASE ride in (1) and (3), so it is 3 executes there too (was
+8). It needs client-side binding (Django's default for psycopg 3); with OPTIONS
+server_side_binding every post would fail loudly ("cannot insert multiple commands into a
+prepared statement"), never silently.
+
 Callers run these inside their own transaction (READ COMMITTED, Django's default): post as the
 LAST step, after every other row lock the transaction needs, because the chain lock is held
 until COMMIT. Taking a row lock after posting (or a second entry on accounts not yet locked)
@@ -21,9 +34,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from functools import cache
 
-from django.db import connection, transaction
+from django.db import Error, connection, transaction
+from django.db.backends.utils import CursorWrapper
+from django.db.models import Model
 
 from core.errors import InsufficientFunds
 from core.models import Merchant
@@ -110,24 +125,68 @@ def _validate(
     return amounts
 
 
-def _chain_head() -> tuple[int, str, datetime]:
-    """Take the chain lock; return (next sequence, previous hash, the entry's timestamp)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
-        # A separate statement on purpose: its READ COMMITTED snapshot is taken after the lock
-        # is granted, so it sees the entry the previous holder committed. The database clock
-        # (not the app server's) keeps created_at in sequence order across app servers.
-        cursor.execute(
-            "SELECT clock_timestamp(), last.sequence, last.hash FROM (VALUES (1)) AS one(x) "
-            "LEFT JOIN (SELECT sequence, hash FROM ledger_journalentry "
-            "           ORDER BY sequence DESC LIMIT 1) AS last ON true"
-        )
-        now, sequence, prev_hash = cursor.fetchone()
-    return (sequence or 0) + 1, prev_hash or GENESIS_HASH, now
+def _run(cursor: CursorWrapper, statements: Sequence[str],
+         params: Sequence[object]) -> list[list[tuple] | None]:
+    """Run `statements` in ONE round trip; return each one's rows (None for a command).
+
+    Django's psycopg backend binds parameters client-side (psycopg.ClientCursor; settings do not
+    set OPTIONS server_side_binding), so several statements go to PostgreSQL as one simple
+    query. Each still takes its own READ COMMITTED snapshot when it starts, i.e. after the
+    statement before it has finished (and been granted its locks).
+    """
+    cursor.execute("; ".join(statements), params)
+    results: list[list[tuple] | None] = []
+    while True:
+        results.append(cursor.fetchall() if cursor.description is not None else None)
+        if not cursor.nextset():
+            return results
 
 
-def _replay(existing: JournalEntry, amounts: dict[int, int]) -> JournalEntry:
-    stored = dict(existing.postings.values_list("account_id", "amount"))
+@cache
+def _insert_sql(model: type[Model], rows: int) -> str:
+    """A multi-row INSERT of every concrete column, in `_meta` order (as bulk_create writes)."""
+    fields = model._meta.concrete_fields
+    columns = ", ".join(f.column for f in fields)
+    values = ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * rows)
+    # Names come from the model, values are bound: nothing from the caller enters the SQL text.
+    return f"INSERT INTO {model._meta.db_table} ({columns}) VALUES {values}"  # noqa: S608
+
+
+def _insert_params(instances: Sequence[Model]) -> list[object]:
+    return [field.get_db_prep_save(field.pre_save(instance, True), connection)
+            for instance in instances for field in instance._meta.concrete_fields]
+
+
+_ENTRY_FIELDS = JournalEntry._meta.concrete_fields
+_LOCK_SQL = ("SELECT id, kind, balance, currency, merchant_id FROM ledger_account "
+             "WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE")
+# A separate statement AFTER the locks on purpose: its READ COMMITTED snapshot is taken once
+# they are granted, and a concurrent post of the same event touches the same accounts, so by
+# then it has committed and this read sees it. Returns one row per stored posting.
+_REPLAY_SQL = (
+    "SELECT " + ", ".join(f"e.{f.column}" for f in _ENTRY_FIELDS) + ", p.account_id, p.amount "
+    "FROM ledger_journalentry e LEFT JOIN ledger_posting p ON p.entry_id = e.id "
+    "WHERE e.reference_type = %s AND e.reference_id = %s AND e.kind = %s"
+)
+# Two statements for the same reason: the head is read with a snapshot taken after the lock is
+# granted, so it sees the entry the previous holder committed. The database clock (not the app
+# server's) keeps created_at in sequence order across app servers.
+_CHAIN_SQL = (
+    "SELECT pg_advisory_xact_lock(%s)",
+    "SELECT clock_timestamp(), last.sequence, last.hash FROM (VALUES (1)) AS one(x) "
+    "LEFT JOIN (SELECT sequence, hash FROM ledger_journalentry "
+    "           ORDER BY sequence DESC LIMIT 1) AS last ON true",
+)
+# Inside a caller's transaction: a savepoint of our own (what a nested atomic() would take),
+# its SAVEPOINT and RELEASE riding in the first and last round trips instead of two more.
+_SAVEPOINT = "ledger_entry_post"
+
+
+def _replay(rows: list[tuple], amounts: dict[int, int]) -> JournalEntry:
+    n = len(_ENTRY_FIELDS)
+    existing = JournalEntry.from_db(connection.alias, [f.attname for f in _ENTRY_FIELDS],
+                                    rows[0][:n])
+    stored = {row[n]: row[n + 1] for row in rows if row[n] is not None}
     if stored != amounts:
         raise ValueError(
             f"{existing.reference_type} {existing.reference_id} already has a {existing.kind} "
@@ -155,53 +214,82 @@ def entry_post(
     amounts = _validate(kind=kind, lines=lines, reference_type=reference_type,
                         reference_id=reference_id, merchant=merchant,
                         allow_negative=allow_negative)
-    with transaction.atomic():
-        accounts = list(
-            Account.objects.select_for_update(no_key=True).filter(pk__in=amounts).order_by("pk")
-        )
-        if len(accounts) != len(amounts):
-            missing = sorted(set(amounts) - {account.pk for account in accounts})
-            raise ValueError(f"accounts {missing} do not exist (rolled back?)")
-        # Checked under the account locks: a concurrent post of the same event touches the same
-        # accounts, so by now it has committed and this read sees it.
-        existing = JournalEntry.objects.filter(
-            reference_type=reference_type, reference_id=reference_id, kind=kind).first()
-        if existing is not None:
-            return _replay(existing, amounts)
-        for account in accounts:
-            amount = amounts[account.pk]
-            after = account.balance + amount
-            if (amount < 0 and after < 0 and account.kind in NO_OVERDRAFT_KINDS
-                    and account.kind not in allow_negative):
-                raise InsufficientFunds(
-                    f"Insufficient funds: the {account.kind} balance is "
-                    f"{format_amount(account.balance, account.currency)} and this needs "
-                    f"{format_amount(-amount, account.currency)}.",
-                    param="amount",
-                )
-        sequence, prev_hash, created_at = _chain_head()
-        entry = JournalEntry(
-            sequence=sequence, kind=kind, description=description[:500],
-            reference_type=reference_type, reference_id=reference_id, merchant=merchant,
-            created_at=created_at, prev_hash=prev_hash,
-        )
-        postings = [
-            Posting(entry=entry, account=account, merchant_id=account.merchant_id,
-                    amount=amounts[account.pk], currency=account.currency,
-                    balance_after=account.balance + amounts[account.pk], created_at=created_at)
-            for account in accounts
-        ]
-        entry.hash = entry_hash(
-            prev_hash=prev_hash, sequence=sequence, entry_id=entry.id, kind=kind,
-            reference_type=reference_type, reference_id=reference_id,
-            merchant_id=entry.merchant_id, description=entry.description,
-            created_at=created_at,
-            postings=[HashedPosting(p.id, p.account_id, p.amount, p.currency, p.balance_after)
-                      for p in postings],
-        )
-        entry.save(force_insert=True)
-        # The posting trigger applies each amount to its account balance under the lock held.
-        Posting.objects.bulk_create(postings)
+    post = {"kind": kind, "amounts": amounts, "reference_type": reference_type,
+            "reference_id": reference_id, "description": description[:500],
+            "merchant": merchant, "allow_negative": allow_negative}
+    if not connection.in_atomic_block:
+        with transaction.atomic():
+            return _post(**post, savepoint=False)
+    return _post(**post, savepoint=True)
+
+
+def _post(
+    *, kind: str, amounts: dict[int, int], reference_type: str, reference_id: str,
+    description: str, merchant: Merchant | None, allow_negative: frozenset[str],
+    savepoint: bool,
+) -> JournalEntry:
+    """The three round trips of entry_post (plus COMMIT, or the caller's)."""
+    begin = [f"SAVEPOINT {_SAVEPOINT}"] if savepoint else []
+    release = [f"RELEASE SAVEPOINT {_SAVEPOINT}"] if savepoint else []
+    with connection.cursor() as cursor:
+        try:
+            *_, locked, replay = _run(cursor, [*begin, _LOCK_SQL, _REPLAY_SQL],
+                                      [sorted(amounts), reference_type, reference_id, kind])
+            if len(locked) != len(amounts):
+                missing = sorted(set(amounts) - {pk for pk, *_ in locked})
+                raise ValueError(f"accounts {missing} do not exist (rolled back?)")
+            if replay:
+                existing = _replay(replay, amounts)
+                if release:
+                    _run(cursor, release, [])
+                return existing
+            for pk, account_kind, balance, currency, _merchant_id in locked:
+                amount = amounts[pk]
+                if (amount < 0 and balance + amount < 0 and account_kind in NO_OVERDRAFT_KINDS
+                        and account_kind not in allow_negative):
+                    raise InsufficientFunds(
+                        f"Insufficient funds: the {account_kind} balance is "
+                        f"{format_amount(balance, currency)} and this needs "
+                        f"{format_amount(-amount, currency)}.",
+                        param="amount",
+                    )
+            _, ((created_at, last_sequence, last_hash),) = _run(cursor, _CHAIN_SQL,
+                                                                [CHAIN_LOCK_KEY])
+            sequence, prev_hash = (last_sequence or 0) + 1, last_hash or GENESIS_HASH
+            entry = JournalEntry(
+                sequence=sequence, kind=kind, description=description,
+                reference_type=reference_type, reference_id=reference_id, merchant=merchant,
+                created_at=created_at, prev_hash=prev_hash,
+            )
+            postings = [
+                Posting(entry=entry, account_id=pk, merchant_id=merchant_id,
+                        amount=amounts[pk], currency=currency,
+                        balance_after=balance + amounts[pk], created_at=created_at)
+                for pk, _kind, balance, currency, merchant_id in locked
+            ]
+            entry.hash = entry_hash(
+                prev_hash=prev_hash, sequence=sequence, entry_id=entry.id, kind=kind,
+                reference_type=reference_type, reference_id=reference_id,
+                merchant_id=entry.merchant_id, description=description,
+                created_at=created_at,
+                postings=[HashedPosting(p.id, p.account_id, p.amount, p.currency,
+                                        p.balance_after) for p in postings],
+            )
+            # Two statements, not a data-modifying CTE: the posting trigger reads the entry's
+            # kind from ledger_journalentry (the overdraft rule), and a sibling CTE's row is not
+            # visible to it. Each posting's trigger applies its amount under the lock held.
+            _run(cursor, [_insert_sql(JournalEntry, 1), _insert_sql(Posting, len(postings)),
+                          *release], _insert_params([entry, *postings]))
+        except BaseException:
+            if savepoint:
+                try:
+                    _run(cursor, [f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", *release], [])
+                except Error:
+                    # As atomic() does when its savepoint rollback fails: the caller's
+                    # transaction can only be rolled back now.
+                    transaction.set_rollback(True)
+            raise
+    entry._state.adding, entry._state.db = False, connection.alias
     return entry
 
 

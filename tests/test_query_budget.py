@@ -6,10 +6,12 @@ pytestmark = pytest.mark.django_db
 
 # Measured in this test's transaction (savepoints count as queries): the request 16 (14 real
 # statements: auth, idempotency claim and store, insert, route + breaker, two events with their
-# endpoint lookups, attempt); the task 27 (21 real: the sandbox provider's own 4, breaker, two
-# locks, ledger accounts + chain + entry + postings, event). Raise only with a reason.
+# endpoint lookups, attempt); the task 22 (18 real: the sandbox provider's own 4, breaker, two
+# locks, two ledger account lookups, entry_post's 3 batched executes with its savepoint folded
+# in, event and endpoints; 27 before entry_post batched its statements). Raise only with a
+# reason.
 CREATE_AND_CONFIRM_MAX_QUERIES = 16
-AUTHORIZE_TASK_MAX_QUERIES = 27
+AUTHORIZE_TASK_MAX_QUERIES = 22
 
 
 def test_create_and_confirm_query_budget(api, django_assert_max_num_queries,

@@ -1,0 +1,131 @@
+"""entry_post's round trips are counted, so a statement added back fails here, not in a bench.
+
+Outside any transaction an entry is BEGIN, 3 executes (two statements sent as one query each)
+and COMMIT: 5 logged, 4 of them ours (7 before batching), 2 of those plus COMMIT under the
+chain lock. Inside a caller's transaction it is the same 3 executes, its savepoint's SAVEPOINT
+and RELEASE riding in the first and the last (8 before).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from core.errors import InsufficientFunds
+from ledger import services
+from ledger.models import Account, JournalEntry
+from ledger.services import account_for, entry_post
+from ledger.verify import ledger_verify
+
+
+@pytest.fixture
+def accounts(merchant):
+    available = account_for(merchant=merchant, currency="usd", kind="available")
+    clearing = account_for(currency="usd", kind="deposits_clearing")
+    return available, clearing
+
+
+def deposit(accounts, amount: int, ref: str = "dep_1") -> JournalEntry:
+    available, clearing = accounts
+    return entry_post(kind="deposit_confirmed", lines=[(clearing, -amount), (available, amount)],
+                      reference_type="deposit", reference_id=ref)
+
+
+def executed(captured: CaptureQueriesContext) -> list[str]:
+    return [query["sql"] for query in captured.captured_queries]
+
+
+def balance(account: Account) -> int:
+    return Account.objects.get(pk=account.pk).balance
+
+
+def assert_lock_then_replay(sql: str) -> None:
+    # The replay SELECT must come after the locks, in its own statement (its own snapshot).
+    assert sql.index("FOR NO KEY UPDATE;") < sql.index("FROM ledger_journalentry e")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_entry_post_outside_a_transaction_is_three_executes_and_commit(accounts):
+    deposit(accounts, 10, "dep_0")
+    with CaptureQueriesContext(connection) as captured:
+        entry = deposit(accounts, 100)
+    begin, locks, chain, inserts, commit = executed(captured)
+    assert (begin, commit) == ("BEGIN", "COMMIT")
+    assert_lock_then_replay(locks)
+    assert chain.index("pg_advisory_xact_lock") < chain.index("clock_timestamp()")
+    assert inserts.index("INSERT INTO ledger_journalentry") < inserts.index(
+        "INSERT INTO ledger_posting")
+    assert "pg_advisory_xact_lock" not in locks  # the chain lock is taken last
+    stored = JournalEntry.objects.get(pk=entry.pk)
+    assert (stored.sequence, stored.hash, stored.created_at) == (
+        entry.sequence, entry.hash, entry.created_at)
+    assert entry.postings.count() == 2
+    assert balance(accounts[0]) == 110
+    assert ledger_verify().ok
+
+
+@pytest.mark.django_db
+def test_entry_post_in_a_callers_transaction_is_three_executes_with_its_savepoint(accounts):
+    deposit(accounts, 10, "dep_0")
+    with CaptureQueriesContext(connection) as captured:
+        deposit(accounts, 100)
+    locks, chain, inserts = executed(captured)
+    assert locks.startswith("SAVEPOINT ledger_entry_post; ")
+    assert_lock_then_replay(locks)
+    assert "pg_advisory_xact_lock" in chain
+    assert inserts.endswith("; RELEASE SAVEPOINT ledger_entry_post")
+    assert balance(accounts[0]) == 110
+
+
+@pytest.mark.django_db
+def test_a_replay_is_one_execute_and_never_takes_the_chain_lock(accounts):
+    first = deposit(accounts, 100)
+    with CaptureQueriesContext(connection) as captured:
+        assert deposit(accounts, 100) == first
+    locks, release = executed(captured)
+    assert_lock_then_replay(locks)
+    assert release == "RELEASE SAVEPOINT ledger_entry_post"
+    with pytest.raises(ValueError, match="different postings"):
+        deposit(accounts, 99)
+    replayed = deposit(accounts, 100)
+    assert (replayed.pk, replayed.hash, replayed.sequence) == (first.pk, first.hash,
+                                                              first.sequence)
+    assert balance(accounts[0]) == 100
+
+
+@pytest.mark.django_db
+def test_insufficient_funds_rolls_back_to_the_savepoint_in_the_same_round_trip_count(accounts):
+    available, clearing = accounts
+    deposit(accounts, 10)
+    with CaptureQueriesContext(connection) as captured:
+        with pytest.raises(InsufficientFunds, match=r"available balance is 0\.10 USD"):
+            entry_post(kind="adjustment", lines=[(available, -50), (clearing, 50)],
+                       reference_type="test", reference_id="x")
+    locks, rollback = executed(captured)
+    assert "pg_advisory_xact_lock" not in locks  # refused before the chain lock
+    assert rollback == ("ROLLBACK TO SAVEPOINT ledger_entry_post; "
+                        "RELEASE SAVEPOINT ledger_entry_post")
+    deposit(accounts, 5, "dep_2")  # the caller's transaction is still usable
+    assert balance(available) == 15
+
+
+@pytest.mark.django_db
+def test_the_overdraft_trigger_sees_the_entry_inserted_in_the_same_round_trip(accounts,
+                                                                           monkeypatch):
+    """Skip the Python check so only PostgreSQL decides: the posting trigger reads the entry's
+    kind, which a data-modifying CTE would hide from it (and so refuse even a refund)."""
+    available, clearing = accounts
+    reserved = account_for(merchant=available.merchant, currency="usd", kind="reserved")
+    monkeypatch.setattr(services, "NO_OVERDRAFT_KINDS", frozenset())
+    with pytest.raises(IntegrityError, match="adjustment entry may not take available"):
+        entry_post(kind="adjustment", lines=[(available, -50), (clearing, 50)],
+                   reference_type="test", reference_id="x")
+    # Rolled back to the savepoint: nothing written, and the caller's transaction goes on.
+    assert not JournalEntry.objects.filter(reference_type="test").exists()
+    entry_post(kind="refund_created", lines=[(available, -50), (reserved, 50)],
+               reference_type="refund", reference_id="re_1",
+               allow_negative=frozenset({"available"}))
+    assert (balance(available), balance(reserved)) == (-50, 50)
+    with transaction.atomic():
+        assert ledger_verify().ok
