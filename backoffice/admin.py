@@ -32,9 +32,10 @@ from backoffice import (
 )
 from backoffice.action_views import ObjectActionsMixin, Outcome, require_perm
 from backoffice.admin_audit import AuditedModelAdmin
+from backoffice.admin_base import ReadOnlyAdmin
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.audit import AUDIT_ACTIONS, Actor, audit_record, snapshot
-from backoffice.forms import ApprovalDecisionForm, LedgerAdjustmentForm
+from backoffice.forms import ApprovalDecisionForm, ApprovalVerdictForm, LedgerAdjustmentForm
 from backoffice.models import (
     ApprovalKind,
     ApprovalRequest,
@@ -46,17 +47,6 @@ from backoffice.models import (
 from backoffice.paginator import CappedCountPaginator
 from core.errors import ClearhouseError
 from core.money import format_amount
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def _status(value: str, label: str) -> str:
@@ -74,6 +64,10 @@ def approval_summary(approval: ApprovalRequest) -> str:
     p = approval.params
     if approval.kind == ApprovalKind.REFUND:
         return f"Refund {amount} of payment {p['payment_id']} (reason: {p['reason']})."
+    if approval.kind == ApprovalKind.DISPUTE_ACCEPT and p.get("decision") == "lost":
+        return (f"Record the provider's decision {p['decision_reference']}: dispute "
+                f"{p['dispute_id']} is lost and {amount} is charged back to "
+                f"{approval.merchant.name}.")
     if approval.kind == ApprovalKind.DISPUTE_ACCEPT:
         return (f"Accept dispute {p['dispute_id']} as lost: {amount} is charged back to "
                 f"{approval.merchant.name}.")
@@ -159,7 +153,7 @@ class ApprovalRequestAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
             "may_approve": may_approve,
             "can_decide": (approval.status == ApprovalStatus.PENDING and may_approve
                            and not is_requester),
-            "can_rerun": approval.status == ApprovalStatus.APPROVED and may_approve,
+            "can_rerun": may_approve and services.approval_rerun_allowed(approval),
             "decision_form": ApprovalDecisionForm(),
             "result_links": result_links,
         }
@@ -168,23 +162,30 @@ class ApprovalRequestAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
 
     def decide_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         def run(actor: Actor, approval: ApprovalRequest, data: dict[str, Any]) -> Outcome:
-            approve = request.POST.get("decision") == "approve"
             done = services.approval_decide(actor=actor, approval_id=approval.pk,
-                                            approve=approve, comment=data["comment"])
+                                            approve=data["approve"], comment=data["comment"])
             if done.status == ApprovalStatus.REJECTED:
                 return f"Rejected {done.id}; nothing was changed."
             if done.status == ApprovalStatus.FAILED:
                 return (messages.ERROR, f"Approved {done.id}, but the action was refused: "
                                         f"{done.error}")
             if done.status == ApprovalStatus.APPROVED:
-                return (messages.WARNING, f"Approved {done.id}; the action has not finished. "
-                                          "Use “Run the approved action again” to finish it.")
+                return (messages.WARNING,
+                        f"Approved {done.id}; the action has not finished. If it still has "
+                        f"not in {int(services.RERUN_AFTER.total_seconds() // 60)} minutes, "
+                        "this page offers to run it again.")
             return f"Approved {done.id} and done: {approval_summary(done)}"
 
-        return self._post(request, object_id, "approve_request", ApprovalDecisionForm, run)
+        return self._post(request, object_id, "approve_request", ApprovalVerdictForm, run)
 
     def execute_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         def run(actor: Actor, approval: ApprovalRequest, data: dict[str, Any]) -> Outcome:
+            if approval.status == ApprovalStatus.APPROVED and not \
+                    services.approval_rerun_allowed(approval):
+                minutes = int(services.RERUN_AFTER.total_seconds() // 60)
+                return (messages.WARNING,
+                        f"{approval.id} was approved less than {minutes} minutes ago and may "
+                        "still be running; reload this page in a few minutes. Nothing was run.")
             done = services.approval_execute(actor=actor, approval_id=approval.pk)
             return f"{done.id} is now: {done.get_status_display()}."
 
@@ -346,8 +347,22 @@ def _replace(model: Any, admin_class: type[admin.ModelAdmin]) -> None:
     admin.site.register(model, admin_class)
 
 
+# Only a superuser grants superuser status or permissions one by one; nobody but a superuser
+# changes their own roles (an `admin` with auth.change_user would otherwise promote themselves).
+SUPERUSER_ONLY_USER_FIELDS = ("is_superuser", "user_permissions")
+
+
 class BackofficeUserAdmin(AuditedModelAdmin, UserAdmin):
     """Role grants (groups) and staff flags are what auditors ask about first."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if request.user.is_superuser:
+            return fields
+        fields += SUPERUSER_ONLY_USER_FIELDS
+        if obj is not None and obj.pk == request.user.pk:
+            fields += ("groups",)
+        return fields
 
     def audit_snapshot(self, obj: Any) -> dict[str, Any]:
         data = snapshot(obj, USER_FIELDS)
@@ -369,6 +384,12 @@ class BackofficeUserAdmin(AuditedModelAdmin, UserAdmin):
 
 
 class BackofficeGroupAdmin(AuditedModelAdmin, GroupAdmin):
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        # A role's permissions are code (backoffice.roles); only a superuser may change them
+        # by hand, or an `admin` could grant their own group anything.
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return fields if request.user.is_superuser else (*fields, "permissions")
+
     def audit_snapshot(self, obj: Any) -> dict[str, Any]:
         data = snapshot(obj)
         if obj.pk:

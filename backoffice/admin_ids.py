@@ -12,13 +12,15 @@ from typing import Any
 
 from django.contrib.admin.utils import quote, unquote
 from django.db import models
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 
 
 def lookup_pk(model: type[models.Model], object_id: str) -> str:
     """The primary key an admin URL segment means: normally its unescaped form; the raw text
     when only that names a row (an unescaped link). One extra query, only for ambiguous ids."""
     pk = unquote(object_id)
+    if "\x00" in pk or "\x00" in object_id:  # PostgreSQL refuses NUL in text: no such row
+        raise Http404("No object with that id.")
     if pk == object_id:
         return pk
     rows = model._default_manager

@@ -12,24 +12,21 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
+from backoffice.admin_base import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.audit import Actor
 from backoffice.forms import BreakCloseForm
 from backoffice.paginator import CappedCountPaginator
-from core.errors import ClearhouseError
 from core.money import format_amount
-from providers.registry import registered_codes
 from reconciliation.admin import ReconciliationBreakAdmin as ReconciliationOwnBreakAdmin
-from reconciliation.admin import ResolveForm
 from reconciliation.models import BreakStatus, ReconciliationBreak
 
 RESOLVE_PERMISSIONS = services.BREAK_CLOSE_PERMISSIONS
@@ -49,17 +46,6 @@ class AgeFilter(admin.SimpleListFilter):
         if days is None:
             return queryset
         return queryset.filter(created_at__lt=timezone.now() - timedelta(days=days))
-
-
-class ProviderFilter(admin.SimpleListFilter):
-    title = "provider"
-    parameter_name = "provider"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(code, code) for code in registered_codes()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(provider=self.value()) if self.value() else queryset
 
 
 def _money(amount: int | None, currency: str) -> str:
@@ -117,29 +103,11 @@ class BreakQueueAdmin(ObjectActionsMixin, TolerantIdsMixin, ReconciliationOwnBre
 
         return self._post(request, object_id, RESOLVE_PERMISSIONS, BreakCloseForm, run)
 
-    @admin.action(description="Resolve or ignore selected breaks (a note is required)",
-                  permissions=["resolve"])
-    def resolve_breaks(self, request: HttpRequest,
-                       queryset: QuerySet[ReconciliationBreak]) -> HttpResponse | None:
-        """Reconciliation's bulk action, each break closed through the audited service."""
-        form = ResolveForm(request.POST if "apply" in request.POST else None)
-        if form.is_valid():
-            actor, done = Actor.from_request(request), 0
-            for break_id in queryset.values_list("pk", flat=True)[:500]:
-                try:
-                    services.break_close(
-                        actor=actor, break_id=break_id, note=form.cleaned_data["note"],
-                        ignore=form.cleaned_data["status"] == BreakStatus.IGNORED)
-                    done += 1
-                except ClearhouseError as exc:
-                    self.message_user(request, f"{break_id}: {exc.message}", messages.WARNING)
-            self.message_user(request, f"{done} break(s) closed.", messages.SUCCESS)
-            return None
-        return TemplateResponse(request, "admin/reconciliation/resolve_breaks.html", {
-            **self.admin_site.each_context(request), "title": "Resolve breaks",
-            "opts": self.model._meta, "breaks": queryset, "form": form,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        })
+    def close_break(self, request: HttpRequest, break_id: str, *, note: str, status: str
+                    ) -> None:
+        """The bulk action closes each break through the audited back-office service."""
+        services.break_close(actor=Actor.from_request(request), break_id=break_id, note=note,
+                             ignore=status == BreakStatus.IGNORED)
 
 
 if admin.site.is_registered(ReconciliationBreak):

@@ -10,10 +10,11 @@ from typing import Any
 from django import forms
 
 from core.ids import new_id
-from core.money import MAX_AMOUNT, exponent, to_decimal
+from core.money import MAX_AMOUNT, exponent, format_amount, to_decimal
 from payments.models import DisputeReason, RefundReason
 
-_AMOUNT = re.compile(r"^\d+(\.\d+)?$")
+# ASCII digits only: `\d` would also take "١٠" (Arabic-Indic ten), which Decimal reads as 10.
+_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def parse_amount(text: str, currency: str) -> int:
@@ -21,7 +22,7 @@ def parse_amount(text: str, currency: str) -> int:
     Raises ValidationError with a message that says what to type instead."""
     text = text.strip().replace(" ", "")
     example = f"{to_decimal(4050, currency)}"
-    if not _AMOUNT.match(text):
+    if not _AMOUNT.fullmatch(text):
         raise forms.ValidationError(
             f"Type the amount in {currency.upper()} with digits and a dot, e.g. {example} "
             "(no thousands separators, no currency sign).")
@@ -35,8 +36,11 @@ def parse_amount(text: str, currency: str) -> int:
         raise forms.ValidationError(
             f"{currency.upper()} has {places} decimal place(s); {text} has more.")
     amount = int(minor)
-    if not 0 < amount <= MAX_AMOUNT:
+    if amount <= 0:
         raise forms.ValidationError("The amount must be more than zero.")
+    if amount > MAX_AMOUNT:
+        raise forms.ValidationError(
+            f"The amount is too large: at most {format_amount(MAX_AMOUNT, currency)}.")
     return amount
 
 
@@ -118,7 +122,10 @@ class EvidenceForm(forms.Form):
 class DisputeDecisionForm(forms.Form):
     outcome = forms.ChoiceField(label="The provider decided",
                                 choices=[("won", "Won: release the held amount"),
-                                         ("lost", "Lost: charge it back")])
+                                         ("lost", "Lost: charge it back (needs an "
+                                                  "approver)")])
+    decision_reference = forms.CharField(label="Provider's decision reference", max_length=128,
+                                         help_text="As printed on the provider's decision.")
     note = forms.CharField(label="Where the decision is recorded", max_length=2000,
                            widget=forms.Textarea(attrs={"rows": 2}))
 
@@ -126,6 +133,21 @@ class DisputeDecisionForm(forms.Form):
 class ApprovalDecisionForm(forms.Form):
     comment = forms.CharField(label="Comment (required)", max_length=2000,
                               widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class ApprovalVerdictForm(ApprovalDecisionForm):
+    """The decision POST: the comment, plus which button was pressed (`decision`, from the
+    approve and reject buttons, so it is not a rendered field). Only those two are accepted."""
+
+    DECISIONS = ("approve", "reject")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        decision = self.data.get("decision")
+        if decision not in self.DECISIONS:
+            raise forms.ValidationError("Press Approve or Reject; nothing was decided.")
+        data["approve"] = decision == "approve"
+        return data
 
 
 class BreakCloseForm(forms.Form):

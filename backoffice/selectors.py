@@ -183,6 +183,8 @@ def payment_story(*, payment_id: str) -> PaymentStory | None:
             link=_admin_url("payments_refund", refund.id),
             details=[("reason", refund.reason or "—"),
                      ("by", str(refund.metadata.get("requested_by", "API"))),
+                     *([("approved by", str(refund.metadata["approved_by"]))]
+                       if refund.metadata.get("approved_by") else []),
                      ("note", str(refund.metadata.get("note", "")) or "—")]))
     for dispute in disputes:
         items.append(TimelineItem(
@@ -251,6 +253,8 @@ def dashboard(*, now: datetime | None = None) -> dict[str, Any]:
     waiting = Payment.objects.filter(status=S.AUTHORIZATION_REQUESTED)
     waiting_count, waiting_more = _capped_count(waiting)
     oldest_waiting = waiting.order_by("updated_at").values_list("updated_at", flat=True).first()
+    # Captured but not yet matched to a settlement line (the (status, updated_at) index).
+    unsettled_count, unsettled_more = _capped_count(Payment.objects.filter(status=S.CAPTURED))
     breaks = list(ReconciliationBreak.objects.filter(status=BreakStatus.OPEN)
                   .values("type").annotate(n=Count("id")).order_by("-n", "type"))
     pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
@@ -263,6 +267,7 @@ def dashboard(*, now: datetime | None = None) -> dict[str, Any]:
         "providers": providers,
         "waiting_count": waiting_count, "waiting_more": waiting_more,
         "oldest_waiting": oldest_waiting,
+        "unsettled_count": unsettled_count, "unsettled_more": unsettled_more,
         "stale_waiting": bool(oldest_waiting and now - oldest_waiting > timedelta(hours=1)),
         "breaks": breaks, "breaks_total": sum(row["n"] for row in breaks),
         "pending_count": pending_count, "pending_more": pending_more,

@@ -5,10 +5,14 @@ a second person through an approval request.
 Audit rows and transactions: an action that stays in the database (dispute, break, approval,
 ledger adjustment, webhook resend) writes its audit row inside the service's transaction, so the
 row exists exactly when the change does. An action that calls a provider (refund, capture,
-cancel, provider event replay) may not hold a transaction across the call (the contract), so it
-is audited in two steps like the attempt rows of `payments`: `<action>` with the state before,
-committed before the call (a crash mid-call still leaves who started it), then `<action>.result`
-with the state after, or the reason it was refused.
+cancel) may not hold a transaction across the call (the contract), so it is audited in two steps
+like the attempt rows of `payments`: `<action>` with the state before is written by the payments
+service's `audit=` hook inside the very transaction that reserves the operation (the refund and
+its attempt row, the capture or void attempt), so it commits exactly when the action starts; then
+`<action>.result` with the state after (or the reason it was refused) once the provider answered.
+A refusal before anything was reserved leaves only the `.result` row saying why. Provider event
+replay has no such hook (webhooks' inbox owns that transaction), so its intent row is committed
+just before the replay.
 
 Permissions are checked here as well as in the views, so no caller can skip them.
 """
@@ -75,6 +79,7 @@ INBOX_FIELDS = ("id", "provider", "provider_event_id", "type", "status", "attemp
                 "last_error", "processed_at")
 FORM_KEY = re.compile(r"^bo_[A-Za-z0-9]{24}$")
 VERIFY_STALE_AFTER = timedelta(minutes=15)
+RERUN_AFTER = timedelta(minutes=5)  # an approved action still running is left alone this long
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -108,15 +113,20 @@ def _dispute(dispute_id: str) -> Dispute:
     return dispute
 
 
-def _two_phase(*, actor: Actor, action: str, object_type: str, object_id: str,
-               before: dict[str, Any], note: str, call: Callable[[], T],
-               after: Callable[[T], dict[str, Any]]) -> T:
-    """Audit an action that calls a provider: intent committed first, outcome afterwards."""
-    with transaction.atomic():
+def _two_phase(*, actor: Actor, action: str, object_type: str, object_id: str, note: str,
+               call: Callable[[Callable[[Any], None]], T],
+               after: Callable[[T], dict[str, Any]],
+               fields: tuple[str, ...] = PAYMENT_FIELDS) -> T:
+    """Audit an action that calls a provider: `call(intent)` passes `intent` to the owning
+    service, which writes the intent row inside its reservation transaction; the outcome is
+    recorded afterwards."""
+
+    def intent(obj: Any) -> None:
         audit_record(actor=actor, action=action, object_type=object_type, object_id=object_id,
-                     before=before, note=note)
+                     before=snapshot(obj, fields), note=note)
+
     try:
-        result = call()
+        result = call(intent)
     except ClearhouseError as exc:
         with transaction.atomic():
             audit_record(actor=actor, action=f"{action}.result", object_type=object_type,
@@ -135,6 +145,7 @@ class RefundRequested:
 
     refund: Refund | None = None
     approval: ApprovalRequest | None = None
+    is_repeat: bool = False  # the form was submitted before: this is that refund, nothing new
 
 
 def refund_threshold(currency: str) -> int:
@@ -166,6 +177,9 @@ def refund_request(*, actor: Actor, payment_id: str, amount: int | None, reason:
         raise InvalidRequest("Choose a refund reason: duplicate, fraudulent or requested by "
                              "customer.", param="reason")
     payment = _payment(payment_id)
+    key = form_key if FORM_KEY.match(form_key or "") else ""
+    if key and (done := _refund_of_form(payment, amount, key)) is not None:
+        return RefundRequested(refund=done, is_repeat=True)
     if payment.status not in (PaymentStatus.CAPTURED, PaymentStatus.SETTLED):
         raise StateError(f"This payment is '{payment.status}'; only captured or settled payments "
                          "can be refunded.", param="status", code="payment_unexpected_state")
@@ -180,31 +194,56 @@ def refund_request(*, actor: Actor, payment_id: str, amount: int | None, reason:
                          "(captured, less refunds and disputes). Enter a smaller amount.",
                          param="amount", code="amount_too_large")
     params = {"payment_id": payment.id, "amount": amount, "reason": reason, "note": note}
-    if amount > refund_threshold(payment.currency):
+    # Staff refunds of this payment add up: four refunds of 500.00 must not slip under a 500.00
+    # threshold one by one.
+    if staff_refunded(payment) + amount > refund_threshold(payment.currency):
         approval = _approval_create(
             actor=actor, kind=ApprovalKind.REFUND, merchant=payment.merchant,
             object_type="payment", object_id=payment.id, amount=amount,
             currency=payment.currency, params=params, reason=note)
         return RefundRequested(approval=approval)
-    key = form_key if FORM_KEY.match(form_key or "") else new_id("bo")
     return RefundRequested(refund=_refund_run(actor=actor, payment=payment, params=params,
-                                              idempotency_key=key))
+                                              idempotency_key=key or new_id("bo")))
+
+
+def staff_refunded(payment: Payment) -> int:
+    """Pending and succeeded refunds of the payment made from the back-office (minor units)."""
+    return payment.refunds.filter(
+        status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED], metadata__source="backoffice",
+    ).aggregate(total=Sum("amount"))["total"] or 0
+
+
+def _refund_of_form(payment: Payment, amount: int | None, form_key: str) -> Refund | None:
+    """The refund this form already made (a double click, a re-posted page), or None. A key
+    reused for another payment or amount is refused: that is a stale page, not a retry."""
+    refund = Refund.objects.filter(merchant=payment.merchant, idempotency_key=form_key).first()
+    if refund is None:
+        return None
+    if refund.payment_id != payment.id or (amount is not None and amount != refund.amount):
+        raise StateError(f"This form was already submitted as refund {refund.id} "
+                         f"({format_amount(refund.amount, refund.currency)} of payment "
+                         f"{refund.payment_id}); reload the page to make another refund.",
+                         code="form_already_submitted")
+    return refund
 
 
 def _refund_run(*, actor: Actor, payment: Payment, params: dict[str, Any], idempotency_key: str,
-                approval_id: str = "") -> Refund:
+                approval: ApprovalRequest | None = None) -> Refund:
     amount, reason, note = params["amount"], params["reason"], params["note"]
     label = f"{format_amount(amount, payment.currency)} ({reason}): {note}"
-    if approval_id:
-        label += f" [approved request {approval_id}]"
+    # The maker is who asked for the refund; with an approval, the approver let it run.
+    metadata = {"source": "backoffice", "requested_by": actor.username, "note": note[:500],
+                "approval": ""}
+    if approval is not None:
+        label += f" [approved request {approval.id}]"
+        metadata.update(requested_by=approval.requested_by.get_username(),
+                        approved_by=actor.username, approval=approval.id)
 
-    def call() -> Refund:
+    def call(intent: Callable[[Any], None]) -> Refund:
         try:
             return payments.refund_create(
                 merchant=payment.merchant, payment_id=payment.id, amount=amount, reason=reason,
-                metadata={"source": "backoffice", "requested_by": actor.username,
-                          "note": note[:500], "approval": approval_id},
-                idempotency_key=idempotency_key)
+                metadata=metadata, idempotency_key=idempotency_key, audit=intent)
         except IntegrityError:
             # Two submissions with the same key raced past the lookup; the first one won.
             existing = Refund.objects.filter(merchant=payment.merchant,
@@ -219,8 +258,7 @@ def _refund_run(*, actor: Actor, payment: Payment, params: dict[str, Any], idemp
                 "refund": snapshot(refund, REFUND_FIELDS)}
 
     return _two_phase(actor=actor, action="payment.refund", object_type="payment",
-                      object_id=payment.id, before=snapshot(payment, PAYMENT_FIELDS), note=label,
-                      call=call, after=after)
+                      object_id=payment.id, note=label, call=call, after=after)
 
 
 # -- capture, cancel -------------------------------------------------------------------------
@@ -232,9 +270,9 @@ def payment_capture_by_staff(*, actor: Actor, payment_id: str, amount: int | Non
             else "capture the full authorized amount")
     return _two_phase(
         actor=actor, action="payment.capture", object_type="payment", object_id=payment.id,
-        before=snapshot(payment, PAYMENT_FIELDS), note=note,
-        call=lambda: payments.payment_capture(merchant=payment.merchant, payment_id=payment.id,
-                                              amount=amount),
+        note=note,
+        call=lambda intent: payments.payment_capture(
+            merchant=payment.merchant, payment_id=payment.id, amount=amount, audit=intent),
         after=lambda done: snapshot(done, PAYMENT_FIELDS))
 
 
@@ -244,8 +282,9 @@ def payment_cancel_by_staff(*, actor: Actor, payment_id: str, note: str) -> Paym
     payment = _payment(payment_id)
     return _two_phase(
         actor=actor, action="payment.cancel", object_type="payment", object_id=payment.id,
-        before=snapshot(payment, PAYMENT_FIELDS), note=note,
-        call=lambda: payments.payment_cancel(merchant=payment.merchant, payment_id=payment.id),
+        note=note,
+        call=lambda intent: payments.payment_cancel(merchant=payment.merchant,
+                                                    payment_id=payment.id, audit=intent),
         after=lambda done: snapshot(done, PAYMENT_FIELDS))
 
 
@@ -253,9 +292,11 @@ def payment_cancel_by_staff(*, actor: Actor, payment_id: str, note: str) -> Paym
 def dispute_open_from_notice(
     *, actor: Actor, payment_id: str, provider_reference: str, reason: str, note: str,
     amount: int | None = None, due_by: datetime | None = None,
-) -> Dispute:
+) -> tuple[Dispute, bool]:
     """Record a chargeback the provider notified us of outside a webhook (e-mail, portal).
-    Idempotent on the provider's case reference, like the webhook path."""
+    Returns the dispute and whether it is new. Idempotent on the provider's case reference,
+    like the webhook path: the same notice again returns the recorded dispute and writes no
+    audit row (nothing moved); a reference already used for another payment is refused."""
     _require(actor, "open_dispute")
     provider_reference = _text(provider_reference, param="provider_reference",
                                message="Enter the provider's case or dispute reference from "
@@ -265,15 +306,31 @@ def dispute_open_from_notice(
     if reason not in DisputeReason.values:
         raise InvalidRequest("Choose the dispute reason given on the notice.", param="reason")
     payment = _payment(payment_id)
+    known = Dispute.objects.filter(provider=payment.provider,
+                                   provider_reference=provider_reference).first()
+    if known is not None:
+        return _dispute_of_notice(known, payment), False
     with transaction.atomic():
         before = snapshot(payment, PAYMENT_FIELDS)
         dispute = payments.dispute_open(payment_id=payment.id, amount=amount, reason=reason,
                                         due_by=due_by, provider_reference=provider_reference)
+        if dispute.payment_id != payment.id:  # recorded meanwhile, for another payment
+            _dispute_of_notice(dispute, payment)
         payment.refresh_from_db()
         audit_record(actor=actor, action="dispute.open", object_type="payment",
                      object_id=payment.id, before=before,
                      after={"payment": snapshot(payment, PAYMENT_FIELDS),
                             "dispute": snapshot(dispute, DISPUTE_FIELDS)}, note=note)
+    return dispute, True
+
+
+def _dispute_of_notice(dispute: Dispute, payment: Payment) -> Dispute:
+    if dispute.payment_id != payment.id:
+        raise StateError(f"The provider's case reference '{dispute.provider_reference}' is "
+                         f"already recorded as dispute {dispute.id} of payment "
+                         f"{dispute.payment_id}, not of this payment. Check the notice: "
+                         "nothing was recorded.", param="provider_reference",
+                         code="dispute_reference_of_another_payment")
     return dispute
 
 
@@ -296,22 +353,50 @@ def dispute_evidence_submit(*, actor: Actor, dispute_id: str, evidence: dict[str
     return dispute
 
 
-def dispute_decision_record(*, actor: Actor, dispute_id: str, won: bool, note: str) -> Dispute:
-    """The provider decided: won releases the held amount, lost charges it back."""
+@dataclass(frozen=True)
+class DisputeDecision:
+    """A won decision is recorded at once; a lost one waits for an approver (the approval)."""
+
+    dispute: Dispute
+    approval: ApprovalRequest | None = None
+
+
+def dispute_decision_record(*, actor: Actor, dispute_id: str, won: bool, note: str,
+                            decision_reference: str) -> DisputeDecision:
+    """The provider decided. Won releases the held amount at once: the operator records a
+    decision the provider made (its reference is kept), and a false "won" cannot hide, since the
+    provider's settlement debits the chargeback and reconciliation raises a break. Lost charges
+    the amount back to the merchant, so it is "a dispute accepted as lost": like accepting
+    one, it becomes an approval request that a different approver must approve."""
     _require(actor, "manage_dispute")
+    decision_reference = _text(decision_reference, param="decision_reference",
+                               message="Enter the provider's reference for the decision (as "
+                                       "printed on its letter or portal).")
     note = _text(note, param="note", message="Write where the provider's decision is "
                                               "recorded (notice id, date).")
     dispute = _dispute(dispute_id)
+    if not won:
+        if not dispute.is_open:
+            raise StateError(f"This dispute is already '{dispute.status}'.",
+                             code="dispute_closed")
+        approval = _dispute_accept_approval(
+            actor=actor, dispute=dispute, reason=f"{note} [provider decision "
+                                                 f"{decision_reference}]",
+            params={"dispute_id": dispute.id, "decision": "lost",
+                    "decision_reference": decision_reference})
+        return DisputeDecision(dispute=dispute, approval=approval)
     with transaction.atomic():
         before = {"dispute": snapshot(dispute, DISPUTE_FIELDS),
                   "payment": snapshot(dispute.payment, PAYMENT_FIELDS)}
-        dispute = payments.dispute_resolve(dispute_id=dispute.id, won=won)
+        dispute = payments.dispute_resolve(dispute_id=dispute.id, won=True)
         dispute.payment.refresh_from_db()
-        audit_record(actor=actor, action="dispute.won" if won else "dispute.lost",
-                     object_type="dispute", object_id=dispute.id, before=before,
+        audit_record(actor=actor, action="dispute.won", object_type="dispute",
+                     object_id=dispute.id, before=before,
                      after={"dispute": snapshot(dispute, DISPUTE_FIELDS),
-                            "payment": snapshot(dispute.payment, PAYMENT_FIELDS)}, note=note)
-    return dispute
+                            "payment": snapshot(dispute.payment, PAYMENT_FIELDS),
+                            "decision_reference": decision_reference},
+                     note=f"{note} [provider decision {decision_reference}]")
+    return DisputeDecision(dispute=dispute)
 
 
 def dispute_accept_request(*, actor: Actor, dispute_id: str, note: str) -> ApprovalRequest:
@@ -321,11 +406,18 @@ def dispute_accept_request(*, actor: Actor, dispute_id: str, note: str) -> Appro
     dispute = _dispute(dispute_id)
     if not dispute.is_open:
         raise StateError(f"This dispute is already '{dispute.status}'.", code="dispute_closed")
+    return _dispute_accept_approval(actor=actor, dispute=dispute, reason=note,
+                                    params={"dispute_id": dispute.id})
+
+
+def _dispute_accept_approval(*, actor: Actor, dispute: Dispute, reason: str,
+                             params: dict[str, Any]) -> ApprovalRequest:
+    """One open request per dispute (a unique index): a second click finds the first."""
     try:
         return _approval_create(
             actor=actor, kind=ApprovalKind.DISPUTE_ACCEPT, merchant=dispute.merchant,
             object_type="dispute", object_id=dispute.id, amount=dispute.amount,
-            currency=dispute.currency, params={"dispute_id": dispute.id}, reason=note)
+            currency=dispute.currency, params=params, reason=reason)
     except IntegrityError:
         existing = ApprovalRequest.objects.filter(
             kind=ApprovalKind.DISPUTE_ACCEPT, object_id=dispute.id,
@@ -392,10 +484,16 @@ def provider_event_replay_by_staff(*, actor: Actor, event_id: int) -> str | None
         row.refresh_from_db()
         return {**snapshot(row, INBOX_FIELDS), "outcome": outcome}
 
+    def call(intent: Callable[[Any], None]) -> str | None:
+        # No hook in the inbox's service: the intent is committed just before the replay.
+        with transaction.atomic():
+            intent(row)
+        return inbound.provider_event_replay(event_id=row.pk)
+
     return _two_phase(actor=actor, action="provider_event.replay", object_type="provider_event",
-                      object_id=str(row.pk), before=snapshot(row, INBOX_FIELDS),
-                      note=f"{row.provider} {row.type} {row.provider_event_id}",
-                      call=lambda: inbound.provider_event_replay(event_id=row.pk), after=after)
+                      object_id=str(row.pk), note=f"{row.provider} {row.type} "
+                                                  f"{row.provider_event_id}",
+                      call=call, after=after, fields=INBOX_FIELDS)
 
 
 # -- reconciliation breaks -------------------------------------------------------------------
@@ -612,20 +710,42 @@ def approval_execute(*, actor: Actor, approval_id: str) -> ApprovalRequest:
     return approval
 
 
+def approval_rerun_allowed(approval: ApprovalRequest, *, now: datetime | None = None) -> bool:
+    """Whether "Run the approved action again" may be offered: still `approved` well after the
+    decision (the first run has had time to finish), never while the first run may be going."""
+    now = now or timezone.now()
+    return (approval.status == ApprovalStatus.APPROVED and approval.decided_at is not None
+            and now - approval.decided_at > RERUN_AFTER)
+
+
+def _approval_refund(approval: ApprovalRequest) -> Refund | None:
+    """The refund an earlier (or concurrent) run of this approval made, unless it failed."""
+    return (Refund.objects.filter(merchant=approval.merchant, idempotency_key=approval.id)
+            .exclude(status=RefundStatus.FAILED).first())
+
+
 def _approval_execute_refund(actor: Actor, approval: ApprovalRequest) -> ApprovalRequest:
     # The provider is called with no lock held; the request id as Idempotency-Key makes a
-    # concurrent or repeated run find the same refund instead of making a second one.
+    # concurrent or repeated run find the same refund instead of making a second one. A refund
+    # the first run made (even one still pending at the provider) means the action happened:
+    # executed, never re-sent, never "failed" because the first run took the money meanwhile.
     result: dict[str, Any] = {}
-    try:
-        refund = _refund_run(actor=actor, payment=_payment(approval.params["payment_id"]),
-                             params=approval.params, idempotency_key=approval.id,
-                             approval_id=approval.id)
+    error = ""
+    refund = _approval_refund(approval)
+    if refund is None:
+        try:
+            refund = _refund_run(actor=actor, payment=_payment(approval.params["payment_id"]),
+                                 params=approval.params, idempotency_key=approval.id,
+                                 approval=approval)
+            if refund.status == RefundStatus.FAILED:
+                error = (f"The provider declined the refund ({refund.failure_code}): "
+                         f"{refund.failure_message}")
+        except ClearhouseError as exc:
+            refund = _approval_refund(approval)  # a concurrent run reserved it first
+            if refund is None:
+                error = exc.message
+    if refund is not None:
         result = {"refund": refund.id, "refund_status": refund.status}
-        error = ("" if refund.status != RefundStatus.FAILED else
-                 f"The provider declined the refund ({refund.failure_code}): "
-                 f"{refund.failure_message}")
-    except ClearhouseError as exc:
-        error = exc.message
     with transaction.atomic():
         approval = ApprovalRequest.objects.select_for_update().get(pk=approval.pk)
         if approval.status == ApprovalStatus.APPROVED:

@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
+from backoffice.admin_base import ReadOnlyAdminMixin
 from backoffice.admin_ids import TolerantIdsMixin
 from backoffice.balances import merchant_balances
 from backoffice.paginator import CappedCountPaginator
@@ -36,17 +37,6 @@ _REFERENCE_ADMIN = {
     "journal_entry": "admin:ledger_journalentry_change",
     "approval": "admin:backoffice_approvalrequest_change",
 }
-
-
-class ReadOnlyAdminMixin:
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 def _reference_link(entry: JournalEntry) -> str:

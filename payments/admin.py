@@ -22,6 +22,7 @@ from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
+from backoffice.admin_base import ChoicesOnlyFilter, ProviderFilter, ReadOnlyAdmin
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.balances import merchant_balance
 from backoffice.forms import (
@@ -42,48 +43,30 @@ from backoffice.selectors import (
 )
 from core.money import format_amount
 from payments.models import Dispute, Payment, PaymentAttempt, PaymentStatus, Refund
-from providers.registry import registered_codes
 
 S = PaymentStatus
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 def _amount(obj: Any) -> str:
     return format_amount(obj.amount, obj.currency)
 
 
-class ProviderFilter(admin.SimpleListFilter):
-    """Registered providers as choices (the default would run SELECT DISTINCT on payments)."""
-
-    title = "provider"
-    parameter_name = "provider"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(code, code) for code in registered_codes()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(provider=self.value()) if self.value() else queryset
-
-
-class CurrencyFilter(admin.SimpleListFilter):
+class CurrencyFilter(ChoicesOnlyFilter):
     title = "currency"
     parameter_name = "currency"
+    field = "currency"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [(code, code.upper()) for code in payment_currencies()]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(currency=self.value()) if self.value() else queryset
+
+class StatusFilter(ChoicesOnlyFilter):
+    title = "status"
+    parameter_name = "status__exact"  # the admin's own parameter, so old links keep working
+    field = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(PaymentStatus.choices)
 
 
 # -- payments --------------------------------------------------------------------------------
@@ -91,7 +74,7 @@ class CurrencyFilter(admin.SimpleListFilter):
 class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     list_display = ("id", "merchant_name", "amount_display", "status_label", "provider",
                     "created_at")
-    list_filter = ("status", ProviderFilter, CurrencyFilter,
+    list_filter = (StatusFilter, ProviderFilter, CurrencyFilter,
                    ("created_at", admin.DateFieldListFilter))
     search_fields = ("id",)  # shows the box; get_search_results decides what is searched
     search_help_text = ("Payment id (pay_…), refund id (re_…), dispute id (dp_…), merchant id "
@@ -125,8 +108,8 @@ class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Payment],
                            search_term: str) -> tuple[QuerySet[Payment], bool]:
-        rows, with_description = payment_search(queryset, search_term)
-        term = search_term.strip()
+        term = search_term.replace("\x00", "").strip()  # PostgreSQL refuses NUL in text
+        rows, with_description = payment_search(queryset, term)
         if term and not term.startswith(("pay_", "re_", "dp_", "acct_")) and not with_description:
             messages.info(request, "Searched provider references and merchant names. "
                                    "Descriptions are searched once the payments table has its "
@@ -184,6 +167,10 @@ class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
                         "approver (a different person).")
             refund = outcome.refund
             assert refund is not None
+            if outcome.is_repeat:
+                return (messages.INFO,
+                        f"This form was already submitted: refund {refund.id} of "
+                        f"{_amount(refund)} is {refund.status}. Nothing new was refunded.")
             if refund.status == "failed":
                 why = refund.failure_message or refund.failure_code
                 return (messages.ERROR,
@@ -216,11 +203,15 @@ class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     def dispute_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         def run(actor: Any, payment: Payment, data: dict[str, Any]) -> Outcome:
             due = data["due_by"]
-            dispute = services.dispute_open_from_notice(
+            dispute, created = services.dispute_open_from_notice(
                 actor=actor, payment_id=payment.pk, provider_reference=data["provider_reference"],
                 reason=data["reason"], note=data["note"], amount=data["amount"],
                 due_by=datetime.combine(due, time(23, 59), tzinfo=timezone.get_current_timezone())
                 if due else None)
+            if not created:
+                return (messages.INFO,
+                        f"This notice is already recorded as dispute {dispute.id} "
+                        f"({_amount(dispute)}, {dispute.status}); nothing was changed.")
             return (f"Dispute {dispute.id} recorded: {_amount(dispute)} moved from the "
                     f"merchant's available balance to disputed; respond by "
                     f"{dispute.due_by:%Y-%m-%d}.")
@@ -253,7 +244,7 @@ class RefundAdmin(TolerantIdsMixin, ReadOnlyAdmin):
                     "created_at")
     list_filter = ("status", "reason")
     search_fields = ("=id", "=payment__id", "=provider_reference")
-    list_select_related = ("merchant",)
+    list_select_related = ("merchant", "payment")
     show_full_result_count = False
     paginator = CappedCountPaginator
     ordering = ("-created_at",)
@@ -361,11 +352,17 @@ class DisputeAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
 
     def decide_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         def run(actor: Any, dispute: Dispute, data: dict[str, Any]) -> Outcome:
-            won = data["outcome"] == "won"
-            done = services.dispute_decision_record(actor=actor, dispute_id=dispute.pk, won=won,
-                                                    note=data["note"])
-            effect = ("released back to the merchant's available balance" if won
-                      else "charged back to the merchant")
-            return f"Dispute {done.id} marked {done.status}: {_amount(done)} {effect}."
+            decision = services.dispute_decision_record(
+                actor=actor, dispute_id=dispute.pk, won=data["outcome"] == "won",
+                note=data["note"], decision_reference=data["decision_reference"])
+            if decision.approval is not None:
+                return (messages.WARNING,
+                        f"Nothing is charged back yet: a lost dispute charges "
+                        f"{_amount(dispute)} back to the merchant, so approval request "
+                        f"{decision.approval.id} now waits for an approver (a different "
+                        "person).")
+            done = decision.dispute
+            return (f"Dispute {done.id} marked {done.status}: {_amount(done)} released back to "
+                    "the merchant's available balance.")
 
         return self._post(request, object_id, "manage_dispute", DisputeDecisionForm, run)

@@ -50,6 +50,10 @@ from webhooks.services import event_record
 logger = logging.getLogger(__name__)
 S = PaymentStatus
 R = TypeVar("R")
+# `audit=` of refund_create / payment_capture / payment_cancel: called with the locked payment
+# inside the transaction that reserves the operation (before its writes), so a caller's audit
+# row commits together with the reservation or not at all. It must not call out of the database.
+AuditHook = Callable[[Payment], object]
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -367,8 +371,8 @@ def _operation_send(payment: Payment, attempt: PaymentAttempt
     return payment_void_record(attempt_id=attempt.id, result=result), result
 
 
-def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None = None
-                    ) -> Payment:
+def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None = None,
+                    audit: AuditHook | None = None) -> Payment:
     with transaction.atomic():
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
         if payment.status != S.AUTHORIZED:
@@ -379,6 +383,8 @@ def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None =
                 f"Amount {amount} exceeds the authorized amount {payment.amount_authorized}.",
                 param="amount", code="amount_too_large",
             )
+        if audit is not None:
+            audit(payment)
         attempt = _open_attempt(payment, AttemptKind.CAPTURE, amount)
     payment, result = _operation_send(payment, attempt)
     _raise_for_failed_call(result, "capture")
@@ -398,9 +404,12 @@ def payment_capture_record(*, attempt_id: str, result: ProviderResult) -> Paymen
     return payment
 
 
-def payment_cancel(*, merchant: Merchant, payment_id: str) -> Payment:
+def payment_cancel(*, merchant: Merchant, payment_id: str, audit: AuditHook | None = None
+                   ) -> Payment:
     with transaction.atomic():
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
+        if audit is not None and payment.status in (S.CREATED, S.AUTHORIZED):
+            audit(payment)
         if payment.status == S.CREATED:
             payment.mark_canceled()
             payment.save()
@@ -469,11 +478,13 @@ def payment_operation_execute(*, attempt_id: str) -> Payment:
 def refund_create(
     *, merchant: Merchant, payment_id: str, amount: int | None = None, reason: str = "",
     metadata: dict[str, str] | None = None, idempotency_key: str = "",
+    audit: AuditHook | None = None,
 ) -> Refund:
     """Reserve the amount under the payment's row lock, then ask the provider.
 
     The sum of pending and succeeded refunds never exceeds the captured amount: checked here
-    under `SELECT … FOR UPDATE` and again by a PostgreSQL trigger (migration 0002)."""
+    under `SELECT … FOR UPDATE` and again by a PostgreSQL trigger (migration 0002). A retry
+    that finds its refund by `idempotency_key` does not call `audit` (nothing new starts)."""
     if idempotency_key:
         existing = Refund.objects.filter(merchant=merchant, idempotency_key=idempotency_key)
         if (refund := existing.select_related("payment__merchant").first()) is not None:
@@ -495,6 +506,8 @@ def refund_create(
                 f"Refund amount {amount} is more than the {remaining} {payment.currency} that "
                 "remains refundable.", param="amount", code="amount_too_large",
             )
+        if audit is not None:
+            audit(payment)
         refund = Refund.objects.create(
             merchant=merchant, payment=payment, amount=amount, currency=payment.currency,
             reason=reason, metadata=metadata or {}, idempotency_key=idempotency_key,

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
+from backoffice.admin_base import ReadOnlyAdminMixin
 from core.errors import ClearhouseError
 from reconciliation.models import (
     BreakAudit,
@@ -29,19 +30,8 @@ from reconciliation.services import break_resolve
 INLINE_LINES = 200  # a file may hold 100,000 lines: the page shows problems first, then these
 
 
-class ReadOnlyMixin:
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
 @admin.register(JobRun)
-class JobRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("job", "started_at", "finished_at", "duration", "examined", "fixed",
                     "broken", "has_error", "host")
     list_filter = ("job", "started_at")
@@ -63,7 +53,7 @@ class JobRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(ReconciliationCheck)
-class ReconciliationCheckAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ReconciliationCheckAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("object_type", "object_id", "checks", "last_result", "next_check_at",
                     "closed_at", "stuck_since")
     list_filter = ("object_type", "last_result")
@@ -71,7 +61,7 @@ class ReconciliationCheckAdmin(ReadOnlyMixin, admin.ModelAdmin):
     ordering = ("-created_at",)
 
 
-class SettlementLineInline(ReadOnlyMixin, admin.TabularInline):
+class SettlementLineInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SettlementLine
     fields = ("line_number", "type", "status", "provider_reference", "refund_reference",
               "currency", "gross", "fee", "net", "payment_id", "refund_id", "settled_at")
@@ -92,7 +82,7 @@ class SettlementLineInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(SettlementFile)
-class SettlementFileAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class SettlementFileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "provider", "file_date", "line_count", "size_bytes", "imported_at")
     list_filter = ("provider", "file_date")
     search_fields = ("=id", "=checksum")
@@ -118,7 +108,7 @@ class SettlementFileAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(SettlementLine)
-class SettlementLineAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class SettlementLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("file", "line_number", "type", "status", "provider_reference", "currency",
                     "gross", "fee", "payment_id", "settled_at")
     list_filter = ("provider", "status", "type")
@@ -127,7 +117,7 @@ class SettlementLineAdmin(ReadOnlyMixin, admin.ModelAdmin):
     ordering = ("-id",)
 
 
-class BreakAuditInline(ReadOnlyMixin, admin.TabularInline):
+class BreakAuditInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = BreakAudit
     fields = ("created_at", "action", "from_status", "user", "note")
     readonly_fields = fields
@@ -143,7 +133,7 @@ class ResolveForm(forms.Form):
 
 
 @admin.register(ReconciliationBreak)
-class ReconciliationBreakAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ReconciliationBreakAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "type", "status", "provider", "payment_id", "provider_reference",
                     "currency", "our_amount", "provider_amount", "created_at")
     list_filter = ("status", "type", "provider")
@@ -161,18 +151,29 @@ class ReconciliationBreakAdmin(ReadOnlyMixin, admin.ModelAdmin):
         # The change form stays read-only; closing a break needs the model's change permission.
         return request.user.has_perm("reconciliation.change_reconciliationbreak")
 
+    bulk_close_limit = 500  # breaks one bulk action closes (each in its own transaction)
+
+    def close_break(self, request: HttpRequest, break_id: str, *, note: str, status: str
+                    ) -> None:
+        """Close one break; the back-office overrides it with its audited service."""
+        break_resolve(break_id=break_id, user=request.user, note=note, status=status)
+
     @admin.action(description="Resolve or ignore selected breaks (a note is required)",
                   permissions=["resolve"])
     def resolve_breaks(self, request: HttpRequest,
                        queryset: QuerySet[ReconciliationBreak]) -> HttpResponse | None:
         form = ResolveForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
-            done = 0
-            for break_id in queryset.values_list("pk", flat=True):
+            done, selected = 0, queryset.count()
+            if selected > self.bulk_close_limit:
+                self.message_user(request, f"Only the first {self.bulk_close_limit} of "
+                                           f"{selected} selected breaks are closed in one go; "
+                                           "run the action again for the rest.",
+                                  messages.WARNING)
+            for break_id in queryset.values_list("pk", flat=True)[:self.bulk_close_limit]:
                 try:
-                    break_resolve(break_id=break_id, user=request.user,
-                                  note=form.cleaned_data["note"],
-                                  status=form.cleaned_data["status"])
+                    self.close_break(request, break_id, note=form.cleaned_data["note"],
+                                     status=form.cleaned_data["status"])
                     done += 1
                 except ClearhouseError as exc:
                     self.message_user(request, f"{break_id}: {exc.message}", messages.WARNING)

@@ -213,3 +213,133 @@ def test_accepting_a_dispute_as_lost_needs_an_approver(make_payment):
     dispute = Dispute.objects.get(pk=dispute.id)
     payment.refresh_from_db()
     assert dispute.status == "lost" and payment.status == "charged_back"
+
+
+@pytest.mark.django_db
+def test_marking_a_dispute_lost_waits_for_a_different_approver(make_payment):
+    payment = make_payment(10_000)
+    dispute = payments.dispute_open(payment_id=payment.id, amount=3000)
+    maker = _actor("operator")
+    decision = services.dispute_decision_record(actor=maker, dispute_id=dispute.id, won=False,
+                                                note="Acquirer letter 2026-03-02",
+                                                decision_reference="DEC-77")
+    approval = decision.approval
+    assert approval is not None and approval.kind == "dispute_accept"
+    assert approval.params == {"dispute_id": dispute.id, "decision": "lost",
+                               "decision_reference": "DEC-77"}
+    payment.refresh_from_db()
+    assert Dispute.objects.get(pk=dispute.id).status == "needs_response"
+    assert payment.status == "captured"
+    with pytest.raises(PermissionDenied):  # the maker is no approver, let alone a second one
+        services.approval_decide(actor=maker, approval_id=approval.id, approve=True,
+                                 comment="mine")
+    done = services.approval_decide(actor=_actor("approver"), approval_id=approval.id,
+                                    approve=True, comment="Letter checked")
+    payment.refresh_from_db()
+    assert done.status == "executed" and Dispute.objects.get(pk=dispute.id).status == "lost"
+    assert payment.status == "charged_back"
+
+
+@pytest.mark.django_db
+def test_a_won_decision_needs_the_providers_decision_reference(make_payment):
+    payment = make_payment(10_000)
+    dispute = payments.dispute_open(payment_id=payment.id, amount=3000)
+    operator = _actor("operator")
+    with pytest.raises(InvalidRequest) as missing:
+        services.dispute_decision_record(actor=operator, dispute_id=dispute.id, won=True,
+                                         note="Letter", decision_reference="  ")
+    assert missing.value.param == "decision_reference"
+    assert Dispute.objects.get(pk=dispute.id).status == "needs_response"
+    decision = services.dispute_decision_record(actor=operator, dispute_id=dispute.id,
+                                                won=True, note="Letter",
+                                                decision_reference="WIN-1")
+    assert decision.approval is None and decision.dispute.status == "won"
+    row = AuditEntry.objects.get(action="dispute.won")
+    assert row.after["decision_reference"] == "WIN-1" and "WIN-1" in row.note
+
+
+@pytest.mark.django_db
+def test_refunds_split_under_the_threshold_add_up_and_need_an_approver(make_payment):
+    payment = make_payment(200_000)  # threshold: 500.00 USD
+    operator = _actor("operator")
+    first = services.refund_request(actor=operator, payment_id=payment.id, amount=30_000,
+                                    reason="duplicate", note="part 1")
+    assert first.refund is not None and first.approval is None
+    second = services.refund_request(actor=operator, payment_id=payment.id, amount=30_000,
+                                     reason="duplicate", note="part 2")
+    assert second.refund is None and second.approval is not None  # 600.00 in all
+    # Refunds the merchant made through the API do not count against staff.
+    payments.refund_create(merchant=payment.merchant, payment_id=payment.id, amount=100_000)
+    third = services.refund_request(actor=operator, payment_id=payment.id, amount=10_000,
+                                    reason="duplicate", note="part 3")
+    assert third.refund is not None
+    assert Refund.objects.filter(metadata__source="backoffice").count() == 2
+
+
+@pytest.mark.django_db
+def test_an_approved_refund_keeps_the_maker_and_the_approver(client, make_payment):
+    payment = make_payment(100_000)
+    approval = _refund_request(payment, _actor("operator", "maker"))
+    services.approval_decide(actor=_actor("approver", "checker"), approval_id=approval.id,
+                             approve=True, comment="ok")
+    refund = Refund.objects.get(payment=payment)
+    assert (refund.metadata["requested_by"], refund.metadata["approved_by"],
+            refund.metadata["approval"]) == ("maker", "checker", approval.id)
+    client.force_login(_user("viewer"))
+    page = client.get(f"/admin/payments/payment/{payment.id}/change/").content.decode()
+    timeline = page[page.index('id="bo-timeline"'):]
+    assert "maker" in timeline and "approved by" in timeline and "checker" in timeline
+
+
+def _approved_not_run(payment, monkeypatch) -> ApprovalRequest:
+    """An approval decided, whose action has not run yet (the decision committed, the run
+    is still going or the server died)."""
+    approval = _refund_request(payment, _actor("operator"))
+    with monkeypatch.context() as patched:
+        patched.setattr(services, "approval_execute", lambda **kwargs: None)
+        services.approval_decide(actor=_actor("approver"), approval_id=approval.id,
+                                 approve=True, comment="ok")
+    approval.refresh_from_db()
+    assert approval.status == "approved"
+    return approval
+
+
+@pytest.mark.django_db
+def test_a_rerun_while_the_first_refund_is_at_the_provider_does_not_send_it_again(
+        make_payment, monkeypatch):
+    payment = make_payment(100_000)
+    approval = _approved_not_run(payment, monkeypatch)
+    # The first run reserved the refund and is still waiting for the provider's answer.
+    with monkeypatch.context() as patched:
+        patched.setattr(payments, "_refund_send", lambda refund, attempt: refund)
+        in_flight = payments.refund_create(merchant=payment.merchant, payment_id=payment.id,
+                                           amount=60_000, idempotency_key=approval.id)
+    assert in_flight.status == "pending"
+    sent = []
+    monkeypatch.setattr(payments, "_refund_send", lambda *args: sent.append(args))
+    done = services.approval_execute(actor=_actor("approver", "ap2"), approval_id=approval.id)
+    assert done.status == "executed" and done.error == ""
+    assert done.result == {"refund": in_flight.id, "refund_status": "pending"}
+    assert sent == [] and not AuditEntry.objects.filter(action="payment.refund").exists()
+
+
+@pytest.mark.django_db
+def test_a_rerun_that_loses_the_race_to_the_first_run_is_not_marked_failed(
+        make_payment, monkeypatch):
+    """The first run's reservation commits between the re-run's look-up and its own: the re-run
+    is refused ("more than remains refundable"), but the refund exists, so it is executed."""
+    payment = make_payment(100_000)
+    approval = _approved_not_run(payment, monkeypatch)
+    real_create = payments.refund_create
+
+    def first_run_wins(**kwargs):
+        real_create(merchant=payment.merchant, payment_id=payment.id, amount=60_000,
+                    idempotency_key=approval.id)
+        raise StateError("Refund amount 60000 is more than the 40000 usd that remains "
+                         "refundable.")
+
+    monkeypatch.setattr(payments, "refund_create", first_run_wins)
+    done = services.approval_execute(actor=_actor("approver", "ap2"), approval_id=approval.id)
+    refund = Refund.objects.get(payment=payment)
+    assert done.status == "executed" and done.error == ""
+    assert done.result == {"refund": refund.id, "refund_status": "succeeded"}

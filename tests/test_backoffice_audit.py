@@ -14,6 +14,7 @@ from backoffice.audit import Actor, audit_record
 from backoffice.models import AuditEntry
 from core.errors import StateError
 from payments import services as payments
+from payments.models import Refund
 from providers.models import RoutingRule
 
 pytestmark = pytest.mark.django_db
@@ -64,18 +65,46 @@ def test_the_audit_row_shares_the_action_transaction(make_payment, monkeypatch):
     with monkeypatch.context() as patched:
         patched.setattr(services, "audit_record", broken_audit)
         with pytest.raises(DatabaseError):
-            services.dispute_decision_record(actor=operator, dispute_id=dispute.id, won=False,
-                                             note="Provider letter 4")
+            services.dispute_decision_record(actor=operator, dispute_id=dispute.id, won=True,
+                                             note="Provider letter 4", decision_reference="D-4")
     dispute.refresh_from_db()
     payment.refresh_from_db()
-    assert dispute.status == "needs_response" and payment.status == "captured"
+    assert dispute.status == "needs_response" and payment.amount_disputed == 1000
     services.dispute_decision_record(actor=operator, dispute_id=dispute.id, won=True,
-                                     note="Provider letter 5")
+                                     note="Provider letter 5", decision_reference="D-5")
     assert AuditEntry.objects.filter(action="dispute.won", object_id=dispute.id).count() == 1
     with pytest.raises(StateError):
         services.dispute_decision_record(actor=operator, dispute_id=dispute.id, won=False,
-                                         note="again")
-    assert not AuditEntry.objects.filter(action="dispute.lost").exists()
+                                         note="again", decision_reference="D-6")
+    assert not AuditEntry.objects.filter(action__in=["dispute.lost", "approval.request"]
+                                         ).exists()
+
+
+def test_a_capture_refused_before_anything_is_reserved_leaves_no_intent_row(make_payment):
+    """The intent row is written in the payments service's reservation transaction: a refusal
+    there leaves only the `.result` row saying why, never a "started" row for nothing."""
+    payment = make_payment(5000, state="authorized")
+    payments.payment_cancel(merchant=payment.merchant, payment_id=payment.id)
+    with pytest.raises(StateError):
+        services.payment_capture_by_staff(actor=Actor(user=_user("operator")),
+                                          payment_id=payment.id)
+    assert list(AuditEntry.objects.values_list("action", flat=True)) == [
+        "payment.capture.result"]
+
+
+def test_the_refund_intent_row_rolls_back_with_the_reservation(make_payment, monkeypatch):
+    """A reservation that fails after the intent row was written takes the row with it."""
+    payment = make_payment(10_000)
+
+    def broken_ledger(**kwargs: object) -> None:
+        raise DatabaseError("ledger unavailable")
+
+    monkeypatch.setattr(payments.ledger, "post_refund_created", broken_ledger)
+    with pytest.raises(DatabaseError):
+        services.refund_request(actor=Actor(user=_user("operator")), payment_id=payment.id,
+                                amount=1000, reason="duplicate", note="ticket 1")
+    assert not Refund.objects.exists()
+    assert not AuditEntry.objects.filter(action="payment.refund").exists()
 
 
 def test_the_audit_log_is_visible_filterable_and_read_only_in_the_admin(client, make_payment):

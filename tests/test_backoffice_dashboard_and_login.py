@@ -17,6 +17,7 @@ from backoffice import services
 from backoffice.audit import Actor
 from backoffice.middleware import LOGIN_AT, SEEN_AT
 from payments import services as payments
+from payments.models import Payment
 from reconciliation.models import BreakType
 from reconciliation.services import BreakSpec, breaks_open
 from webhooks import services as webhooks
@@ -58,10 +59,13 @@ def test_the_dashboard_shows_what_needs_a_human(client, make_payment, merchant, 
     assert d["waiting_count"] == 1 and d["pending_count"] == 1
     assert d["breaks"] == [{"type": "missing_internally", "n": 3}]
     assert [e.pk for e in d["failing_endpoints"]] == [endpoint.pk]
+    assert d["unsettled_count"] == Payment.objects.filter(status="captured").count() > 0
     text = page.content.decode()
-    for label in ("Pending approvals", "Awaiting the provider", "Open reconciliation breaks",
-                  "Failing webhook endpoints", "Today by provider", "75.0%"):
-        assert label in text
+    for label in ("Pending approvals", "Payments awaiting reconciliation",
+                  "Outcome unknown, waiting on the provider", "captured, not yet settled",
+                  "Open reconciliation breaks", "Failing webhook endpoints",
+                  "Today by provider", "75.0%"):
+        assert label in text, label
 
 
 def test_the_dashboard_costs_the_same_number_of_queries_with_more_data(

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from backoffice.models import AuditEntry, LedgerVerifyRun
+from backoffice.models import ApprovalRequest, AuditEntry, LedgerVerifyRun
 from backoffice.services import ledger_verify_execute
 from payments import services as payments
 from payments.models import Dispute
@@ -60,13 +61,33 @@ def test_evidence_then_a_won_decision_from_the_dispute_page(client, make_payment
     sent = client.post(f"{url}evidence/", {"shipping_tracking_number": "1Z999"}, follow=True)
     assert "the dispute is under_review" in _messages(sent)
     assert Dispute.objects.get(pk=dispute.id).evidence == {"shipping_tracking_number": "1Z999"}
-    won = client.post(f"{url}decide/", {"outcome": "won", "note": "Letter 2026-03-01"},
-                      follow=True)
+    missing = client.post(f"{url}decide/", {"outcome": "won", "note": "Letter 2026-03-01"},
+                          follow=True)
+    assert "Provider's decision reference: This field is required" in _messages(missing)
+    won = client.post(f"{url}decide/", {"outcome": "won", "note": "Letter 2026-03-01",
+                                        "decision_reference": "W-1"}, follow=True)
     assert "released back to the merchant's available balance" in _messages(won)
     payment.refresh_from_db()
     assert payment.amount_disputed == 0
     assert list(AuditEntry.objects.filter(object_id=dispute.id).order_by("id")
                 .values_list("action", flat=True)) == ["dispute.evidence", "dispute.won"]
+
+
+def test_a_lost_decision_from_the_dispute_page_creates_an_approval(client, make_payment):
+    _staff(client, "operator")
+    payment = make_payment(10_000)
+    dispute = payments.dispute_open(payment_id=payment.id, amount=4000)
+    response = client.post(f"/admin/payments/dispute/{quote(dispute.id)}/decide/",
+                           {"outcome": "lost", "note": "Letter", "decision_reference": "L-9"},
+                           follow=True)
+    assert "Nothing is charged back yet" in _messages(response)
+    payment.refresh_from_db()
+    assert Dispute.objects.get(pk=dispute.id).status == "needs_response"
+    assert payment.status == "captured"
+    approval = ApprovalRequest.objects.get(object_id=dispute.id)
+    _staff(client, "approver")
+    page = client.get(f"/admin/backoffice/approvalrequest/{quote(approval.id)}/change/")
+    assert "decision L-9: dispute" in page.content.decode()
 
 
 def test_accept_as_lost_from_the_dispute_page_creates_an_approval(client, make_payment):
@@ -102,6 +123,56 @@ def test_the_approvals_queue_and_the_decision_page(client, make_payment):
     assert f"Approved {approval.id} and done" in _messages(done)
     approval.refresh_from_db()
     assert approval.status == "executed" and approval.requested_by == maker
+
+
+@pytest.mark.parametrize("decision", [None, "", "aprove", "yes"])
+def test_a_decision_other_than_approve_or_reject_changes_nothing(client, make_payment,
+                                                                 decision):
+    payment = make_payment(100_000)
+    _staff(client, "operator")
+    client.post(f"/admin/payments/payment/{quote(payment.id)}/refund/",
+                {"amount": "600", "reason": "duplicate", "note": "Charged twice"})
+    approval = ApprovalRequest.objects.get()
+    _staff(client, "approver")
+    body = {"comment": "looks fine"}
+    if decision is not None:
+        body["decision"] = decision
+    response = client.post(f"/admin/backoffice/approvalrequest/{quote(approval.id)}/decide/",
+                           body, follow=True)
+    assert "Nothing was done. Press Approve or Reject" in _messages(response)
+    approval.refresh_from_db()
+    assert approval.status == "pending"
+    assert not AuditEntry.objects.filter(action__in=["approval.approve",
+                                                     "approval.reject"]).exists()
+
+
+def test_run_again_is_offered_only_five_minutes_after_the_decision(client, make_payment,
+                                                                   monkeypatch):
+    from backoffice import services
+
+    payment = make_payment(100_000)
+    _staff(client, "operator")
+    client.post(f"/admin/payments/payment/{quote(payment.id)}/refund/",
+                {"amount": "600", "reason": "duplicate", "note": "Charged twice"})
+    approval = ApprovalRequest.objects.get()
+    _staff(client, "approver")
+    url = f"/admin/backoffice/approvalrequest/{quote(approval.id)}/"
+    with monkeypatch.context() as patched:  # decided; the run has not finished
+        patched.setattr(services, "approval_execute",
+                        lambda **kw: ApprovalRequest.objects.get(pk=kw["approval_id"]))
+        decided = client.post(f"{url}decide/", {"decision": "approve", "comment": "ok"},
+                              follow=True)
+    assert "has not finished" in _messages(decided)
+    approval.refresh_from_db()
+    assert approval.status == "approved"
+    assert b"Run the approved action again" not in client.get(f"{url}change/").content
+    early = client.post(f"{url}execute/", follow=True)
+    assert "may still be running" in _messages(early)
+    assert ApprovalRequest.objects.get(pk=approval.pk).status == "approved"
+    with time_machine.travel(timezone.now() + timedelta(minutes=6)):
+        assert b"Run the approved action again" in client.get(f"{url}change/").content
+        late = client.post(f"{url}execute/", follow=True)
+    assert "is now: Approved and done" in _messages(late)
 
 
 def test_requesting_a_ledger_adjustment_in_the_admin(client, merchant):
@@ -191,6 +262,39 @@ def test_a_break_is_resolved_with_a_required_note_and_audited(client):
     row = AuditEntry.objects.get(action="break.resolve")
     assert row.object_id == brk.id and row.before["status"] == "open"
     assert row.after["status"] == "resolved"
+
+
+def test_a_capped_bulk_close_says_how_many_of_how_many(client, monkeypatch):
+    from backoffice.admin_reconciliation import BreakQueueAdmin
+
+    monkeypatch.setattr(BreakQueueAdmin, "bulk_close_limit", 2)
+    breaks = [_break(f"bulk{i}") for i in range(3)]
+    _staff(client, "operator")
+    response = client.post("/admin/reconciliation/reconciliationbreak/", {
+        "action": "resolve_breaks", "_selected_action": [b.pk for b in breaks],
+        "apply": "1", "status": "resolved", "note": "Checked in bulk"}, follow=True)
+    text = _messages(response)
+    assert "Only the first 2 of 3 selected breaks" in text and "2 break(s) closed" in text
+    assert ReconciliationBreak.objects.filter(status="open").count() == 1
+
+
+def test_a_capped_bulk_resend_says_how_many_of_how_many(client, merchant, settings,
+                                                        monkeypatch):
+    from webhooks import admin as webhooks_admin
+
+    monkeypatch.setattr(webhooks_admin, "BULK_LIMIT", 1)
+    settings.WEBHOOKS_ALLOW_LOOPBACK = True
+    webhooks.endpoint_create(merchant=merchant, url="http://127.0.0.1:9/hook",
+                             enabled_events=["*"])
+    for n in range(2):
+        webhooks.event_record(merchant=merchant, type="payment.captured",
+                              obj={"id": f"pay_{n}", "object": "payment"})
+    _staff(client, "operator")
+    response = client.post("/admin/webhooks/webhookdelivery/", {
+        "action": "resend", "_selected_action": list(
+            WebhookDelivery.objects.values_list("pk", flat=True))}, follow=True)
+    assert "Only the first 1 of 2 selected deliveries" in _messages(response)
+    assert WebhookDelivery.objects.count() == 3
 
 
 def test_breaks_filter_by_age(client):

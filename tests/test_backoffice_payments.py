@@ -69,14 +69,39 @@ def test_an_operator_refunds_part_of_a_payment_and_it_is_audited(client, make_pa
     assert WebhookDelivery.objects.filter(event__object_id=refund.id).exists()
 
 
-def test_a_double_submitted_refund_form_refunds_once(client, make_payment):
+def test_a_double_submitted_refund_form_refunds_once_and_says_so(client, make_payment):
     payment = make_payment(10000)
     _staff(client, "operator")
     form = {"amount": "10", "reason": "duplicate", "note": "double click",
             "form_key": _form_key(client, payment)}
     client.post(_url(payment, "refund"), form)
-    client.post(_url(payment, "refund"), form)
-    assert Refund.objects.filter(payment=payment).count() == 1
+    again = client.post(_url(payment, "refund"), form, follow=True)
+    refund = Refund.objects.get(payment=payment)
+    assert (f"This form was already submitted: refund {refund.id} of 10.00 USD is succeeded"
+            in _messages(again))
+    assert list(AuditEntry.objects.order_by("id").values_list("action", flat=True)) == [
+        "payment.refund", "payment.refund.result"]
+
+
+def test_a_form_key_reused_for_another_amount_is_refused_and_writes_nothing(client,
+                                                                           make_payment):
+    payment = make_payment(10000)
+    _staff(client, "operator")
+    key = _form_key(client, payment)
+    client.post(_url(payment, "refund"), {"amount": "10", "reason": "duplicate", "note": "a",
+                                          "form_key": key}, follow=True)
+    refund = Refund.objects.get(payment=payment)
+    audit_rows = AuditEntry.objects.count()
+    changed = client.post(_url(payment, "refund"), {"amount": "20", "reason": "duplicate",
+                                                    "note": "b", "form_key": key}, follow=True)
+    assert (f"This form was already submitted as refund {refund.id}" in _messages(changed)
+            and "reload the page" in _messages(changed))
+    assert "succeeded" not in _messages(changed)
+    other = make_payment(10000)
+    elsewhere = client.post(_url(other, "refund"), {"amount": "10", "reason": "duplicate",
+                                                    "note": "c", "form_key": key}, follow=True)
+    assert f"already submitted as refund {refund.id}" in _messages(elsewhere)
+    assert Refund.objects.count() == 1 and AuditEntry.objects.count() == audit_rows
 
 
 def test_a_refund_above_the_threshold_waits_for_an_approver(client, make_payment):
@@ -135,11 +160,26 @@ def test_a_dispute_from_a_provider_notice_holds_the_amount(client, make_payment)
             "due_by": "2030-01-31", "note": "E-mail from the acquirer"}
     response = client.post(_url(payment, "dispute"), form, follow=True)
     assert "moved from the merchant's available balance to disputed" in _messages(response)
-    client.post(_url(payment, "dispute"), form)  # the same notice twice: one dispute
+    again = client.post(_url(payment, "dispute"), form, follow=True)  # the same notice twice
     dispute = Dispute.objects.get()
+    assert f"already recorded as dispute {dispute.id}" in _messages(again)
+    assert "moved" not in _messages(again)
     assert (dispute.amount, dispute.provider_reference) == (2500, "CB-77")
     assert f"{dispute.due_by:%Y-%m-%d}" == "2030-01-31"
-    assert AuditEntry.objects.filter(action="dispute.open", object_id=payment.id).count() == 2
+    assert AuditEntry.objects.filter(action="dispute.open", object_id=payment.id).count() == 1
+
+
+def test_a_notice_whose_reference_belongs_to_another_payment_is_refused(client, make_payment):
+    _staff(client, "operator")
+    first, second = make_payment(10000), make_payment(10000)
+    form = {"provider_reference": "CB-88", "reason": "fraudulent", "note": "E-mail"}
+    client.post(_url(first, "dispute"), form)
+    refused = client.post(_url(second, "dispute"), form, follow=True)
+    text = _messages(refused)
+    assert "Refused:" in text and f"of payment {first.id}, not of this payment" in text
+    second.refresh_from_db()
+    assert second.amount_disputed == 0 and Dispute.objects.count() == 1
+    assert not AuditEntry.objects.filter(object_id=second.id).exists()
 
 
 def test_resend_the_latest_webhook_of_a_payment(client, make_payment, endpoint):
@@ -239,3 +279,71 @@ def test_escaped_and_unescaped_links_open_the_same_page(client):
                 f"/admin/core/merchant/{quote(merchant.id)}/change/"):
         page = client.get(url)
         assert page.status_code == 200 and "Hexa Shop" in page.content.decode(), url
+
+
+def test_the_refunds_list_costs_the_same_queries_with_1_or_11_refunds(
+        client, make_payment, django_assert_max_num_queries):
+    _staff(client, "viewer")
+    payments.refund_create(merchant=(p := make_payment(10000)).merchant, payment_id=p.id,
+                           amount=100)
+    with django_assert_max_num_queries(30) as one:
+        assert client.get("/admin/payments/refund/").status_code == 200
+    for _ in range(10):
+        other = make_payment(10000)
+        payments.refund_create(merchant=other.merchant, payment_id=other.id, amount=100)
+    with django_assert_max_num_queries(len(one.captured_queries)):
+        page = client.get("/admin/payments/refund/")
+    assert len(page.context["cl"].result_list) == 11
+
+
+@pytest.mark.parametrize("url", [
+    "/admin/payments/payment/?currency=%00",
+    "/admin/payments/payment/?provider=%00",
+    "/admin/payments/payment/?status__exact=%00",
+    "/admin/payments/payment/?currency=xyz",
+    "/admin/payments/payment/?q=%00",
+])
+def test_nul_bytes_and_unknown_values_in_list_filters_are_ignored(client, make_payment, url):
+    _staff(client, "viewer")
+    payment = make_payment(10000)
+    page = client.get(url)
+    assert page.status_code == 200
+    if "q=" not in url:
+        assert [row.id for row in page.context["cl"].result_list] == [payment.id]
+
+
+@pytest.mark.parametrize("url", [
+    "/admin/payments/payment/pay_%00x/change/",
+    "/admin/payments/refund/re_%00x/change/",
+    "/admin/payments/dispute/dp_%00x/change/",
+])
+def test_a_nul_byte_in_an_object_id_is_not_found(client, url):
+    _staff(client, "viewer")
+    assert client.get(url).status_code == 404
+
+
+def test_a_nul_byte_in_an_action_url_is_not_found(client):
+    _staff(client, "operator")
+    response = client.post("/admin/payments/payment/pay_%00x/refund/",
+                           {"amount": "1", "reason": "duplicate", "note": "x"})
+    assert response.status_code == 404 and not Refund.objects.exists()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("١٠", "digits and a dot"),  # Arabic-Indic ten: not an amount here
+    ("１０", "digits and a dot"),  # full-width digits
+    ("10\n", None),
+    ("0", "more than zero"),
+    ("1000000000", "at most 999,999,999.99 USD"),
+])
+def test_amounts_are_ascii_digits_within_the_maximum(text, expected):
+    from django import forms
+
+    from backoffice.forms import parse_amount
+
+    if expected is None:
+        assert parse_amount(text, "usd") == 1000
+        return
+    with pytest.raises(forms.ValidationError) as raised:
+        parse_amount(text, "usd")
+    assert expected in " ".join(raised.value.messages)

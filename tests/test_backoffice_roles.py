@@ -66,3 +66,63 @@ def test_a_viewer_cannot_add_change_or_delete_payments_even_via_the_admin(client
     assert client.get("/admin/payments/payment/add/").status_code == 403
     assert client.post(f"/admin/payments/payment/{quote(payment.id)}/delete/",
                        {"post": "yes"}).status_code == 403
+
+
+def _account_form(user, **changes: object) -> dict[str, object]:
+    """The user change form as the admin posts it, with `changes` applied."""
+    form = {"username": user.username, "first_name": "", "last_name": "", "email": "",
+            "is_active": "on", "is_staff": "on", "last_login_0": "", "last_login_1": "",
+            "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00",
+            "groups": list(user.groups.values_list("pk", flat=True))}
+    form.update(changes)
+    return {key: value for key, value in form.items() if value is not None}
+
+
+def test_the_admin_role_cannot_make_itself_superuser_or_grant_itself_anything(client):
+    boss = get_user_model().objects.create_user("boss", password="pw-12345678", is_staff=True)
+    boss.groups.add(Group.objects.get(name="admin"))
+    client.force_login(boss)
+    url = f"/admin/auth/user/{quote(boss.pk)}/change/"
+    page = client.get(url)
+    assert page.status_code == 200
+    form_fields = page.context["adminform"].form.fields
+    assert not {"is_superuser", "user_permissions", "groups"} & set(form_fields)
+    delete_users = Permission.objects.get(codename="delete_user")
+    response = client.post(url, _account_form(
+        boss, is_superuser="on", user_permissions=[delete_users.pk],
+        groups=[Group.objects.get(name=name).pk for name in ("admin", "approver")]))
+    assert response.status_code == 302
+    boss.refresh_from_db()
+    assert not boss.is_superuser and not boss.user_permissions.exists()
+    assert list(boss.groups.values_list("name", flat=True)) == ["admin"]
+
+
+def test_the_admin_role_grants_roles_to_others_but_never_superuser(client):
+    boss = get_user_model().objects.create_user("boss", password="pw-12345678", is_staff=True)
+    boss.groups.add(Group.objects.get(name="admin"))
+    newbie = get_user_model().objects.create_user("newbie", is_staff=True)
+    client.force_login(boss)
+    response = client.post(f"/admin/auth/user/{quote(newbie.pk)}/change/", _account_form(
+        newbie, is_superuser="on", groups=[Group.objects.get(name="approver").pk],
+        user_permissions=[Permission.objects.get(codename="delete_user").pk]))
+    assert response.status_code == 302
+    newbie.refresh_from_db()
+    assert not newbie.is_superuser and not newbie.user_permissions.exists()
+    assert list(newbie.groups.values_list("name", flat=True)) == ["approver"]
+    group = Group.objects.get(name="admin")
+    before = set(group.permissions.values_list("pk", flat=True))
+    client.post(f"/admin/auth/group/{group.pk}/change/", {
+        "name": "admin", "permissions": [*before, Permission.objects.get(
+            codename="delete_user").pk]})
+    assert set(group.permissions.values_list("pk", flat=True)) == before
+
+
+def test_a_superuser_still_edits_every_field(client):
+    root = get_user_model().objects.create_superuser("root", "r@example.com", "pw-12345678")
+    newbie = get_user_model().objects.create_user("newbie", is_staff=True)
+    client.force_login(root)
+    response = client.post(f"/admin/auth/user/{quote(newbie.pk)}/change/", _account_form(
+        newbie, is_superuser="on"))
+    assert response.status_code == 302
+    newbie.refresh_from_db()
+    assert newbie.is_superuser

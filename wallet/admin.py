@@ -6,19 +6,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
+from backoffice.admin_base import ReadOnlyAdmin
 from wallet.models import Deposit, MovementAttempt, Payout
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
 
 ATTEMPT_FIELDS = ("id", "provider", "amount", "status", "provider_reference", "error_code",
                   "latency_ms", "created_at", "completed_at")

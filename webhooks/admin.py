@@ -17,13 +17,13 @@ from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
+from backoffice.admin_base import ProviderFilter, ReadOnlyAdmin
 from backoffice.admin_ids import TolerantIdsMixin
 from backoffice.audit import Actor
 from backoffice.forms import NoteForm
 from backoffice.paginator import CappedCountPaginator
 from core.carddata import redact_card_numbers
 from core.errors import ClearhouseError
-from providers.registry import registered_codes
 from webhooks.models import (
     DeliveryStatus,
     Event,
@@ -34,16 +34,16 @@ from webhooks.models import (
     WebhookEndpoint,
 )
 
+BULK_LIMIT = 100  # rows one bulk resend or replay handles: each may call out or queue work
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+def _say_if_capped(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet,
+                   what: str) -> None:
+    selected = queryset.count()
+    if selected > BULK_LIMIT:
+        model_admin.message_user(request, f"Only the first {BULK_LIMIT} of {selected} selected "
+                                          f"{what} are handled in one go; run the action again "
+                                          "for the rest.", messages.WARNING)
 
 
 class _OptionalNote(NoteForm):
@@ -135,7 +135,8 @@ class WebhookDeliveryAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         actor = Actor.from_request(request)
         created, refused = 0, []
-        for row in queryset[:100]:
+        _say_if_capped(self, request, queryset, "deliveries")
+        for row in queryset[:BULK_LIMIT]:
             try:
                 created += len(services.delivery_resend(actor=actor, delivery_id=row.pk))
             except ClearhouseError as exc:
@@ -151,17 +152,6 @@ class WebhookDeliveryAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
             return f"Queued {len(made)} new delivery of {row.event_id} to {row.endpoint_id}."
 
         return self._post(request, object_id, "resend_webhook", _OptionalNote, run)
-
-
-class ProviderFilter(admin.SimpleListFilter):
-    title = "provider"
-    parameter_name = "provider"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(code, code) for code in registered_codes()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(provider=self.value()) if self.value() else queryset
 
 
 @admin.register(ProviderEvent)
@@ -209,7 +199,8 @@ class ProviderEventAdmin(ObjectActionsMixin, ReadOnlyAdmin):
     @admin.action(description="Replay the selected failed or held events", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: QuerySet[ProviderEvent]) -> None:
         actor = Actor.from_request(request)
-        for row in queryset[:100]:
+        _say_if_capped(self, request, queryset, "events")
+        for row in queryset[:BULK_LIMIT]:
             try:
                 outcome = services.provider_event_replay_by_staff(actor=actor, event_id=row.pk)
                 self.message_user(request, f"Event {row.pk}: {outcome or 'already processed'}.",

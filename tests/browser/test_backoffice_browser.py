@@ -1,12 +1,14 @@
 """The back-office in a real browser, as finance staff use it: refunds and their timeline, the
 four-eyes rule, what a viewer sees, and closing a reconciliation break. Screenshots of the
-dashboard, a payment timeline, the approvals queue and the breaks queue go to docs/screenshots/.
+dashboard, a payment timeline, the approvals queue and the breaks queue go to the `screenshots`
+folder (docs/screenshots/ with UPDATE_SCREENSHOTS=1, see conftest.py).
 """
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib.admin.utils import quote
@@ -22,7 +24,6 @@ from payments import services as payments
 from payments.models import Refund
 from reconciliation.models import BreakType, ReconciliationBreak
 from reconciliation.services import BreakSpec, breaks_open
-from tests.browser.conftest import SCREENSHOTS
 from webhooks import services as webhooks
 from webhooks.models import WebhookEndpoint
 
@@ -50,9 +51,12 @@ def _logout(page, live_server) -> None:
     page.wait_for_url(re.compile(r".*/logout/$"))
 
 
-def _shot(page, name: str, *, full_page: bool = False) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=full_page)
+@pytest.fixture
+def shot(screenshots: Path):
+    def take(page, name: str, *, full_page: bool = False) -> None:
+        page.screenshot(path=str(screenshots / name), full_page=full_page)
+
+    return take
 
 
 def _payment_url(live_server, payment) -> str:
@@ -68,7 +72,7 @@ def endpoint(merchant, settings):
 
 
 def test_an_operator_refunds_40_of_100_and_the_timeline_shows_it(browser_page, live_server,
-                                                                  make_payment, endpoint):
+                                                                  make_payment, endpoint, shot):
     page = browser_page
     payment = make_payment(10_000)
     _staff("operator", "olivia")
@@ -91,11 +95,11 @@ def test_an_operator_refunds_40_of_100_and_the_timeline_shows_it(browser_page, l
     assert "Webhook refund.created" in text and "127.0.0.1:9/webhooks" in text
     assert page.locator("#bo-timeline tr.bo-item-webhook").count() >= 3
     page.locator("#timeline").scroll_into_view_if_needed()
-    _shot(page, "payment-timeline.png", full_page=True)
+    shot(page, "payment-timeline.png", full_page=True)
 
 
 def test_a_refund_over_the_threshold_needs_another_person_and_happens_once(
-        browser_page, live_server, make_payment):
+        browser_page, live_server, make_payment, shot):
     page = browser_page
     payment = make_payment(100_000)
     _staff("operator", "oscar")
@@ -123,18 +127,21 @@ def test_a_refund_over_the_threshold_needs_another_person_and_happens_once(
     page.goto(live_server.url + reverse("admin:backoffice_approvalrequest_changelist")
               + "?status__exact=pending")
     assert approval.id in page.content()
-    _shot(page, "approvals-queue.png")
+    shot(page, "approvals-queue.png")
     page.click(f"text={approval.id}")
     assert "Refund 600.00 USD of payment" in page.inner_text("#bo-summary")
+    stale = page.context.new_page()  # the same form open in a second tab
+    stale.goto(page.url)
     page.fill("#bo-decide textarea[name=comment]", "Duplicate confirmed in the statement")
     page.click("#bo-decide button[value=approve]")
     page.locator(".messagelist .success").wait_for()
     assert f"Approved {approval.id} and done" in page.inner_text(".messagelist")
-    page.go_back()  # the stale form, submitted again: refused, nothing refunded twice
-    if page.locator("#bo-decide button[value=approve]").count():
-        page.fill("#bo-decide textarea[name=comment]", "again")
-        page.click("#bo-decide button[value=approve]")
-        page.locator(".messagelist .error").wait_for()
+    # The stale form, submitted after the decision: refused, nothing refunded twice.
+    stale.fill("#bo-decide textarea[name=comment]", "again")
+    stale.click("#bo-decide button[value=approve]")
+    stale.locator(".messagelist .error").wait_for()
+    assert "is already 'Approved and done'" in stale.inner_text(".messagelist .error")
+    stale.close()
     refund = Refund.objects.get(payment=payment)
     assert (refund.amount, refund.status, refund.idempotency_key) == (60_000, "succeeded",
                                                                        approval.id)
@@ -181,7 +188,8 @@ def test_a_viewer_sees_no_action_buttons(browser_page, live_server, make_payment
     assert "need the operator role" in page.inner_text("#content")
 
 
-def test_a_break_is_resolved_with_a_note_and_leaves_an_audit_row(browser_page, live_server):
+def test_a_break_is_resolved_with_a_note_and_leaves_an_audit_row(browser_page, live_server,
+                                                                  shot):
     page = browser_page
     breaks_open(specs=[
         BreakSpec(type=BreakType.AMOUNT_MISMATCH, key="cielo:capture:A1", provider="cielo",
@@ -202,7 +210,7 @@ def test_a_break_is_resolved_with_a_note_and_leaves_an_audit_row(browser_page, l
     page.goto(live_server.url + reverse("admin:reconciliation_reconciliationbreak_changelist")
               + "?status__exact=open")
     assert "150.00 BRL" in page.content() and "145.50 BRL" in page.content()
-    _shot(page, "breaks-queue.png")
+    shot(page, "breaks-queue.png")
     page.click(f"text={target.id}")
     page.fill("#bo-close textarea[name=note]", "Acquirer fee of 4.50 BRL, confirmed by e-mail")
     page.click("#bo-close button[type=submit]")
@@ -215,7 +223,7 @@ def test_a_break_is_resolved_with_a_note_and_leaves_an_audit_row(browser_page, l
     assert row.note.startswith("Acquirer fee") and row.after["status"] == "resolved"
 
 
-def test_the_dashboard(browser_page, live_server, make_payment, merchant, settings):
+def test_the_dashboard(browser_page, live_server, make_payment, merchant, settings, shot):
     page = browser_page
     for amount in (12_000, 4_550, 89_900, 2_500):
         make_payment(amount)
@@ -243,4 +251,4 @@ def test_the_dashboard(browser_page, live_server, make_payment, merchant, settin
     dashboard = page.text_content("#bo-dashboard")
     assert "83.3%" in dashboard  # usd: 5 captured, 1 declined (the waiting ones not counted)
     assert "3,589.50 USD" in dashboard and "31.00 BRL" in dashboard
-    _shot(page, "dashboard.png")
+    shot(page, "dashboard.png")
