@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 from django.urls import reverse
 from django.utils import timezone
@@ -32,40 +31,29 @@ SUCCEEDED = (S.AUTHORIZED, S.CAPTURED, S.SETTLED, S.REFUNDED, S.CHARGED_BACK)
 TIMELINE_LIMIT = 200  # per source; a payment with more is an anomaly worth a closer look
 MERCHANTS_PER_SEARCH = 50
 COUNT_CAP = 1000
-DESCRIPTION_INDEX = "payment_description_trgm"
 
 
 # -- payment search --------------------------------------------------------------------------
-def description_search_indexed() -> bool:
-    """Whether payments has the trigram index that makes a description substring search an
-    index scan (see the report: payments owns that migration)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_indexes WHERE tablename = 'payments_payment' "
-                       "AND indexname = %s", [DESCRIPTION_INDEX])
-        return cursor.fetchone() is not None
-
-
-def payment_search(rows: QuerySet[Payment], term: str) -> tuple[QuerySet[Payment], bool]:
+def payment_search(rows: QuerySet[Payment], term: str) -> QuerySet[Payment]:
     """Filter by what the term looks like, so that every branch is an index lookup:
 
     - `pay_…` the payment, `re_…` / `dp_…` the payment of that refund / dispute, `acct_…` the
       merchant's payments (primary keys and the merchant index);
     - anything else: the provider reference (the (provider, provider_reference) unique index,
       probed for each registered provider), merchants whose name contains it (their ids, then
-      the merchant index) and, once payments has its trigram index, the description.
-
-    Returns the rows and whether descriptions were searched."""
+      the merchant index) and the description (the trigram index of migration payments
+      0005, `payment_description_trgm`)."""
     term = term.strip()
     if not term:
-        return rows, False
+        return rows
     if term.startswith("pay_"):
-        return rows.filter(pk=term), False
+        return rows.filter(pk=term)
     if term.startswith(("re_", "dp_")):
         owner = Refund if term.startswith("re_") else Dispute
         ids = list(owner.objects.filter(pk=term).values_list("payment_id", flat=True))
-        return rows.filter(pk__in=ids), False
+        return rows.filter(pk__in=ids)
     if term.startswith("acct_"):
-        return rows.filter(merchant_id=term), False
+        return rows.filter(merchant_id=term)
     # `provider IN (…)` and `provider_reference <> ''` make the partial unique index usable.
     condition = (Q(provider__in=registered_codes(), provider_reference=term)
                  & ~Q(provider_reference=""))
@@ -73,10 +61,7 @@ def payment_search(rows: QuerySet[Payment], term: str) -> tuple[QuerySet[Payment
                         .values_list("pk", flat=True)[:MERCHANTS_PER_SEARCH])
     if merchant_ids:
         condition |= Q(merchant_id__in=merchant_ids)
-    with_description = description_search_indexed()
-    if with_description:
-        condition |= Q(description__icontains=term)
-    return rows.filter(condition), with_description
+    return rows.filter(condition | Q(description__icontains=term))
 
 
 def payment_currencies() -> list[str]:

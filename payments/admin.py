@@ -109,12 +109,7 @@ class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Payment],
                            search_term: str) -> tuple[QuerySet[Payment], bool]:
         term = search_term.replace("\x00", "").strip()  # PostgreSQL refuses NUL in text
-        rows, with_description = payment_search(queryset, term)
-        if term and not term.startswith(("pay_", "re_", "dp_", "acct_")) and not with_description:
-            messages.info(request, "Searched provider references and merchant names. "
-                                   "Descriptions are searched once the payments table has its "
-                                   "trigram index (payment_description_trgm).")
-        return rows, False
+        return payment_search(queryset, term), False
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
