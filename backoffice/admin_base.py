@@ -1,15 +1,12 @@
 """Building blocks every app's admin shares: read-only model admins and list filters that only
-ever apply a value they offer (a typo or a NUL byte never reaches PostgreSQL)."""
+ever apply a value they offer (a typo or a NUL byte never reaches PostgreSQL). It imports no app,
+so even the ledger's admin may use it (see backoffice.admin_filters for app-aware filters)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-
-from providers.registry import registered_codes
 
 
 class ReadOnlyAdminMixin:
@@ -40,14 +37,3 @@ class ChoicesOnlyFilter(admin.SimpleListFilter):
         if not value or value not in {str(code) for code, _ in self.lookup_choices}:
             return queryset
         return queryset.filter(**{self.field: value})
-
-
-class ProviderFilter(ChoicesOnlyFilter):
-    """Registered providers as choices (the default would run SELECT DISTINCT on the table)."""
-
-    title = "provider"
-    parameter_name = "provider"
-    field = "provider"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(code, code) for code in registered_codes()]

@@ -20,7 +20,7 @@ from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
-from backoffice.admin_base import ProviderFilter
+from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.audit import Actor
 from backoffice.forms import BreakCloseForm

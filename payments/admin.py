@@ -22,7 +22,8 @@ from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
-from backoffice.admin_base import ChoicesOnlyFilter, ProviderFilter, ReadOnlyAdmin
+from backoffice.admin_base import ChoicesOnlyFilter, ReadOnlyAdmin
+from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.balances import merchant_balance
 from backoffice.forms import (

@@ -17,7 +17,8 @@ from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
-from backoffice.admin_base import ProviderFilter, ReadOnlyAdmin
+from backoffice.admin_base import ReadOnlyAdmin
+from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin
 from backoffice.audit import Actor
 from backoffice.forms import NoteForm
