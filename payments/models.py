@@ -199,6 +199,8 @@ class Refund(FSMModelMixin, models.Model):
         indexes = [
             models.Index(fields=["merchant", "-created_at", "-id"], name="refund_merchant_recent"),
             models.Index(fields=["status", "updated_at"], name="refund_status_age"),
+            # Settlement matching and provider webhooks find refunds by the provider's reference.
+            models.Index(fields=["provider_reference"], name="refund_provider_reference"),
         ]
 
     def __str__(self) -> str:

@@ -1,12 +1,14 @@
 """Reads for reconciliation: stuck objects, batch look-ups by provider reference, the breaks queue.
 
-The payments tables are read here (never written): look-ups come in `__in` chunks, one query per
-chunk of references, so matching a settlement file costs a few queries per thousand lines.
+The payments tables are read here (never written): a batch of settlement lines is matched with
+one query per line type, each reference found by its own index probe, so the cost of a batch
+does not grow with the tables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -159,7 +161,7 @@ def refund_snapshot(*, refund_id: str) -> dict[str, Any] | None:
 
 
 # -- settlement matching ---------------------------------------------------------------------
-def _fetch(sql: str, params: list[Any]) -> list[tuple]:
+def _fetch(sql: str, params: list[Any] | dict[str, Any]) -> list[tuple]:
     """Run a read with server-side binding on Django's connection (same transaction). Django's
     own cursor binds client-side, quoting each of a batch's thousands of references into the
     SQL text; one array parameter costs a fraction of that."""
@@ -169,53 +171,103 @@ def _fetch(sql: str, params: list[Any]) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _as_dicts(fields: tuple[str, ...], rows: list[tuple]) -> list[dict[str, Any]]:
-    return [dict(zip(fields, row, strict=True)) for row in rows]
-
-
+_LINE_TABLE = SettlementLine._meta.db_table
+_PAYMENT_TABLE = Payment._meta.db_table
 _PAYMENT_COLUMNS = ", ".join(PAYMENT_FIELDS)
+_WIDTH = len(PAYMENT_FIELDS)
+
+# One query per batch of capture lines. Each distinct (reference, order id) pair is looked up
+# by its own index probes (a LATERAL ... LIMIT 1 is never hashed or turned into a scan): an
+# `= ANY(array)` over the batch let PostgreSQL, with no or stale statistics (autovacuum off,
+# or the file's own lines not yet committed), read every payment and line of the provider
+# per batch, which made an import quadratic in the table size.
+_CAPTURES_SQL = f"""
+SELECT l.ref, l.order_id, listed.yes IS NOT NULL, by_ref.*, by_order.*
+FROM unnest(%(refs)s::text[], %(orders)s::text[]) AS l(ref, order_id)
+LEFT JOIN LATERAL (SELECT true AS yes FROM {_LINE_TABLE}
+                   WHERE l.ref <> '' AND provider = %(provider)s AND type = %(type)s
+                   AND provider_reference = l.ref LIMIT 1) AS listed ON true
+LEFT JOIN LATERAL (SELECT {_PAYMENT_COLUMNS} FROM {_PAYMENT_TABLE}
+                   WHERE provider = %(provider)s AND provider_reference = l.ref
+                   AND provider_reference <> '' LIMIT 1) AS by_ref ON true
+LEFT JOIN LATERAL (SELECT {_PAYMENT_COLUMNS} FROM {_PAYMENT_TABLE}
+                   WHERE by_ref.id IS NULL AND id = l.order_id AND provider = %(provider)s
+                   AND provider_reference = '' LIMIT 1) AS by_order ON true
+"""  # noqa: S608
 
 
-def payments_by_reference(*, provider: str, references: Iterable[str]) -> dict[str, dict]:
-    """{provider_reference: payment fields} for one chunk of references (one query). The
-    `<> ''` repeats the partial unique index's predicate so PostgreSQL can use that index."""
-    refs = [ref for ref in set(references) if ref]
+@dataclass
+class CaptureCandidates:
+    """What a batch of capture lines is matched against."""
+
+    by_reference: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A charge we never learned the reference of (lost answer, failed here), by its order id
+    # (our payment id): only payments of this provider without a reference.
+    by_order: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # References some stored capture line of this provider already carries.
+    listed: set[str] = field(default_factory=set)
+
+
+def capture_candidates(*, provider: str, lines: Iterable[tuple[str, str]]
+                       ) -> CaptureCandidates:
+    """Payments by provider reference, payments by order id for references we do not know,
+    and the references already listed, for (provider reference, merchant reference) pairs:
+    one query."""
+    found = CaptureCandidates()
+    pairs = list(dict.fromkeys(lines))
+    if not pairs:
+        return found
+    rows = _fetch(_CAPTURES_SQL, {"provider": provider, "type": LineType.CAPTURE,
+                                  "refs": [ref for ref, _ in pairs],
+                                  "orders": [order for _, order in pairs]})
+    for row in rows:
+        ref, order, listed = row[0], row[1], row[2]
+        if listed:
+            found.listed.add(ref)
+        if row[3] is not None:
+            found.by_reference[ref] = dict(zip(PAYMENT_FIELDS, row[3:3 + _WIDTH], strict=True))
+        elif row[3 + _WIDTH] is not None:
+            found.by_order[order] = dict(zip(PAYMENT_FIELDS, row[3 + _WIDTH:], strict=True))
+    return found
+
+
+# Refunds have no index on their provider reference, so they are found by one `= ANY` scan
+# (not a probe per reference); the duplicate check probes the partial refund-reference index.
+_REFUNDS_SQL = f"""
+SELECT l.ref, listed.yes IS NOT NULL, found.*
+FROM unnest(%(refs)s::text[]) AS l(ref)
+LEFT JOIN LATERAL (SELECT true AS yes FROM {_LINE_TABLE}
+                   WHERE l.ref <> '' AND provider = %(provider)s AND type = %(type)s
+                   AND refund_reference = l.ref AND refund_reference <> '' LIMIT 1
+                   ) AS listed ON true
+LEFT JOIN (SELECT r.id, r.payment_id, r.status, r.currency, r.amount, r.provider_reference,
+                  p.provider, p.provider_reference AS payment_reference
+           FROM {Refund._meta.db_table} r JOIN {_PAYMENT_TABLE} p ON p.id = r.payment_id
+           WHERE p.provider = %(provider)s AND r.provider_reference = ANY(%(refs)s::text[])
+           AND r.provider_reference <> '') AS found ON found.provider_reference = l.ref
+"""  # noqa: S608
+
+
+@dataclass
+class RefundCandidates:
+    by_reference: dict[str, dict[str, Any]] = field(default_factory=dict)
+    listed: set[str] = field(default_factory=set)
+
+
+def refund_candidates(*, provider: str, references: Iterable[str]) -> RefundCandidates:
+    """Refunds of this provider's payments by refund reference, and the refund references
+    some stored line already carries: one query."""
+    found = RefundCandidates()
+    refs = list(dict.fromkeys(references))
     if not refs:
-        return {}
-    rows = _fetch(f"SELECT {_PAYMENT_COLUMNS} FROM {Payment._meta.db_table} "  # noqa: S608
-                  "WHERE provider = %s AND provider_reference = ANY(%s) "
-                  "AND provider_reference <> ''", [provider, refs])
-    return {row["provider_reference"]: row for row in _as_dicts(PAYMENT_FIELDS, rows)}
-
-
-def payments_by_id(*, ids: Iterable[str]) -> dict[str, dict]:
-    keys = [pk for pk in set(ids) if pk]
-    if not keys:
-        return {}
-    rows = _fetch(f"SELECT {_PAYMENT_COLUMNS} FROM {Payment._meta.db_table} "  # noqa: S608
-                  "WHERE id = ANY(%s)", [keys])
-    return {row["id"]: row for row in _as_dicts(PAYMENT_FIELDS, rows)}
-
-
-def refunds_by_reference(*, provider: str, references: Iterable[str]) -> dict[str, dict]:
-    refs = [ref for ref in set(references) if ref]
-    if not refs:
-        return {}
-    rows = Refund.objects.filter(payment__provider=provider, provider_reference__in=refs)
-    return {row["provider_reference"]: row for row in rows.values(*REFUND_FIELDS)}
-
-
-def references_already_listed(*, provider: str, type: str, references: Iterable[str]) -> set[str]:
-    """Which charge (capture lines) or refund (refund lines) references some stored line of this
-    provider already carries: a second line for them is a duplicate."""
-    refs = [ref for ref in set(references) if ref]
-    if not refs:
-        return set()
-    column = "provider_reference" if type == LineType.CAPTURE else "refund_reference"
-    rows = _fetch(f"SELECT DISTINCT {column} FROM {SettlementLine._meta.db_table} "  # noqa: S608
-                  f"WHERE provider = %s AND type = %s AND {column} = ANY(%s)",
-                  [provider, type, refs])
-    return {row[0] for row in rows}
+        return found
+    rows = _fetch(_REFUNDS_SQL, {"provider": provider, "type": LineType.REFUND, "refs": refs})
+    for row in rows:
+        if row[1]:
+            found.listed.add(row[0])
+        if row[2] is not None:
+            found.by_reference[row[0]] = dict(zip(REFUND_FIELDS, row[2:], strict=True))
+    return found
 
 
 def settlement_file_content(*, file_id: str) -> Iterator[bytes]:
@@ -280,14 +332,6 @@ def payments_missing_at_provider(*, provider: str, captured_before: datetime, li
 
 
 # -- the breaks queue and job runs -----------------------------------------------------------
-def existing_break_keys(*, type: str, keys: Iterable[str]) -> set[str]:
-    wanted = list(set(keys))
-    if not wanted:
-        return set()
-    return set(ReconciliationBreak.objects.filter(type=type, key__in=wanted)
-               .values_list("key", flat=True))
-
-
 def break_list(*, status: str | None = BreakStatus.OPEN, type: str | None = None,
                provider: str | None = None) -> QuerySet[ReconciliationBreak]:
     rows = ReconciliationBreak.objects.all()

@@ -2,10 +2,11 @@
 provider, day and checksum), matching against our captures and refunds, and settling matches.
 
 Memory stays flat in file size: the raw bytes are decoded and parsed as a stream and matched in
-batches of 2,000 lines, each costing a few queries (references looked up as one `= ANY` array)
-and one binary COPY. Import is one transaction, so a file is either wholly recorded with its
-breaks or not at all; settling matched captures runs afterwards, one `payment_settle` per
-payment, and resumes where it stopped.
+batches of 2,000 lines, each costing one look-up query per line type (an index probe per
+reference, so a batch costs the same however many lines and payments are stored), one binary
+COPY and, for the lines that need them, one INSERT of breaks. Import is one transaction, so a
+file is either wholly recorded with its breaks or not at all; settling matched captures runs
+afterwards, one `payment_settle` per payment, and resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -344,23 +345,13 @@ class _Matcher:
         return MatchStatus.MISMATCHED, self._problem(line, problem, key, **ours)
 
     def add(self, batch: list[ParsedLine]) -> None:
-        captures = [line for line in batch if not line.error and line.type == LineType.CAPTURE]
-        refunds = [line for line in batch if not line.error and line.type == LineType.REFUND]
-        capture_refs = [line.provider_reference for line in captures]
-        refund_refs = [line.refund_reference for line in refunds]
-        by_ref = selectors.payments_by_reference(provider=self.provider, references=capture_refs)
-        # A charge we never learned the reference of (lost answer, failed here) is found by
-        # its order id, which is our payment id.
-        by_id = selectors.payments_by_id(ids=[line.merchant_reference for line in captures
-                                              if line.provider_reference not in by_ref])
-        refund_rows = selectors.refunds_by_reference(provider=self.provider,
-                                                     references=refund_refs)
-        listed = {
-            LineType.CAPTURE: selectors.references_already_listed(
-                provider=self.provider, type=LineType.CAPTURE, references=capture_refs),
-            LineType.REFUND: selectors.references_already_listed(
-                provider=self.provider, type=LineType.REFUND, references=refund_refs),
-        }
+        captures = selectors.capture_candidates(provider=self.provider, lines=[
+            (line.provider_reference, line.merchant_reference) for line in batch
+            if not line.error and line.type == LineType.CAPTURE])
+        refunds = selectors.refund_candidates(provider=self.provider, references=[
+            line.refund_reference for line in batch
+            if not line.error and line.type == LineType.REFUND])
+        listed = {LineType.CAPTURE: captures.listed, LineType.REFUND: refunds.listed}
         rows, specs = [], []
         for line in batch:
             payment_id = refund_id = ""
@@ -371,20 +362,16 @@ class _Matcher:
                     provider_data={**_line_data(self.file.id, line), "error": line.error})
             elif line.type == LineType.CAPTURE:
                 ref = line.provider_reference
-                payment = by_ref.get(ref)
-                if payment is None:
-                    # Only a payment that never learned its reference: one that knows another
-                    # reference makes this line a second charge we do not know about.
-                    candidate = by_id.get(line.merchant_reference)
-                    if (candidate is not None and candidate["provider"] == self.provider
-                            and not candidate["provider_reference"]):
-                        payment = candidate
+                # By its order id only a payment that never learned its reference: one that
+                # knows another reference makes this line a second charge we do not know about.
+                payment = (captures.by_reference.get(ref)
+                           or captures.by_order.get(line.merchant_reference))
                 status, spec = self._judge_capture(line, payment, ref in listed[line.type])
                 listed[line.type].add(ref)
                 payment_id = payment["id"] if payment else ""
             else:
                 ref = line.refund_reference
-                refund = refund_rows.get(ref)
+                refund = refunds.by_reference.get(ref)
                 status, spec = self._judge_refund(line, refund, ref in listed[line.type])
                 listed[line.type].add(ref)
                 if refund is not None:

@@ -4,10 +4,13 @@ importing it again changes nothing, and the balance shows the funds available le
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from core.ids import new_id
 from ledger.models import JournalEntry
 from ledger.verify import ledger_verify
 from payments import services
@@ -21,6 +24,7 @@ from reconciliation.models import (
     SettlementFile,
     SettlementLine,
 )
+from reconciliation.services import BreakSpec, breaks_open
 from tests.conftest import routing_rule
 from webhooks.models import Event
 
@@ -331,3 +335,78 @@ def test_a_file_object_is_imported_like_bytes_and_stored_byte_for_byte(tmp_path,
     assert settlement_file_head(file_id=file.id, size=150) == raw[:150]
     again = settlements.settlement_import(provider="cielo", file_date=DAY, content=raw)
     assert (again.created, again.file.id) == (False, file.id)  # same checksum as the bytes
+
+
+CIELO_HEADER = ("DataVenda;DataPrevistaPagamento;PaymentId;MerchantOrderId;NSU;CodigoAutorizacao;"
+                "Tipo;Moeda;ValorBruto;Taxa;ValorLiquido;IdentificadorTransacao\r\n")
+
+
+def _nothing_recorded() -> bool:
+    return not (SettlementFile.objects.exists() or SettlementLine.objects.exists()
+                or ReconciliationBreak.objects.exists())
+
+
+@pytest.mark.django_db
+def test_a_failure_while_parsing_or_matching_mid_file_records_nothing(monkeypatch):
+    raw = (CIELO_HEADER + "".join(f"02/03/2026;04/03/2026;r{n};pay_x;1;A;Venda;BRL;100;2;98;r{n}"
+                                  "\r\n" for n in range(10))).encode()
+    parse = settlements.PARSERS["cielo"]
+
+    def file_store_lost(lines):
+        for line in parse(lines):
+            if line.line_number == 6:
+                raise OSError("file store connection lost")
+            yield line
+
+    monkeypatch.setitem(settlements.PARSERS, "cielo", file_store_lost)
+    with pytest.raises(OSError, match="file store"):
+        settlements.settlement_import(provider="cielo", file_date=DAY, content=raw, batch_size=2)
+    assert _nothing_recorded()
+    monkeypatch.undo()
+
+    copy, copies = settlements._copy_lines, []
+
+    def database_lost(rows):
+        copies.append(rows)
+        if len(copies) == 3:
+            raise RuntimeError("database connection lost")
+        copy(rows)
+
+    monkeypatch.setattr(settlements, "_copy_lines", database_lost)
+    with pytest.raises(RuntimeError, match="database"):
+        settlements.settlement_import(provider="cielo", file_date=DAY, content=raw, batch_size=2)
+    assert _nothing_recorded()
+    monkeypatch.undo()
+
+    imported = settlements.settlement_import(provider="cielo", file_date=DAY, content=raw,
+                                             batch_size=2)
+    assert (imported.created, imported.lines, imported.breaks) == (True, 10, 10)
+    assert imported.by_status == {"missing_internally": 10}
+
+
+@pytest.mark.django_db
+def test_the_same_finding_twice_is_one_break_with_the_data_of_the_first():
+    at = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    first = BreakSpec(type=BreakType.AMOUNT_MISMATCH, key="cielo:capture:r1", provider="cielo",
+                      payment_id="pay_1", our_amount=100, provider_amount=101,
+                      our_data={"captured_at": at, "amount": 100}, provider_data={"raw": "a;b"})
+    again = replace(first, provider_amount=999)
+    other_type = replace(first, type=BreakType.STATUS_MISMATCH)
+    assert breaks_open(specs=[first, again, other_type]) == 2
+    assert breaks_open(specs=[again]) == 0  # stored already (in any status): not opened again
+    assert breaks_open(specs=[]) == 0
+    brk = ReconciliationBreak.objects.get(type=BreakType.AMOUNT_MISMATCH)
+    assert re.fullmatch(r"brk_[A-Za-z0-9]{24}", brk.id)
+    assert (brk.status, brk.provider_amount, brk.resolution_note, brk.settlement_line) == (
+        "open", 101, "", None)
+    # Encoded as the model's JSONField encodes (DjangoJSONEncoder).
+    assert brk.our_data == {"captured_at": "2026-03-02T10:00:00Z", "amount": 100}
+    assert brk.provider_data == {"raw": "a;b"} and brk.created_at is not None
+
+
+def test_public_ids_are_24_base62_characters_that_do_not_repeat():
+    ids = [new_id("brk") for _ in range(5000)]
+    assert all(re.fullmatch(r"brk_[A-Za-z0-9]{24}", pk) for pk in ids)
+    assert len(set(ids)) == len(ids)
+    # Every character of the alphabet turns up (120,000 draws of 62 characters).
+    assert len({char for pk in ids for char in pk[4:]}) == 62
