@@ -78,6 +78,10 @@ class ApprovalRequest(models.Model):
     params = models.JSONField(encoder=DjangoJSONEncoder,
                               help_text="The service's arguments, fixed when it was requested.")
     reason = models.TextField(help_text="Why the maker asks for it.")
+    form_key = models.CharField(
+        max_length=64, blank=True, default="",
+        help_text="The one-time key of the form that asked for it: a double click or a re-posted "
+                  "form finds this request instead of making a second one.")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                      related_name="+")
     requested_at = models.DateTimeField(default=timezone.now)
@@ -112,6 +116,9 @@ class ApprovalRequest(models.Model):
                                     condition=Q(kind="dispute_accept",
                                                 status__in=["pending", "approved"]),
                                     name="approval_one_open_dispute_accept"),
+            # One request per submitted form: two requests for one refund could both be approved.
+            models.UniqueConstraint(fields=["form_key"], condition=~Q(form_key=""),
+                                    name="approval_one_per_form"),
         ]
         indexes = [
             models.Index(fields=["status", "-requested_at"], name="approval_queue"),

@@ -180,6 +180,8 @@ def refund_request(*, actor: Actor, payment_id: str, amount: int | None, reason:
     key = form_key if FORM_KEY.match(form_key or "") else ""
     if key and (done := _refund_of_form(payment, amount, key)) is not None:
         return RefundRequested(refund=done, is_repeat=True)
+    if key and (asked := _approval_of_form(payment, amount, key)) is not None:
+        return RefundRequested(approval=asked, is_repeat=True)
     if payment.status not in (PaymentStatus.CAPTURED, PaymentStatus.SETTLED):
         raise StateError(f"This payment is '{payment.status}'; only captured or settled payments "
                          "can be refunded.", param="status", code="payment_unexpected_state")
@@ -197,10 +199,15 @@ def refund_request(*, actor: Actor, payment_id: str, amount: int | None, reason:
     # Staff refunds of this payment add up: four refunds of 500.00 must not slip under a 500.00
     # threshold one by one.
     if staff_refunded(payment) + amount > refund_threshold(payment.currency):
-        approval = _approval_create(
-            actor=actor, kind=ApprovalKind.REFUND, merchant=payment.merchant,
-            object_type="payment", object_id=payment.id, amount=amount,
-            currency=payment.currency, params=params, reason=note)
+        try:
+            approval = _approval_create(
+                actor=actor, kind=ApprovalKind.REFUND, merchant=payment.merchant,
+                object_type="payment", object_id=payment.id, amount=amount,
+                currency=payment.currency, params=params, reason=note, form_key=key)
+        except IntegrityError:  # the same form, submitted twice at the same moment
+            if not key or (asked := _approval_of_form(payment, amount, key)) is None:
+                raise
+            return RefundRequested(approval=asked, is_repeat=True)
         return RefundRequested(approval=approval)
     return RefundRequested(refund=_refund_run(actor=actor, payment=payment, params=params,
                                               idempotency_key=key or new_id("bo")))
@@ -211,6 +218,21 @@ def staff_refunded(payment: Payment) -> int:
     return payment.refunds.filter(
         status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED], metadata__source="backoffice",
     ).aggregate(total=Sum("amount"))["total"] or 0
+
+
+def _approval_of_form(payment: Payment, amount: int | None, form_key: str
+                      ) -> ApprovalRequest | None:
+    """The approval request this form already made, or None; a key reused for another payment
+    or amount is refused, as for refunds."""
+    approval = ApprovalRequest.objects.filter(form_key=form_key).first()
+    if approval is None:
+        return None
+    if approval.object_id != payment.id or (amount is not None and amount != approval.amount):
+        raise StateError(f"This form was already submitted as approval request {approval.id} "
+                         f"({format_amount(approval.amount, approval.currency)} of payment "
+                         f"{approval.object_id}); reload the page to ask for another refund.",
+                         code="form_already_submitted")
+    return approval
 
 
 def _refund_of_form(payment: Payment, amount: int | None, form_key: str) -> Refund | None:
@@ -635,12 +657,12 @@ def ledger_verify_execute(*, run_id: int) -> LedgerVerifyRun | None:
 # -- approvals (maker-checker) ---------------------------------------------------------------
 def _approval_create(*, actor: Actor, kind: str, merchant: Merchant, object_type: str,
                      object_id: str, amount: int, currency: str, params: dict[str, Any],
-                     reason: str) -> ApprovalRequest:
+                     reason: str, form_key: str = "") -> ApprovalRequest:
     with transaction.atomic():
         approval = ApprovalRequest.objects.create(
             kind=kind, merchant=merchant, object_type=object_type, object_id=object_id,
             amount=amount, currency=currency, params=params, reason=reason,
-            requested_by=actor.user)
+            requested_by=actor.user, form_key=form_key)
         audit_record(actor=actor, action="approval.request", object_type="approval",
                      object_id=approval.id, after=snapshot(approval), note=reason)
     return approval

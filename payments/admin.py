@@ -155,6 +155,11 @@ class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
                 reason=data["reason"], note=data["note"], form_key=data["form_key"])
             if outcome.approval is not None:
                 approval = outcome.approval
+                if outcome.is_repeat:
+                    return (messages.INFO,
+                            f"This form was already submitted: approval request {approval.id} "
+                            f"for {_amount(approval)} is {approval.get_status_display()}. "
+                            "Nothing new was requested.")
                 limit = format_amount(services.refund_threshold(approval.currency),
                                       approval.currency)
                 return (messages.WARNING,

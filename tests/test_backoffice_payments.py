@@ -83,6 +83,26 @@ def test_a_double_submitted_refund_form_refunds_once_and_says_so(client, make_pa
         "payment.refund", "payment.refund.result"]
 
 
+def test_a_double_submitted_refund_over_the_threshold_asks_an_approver_once(client,
+                                                                            make_payment):
+    """Two requests for one refund could both be approved: the form's key finds the first."""
+    payment = make_payment(100000)  # threshold 500.00 USD in the test settings
+    _staff(client, "operator")
+    form = {"amount": "900", "reason": "requested_by_customer", "note": "double click",
+            "form_key": _form_key(client, payment)}
+    client.post(_url(payment, "refund"), form)
+    again = client.post(_url(payment, "refund"), form, follow=True)
+    approval = ApprovalRequest.objects.get(object_id=payment.id)
+    assert (f"This form was already submitted: approval request {approval.id} for 900.00 USD"
+            in _messages(again))
+    assert not Refund.objects.filter(payment=payment).exists()
+    assert list(AuditEntry.objects.order_by("id").values_list("action", flat=True)) == [
+        "approval.request"]
+    changed = client.post(_url(payment, "refund"), {**form, "amount": "800"}, follow=True)
+    assert f"already submitted as approval request {approval.id}" in _messages(changed)
+    assert ApprovalRequest.objects.count() == 1
+
+
 def test_a_form_key_reused_for_another_amount_is_refused_and_writes_nothing(client,
                                                                            make_payment):
     payment = make_payment(10000)
