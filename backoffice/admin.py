@@ -32,7 +32,7 @@ from backoffice import (
 )
 from backoffice.action_views import ObjectActionsMixin, Outcome, require_perm
 from backoffice.admin_audit import AuditedModelAdmin
-from backoffice.admin_base import ReadOnlyAdmin
+from backoffice.admin_base import ReadOnlyAdmin, status_badge
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.audit import AUDIT_ACTIONS, Actor, audit_record, snapshot
 from backoffice.forms import ApprovalDecisionForm, ApprovalVerdictForm, LedgerAdjustmentForm
@@ -47,11 +47,6 @@ from backoffice.models import (
 from backoffice.paginator import CappedCountPaginator
 from core.errors import ClearhouseError
 from core.money import format_amount
-
-
-def _status(value: str, label: str) -> str:
-    return format_html('<span class="bo-status bo-status-{}">{}</span>', value, label)
-
 
 # -- approvals -------------------------------------------------------------------------------
 _OBJECT_ADMIN = {"payment": "admin:payments_payment_change",
@@ -110,7 +105,7 @@ class ApprovalRequestAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_label(self, approval: ApprovalRequest) -> str:
-        return _status(approval.status, approval.get_status_display())
+        return status_badge(approval.status, approval.get_status_display())
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, approval: ApprovalRequest) -> str:
@@ -303,7 +298,7 @@ class LedgerVerifyRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="result", ordering="status")
     def status_label(self, run: LedgerVerifyRun) -> str:
-        return _status(run.status, run.get_status_display())
+        return status_badge(run.status, run.get_status_display())
 
     @admin.display(description="report")
     def report_text(self, run: LedgerVerifyRun) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 
 class ReadOnlyAdminMixin:
@@ -37,3 +38,8 @@ class ChoicesOnlyFilter(admin.SimpleListFilter):
         if not value or value not in {str(code) for code, _ in self.lookup_choices}:
             return queryset
         return queryset.filter(**{self.field: value})
+
+
+def status_badge(value: str, label: str) -> str:
+    """A status as the coloured label every list and detail page uses (styles in bo.css)."""
+    return format_html('<span class="bo-status bo-status-{}">{}</span>', value, label)

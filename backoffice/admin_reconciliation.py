@@ -16,10 +16,10 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
+from backoffice.admin_base import status_badge
 from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.audit import Actor
@@ -63,8 +63,7 @@ class BreakQueueAdmin(ObjectActionsMixin, TolerantIdsMixin, ReconciliationOwnBre
 
     @admin.display(description="status", ordering="status")
     def status_label(self, brk: ReconciliationBreak) -> str:
-        return format_html('<span class="bo-status bo-status-{}">{}</span>', brk.status,
-                           brk.get_status_display())
+        return status_badge(brk.status, brk.get_status_display())
 
     @admin.display(description="our amount", ordering="our_amount")
     def our_side(self, brk: ReconciliationBreak) -> str:

@@ -222,31 +222,32 @@ def staff_refunded(payment: Payment) -> int:
 
 def _approval_of_form(payment: Payment, amount: int | None, form_key: str
                       ) -> ApprovalRequest | None:
-    """The approval request this form already made, or None; a key reused for another payment
-    or amount is refused, as for refunds."""
+    """The approval request this form already made, or None (see `_form_reused`)."""
     approval = ApprovalRequest.objects.filter(form_key=form_key).first()
-    if approval is None:
-        return None
-    if approval.object_id != payment.id or (amount is not None and amount != approval.amount):
-        raise StateError(f"This form was already submitted as approval request {approval.id} "
-                         f"({format_amount(approval.amount, approval.currency)} of payment "
-                         f"{approval.object_id}); reload the page to ask for another refund.",
-                         code="form_already_submitted")
+    if approval is not None:
+        _form_reused(f"approval request {approval.id}", approval.object_id, approval.amount,
+                     approval.currency, payment=payment, amount=amount)
     return approval
 
 
 def _refund_of_form(payment: Payment, amount: int | None, form_key: str) -> Refund | None:
-    """The refund this form already made (a double click, a re-posted page), or None. A key
-    reused for another payment or amount is refused: that is a stale page, not a retry."""
+    """The refund this form already made, or None (see `_form_reused`)."""
     refund = Refund.objects.filter(merchant=payment.merchant, idempotency_key=form_key).first()
-    if refund is None:
-        return None
-    if refund.payment_id != payment.id or (amount is not None and amount != refund.amount):
-        raise StateError(f"This form was already submitted as refund {refund.id} "
-                         f"({format_amount(refund.amount, refund.currency)} of payment "
-                         f"{refund.payment_id}); reload the page to make another refund.",
-                         code="form_already_submitted")
+    if refund is not None:
+        _form_reused(f"refund {refund.id}", refund.payment_id, refund.amount, refund.currency,
+                     payment=payment, amount=amount)
     return refund
+
+
+def _form_reused(made: str, made_for: str, made_amount: int, currency: str, *,
+                 payment: Payment, amount: int | None) -> None:
+    """A form submitted again (a double click, a re-posted page) finds what it made; a key
+    reused for another payment or amount is a stale page, not a retry, and is refused."""
+    if made_for != payment.id or (amount is not None and amount != made_amount):
+        raise StateError(f"This form was already submitted as {made} "
+                         f"({format_amount(made_amount, currency)} of payment {made_for}); "
+                         "reload the page to make another refund.",
+                         code="form_already_submitted")
 
 
 def _refund_run(*, actor: Actor, payment: Payment, params: dict[str, Any], idempotency_key: str,

@@ -22,7 +22,7 @@ from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
-from backoffice.admin_base import ChoicesOnlyFilter, ReadOnlyAdmin
+from backoffice.admin_base import ChoicesOnlyFilter, ReadOnlyAdmin, status_badge
 from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.balances import merchant_balance
@@ -104,8 +104,7 @@ class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_label(self, payment: Payment) -> str:
-        return format_html('<span class="bo-status bo-status-{}">{}</span>', payment.status,
-                           payment.get_status_display())
+        return status_badge(payment.status, payment.get_status_display())
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Payment],
                            search_term: str) -> tuple[QuerySet[Payment], bool]:

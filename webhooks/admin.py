@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
-from backoffice.admin_base import ReadOnlyAdmin
+from backoffice.admin_base import ReadOnlyAdmin, status_badge
 from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin
 from backoffice.audit import Actor
@@ -118,8 +118,7 @@ class WebhookDeliveryAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: WebhookDelivery) -> str:
-        return format_html('<span class="bo-status bo-status-{}">{}</span>', obj.status,
-                           obj.get_status_display())
+        return status_badge(obj.status, obj.get_status_display())
 
     def has_resend_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("backoffice.resend_webhook")
@@ -179,8 +178,7 @@ class ProviderEventAdmin(ObjectActionsMixin, ReadOnlyAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: ProviderEvent) -> str:
-        return format_html('<span class="bo-status bo-status-{}">{}</span>', obj.status,
-                           obj.get_status_display())
+        return status_badge(obj.status, obj.get_status_display())
 
     @admin.display(description="raw body")
     def body(self, obj: ProviderEvent) -> str:
