@@ -44,16 +44,14 @@ PAYOUT_TRANSITIONS: list[tuple[str, str]] = [
 ]
 
 
-class Deposit(FSMModelMixin, models.Model):
-    id = PublicIdField(prefix="dep")
-    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="deposits")
+class Movement(FSMModelMixin, models.Model):
+    """What deposits and payouts share: money moved for a merchant through a provider. The
+    constraint and index names take the concrete model's name (`deposit_…`, `payout_…`)."""
+
     amount = models.BigIntegerField()
     currency = models.CharField(max_length=3)
-    method = models.CharField(max_length=64)
     description = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
-    status = FSMField(max_length=16, choices=DepositStatus.choices, default=DS.PENDING,
-                      protected=True)
     provider = models.CharField(max_length=32)
     provider_reference = models.CharField(max_length=128, blank=True, default="")
     failure_code = models.CharField(max_length=64, blank=True, default="")
@@ -64,27 +62,40 @@ class Deposit(FSMModelMixin, models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         constraints = [
             models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
-                                   name="deposit_amount_range"),
+                                   name="%(class)s_amount_range"),
             models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"),
-                                   name="deposit_currency_format"),
-            models.CheckConstraint(condition=Q(status__in=DepositStatus.values),
-                                   name="deposit_status_known"),
+                                   name="%(class)s_currency_format"),
             models.UniqueConstraint(fields=["merchant", "idempotency_key"],
                                     condition=~Q(idempotency_key=""),
-                                    name="deposit_idempotency_key_per_merchant"),
+                                    name="%(class)s_idempotency_key_per_merchant"),
             models.UniqueConstraint(fields=["provider", "provider_reference"],
                                     condition=~Q(provider_reference=""),
-                                    name="deposit_provider_reference_unique"),
+                                    name="%(class)s_provider_reference_unique"),
         ]
         indexes = [
-            models.Index(fields=["merchant", "-created_at", "-id"], name="deposit_merchant_recent"),
-            models.Index(fields=["status", "updated_at"], name="deposit_status_age"),
+            models.Index(fields=["merchant", "-created_at", "-id"],
+                         name="%(class)s_merchant_recent"),
+            models.Index(fields=["status", "updated_at"], name="%(class)s_status_age"),
         ]
 
     def __str__(self) -> str:
         return self.id
+
+
+class Deposit(Movement):
+    id = PublicIdField(prefix="dep")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="deposits")
+    method = models.CharField(max_length=64)
+    status = FSMField(max_length=16, choices=DepositStatus.choices, default=DS.PENDING,
+                      protected=True)
+
+    class Meta(Movement.Meta):
+        constraints = [*Movement.Meta.constraints,
+                       models.CheckConstraint(condition=Q(status__in=DepositStatus.values),
+                                              name="deposit_status_known")]
 
     @property
     def is_final(self) -> bool:
@@ -99,47 +110,17 @@ class Deposit(FSMModelMixin, models.Model):
         self.failure_code, self.failure_message = code[:64], message[:500]
 
 
-class Payout(FSMModelMixin, models.Model):
+class Payout(Movement):
     id = PublicIdField(prefix="po")
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payouts")
-    amount = models.BigIntegerField()
-    currency = models.CharField(max_length=3)
     destination = models.CharField(max_length=64, help_text="A bank-account token (ba_…).")
-    description = models.CharField(max_length=500, blank=True, default="")
-    metadata = models.JSONField(default=dict, blank=True)
     status = FSMField(max_length=16, choices=PayoutStatus.choices, default=PS.PENDING,
                       protected=True)
-    provider = models.CharField(max_length=32)
-    provider_reference = models.CharField(max_length=128, blank=True, default="")
-    failure_code = models.CharField(max_length=64, blank=True, default="")
-    failure_message = models.CharField(max_length=500, blank=True, default="")
-    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        constraints = [
-            models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
-                                   name="payout_amount_range"),
-            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"),
-                                   name="payout_currency_format"),
-            models.CheckConstraint(condition=Q(status__in=PayoutStatus.values),
-                                   name="payout_status_known"),
-            models.UniqueConstraint(fields=["merchant", "idempotency_key"],
-                                    condition=~Q(idempotency_key=""),
-                                    name="payout_idempotency_key_per_merchant"),
-            models.UniqueConstraint(fields=["provider", "provider_reference"],
-                                    condition=~Q(provider_reference=""),
-                                    name="payout_provider_reference_unique"),
-        ]
-        indexes = [
-            models.Index(fields=["merchant", "-created_at", "-id"], name="payout_merchant_recent"),
-            models.Index(fields=["status", "updated_at"], name="payout_status_age"),
-        ]
-
-    def __str__(self) -> str:
-        return self.id
+    class Meta(Movement.Meta):
+        constraints = [*Movement.Meta.constraints,
+                       models.CheckConstraint(condition=Q(status__in=PayoutStatus.values),
+                                              name="payout_status_known")]
 
     @property
     def is_final(self) -> bool:
