@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
+from reconciliation import tasks as recon_tasks
 from tests.factories import MerchantFactory
 from tests.test_webhooks_support import (  # noqa: F401 (fixtures)
     dns_fixture,
@@ -151,7 +152,7 @@ def test_lost_enqueue_is_delivered_by_the_sweeper_exactly_once(
     assert _sweep() == 1
     assert _sweep() == 0
     call_command("webhooks_sweep", "--concurrency=1", stdout=open("/dev/null", "w"))  # noqa: SIM115
-    tasks.webhook_sweep()
+    recon_tasks.webhooks_sweep()  # beat's sweep task
     assert rx.event_counts() == {event.id: 1}
     assert WebhookDelivery.objects.get(event=event).status == DeliveryStatus.DELIVERED
 
