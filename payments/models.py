@@ -72,6 +72,10 @@ class Payment(FSMModelMixin, models.Model):
     failure_code = models.CharField(max_length=64, blank=True, default="")
     failure_message = models.CharField(max_length=500, blank=True, default="")
     idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
+    # The request's fingerprint (core.idempotency): a key reused with other parameters is 422
+    # even after the idempotency row is reaped.
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="",
+                                               editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -93,10 +97,9 @@ class Payment(FSMModelMixin, models.Model):
             models.CheckConstraint(
                 condition=Q(amount_disputed__gte=0, amount_disputed__lte=F("amount_captured")),
                 name="payment_disputed_within_captured"),
-            # A refunded amount cannot also be disputed (the customer would get it twice).
-            models.CheckConstraint(
-                condition=Q(amount_refunded__lte=F("amount_captured") - F("amount_disputed")),
-                name="payment_refunded_plus_disputed_within_captured"),
+            # Refunded + disputed may exceed captured: a chargeback on money already refunded is
+            # a provider fact we record (with a break for staff to contest), never refuse. What
+            # a merchant may *request* stays within captured − disputed (refund guard trigger).
             models.CheckConstraint(condition=Q(status__in=PaymentStatus.values),
                                    name="payment_status_known"),
             models.CheckConstraint(condition=Q(capture_method__in=CaptureMethod.values),
@@ -117,10 +120,6 @@ class Payment(FSMModelMixin, models.Model):
 
     def __str__(self) -> str:
         return self.id
-
-    @property
-    def amount_refundable(self) -> int:
-        return self.amount_captured - self.amount_refunded
 
     # -- transitions (called only from payments.services) ------------------------------------
     @transition(field=status, source=S.CREATED, target=S.AUTHORIZATION_REQUESTED)
@@ -169,6 +168,11 @@ class RefundReason(models.TextChoices):
     REQUESTED_BY_CUSTOMER = "requested_by_customer"
 
 
+class RefundOrigin(models.TextChoices):
+    REQUEST = "request"  # asked for by the merchant (API) or staff (back-office)
+    PROVIDER = "provider"  # reported by the provider (made in its dashboard, or its notice)
+
+
 class Refund(FSMModelMixin, models.Model):
     id = PublicIdField(prefix="re")
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="refunds")
@@ -182,7 +186,11 @@ class Refund(FSMModelMixin, models.Model):
     failure_code = models.CharField(max_length=64, blank=True, default="")
     failure_message = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
+    origin = models.CharField(max_length=16, choices=RefundOrigin.choices,
+                              default=RefundOrigin.REQUEST, editable=False)
     idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="",
+                                               editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -190,6 +198,8 @@ class Refund(FSMModelMixin, models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
                                    name="refund_amount_range"),
+            models.CheckConstraint(condition=Q(origin__in=RefundOrigin.values),
+                                   name="refund_origin_known"),
             models.CheckConstraint(condition=Q(status__in=RefundStatus.values),
                                    name="refund_status_known"),
             models.UniqueConstraint(fields=["merchant", "idempotency_key"],

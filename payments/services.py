@@ -16,6 +16,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from core import metrics
+from core.breaks import BreakSpec, break_report
 from core.errors import InvalidRequest, NotFound, ProviderError, StateError
 from core.models import Merchant
 from ledger import flows as ledger
@@ -29,6 +30,7 @@ from payments.models import (
     PaymentAttempt,
     PaymentStatus,
     Refund,
+    RefundOrigin,
     RefundStatus,
 )
 from payments.serializers import dispute_to_dict, payment_to_dict, refund_to_dict
@@ -45,10 +47,12 @@ from providers.base import (
 from providers.breaker import breaker_allow, breaker_record_result
 from providers.registry import get_provider
 from providers.routing import route
+from webhooks.inbound import provider_events_release
 from webhooks.services import event_record
 
 logger = logging.getLogger(__name__)
 S = PaymentStatus
+_BEFORE_AN_ANSWER = (S.CREATED, S.AUTHORIZATION_REQUESTED)
 R = TypeVar("R")
 # `audit=` of refund_create / payment_capture / payment_cancel: called with the locked payment
 # inside the transaction that reserves the operation (before its writes), so a caller's audit
@@ -69,7 +73,20 @@ def _lock_payment(*, merchant: Merchant | None, payment_id: str) -> Payment:
 
 
 def _payment_event(payment: Payment, type: str) -> None:
+    """Every payment state change: its Event in this transaction, and after commit the provider
+    events held for this payment are re-evaluated (they wait for it to move, by any path)."""
     event_record(merchant=payment.merchant, type=type, obj=payment_to_dict(payment))
+    if payment.status not in _BEFORE_AN_ANSWER:
+        provider, reference, payment_id = payment.provider, payment.provider_reference, payment.id
+        transaction.on_commit(lambda: _release_held_events(provider, reference, payment_id))
+
+
+def _release_held_events(provider: str, provider_reference: str, payment_id: str) -> None:
+    try:
+        provider_events_release(provider=provider, provider_reference=provider_reference,
+                                merchant_reference=payment_id)
+    except Exception:  # the sweeper re-checks held events on its own schedule
+        logger.exception("re-evaluating held provider events of %s failed", payment_id)
 
 
 def _refund_event(refund: Refund, type: str) -> None:
@@ -81,6 +98,53 @@ def _state_error(payment: Payment, action: str) -> StateError:
         f"This payment is '{payment.status}'; it cannot be {action}.", param="status",
         code="payment_unexpected_state",
     )
+
+
+def _refunds_reserved(payment: Payment) -> int:
+    """Pending + succeeded refunds of a payment (read under its row lock)."""
+    return payment.refunds.filter(
+        status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]
+    ).aggregate(total=Sum("amount"))["total"] or 0
+
+
+def _report_overlap(payment: Payment, *, key: str, fact: str) -> None:
+    """Refunds (pending or paid) and disputes together exceed what was captured: both are
+    provider facts and both stay recorded; a person contests the chargeback with the refund as
+    evidence. Opens one break per fact, in the caller's transaction."""
+    refunded = _refunds_reserved(payment)
+    if refunded + payment.amount_disputed <= payment.amount_captured:
+        return
+    break_report(BreakSpec(
+        type="provider_conflict", key=key, provider=payment.provider, payment_id=payment.id,
+        provider_reference=payment.provider_reference, currency=payment.currency,
+        our_amount=payment.amount_captured, provider_amount=refunded + payment.amount_disputed,
+        our_data={"captured": payment.amount_captured, "refunded_or_pending": refunded,
+                  "disputed": payment.amount_disputed, "status": payment.status},
+        provider_data={"fact": fact}))
+
+
+def _mismatch(payment: Payment, attempt: PaymentAttempt, result: ProviderResult) -> bool:
+    """An approval whose amount or currency differs from what we asked is evidence, not money:
+    the attempt stays without an answer, a break holds both sides, nothing is posted."""
+    wrong_amount = result.amount is not None and result.amount != attempt.amount
+    wrong_currency = bool(result.currency) and result.currency.lower() != payment.currency
+    if result.outcome != Outcome.APPROVED or not (wrong_amount or wrong_currency):
+        return False
+    break_report(BreakSpec(
+        type="currency_mismatch" if wrong_currency else "amount_mismatch",
+        key=f"{attempt.kind}:{attempt.id}", provider=attempt.provider, payment_id=payment.id,
+        refund_id=attempt.refund_id or "", provider_reference=result.provider_reference,
+        currency=payment.currency, our_amount=attempt.amount, provider_amount=result.amount,
+        our_data={"attempt": attempt.id, "kind": attempt.kind, "currency": payment.currency},
+        provider_data={"status": str(result.status), "amount": result.amount,
+                       "currency": result.currency, "reference": result.provider_reference}))
+    _record_attempt(attempt, ProviderResult(
+        outcome=Outcome.UNKNOWN, provider_reference=result.provider_reference,
+        error_code="provider_amount_mismatch",
+        error_message=f"The provider confirmed {result.amount} {result.currency or '?'} for "
+                      f"{attempt.amount} {payment.currency}; a reconciliation break holds both.",
+        exchange=result.exchange, latency_ms=result.latency_ms))
+    return True
 
 
 def _call(provider_code: str, operation: str, request: Any) -> ProviderResult:
@@ -110,7 +174,8 @@ def _next_provider(payment: Payment) -> str | None:
     tried = set(payment.attempts.filter(kind=AttemptKind.AUTHORIZE)
                 .values_list("provider", flat=True))
     candidates = route(merchant_id=payment.merchant_id, currency=payment.currency,
-                       amount=payment.amount, payment_method=payment.payment_method)
+                       amount=payment.amount, payment_method=payment.payment_method,
+                       livemode=payment.merchant.is_live)
     return next((code for code in candidates if code not in tried), None)
 
 
@@ -257,6 +322,8 @@ def _authorization_record(*, attempt_id: str, result: ProviderResult
             return payment, None
         if result.outcome == Outcome.UNKNOWN and attempt.status == AttemptStatus.UNKNOWN:
             return payment, None
+        if _mismatch(payment, attempt, result):
+            return payment, None
         _record_attempt(attempt, result)
         if payment.status != S.AUTHORIZATION_REQUESTED:
             logger.warning("late authorization answer for %s in status %s ignored",
@@ -317,8 +384,8 @@ def payment_authorization_lookup(*, attempt_id: str) -> tuple[Payment, ProviderS
     amount = found.amount or attempt.amount
     answer = ProviderResult(
         outcome=outcome, provider_reference=found.provider_reference, status=found.status,
-        amount=amount, error_code=found.error_code or ("" if outcome == Outcome.APPROVED
-                                                       else "card_declined"),
+        amount=amount, currency=found.currency,
+        error_code=found.error_code or ("" if outcome == Outcome.APPROVED else "card_declined"),
         error_message=found.error_message, exchange=found.exchange,
         latency_ms=found.latency_ms)
     return payment_authorization_record(attempt_id=attempt.id, result=answer), found.status
@@ -398,6 +465,8 @@ def payment_capture_record(*, attempt_id: str, result: ProviderResult) -> Paymen
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
         if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
             return payment
+        if _mismatch(payment, attempt, result):
+            return payment
         _record_attempt(attempt, result)
         if result.outcome == Outcome.APPROVED and payment.status == S.AUTHORIZED:
             _capture(payment, attempt.amount)
@@ -458,7 +527,8 @@ def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatu
         return payment, found.status
     answer = ProviderResult(
         outcome=Outcome.APPROVED, provider_reference=found.provider_reference,
-        status=found.status, amount=found.amount, exchange=found.exchange,
+        status=found.status, amount=found.amount, currency=found.currency,
+        exchange=found.exchange,
         latency_ms=found.latency_ms)
     record = (payment_capture_record if attempt.kind == AttemptKind.CAPTURE
               else payment_void_record)
@@ -493,10 +563,8 @@ def refund_create(
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
         if payment.status not in (S.CAPTURED, S.SETTLED):
             raise _state_error(payment, "refunded")
-        reserved = payment.refunds.filter(
-            status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]
-        ).aggregate(total=Sum("amount"))["total"] or 0
-        remaining = payment.amount_captured - payment.amount_disputed - reserved
+        remaining = (payment.amount_captured - payment.amount_disputed
+                     - _refunds_reserved(payment))
         if remaining <= 0:
             raise StateError("This payment has already been refunded in full (including "
                              "refunds still pending).", code="charge_already_refunded")
@@ -545,6 +613,8 @@ def refund_record(*, attempt_id: str, result: ProviderResult) -> Refund:
         refund.payment = payment
         if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
             return refund
+        if _mismatch(payment, attempt, result):
+            return refund
         _record_attempt(attempt, result)
         if refund.status != RefundStatus.PENDING:
             return refund
@@ -573,23 +643,39 @@ def _refund_succeed(refund: Refund, payment: Payment, provider_reference: str) -
     ledger.post_refund_succeeded(
         merchant=payment.merchant, refund_id=refund.id, payment_id=payment.id,
         provider=payment.provider, currency=refund.currency, amount=refund.amount)
+    _report_overlap(payment, key=f"refund:{refund.id}",
+                    fact=f"refund {refund.id} succeeded while disputes hold "
+                         f"{payment.amount_disputed}")
     _refund_event(refund, "refund.succeeded")
     if fully:
         _payment_event(payment, "payment.refunded")
 
 
-def refund_record_external(*, payment_id: str, amount: int, provider_reference: str) -> Refund:
+def refund_record_external(*, payment_id: str, amount: int, provider_reference: str
+                           ) -> Refund | None:
     """A refund made at the provider without us (its dashboard, or a webhook for a refund whose
-    request we never recorded): record it as created and succeeded, once per reference."""
+    request we never recorded): record it as created and succeeded, once per reference. More
+    than the captured amount not yet refunded is a mismatch: a break, nothing recorded (None)."""
     with transaction.atomic():
         payment = _lock_payment(merchant=None, payment_id=payment_id)
         existing = Refund.objects.filter(payment=payment,
                                          provider_reference=provider_reference).first()
         if existing is not None:
             return existing
+        room = payment.amount_captured - _refunds_reserved(payment)
+        if amount > room:
+            # More than was captured and not already refunded: not a fact our books can hold.
+            break_report(BreakSpec(
+                type="amount_mismatch", key=f"refund:{payment.provider}:{provider_reference}",
+                provider=payment.provider, payment_id=payment.id,
+                provider_reference=payment.provider_reference, refund_reference=provider_reference,
+                currency=payment.currency, our_amount=room, provider_amount=amount,
+                our_data={"captured": payment.amount_captured, "refundable": room},
+                provider_data={"refund_reference": provider_reference, "amount": amount}))
+            return None
         refund = Refund.objects.create(
             merchant=payment.merchant, payment=payment, amount=amount, currency=payment.currency,
-            metadata={"source": "provider"})
+            origin=RefundOrigin.PROVIDER, metadata={"source": "provider"})
         refund.payment = payment
         PaymentAttempt.objects.create(
             payment=payment, refund=refund, kind=AttemptKind.REFUND, provider=payment.provider,
@@ -609,13 +695,21 @@ _CAPTURED_OR_LATER = (S.CAPTURED, S.SETTLED, S.REFUNDED, S.CHARGED_BACK)
 
 def _payment_for_event(provider: str, provider_reference: str, merchant_reference: str
                        ) -> Payment | None:
+    """The payment a provider's notice is about: by (provider, provider reference), else by our
+    id as its merchant reference, but only when that provider holds an attempt of the payment.
+    A notice from one provider never acts on a payment another provider processed."""
     rows = Payment.objects.select_related("merchant")
     if provider_reference:
         found = rows.filter(provider=provider, provider_reference=provider_reference).first()
         if found is not None:
             return found
     if merchant_reference.startswith("pay_"):
-        return rows.filter(pk=merchant_reference).first()
+        found = rows.filter(pk=merchant_reference).first()
+        if found is not None and found.attempts.filter(provider=provider).exists():
+            return found
+        if found is not None:
+            logger.warning("%s notice names %s, which it never processed: ignored", provider,
+                           merchant_reference)
     return None
 
 
@@ -627,7 +721,7 @@ def _open_attempt_of(payment: Payment, provider: str, kind: str) -> PaymentAttem
 
 def payment_provider_event_apply(
     *, provider: str, type: str, provider_reference: str, merchant_reference: str = "",
-    amount: int | None = None, status: str = "", error_code: str = "",
+    amount: int | None = None, currency: str = "", status: str = "", error_code: str = "",
     refund_reference: str = "", dispute_reference: str = "", reason: str = "",
 ) -> str:
     """Apply one verified provider webhook about a payment, refund or dispute through the normal
@@ -641,7 +735,7 @@ def payment_provider_event_apply(
         approved = type != "payment.declined"
         answer = ProviderResult(
             outcome=Outcome.APPROVED if approved else Outcome.DECLINED,
-            provider_reference=provider_reference, amount=amount,
+            provider_reference=provider_reference, amount=amount, currency=currency,
             status=ProviderStatus.CAPTURED if type == "payment.captured" else (
                 ProviderStatus.AUTHORIZED if approved else ProviderStatus.DECLINED),
             error_code="" if approved else (error_code or "card_declined"))
@@ -660,17 +754,47 @@ def payment_provider_event_apply(
             payment_void_record(attempt_id=attempt.id, result=ProviderResult(
                 outcome=Outcome.APPROVED, provider_reference=provider_reference))
         return APPLIED
+    if type not in ("refund.succeeded", "dispute.opened"):
+        return IGNORED
+    if payment.status in (S.FAILED, S.CANCELED):
+        # The provider refunds or disputes money we hold as never taken: it has a capture we
+        # do not. Nothing moves; a person finds out which side is right.
+        break_report(BreakSpec(
+            type="status_mismatch", key=f"{type}:{provider}:{payment.id}", provider=provider,
+            payment_id=payment.id, provider_reference=provider_reference,
+            currency=payment.currency, our_amount=payment.amount_captured, provider_amount=amount,
+            our_data={"status": payment.status},
+            provider_data={"type": type, "refund_reference": refund_reference,
+                           "dispute_reference": dispute_reference}))
+        return IGNORED
+    if payment.status not in _CAPTURED_OR_LATER:
+        return HELD  # the capture has not reached us yet; re-evaluated when the payment moves
+    if payment.provider != provider:
+        # Only the provider that captured the money can refund it or take a chargeback on it.
+        logger.warning("%s %s notice about %s, captured by %s: ignored", provider, type,
+                       payment.id, payment.provider)
+        return IGNORED
+    if currency and currency.lower() != payment.currency:
+        break_report(BreakSpec(
+            type="currency_mismatch",
+            key=f"{type}:{provider}:{refund_reference or dispute_reference or payment.id}",
+            provider=provider, payment_id=payment.id, provider_reference=provider_reference,
+            refund_reference=refund_reference, currency=payment.currency, provider_amount=amount,
+            our_data={"currency": payment.currency}, provider_data={"currency": currency}))
+        return IGNORED
     if type == "refund.succeeded":
-        if payment.status not in _CAPTURED_OR_LATER:
-            return HELD  # the capture has not reached us yet; apply the refund after it
         return _refund_event_apply(payment, provider, amount, refund_reference)
-    if type == "dispute.opened":
-        if payment.status not in _CAPTURED_OR_LATER:
-            return HELD
+    try:
         dispute_open(payment_id=payment.id, amount=amount, provider_reference=dispute_reference,
                      reason=reason if reason in DisputeReason.values else DisputeReason.GENERAL)
-        return APPLIED
-    return IGNORED
+    except StateError as exc:  # more than captured and not yet disputed: evidence, not money
+        break_report(BreakSpec(
+            type="amount_mismatch", key=f"dispute:{provider}:{dispute_reference or payment.id}",
+            provider=provider, payment_id=payment.id, provider_reference=provider_reference,
+            currency=payment.currency, our_amount=payment.amount_captured - payment.amount_disputed,
+            provider_amount=amount, our_data={"reason": str(exc)},
+            provider_data={"dispute_reference": dispute_reference, "amount": amount}))
+    return APPLIED
 
 
 def _refund_event_apply(payment: Payment, provider: str, amount: int | None,
@@ -680,7 +804,7 @@ def _refund_event_apply(payment: Payment, provider: str, amount: int | None,
     if payment.refunds.filter(provider_reference=refund_reference).exists():
         return APPLIED  # our own synchronous answer already recorded it
     # A refund we asked for whose answer was lost: the oldest open one of that amount.
-    attempt = (payment.attempts.filter(kind=AttemptKind.REFUND, amount=amount,
+    attempt = (payment.attempts.filter(kind=AttemptKind.REFUND, amount=amount, provider=provider,
                                        refund__status=RefundStatus.PENDING,
                                        status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN])
                .order_by("created_at").first())
@@ -726,7 +850,9 @@ def dispute_open(
 ) -> Dispute:
     """Open a chargeback (provider webhook, admin, simulator): the amount leaves available.
 
-    Idempotent on (provider, provider_reference): a repeated notice returns the first dispute."""
+    Up to the captured amount not yet disputed, whatever has been refunded: a chargeback on
+    refunded money is what the provider did, so it is recorded and a `provider_conflict` break
+    asks staff to contest it. Idempotent on (provider, provider_reference)."""
     with transaction.atomic():
         payment = _lock_payment(merchant=None, payment_id=payment_id)
         if provider_reference:
@@ -734,15 +860,14 @@ def dispute_open(
                                               provider_reference=provider_reference).first()
             if existing is not None:
                 return existing
-        if payment.status not in (S.CAPTURED, S.SETTLED, S.REFUNDED):
+        if payment.status not in _CAPTURED_OR_LATER:
             raise _state_error(payment, "disputed")
-        disputable = payment.amount_captured - payment.amount_refunded - payment.amount_disputed
+        disputable = payment.amount_captured - payment.amount_disputed
         amount = amount or disputable
         if not 0 < amount <= disputable:
             raise StateError(
                 f"Dispute amount {amount} is more than the {disputable} {payment.currency} "
-                "captured and not yet refunded or disputed.", param="amount",
-                code="amount_too_large")
+                "captured and not yet disputed.", param="amount", code="amount_too_large")
         dispute = Dispute.objects.create(
             merchant=payment.merchant, payment=payment, amount=amount, currency=payment.currency,
             reason=reason, provider=payment.provider, provider_reference=provider_reference,
@@ -753,6 +878,8 @@ def dispute_open(
         ledger.post_dispute_opened(merchant=payment.merchant, dispute_id=dispute.id,
                                    payment_id=payment.id, currency=dispute.currency,
                                    amount=amount)
+        _report_overlap(payment, key=f"dispute:{dispute.id}",
+                        fact=f"dispute {dispute.id} of {amount} opened on refunded money")
         _dispute_event(dispute, "dispute.created")
     return dispute
 

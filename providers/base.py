@@ -89,6 +89,7 @@ class ProviderResult:
     provider_reference: str = ""
     status: ProviderStatus = ProviderStatus.UNKNOWN
     amount: int | None = None
+    currency: str = ""  # lower-case ISO 4217 when the provider said; compared with ours
     error_code: str = ""
     error_message: str = ""
     retryable: bool = False
@@ -148,6 +149,7 @@ class MovementResult:
     provider_reference: str = ""
     status: MovementStatus = MovementStatus.UNKNOWN
     amount: int | None = None
+    currency: str = ""  # lower-case ISO 4217 when the provider said; compared with ours
     error_code: str = ""
     error_message: str = ""
     retryable: bool = False

@@ -190,6 +190,11 @@ class BreakType(models.TextChoices):
     MALFORMED_LINE = "malformed_line"
     STUCK_UNRESOLVED = "stuck_unresolved"  # the janitor's last lookup still had no answer
     LEDGER_VERIFY_FAILED = "ledger_verify_failed"
+    # Two provider facts that cannot both hold for our books (a chargeback on money already
+    # refunded): both are recorded, the balance shows what happened, a person contests.
+    PROVIDER_CONFLICT = "provider_conflict"
+    # A provider reference or event that collides with one we already hold for another object.
+    REFERENCE_COLLISION = "reference_collision"
 
 
 class BreakStatus(models.TextChoices):

@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import JSONField, Q
 from django.utils import timezone
 
+from core.breaks import BreakSpec
 from core.errors import InvalidRequest, NotFound, StateError
 from reconciliation import selectors
 from reconciliation.conf import setting
@@ -58,23 +59,6 @@ def jobrun_prune(*, older_than: timedelta | None = None) -> int:
 
 
 # -- breaks ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BreakSpec:
-    type: str
-    key: str
-    provider: str = ""
-    payment_id: str = ""
-    refund_id: str = ""
-    provider_reference: str = ""
-    refund_reference: str = ""
-    currency: str = ""
-    our_amount: int | None = None
-    provider_amount: int | None = None
-    our_data: dict[str, Any] = field(default_factory=dict)
-    provider_data: dict[str, Any] = field(default_factory=dict)
-    settlement_line_id: int | None = None
-
-
 _SPEC_FIELDS = frozenset(BreakSpec.__dataclass_fields__)
 
 

@@ -7,7 +7,8 @@ asynchronously in any arrival order.
   nothing.
 - Processing locks the inbox row (SKIP LOCKED, so two workers never apply one event twice) and
   applies it through the normal services; an event that must wait for an earlier one (a refund
-  before its capture) is `held` and re-run after every event about the same payment.
+  before its capture) is `held` and re-run whenever its object moves, by any path (webhook,
+  reply, lookup, janitor), and by the sweeper every HELD_RECHECK_AFTER.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from webhooks.models import InboxStatus, ProviderEvent
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+HELD_RECHECK_AFTER = timedelta(seconds=60)
 SIGNATURE_FAILURES: Counter[str] = Counter()  # exported as a metric: rejected webhooks/provider
 _SIGNATURE_HEADERS = ("signature", "authorization")
 
@@ -104,7 +106,8 @@ def _apply(row: ProviderEvent) -> str:
         event.payload.get("dispute"), dict) else ""
     return payment_provider_event_apply(
         provider=event.provider, type=event.type, provider_reference=event.provider_reference,
-        merchant_reference=event.merchant_reference, amount=event.amount, status=event.status,
+        merchant_reference=event.merchant_reference, amount=event.amount,
+        currency=event.currency, status=event.status,
         error_code=event.error_code, refund_reference=event.refund_reference,
         dispute_reference=event.dispute_reference, reason=reason)
 
@@ -134,23 +137,31 @@ def provider_event_process(*, event_id: int) -> str | None:
                       "ignored": InboxStatus.IGNORED}[outcome]
         row.processed_at = timezone.now() if row.status != InboxStatus.HELD else None
         row.last_error = ""
+        # A held event is re-run as soon as its object moves (provider_events_release), and by
+        # the sweeper on this backoff in case nothing ever tells us.
         row.next_attempt_at = None
+        if row.status == InboxStatus.HELD:
+            row.attempts = 0  # waiting is not failing: MAX_ATTEMPTS counts errors only
+            row.next_attempt_at = timezone.now() + HELD_RECHECK_AFTER
         row.save()
     if row.status == InboxStatus.PROCESSED:
-        _release_held(row)
+        provider_events_release(provider=row.provider, provider_reference=row.provider_reference,
+                                merchant_reference=row.merchant_reference, exclude=row.pk)
     return row.status
 
 
-def _release_held(row: ProviderEvent) -> None:
-    """An event about a payment went through: events that were waiting for it may now apply."""
-    same_object = Q(provider=row.provider, provider_reference=row.provider_reference) if (
-        row.provider_reference) else Q(pk__in=[])
-    if row.merchant_reference:
-        same_object |= Q(merchant_reference=row.merchant_reference)
+def provider_events_release(*, provider: str, provider_reference: str = "",
+                            merchant_reference: str = "", exclude: int | None = None) -> int:
+    """Something about an object changed (a webhook, a synchronous reply, a lookup, the janitor,
+    a settlement line): re-run the events held for it, oldest first. Returns how many ran."""
+    same_object = Q(pk__in=[])
+    if provider_reference:
+        same_object |= Q(provider=provider, provider_reference=provider_reference)
+    if merchant_reference:
+        same_object |= Q(merchant_reference=merchant_reference)
     held = (ProviderEvent.objects.filter(same_object, status=InboxStatus.HELD)
-            .exclude(pk=row.pk).order_by("occurred_at", "pk").values_list("pk", flat=True))
-    for held_id in list(held):
-        provider_event_process(event_id=held_id)
+            .exclude(pk=exclude).order_by("occurred_at", "pk").values_list("pk", flat=True))
+    return sum(1 for held_id in list(held) if provider_event_process(event_id=held_id))
 
 
 def provider_event_replay(*, event_id: int) -> str | None:
@@ -161,8 +172,9 @@ def provider_event_replay(*, event_id: int) -> str | None:
 
 
 def provider_events_sweep(*, limit: int = 500) -> int:
-    """Beat: process pending rows whose task was lost or whose retry is due."""
-    due = (ProviderEvent.objects.filter(status=InboxStatus.PENDING,
+    """Beat: process pending rows whose task was lost or whose retry is due, and re-check held
+    rows whose object may have moved without telling us."""
+    due = (ProviderEvent.objects.filter(status__in=[InboxStatus.PENDING, InboxStatus.HELD],
                                         next_attempt_at__lte=timezone.now())
            .order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
     return sum(1 for pk in list(due) if provider_event_process(event_id=pk) is not None)
