@@ -1,20 +1,36 @@
-"""Request ids on every response, and the guards that run before any view sees a body:
-bodies over 16 KiB answer 413 and card numbers answer 400 `card_data_not_allowed`."""
+"""Request ids on every response, and the guards that run before any view sees a request:
+bodies over 16 KiB answer 413, card numbers anywhere answer 400 `card_data_not_allowed`, and
+API bodies must be strict JSON objects (core.parsers) so nothing past here can fail on them."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from core.carddata import contains_card_number
-from core.errors import CardDataNotAllowed, InvalidRequest, PayloadTooLarge, json_error
+from core.carddata import contains_card_data, contains_card_number
+from core.errors import (
+    CardDataNotAllowed,
+    ClearhouseError,
+    InvalidRequest,
+    PayloadTooLarge,
+    json_error,
+)
 from core.ids import new_id
+from core.parsers import check_content_type, parse_json_object
 
 logger = logging.getLogger(__name__)
-GUARDED_PREFIXES = ("/api/", "/webhooks/")
+API_PREFIX = "/api/"
+# Provider webhooks: scanned for card numbers too, but their bodies belong to the provider's
+# format (masked numbers such as 424242******4242 are fine) and are judged by webhooks.inbound.
+WEBHOOK_PREFIX = "/webhooks/"
+GUARDED_PREFIXES = (API_PREFIX, WEBHOOK_PREFIX)
+# Ids, integers, ISO 8601 times and enum values are all printable ASCII: a lookalike digit
+# (١٠, ², １) or a control character is refused here rather than half-parsed by a view.
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 
 
 class RequestIdMiddleware:
@@ -28,51 +44,87 @@ class RequestIdMiddleware:
         return response
 
 
+def _card_data_rejection(request: HttpRequest) -> HttpResponse:
+    # Never log the body or the query: the point is that the number goes nowhere.
+    logger.warning("rejected a request containing card data path=%s request_id=%s",
+                   request.path if not contains_card_number(request.path) else "[REDACTED_PAN]",
+                   request.request_id)
+    return json_error(request, CardDataNotAllowed(
+        "Card numbers may not be sent to this API; use a payment method token such as "
+        "`pm_card_visa`.",
+    ))
+
+
 class RequestGuardMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith(GUARDED_PREFIXES):
-            rejection = self._check_text(request)
-            if rejection is None and request.method in ("POST", "PUT", "PATCH"):
-                rejection = self._check_body(request)
-            if rejection is not None:
-                return rejection
+            try:
+                self._check_text(request)
+                self._check_body(request)
+            except CardDataNotAllowed:
+                return _card_data_rejection(request)
+            except ClearhouseError as err:
+                return json_error(request, err)
         return self.get_response(request)
 
-    def _check_text(self, request: HttpRequest) -> HttpResponse | None:
+    def _check_text(self, request: HttpRequest) -> None:
         """NUL characters cannot be stored in PostgreSQL text: refuse them up front (400), rather
-        than let a lookup fail deep inside with a 500."""
+        than let a lookup fail deep inside with a 500. Query parameters are URL-decoded first,
+        so `%34242…` is the card number it spells."""
         if "\x00" in request.path:
-            return json_error(request, InvalidRequest("The path contains a NUL character."))
-        for name, values in request.GET.lists():
+            raise InvalidRequest("The path contains a NUL character.")
+        params = list(request.GET.lists())
+        for name, values in params:
             if "\x00" in name or any("\x00" in value for value in values):
-                return json_error(request, InvalidRequest(
-                    f"Query parameter {name!r} contains a NUL character.", param=name))
-        return None
+                raise InvalidRequest(f"Query parameter {name!r} contains a NUL character.",
+                                     param=name)
+        if contains_card_data(params) or (
+                request.path.startswith(API_PREFIX) and contains_card_number(request.path)):
+            raise CardDataNotAllowed("card data")
+        if request.path.startswith(API_PREFIX):
+            for name, values in params:
+                if not all(_PRINTABLE_ASCII.fullmatch(text) for text in (name, *values)):
+                    raise InvalidRequest(
+                        f"Query parameter {name!r} must be printable ASCII (digits 0-9).",
+                        param=name if _PRINTABLE_ASCII.fullmatch(name) else None)
 
-    def _check_body(self, request: HttpRequest) -> HttpResponse | None:
+    def _check_body(self, request: HttpRequest) -> None:
         limit = settings.MAX_REQUEST_BODY_BYTES
-        too_large = PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             declared = 0
         if declared > limit:
-            return json_error(request, too_large)
+            raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
         # The WSGI stream is limited to Content-Length, so this reads at most `limit` bytes.
         body = request.body
+        if not body:
+            return
+        if request.path.startswith(API_PREFIX):
+            # JSON in: every API body is decoded once, strictly, and scanned after decoding
+            # (keys and values at any depth, escapes such as \u0034 resolved). DRF's parser
+            # reuses the result, and the idempotency fingerprint sees only valid JSON.
+            check_content_type(request.META.get("CONTENT_TYPE", ""))
+            decoded = parse_json_object(body)
+            if contains_card_data(decoded):
+                raise CardDataNotAllowed("card data")
+            request.json_body = decoded
+            return
         text = body.decode("utf-8", errors="replace")
         if "\x00" in text or "\\u0000" in text:
-            return json_error(request, InvalidRequest(
-                "The body contains a NUL character (\\u0000), which cannot be stored."))
-        if contains_card_number(text):
-            # Never log the body: the point is that the number goes nowhere.
-            logger.warning("rejected a request containing card data path=%s request_id=%s",
-                           request.path, request.request_id)
-            return json_error(request, CardDataNotAllowed(
-                "Card numbers may not be sent to this API; use a payment method token such as "
-                "`pm_card_visa`.",
-            ))
+            raise InvalidRequest(
+                "The body contains a NUL character (\\u0000), which cannot be stored.")
+        if contains_card_number(text) or contains_card_data(_decoded_or_none(body)):
+            raise CardDataNotAllowed("card data")
+
+
+def _decoded_or_none(body: bytes) -> object:
+    """A provider's body when it is strict JSON; otherwise the raw-text scan is all we can do,
+    and webhooks.inbound decides whether the body is acceptable at all."""
+    try:
+        return parse_json_object(body)
+    except ClearhouseError:
         return None

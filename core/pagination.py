@@ -7,6 +7,7 @@ is simply "not found" (404 with `param`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,12 +18,14 @@ from core.errors import InvalidRequest
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
+# ASCII digits only: str.isdigit() also accepts "²" (int() then fails) and "١٠" (int() says 10).
+_LIMIT = re.compile(r"[0-9]{1,3}")
 
 
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}.", param="limit")
     return int(raw)
 

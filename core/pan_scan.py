@@ -7,16 +7,14 @@ touch letters or digits on either side."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.db import connection
 
-from core.carddata import luhn_valid
+from core.carddata import card_numbers
 
-_RUN = re.compile(r"(?<![0-9A-Za-z_.])[0-9](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z_])")
-# A run after "." is the fraction of a decimal (Celery logs "succeeded in 0.0153901999…s").
+# A cheap superset of core.carddata's rule for PostgreSQL to filter rows before Python checks.
 _PREFILTER = "[0-9][0-9 -]{11,}[0-9]"
 
 
@@ -34,10 +32,8 @@ def _mask(digits: str) -> str:
 
 
 def find_in_text(text: str) -> Iterator[str]:
-    for match in _RUN.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            yield _mask(digits)
+    for digits in card_numbers(text, standalone=True):
+        yield _mask(digits)
 
 
 def scan_text(lines: Iterable[str], where: str = "log") -> list[Hit]:

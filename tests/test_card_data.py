@@ -47,3 +47,106 @@ def test_a_card_number_anywhere_in_the_body_is_400_and_stored_nowhere(api, caplo
             cursor.execute(f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s',
                            [f"%{PAN}%"])
             assert cursor.fetchone()[0] == 0, table
+
+
+# --- After decoding: escapes, keys, any depth, numbers, query strings (issue 14, finding 8) ---
+
+ESCAPED = "\\u0034242424242424242"  # JSON text for "4242424242424242"
+BASE = '"amount": 1000, "currency": "usd", "payment_method": "pm_card_visa"'
+
+
+def _post_raw(api, path: str, text: str):
+    return api.client.post(f"/api/v1{path}", data=text.encode(), content_type="application/json",
+                           HTTP_IDEMPOTENCY_KEY="pan-decoded")
+
+
+def _assert_refused_and_nothing_stored(response) -> None:
+    from payments.models import Payment
+    from wallet.models import Deposit
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "card_data_not_allowed"
+    assert PAN not in response.content.decode()
+    assert Payment.objects.count() == 0
+    assert Deposit.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("text", [
+    f'{{{BASE}, "description": "{ESCAPED}"}}',
+    f'{{{BASE}, "description": "card \\u0034242 4242\\u00204242-4242 ok"}}',
+    f'{{{BASE}, "metadata": {{"{ESCAPED}": "x"}}}}',
+    f'{{{BASE}, "metadata": {{"note": "{ESCAPED}"}}}}',
+    f'{{{BASE}, "{ESCAPED}": 1}}',
+    f'{{{BASE}, "metadata": {{"n": 4.242424242424242e15}}}}',
+    f'{{{BASE}, "metadata": {{"n": 42424242424242420e-1}}}}',
+    f'{{{BASE}, "x": [[[{{"y": ["{ESCAPED}"]}}]]]}}',
+    '{"amount": 1000, "currency": "usd", "payment_method": "pm_card_\\u0034242424242424242"}',
+])
+def test_a_card_number_after_json_decoding_is_400_and_stored_nowhere(api, text):
+    _assert_refused_and_nothing_stored(_post_raw(api, "/payments", text))
+
+
+@pytest.mark.django_db
+def test_an_escaped_card_number_is_refused_on_every_writing_endpoint(api):
+    text = ('{"amount": 1000, "currency": "usd", "method": "pix", '
+            f'"description": "{ESCAPED}"}}')
+    _assert_refused_and_nothing_stored(_post_raw(api, "/deposits", text))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", [
+    f"starting_after={PAN}",
+    "payment=4242%204242%204242%204242",
+    "status=4242-4242-4242-4242",
+    "status=4242+4242+4242+4242",
+    f"{PAN}=1",
+    "type=%34242424242424242",
+])
+def test_a_card_number_in_the_query_string_is_400(api, query):
+    response = api.client.get(f"/api/v1/payments?{query}")
+    _assert_refused_and_nothing_stored(response)
+
+
+@pytest.mark.django_db
+def test_legitimate_values_are_not_mistaken_for_card_numbers(api):
+    from core.ids import new_id
+    from payments.models import Payment
+
+    body = {"amount": 99_999_999_999, "currency": "usd", "payment_method": "pm_card_visa",
+            "description": f"order 2026-03-01T12:00:00Z for {new_id('pay')}",
+            "metadata": {"created": "1767225600", "at": "2026-03-01 12:00:00+00:00",
+                         "amount": "99999999999", "order": "A-4242-4242",
+                         "phone": "+1 415 555 2671", "ref": "424242******4242", "last4": "4242"}}
+    response = api.post("/payments", body, key="legit")
+    assert response.status_code == 201, response.json()
+    assert Payment.objects.count() == 1
+    for token in ("pm_card_declined", "pm_card_timeout", "pm_card_insufficient_funds"):
+        response = api.post("/payments", {**body, "payment_method": token}, key=token)
+        assert response.status_code == 201, response.json()
+    listing = api.get("/payments", {"created_gte": "2026-03-01T12:00:00Z", "limit": "100"})
+    assert listing.status_code == 200
+
+
+@pytest.mark.django_db
+def test_provider_webhooks_keep_masked_numbers_and_refuse_full_ones(simulator):
+    from django.test import Client
+
+    from tests.test_provider_webhooks import _signed
+    from webhooks.models import ProviderEvent
+
+    masked = {"id": "e-masked", "event": "transaction.captured", "card": "424242******4242",
+              "last4": "************4242"}
+    body, headers = _signed("rede", masked)
+    response = Client().post("/webhooks/providers/rede/", data=body,
+                             content_type="application/json", **headers)
+    assert response.status_code < 500
+    assert "card_data_not_allowed" not in response.content.decode()
+    full = {"id": "e-full", "event": "transaction.captured", "card": PAN}
+    body, headers = _signed("rede", full)
+    body = body.replace(PAN.encode(), ESCAPED.encode())  # the guard runs before the signature
+    response = Client().post("/webhooks/providers/rede/", data=body,
+                             content_type="application/json", **headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "card_data_not_allowed"
+    assert not ProviderEvent.objects.filter(raw_body__contains="e-full").exists()

@@ -111,3 +111,124 @@ def test_unknown_payment_is_404_with_param(api):
     response = api.get("/payments/pay_doesnotexist")
     assert response.status_code == 404
     assert response.json()["error"]["param"] == "id"
+
+
+# --- Hostile JSON answers 400 with the contract's error body, never 500 (issue 14, finding 9) ---
+
+def _raw(api, text: str | bytes, *, content_type: str = "application/json", path="/payments",
+         key: str | None = "hostile"):
+    data = text.encode() if isinstance(text, str) else text
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    return api.client.post(f"/api/v1{path}", data=data, content_type=content_type, **headers)
+
+
+def _assert_400_changes_nothing(response, *, code: str = "invalid_json",
+                                param: str | None = None) -> dict:
+    from core.models import IdempotencyKey
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert set(error) == {"type", "code", "message", "param", "request_id"}
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == code
+    assert error["request_id"] == response["Request-Id"]
+    if param is not None:
+        assert error["param"] == param
+    assert Payment.objects.count() == 0
+    assert IdempotencyKey.objects.count() == 0
+    return error
+
+
+JSON_BASE = '"amount": 1000, "currency": "usd", "payment_method": "pm_card_visa"'
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 10_000, 100_000])
+@pytest.mark.parametrize("kind", ["arrays", "objects"])
+def test_deeply_nested_json_is_400(api, depth, kind):
+    inner = ('{"a": ' * depth + "1" + "}" * depth) if kind == "objects" else (
+        "[" * depth + "]" * depth)
+    text = f'{{{JSON_BASE}, "metadata": {{"k": {inner}}}}}'
+    if len(text) > 16 * 1024:
+        text = f'{{"x": {inner}}}'[: 16 * 1024 - 10]  # truncated: still must not be a 500
+    response = _raw(api, text)
+    assert response.status_code in (400, 413)
+    assert Payment.objects.count() == 0
+
+
+def test_nesting_at_ten_thousand_answers_a_clear_400(api):
+    error = _assert_400_changes_nothing(_raw(api, "[" * 5000 + "]" * 5000))
+    assert "nest" in error["message"]
+
+
+@pytest.mark.parametrize("number", ["1" + "0" * 400, "1e400", "-1e400", "NaN", "Infinity",
+                                    "-Infinity", "9" * 5000])
+def test_huge_and_non_finite_numbers_are_400(api, number):
+    response = _raw(api, f'{{"amount": {number}, "currency": "usd", '
+                         f'"payment_method": "pm_card_visa"}}')
+    assert response.status_code in (400, 413)
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert Payment.objects.count() == 0
+
+
+@pytest.mark.parametrize("text", [
+    f'{{{JSON_BASE}, "description": "a\\u0000b"}}',
+    f'{{{JSON_BASE}, "metadata": {{"k\\u0000": "v"}}}}',
+    f'{{{JSON_BASE}, "description": "\\ud800"}}',
+    f'{{{JSON_BASE}, "description": "x\\udfffy"}}',
+    f'{{{JSON_BASE}, "metadata": {{"\\ud83d": "v"}}}}',
+])
+def test_nul_and_lone_surrogates_in_strings_are_400(api, text):
+    _assert_400_changes_nothing(_raw(api, text))
+
+
+def test_a_valid_surrogate_pair_is_an_ordinary_character(api):
+    response = _raw(api, f'{{{JSON_BASE}, "description": "ok \\ud83d\\ude00"}}')
+    assert response.status_code == 201, response.content
+    assert response.json()["description"] == "ok \U0001f600"
+
+
+@pytest.mark.parametrize("text", [
+    '{"amount": 1000, "amount": 1, "currency": "usd", "payment_method": "pm_card_visa"}',
+    f'{{{JSON_BASE}, "metadata": {{"k": "a", "k": "b"}}}}',
+])
+def test_duplicate_keys_are_400_naming_the_key(api, text):
+    error = _assert_400_changes_nothing(_raw(api, text))
+    assert "duplicate" in error["message"].lower()
+    assert error["param"] in ("amount", "k")
+
+
+@pytest.mark.parametrize("body", [b'{"amount": 1000, "currency": "\xff\xfe"}',
+                                  b'\xef\xbb\xbf{"amount": 1000}', b"\xc3\x28", b"{\xed\xa0\x80}"])
+def test_invalid_utf8_is_400(api, body):
+    _assert_400_changes_nothing(_raw(api, body))
+
+
+@pytest.mark.parametrize("text", ["[]", "[{}]", '"x"', "1", "null", "true", " ", "{} {}"])
+def test_only_a_json_object_is_a_body(api, text):
+    _assert_400_changes_nothing(_raw(api, text))
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=bogus",
+                                          "application/json; charset=latin-1",
+                                          "text/plain", "application/xml"])
+def test_other_encodings_and_types_are_415_and_change_nothing(api, content_type):
+    from core.models import IdempotencyKey
+
+    response = _raw(api, "[" * 5000 + "]" * 5000, content_type=content_type)
+    assert response.status_code == 415, response.content
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert Payment.objects.count() == 0
+    assert IdempotencyKey.objects.count() == 0
+
+
+def test_an_explicit_utf8_charset_is_accepted(api):
+    response = _raw(api, f'{{{JSON_BASE}}}', content_type="application/json; charset=UTF-8")
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize("query", ["status=caf\u00e9", "limit=%EF%BC%91", "payment=%ff",
+                                   "status=%C0%80", "created_gte=2026-03-01%00"])
+def test_query_parameters_are_printable_ascii(api, query):
+    response = api.client.get(f"/api/v1/payments?{query}")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["type"] == "invalid_request_error"

@@ -44,3 +44,26 @@ def test_a_cursor_from_another_merchant_is_400(api, other_api, five_payments):
     response = other_api.get("/payments", {"starting_after": five_payments[0]})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "starting_after"
+
+
+@pytest.mark.parametrize("limit", ["١٠", "²", "٣", "１０", "0" * 5000 + "1", "+5", " 5", "5 ",
+                                   "1e1", "-1", "10.0", "0x10", "1_0"])
+def test_limit_is_parsed_strictly_as_ascii_digits(api, limit):
+    response = api.get("/payments", {"limit": limit})
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["param"] == "limit"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("path", ["/payments", "/refunds", "/disputes", "/events", "/deposits",
+                                  "/payouts", "/balance_transactions", "/webhook_endpoints"])
+def test_every_list_refuses_a_lookalike_digit_limit(api, path):
+    response = api.get(path, {"limit": "²"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "limit"
+
+
+def test_created_filters_take_ascii_digits_only(api, five_payments):
+    response = api.get("/payments", {"created_gte": "٢٠٢٦-٠٣-٠٣T00:00:00Z"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "created_gte"
