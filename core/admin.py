@@ -39,6 +39,11 @@ class MerchantAdmin(TolerantIdsMixin, AuditedModelAdmin):
     readonly_fields = ("id", "created_at")
     inlines = [ApiKeyInline]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Merchant | None = None):
+        # A merchant's mode is fixed once it exists (a trigger enforces it): live and test
+        # objects never mix.
+        return (*self.readonly_fields, "is_live") if obj else self.readonly_fields
+
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # payments, refunds and ledger rows point at it (PROTECT)
 

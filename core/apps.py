@@ -8,4 +8,4 @@ class CoreConfig(AppConfig):
     verbose_name = "Merchants and API keys"
 
     def ready(self) -> None:
-        from core import schema  # noqa: F401  (registers the OpenAPI auth extension)
+        from core import checks, schema  # noqa: F401  (deploy checks, OpenAPI auth extension)

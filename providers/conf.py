@@ -1,45 +1,119 @@
-"""Provider endpoints, credentials, HTTP timeouts and breaker tuning from the environment.
+"""Provider endpoints, credentials, modes, HTTP timeouts and breaker tuning from the environment.
 
-Django-free so `config/settings/base.py` can import it. The dev defaults point at the local
-simulator (`python -m providers.simulator`, port 8100) and match its dev credentials; real
-deployments set every `*_BASE_URL`, credential and secret in the environment.
+Django-free so `config/settings/base.py` can import it. Development and the tests enable every
+adapter in test mode, pointed at the local simulator (`python -m providers.simulator`, port
+8100) with its dev credentials. Production (`production=True`) has no defaults at all: the
+providers are listed in PROVIDERS_ENABLED, those taking live traffic in PROVIDERS_LIVE, and
+every endpoint, credential and secret of an enabled provider must be set, or start-up stops
+with an ImproperlyConfigured naming each missing variable.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured  # an exception class: no setup needed
 
-def providers_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, dict[str, Any]]:
-    def get(name: str, default: str) -> str:
-        return environ.get(name) or default
+SANDBOX = "sandbox"
+HTTP_PROVIDERS = ("cielo", "rede", "getnet")
+KNOWN_PROVIDERS = (SANDBOX, *HTTP_PROVIDERS)
+# Never live, whatever the configuration says: it charges nothing.
+TEST_ONLY_PROVIDERS = frozenset({SANDBOX})
 
-    simulator = get("SIMULATOR_URL", f"http://127.0.0.1:{get('SIMULATOR_PORT', '8100')}")
-    # Dev-only defaults shared with the simulator; never valid at a real provider.
-    return {
-        "cielo": {
-            "base_url": get("CIELO_BASE_URL", f"{simulator}/cielo"),
-            "merchant_id": get("CIELO_MERCHANT_ID", "9d2d8b1e-5c8f-4f3e-9a57-000000c1e10a"),
-            "merchant_key": get("CIELO_MERCHANT_KEY", "dev-cielo-merchant-key"),
-            "webhook_secret": get("CIELO_WEBHOOK_SECRET", "whsec_dev_cielo"),
-        },
-        "rede": {
-            "base_url": get("REDE_BASE_URL", f"{simulator}/rede"),
-            "pv": get("REDE_PV", "10000001"),
-            "token": get("REDE_TOKEN", "dev-rede-token"),
-            "webhook_secret": get("REDE_WEBHOOK_SECRET", "whsec_dev_rede"),
-        },
-        "getnet": {
-            "base_url": get("GETNET_BASE_URL", f"{simulator}/getnet"),
-            "client_id": get("GETNET_CLIENT_ID", "dev-getnet-client"),
-            "client_secret": get("GETNET_CLIENT_SECRET", "dev-getnet-client-secret"),
-            "seller_id": get("GETNET_SELLER_ID", "6eb2412c-165a-41cd-b1d9-76c575d70a28"),
-            "signing_secret": get("GETNET_SIGNING_SECRET", "dev-getnet-signing-secret"),
-            "webhook_secret": get("GETNET_WEBHOOK_SECRET", "whsec_dev_getnet"),
-        },
-    }
+# provider → config key → (environment variable, development default). The credentials match
+# the simulator's and are never valid at a real provider; "{simulator}" is SIMULATOR_URL.
+ENVIRONMENT: dict[str, dict[str, tuple[str, str]]] = {
+    "cielo": {
+        "base_url": ("CIELO_BASE_URL", "{simulator}/cielo"),
+        "merchant_id": ("CIELO_MERCHANT_ID", "9d2d8b1e-5c8f-4f3e-9a57-000000c1e10a"),
+        "merchant_key": ("CIELO_MERCHANT_KEY", "dev-cielo-merchant-key"),
+        "webhook_secret": ("CIELO_WEBHOOK_SECRET", "whsec_dev_cielo"),
+    },
+    "rede": {
+        "base_url": ("REDE_BASE_URL", "{simulator}/rede"),
+        "pv": ("REDE_PV", "10000001"),
+        "token": ("REDE_TOKEN", "dev-rede-token"),
+        "webhook_secret": ("REDE_WEBHOOK_SECRET", "whsec_dev_rede"),
+    },
+    "getnet": {
+        "base_url": ("GETNET_BASE_URL", "{simulator}/getnet"),
+        "client_id": ("GETNET_CLIENT_ID", "dev-getnet-client"),
+        "client_secret": ("GETNET_CLIENT_SECRET", "dev-getnet-client-secret"),
+        "seller_id": ("GETNET_SELLER_ID", "6eb2412c-165a-41cd-b1d9-76c575d70a28"),
+        "signing_secret": ("GETNET_SIGNING_SECRET", "dev-getnet-signing-secret"),
+        "webhook_secret": ("GETNET_WEBHOOK_SECRET", "whsec_dev_getnet"),
+    },
+}
+# Every development credential and secret by variable name (the deploy checks refuse them).
+DEV_CREDENTIALS: dict[str, str] = {
+    name: default for entries in ENVIRONMENT.values()
+    for key, (name, default) in entries.items() if key != "base_url"
+}
+
+
+def simulator_url(environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get("SIMULATOR_URL") or (
+        f"http://127.0.0.1:{environ.get('SIMULATOR_PORT') or '8100'}")
+
+
+def _codes(environ: Mapping[str, str], name: str) -> list[str]:
+    return [code.strip() for code in environ.get(name, "").split(",") if code.strip()]
+
+
+def enabled_from_env(environ: Mapping[str, str] = os.environ, *, production: bool = False
+                     ) -> list[str]:
+    """PROVIDERS_ENABLED: required in production; every adapter in development."""
+    if not environ.get("PROVIDERS_ENABLED"):
+        if production:
+            raise ImproperlyConfigured(
+                "Set PROVIDERS_ENABLED: production enables providers explicitly "
+                f"(comma-separated, of {', '.join(KNOWN_PROVIDERS)}).")
+        return list(KNOWN_PROVIDERS)
+    enabled = _codes(environ, "PROVIDERS_ENABLED")
+    unknown = [code for code in enabled if code not in KNOWN_PROVIDERS]
+    if unknown:
+        raise ImproperlyConfigured(f"PROVIDERS_ENABLED names unknown providers {unknown}; "
+                                   f"known: {', '.join(KNOWN_PROVIDERS)}.")
+    return enabled
+
+
+def live_from_env(environ: Mapping[str, str] = os.environ, *, enabled: Iterable[str]
+                  ) -> list[str]:
+    """PROVIDERS_LIVE: the enabled providers that take live traffic (default none: a provider is
+    test until production config says otherwise). The sandbox is never live (see
+    TEST_ONLY_PROVIDERS); listing it is refused by the deploy checks."""
+    live = _codes(environ, "PROVIDERS_LIVE")
+    stray = [code for code in live if code not in set(enabled)]
+    if stray:
+        raise ImproperlyConfigured(f"PROVIDERS_LIVE names providers that are not enabled: "
+                                   f"{stray}; add them to PROVIDERS_ENABLED or remove them.")
+    return live
+
+
+def providers_from_env(environ: Mapping[str, str] = os.environ, *, production: bool = False,
+                       enabled: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Config of each enabled HTTP adapter (all three when `enabled` is None). In production
+    every variable must be set: one ImproperlyConfigured lists all that are missing."""
+    codes = [code for code in (HTTP_PROVIDERS if enabled is None else enabled)
+             if code in ENVIRONMENT]
+    simulator = simulator_url(environ)
+    missing: list[str] = []
+    providers: dict[str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {}
+        for key, (name, default) in ENVIRONMENT[code].items():
+            value = environ.get(name, "").strip()
+            if not value and production:
+                missing.append(name)
+            entry[key] = value or default.format(simulator=simulator)
+        providers[code] = entry
+    if missing:
+        raise ImproperlyConfigured(
+            "Production requires every endpoint, credential and secret of an enabled provider "
+            f"(PROVIDERS_ENABLED); missing: {', '.join(missing)}.")
+    return providers
 
 
 def timeouts_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, float]:

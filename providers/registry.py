@@ -1,4 +1,11 @@
-"""Looks up provider adapters by code: the sandbox and the HTTP adapters (Cielo, Rede, Getnet)."""
+"""Looks up provider adapters by code (the sandbox and the HTTP adapters: Cielo, Rede, Getnet)
+and says which mode each one is in.
+
+Only the providers in `settings.PROVIDERS_ENABLED` are reachable: any other code is unknown
+(routing never picks it, its inbound webhook URL answers 404). A provider is live when it is in
+`settings.PROVIDERS_LIVE` and is not test-only (the sandbox never is); every other enabled
+provider is test. Settings are read on each call, so tests can override them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from django.conf import settings
 
 from providers.base import Provider
 from providers.cielo import CieloProvider
+from providers.conf import TEST_ONLY_PROVIDERS
 from providers.getnet import GetnetProvider
 from providers.rede import RedeProvider
 from providers.sandbox import SandboxProvider
@@ -26,19 +34,26 @@ def register(code: str, factory: Callable[[], Provider]) -> None:
 
 
 def registered_codes() -> list[str]:
-    return sorted(_FACTORIES)
+    """Codes with an adapter that this deployment enables, sorted."""
+    enabled = set(settings.PROVIDERS_ENABLED)
+    return sorted(code for code in _FACTORIES if code in enabled)
+
+
+def provider_is_live(code: str) -> bool:
+    return code in settings.PROVIDERS_LIVE and code not in TEST_ONLY_PROVIDERS
+
+
+def codes_of_mode(*, livemode: bool) -> list[str]:
+    """The enabled providers that may carry this mode's money: live or test, never both."""
+    return [code for code in registered_codes() if provider_is_live(code) == livemode]
 
 
 def get_provider(code: str) -> Provider:
+    if code not in _FACTORIES or code not in settings.PROVIDERS_ENABLED:
+        raise UnknownProvider(f"No provider adapter is enabled for {code!r}.")
     if code not in _INSTANCES:
-        if code not in _FACTORIES:
-            raise UnknownProvider(f"No provider adapter is registered for {code!r}.")
         _INSTANCES[code] = _FACTORIES[code]()
     return _INSTANCES[code]
-
-
-def default_provider_code() -> str:
-    return settings.DEFAULT_PROVIDER
 
 
 def reset() -> None:

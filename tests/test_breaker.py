@@ -44,7 +44,7 @@ def fail(times: int, code: str = "cielo") -> None:
 
 def routed() -> list[str]:
     return route(merchant_id="acct_1", currency="brl", amount=1000,
-                 payment_method="pm_card_visa")
+                 payment_method="pm_card_visa", livemode=False)
 
 
 @pytest.mark.django_db

@@ -1,4 +1,5 @@
-"""The production commands work outside Docker: `check --deploy` is clean and gunicorn serves."""
+"""The production commands work outside Docker: `check --deploy` is clean and gunicorn serves;
+production settings refuse to start until every required variable has a real value."""
 
 import os
 import socket
@@ -19,7 +20,36 @@ PRODUCTION_ENV = {
     "DJANGO_SECURE_SSL_REDIRECT": "false",
     "FIELD_ENCRYPTION_KEYS": "v2GJ1Rq3zYl6hJbLh1m3rJ7o6q2bY2o8i9p5m3HkS3Y=",
     "METRICS_TOKEN": "metrics-token-for-tests",
+    # Providers are enabled explicitly and each one's endpoint, credentials and secrets are
+    # required: real-looking values, none of them the repository's development ones.
+    "PROVIDERS_ENABLED": "sandbox,cielo,rede,getnet",
+    "PROVIDERS_LIVE": "cielo,rede,getnet",
+    "CIELO_BASE_URL": "https://api.cieloecommerce.cielo.com.br",
+    "CIELO_MERCHANT_ID": "3f1c2a9e-7b4d-4c61-9a0e-5d8b2f6c1e47",
+    "CIELO_MERCHANT_KEY": "Q8rT2vX9mZ4kL7pW1nB6cY3hJ5fD0sGa",
+    "CIELO_WEBHOOK_SECRET": "whsec_live_5Jf8Kq2Rz7Lm4Np9Xw3Cv6Bt1Hy0Gd",
+    "REDE_BASE_URL": "https://api.userede.com.br/erede",
+    "REDE_PV": "73920451",
+    "REDE_TOKEN": "c4e9a1f7b2d84e6a9f03b5c7d1e2a8f6",
+    "REDE_WEBHOOK_SECRET": "whsec_live_Rr4Ws8Qe2Ty6Ui0Op3As7Df1Gh5Jk",
+    "GETNET_BASE_URL": "https://api.getnet.com.br",
+    "GETNET_CLIENT_ID": "b7d2e9f1-4a6c-4e83-8d15-2f9a0c7b3e61",
+    "GETNET_CLIENT_SECRET": "e1a7c3f9-2b8d-4f60-9c4e-7a1d5b3f8e20",
+    "GETNET_SELLER_ID": "9c4f1e7a-3d2b-48e6-a15f-0b8d6c2e9f73",
+    "GETNET_SIGNING_SECRET": "Zx7Cv2Bn9Mq4Wl1Ek8Rt3Yu6Io0Pa5Sd",
+    "GETNET_WEBHOOK_SECRET": "whsec_live_Mn2Bv6Cx0Za4Sd8Fg1Hj5Kl9Qw3Er",
 }
+# Set by the environment running the tests (or a developer's shell) and read by the settings:
+# left out of every production subprocess so that only what a test passes counts.
+_AMBIENT_PREFIXES = ("DJANGO_", "RECON_", "BACKOFFICE_", "PROVIDERS_", "PROVIDER_", "CIELO_",
+                     "REDE_", "GETNET_", "SIMULATOR_")
+_AMBIENT_NAMES = {"DATABASE_URL", "FIELD_ENCRYPTION_KEYS", "METRICS_TOKEN", "DEFAULT_PROVIDER",
+                  "DEMO_API_KEY"}
+
+
+def hermetic_environ() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items()
+            if key not in _AMBIENT_NAMES and not key.startswith(_AMBIENT_PREFIXES)}
 
 
 def _database_url() -> str:
@@ -28,33 +58,63 @@ def _database_url() -> str:
 
 
 def test_check_deploy_prints_no_issues():
-    env = {**os.environ, **PRODUCTION_ENV, "DJANGO_SECURE_SSL_REDIRECT": "true"}
+    env = {**hermetic_environ(), **PRODUCTION_ENV, "DJANGO_SECURE_SSL_REDIRECT": "true"}
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT,
                             env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "System check identified no issues" in result.stdout, result.stdout + result.stderr
 
 
-def test_production_settings_start_from_env_example_alone():
-    """Every variable production requires is in .env.example (with placeholder values)."""
+def _env_example() -> dict[str, str]:
     example = {}
     for line in (ROOT / ".env.example").read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             name, _, value = line.partition("=")
             example[name.strip()] = value
-    required = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL",
-                "FIELD_ENCRYPTION_KEYS", "METRICS_TOKEN")
-    assert set(required) <= set(example), set(required) - set(example)
-    env = {key: value for key, value in os.environ.items()
-           if key not in required and not key.startswith(("DJANGO_", "RECON_", "BACKOFFICE_"))}
-    env.update({**example, "DATABASE_URL": _database_url(),
-                "FIELD_ENCRYPTION_KEYS": PRODUCTION_ENV["FIELD_ENCRYPTION_KEYS"]})
-    result = subprocess.run(
+    return example
+
+
+def _start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); "
                                "from django.conf import settings; print(settings.METRICS_TOKEN)"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("change-me-to-a-long-random-token")
+
+
+def test_production_settings_from_env_example_alone_refuse_to_start_and_name_what_is_missing():
+    """.env.example lists every variable production requires; the provider credentials are
+    left empty there, so production refuses to start until each one is given a real value."""
+    example = _env_example()
+    required = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL",
+                "FIELD_ENCRYPTION_KEYS", "METRICS_TOKEN",
+                *(name for name in PRODUCTION_ENV if name != "DJANGO_SECURE_SSL_REDIRECT"))
+    assert set(required) <= set(example), set(required) - set(example)
+    env = {**hermetic_environ(), **example, "DATABASE_URL": _database_url()}
+    result = _start(env)
+    assert result.returncode != 0, result.stdout
+    message = result.stderr.strip().splitlines()[-1]
+    assert "ImproperlyConfigured" in message
+    missing = [name for name in PRODUCTION_ENV if name.startswith(("CIELO_", "REDE_", "GETNET_"))]
+    assert all(name in message for name in missing), message
+
+    # With the placeholders replaced by real-looking values (and nothing else), it starts.
+    filled = {**env, **{name: value for name, value in PRODUCTION_ENV.items()
+                        if not example.get(name)},
+              "FIELD_ENCRYPTION_KEYS": PRODUCTION_ENV["FIELD_ENCRYPTION_KEYS"]}
+    started = _start(filled)
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert started.stdout.startswith("change-me-to-a-long-random-token")
+
+
+def test_env_example_placeholders_fail_the_deploy_checks_until_replaced():
+    env = {**hermetic_environ(), **_env_example(), **{
+        name: value for name, value in PRODUCTION_ENV.items()
+        if name.startswith(("CIELO_", "REDE_", "GETNET_"))}}
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "core.E002" in result.stderr, result.stderr  # DJANGO_SECRET_KEY, METRICS_TOKEN
+    assert "core.E003" in result.stderr  # the FIELD_ENCRYPTION_KEYS placeholder is no key
 
 
 def _free_port() -> int:
@@ -66,7 +126,7 @@ def _free_port() -> int:
 @pytest.mark.django_db(transaction=True)
 def test_gunicorn_serves_the_api_with_the_production_config():
     port = _free_port()
-    env = {**os.environ, **PRODUCTION_ENV, "DATABASE_URL": _database_url(),
+    env = {**hermetic_environ(), **PRODUCTION_ENV, "DATABASE_URL": _database_url(),
            "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1",
            "GUNICORN_THREADS": "2"}
     server = subprocess.Popen(

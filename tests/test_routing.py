@@ -27,9 +27,11 @@ def rule(*targets: tuple[str, int], priority: int = 100, **conditions: Any) -> R
 
 
 def routed(merchant_id: str = "acct_1", currency: str = "brl", amount: int = 1000,
-           payment_method: str = "pm_card_visa", rng: random.Random | None = None) -> list[str]:
+           payment_method: str = "pm_card_visa", rng: random.Random | None = None,
+           livemode: bool = False) -> list[str]:
+    """A test-mode route by default: in the test settings every provider is test (simulator)."""
     return route(merchant_id=merchant_id, currency=currency, amount=amount,
-                 payment_method=payment_method, rng=rng)
+                 payment_method=payment_method, rng=rng, livemode=livemode)
 
 
 @pytest.fixture(autouse=True)
@@ -39,9 +41,13 @@ def _default_provider(settings: Any) -> None:
                                  "cooldown_seconds": 30, "probe_timeout_seconds": 30}
 
 
-def test_no_matching_rule_falls_back_to_the_default_provider() -> None:
+def test_no_matching_rule_falls_back_to_the_default_provider_in_test_mode_only(
+        settings: Any) -> None:
     rule(("cielo", 0), currency="usd")
     assert routed(currency="brl") == ["sandbox"]
+    settings.PROVIDERS_LIVE = ["cielo"]
+    assert routed(currency="brl", livemode=True) == []
+    assert routed(currency="usd", livemode=True) == ["cielo"]
 
 
 def test_an_unweighted_rule_lists_its_providers_in_order() -> None:
@@ -108,6 +114,15 @@ def test_when_every_candidate_is_open_the_default_provider_is_tried_then_nothing
     breaker_record_failure("sandbox")
     breaker_record_failure("sandbox")
     assert routed() == []
+
+
+def test_when_every_live_candidate_is_open_live_routing_is_empty(settings: Any) -> None:
+    settings.PROVIDERS_LIVE = ["cielo", "rede"]
+    rule(("cielo", 0), ("rede", 0), ("sandbox", 0))
+    assert routed(livemode=True) == ["cielo", "rede"]
+    for code in ("cielo", "cielo", "rede", "rede"):
+        breaker_record_failure(code)
+    assert routed(livemode=True) == []
 
 
 def test_order_candidates_is_pure_and_keeps_unweighted_fallbacks_in_order() -> None:

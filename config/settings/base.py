@@ -4,6 +4,7 @@ from pathlib import Path
 
 import environ
 
+from core import dev_credentials
 from core.logging import configure_structlog
 from core.logging import formatter as log_formatter
 from providers import conf as provider_conf
@@ -22,7 +23,7 @@ def _default_database_url() -> str:
     return "postgres://postgres@127.0.0.1:54329/clearhouse"
 
 
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-insecure-secret-key-change-me")
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=dev_credentials.DEV_SECRET_KEY)
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
@@ -163,10 +164,16 @@ IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # A key left "in flight" longer than this (a crashed request) may be taken over by a retry.
 IDEMPOTENCY_LOCK_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", default=60)
 
-# Provider used when no routing rule matches (rules are data: providers.RoutingRule).
+# Providers (providers/conf.py): here every adapter is enabled in test mode against the local
+# simulator with its dev credentials; production enables them explicitly with no defaults.
+# Live merchants reach only PROVIDERS_LIVE; test merchants only the others (the sandbox always).
+PROVIDERS_ENABLED = provider_conf.enabled_from_env()
+PROVIDERS_LIVE = provider_conf.live_from_env(enabled=PROVIDERS_ENABLED)
+PROVIDERS = provider_conf.providers_from_env(enabled=PROVIDERS_ENABLED)
+SIMULATOR_URL = provider_conf.simulator_url()
+# Test mode only: the provider a test payment goes to when no routing rule matches. Live
+# payments never fall back; with no live provider they fail `provider_unavailable`.
 DEFAULT_PROVIDER = env("DEFAULT_PROVIDER", default="sandbox")
-# Provider endpoints, credentials, webhook secrets, HTTP timeouts and breaker tuning, from env.
-PROVIDERS = provider_conf.providers_from_env()
 PROVIDER_TIMEOUTS = provider_conf.timeouts_from_env()
 PROVIDER_BREAKER = provider_conf.breaker_from_env()
 
@@ -182,9 +189,9 @@ LOGGING = {
 }
 
 # Demo data for `make run` (local settings only; `demo_seed` refuses non-test keys).
-DEMO_API_KEY = env("DEMO_API_KEY", default="sk_test_demo_4eC39HqLyjWDarjtT1zdp7dc")
+DEMO_API_KEY = env("DEMO_API_KEY", default=dev_credentials.DEMO_API_KEY)
 DEMO_ADMIN_USERNAME = env("DEMO_ADMIN_USERNAME", default="admin")
-DEMO_ADMIN_PASSWORD = env("DEMO_ADMIN_PASSWORD", default="clearhouse-demo")
+DEMO_ADMIN_PASSWORD = env("DEMO_ADMIN_PASSWORD", default=dev_credentials.DEMO_ADMIN_PASSWORD)
 
 # Rate limits per API key (token buckets in Redis; fail open when Redis is unreachable).
 RATE_LIMIT_ENABLED = env.bool("RATE_LIMIT_ENABLED", default=True)

@@ -1,7 +1,12 @@
-"""Production settings: secrets and hosts required from the environment, secure transport."""
+"""Production settings: secrets, hosts and providers required from the environment (no
+default for any of them), secure transport. `manage.py check --deploy` adds the checks in
+core/checks.py and providers/checks.py (development secrets, the simulator live, DEBUG)."""
+
+import os
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import env
+from providers import conf as provider_conf
 
 DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY")
@@ -18,6 +23,13 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_AGE = 8 * 60 * 60
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS")  # required: webhook secrets at rest
 METRICS_TOKEN = env("METRICS_TOKEN")  # required: /metrics is not public
+
+# Providers: enabled explicitly; each enabled one's endpoint, credentials and secrets required.
+# A provider not in PROVIDERS_ENABLED is not reachable at all (its webhook URL answers 404).
+PROVIDERS_ENABLED = provider_conf.enabled_from_env(os.environ, production=True)
+PROVIDERS_LIVE = provider_conf.live_from_env(os.environ, enabled=PROVIDERS_ENABLED)
+PROVIDERS = provider_conf.providers_from_env(os.environ, production=True,
+                                             enabled=PROVIDERS_ENABLED)
 
 # -- Back-office (issue 8) --------------------------------------------------------------------
 # Not from the environment on purpose: staff always need a TOTP code and lockout stays on.

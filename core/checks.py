@@ -1,0 +1,63 @@
+"""Deploy checks (`manage.py check --deploy`): production refuses DEBUG, the repository's
+development secrets and placeholders, a missing or invalid FIELD_ENCRYPTION_KEYS and the demo
+API key. Errors, not warnings: `check --deploy` must fail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.fernet import Fernet
+from django.conf import settings
+from django.core.checks import Error, register
+
+from core import dev_credentials
+
+
+def _development_value(value: str) -> bool:
+    return value in {dev_credentials.DEV_SECRET_KEY, dev_credentials.DEMO_API_KEY} or (
+        dev_credentials.PLACEHOLDER_MARK in value)
+
+
+def _valid_fernet_key(key: str) -> bool:
+    try:
+        Fernet(key.encode())
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+@register(deploy=True)
+def check_production_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
+    errors = []
+    if settings.DEBUG:
+        errors.append(Error("DEBUG is on.", hint="Unset DJANGO_DEBUG in production.",
+                            id="core.E001"))
+    for setting, variable in (("SECRET_KEY", "DJANGO_SECRET_KEY"),
+                              ("METRICS_TOKEN", "METRICS_TOKEN")):
+        if _development_value(str(getattr(settings, setting, "") or "")):
+            errors.append(Error(f"{variable} is a development value or a placeholder.",
+                                hint=f"Set {variable} to a long random value.", id="core.E002"))
+    keys = list(getattr(settings, "FIELD_ENCRYPTION_KEYS", None) or [])
+    if not keys or not all(_valid_fernet_key(key) for key in keys):
+        errors.append(Error(
+            "FIELD_ENCRYPTION_KEYS is missing or holds a value that is not a Fernet key.",
+            hint="Comma-separated keys from Fernet.generate_key(), newest first.",
+            id="core.E003"))
+    return errors
+
+
+@register(deploy=True)
+def check_demo_api_key(app_configs: Any, databases: Any = None, **kwargs: Any) -> list[Error]:
+    """The demo key is in the repository: an active one in this database lets anyone in. Runs
+    with `check --deploy --database default` (checks do not touch the database otherwise)."""
+    if not databases:
+        return []
+    from core.models import ApiKey
+    from core.services import hash_api_key
+
+    demo = hash_api_key(dev_credentials.DEMO_API_KEY)
+    if ApiKey.objects.filter(hashed_key=demo, revoked_at__isnull=True).exists():
+        return [Error("An active API key is the repository's demo key.",
+                      hint="Revoke it (admin → API keys) before serving traffic.",
+                      id="core.E004")]
+    return []

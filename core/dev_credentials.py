@@ -1,0 +1,8 @@
+"""Development-only values that live in this repository: the settings use them as defaults for
+`make run` and the tests, and the deploy checks (core/checks.py) refuse them in production."""
+
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - dev only, refused by checks
+DEMO_API_KEY = "sk_test_demo_4eC39HqLyjWDarjtT1zdp7dc"
+DEMO_ADMIN_PASSWORD = "clearhouse-demo"  # noqa: S105 - `make run` demo login only
+# .env.example's placeholders all say so; a secret that still does was never replaced.
+PLACEHOLDER_MARK = "change-me"
