@@ -59,7 +59,7 @@ def _approved(charge: SandboxCharge, amount: int, reference: str = "") -> Provid
     ref = reference or charge.reference
     return ProviderResult(
         outcome=Outcome.APPROVED, provider_reference=ref, status=ProviderStatus(charge.status),
-        amount=amount, exchange={"request": {"reference": charge.reference}, "response":
+        amount=amount, currency=charge.currency, exchange={"request": {"reference": charge.reference}, "response":
                                  {"reference": ref, "status": charge.status, "amount": amount}},
     )
 
@@ -89,7 +89,8 @@ def _movement_answer(movement: SandboxMovement) -> MovementResult:
     reason = movement.failure_reason
     return MovementResult(
         outcome=outcome, provider_reference=movement.reference, status=status,
-        amount=movement.amount, error_code=reason, error_message=FAILURE_MESSAGES.get(reason, ""),
+        amount=movement.amount, currency=movement.currency, error_code=reason,
+        error_message=FAILURE_MESSAGES.get(reason, ""),
         exchange={"response": {"reference": movement.reference, "status": movement.status,
                                "amount": movement.amount}},
     )

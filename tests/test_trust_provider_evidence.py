@@ -279,3 +279,44 @@ def test_a_held_refund_for_a_payment_that_failed_becomes_a_break(merchant, monke
     assert outcome == services.IGNORED
     assert ReconciliationBreak.objects.filter(type="status_mismatch",
                                               payment_id=payment.id).exists()
+
+
+# -- finding 6 for wallet movements: credited only with what the provider confirmed ----------
+def _available(merchant, currency: str) -> int:
+    from ledger.selectors import balance_get
+
+    rows = balance_get(merchant=merchant)["available"]
+    return next((row["amount"] for row in rows if row["currency"] == currency), 0)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("confirmed", [{"amount": 4_000_000}, {"amount": 50_000_000},
+                                       {"amount": 5_000_000, "currency": "usd"}])
+def test_a_deposit_confirmed_for_another_amount_or_currency_credits_nothing(merchant,
+                                                                            confirmed):
+    from providers.http import InboundEvent
+    from wallet import services as wallet
+    from wallet.models import Deposit
+
+    deposit = wallet.deposit_create(merchant=merchant, amount=5_000_000, currency="brl",
+                                    method="pix_pending")
+    assert deposit.status == "pending"
+    event = InboundEvent(provider="sandbox", event_id="d-1", type="deposit.confirmed",
+                         occurred_at=None, provider_reference=deposit.provider_reference,
+                         merchant_reference=deposit.id, status="confirmed",
+                         **{"currency": "brl", **confirmed})
+    wallet.movement_provider_event_apply(event=event)
+    deposit = Deposit.objects.get(pk=deposit.pk)
+    assert deposit.status == "pending"
+    assert _available(merchant, "brl") == 0
+    kind = "currency_mismatch" if "currency" in confirmed else "amount_mismatch"
+    found = ReconciliationBreak.objects.get(type=kind, key=f"deposit:{deposit.id}")
+    assert (found.our_amount, found.provider_amount) == (5_000_000, confirmed["amount"])
+    # The exact confirmation still credits it, once.
+    wallet.movement_provider_event_apply(event=InboundEvent(
+        provider="sandbox", event_id="d-2", type="deposit.confirmed", occurred_at=None,
+        provider_reference=deposit.provider_reference, merchant_reference=deposit.id,
+        status="confirmed", amount=5_000_000, currency="brl"))
+    assert Deposit.objects.get(pk=deposit.pk).status == "succeeded"
+    assert _available(merchant, "brl") == 5_000_000
+    _ledger_clean()

@@ -21,6 +21,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.breaks import BreakSpec, break_report
 from core.errors import NotFound, ProviderError
 from core.models import Merchant
 from ledger import flows as ledger
@@ -195,7 +196,8 @@ def _providers_for(*, merchant_id: str, currency: str, amount: int, operation: s
                    tried: Collection[str] = ()) -> list[str]:
     """Routed providers that implement `operation`, best first, leaving out `tried`. Routing
     rules without a card-brand condition apply to movements too."""
-    codes = route(merchant_id=merchant_id, currency=currency, amount=amount, payment_method="")
+    codes = route(merchant_id=merchant_id, currency=currency, amount=amount, payment_method="",
+                  livemode=Merchant.objects.values_list("is_live", flat=True).get(pk=merchant_id))
     return [code for code in codes if code not in tried and _supports(code, operation)]
 
 
@@ -290,6 +292,23 @@ def _resume(spec: _Spec, row: Movement) -> Movement:
     return row
 
 
+def _disagrees(spec: _Spec, row: Movement, *, provider: str, status: MovementStatus,
+               amount: int | None, currency: str, reference: str) -> bool:
+    """The provider accepted, confirmed or paid another amount or currency than ours: nothing
+    is credited beyond what it confirmed, so nothing moves; a break holds both sides."""
+    wrong_amount = amount is not None and amount != row.amount
+    wrong_currency = bool(currency) and currency.lower() != row.currency
+    if status == MS.FAILED or not (wrong_amount or wrong_currency):
+        return False
+    break_report(BreakSpec(
+        type="currency_mismatch" if wrong_currency else "amount_mismatch",
+        key=f"{spec.kind}:{row.id}", provider=provider, provider_reference=reference,
+        currency=row.currency, our_amount=row.amount, provider_amount=amount,
+        our_data={spec.kind: row.id, "status": row.status, "currency": row.currency},
+        provider_data={"status": status.value, "amount": amount, "currency": currency}))
+    return True
+
+
 def _record(spec: _Spec, *, attempt_id: str, result: MovementResult, resend: bool
             ) -> tuple[Movement, MovementAttempt | None]:
     """Apply a create answer. Returns the row and, after a failover, the next attempt."""
@@ -298,6 +317,16 @@ def _record(spec: _Spec, *, attempt_id: str, result: MovementResult, resend: boo
         row = _lock(spec, row_id)
         attempt = MovementAttempt.objects.select_for_update().get(pk=attempt_id)
         if not _is_news(attempt, result, resend=resend):
+            return row, None
+        if result.outcome != Outcome.DECLINED and _disagrees(
+                spec, row, provider=attempt.provider, status=_as_status(result.status),
+                amount=result.amount, currency=result.currency,
+                reference=result.provider_reference):
+            _record_attempt(attempt, MovementResult(
+                outcome=Outcome.UNKNOWN, provider_reference=result.provider_reference,
+                error_code="provider_amount_mismatch", exchange=result.exchange,
+                error_message=f"The provider answered {result.amount} {result.currency} for "
+                              f"{row.amount} {row.currency}; a reconciliation break holds both."))
             return row, None
         _record_attempt(attempt, result)
         if attempt.status == AttemptStatus.UNKNOWN:
@@ -340,7 +369,7 @@ def _locate(spec: _Spec, provider: str, provider_reference: str, merchant_refere
 
 def _apply_status(spec: _Spec, *, provider: str, provider_reference: str,
                   status: str | MovementStatus, merchant_reference: str, error_code: str,
-                  error_message: str) -> Movement | None:
+                  error_message: str, amount: int | None, currency: str) -> Movement | None:
     row_id = _locate(spec, provider, provider_reference, merchant_reference)
     if row_id is None:
         logger.warning("%s %s status for unknown reference %r / %r ignored", provider,
@@ -354,6 +383,10 @@ def _apply_status(spec: _Spec, *, provider: str, provider_reference: str,
                            row.provider_reference, provider_reference)
             return None
         if status not in spec.news:
+            return row
+        if not row.is_final and _disagrees(spec, row, provider=provider, status=status,
+                                           amount=amount, currency=currency,
+                                           reference=provider_reference):
             return row
         attempt = row.attempts.select_for_update().filter(
             provider=provider, status__in=OPEN_ATTEMPT_STATUSES).first()
@@ -381,7 +414,8 @@ def _refresh(spec: _Spec, row_id: str) -> Movement:
         return _apply_status(spec, provider=row.provider,
                              provider_reference=row.provider_reference, status=found.status,
                              merchant_reference="", error_code=found.error_code,
-                             error_message=found.error_message) or row
+                             error_message=found.error_message, amount=found.amount,
+                             currency=found.currency) or row
     attempt = row.attempts.filter(status__in=OPEN_ATTEMPT_STATUSES).first()
     if attempt is None or not breaker_allow(attempt.provider):
         return row
@@ -427,19 +461,6 @@ def payout_create(
     return _send(PAYOUT, attempt, payout)
 
 
-def payout_apply_provider_status(
-    *, provider: str, provider_reference: str, status: str | MovementStatus,
-    merchant_reference: str = "", error_code: str = "", error_message: str = "",
-) -> Payout | None:
-    """Apply what a provider says about a payout (webhook or lookup): `pending` (accepted →
-    in_transit), `paid` or `failed`, found by its reference or, failing that, by our payout id
-    as merchant reference. Idempotent and never backwards: a repeated or late status is a
-    no-op. Returns the payout, or None when it is not one of ours."""
-    return _apply_status(PAYOUT, provider=provider, provider_reference=provider_reference,
-                         status=status, merchant_reference=merchant_reference,
-                         error_code=error_code, error_message=error_message)
-
-
 def payout_refresh(*, payout_id: str) -> Payout:
     """The janitor's lookup for a payout still pending or in transit: ask the provider by its
     reference, or, when the create reply was lost, send the same attempt again with the same
@@ -474,18 +495,6 @@ def deposit_create(
     return _send(DEPOSIT, attempt, deposit)
 
 
-def deposit_apply_provider_status(
-    *, provider: str, provider_reference: str, status: str | MovementStatus,
-    merchant_reference: str = "", error_code: str = "", error_message: str = "",
-) -> Deposit | None:
-    """Apply what a provider says about a deposit (webhook or lookup): `confirmed` (funds to
-    available), `failed`, or `pending`. Idempotent and never backwards. Returns the deposit, or
-    None when it is not one of ours."""
-    return _apply_status(DEPOSIT, provider=provider, provider_reference=provider_reference,
-                         status=status, merchant_reference=merchant_reference,
-                         error_code=error_code, error_message=error_message)
-
-
 def deposit_refresh(*, deposit_id: str) -> Deposit:
     """The janitor's lookup for a pending deposit (see `payout_refresh`)."""
     return _refresh(DEPOSIT, deposit_id)
@@ -512,5 +521,6 @@ def movement_provider_event_apply(*, event: InboundEvent) -> str:
     found = _apply_status(spec, provider=event.provider,
                           provider_reference=event.provider_reference,
                           merchant_reference=event.merchant_reference, status=status,
-                          error_code=event.error_code, error_message="")
+                          error_code=event.error_code, error_message="", amount=event.amount,
+                          currency=event.currency)
     return APPLIED if found is not None else IGNORED
