@@ -3,6 +3,8 @@ and a duplicate charge, and `python -m bench` then exits 1 with a banner naming 
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from django.db import connection
 
@@ -57,12 +59,25 @@ def test_a_second_charge_at_the_provider_fails_the_duplicate_charge_gate(make_pa
     assert {g.name for g in result.gates if not g.ok} == {"zero_duplicate_charges"}
 
 
+def _session_database_url() -> str:
+    """The server this test session runs on (DATABASE_URL's or the embedded one)."""
+    db = connection.settings_dict
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    return (f"postgres://{quote(db['USER'])}{password}@{db['HOST'] or '127.0.0.1'}:"
+            f"{db['PORT'] or 5432}/{db['NAME']}")
+
+
 def test_bench_exits_1_with_a_banner_when_a_gate_fails(monkeypatch, tmp_path, capsys):
     broken = gates.GateReport("ledger")
     broken.add("ledger_verify", False, "entry txn_x: postings sum to 1, not 0")
     monkeypatch.setenv("BENCH_ONLY", "ledger")
     monkeypatch.setenv("BENCH_QUICK", "1")
     monkeypatch.setattr(runtime, "ROOT", tmp_path)
+    # The newcomer's path whether or not DATABASE_URL is set: the bench finds its server
+    # through the URL file `make db-start` writes, here naming this session's server.
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    (tmp_path / ".data").mkdir()
+    (tmp_path / ".data" / "database_url").write_text(_session_database_url() + "\n")
     monkeypatch.setattr(runtime, "migrate", lambda: 0.0)
     monkeypatch.setattr(runtime, "django_setup", lambda: None)
     monkeypatch.setattr(runtime, "machine", lambda: {"cpus": 2})
@@ -70,7 +85,8 @@ def test_bench_exits_1_with_a_banner_when_a_gate_fails(monkeypatch, tmp_path, ca
         {"per_second": 1.0}, broken))
     monkeypatch.setattr(report, "write_json", lambda *args, **kwargs: tmp_path / "r.json")
     assert bench_main.main() == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert f"database {runtime.database_url(runtime.DEFAULT_DATABASE)}" in out
     assert "BENCH FAILED: 1 correctness gate(s) failed" in err
     assert "ledger: ledger_verify: entry txn_x" in err
 

@@ -75,12 +75,25 @@ def _url(port: int, db: str = DB_NAME) -> str:
     return f"postgres://postgres@127.0.0.1:{port}/{db}"
 
 
+def _is_our_postmaster(pid: int) -> bool:
+    """Is `pid` alive and, where /proc tells, a postgres serving this checkout's PGDATA? A
+    postmaster.pid left by a killed server (a CI run cut short) may name a pid that was reused
+    since by an unrelated process."""
+    os.kill(pid, 0)  # OSError when there is no such process
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (macOS): a live pid is the best we know
+    return b"postgres" in cmdline[0] and str(PGDATA).encode() in cmdline
+
+
 def _running_port() -> int | None:
     """The port of OUR server (this checkout's PGDATA), or None when it is not running."""
     pid_file = PGDATA / "postmaster.pid"
     try:
         lines = pid_file.read_text().splitlines()
-        os.kill(int(lines[0]), 0)
+        if not _is_our_postmaster(int(lines[0])):
+            return None
         return int(lines[3])
     except (OSError, ValueError, IndexError):
         return None
@@ -157,7 +170,9 @@ if __name__ == "__main__":
         stop()
     elif command == "destroy":
         destroy()
+    elif command == "status":  # exit status 0 when this checkout's server is running
+        sys.exit(0 if _running_port() is not None else 1)
     elif command == "url":
         print(URL_FILE.read_text().strip() if URL_FILE.exists() else "not started")
     else:
-        sys.exit("usage: devdb.py start|stop|url|destroy")
+        sys.exit("usage: devdb.py start|stop|status|url|destroy")
