@@ -138,5 +138,3 @@ class ApiView(IdempotentMixin, RateLimitedMixin, APIView):
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
-    def idempotency_key(self, request: Request) -> str:
-        return request.META.get("HTTP_IDEMPOTENCY_KEY", "")

@@ -29,7 +29,9 @@ from core.models import IdempotencyKey, Merchant
 logger = logging.getLogger(__name__)
 
 HEADER = "HTTP_IDEMPOTENCY_KEY"
-NOT_STORED_STATUSES = {400, 401, 404, 405, 413, 415, 429}
+# 422 too: a key whose row was reaped and that a business row refused (other parameters) must
+# not now be stored under the refused request's fingerprint.
+NOT_STORED_STATUSES = {400, 401, 404, 405, 413, 415, 422, 429}
 
 
 class _Replay(Exception):
@@ -43,6 +45,19 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     except ValueError:
         canonical = body.decode("utf-8", errors="replace")
     return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
+
+
+def same_request_or_422(row: Any, fingerprint: str) -> Any:
+    """A business row found by its Idempotency-Key (after the key's own row was reaped, or by a
+    retry that died after committing): the same request gets the row, other parameters get
+    422, at any age. Rows written before fingerprints were kept have none and match."""
+    stored = getattr(row, "idempotency_fingerprint", "")
+    if stored and fingerprint and stored != fingerprint:
+        metrics.IDEMPOTENCY.labels("mismatch").inc()
+        raise IdempotencyMismatch(
+            "This Idempotency-Key was already used with different parameters for "
+            f"{row.pk}. Use a new key for a new request.", param="Idempotency-Key")
+    return row
 
 
 def _validate_key(raw: str) -> str:
@@ -142,12 +157,21 @@ class IdempotentMixin:
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authentication and permissions first
         self._idempotency_row: int | None = None
+        self._idempotency: dict[str, str] = {"idempotency_key": "",
+                                             "idempotency_fingerprint": ""}
         raw = request.META.get(HEADER)
         if request.method != "POST" or raw is None:
             return
         key = _validate_key(raw)
         fp = fingerprint(request.method, request.path, request.body)
         self._idempotency_row = _claim(request.user, key, request.method, request.path, fp)
+        self._idempotency = {"idempotency_key": key, "idempotency_fingerprint": fp}
+
+    def idempotency(self, request: Request) -> dict[str, str]:
+        """`idempotency_key` and `idempotency_fingerprint` for a create service, which keeps
+        both on the row it writes."""
+        return dict(getattr(self, "_idempotency", {"idempotency_key": "",
+                                                   "idempotency_fingerprint": ""}))
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, _Replay):

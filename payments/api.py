@@ -48,7 +48,7 @@ class PaymentCollection(ApiView):
     def post(self, request: Request) -> Response:
         data = self.validated(PaymentCreateInput, request)
         payment = services.payment_create(
-            merchant=request.user, idempotency_key=self.idempotency_key(request), **data)
+            merchant=request.user, **self.idempotency(request), **data)
         code = status.HTTP_202_ACCEPTED if data["confirm"] else status.HTTP_201_CREATED
         return Response(payment_to_dict(payment), status=code)
 
@@ -116,7 +116,7 @@ class RefundCollection(ApiView):
         refund = services.refund_create(
             merchant=request.user, payment_id=data["payment"], amount=data.get("amount"),
             reason=data["reason"], metadata=data.get("metadata"),
-            idempotency_key=self.idempotency_key(request),
+            **self.idempotency(request),
         )
         return Response(refund_to_dict(refund))
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from core import metrics
 from core.breaks import BreakSpec, break_report
 from core.errors import InvalidRequest, NotFound, ProviderError, StateError
+from core.idempotency import same_request_or_422
 from core.models import Merchant
 from ledger import flows as ledger
 from payments.models import (
@@ -220,6 +221,7 @@ def payment_create(
     *, merchant: Merchant, amount: int, currency: str, payment_method: str,
     capture_method: str = CaptureMethod.AUTOMATIC, description: str = "",
     metadata: dict[str, str] | None = None, confirm: bool = False, idempotency_key: str = "",
+    idempotency_fingerprint: str = "",
 ) -> Payment:
     try:
         with transaction.atomic():
@@ -227,7 +229,7 @@ def payment_create(
                 merchant=merchant, amount=amount, currency=currency,
                 payment_method=payment_method, capture_method=capture_method,
                 description=description, metadata=metadata or {},
-                idempotency_key=idempotency_key,
+                idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint,
             )
             _payment_event(payment, "payment.created")
             if confirm:
@@ -239,7 +241,7 @@ def payment_create(
             merchant=merchant, idempotency_key=idempotency_key).first()
         if not idempotency_key or existing is None:
             raise
-        return existing
+        return same_request_or_422(existing, idempotency_fingerprint)
     return payment
 
 
@@ -548,7 +550,7 @@ def payment_operation_execute(*, attempt_id: str) -> Payment:
 def refund_create(
     *, merchant: Merchant, payment_id: str, amount: int | None = None, reason: str = "",
     metadata: dict[str, str] | None = None, idempotency_key: str = "",
-    audit: AuditHook | None = None,
+    idempotency_fingerprint: str = "", audit: AuditHook | None = None,
 ) -> Refund:
     """Reserve the amount under the payment's row lock, then ask the provider.
 
@@ -558,7 +560,7 @@ def refund_create(
     if idempotency_key:
         existing = Refund.objects.filter(merchant=merchant, idempotency_key=idempotency_key)
         if (refund := existing.select_related("payment__merchant").first()) is not None:
-            return _refund_resume(refund)
+            return _refund_resume(same_request_or_422(refund, idempotency_fingerprint))
     with transaction.atomic():
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
         if payment.status not in (S.CAPTURED, S.SETTLED):
@@ -579,6 +581,7 @@ def refund_create(
         refund = Refund.objects.create(
             merchant=merchant, payment=payment, amount=amount, currency=payment.currency,
             reason=reason, metadata=metadata or {}, idempotency_key=idempotency_key,
+            idempotency_fingerprint=idempotency_fingerprint,
         )
         attempt = _open_attempt(payment, AttemptKind.REFUND, amount, refund=refund)
         ledger.post_refund_created(merchant=merchant, refund_id=refund.id, payment_id=payment.id,

@@ -38,7 +38,7 @@ class DepositCollection(ApiView):
     def post(self, request: Request) -> Response:
         data = self.validated(DepositCreateInput, request)
         deposit = services.deposit_create(
-            merchant=request.user, idempotency_key=self.idempotency_key(request), **data)
+            merchant=request.user, **self.idempotency(request), **data)
         return Response(deposit_to_dict(deposit))
 
     @extend_schema(operation_id="deposits_list",
@@ -70,7 +70,7 @@ class PayoutCollection(ApiView):
     def post(self, request: Request) -> Response:
         data = self.validated(PayoutCreateInput, request)
         payout = services.payout_create(
-            merchant=request.user, idempotency_key=self.idempotency_key(request), **data)
+            merchant=request.user, **self.idempotency(request), **data)
         return Response(payout_to_dict(payout))
 
     @extend_schema(operation_id="payouts_list",

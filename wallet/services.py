@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from core.breaks import BreakSpec, break_report
 from core.errors import NotFound, ProviderError
+from core.idempotency import same_request_or_422
 from core.models import Merchant
 from ledger import flows as ledger
 from providers.base import (
@@ -430,6 +431,7 @@ def _refresh(spec: _Spec, row_id: str) -> Movement:
 def payout_create(
     *, merchant: Merchant, amount: int, currency: str, destination: str, description: str = "",
     metadata: dict[str, str] | None = None, idempotency_key: str = "",
+    idempotency_fingerprint: str = "",
 ) -> Payout:
     """Reserve the funds and create the payout in one transaction, then send it.
 
@@ -438,14 +440,15 @@ def payout_create(
     refused payout leaves no row, no event and no entry."""
     mine = Payout.objects.select_related("merchant").filter(merchant=merchant)
     if idempotency_key and (existing := mine.filter(idempotency_key=idempotency_key).first()):
-        return _resume(PAYOUT, existing)
+        return _resume(PAYOUT, same_request_or_422(existing, idempotency_fingerprint))
     provider = _first_provider(PAYOUT, merchant=merchant, currency=currency, amount=amount)
     try:
         with transaction.atomic():
             payout = Payout.objects.create(
                 merchant=merchant, amount=amount, currency=currency, destination=destination,
                 description=description, metadata=metadata or {}, provider=provider,
-                idempotency_key=idempotency_key)
+                idempotency_key=idempotency_key,
+                idempotency_fingerprint=idempotency_fingerprint)
             attempt = _open_attempt(PAYOUT, payout)
             _payout_event(payout, "payout.created")
             # Last: it takes the balance locks and the ledger's chain lock until COMMIT.
@@ -457,7 +460,7 @@ def payout_create(
         existing = mine.filter(idempotency_key=idempotency_key).first()
         if not idempotency_key or existing is None:
             raise
-        return _resume(PAYOUT, existing)
+        return _resume(PAYOUT, same_request_or_422(existing, idempotency_fingerprint))
     return _send(PAYOUT, attempt, payout)
 
 
@@ -472,26 +475,28 @@ def payout_refresh(*, payout_id: str) -> Payout:
 def deposit_create(
     *, merchant: Merchant, amount: int, currency: str, method: str, description: str = "",
     metadata: dict[str, str] | None = None, idempotency_key: str = "",
+    idempotency_fingerprint: str = "",
 ) -> Deposit:
     """Create a pending deposit and ask the provider to collect it. Funds reach `available` only
     when the provider confirms (its reply, a webhook or the janitor's lookup)."""
     mine = Deposit.objects.select_related("merchant").filter(merchant=merchant)
     if idempotency_key and (existing := mine.filter(idempotency_key=idempotency_key).first()):
-        return _resume(DEPOSIT, existing)
+        return _resume(DEPOSIT, same_request_or_422(existing, idempotency_fingerprint))
     provider = _first_provider(DEPOSIT, merchant=merchant, currency=currency, amount=amount)
     try:
         with transaction.atomic():
             deposit = Deposit.objects.create(
                 merchant=merchant, amount=amount, currency=currency, method=method,
                 description=description, metadata=metadata or {}, provider=provider,
-                idempotency_key=idempotency_key)
+                idempotency_key=idempotency_key,
+                idempotency_fingerprint=idempotency_fingerprint)
             attempt = _open_attempt(DEPOSIT, deposit)
             _deposit_event(deposit, "deposit.created")
     except IntegrityError:
         existing = mine.filter(idempotency_key=idempotency_key).first()
         if not idempotency_key or existing is None:
             raise
-        return _resume(DEPOSIT, existing)
+        return _resume(DEPOSIT, same_request_or_422(existing, idempotency_fingerprint))
     return _send(DEPOSIT, attempt, deposit)
 
 
