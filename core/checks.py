@@ -9,6 +9,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Error, register
+from django.db import ProgrammingError
 
 from core import dev_credentials
 
@@ -56,7 +57,11 @@ def check_demo_api_key(app_configs: Any, databases: Any = None, **kwargs: Any) -
     from core.services import hash_api_key
 
     demo = hash_api_key(dev_credentials.DEMO_API_KEY)
-    if ApiKey.objects.filter(hashed_key=demo, revoked_at__isnull=True).exists():
+    try:
+        found = ApiKey.objects.filter(hashed_key=demo, revoked_at__isnull=True).exists()
+    except ProgrammingError:  # not migrated yet (a fresh database): no key at all
+        return []
+    if found:
         return [Error("An active API key is the repository's demo key.",
                       hint="Revoke it (admin → API keys) before serving traffic.",
                       id="core.E004")]

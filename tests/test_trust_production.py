@@ -201,7 +201,9 @@ sig = hmac.new(b"whsec_dev_cielo", ts.encode() + b"." + body, hashlib.sha256).he
 cielo = Client().post("/webhooks/providers/cielo/", body, content_type="application/json",
                       HTTP_CIELO_EVENT_TIMESTAMP=ts, HTTP_CIELO_SIGNATURE="sha256=" + sig)
 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-rbody = json.dumps({"id": "forged-2", "event": "deposit.confirmed"}).encode()
+rbody = json.dumps({"id": "forged-2", "event": "deposit.confirmed", "occurredAt": stamp,
+                    "data": {"depositId": "D1", "reference": "dep_forged", "amount": "50000.00",
+                             "currency": "BRL", "status": "CONFIRMED"}}).encode()
 rsig = base64.b64encode(hmac.new(b"whsec_dev_rede", stamp.encode() + b"\\n" + rbody,
                                  hashlib.sha512).digest()).decode()
 rede = Client().post("/webhooks/providers/rede/", rbody, content_type="application/json",
@@ -215,9 +217,11 @@ def test_a_webhook_signed_with_a_development_secret_is_never_believed_in_product
     env = {**PRODUCTION_ENV, "DATABASE_URL": _database_url(), "CELERY_BROKER_URL": "memory://",
            "DJANGO_ALLOWED_HOSTS": "testserver", "PROVIDERS_ENABLED": "cielo",
            "PROVIDERS_LIVE": "cielo"}
-    result = _python(FORGE, env)
+    rede = tuple(name for name in PRODUCTION_ENV if name.startswith("REDE_"))
+    result = _python(FORGE, env, drop=rede)
     assert result.returncode == 0, result.stderr[-3000:]
-    # Cielo's real secret does not match the repository's; Rede is not enabled: 404.
+    # Cielo's real secret does not match the repository's; Rede, neither enabled nor configured
+    # (it used to fall back to whsec_dev_rede and store the forged deposit confirmation): 404.
     assert json.loads(result.stdout.splitlines()[-1]) == [400, 404, 0]
     # Without the real secret, production does not start at all (it used to fall back to
     # whsec_dev_cielo and accept the forged notice).
