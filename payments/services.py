@@ -726,6 +726,7 @@ def payment_provider_event_apply(
     *, provider: str, type: str, provider_reference: str, merchant_reference: str = "",
     amount: int | None = None, currency: str = "", status: str = "", error_code: str = "",
     refund_reference: str = "", dispute_reference: str = "", reason: str = "",
+    confirmed_refunded: int | None = None, confirmed_disputed: int | None = None,
 ) -> str:
     """Apply one verified provider webhook about a payment, refund or dispute through the normal
     services. Returns `applied` (including "already applied": duplicates and late events are
@@ -785,6 +786,11 @@ def payment_provider_event_apply(
             refund_reference=refund_reference, currency=payment.currency, provider_amount=amount,
             our_data={"currency": payment.currency}, provider_data={"currency": currency}))
         return IGNORED
+    if not _covered_by_lookup(payment, type, amount, refund_reference, dispute_reference,
+                              confirmed_refunded, confirmed_disputed):
+        logger.warning("%s %s notice for %s (%s) not confirmed by the provider's lookup: "
+                       "ignored", provider, type, payment.id, amount)
+        return IGNORED
     if type == "refund.succeeded":
         return _refund_event_apply(payment, provider, amount, refund_reference)
     try:
@@ -798,6 +804,25 @@ def payment_provider_event_apply(
             provider_amount=amount, our_data={"reason": str(exc)},
             provider_data={"dispute_reference": dispute_reference, "amount": amount}))
     return APPLIED
+
+
+def _covered_by_lookup(payment: Payment, type: str, amount: int | None, refund_reference: str,
+                       dispute_reference: str, refunded: int | None, disputed: int | None
+                       ) -> bool:
+    """For a provider whose notices are hints, the charge's totals from its own lookup must
+    cover what we would record: our refunds (or disputes) plus this one. Signature-trusted
+    notices (both totals None) pass."""
+    if type == "refund.succeeded" and refunded is not None:
+        if payment.refunds.filter(provider_reference=refund_reference).exists():
+            return True  # already recorded: a no-op either way
+        ours = payment.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(
+            total=Sum("amount"))["total"] or 0
+        return ours + (amount or 0) <= refunded
+    if type == "dispute.opened" and disputed is not None:
+        if payment.disputes.filter(provider_reference=dispute_reference).exists():
+            return True
+        return payment.amount_disputed + (amount or 0) <= disputed
+    return True
 
 
 def _refund_event_apply(payment: Payment, provider: str, amount: int | None,

@@ -90,6 +90,10 @@ class ProviderResult:
     status: ProviderStatus = ProviderStatus.UNKNOWN
     amount: int | None = None
     currency: str = ""  # lower-case ISO 4217 when the provider said; compared with ours
+    # A lookup's running totals of the charge, when the provider reports them: what confirms a
+    # refund or chargeback notice from a provider whose notices are only hints.
+    amount_refunded: int | None = None
+    amount_disputed: int | None = None
     error_code: str = ""
     error_message: str = ""
     retryable: bool = False
@@ -100,6 +104,10 @@ class ProviderResult:
 @runtime_checkable
 class Provider(Protocol):
     code: str
+    # False: a verified notice is trusted as it stands (signed by the provider). True: a notice
+    # is only a hint (Cielo's real notification post is unsigned and names a PaymentId): what
+    # moves money is the provider's own lookup, made when the notice is processed.
+    notices_need_lookup: bool
 
     def authorize(self, request: AuthorizeRequest) -> ProviderResult: ...
 

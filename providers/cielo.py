@@ -65,6 +65,9 @@ MOVEMENT_STATUS = {"Pending": MovementStatus.PENDING, "InTransit": MovementStatu
 class CieloProvider(HttpAdapter):
     code = "cielo"
     idempotency_header = "RequestId"
+    # Cielo's real notification post is unsigned and carries only ids: a hint. What moves money
+    # is our own lookup of the sale (or movement) it names (webhooks.inbound applies that).
+    notices_need_lookup = True
 
     def auth_headers(self, method: str, url: httpx.URL, body: bytes) -> dict[str, str]:
         config = self.config()
@@ -85,8 +88,15 @@ class CieloProvider(HttpAdapter):
         outcome = {ProviderStatus.PENDING: Outcome.PENDING,
                    ProviderStatus.UNKNOWN: Outcome.UNKNOWN}.get(status, Outcome.APPROVED)
         amount = payment.get("CapturedAmount") or payment.get("Amount")
+
+        def integer(value: Any) -> int | None:
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
         return self.result(sent, outcome=outcome, provider_reference=reference, status=status,
-                           amount=amount if isinstance(amount, int) else None)
+                           amount=integer(amount),
+                           currency=str(payment.get("Currency", "")).lower(),
+                           amount_refunded=integer(payment.get("VoidedAmount")),
+                           amount_disputed=integer(payment.get("DisputedAmount")))
 
     # -- the port -------------------------------------------------------------------------------
     def authorize(self, request: AuthorizeRequest) -> ProviderResult:

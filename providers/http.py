@@ -136,6 +136,7 @@ class HttpAdapter:
 
     code: ClassVar[str] = ""
     idempotency_header: ClassVar[str] = ""
+    notices_need_lookup: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._client: httpx.Client | None = None

@@ -59,8 +59,9 @@ def _approved(charge: SandboxCharge, amount: int, reference: str = "") -> Provid
     ref = reference or charge.reference
     return ProviderResult(
         outcome=Outcome.APPROVED, provider_reference=ref, status=ProviderStatus(charge.status),
-        amount=amount, currency=charge.currency, exchange={"request": {"reference": charge.reference}, "response":
-                                 {"reference": ref, "status": charge.status, "amount": amount}},
+        amount=amount, currency=charge.currency,
+        exchange={"request": {"reference": charge.reference},
+                  "response": {"reference": ref, "status": charge.status, "amount": amount}},
     )
 
 
@@ -107,6 +108,7 @@ def _movement_from_json(data: dict) -> MovementResult:
 
 class SandboxProvider:
     code = "sandbox"
+    notices_need_lookup = False
 
     def _once(self, key: str, operation: str, build: Callable[[], ProviderResult]
               ) -> ProviderResult:

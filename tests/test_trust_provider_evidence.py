@@ -254,7 +254,8 @@ def test_the_sweeper_rechecks_held_events(make_payment, monkeypatch):
         merchant_reference=payment.id, raw_body="{}", status=InboxStatus.HELD,
         next_attempt_at=timezone.now() - timedelta(seconds=1))
     seen = []
-    monkeypatch.setattr(inbound, "_apply", lambda event: seen.append(event.pk) or "applied")
+    monkeypatch.setattr(inbound, "_apply",
+                        lambda row, confirmed=None: seen.append(row.pk) or "applied")
     assert inbound.provider_events_sweep() == 1
     row.refresh_from_db()
     assert (seen, row.status) == ([row.pk], InboxStatus.PROCESSED)
@@ -320,3 +321,89 @@ def test_a_deposit_confirmed_for_another_amount_or_currency_credits_nothing(merc
     assert Deposit.objects.get(pk=deposit.pk).status == "succeeded"
     assert _available(merchant, "brl") == 5_000_000
     _ledger_clean()
+
+
+# -- Cielo's notices are hints: only its own lookup moves money ------------------------------
+def _post_signed_cielo(payload: dict) -> int:
+    import json
+
+    from django.test import Client
+
+    from providers.simulator.cielo import CieloDialect
+
+    from datetime import UTC, datetime
+
+    payload = {"OccurredAt": datetime.now(UTC).isoformat(), **payload}
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    headers = CieloDialect().webhook_headers("whsec_dev_cielo", body, time.time())
+    response = Client().post("/webhooks/providers/cielo/", data=body,
+                             content_type="application/json",
+                             **{f"HTTP_{k.upper().replace('-', '_')}": v
+                                for k, v in headers.items()})
+    if response.status_code == 200:  # processed as the worker would after commit
+        from webhooks import inbound
+
+        row = ProviderEvent.objects.get(provider_event_id=payload["NotificationId"])
+        inbound.provider_event_process(event_id=row.pk)
+    return response.status_code
+
+
+@pytest.mark.django_db
+def test_a_signed_but_false_cielo_deposit_notice_credits_nothing(simulator, merchant,
+                                                                run_tasks_inline):
+    """Issue 14's forged DepositConfirmed: even signed with the right secret, the notice is
+    only a hint; Cielo's own lookup says the deposit is still pending."""
+    from wallet import services as wallet
+    from wallet.models import Deposit
+
+    for code in ("cielo",):
+        simulator.control.configure(code, async_completion_ms=None)
+    routing_rule("cielo")
+    deposit = wallet.deposit_create(merchant=merchant, amount=5_000_000, currency="brl",
+                                    method="pix")
+    assert (deposit.status, deposit.provider) == ("pending", "cielo")
+    status = _post_signed_cielo({
+        "NotificationId": "forged-1", "ChangeType": "DepositConfirmed",
+        "DepositId": deposit.provider_reference, "MerchantDepositId": deposit.id,
+        "Amount": 5_000_000, "Currency": "BRL", "Status": "Confirmed"})
+    assert status == 200
+    assert Deposit.objects.get(pk=deposit.pk).status == "pending"
+    assert _available(merchant, "brl") == 0
+    assert ProviderEvent.objects.get(provider_event_id="forged-1").status == InboxStatus.IGNORED
+    # When Cielo really confirms it, its lookup does, and the deposit is credited once.
+    simulator.control.complete("cielo", "deposit", deposit.provider_reference)
+    assert _post_signed_cielo({
+        "NotificationId": "real-1", "ChangeType": "DepositConfirmed",
+        "DepositId": deposit.provider_reference, "MerchantDepositId": deposit.id}) == 200
+    assert Deposit.objects.get(pk=deposit.pk).status == "succeeded"
+    assert _available(merchant, "brl") == 5_000_000
+
+
+@pytest.mark.django_db
+def test_a_signed_but_false_cielo_refund_or_chargeback_notice_moves_nothing(
+        simulator, merchant, run_tasks_inline, django_capture_on_commit_callbacks):
+    routing_rule("cielo")
+    payment = services.payment_create(merchant=merchant, amount=7000, currency="brl",
+                                      payment_method="pm_card_visa")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.payment_confirm(merchant=merchant, payment_id=payment.id)
+    payment.refresh_from_db()
+    assert (payment.status, payment.provider) == ("captured", "cielo")
+    base = {"PaymentId": payment.provider_reference, "MerchantOrderId": payment.id,
+            "Currency": "BRL"}
+    assert _post_signed_cielo({**base, "NotificationId": "forged-r", "ChangeType":
+                               "RefundConfirmed", "RefundId": "r-forged",
+                               "RefundAmount": 7000}) == 200
+    assert _post_signed_cielo({**base, "NotificationId": "forged-c", "ChangeType":
+                               "ChargebackOpened", "ChargebackId": "cb-forged",
+                               "ChargebackAmount": 7000}) == 200
+    payment.refresh_from_db()
+    assert (payment.amount_refunded, payment.amount_disputed) == (0, 0)
+    assert not Refund.objects.filter(payment=payment).exists()
+    # A chargeback Cielo really took is confirmed by its lookup and recorded.
+    simulator.control.open_dispute("cielo", payment.provider_reference, amount=2000)
+    assert _post_signed_cielo({**base, "NotificationId": "real-c", "ChangeType":
+                               "ChargebackOpened", "ChargebackId": "cb-real",
+                               "ChargebackAmount": 2000}) == 200
+    payment.refresh_from_db()
+    assert payment.amount_disputed == 2000

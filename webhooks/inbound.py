@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -23,6 +23,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core import metrics
+from providers.base import MovementStatus, Outcome, ProviderStatus, RetrieveRequest
+from providers.http import InboundEvent
 from providers.registry import UnknownProvider, get_provider
 from webhooks.models import InboxStatus, ProviderEvent
 
@@ -92,12 +94,80 @@ def _enqueue(row_id: int) -> None:
                          row_id)
 
 
-def _apply(row: ProviderEvent) -> str:
-    """Dispatch a stored event to the service that owns its object."""
+@dataclass(frozen=True)
+class Confirmed:
+    """What the provider's own lookup says about a notice that is only a hint: the event rebuilt
+    from the lookup (None: nothing to apply) and the charge's running refund/dispute totals."""
+
+    event: InboundEvent | None
+    refunded: int | None = None
+    disputed: int | None = None
+
+
+class LookupUnanswered(Exception):
+    """The provider's lookup gave no definite answer: the notice waits and is retried."""
+
+
+_LOOKUP_PAYMENT_TYPES = {
+    ProviderStatus.AUTHORIZED: "payment.authorized", ProviderStatus.CAPTURED: "payment.captured",
+    ProviderStatus.REFUNDED: "payment.captured", ProviderStatus.DECLINED: "payment.declined",
+    ProviderStatus.VOIDED: "payment.voided",
+}
+_LOOKUP_MOVEMENT_TYPES = {
+    ("payout", MovementStatus.PAID): "payout.paid",
+    ("payout", MovementStatus.FAILED): "payout.failed",
+    ("deposit", MovementStatus.CONFIRMED): "deposit.confirmed",
+    ("deposit", MovementStatus.FAILED): "deposit.failed",
+}
+
+
+def _confirm_by_lookup(provider: str, body: str) -> Confirmed:
+    """Look the notice's object up at its provider (a network call: never inside a
+    transaction) and rebuild the event from the answer. The notice's own amounts, statuses and
+    currencies are never used; only its ids and, for refunds and disputes, its claim, which the
+    charge's totals must cover."""
+    adapter = get_provider(provider)
+    event = adapter.parse_webhook(body.encode())
+    if event.type.startswith(("payout.", "deposit.")):
+        kind = event.type.partition(".")[0]
+        if not event.provider_reference:
+            return Confirmed(None)
+        found = getattr(adapter, f"{kind}_retrieve")(event.provider_reference)
+        if found.outcome == Outcome.UNKNOWN:
+            raise LookupUnanswered(f"{provider} {kind} lookup: {found.error_code}")
+        type = _LOOKUP_MOVEMENT_TYPES.get((kind, found.status))
+        if type is None:
+            return Confirmed(None)
+        return Confirmed(replace(event, type=type, status=found.status.value,
+                                 amount=found.amount, currency=found.currency,
+                                 error_code=found.error_code))
+    found = adapter.retrieve(RetrieveRequest(provider_reference=event.provider_reference,
+                                             merchant_reference=event.merchant_reference))
+    if found.outcome == Outcome.UNKNOWN:
+        raise LookupUnanswered(f"{provider} lookup: {found.error_code}")
+    if found.status not in _LOOKUP_PAYMENT_TYPES:
+        return Confirmed(None)  # not found, or nothing definite: the notice proves nothing
+    if event.type in ("refund.succeeded", "dispute.opened"):
+        return Confirmed(replace(event, provider_reference=found.provider_reference,
+                                 currency=found.currency or event.currency),
+                         refunded=found.amount_refunded or 0,
+                         disputed=found.amount_disputed or 0)
+    return Confirmed(replace(
+        event, type=_LOOKUP_PAYMENT_TYPES[found.status], status=found.status.value,
+        provider_reference=found.provider_reference, amount=found.amount,
+        currency=found.currency, error_code=found.error_code))
+
+
+def _apply(row: ProviderEvent, confirmed: Confirmed | None = None) -> str:
+    """Dispatch a stored event to the service that owns its object: as verified, or as its
+    provider's lookup confirmed it (`confirmed`) when its notices are only hints."""
     from payments.services import payment_provider_event_apply
 
-    adapter = get_provider(row.provider)
-    event = adapter.parse_webhook(row.raw_body.encode())
+    if confirmed is not None and confirmed.event is None:
+        return "ignored"
+    event = (confirmed.event if confirmed is not None
+             else get_provider(row.provider).parse_webhook(row.raw_body.encode()))
+    assert event is not None
     if event.type.startswith(("payout.", "deposit.")):
         from wallet.services import movement_provider_event_apply
 
@@ -109,12 +179,34 @@ def _apply(row: ProviderEvent) -> str:
         merchant_reference=event.merchant_reference, amount=event.amount,
         currency=event.currency, status=event.status,
         error_code=event.error_code, refund_reference=event.refund_reference,
-        dispute_reference=event.dispute_reference, reason=reason)
+        dispute_reference=event.dispute_reference, reason=reason,
+        confirmed_refunded=confirmed.refunded if confirmed else None,
+        confirmed_disputed=confirmed.disputed if confirmed else None)
+
+
+def _needs_lookup(provider: str) -> bool:
+    try:
+        return bool(getattr(get_provider(provider), "notices_need_lookup", False))
+    except UnknownProvider:
+        return False
 
 
 def provider_event_process(*, event_id: int) -> str | None:
     """Apply one inbox row exactly once. Returns its new status, or None when another worker
-    holds it or it was already done."""
+    holds it or it was already done. A hint (see `Confirmed`) is looked up first, outside any
+    transaction; two workers may both look, only the one holding the row applies."""
+    confirmed: Confirmed | None = None
+    lookup_failure: Exception | None = None
+    unlocked = (ProviderEvent.objects.filter(pk=event_id)
+                .exclude(status__in=[InboxStatus.PROCESSED, InboxStatus.IGNORED])
+                .values("provider", "raw_body").first())
+    if unlocked is None:
+        return None
+    if _needs_lookup(unlocked["provider"]):
+        try:
+            confirmed = _confirm_by_lookup(unlocked["provider"], unlocked["raw_body"])
+        except Exception as exc:
+            lookup_failure = exc
     with transaction.atomic():
         row = (ProviderEvent.objects.select_for_update(skip_locked=True)
                .filter(pk=event_id).exclude(status__in=[InboxStatus.PROCESSED,
@@ -123,8 +215,10 @@ def provider_event_process(*, event_id: int) -> str | None:
             return None
         row.attempts += 1
         try:
+            if lookup_failure is not None:
+                raise lookup_failure
             with transaction.atomic():  # a failure rolls back the service's work, not the row
-                outcome = _apply(row)
+                outcome = _apply(row, confirmed)
         except Exception as exc:
             logger.exception("provider event %s (%s) failed to apply", row.pk, row.type)
             row.last_error = f"{type(exc).__name__}: {exc}"[:2000]

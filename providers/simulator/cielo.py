@@ -55,6 +55,7 @@ def _payment(charge: Charge) -> dict[str, Any]:
         "Amount": charge.amount,
         "CapturedAmount": charge.captured,
         "VoidedAmount": charge.refunded,
+        "DisputedAmount": charge.disputed,
         "Currency": charge.currency.upper(),
         "Status": STATUS[charge.status],
         "ReturnCode": ("6" if charge.captured else "4") if approved
