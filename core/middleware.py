@@ -16,6 +16,7 @@ from core.errors import (
     CardDataNotAllowed,
     ClearhouseError,
     InvalidRequest,
+    NotFound,
     PayloadTooLarge,
     json_error,
 )
@@ -31,6 +32,9 @@ GUARDED_PREFIXES = (API_PREFIX, WEBHOOK_PREFIX)
 # Ids, integers, ISO 8601 times and enum values are all printable ASCII: a lookalike digit
 # (١٠, ², １) or a control character is refused here rather than half-parsed by a view.
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+# Ids are a short prefix and 24 characters, so no object lives at a longer path; refusing here
+# also keeps paths within what an idempotency record stores (300 characters).
+MAX_API_PATH = 256
 
 
 class RequestIdMiddleware:
@@ -76,6 +80,8 @@ class RequestGuardMiddleware:
         so `%34242…` is the card number it spells."""
         if "\x00" in request.path:
             raise InvalidRequest("The path contains a NUL character.")
+        if request.path.startswith(API_PREFIX) and len(request.path) > MAX_API_PATH:
+            raise NotFound(f"No such object: paths are at most {MAX_API_PATH} characters.")
         params = list(request.GET.lists())
         for name, values in params:
             if "\x00" in name or any("\x00" in value for value in values):

@@ -232,3 +232,14 @@ def test_query_parameters_are_printable_ascii(api, query):
     response = api.client.get(f"/api/v1/payments?{query}")
     assert response.status_code == 400, response.content
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("length", [300, 2000])
+def test_an_overlong_object_id_is_404_even_with_an_idempotency_key(api, length):
+    from core.models import IdempotencyKey
+
+    response = api.client.post(f"/api/v1/payments/pay_{'x' * length}/capture", data=b"{}",
+                               content_type="application/json", HTTP_IDEMPOTENCY_KEY="long-id")
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "resource_missing"
+    assert IdempotencyKey.objects.count() == 0
