@@ -148,6 +148,35 @@ def _mismatch(payment: Payment, attempt: PaymentAttempt, result: ProviderResult)
     return True
 
 
+def _report_collision(payment: Payment, attempt: PaymentAttempt, result: ProviderResult
+                      ) -> None:
+    """An approval whose provider reference another of our payments already holds (a provider,
+    or a simulator restarted without its books, handing a reference out twice): recording it
+    would break the unique (provider, reference) rule on every retry. Kept as evidence: a
+    `reference_collision` break with both sides, the attempt left without an answer, no money."""
+    reference = result.provider_reference
+    holder = (Payment.objects.filter(provider=attempt.provider, provider_reference=reference)
+              .exclude(pk=payment.pk).values_list("pk", flat=True).first())
+    break_report(BreakSpec(
+        type="reference_collision", key=f"{attempt.provider}:{reference}:{payment.id}",
+        provider=attempt.provider, payment_id=payment.id, provider_reference=reference,
+        currency=payment.currency, our_amount=attempt.amount, provider_amount=result.amount,
+        our_data={"attempt": attempt.id, "reference_already_held_by": holder},
+        provider_data={"reference": reference, "status": str(result.status),
+                       "amount": result.amount}))
+    _record_attempt(attempt, ProviderResult(
+        outcome=Outcome.UNKNOWN, provider_reference=reference,
+        error_code="provider_reference_collision",
+        error_message=f"The provider answered with reference {reference}, which payment "
+                      f"{holder} already holds; a reconciliation break holds both.",
+        exchange=result.exchange, latency_ms=result.latency_ms))
+
+
+def _violated_constraint(exc: IntegrityError) -> str:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", "") or ""
+
+
 def _call(provider_code: str, operation: str, request: Any) -> ProviderResult:
     """Call a provider outside any transaction and feed its circuit breaker. An exception here
     means we cannot know whether the provider acted, so it becomes an UNKNOWN outcome, never a
@@ -315,8 +344,25 @@ def payment_authorization_record(*, attempt_id: str, result: ProviderResult) -> 
 def _authorization_record(*, attempt_id: str, result: ProviderResult
                           ) -> tuple[Payment, str | None]:
     """Record the answer; on a retryable failure before any charge, open an attempt on the next
-    routed provider (failover) and return its id. Never fails over after an unknown outcome."""
+    routed provider (failover) and return its id. Never fails over after an unknown outcome.
+    A provider reference that collides with one we hold becomes a break (no extra query on the
+    normal path: the unique constraint detects it)."""
     payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
+    try:
+        return _authorization_apply(payment_id=payment_id, attempt_id=attempt_id, result=result)
+    except IntegrityError as exc:
+        if _violated_constraint(exc) != "payment_provider_reference_unique":
+            raise
+    with transaction.atomic():
+        payment = _lock_payment(merchant=None, payment_id=payment_id)
+        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        if attempt.status in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
+            _report_collision(payment, attempt, result)
+    return payment, None
+
+
+def _authorization_apply(*, payment_id: str, attempt_id: str, result: ProviderResult
+                         ) -> tuple[Payment, str | None]:
     with transaction.atomic():
         payment = _lock_payment(merchant=None, payment_id=payment_id)
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)

@@ -407,3 +407,23 @@ def test_a_signed_but_false_cielo_refund_or_chargeback_notice_moves_nothing(
                                "ChargebackAmount": 2000}) == 200
     payment.refresh_from_db()
     assert payment.amount_disputed == 2000
+
+
+# -- a provider reference that collides with one we hold is a break, not a crash loop -------
+@pytest.mark.django_db
+def test_a_reused_provider_reference_opens_a_break_and_fails_no_task(make_payment, merchant):
+    first = make_payment(amount=1000)
+    second = services.payment_create(merchant=merchant, amount=2000, currency="usd",
+                                     payment_method="pm_card_visa")
+    services.payment_confirm(merchant=merchant, payment_id=second.id)
+    attempt = second.attempts.get()
+    reused = ProviderResult(outcome=Outcome.APPROVED, status=ProviderStatus.CAPTURED,
+                            provider_reference=first.provider_reference, amount=2000)
+    for _ in range(2):  # the reply, then the janitor's lookup: neither raises
+        services.payment_authorization_record(attempt_id=attempt.id, result=reused)
+    second.refresh_from_db()
+    attempt.refresh_from_db()
+    assert second.status == "authorization_requested"
+    assert (attempt.status, attempt.error_code) == ("unknown", "provider_reference_collision")
+    found = ReconciliationBreak.objects.get(type="reference_collision")
+    assert found.our_data["reference_already_held_by"] == first.id
