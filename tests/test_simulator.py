@@ -18,7 +18,12 @@ import httpx
 import pytest
 
 from providers.simulator.__main__ import config_from_environment
-from providers.simulator.control import RunningSimulator, WebhookRecorder, running_simulator
+from providers.simulator.control import (
+    ControlClient,
+    RunningSimulator,
+    WebhookRecorder,
+    running_simulator,
+)
 from providers.simulator.engine import DEFAULTS
 from providers.simulator.getnet import request_signature
 
@@ -481,3 +486,31 @@ def test_cli_reads_the_same_environment_names_as_clearhouse() -> None:
     assert changes["cielo"]["credentials"] == {"merchant_key": "k"}
     assert changes["getnet"]["webhook_secret"] == "s"
     assert changes["rede"]["webhook_url"] == "http://127.0.0.1:8000/webhooks/providers/rede/"
+
+
+def test_a_restarted_simulator_keeps_its_books_and_never_reissues_a_reference(
+        tmp_path, http: httpx.Client) -> None:
+    """`make run` restarts the simulator on its state file (issue 21): charges, idempotent
+    answers and the id generators carry over, so no provider reference is handed out twice."""
+    from providers.simulator.server import start_simulator, stop_simulator
+
+    state = tmp_path / "books.pickle"
+    references: list[str] = []
+    first_answer = b""
+    for run in range(2):
+        server, base_url = start_simulator(seed="same-seed", state_file=state)
+        try:
+            running = RunningSimulator(server, base_url, ControlClient(base_url))
+            if run == 1:
+                replay = cielo_sale(http, running, "key-0", order="order-0")
+                assert replay.content == first_answer  # what it answered, it still answers
+                assert len(running.control.charges()) == 4
+            for index in range(4 * run, 4 * run + 4):
+                reply = cielo_sale(http, running, f"key-{index}", order=f"order-{index}")
+                assert reply.status_code == 201, reply.text
+                references.append(reply.json()["Payment"]["PaymentId"])
+                if index == 0:
+                    first_answer = reply.content
+        finally:
+            stop_simulator(server)
+    assert len(set(references)) == 8, references

@@ -56,7 +56,10 @@ Press Ctrl-C to stop.
     }
     simulator = ROOT / "providers" / "simulator" / "__main__.py"
     if simulator.exists():
-        commands["simulator"] = [PY, "-m", "providers.simulator"]
+        # Its books live in .data: a restarted `make run` finds every charge it made before
+        # and never hands a provider reference out twice.
+        commands["simulator"] = [PY, "-m", "providers.simulator", "--state-file",
+                                 str(ROOT / ".data" / "simulator" / "books.pickle")]
     procs = {name: subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
              for name, cmd in commands.items()}
 

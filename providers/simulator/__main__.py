@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default=os.environ.get("SIMULATOR_SEED", "0"))
     parser.add_argument("--settlement-dir", type=Path,
                         default=os.environ.get("SIMULATOR_SETTLEMENT_DIR") or None)
+    parser.add_argument("--state-file", type=Path,
+                        default=os.environ.get("SIMULATOR_STATE_FILE") or None,
+                        help="keep the books here across restarts (make run does)")
     parser.add_argument(
         "--webhook-base-url",
         default=os.environ.get(
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s simulator %(message)s")
 
     server, base_url = start_simulator(args.port, host=args.host, seed=str(args.seed),
-                                       settlement_dir=args.settlement_dir)
+                                       settlement_dir=args.settlement_dir,
+                                       state_file=args.state_file)
     for provider, changes in config_from_environment(dict(os.environ),
                                                       args.webhook_base_url).items():
         server.simulator.configure(provider, changes)

@@ -324,6 +324,21 @@ class IdempotencyStore:
         with self._lock:
             self._entries.clear()
 
+    # Saved with the books (a restart keeps answering every key as before): finished entries
+    # only; one still running when the state was written never got its answer out.
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            return {key: (entry.fingerprint, entry.reply)
+                    for key, entry in self._entries.items() if entry.reply is not None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._lock = threading.Lock()
+        self._entries = {}
+        for key, (stored_fingerprint, reply) in state.items():
+            done = threading.Event()
+            done.set()
+            self._entries[key] = self._Entry(stored_fingerprint, done, reply)
+
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()

@@ -4,6 +4,8 @@ mutations once per idempotency key with the configured faults, and serves `/_con
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import re
 import socket
 import struct
@@ -43,7 +45,9 @@ SETTLEMENT_PATH = re.compile(r"^/settlements/(?P<day>\d{4}-\d{2}-\d{2})\.csv$")
 class Simulator:
     """All state of one running simulator: a book per provider, the clock, the webhook sender."""
 
-    def __init__(self, *, seed: str = "0", settlement_dir: Path | None = None) -> None:
+    def __init__(self, *, seed: str = "0", settlement_dir: Path | None = None,
+                 state_file: Path | None = None) -> None:
+        self.state_file = state_file
         self.lock = threading.RLock()
         self.stop_event = threading.Event()
         self.dialects: dict[str, Dialect] = {
@@ -55,6 +59,31 @@ class Simulator:
         self.seed = seed
         self.books: dict[str, Book] = {}
         self.reset(seed)
+        self.load()
+
+    # -- books kept across restarts (a real acquirer never forgets a charge or reissues an id) --
+    def load(self) -> None:
+        """Take the books written by an earlier run (`--state-file`), if any."""
+        if self.state_file is None or not self.state_file.exists():
+            return
+        with self.lock, self.state_file.open("rb") as handle:
+            # Our own file, written by save() below in a folder only we write to.
+            state = pickle.load(handle)  # noqa: S301
+            self.seed, self.books = state["seed"], state["books"]
+            self.clock = next(iter(self.books.values())).clock
+        logger.info("simulator books loaded from %s", self.state_file)
+
+    def save(self) -> None:
+        """Write every book (charges, movements, idempotency answers, id generators) atomically,
+        after each change, so a restart answers as before and never reissues a reference."""
+        if self.state_file is None:
+            return
+        with self.lock:
+            data = pickle.dumps({"seed": self.seed, "books": self.books})
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, self.state_file)
 
     def reset(self, seed: str | None = None) -> None:
         """Forget every charge, key, event and config change (tests call this between cases)."""
@@ -75,7 +104,11 @@ class Simulator:
     def handle(self, request: Request) -> Reply:
         head, _, rest = request.path.lstrip("/").partition("/")
         if head == "_control":
-            return self.control(request, "/" + rest)
+            try:
+                return self.control(request, "/" + rest)
+            finally:
+                if request.method != "GET":
+                    self.save()
         dialect = self.dialects.get(head)
         if dialect is None:
             return Reply.json(404, {"error": f"no provider {head!r} here"})
@@ -85,6 +118,9 @@ class Simulator:
             return self._provider_request(dialect, book, request)
         except BadRequest as exc:
             return dialect.error("invalid_request", exc.message)
+        finally:
+            if request.method != "GET":
+                self.save()
 
     def _provider_request(self, dialect: Dialect, book: Book, request: Request) -> Reply:
         denied = dialect.authenticate(request, book)
@@ -161,7 +197,8 @@ class Simulator:
                 return Result("not_found")
             result = book.movement_complete(movement, succeed=succeed)
             self.webhooks.emit(book, result.events)
-            return result
+        self.save()
+        return result
 
     def settlement(self, book: Book, day_text: str) -> Reply:
         try:
@@ -354,9 +391,11 @@ class SimulatorRequestHandler(BaseHTTPRequestHandler):
 
 
 def start_simulator(port: int = 0, *, host: str = "127.0.0.1", seed: str = "0",
-                    settlement_dir: Path | None = None) -> tuple[SimulatorHTTPServer, str]:
-    """Start a simulator in background threads; `port=0` picks a free ephemeral port."""
-    simulator = Simulator(seed=seed, settlement_dir=settlement_dir)
+                    settlement_dir: Path | None = None, state_file: Path | None = None
+                    ) -> tuple[SimulatorHTTPServer, str]:
+    """Start a simulator in background threads; `port=0` picks a free ephemeral port. With a
+    `state_file` its books outlive a restart."""
+    simulator = Simulator(seed=seed, settlement_dir=settlement_dir, state_file=state_file)
     server = SimulatorHTTPServer((host, port), simulator)
     simulator.scheduler.start()
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
