@@ -75,7 +75,7 @@ class Payment(FSMModelMixin, models.Model):
     # The request's fingerprint (core.idempotency): a key reused with other parameters is 422
     # even after the idempotency row is reaped.
     idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="",
-                                               editable=False)
+                                               db_default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -187,10 +187,11 @@ class Refund(FSMModelMixin, models.Model):
     failure_message = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     origin = models.CharField(max_length=16, choices=RefundOrigin.choices,
-                              default=RefundOrigin.REQUEST, editable=False)
+                              default=RefundOrigin.REQUEST, db_default=RefundOrigin.REQUEST,
+                              editable=False)
     idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
     idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="",
-                                               editable=False)
+                                               db_default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -59,7 +59,7 @@ class Movement(FSMModelMixin, models.Model):
     idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
     # The request's fingerprint: a key reused with other parameters is 422 at any age.
     idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="",
-                                               editable=False)
+                                               db_default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
