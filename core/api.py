@@ -43,17 +43,27 @@ def list_of(item: type[serializers.Serializer], name: str) -> serializers.Serial
     })
 
 
-def _error(description: str, example: dict[str, Any]) -> OpenApiResponse:
+def _error(description: str, example: dict[str, Any], *, name: str | None = None
+           ) -> OpenApiResponse:
     return OpenApiResponse(ErrorSerializer, description=description, examples=[
-        OpenApiExample(description, value={"error": {**example, "request_id": "req_…"}},
+        OpenApiExample(name or description, value={"error": {**example, "request_id": "req_…"}},
                        response_only=True)
     ])
 
 
+# What the request guard (core.middleware, core.parsers) refuses before any view runs.
+STRICT_INPUT = (
+    "Invalid request. A body is one strict JSON object: UTF-8, no duplicate keys, nesting at "
+    "most 32 deep, integers of at most 19 digits, finite numbers, no NUL or unpaired surrogate "
+    "(`invalid_json`). Query parameters are printable ASCII. A card number anywhere, after "
+    "decoding (keys, values, numbers, query strings), is `card_data_not_allowed`."
+)
+
+
 ERRORS = {
-    400: _error("Invalid request", {"type": "invalid_request_error", "code": "parameter_invalid",
-                                    "message": "Amount must be between 1 and 99999999999.",
-                                    "param": "amount"}),
+    400: _error(STRICT_INPUT, {"type": "invalid_request_error", "code": "parameter_invalid",
+                               "message": "Amount must be between 1 and 99999999999.",
+                               "param": "amount"}, name="Invalid request"),
     429: _error("Rate limited (see Retry-After)", {
         "type": "rate_limit_error", "code": "rate_limited",
         "message": "Too many requests with this API key; retry after the Retry-After seconds.",
@@ -75,10 +85,9 @@ POST_ERRORS = {
                                      "code": "request_too_large",
                                      "message": "Request bodies are limited to 16384 bytes.",
                                      "param": None}),
-    415: _error("Body not JSON", {"type": "invalid_request_error",
-                                  "code": "unsupported_media_type",
-                                  "message": "Send the body as application/json.",
-                                  "param": None}),
+    415: _error("Body not application/json (UTF-8, no other charset)", {
+        "type": "invalid_request_error", "code": "unsupported_media_type",
+        "message": "Send the body as application/json.", "param": None}, name="Body not JSON"),
     502: _error("The provider declined or did not answer an operation made synchronously", {
         "type": "provider_error", "code": "provider_outcome_unknown",
         "message": "The provider did not confirm the capture; its outcome is unknown.",
@@ -94,7 +103,8 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
                 "first response (header `Idempotent-Replayed: true`).",
 )
 LIST_PARAMETERS = [
-    OpenApiParameter("limit", int, description="1–100, default 10"),
+    OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+                     description="1–100, default 10 (ASCII digits)"),
     OpenApiParameter("starting_after", str, description="Cursor: an object id from this list"),
     OpenApiParameter("ending_before", str, description="Cursor: an object id from this list"),
 ]

@@ -424,3 +424,19 @@ def test_random_json_and_query_strings_never_answer_5xx(api, objects):
     print(f"\nhypothesis: {tally.requests} requests over {len(ROUTES)} routes in {seconds:.1f}s, "
           f"statuses {tally.statuses}")
     assert not tally.failures, "\n".join(tally.failures[:40])
+
+
+@pytest.mark.django_db
+def test_provider_webhooks_answer_hostile_bodies_without_a_5xx(settings):
+    """The guard also reads provider webhooks (card numbers only; their format is the
+    provider's): hostile bodies there are refused or rejected unsigned, never a 5xx."""
+    from rest_framework.test import APIClient
+
+    failures = []
+    for code in (*sorted(settings.PROVIDERS), "nope"):
+        for label, body, content_type in RAW_BODIES:
+            response = APIClient().generic("POST", f"/webhooks/providers/{code}/", data=body,
+                                           content_type=content_type)
+            if response.status_code >= 500 or "error" not in response.json():
+                failures.append(f"{code} [{label}] -> {response.status_code}")
+    assert not failures, failures
