@@ -832,13 +832,18 @@ def payment_provider_event_apply(
             refund_reference=refund_reference, currency=payment.currency, provider_amount=amount,
             our_data={"currency": payment.currency}, provider_data={"currency": currency}))
         return IGNORED
-    if not _covered_by_lookup(payment, type, amount, refund_reference, dispute_reference,
-                              confirmed_refunded, confirmed_disputed):
+    if not _covered_by_lookup(payment, type, amount, dispute_reference, confirmed_disputed):
         logger.warning("%s %s notice for %s (%s) not confirmed by the provider's lookup: "
                        "ignored", provider, type, payment.id, amount)
         return IGNORED
     if type == "refund.succeeded":
-        return _refund_event_apply(payment, provider, amount, refund_reference)
+        return _refund_event_apply(payment, provider, amount, refund_reference,
+                                   confirmed_refunded)
+    if not dispute_reference:
+        # Nothing to de-duplicate a redelivery by: it would dispute the money twice.
+        logger.warning("%s dispute notice for %s without a dispute reference: ignored",
+                       provider, payment.id)
+        return IGNORED
     try:
         dispute_open(payment_id=payment.id, amount=amount, provider_reference=dispute_reference,
                      reason=reason if reason in DisputeReason.values else DisputeReason.GENERAL)
@@ -852,18 +857,11 @@ def payment_provider_event_apply(
     return APPLIED
 
 
-def _covered_by_lookup(payment: Payment, type: str, amount: int | None, refund_reference: str,
-                       dispute_reference: str, refunded: int | None, disputed: int | None
-                       ) -> bool:
-    """For a provider whose notices are hints, the charge's totals from its own lookup must
-    cover what we would record: our refunds (or disputes) plus this one. Signature-trusted
-    notices (both totals None) pass."""
-    if type == "refund.succeeded" and refunded is not None:
-        if payment.refunds.filter(provider_reference=refund_reference).exists():
-            return True  # already recorded: a no-op either way
-        ours = payment.refunds.filter(status=RefundStatus.SUCCEEDED).aggregate(
-            total=Sum("amount"))["total"] or 0
-        return ours + (amount or 0) <= refunded
+def _covered_by_lookup(payment: Payment, type: str, amount: int | None,
+                       dispute_reference: str, disputed: int | None) -> bool:
+    """For a provider whose notices are hints, the charge's disputed total from its own lookup
+    must cover our disputes plus this one (refunds: `_refund_event_apply`). Signature-trusted
+    notices (total None) pass."""
     if type == "dispute.opened" and disputed is not None:
         if payment.disputes.filter(provider_reference=dispute_reference).exists():
             return True
@@ -872,16 +870,32 @@ def _covered_by_lookup(payment: Payment, type: str, amount: int | None, refund_r
 
 
 def _refund_event_apply(payment: Payment, provider: str, amount: int | None,
-                        refund_reference: str) -> str:
+                        refund_reference: str, confirmed_refunded: int | None) -> str:
+    """A refund the provider reports: the answer to one of ours whose reply was lost (the
+    oldest open one of that amount), else one made without us. For a provider whose notices
+    are hints, its lookup's refunded total must cover it: our succeeded refunds plus this one,
+    and, for a refund made without us, every refund of ours still pending too (any of them may
+    be what the provider counted)."""
     if not refund_reference or not amount:
         return IGNORED
     if payment.refunds.filter(provider_reference=refund_reference).exists():
         return APPLIED  # our own synchronous answer already recorded it
-    # A refund we asked for whose answer was lost: the oldest open one of that amount.
     attempt = (payment.attempts.filter(kind=AttemptKind.REFUND, amount=amount, provider=provider,
                                        refund__status=RefundStatus.PENDING,
                                        status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN])
                .order_by("created_at").first())
+    if confirmed_refunded is not None:
+        totals = {row["status"]: row["total"] for row in payment.refunds.filter(
+            status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]).values("status")
+            .annotate(total=Sum("amount"))}
+        counted = totals.get(RefundStatus.SUCCEEDED, 0) + amount
+        if attempt is None:
+            counted += totals.get(RefundStatus.PENDING, 0)
+        if counted > confirmed_refunded:
+            logger.warning("%s refund notice %s of %s for %s not covered by the provider's "
+                           "refunded total %s: ignored", provider, refund_reference, amount,
+                           payment.id, confirmed_refunded)
+            return IGNORED
     if attempt is not None:
         refund_record(attempt_id=attempt.id, result=ProviderResult(
             outcome=Outcome.APPROVED, provider_reference=refund_reference, amount=amount))

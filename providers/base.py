@@ -94,6 +94,9 @@ class ProviderResult:
     # refund or chargeback notice from a provider whose notices are only hints.
     amount_refunded: int | None = None
     amount_disputed: int | None = None
+    # Our id as the provider holds it (its merchant order id), when a lookup says: a notice that
+    # is only a hint is bound to this, never to the id the notice itself names.
+    merchant_reference: str = ""
     error_code: str = ""
     error_message: str = ""
     retryable: bool = False
@@ -158,6 +161,7 @@ class MovementResult:
     status: MovementStatus = MovementStatus.UNKNOWN
     amount: int | None = None
     currency: str = ""  # lower-case ISO 4217 when the provider said; compared with ours
+    merchant_reference: str = ""  # our payout/deposit id as the provider holds it (lookups)
     error_code: str = ""
     error_message: str = ""
     retryable: bool = False

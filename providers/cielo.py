@@ -79,7 +79,7 @@ class CieloProvider(HttpAdapter):
         return self.rejected(sent, ERROR_CODES.get(sent.field(0, "Code"), fallback),
                              reference=reference)
 
-    def _sale(self, sent: Sent, payment: Mapping[str, Any]) -> ProviderResult:
+    def _sale(self, sent: Sent, payment: Mapping[str, Any], order_id: str = "") -> ProviderResult:
         reference = str(payment.get("PaymentId", ""))
         status = STATUS.get(payment.get("Status"), ProviderStatus.UNKNOWN)
         if status == ProviderStatus.DECLINED:
@@ -96,7 +96,8 @@ class CieloProvider(HttpAdapter):
                            amount=integer(amount),
                            currency=str(payment.get("Currency", "")).lower(),
                            amount_refunded=integer(payment.get("VoidedAmount")),
-                           amount_disputed=integer(payment.get("DisputedAmount")))
+                           amount_disputed=integer(payment.get("DisputedAmount")),
+                           merchant_reference=order_id)
 
     # -- the port -------------------------------------------------------------------------------
     def authorize(self, request: AuthorizeRequest) -> ProviderResult:
@@ -183,7 +184,7 @@ class CieloProvider(HttpAdapter):
             return failed
         payment = sent.field("Payment")
         if sent.status_code == 200 and isinstance(payment, dict):
-            return self._sale(sent, payment)
+            return self._sale(sent, payment, str(sent.field("MerchantOrderId", default="")))
         return self._error(sent, ref)
 
     # -- payouts and deposits --------------------------------------------------------------------
@@ -197,7 +198,10 @@ class CieloProvider(HttpAdapter):
             return self.movement_rejected(sent, ERROR_CODES.get(sent.field(0, "Code"), fallback))
         return self.movement_answer(
             sent, reference=reference, amount=sent.field("Amount"),
-            status=MOVEMENT_STATUS.get(sent.field("Status"), MovementStatus.UNKNOWN))
+            status=MOVEMENT_STATUS.get(sent.field("Status"), MovementStatus.UNKNOWN),
+            currency=str(sent.field("Currency", default="")),
+            merchant_reference=str(sent.field("MerchantPayoutId", default="")
+                                   or sent.field("MerchantDepositId", default="")))
 
     def payout_create(self, request: PayoutRequest) -> MovementResult:
         return self._movement(self.send("POST", "/1/payouts", body={

@@ -295,12 +295,14 @@ class HttpAdapter:
         return sent.response.content
 
     def movement_answer(self, sent: Sent, *, reference: str, status: MovementStatus,
-                        amount: int | None) -> MovementResult:
+                        amount: int | None, currency: str = "", merchant_reference: str = ""
+                        ) -> MovementResult:
         outcome = {MovementStatus.PAID: Outcome.APPROVED,
                    MovementStatus.CONFIRMED: Outcome.APPROVED,
                    MovementStatus.FAILED: Outcome.DECLINED}.get(status, Outcome.PENDING)
         return self.movement(sent, outcome=outcome, provider_reference=reference,
-                             status=status, amount=amount)
+                             status=status, amount=amount, currency=currency.lower(),
+                             merchant_reference=merchant_reference)
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

@@ -310,9 +310,54 @@ def _disagrees(spec: _Spec, row: Movement, *, provider: str, status: MovementSta
     return True
 
 
+def _held_elsewhere(spec: _Spec, exc: IntegrityError) -> bool:
+    diag = getattr(exc.__cause__, "diag", None)
+    name = getattr(diag, "constraint_name", "") or ""
+    return name == f"{spec.kind}_provider_reference_unique"
+
+
+def _report_collision(spec: _Spec, row: Movement, *, provider: str, reference: str,
+                      details: dict[str, Any]) -> None:
+    """The provider named a reference another of our movements holds: kept as evidence in a
+    `reference_collision` break; this movement stays as it was for a person to settle."""
+    holder = (spec.model.objects.filter(provider=provider, provider_reference=reference)
+              .exclude(pk=row.pk).values_list("pk", flat=True).first())
+    break_report(BreakSpec(
+        type="reference_collision", key=f"{provider}:{reference}:{row.id}", provider=provider,
+        provider_reference=reference, currency=row.currency, our_amount=row.amount,
+        provider_amount=details.get("amount"),
+        our_data={spec.kind: row.id, "reference_already_held_by": holder},
+        provider_data=details))
+
+
 def _record(spec: _Spec, *, attempt_id: str, result: MovementResult, resend: bool
             ) -> tuple[Movement, MovementAttempt | None]:
-    """Apply a create answer. Returns the row and, after a failover, the next attempt."""
+    """Apply a create answer. Returns the row and, after a failover, the next attempt. A
+    reference another movement holds becomes a break, never an error on every retry."""
+    try:
+        return _record_answer(spec, attempt_id=attempt_id, result=result, resend=resend)
+    except IntegrityError as exc:
+        if not _held_elsewhere(spec, exc):
+            raise
+    row_id = MovementAttempt.objects.values_list(f"{spec.kind}_id", flat=True).get(pk=attempt_id)
+    with transaction.atomic():
+        row = _lock(spec, row_id)
+        attempt = MovementAttempt.objects.select_for_update().get(pk=attempt_id)
+        if attempt.status in OPEN_ATTEMPT_STATUSES:
+            _report_collision(spec, row, provider=attempt.provider,
+                              reference=result.provider_reference,
+                              details={"status": result.status.value, "amount": result.amount})
+            _record_attempt(attempt, MovementResult(
+                outcome=Outcome.UNKNOWN, provider_reference=result.provider_reference,
+                error_code="provider_reference_collision", exchange=result.exchange,
+                error_message=f"The provider answered with reference "
+                              f"{result.provider_reference}, which another {spec.kind} holds; "
+                              "a reconciliation break holds both."))
+    return row, None
+
+
+def _record_answer(spec: _Spec, *, attempt_id: str, result: MovementResult, resend: bool
+                   ) -> tuple[Movement, MovementAttempt | None]:
     row_id = MovementAttempt.objects.values_list(f"{spec.kind}_id", flat=True).get(pk=attempt_id)
     with transaction.atomic():
         row = _lock(spec, row_id)
@@ -371,6 +416,30 @@ def _locate(spec: _Spec, provider: str, provider_reference: str, merchant_refere
 def _apply_status(spec: _Spec, *, provider: str, provider_reference: str,
                   status: str | MovementStatus, merchant_reference: str, error_code: str,
                   error_message: str, amount: int | None, currency: str) -> Movement | None:
+    """What a provider says about a movement (webhook or lookup), applied forward only. A
+    reference another movement holds becomes a break and changes nothing."""
+    try:
+        return _apply_status_now(
+            spec, provider=provider, provider_reference=provider_reference, status=status,
+            merchant_reference=merchant_reference, error_code=error_code,
+            error_message=error_message, amount=amount, currency=currency)
+    except IntegrityError as exc:
+        if not _held_elsewhere(spec, exc):
+            raise
+    row_id = _locate(spec, provider, "", merchant_reference)
+    if row_id is None:
+        return None
+    with transaction.atomic():
+        row = _lock(spec, row_id)
+        _report_collision(spec, row, provider=provider, reference=provider_reference,
+                          details={"status": str(status), "amount": amount})
+    return row
+
+
+def _apply_status_now(spec: _Spec, *, provider: str, provider_reference: str,
+                      status: str | MovementStatus, merchant_reference: str, error_code: str,
+                      error_message: str, amount: int | None, currency: str
+                      ) -> Movement | None:
     row_id = _locate(spec, provider, provider_reference, merchant_reference)
     if row_id is None:
         logger.warning("%s %s status for unknown reference %r / %r ignored", provider,

@@ -139,6 +139,8 @@ def _confirm_by_lookup(provider: str, body: str) -> Confirmed:
         if type is None:
             return Confirmed(None)
         return Confirmed(replace(event, type=type, status=found.status.value,
+                                 provider_reference=found.provider_reference,
+                                 merchant_reference=found.merchant_reference,
                                  amount=found.amount, currency=found.currency,
                                  error_code=found.error_code))
     found = adapter.retrieve(RetrieveRequest(provider_reference=event.provider_reference,
@@ -147,14 +149,17 @@ def _confirm_by_lookup(provider: str, body: str) -> Confirmed:
         raise LookupUnanswered(f"{provider} lookup: {found.error_code}")
     if found.status not in _LOOKUP_PAYMENT_TYPES:
         return Confirmed(None)  # not found, or nothing definite: the notice proves nothing
+    # Bound to the sale the provider looked up and to the order id *it* holds for that sale.
     if event.type in ("refund.succeeded", "dispute.opened"):
         return Confirmed(replace(event, provider_reference=found.provider_reference,
+                                 merchant_reference=found.merchant_reference,
                                  currency=found.currency or event.currency),
                          refunded=found.amount_refunded or 0,
                          disputed=found.amount_disputed or 0)
     return Confirmed(replace(
         event, type=_LOOKUP_PAYMENT_TYPES[found.status], status=found.status.value,
-        provider_reference=found.provider_reference, amount=found.amount,
+        provider_reference=found.provider_reference,
+        merchant_reference=found.merchant_reference, amount=found.amount,
         currency=found.currency, error_code=found.error_code))
 
 
