@@ -555,9 +555,10 @@ def payment_void_record(*, attempt_id: str, result: ProviderResult) -> Payment:
     return payment
 
 
-# What a status lookup must say for a capture or void attempt to have happened.
-OPERATION_DONE = {AttemptKind.CAPTURE: ProviderStatus.CAPTURED,
-                  AttemptKind.VOID: ProviderStatus.VOIDED}
+# What a status lookup may say once a capture or void attempt has happened. A charge refunded
+# since (in full, from the provider's dashboard, say) was captured first.
+OPERATION_DONE = {AttemptKind.CAPTURE: (ProviderStatus.CAPTURED, ProviderStatus.REFUNDED),
+                  AttemptKind.VOID: (ProviderStatus.VOIDED,)}
 
 
 def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatus]:
@@ -571,7 +572,7 @@ def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatu
         return payment, ProviderStatus.UNKNOWN
     found = _call(attempt.provider, "retrieve", RetrieveRequest(
         provider_reference=payment.provider_reference, merchant_reference=payment.id))
-    if found.status != OPERATION_DONE[attempt.kind]:
+    if found.status not in OPERATION_DONE[attempt.kind]:
         return payment, found.status
     answer = ProviderResult(
         outcome=Outcome.APPROVED, provider_reference=found.provider_reference,
@@ -773,6 +774,7 @@ def payment_provider_event_apply(
     amount: int | None = None, currency: str = "", status: str = "", error_code: str = "",
     refund_reference: str = "", dispute_reference: str = "", reason: str = "",
     confirmed_refunded: int | None = None, confirmed_disputed: int | None = None,
+    give_up_holding: bool = False,
 ) -> str:
     """Apply one verified provider webhook about a payment, refund or dispute through the normal
     services. Returns `applied` (including "already applied": duplicates and late events are
@@ -817,8 +819,21 @@ def payment_provider_event_apply(
             provider_data={"type": type, "refund_reference": refund_reference,
                            "dispute_reference": dispute_reference}))
         return IGNORED
-    if payment.status not in _CAPTURED_OR_LATER:
+    if payment.status not in _CAPTURED_OR_LATER and not give_up_holding:
         return HELD  # the capture has not reached us yet; re-evaluated when the payment moves
+    if payment.status not in _CAPTURED_OR_LATER:
+        # Held past the janitor's whole schedule: the payment is not going to move by itself
+        # (a break or a person holds it). The fact goes to staff instead of waiting forever.
+        break_report(BreakSpec(
+            type="status_mismatch",
+            key=f"held:{type}:{provider}:{refund_reference or dispute_reference or payment.id}",
+            provider=provider, payment_id=payment.id, provider_reference=provider_reference,
+            refund_reference=refund_reference, currency=payment.currency,
+            our_amount=payment.amount_captured, provider_amount=amount,
+            our_data={"status": payment.status},
+            provider_data={"type": type, "amount": amount, "refund_reference": refund_reference,
+                           "dispute_reference": dispute_reference, "reason": reason}))
+        return IGNORED
     if payment.provider != provider:
         # Only the provider that captured the money can refund it or take a chargeback on it.
         logger.warning("%s %s notice about %s, captured by %s: ignored", provider, type,
@@ -880,6 +895,14 @@ def _refund_event_apply(payment: Payment, provider: str, amount: int | None,
         return IGNORED
     if payment.refunds.filter(provider_reference=refund_reference).exists():
         return APPLIED  # our own synchronous answer already recorded it
+    # One of ours that the janitor settled from the charge's lookup, which names no refund:
+    # this notice is that refund; it gains its reference instead of counting twice.
+    resolved = (payment.refunds.filter(status=RefundStatus.SUCCEEDED, provider_reference="",
+                                       amount=amount).order_by("created_at").first())
+    if resolved is not None:
+        Refund.objects.filter(pk=resolved.pk, provider_reference="").update(
+            provider_reference=refund_reference)
+        return APPLIED
     attempt = (payment.attempts.filter(kind=AttemptKind.REFUND, amount=amount, provider=provider,
                                        refund__status=RefundStatus.PENDING,
                                        status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN])

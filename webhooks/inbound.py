@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 HELD_RECHECK_AFTER = timedelta(seconds=60)
+# Past the janitor's whole schedule (5 daily lookups) an event still waiting for its object is
+# handed to people as a break instead of being held forever.
+HELD_GIVE_UP_AFTER = timedelta(days=6)
 SIGNATURE_FAILURES: Counter[str] = Counter()  # exported as a metric: rejected webhooks/provider
 _SIGNATURE_HEADERS = ("signature", "authorization")
 
@@ -186,7 +189,8 @@ def _apply(row: ProviderEvent, confirmed: Confirmed | None = None) -> str:
         error_code=event.error_code, refund_reference=event.refund_reference,
         dispute_reference=event.dispute_reference, reason=reason,
         confirmed_refunded=confirmed.refunded if confirmed else None,
-        confirmed_disputed=confirmed.disputed if confirmed else None)
+        confirmed_disputed=confirmed.disputed if confirmed else None,
+        give_up_holding=row.received_at < timezone.now() - HELD_GIVE_UP_AFTER)
 
 
 def _needs_lookup(provider: str) -> bool:
