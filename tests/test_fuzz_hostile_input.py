@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -285,10 +284,13 @@ def quiet(settings, monkeypatch):
     settings.RATE_LIMIT_ENABLED = False
     settings.WEBHOOKS_ALLOW_LOOPBACK = True
 
-    def no_dns(*args: Any, **kwargs: Any) -> Any:
-        raise socket.gaierror("no DNS in the fuzz test")
+    from webhooks import ssrf
 
-    monkeypatch.setattr("webhooks.ssrf.socket.getaddrinfo", no_dns)
+    def no_dns(host: str, port: int) -> list[Any]:
+        raise ssrf.UnsafeUrl(f"The host {host!r} could not be resolved.",
+                             code="url_unresolvable")
+
+    monkeypatch.setattr(ssrf, "resolve", no_dns)
 
 
 @pytest.fixture
