@@ -53,10 +53,14 @@ def _card_data_rejection(request: HttpRequest) -> HttpResponse:
     logger.warning("rejected a request containing card data path=%s request_id=%s",
                    request.path if not contains_card_number(request.path) else "[REDACTED_PAN]",
                    request.request_id)
-    return json_error(request, CardDataNotAllowed(
+    response = json_error(request, CardDataNotAllowed(
         "Card numbers may not be sent to this API; use a payment method token such as "
         "`pm_card_visa`.",
     ))
+    # Django's own "Bad Request" line carries the request object, whose text is the full URL
+    # with the query string: logged above already, so it is not logged again.
+    response._has_been_logged = True
+    return response
 
 
 class RequestGuardMiddleware:
