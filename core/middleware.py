@@ -82,18 +82,20 @@ class RequestGuardMiddleware:
         """NUL characters cannot be stored in PostgreSQL text: refuse them up front (400), rather
         than let a lookup fail deep inside with a 500. Query parameters are URL-decoded first,
         so `%34242…` is the card number it spells."""
+        params = list(request.GET.lists())
+        # Card data first: whatever else is wrong with the request, that is the answer, and no
+        # other rejection gets logged (Django's "Bad Request" line shows the URL).
+        if contains_card_data(params) or (
+                request.path.startswith(API_PREFIX) and contains_card_number(request.path)):
+            raise CardDataNotAllowed("card data")
         if "\x00" in request.path:
             raise InvalidRequest("The path contains a NUL character.")
         if request.path.startswith(API_PREFIX) and len(request.path) > MAX_API_PATH:
             raise NotFound(f"No such object: paths are at most {MAX_API_PATH} characters.")
-        params = list(request.GET.lists())
         for name, values in params:
             if "\x00" in name or any("\x00" in value for value in values):
                 raise InvalidRequest(f"Query parameter {name!r} contains a NUL character.",
                                      param=name)
-        if contains_card_data(params) or (
-                request.path.startswith(API_PREFIX) and contains_card_number(request.path)):
-            raise CardDataNotAllowed("card data")
         if request.path.startswith(API_PREFIX):
             for name, values in params:
                 if not all(_PRINTABLE_ASCII.fullmatch(text) for text in (name, *values)):
