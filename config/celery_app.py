@@ -3,11 +3,27 @@
 import os
 
 from celery import Celery
+from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 app = Celery("clearhouse")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+
+# Queues by purpose, each served by its own worker (tools/run.py, docker-compose.yml): a flood
+# of webhook retries to one merchant's dead endpoints cannot delay anyone's authorizations, and
+# neither can delay the janitor that heals them.
+QUEUES = ("providers", "inbound", "webhooks", "reconciliation")
+app.conf.task_queues = tuple(Queue(name) for name in QUEUES)  # a worker without -Q takes all
+app.conf.task_default_queue = "providers"
+app.conf.task_routes = {
+    "payments.tasks.*": {"queue": "providers"},
+    "wallet.tasks.*": {"queue": "providers"},
+    "webhooks.tasks.provider_event*": {"queue": "inbound"},
+    "webhooks.tasks.webhook_deliver": {"queue": "webhooks"},
+    "reconciliation.tasks.*": {"queue": "reconciliation"},
+    "backoffice.tasks.*": {"queue": "reconciliation"},
+}
 
 
 @app.on_after_configure.connect

@@ -4,9 +4,11 @@ both call these, so a job run by hand is the same job that beat runs."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date
 
+from django.db import connection
 from django.utils import timezone
 
 from core.idempotency import idempotency_reap
@@ -20,12 +22,36 @@ logger = logging.getLogger(__name__)
 WEBHOOKS_SWEEP_TIME_BUDGET_SECONDS = 25.0  # under the 30 s beat interval
 
 
-def janitor_job(*, owner: str = "", time_budget: float | None = None) -> JobRun:
-    with services.job_run(job="recon_janitor") as run:
-        result = janitor.janitor_run(
-            owner=owner, time_budget=time_budget or janitor.DEFAULT_TIME_BUDGET_SECONDS)
-        run.examined, run.fixed, run.broken = result.examined, result.fixed, result.broken
-        run.details = {"discovered": result.discovered, "answers": result.answers}
+# pg_try_advisory_lock key of the janitor: one runs at a time across every worker and host.
+JANITOR_LOCK = 0x4A414E49
+
+
+@contextmanager
+def _single_flight(key: int) -> Iterator[bool]:
+    """A session-level advisory lock, taken without waiting and released at the end (or by
+    PostgreSQL when a killed worker's connection drops)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        taken = bool(cursor.fetchone()[0])
+    try:
+        yield taken
+    finally:
+        if taken:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def janitor_job(*, owner: str = "", time_budget: float | None = None) -> JobRun | None:
+    """One janitor pass, unless another is running (then None: that one covers what is due)."""
+    with _single_flight(JANITOR_LOCK) as taken:
+        if not taken:
+            logger.info("janitor already running elsewhere; this run has nothing to add")
+            return None
+        with services.job_run(job="recon_janitor") as run:
+            result = janitor.janitor_run(
+                owner=owner, time_budget=time_budget or janitor.DEFAULT_TIME_BUDGET_SECONDS)
+            run.examined, run.fixed, run.broken = result.examined, result.fixed, result.broken
+            run.details = {"discovered": result.discovered, "answers": result.answers}
     return run
 
 

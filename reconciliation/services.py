@@ -227,7 +227,9 @@ SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("recon-janitor", "reconciliation.tasks.recon_janitor",
                  "Ask providers about stuck authorizations, captures, voids, refunds, payouts and "
                  "deposits (5 min, 1 h, daily ×5, then a break).",
-                 interval_setting="RECON_JANITOR_INTERVAL_SECONDS", expires_with_interval=True),
+                 # No expiry: single-flight by a lock (jobs.janitor_job), so a run that waited
+                 # in the queue still runs and catches up on whatever is due.
+                 interval_setting="RECON_JANITOR_INTERVAL_SECONDS"),
     ScheduledJob("recon-settlements", "reconciliation.tasks.recon_settlements",
                  "Import and match each provider's settlement files.",
                  crontab_setting="RECON_SETTLEMENTS_CRONTAB"),

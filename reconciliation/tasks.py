@@ -19,7 +19,8 @@ TASK_OPTIONS = {"acks_late": True, "reject_on_worker_lost": True, "ignore_result
 @shared_task(bind=True, **TASK_OPTIONS)
 def recon_janitor(self) -> int:  # type: ignore[no-untyped-def]
     owner = f"task-{self.request.id}" if self.request.id else ""
-    return jobs.janitor_job(owner=owner).examined
+    run = jobs.janitor_job(owner=owner)
+    return run.examined if run is not None else 0
 
 
 @shared_task(**TASK_OPTIONS)

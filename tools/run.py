@@ -51,7 +51,14 @@ Press Ctrl-C to stop.
     celery = [PY, "-m", "celery", "-A", "config"]
     commands = {
         "web": [PY, "manage.py", "runserver", "--noreload", f"{host}:{port}"],
-        "worker": [*celery, "worker", "-l", "INFO", "--concurrency", "2", "-n", "worker@%h"],
+        # One worker per purpose (config/celery_app.py QUEUES): a backlog in one queue never
+        # starves another.
+        "worker-providers": [*celery, "worker", "-l", "INFO", "-Q", "providers,inbound",
+                             "--concurrency", "2", "-n", "providers@%h"],
+        "worker-webhooks": [*celery, "worker", "-l", "INFO", "-Q", "webhooks",
+                            "--concurrency", "2", "-n", "webhooks@%h"],
+        "worker-reconciliation": [*celery, "worker", "-l", "INFO", "-Q", "reconciliation",
+                                  "--concurrency", "1", "-n", "reconciliation@%h"],
         "beat": [*celery, "beat", "-l", "INFO", "--schedule", str(ROOT / ".data" / "beat")],
     }
     simulator = ROOT / "providers" / "simulator" / "__main__.py"

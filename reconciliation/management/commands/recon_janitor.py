@@ -22,6 +22,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = jobs.janitor_job(time_budget=options["time_budget"])
+        if run is None:
+            self.stdout.write(json.dumps({"job_run": None, "skipped": "another janitor is "
+                                          "running; it covers what is due"}))
+            return
         self.stdout.write(json.dumps({"job_run": run.pk, "examined": run.examined,
                                       "fixed": run.fixed, "broken": run.broken,
                                       **run.details}, default=str))

@@ -1,0 +1,54 @@
+"""Queues by purpose and a single-flight janitor (issue 21): authorizations, inbound notices,
+webhook deliveries and reconciliation each have their own queue and worker, and the janitor is
+guarded by a lock rather than an expiry, so a run that waited in the queue is never dropped."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from django.db import connection
+
+from config.celery_app import QUEUES, app
+from reconciliation import jobs
+from reconciliation.services import SCHEDULED_JOBS
+
+
+@pytest.mark.parametrize(("task", "queue"), [
+    ("payments.tasks.payment_authorize", "providers"),
+    ("wallet.tasks.payout_refresh", "providers"),
+    ("webhooks.tasks.provider_event_process", "inbound"),
+    ("webhooks.tasks.provider_events_sweep", "inbound"),
+    ("webhooks.tasks.webhook_deliver", "webhooks"),
+    ("reconciliation.tasks.recon_janitor", "reconciliation"),
+    ("reconciliation.tasks.webhooks_sweep", "reconciliation"),
+])
+def test_each_task_goes_to_the_queue_of_its_purpose(task, queue):
+    route = app.amqp.router.route({}, task)
+    assert route["queue"].name == queue
+    assert queue in QUEUES
+
+
+def test_a_worker_without_queue_options_serves_every_queue():
+    assert {q.name for q in app.conf.task_queues} == set(QUEUES)
+
+
+def test_the_janitor_beat_entry_never_expires():
+    janitor = next(job for job in SCHEDULED_JOBS if job.name == "recon-janitor")
+    assert janitor.expires_with_interval is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_janitor_while_one_runs_does_nothing_and_fails_nothing():
+    db = connection.settings_dict
+    other = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"] or "postgres",
+                            dbname=db["NAME"], autocommit=True)
+    try:
+        other.execute("SELECT pg_advisory_lock(%s)", [jobs.JANITOR_LOCK])  # "running" elsewhere
+        assert jobs.janitor_job() is None
+        other.execute("SELECT pg_advisory_unlock(%s)", [jobs.JANITOR_LOCK])
+        run = jobs.janitor_job()
+        assert run is not None and run.finished_at is not None
+    finally:
+        other.close()
+    # The lock is released after a run: the next one runs too.
+    assert jobs.janitor_job() is not None
