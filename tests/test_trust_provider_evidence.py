@@ -326,12 +326,11 @@ def test_a_deposit_confirmed_for_another_amount_or_currency_credits_nothing(merc
 # -- Cielo's notices are hints: only its own lookup moves money ------------------------------
 def _post_signed_cielo(payload: dict) -> int:
     import json
+    from datetime import UTC, datetime
 
     from django.test import Client
 
     from providers.simulator.cielo import CieloDialect
-
-    from datetime import UTC, datetime
 
     payload = {"OccurredAt": datetime.now(UTC).isoformat(), **payload}
     body = json.dumps(payload, separators=(",", ":")).encode()
