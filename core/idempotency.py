@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from core import crypto, metrics
 from core.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest
 from core.models import IdempotencyKey, Merchant
+from core.parsers import parse_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,12 @@ class _Replay(Exception):
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
+    """Method, path and the canonical body (the same strict parse as the API's: a body the API
+    would refuse is fingerprinted as its bytes, never parsed unbounded)."""
     try:
-        canonical = json.dumps(json.loads(body or b"{}"), sort_keys=True, separators=(",", ":"))
-    except ValueError:
+        canonical = json.dumps(parse_json_object(body or b"{}"), sort_keys=True,
+                               separators=(",", ":"))
+    except (ValueError, InvalidRequest):
         canonical = body.decode("utf-8", errors="replace")
     return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
 
