@@ -1,6 +1,7 @@
 """Deploy checks (`manage.py check --deploy`): production refuses DEBUG, the repository's
-development secrets and placeholders, a missing or invalid FIELD_ENCRYPTION_KEYS and the demo
-API key. Errors, not warnings: `check --deploy` must fail."""
+development secrets and placeholders, a missing or invalid FIELD_ENCRYPTION_KEYS, the demo API
+key and webhook endpoints on loopback or plain http. Errors, not warnings: `check --deploy`
+must fail."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ def check_production_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
             "FIELD_ENCRYPTION_KEYS is missing or holds a value that is not a Fernet key.",
             hint="Comma-separated keys from Fernet.generate_key(), newest first.",
             id="core.E003"))
+    # The demo and the tests deliver webhooks to this machine; in production that would let a
+    # merchant aim our deliveries at services behind the firewall (SSRF).
+    if getattr(settings, "WEBHOOKS_ALLOW_LOOPBACK", False):
+        errors.append(Error("WEBHOOKS_ALLOW_LOOPBACK is on: webhook endpoints may be on this "
+                            "machine or its loopback network.",
+                            hint="Unset WEBHOOKS_ALLOW_LOOPBACK in production.", id="core.E005"))
+    if not getattr(settings, "WEBHOOKS_REQUIRE_HTTPS", True):
+        errors.append(Error("WEBHOOKS_REQUIRE_HTTPS is off: events would be sent in clear text.",
+                            hint="Unset WEBHOOKS_REQUIRE_HTTPS in production.", id="core.E006"))
     return errors
 
 

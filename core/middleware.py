@@ -32,6 +32,10 @@ GUARDED_PREFIXES = (API_PREFIX, WEBHOOK_PREFIX)
 # Ids, integers, ISO 8601 times and enum values are all printable ASCII: a lookalike digit
 # (١٠, ², １) or a control character is refused here rather than half-parsed by a view.
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+# The one client header we keep (in core_idempotencykey and on the row it creates): scanned as
+# strictly as a body value. Other headers are not scanned: they are neither stored nor logged by
+# the API, and provider headers carry 13-digit millisecond timestamps (Getnet's `t=`).
+IDEMPOTENCY_HEADER = "HTTP_IDEMPOTENCY_KEY"
 # Ids are a short prefix and 24 characters, so no object lives at a longer path; refusing here
 # also keeps paths within what an idempotency record stores (300 characters).
 MAX_API_PATH = 256
@@ -96,6 +100,9 @@ class RequestGuardMiddleware:
             if "\x00" in name or any("\x00" in value for value in values):
                 raise InvalidRequest(f"Query parameter {name!r} contains a NUL character.",
                                      param=name)
+        key = request.META.get(IDEMPOTENCY_HEADER)
+        if isinstance(key, str) and contains_card_number(_header_text(key)):
+            raise CardDataNotAllowed("card data")
         if request.path.startswith(API_PREFIX):
             for name, values in params:
                 if not all(_PRINTABLE_ASCII.fullmatch(text) for text in (name, *values)):
@@ -131,6 +138,15 @@ class RequestGuardMiddleware:
                 "The body contains a NUL character (\\u0000), which cannot be stored.")
         if contains_card_number(text) or contains_card_data(_decoded_or_none(body)):
             raise CardDataNotAllowed("card data")
+
+
+def _header_text(value: str) -> str:
+    """WSGI gives header bytes as latin-1; read them as the UTF-8 a client sends, so full-width
+    or other non-ASCII digits are seen as digits (core.idempotency then refuses non-ASCII)."""
+    try:
+        return value.encode("latin-1").decode("utf-8", errors="replace")
+    except UnicodeEncodeError:
+        return value
 
 
 def _decoded_or_none(body: bytes) -> object:

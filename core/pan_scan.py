@@ -12,10 +12,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from core.carddata import card_numbers
-
-# A cheap superset of core.carddata's rule for PostgreSQL to filter rows before Python checks.
-_PREFILTER = "[0-9][0-9 -]{11,}[0-9]"
+from core.carddata import card_numbers, postgres_prefilter
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,6 @@ def scan_database(*, exclude: Iterable[str] = ()) -> list[Hit]:
         for table in tables:
             cursor.execute(
                 f'SELECT t::text FROM "{table}" t WHERE t::text ~ %s LIMIT 1000',  # noqa: S608
-                [_PREFILTER])
+                [postgres_prefilter()])
             hits.extend(scan_text((row[0] for row in cursor.fetchall()), where=table))
     return hits

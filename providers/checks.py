@@ -1,5 +1,7 @@
 """Deploy checks (`manage.py check --deploy`) for provider configuration: no development
-credential of the repository, and neither the sandbox nor the simulator taking live traffic."""
+credential of the repository, neither the sandbox nor the simulator taking live traffic, and no
+test-mode provider that reaches real money (a production endpoint, or a live one's endpoint or
+credentials)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,13 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import Error, register
 
-from providers.conf import DEV_CREDENTIALS, ENVIRONMENT, TEST_ONLY_PROVIDERS, simulator_url
+from providers.conf import (
+    DEV_CREDENTIALS,
+    ENVIRONMENT,
+    PRODUCTION_ENDPOINTS,
+    TEST_ONLY_PROVIDERS,
+    simulator_url,
+)
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 
@@ -31,6 +39,34 @@ def _same_origin(url: str, base: str) -> bool:
     return bool(other.hostname) and (one.hostname, one.port) == (other.hostname, other.port)
 
 
+def _at_endpoint(url: str, endpoint: str) -> bool:
+    """`url` is `endpoint` or below it (same scheme and host, path under the endpoint's)."""
+    one, other = urlsplit(url.strip()), urlsplit(endpoint)
+    path, prefix = one.path.rstrip("/"), other.path.rstrip("/")
+    return (one.scheme.lower(), one.hostname, one.port) == (
+        other.scheme, other.hostname, other.port) and (path == prefix or path.startswith(
+            prefix + "/"))
+
+
+def _test_mode_codes() -> list[str]:
+    """What routing treats as test mode: every enabled provider that is not live (whatever
+    PROVIDERS_TEST says; start-up already made the two agree in production)."""
+    live = set(settings.PROVIDERS_LIVE)
+    return [code for code in settings.PROVIDERS_ENABLED if code in ENVIRONMENT and code not in live]
+
+
+def _live_codes() -> list[str]:
+    return [code for code in settings.PROVIDERS_LIVE
+            if code in ENVIRONMENT and code not in TEST_ONLY_PROVIDERS]
+
+
+def _secrets(code: str) -> dict[str, str]:
+    """Variable name → value of every credential and secret (not the endpoint) of `code`."""
+    config = (settings.PROVIDERS or {}).get(code, {})
+    return {name: str(config.get(key, "")) for key, (name, _) in ENVIRONMENT[code].items()
+            if key != "base_url" and config.get(key)}
+
+
 @register(deploy=True)
 def check_provider_credentials(app_configs: Any, **kwargs: Any) -> list[Error]:
     """Any credential or secret equal to one of the simulator's (they are in the repository, so
@@ -43,13 +79,25 @@ def check_provider_credentials(app_configs: Any, **kwargs: Any) -> list[Error]:
                     f"{name} is the development value that lives in the repository.",
                     hint=f"Set {name} to the credential {code} issued for this deployment.",
                     id="providers.E001"))
+    live_values = {value: name for code in _live_codes()
+                   for name, value in _secrets(code).items()}
+    for code in _test_mode_codes():
+        for name, value in _secrets(code).items():
+            if value in live_values:
+                errors.append(Error(
+                    f"{code} is in test mode but {name} is the same value as "
+                    f"{live_values[value]} of a live provider.",
+                    hint=f"Give {code} its sandbox credentials, or list it in PROVIDERS_LIVE.",
+                    id="providers.E005"))
     return errors
 
 
 @register(deploy=True)
 def check_live_providers(app_configs: Any, **kwargs: Any) -> list[Error]:
     """A live provider must be the real one: https, not on this machine, not the simulator;
-    and the sandbox is never live."""
+    the sandbox is never live; and a test-mode provider never points where real money moves
+    (its acquirer's production endpoint or a live provider's), since sk_test_ payments would
+    charge real cards there."""
     errors = []
     simulator = getattr(settings, "SIMULATOR_URL", "") or simulator_url({})
     for code in settings.PROVIDERS_LIVE:
@@ -69,4 +117,28 @@ def check_live_providers(app_configs: Any, **kwargs: Any) -> list[Error]:
                 f"{code} is live but {name} ({url!r}) is the simulator, this machine or not "
                 "https.", hint=f"Point {name} at {code}'s production https endpoint, or take "
                                f"{code} out of PROVIDERS_LIVE.", id="providers.E002"))
+    errors.extend(_test_mode_at_production_endpoints())
+    return errors
+
+
+def _test_mode_at_production_endpoints() -> list[Error]:
+    providers = settings.PROVIDERS or {}
+    live_urls = {code: str(providers.get(code, {}).get("base_url", "")) for code in _live_codes()}
+    errors = []
+    for code in _test_mode_codes():
+        name = ENVIRONMENT[code]["base_url"][0]
+        url = str(providers.get(code, {}).get("base_url", ""))
+        production = [endpoint for endpoint in PRODUCTION_ENDPOINTS.get(code, ())
+                      if _at_endpoint(url, endpoint)]
+        shared = [other for other, other_url in live_urls.items()
+                  if other_url and _same_origin(url, other_url)]
+        if production or shared:
+            where = (f"{code}'s production endpoint" if production
+                     else f"the endpoint of live provider {shared[0]}")
+            errors.append(Error(
+                f"{code} is in test mode but {name} ({url!r}) is {where}: test-mode payments "
+                "would reach real money.",
+                hint=f"Point {name} at {code}'s sandbox with sandbox credentials, or list "
+                     f"{code} in PROVIDERS_LIVE (and take it out of PROVIDERS_TEST).",
+                id="providers.E004"))
     return errors

@@ -3,9 +3,10 @@
 Django-free so `config/settings/base.py` can import it. Development and the tests enable every
 adapter in test mode, pointed at the local simulator (`python -m providers.simulator`, port
 8100) with its dev credentials. Production (`production=True`) has no defaults at all: the
-providers are listed in PROVIDERS_ENABLED, those taking live traffic in PROVIDERS_LIVE, and
-every endpoint, credential and secret of an enabled provider must be set, or start-up stops
-with an ImproperlyConfigured naming each missing variable.
+providers are listed in PROVIDERS_ENABLED, and each of them in exactly one of PROVIDERS_LIVE
+(live traffic) and PROVIDERS_TEST (test mode); every endpoint, credential and secret of an
+enabled provider must be set, or start-up stops with an ImproperlyConfigured naming each
+missing variable or unclassified provider.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ ENVIRONMENT: dict[str, dict[str, tuple[str, str]]] = {
         "signing_secret": ("GETNET_SIGNING_SECRET", "dev-getnet-signing-secret"),
         "webhook_secret": ("GETNET_WEBHOOK_SECRET", "whsec_dev_getnet"),
     },
+}
+# Each adapter's production endpoints (scheme, host and path prefix), which a test-mode provider
+# must never use: its sandbox and homologation hosts are elsewhere (Cielo's apisandbox…, Rede's
+# sandbox-erede… or api.userede.com.br/desenvolvedores, Getnet's api-sandbox…). The deploy checks
+# refuse a test-mode provider pointed at one, since test merchants would then charge real cards.
+PRODUCTION_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "cielo": ("https://api.cieloecommerce.cielo.com.br",
+              "https://apiquery.cieloecommerce.cielo.com.br"),
+    "rede": ("https://api.userede.com.br/erede",),
+    "getnet": ("https://api.getnet.com.br",),
 }
 # Every development credential and secret by variable name (the deploy checks refuse them).
 DEV_CREDENTIALS: dict[str, str] = {
@@ -90,6 +101,33 @@ def live_from_env(environ: Mapping[str, str] = os.environ, *, enabled: Iterable[
         raise ImproperlyConfigured(f"PROVIDERS_LIVE names providers that are not enabled: "
                                    f"{stray}; add them to PROVIDERS_ENABLED or remove them.")
     return live
+
+
+def test_from_env(environ: Mapping[str, str] = os.environ, *, enabled: Iterable[str],
+                  live: Iterable[str], production: bool = False) -> list[str]:
+    """PROVIDERS_TEST: the enabled providers in test mode (test merchants' traffic only).
+    Production classifies every enabled provider explicitly, in exactly one of PROVIDERS_LIVE
+    and PROVIDERS_TEST: a provider an operator forgot to list live must not quietly become a
+    test provider with production credentials. Development defaults to every enabled provider
+    that is not live."""
+    enabled, live = list(enabled), set(live)
+    test = _codes(environ, "PROVIDERS_TEST")
+    stray = [code for code in test if code not in enabled]
+    if stray:
+        raise ImproperlyConfigured(f"PROVIDERS_TEST names providers that are not enabled: "
+                                   f"{stray}; add them to PROVIDERS_ENABLED or remove them.")
+    both = [code for code in test if code in live]
+    if both:
+        raise ImproperlyConfigured(f"{both} are in both PROVIDERS_LIVE and PROVIDERS_TEST; a "
+                                   "provider is live or test, never both.")
+    unclassified = [code for code in enabled if code not in live and code not in test]
+    if production and unclassified:
+        raise ImproperlyConfigured(
+            f"Production classifies every enabled provider: {unclassified} is in neither "
+            "PROVIDERS_LIVE nor PROVIDERS_TEST. List it in PROVIDERS_LIVE if it takes live "
+            "money, or in PROVIDERS_TEST if it is in test mode (pointed at the provider's "
+            "sandbox, with sandbox credentials).")
+    return [*test, *unclassified]
 
 
 def providers_from_env(environ: Mapping[str, str] = os.environ, *, production: bool = False,

@@ -171,9 +171,6 @@ def test_a_redelivered_dispute_notice_without_reference_disputes_once(make_payme
 
 
 # -- 5. Card data ------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="the card-number guard only knows single ASCII "
-                   "spaces/dashes and ASCII digits (core.carddata._DIGIT_RUN): a PAN with double "
-                   "spaces, tabs, NBSP, en dashes or full-width digits is stored")
 @pytest.mark.django_db
 @pytest.mark.planted_card_number
 @pytest.mark.parametrize("written", [
@@ -188,9 +185,6 @@ def test_a_card_number_written_with_other_separators_is_refused(api, written):
     assert response.json()["error"]["code"] == "card_data_not_allowed"
 
 
-@pytest.mark.xfail(strict=True, reason="the Idempotency-Key header is never scanned for card "
-                   "numbers: a PAN sent as the key is stored in core_idempotencykey and "
-                   "payments_payment (core.idempotency._validate_key)")
 @pytest.mark.django_db
 @pytest.mark.planted_card_number
 def test_a_card_number_as_idempotency_key_is_refused(api):
@@ -204,9 +198,6 @@ def test_a_card_number_as_idempotency_key_is_refused(api):
 
 
 # -- 6. Idempotency after the reaper for webhook endpoints ------------------------------------
-@pytest.mark.xfail(strict=True, reason="after the 24 h reaper a reused Idempotency-Key with "
-                   "other parameters creates a second webhook endpoint (201) instead of 422: the "
-                   "endpoint row keeps no key/fingerprint (webhooks.api)")
 @pytest.mark.django_db
 def test_a_reaped_key_reused_for_another_webhook_endpoint_answers_422(api, settings):
     from core.idempotency import idempotency_reap
@@ -222,9 +213,6 @@ def test_a_reaped_key_reused_for_another_webhook_endpoint_answers_422(api, setti
 
 
 # -- 7. Production: a test-mode provider with production credentials ---------------------------
-@pytest.mark.xfail(strict=True, reason="an enabled provider left out of PROVIDERS_LIVE but "
-                   "pointed at its production https endpoint passes check --deploy and takes "
-                   "sk_test_ payments (providers.checks only vets live providers)")
 @pytest.mark.django_db
 def test_deploy_checks_refuse_a_test_mode_provider_at_a_production_endpoint(settings):
     from providers.checks import check_live_providers, check_provider_credentials

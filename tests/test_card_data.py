@@ -150,3 +150,59 @@ def test_provider_webhooks_keep_masked_numbers_and_refuse_full_ones(simulator):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "card_data_not_allowed"
     assert not ProviderEvent.objects.filter(raw_body__contains="e-full").exists()
+
+
+# --- However it is written: any separators, any decimal digits (attack review) ---------------
+@pytest.mark.parametrize("written", [
+    "4242  4242  4242  4242", "4242\t4242\t4242\t4242", "4242\n4242\r\n4242 4242",
+    "4242\u00a04242\u202f4242\u20094242", "4242\u2013424242424242",
+    "4242 \u2014 4242 - 4242 - 4242",
+    "4242\u22124242\uff0d4242\u20104242", "4242\u200b4242\u200b4242\u200b4242",
+    "4242.4242.4242.4242", "3782.822463.10005", "\uff14\uff12" * 8,
+    "\u0664\u0662" * 8, "\U0001d7d2\U0001d7d0" * 8, "\uff14\uff12\uff14\uff12 4242\u00a04242 4242",
+])
+def test_a_card_number_is_found_however_it_is_written(written):
+    from core.pan_scan import find_in_text
+
+    assert contains_card_number(written)
+    assert contains_card_number(f"note: {written}.")
+    assert list(find_in_text(f"paid with {written} today")) != []
+
+
+@pytest.mark.parametrize("text", [
+    "2026-12-06T04:30:20.096151Z", "2026-12-06 04:30:20.096151+00:00", "0.123456789012345",
+    "took 0.0153901999000001 s", "99999999999", "+1 415 555 2671", "192.168.100.200",
+    "1.2.3.4567890123", "v 12.1234.567890.1", "order A-4242-4242", "424242******4242",
+    "4242  4242", "4242 4242 4242 4241",  # too short; fails Luhn
+    "4242     4242     4242     4242",  # more than three separator characters is no grouping
+])
+def test_legitimate_values_are_not_card_numbers(text):
+    from core.pan_scan import find_in_text
+
+    assert not contains_card_number(text)
+    assert list(find_in_text(text)) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.planted_card_number
+@pytest.mark.parametrize("written", ["4242\u00a04242\u00a04242\u00a04242", "\uff14\uff12" * 8,
+                                     "4242\u20134242\u20134242\u20134242"])
+def test_the_at_rest_scan_finds_a_number_written_with_other_characters(merchant, written):
+    from core.pan_scan import scan_database
+
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE core_merchant SET name = %s WHERE id = %s",
+                       [f"Card {written}", merchant.pk])
+    assert [hit.where for hit in scan_database()] == ["core_merchant"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("key", [PAN, "4242 4242 4242 4242", "order-4242-4242-4242-4242",
+                                 "\uff14\uff12".encode().decode("latin-1") * 8])
+def test_a_card_number_in_the_idempotency_key_is_400_and_stored_nowhere(api, key):
+    from core.models import IdempotencyKey
+
+    response = api.post("/payments", {"amount": 1000, "currency": "usd",
+                                      "payment_method": "pm_card_visa"}, key=key)
+    _assert_refused_and_nothing_stored(response)
+    assert not IdempotencyKey.objects.exists()

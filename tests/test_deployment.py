@@ -20,10 +20,12 @@ PRODUCTION_ENV = {
     "DJANGO_SECURE_SSL_REDIRECT": "false",
     "FIELD_ENCRYPTION_KEYS": "v2GJ1Rq3zYl6hJbLh1m3rJ7o6q2bY2o8i9p5m3HkS3Y=",
     "METRICS_TOKEN": "metrics-token-for-tests",
-    # Providers are enabled explicitly and each one's endpoint, credentials and secrets are
-    # required: real-looking values, none of them the repository's development ones.
+    # Providers are enabled explicitly, each classified live or test, and each one's endpoint,
+    # credentials and secrets are required: real-looking values, none of them the repository's
+    # development ones.
     "PROVIDERS_ENABLED": "sandbox,cielo,rede,getnet",
     "PROVIDERS_LIVE": "cielo,rede,getnet",
+    "PROVIDERS_TEST": "sandbox",
     "CIELO_BASE_URL": "https://api.cieloecommerce.cielo.com.br",
     "CIELO_MERCHANT_ID": "3f1c2a9e-7b4d-4c61-9a0e-5d8b2f6c1e47",
     "CIELO_MERCHANT_KEY": "Q8rT2vX9mZ4kL7pW1nB6cY3hJ5fD0sGa",

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from core.models import ApiKey, Merchant
 from core.services import api_key_create
 from payments import services
-from payments.models import PaymentAttempt
+from payments.models import Payment, PaymentAttempt
 from providers import registry
 from providers.breaker import breaker_record_failure
 from providers.models import SandboxCharge, SandboxMovement
@@ -190,3 +190,71 @@ def test_keys_issued_for_a_live_merchant_are_live() -> None:
     assert raw_key.startswith("sk_live_")
     issued = api_key_create(merchant=merchant)
     assert ApiKey.objects.get(pk=issued.api_key.pk).is_live
+
+
+# -- a live merchant's money never reaches the sandbox, in PostgreSQL ---------------------------
+_GUARD = "never reaches the sandbox"
+
+
+def _refused(sql: str, params: list[Any]) -> None:
+    from django.db import connection
+
+    with pytest.raises(IntegrityError, match=_GUARD), transaction.atomic(), \
+            connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+_ATTEMPT_COLUMNS = ("id, kind, provider, amount, status, provider_reference, error_code, "
+                    "error_message, exchange, created_at")
+
+
+def test_a_live_merchants_payment_or_movement_can_never_be_at_the_sandbox() -> None:
+    """Routing keeps live money off the sandbox; the database holds it for raw SQL and any other
+    code path too: no payment, deposit or payout of a live merchant names it, and no attempt of
+    one is ever opened there."""
+    merchant, _ = _live_merchant()
+    payment = services.payment_create(merchant=merchant, amount=1000, currency="brl",
+                                      payment_method="pm_card_visa")
+    deposit = Deposit.objects.create(merchant=merchant, amount=700, currency="brl",
+                                     method="pix", provider="cielo")
+    for table, row in (("payments_payment", payment), ("wallet_deposit", deposit)):
+        _refused(f"UPDATE {table} SET provider = 'sandbox' WHERE id = %s", [row.pk])
+        with pytest.raises(IntegrityError, match=_GUARD), transaction.atomic():
+            type(row).objects.filter(pk=row.pk).update(provider="sandbox")
+    _refused(f"INSERT INTO payments_paymentattempt ({_ATTEMPT_COLUMNS}, payment_id) "
+             "VALUES ('att_raw', 'authorize', 'sandbox', 1000, 'requested', '', '', '', '{}', "
+             "now(), %s)", [payment.pk])
+    _refused(f"INSERT INTO wallet_movementattempt ({_ATTEMPT_COLUMNS}, deposit_id) "
+             "VALUES ('mvat_raw', 'deposit', 'sandbox', 700, 'requested', '', '', '', '{}', "
+             "now(), %s)", [deposit.pk])
+    with pytest.raises(IntegrityError, match=_GUARD), transaction.atomic():
+        PaymentAttempt.objects.create(payment=payment, kind="authorize", provider="sandbox",
+                                      amount=1000)
+    with pytest.raises(IntegrityError, match=_GUARD), transaction.atomic():
+        Deposit.objects.create(merchant=merchant, amount=700, currency="brl", method="pix",
+                               provider="sandbox")
+    # A payout without its reserving ledger entry fails a deferred check at commit: roll back.
+    with transaction.atomic():
+        payout = Payout.objects.create(merchant=merchant, amount=100, currency="brl",
+                                       destination="ba_123", provider="cielo")
+        _refused("UPDATE wallet_payout SET provider = 'sandbox' WHERE id = %s", [payout.pk])
+        with pytest.raises(IntegrityError, match=_GUARD), transaction.atomic():
+            Payout.objects.filter(pk=payout.pk).update(provider="sandbox")
+        _refused(f"INSERT INTO wallet_movementattempt ({_ATTEMPT_COLUMNS}, payout_id) "
+                 "VALUES ('mvat_raw', 'payout', 'sandbox', 100, 'requested', '', '', '', '{}', "
+                 "now(), %s)", [payout.pk])
+        with pytest.raises(IntegrityError, match=_GUARD), transaction.atomic():
+            Payout.objects.create(merchant=merchant, amount=100, currency="brl",
+                                  destination="ba_123", provider="sandbox")
+        transaction.set_rollback(True)
+    # Its live providers, and a test merchant's sandbox, stay allowed.
+    PaymentAttempt.objects.create(payment=payment, kind="authorize", provider="cielo",
+                                  amount=1000)
+    test_merchant, _ = merchant_with_key()
+    test_payment = services.payment_create(merchant=test_merchant, amount=1000, currency="brl",
+                                           payment_method="pm_card_visa")
+    Payment.objects.filter(pk=test_payment.pk).update(provider="sandbox")
+    PaymentAttempt.objects.create(payment=test_payment, kind="authorize", provider="sandbox",
+                                  amount=1000)
+    Deposit.objects.create(merchant=test_merchant, amount=700, currency="brl", method="pix",
+                           provider="sandbox")

@@ -54,7 +54,7 @@ def test_production_refuses_to_start_without_an_explicit_provider_list():
 def test_production_names_every_missing_credential_of_an_enabled_provider_and_no_other():
     result = _python(SETUP + "print(settings.PROVIDERS)",
                      {**PRODUCTION_ENV, "PROVIDERS_ENABLED": "cielo,getnet",
-                      "PROVIDERS_LIVE": "cielo"},
+                      "PROVIDERS_LIVE": "cielo", "PROVIDERS_TEST": "getnet"},
                      drop=("CIELO_MERCHANT_KEY", "CIELO_WEBHOOK_SECRET", "GETNET_BASE_URL"))
     assert result.returncode != 0
     message = result.stderr.strip().splitlines()[-1]
@@ -73,12 +73,27 @@ def test_production_refuses_an_unknown_provider_or_a_live_one_that_is_not_enable
     assert "PROVIDERS_LIVE" in not_enabled.stderr.splitlines()[-1]
 
 
+@pytest.mark.parametrize(("live", "test", "named"), [
+    ("cielo,rede,getnet", "", "sandbox"),  # the sandbox is classified too
+    ("rede,getnet", "sandbox", "cielo"),  # forgotten: neither live nor test
+    ("cielo,rede,getnet", "sandbox,cielo", "cielo"),  # both
+    ("cielo,rede,getnet", "sandbox,stripe", "stripe"),  # not enabled
+])
+def test_production_refuses_an_enabled_provider_that_is_not_exactly_live_or_test(
+        live: str, test: str, named: str) -> None:
+    result = _python(SETUP, {**PRODUCTION_ENV, "PROVIDERS_LIVE": live, "PROVIDERS_TEST": test})
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "ImproperlyConfigured" in message and named in message, message
+    assert "PROVIDERS_TEST" in message
+
+
 def test_production_with_real_looking_config_enables_exactly_what_it_says():
     result = _python(SETUP + "from providers import registry; import json; print(json.dumps("
                              "[registry.registered_codes(), settings.PROVIDERS_LIVE, "
                              "sorted(settings.PROVIDERS)]))",
                      {**PRODUCTION_ENV, "PROVIDERS_ENABLED": "cielo,rede",
-                      "PROVIDERS_LIVE": "cielo,rede"})
+                      "PROVIDERS_LIVE": "cielo,rede", "PROVIDERS_TEST": ""})
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout) == [["cielo", "rede"], ["cielo", "rede"], ["cielo", "rede"]]
 
@@ -90,6 +105,8 @@ def test_development_settings_keep_the_simulator_defaults_with_no_environment():
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[0] == "whsec_dev_cielo"
     assert "['sandbox', 'cielo', 'rede', 'getnet'] []" in result.stdout
+    test = _python(SETUP + "print(settings.PROVIDERS_TEST)", env)
+    assert test.stdout.strip() == "['sandbox', 'cielo', 'rede', 'getnet']", test.stderr[-3000:]
 
 
 # -- check --deploy -----------------------------------------------------------------------------
@@ -110,6 +127,21 @@ def test_check_deploy_flags_the_simulator_enabled_for_live_traffic():
     result = _check_deploy(SIMULATOR_LIVE_ENV)
     assert result.returncode != 0
     assert "providers.E002" in result.stderr and "CIELO_BASE_URL" in result.stderr
+
+
+def test_check_deploy_flags_a_test_mode_provider_at_its_production_endpoint():
+    """Classified test, but with Cielo's production endpoint (PRODUCTION_ENV's): sk_test_
+    payments would reach a real acquirer."""
+    result = _check_deploy({**PRODUCTION_ENV, "PROVIDERS_LIVE": "rede,getnet",
+                            "PROVIDERS_TEST": "sandbox,cielo"})
+    assert result.returncode != 0
+    assert "providers.E004" in result.stderr and "CIELO_BASE_URL" in result.stderr
+
+
+def test_check_deploy_refuses_loopback_webhooks():
+    result = _check_deploy({**PRODUCTION_ENV, "WEBHOOKS_ALLOW_LOOPBACK": "true"})
+    assert result.returncode != 0
+    assert "core.E005" in result.stderr and "WEBHOOKS_ALLOW_LOOPBACK" in result.stderr
 
 
 # The checks in-process, one rule each (cheaper than a subprocess per case).
@@ -151,6 +183,54 @@ def test_the_sandbox_listed_live_is_refused() -> None:
         assert _ids(provider_checks.check_live_providers(None)) == {"providers.E003"}
 
 
+SANDBOX_URLS = {"CIELO_BASE_URL": "https://apisandbox.cieloecommerce.cielo.com.br",
+                "REDE_BASE_URL": "https://sandbox-erede.useredecloud.com.br",
+                "GETNET_BASE_URL": "https://api-sandbox.getnet.com.br"}
+
+
+@pytest.mark.parametrize(("code", "production_url"), [
+    ("cielo", "https://api.cieloecommerce.cielo.com.br"),
+    ("cielo", "https://apiquery.cieloecommerce.cielo.com.br/"),
+    ("cielo", "HTTPS://API.cieloecommerce.cielo.com.br/1/sales"),
+    ("rede", "https://api.userede.com.br/erede"),
+    ("getnet", "https://api.getnet.com.br"),
+])
+def test_a_test_mode_provider_at_its_production_endpoint_is_refused(
+        code: str, production_url: str) -> None:
+    name = f"{code.upper()}_BASE_URL"
+    live = [other for other in ("cielo", "rede", "getnet") if other != code]
+    with override_settings(PROVIDERS=_production_providers(**{name: production_url}),
+                           PROVIDERS_ENABLED=["sandbox", "cielo", "rede", "getnet"],
+                           PROVIDERS_LIVE=live, PROVIDERS_TEST=["sandbox", code]):
+        errors = provider_checks.check_live_providers(None)
+    assert _ids(errors) == {"providers.E004"}
+    assert name in errors[0].msg
+    # At its sandbox (Rede's older sandbox shares the production host), test mode is fine.
+    older = ["https://api.userede.com.br/desenvolvedores"] if code == "rede" else []
+    for sandbox in (SANDBOX_URLS[name], *older):
+        with override_settings(PROVIDERS=_production_providers(**{name: sandbox}),
+                               PROVIDERS_ENABLED=["sandbox", "cielo", "rede", "getnet"],
+                               PROVIDERS_LIVE=live, PROVIDERS_TEST=["sandbox", code]):
+            assert provider_checks.check_live_providers(None) == []
+
+
+def test_a_test_mode_provider_with_a_live_providers_endpoint_or_credentials_is_refused() -> None:
+    enabled = {"PROVIDERS_ENABLED": ["cielo", "getnet"], "PROVIDERS_LIVE": ["cielo"],
+               "PROVIDERS_TEST": ["getnet"]}
+    same_host = _production_providers(
+        GETNET_BASE_URL=PRODUCTION_ENV["CIELO_BASE_URL"] + "/getnet")
+    with override_settings(PROVIDERS=same_host, **enabled):
+        errors = provider_checks.check_live_providers(None)
+    assert _ids(errors) == {"providers.E004"} and "live provider cielo" in errors[0].msg
+    shared = _production_providers(GETNET_BASE_URL=SANDBOX_URLS["GETNET_BASE_URL"],
+                                   GETNET_WEBHOOK_SECRET=PRODUCTION_ENV["CIELO_WEBHOOK_SECRET"])
+    with override_settings(PROVIDERS=shared, **enabled):
+        assert provider_checks.check_live_providers(None) == []
+        errors = provider_checks.check_provider_credentials(None)
+    assert _ids(errors) == {"providers.E005"}
+    assert "GETNET_WEBHOOK_SECRET" in errors[0].msg and "CIELO_WEBHOOK_SECRET" in errors[0].msg
+
+
 def test_real_looking_provider_config_passes_the_provider_checks() -> None:
     with override_settings(PROVIDERS=_production_providers(), SIMULATOR_URL="",
                            PROVIDERS_ENABLED=["sandbox", "cielo", "rede", "getnet"],
@@ -164,11 +244,14 @@ def test_real_looking_provider_config_passes_the_provider_checks() -> None:
     ({"SECRET_KEY": DEV_SECRET_KEY}, "core.E002"),
     ({"FIELD_ENCRYPTION_KEYS": []}, "core.E003"),
     ({"FIELD_ENCRYPTION_KEYS": ["replace-with-Fernet.generate_key()-output"]}, "core.E003"),
+    ({"WEBHOOKS_ALLOW_LOOPBACK": True}, "core.E005"),
+    ({"WEBHOOKS_REQUIRE_HTTPS": False}, "core.E006"),
 ])
 def test_core_deploy_checks_refuse_debug_the_dev_secret_key_and_missing_encryption_keys(
         overrides: dict[str, Any], error_id: str) -> None:
     good = {"DEBUG": False, "SECRET_KEY": PRODUCTION_ENV["DJANGO_SECRET_KEY"],
-            "FIELD_ENCRYPTION_KEYS": [Fernet.generate_key().decode()]}
+            "FIELD_ENCRYPTION_KEYS": [Fernet.generate_key().decode()],
+            "WEBHOOKS_ALLOW_LOOPBACK": False, "WEBHOOKS_REQUIRE_HTTPS": True}
     with override_settings(**good):
         assert core_checks.check_production_settings(None) == []
     with override_settings(**{**good, **overrides}):
@@ -216,7 +299,7 @@ print(json.dumps([cielo.status_code, rede.status_code, ProviderEvent.objects.cou
 def test_a_webhook_signed_with_a_development_secret_is_never_believed_in_production():
     env = {**PRODUCTION_ENV, "DATABASE_URL": _database_url(), "CELERY_BROKER_URL": "memory://",
            "DJANGO_ALLOWED_HOSTS": "testserver", "PROVIDERS_ENABLED": "cielo",
-           "PROVIDERS_LIVE": "cielo"}
+           "PROVIDERS_LIVE": "cielo", "PROVIDERS_TEST": ""}
     rede = tuple(name for name in PRODUCTION_ENV if name.startswith("REDE_"))
     result = _python(FORGE, env, drop=rede)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -275,3 +275,39 @@ def test_admin_never_shows_the_secret_and_resends(client, api, merchant, receive
     services.delivery_sweep(concurrency=1)
     assert rx.event_counts() == {event.id: 2}
     assert Event.objects.filter(type="webhook_endpoint.disabled").count() == 0
+
+
+def test_a_reaped_key_with_the_same_request_gets_the_same_endpoint_and_another_body_422(api):
+    """The endpoint keeps its create request's key and fingerprint, so after the 24 h reaper the
+    same request still answers with the endpoint it made (never a second one), other parameters
+    with 422, and the limit counts it once."""
+    from datetime import timedelta
+
+    from core.idempotency import idempotency_reap
+
+    body = {"url": URL, "enabled_events": ["*"]}
+    first = api.post("/webhook_endpoints", body, key="we-key")
+    assert first.status_code == 201
+    idempotency_reap(older_than=timedelta(seconds=-1))
+    again = api.post("/webhook_endpoints", body, key="we-key")
+    assert again.status_code == 201, again.json()
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["secret"] == first.json()["secret"]
+    assert WebhookEndpoint.objects.count() == 1
+    idempotency_reap(older_than=timedelta(seconds=-1))
+    other = api.post("/webhook_endpoints", {**body, "description": "other"}, key="we-key")
+    assert other.status_code == 422
+    assert other.json()["error"]["type"] == "idempotency_error"
+    assert WebhookEndpoint.objects.count() == 1
+
+
+def test_a_retry_of_a_committed_create_finds_its_endpoint_even_at_the_limit(merchant):
+    """A request that died after committing (its key row taken over) retries into the unique
+    (merchant, key): it gets its endpoint, not `endpoint_limit_reached`."""
+    made = [services.endpoint_create(merchant=merchant, url=URL, enabled_events=["*"],
+                                     idempotency_key=f"k{n}", idempotency_fingerprint=f"f{n}")
+            for n in range(services.MAX_ENDPOINTS_PER_MERCHANT)]
+    retried = services.endpoint_create(merchant=merchant, url=URL, enabled_events=["*"],
+                                       idempotency_key="k0", idempotency_fingerprint="f0")
+    assert retried.endpoint.pk == made[0].endpoint.pk and retried.secret == made[0].secret
+    assert WebhookEndpoint.objects.count() == services.MAX_ENDPOINTS_PER_MERCHANT

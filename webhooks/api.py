@@ -139,7 +139,8 @@ class WebhookEndpointCollection(ApiView):
     )
     def post(self, request: Request) -> Response:
         data = self.validated(WebhookEndpointCreateInput, request)
-        issued = services.endpoint_create(merchant=request.user, **data)
+        issued = services.endpoint_create(merchant=request.user,
+                                          **self.idempotency(request), **data)
         return Response(endpoint_to_dict(issued.endpoint, secret=issued.secret),
                         status=status.HTTP_201_CREATED)
 

@@ -52,6 +52,12 @@ class WebhookEndpoint(models.Model):
     failing_since = models.DateTimeField(
         null=True, blank=True,
         help_text="First failed attempt of the current failure streak; cleared by a success.")
+    # The create request's Idempotency-Key and fingerprint (core.idempotency): a key reused
+    # with other parameters answers 422 even after the key's own row is reaped.
+    idempotency_key = models.CharField(max_length=255, blank=True, default="", db_default="",
+                                       editable=False)
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="",
+                                               db_default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Soft delete: the delivery log outlives the endpoint, and a worker mid-send still finds
@@ -62,6 +68,11 @@ class WebhookEndpoint(models.Model):
         indexes = [
             models.Index(fields=["merchant", "-created_at", "-id"], name="endpoint_merchant_recent",
                          condition=Q(deleted_at__isnull=True)),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "idempotency_key"],
+                                    condition=~Q(idempotency_key=""),
+                                    name="endpoint_idempotency_key_per_merchant"),
         ]
 
     def __str__(self) -> str:

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from core import crypto, metrics
 from core.errors import InvalidRequest, NotFound, StateError
+from core.idempotency import same_request_or_422
 from core.models import Merchant
 from webhooks import delivery, selectors, ssrf
 from webhooks.models import (
@@ -98,18 +99,35 @@ def _disable(endpoint: WebhookEndpoint, *, reason: str, now: datetime) -> None:
 
 
 def endpoint_create(*, merchant: Merchant, url: str, enabled_events: list[str],
-                    description: str = "") -> IssuedEndpoint:
+                    description: str = "", idempotency_key: str = "",
+                    idempotency_fingerprint: str = "") -> IssuedEndpoint:
     _vet_url(url)  # DNS outside the transaction
     secret = _new_secret()
-    with transaction.atomic():
-        if selectors.endpoint_list(merchant=merchant).count() >= MAX_ENDPOINTS_PER_MERCHANT:
-            raise InvalidRequest(
-                f"An account may have at most {MAX_ENDPOINTS_PER_MERCHANT} webhook endpoints; "
-                "delete one first.", code="endpoint_limit_reached")
-        endpoint = WebhookEndpoint.objects.create(
-            merchant=merchant, url=url, enabled_events=enabled_events, description=description,
-            secret_encrypted=crypto.encrypt(secret),
-        )
+    try:
+        with transaction.atomic():
+            endpoint = WebhookEndpoint.objects.create(
+                merchant=merchant, url=url, enabled_events=enabled_events,
+                description=description, secret_encrypted=crypto.encrypt(secret),
+                idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint,
+            )
+            # Counted after the insert, so that a retry of a create that already committed
+            # finds its endpoint (below) rather than the limit.
+            if selectors.endpoint_list(merchant=merchant).count() > MAX_ENDPOINTS_PER_MERCHANT:
+                raise InvalidRequest(
+                    f"An account may have at most {MAX_ENDPOINTS_PER_MERCHANT} webhook "
+                    "endpoints; delete one first.", code="endpoint_limit_reached")
+    except IntegrityError:
+        # The unique (merchant, idempotency_key): the key already made an endpoint (its own row
+        # reaped, or the first request died after committing). The same request gets that
+        # endpoint with its current secret (the caller may never have seen it); other
+        # parameters get 422.
+        existing = WebhookEndpoint.objects.filter(
+            merchant=merchant, idempotency_key=idempotency_key).first()
+        if not idempotency_key or existing is None:
+            raise
+        endpoint = same_request_or_422(existing, idempotency_fingerprint)
+        return IssuedEndpoint(endpoint=endpoint,
+                              secret=crypto.decrypt(endpoint.secret_encrypted))
     return IssuedEndpoint(endpoint=endpoint, secret=secret)
 
 

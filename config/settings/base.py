@@ -166,9 +166,11 @@ IDEMPOTENCY_LOCK_TIMEOUT_SECONDS = env.int("IDEMPOTENCY_LOCK_TIMEOUT_SECONDS", d
 
 # Providers (providers/conf.py): here every adapter is enabled in test mode against the local
 # simulator with its dev credentials; production enables them explicitly with no defaults.
-# Live merchants reach only PROVIDERS_LIVE; test merchants only the others (the sandbox always).
+# Live merchants reach only PROVIDERS_LIVE; test merchants only the others (the sandbox always),
+# PROVIDERS_TEST (every enabled provider not live, unless the environment lists them).
 PROVIDERS_ENABLED = provider_conf.enabled_from_env()
 PROVIDERS_LIVE = provider_conf.live_from_env(enabled=PROVIDERS_ENABLED)
+PROVIDERS_TEST = provider_conf.test_from_env(enabled=PROVIDERS_ENABLED, live=PROVIDERS_LIVE)
 PROVIDERS = provider_conf.providers_from_env(enabled=PROVIDERS_ENABLED)
 SIMULATOR_URL = provider_conf.simulator_url()
 # Test mode only: the provider a test payment goes to when no routing rule matches. Live

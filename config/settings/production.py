@@ -1,6 +1,7 @@
 """Production settings: secrets, hosts and providers required from the environment (no
 default for any of them), secure transport. `manage.py check --deploy` adds the checks in
-core/checks.py and providers/checks.py (development secrets, the simulator live, DEBUG)."""
+core/checks.py and providers/checks.py (development secrets, the simulator live, a test-mode
+provider at a production endpoint, loopback webhooks, DEBUG)."""
 
 import os
 
@@ -24,10 +25,13 @@ SESSION_COOKIE_AGE = 8 * 60 * 60
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS")  # required: webhook secrets at rest
 METRICS_TOKEN = env("METRICS_TOKEN")  # required: /metrics is not public
 
-# Providers: enabled explicitly; each enabled one's endpoint, credentials and secrets required.
-# A provider not in PROVIDERS_ENABLED is not reachable at all (its webhook URL answers 404).
+# Providers: enabled explicitly, each one classified live or test explicitly; each enabled
+# one's endpoint, credentials and secrets required. A provider not in PROVIDERS_ENABLED is not
+# reachable at all (its webhook URL answers 404).
 PROVIDERS_ENABLED = provider_conf.enabled_from_env(os.environ, production=True)
 PROVIDERS_LIVE = provider_conf.live_from_env(os.environ, enabled=PROVIDERS_ENABLED)
+PROVIDERS_TEST = provider_conf.test_from_env(os.environ, enabled=PROVIDERS_ENABLED,
+                                             live=PROVIDERS_LIVE, production=True)
 PROVIDERS = provider_conf.providers_from_env(os.environ, production=True,
                                              enabled=PROVIDERS_ENABLED)
 
