@@ -60,34 +60,100 @@ def _until(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_make_run_serves_docs_and_the_printed_key_captures_a_payment(tmp_path):
-    port, simulator_port = _free_port(), _free_port()
+def _environment(tmp_path: Path, port: int) -> dict[str, str]:
+    """make run as a newcomer runs it (no broker configured: the embedded one), with every
+    folder it keeps state in under tmp_path, on the test database."""
     env = {**os.environ, "DATABASE_URL": _database_url(), "PORT": str(port),
-           "HOST": "127.0.0.1", "SIMULATOR_PORT": str(simulator_port),
+           "HOST": "127.0.0.1", "SIMULATOR_PORT": str(_free_port()),
            "DJANGO_SETTINGS_MODULE": "config.settings.local",
            "CELERY_BROKER_DIR": str(tmp_path / "broker"), "LOG_LEVEL": "WARNING",
+           "EMBEDDED_BROKER_DIR": str(tmp_path / "valkey"),
+           "SIMULATOR_STATE_FILE": str(tmp_path / "simulator" / "books.pickle"),
            "RECON_JANITOR_INTERVAL_SECONDS": "2"}
     for name in ("CELERY_BROKER_URL", "REDIS_URL"):
         env.pop(name, None)
-    proc = subprocess.Popen([sys.executable, "tools/run.py"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")),
-                              daemon=True)
-    reader.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
+    return env
+
+
+class _Stack:
+    """tools/run.py in its own session, its output kept; `stop()` sends Ctrl-C."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "tools/run.py"], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        self.output: list[str] = []
+        self.reader = threading.Thread(
+            target=lambda: self.output.extend(iter(self.proc.stdout.readline, "")),
+            daemon=True)
+        self.reader.start()
+
+    def key(self, base: str) -> str:
         def printed_key():
-            if proc.poll() is not None:
-                raise AssertionError("tools/run.py exited:\n" + "".join(output)[-3000:])
-            return next((m.group(1) for line in list(output)
+            if self.proc.poll() is not None:
+                raise AssertionError("tools/run.py exited:\n" + "".join(self.output)[-3000:])
+            return next((m.group(1) for line in list(self.output)
                          if (m := re.search(r"API key\s+(sk_test_\S+)", line))), None)
 
         key = _until(printed_key, 90, "the demo API key to be printed")
         _until(lambda: _OPENER.open(f"{base}/healthz", timeout=2).status == 200, 60, "web")
+        return key
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise
+        self.reader.join(timeout=5)
+        return code
+
+
+def _captured(base: str, key: str, payment_id: str) -> dict | None:
+    _, body = _call(f"{base}/api/v1/payments/{payment_id}", key)
+    return body if body.get("status") == "captured" else None
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_after_a_restart_payments_through_the_simulated_acquirers_are_still_captured(tmp_path):
+    """Issue 21: a restarted make run (same database, same simulator books) captured 3 of 4 BRL
+    payments no more: the simulator handed out provider references it had already used."""
+    port = _free_port()
+    env = _environment(tmp_path, port)
+    base = f"http://127.0.0.1:{port}"
+    for run in range(2):
+        stack = _Stack(env)
+        try:
+            key = stack.key(base)
+            ids = []
+            for index in range(4):
+                status, payment = _call(f"{base}/api/v1/payments", key, {
+                    "amount": 1000 + index, "currency": "brl", "payment_method": "pm_card_visa",
+                    "confirm": True})
+                assert status == 202, payment
+                ids.append(payment["id"])
+            for payment_id in ids:
+                _until(lambda pid=payment_id, k=key: _captured(base, k, pid), 60,
+                       f"run {run + 1}: {payment_id} captured")
+        finally:
+            code = stack.stop()
+        assert code == 0, "".join(stack.output)[-3000:]
+    from reconciliation.models import ReconciliationBreak
+
+    assert not ReconciliationBreak.objects.filter(type="reference_collision").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_make_run_serves_docs_and_the_printed_key_captures_a_payment(tmp_path):
+    port = _free_port()
+    stack = _Stack(_environment(tmp_path, port))
+    proc, output = stack.proc, stack.output
+    base = f"http://127.0.0.1:{port}"
+    try:
+        key = stack.key(base)
         with _OPENER.open(f"{base}/api/docs/", timeout=10) as docs:
             assert docs.status == 200
         status, payment = _call(f"{base}/api/v1/payments", key, {
@@ -104,14 +170,8 @@ def test_make_run_serves_docs_and_the_printed_key_captures_a_payment(tmp_path):
                      60, "beat to run the janitor and a JobRun to appear")
         assert run.error == "", run.error
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-        reader.join(timeout=5)
-    assert code == 0, "".join(output)[-3000:]
+        code = stack.stop()
+    assert proc.returncode == code == 0, "".join(output)[-3000:]
     leftovers = subprocess.run(["pgrep", "-f", f"runserver --noreload 127.0.0.1:{port}"],
                                capture_output=True, text=True, check=False).stdout
     assert leftovers.strip() == "", "web server still running after Ctrl-C"

@@ -39,7 +39,8 @@ def main() -> int:
 
     embedded_broker = None
     if not (os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL")):
-        embedded_broker = devbroker.start()
+        embedded_broker = devbroker.start(Path(os.environ.get(
+            "EMBEDDED_BROKER_DIR", str(ROOT / ".data" / "valkey"))))
         if embedded_broker is not None:  # children inherit it
             os.environ["CELERY_BROKER_URL"] = embedded_broker[0]
     broker = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "filesystem"
@@ -75,8 +76,8 @@ Press Ctrl-C to stop.
     if simulator.exists():
         # Its books live in .data: a restarted `make run` finds every charge it made before
         # and never hands a provider reference out twice.
-        commands["simulator"] = [PY, "-m", "providers.simulator", "--state-file",
-                                 str(ROOT / ".data" / "simulator" / "books.pickle")]
+        commands["simulator"] = [PY, "-m", "providers.simulator", "--state-file", os.environ.get(
+            "SIMULATOR_STATE_FILE", str(ROOT / ".data" / "simulator" / "books.pickle"))]
     procs = {name: subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
              for name, cmd in commands.items()}
     if embedded_broker is not None:
