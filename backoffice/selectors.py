@@ -18,6 +18,7 @@ from backoffice.models import ApprovalRequest, ApprovalStatus, LedgerVerifyRun
 from core.carddata import redact_card_numbers
 from core.models import Merchant
 from core.money import format_amount
+from core.queues import queue_depths
 from ledger.models import Account, JournalEntry, Posting
 from ledger.selectors import entry_list_for
 from payments.models import Dispute, Payment, PaymentAttempt, PaymentStatus, Refund
@@ -259,6 +260,7 @@ def dashboard(*, now: datetime | None = None) -> dict[str, Any]:
         "pending": list(pending.select_related("requested_by", "merchant")
                         .order_by("requested_at")[:5]),
         "failing_endpoints": failing,
+        "queues": queue_depths(),
         "last_verify": LedgerVerifyRun.objects.order_by("-id").first(),
         "job_runs": list(JobRun.objects.order_by("-started_at")[:5]),
     }

@@ -5,6 +5,8 @@ import os
 from celery import Celery
 from kombu import Queue
 
+from core import queues
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 app = Celery("clearhouse")
@@ -13,7 +15,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # Queues by purpose, each served by its own worker (tools/run.py, docker-compose.yml): a flood
 # of webhook retries to one merchant's dead endpoints cannot delay anyone's authorizations, and
 # neither can delay the janitor that heals them.
-QUEUES = ("providers", "inbound", "webhooks", "reconciliation")
+QUEUES = queues.QUEUES  # providers, inbound, webhooks, reconciliation
 app.conf.task_queues = tuple(Queue(name) for name in QUEUES)  # a worker without -Q takes all
 app.conf.task_default_queue = "providers"
 if str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):

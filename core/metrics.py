@@ -27,6 +27,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from core.queues import queue_depths
+
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY = Counter("clearhouse_idempotency_total",
@@ -45,6 +47,17 @@ INBOUND_REJECTED = Counter("clearhouse_inbound_webhooks_rejected_total",
 RATE_LIMIT_FAIL_OPEN = Counter("clearhouse_rate_limiter_fail_open_total",
                                "Requests let through because the rate limiter was unreachable")
 RATE_LIMITED = Counter("clearhouse_rate_limited_total", "Requests answered 429", ["kind"])
+
+
+_OLDEST_WORK = {
+    "providers": "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) "
+                 "FROM payments_paymentattempt WHERE status = 'requested'",
+    "inbound": "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(received_at)), 0) "
+               "FROM webhooks_providerevent WHERE status = 'pending'",
+    "webhooks": "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)), 0) "
+                "FROM webhooks_webhookdelivery WHERE status = 'pending' "
+                "AND next_attempt_at <= now()",
+}
 
 
 def _rows(sql: str) -> list[tuple]:
@@ -96,6 +109,19 @@ class DatabaseCollector(Collector):
                 "WHERE status <> 'processed' GROUP BY 1"):
             inbox.add_metric([status], count)
         yield inbox
+        age = GaugeMetricFamily(
+            "clearhouse_queue_oldest_work_age_seconds",
+            "Age of the oldest work item each queue exists for (attempts not yet sent, notices "
+            "not yet applied, deliveries past due)", labels=["queue"])
+        for name, sql in _OLDEST_WORK.items():
+            age.add_metric([name], float(_rows(sql)[0][0]))
+        yield age
+        depth = GaugeMetricFamily("clearhouse_queue_depth", "Task messages waiting per queue",
+                                  labels=["queue"])
+        for name, count in queue_depths().items():
+            if count is not None:
+                depth.add_metric([name], count)
+        yield depth
         yield from _reconciliation_gauges()
 
 
