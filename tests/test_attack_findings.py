@@ -4,42 +4,14 @@ hole is fixed (then the xfail turns into an XPASS failure and the marker must go
 
 from __future__ import annotations
 
-import json
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from django.test import Client
 
 from payments import services
 from payments.models import Dispute, Refund
 from tests.conftest import routing_rule
-from webhooks.models import ProviderEvent
-
-
-def _post_signed_cielo(payload: dict) -> str | int | None:
-    """A Cielo notice signed with the (test) webhook secret, then processed as the worker would."""
-    from providers.simulator.cielo import CieloDialect
-    from webhooks import inbound
-
-    payload = {"OccurredAt": datetime.now(UTC).isoformat(), **payload}
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    headers = CieloDialect().webhook_headers("whsec_dev_cielo", body, time.time())
-    response = Client().post("/webhooks/providers/cielo/", data=body,
-                             content_type="application/json",
-                             **{f"HTTP_{k.upper().replace('-', '_')}": v
-                                for k, v in headers.items()})
-    if response.status_code != 200:
-        return response.status_code
-    row = ProviderEvent.objects.get(provider_event_id=payload["NotificationId"])
-    return inbound.provider_event_process(event_id=row.pk)
-
-
-def _available(merchant, currency: str) -> int:
-    from ledger.selectors import balance_get
-
-    rows = balance_get(merchant=merchant)["available"]
-    return next((row["amount"] for row in rows if row["currency"] == currency), 0)
+from tests.provider_notices import available_balance, post_signed_cielo
 
 
 # -- 1. Cielo hint → lookup binds another sale to the payment the notice names ------------------
@@ -61,7 +33,7 @@ def test_a_cielo_notice_cannot_capture_a_payment_with_another_payments_sale(
     services.payment_confirm(merchant=merchant, payment_id=b.id)
     assert simulator.control.charges(order_id=b.id) == []
     # A (signed) notice naming A's sale but B's order id.
-    _post_signed_cielo({"NotificationId": "bind-1", "ChangeType": "PaymentCaptured",
+    post_signed_cielo({"NotificationId": "bind-1", "ChangeType": "PaymentCaptured",
                         "PaymentId": sale_of_a, "MerchantOrderId": b.id})
     b.refresh_from_db()
     assert b.status == "authorization_requested", (
@@ -84,17 +56,17 @@ def test_a_cielo_notice_cannot_credit_a_deposit_with_another_deposits_money(
     reference_of_a = {m["order_id"]: m["reference"]
                       for m in simulator.control.movements("cielo")}[a.id]
     simulator.control.complete("cielo", "deposit", reference_of_a)  # A paid; B still pending
-    _post_signed_cielo({"NotificationId": "bind-d", "ChangeType": "DepositConfirmed",
+    post_signed_cielo({"NotificationId": "bind-d", "ChangeType": "DepositConfirmed",
                         "DepositId": reference_of_a, "MerchantDepositId": b.id})
     assert Deposit.objects.get(pk=b.pk).status == "pending"
     # The notice is a hint: what it may move is what Cielo's lookup says, i.e. A's money to A
     # (really paid), never to B; credited exactly once whichever path gets there first.
-    assert _available(merchant, "brl") in (0, 700_000)
+    assert available_balance(merchant, "brl") in (0, 700_000)
     simulator.control.configure("cielo", drop_rate=0.0)
     a = wallet.deposit_refresh(deposit_id=a.id)  # must not raise
     assert a.status == "succeeded"
     assert Deposit.objects.get(pk=b.pk).status == "pending"
-    assert _available(merchant, "brl") == 700_000
+    assert available_balance(merchant, "brl") == 700_000
 
 
 # -- 2. Cielo refund notices: pending refunds are not counted --------------------------------
@@ -113,9 +85,9 @@ def test_a_fake_cielo_refund_notice_cannot_take_the_place_of_a_real_pending_refu
     real = simulator.control.charges(order_id=payment.id)[0]["refunds"][0]["reference"]
     base = {"PaymentId": payment.provider_reference, "MerchantOrderId": payment.id,
             "Currency": "BRL", "ChangeType": "RefundConfirmed"}
-    _post_signed_cielo({**base, "NotificationId": "fake-r", "RefundId": "invented",
+    post_signed_cielo({**base, "NotificationId": "fake-r", "RefundId": "invented",
                         "RefundAmount": 3000})
-    _post_signed_cielo({**base, "NotificationId": "real-r", "RefundId": real,
+    post_signed_cielo({**base, "NotificationId": "real-r", "RefundId": real,
                         "RefundAmount": 4000})
     payment.refresh_from_db()
     refund.refresh_from_db()

@@ -4,8 +4,6 @@ always recordable (conflicts open breaks) and a held event converges by any path
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from ledger.verify import ledger_verify
@@ -14,6 +12,7 @@ from payments.models import AttemptStatus, Dispute, Payment, Refund
 from providers.base import Outcome, ProviderResult, ProviderStatus
 from reconciliation.models import ReconciliationBreak
 from tests.conftest import routing_rule
+from tests.provider_notices import available_balance, post_signed_cielo, wait_until
 from webhooks.models import InboxStatus, ProviderEvent
 
 
@@ -200,16 +199,6 @@ def test_a_refund_notice_in_another_currency_moves_nothing(make_payment):
 
 
 # -- finding 5: a held event converges whatever path moves its payment -----------------------
-def _wait(condition, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)  # waiting on the simulator's own threads, bounded by the deadline
-    raise AssertionError("condition not met in time")
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_held_refund_applies_when_the_capture_arrives_by_lookup(
         simulator, live_server, settings, merchant, run_tasks_inline):
@@ -228,7 +217,7 @@ def test_a_held_refund_applies_when_the_capture_arrives_by_lookup(
 
     get_provider("cielo").refund(RefundRequest(idempotency_key="ext-held", amount=2000,
                                                provider_reference=reference, currency="brl"))
-    held = _wait(lambda: ProviderEvent.objects.filter(type="refund.succeeded",
+    held = wait_until(lambda: ProviderEvent.objects.filter(type="refund.succeeded",
                                                       status=InboxStatus.HELD).first())
     # The janitor's lookup (not a webhook) brings the capture in.
     services.payment_authorization_lookup(attempt_id=attempt.id)
@@ -283,13 +272,6 @@ def test_a_held_refund_for_a_payment_that_failed_becomes_a_break(merchant, monke
 
 
 # -- finding 6 for wallet movements: credited only with what the provider confirmed ----------
-def _available(merchant, currency: str) -> int:
-    from ledger.selectors import balance_get
-
-    rows = balance_get(merchant=merchant)["available"]
-    return next((row["amount"] for row in rows if row["currency"] == currency), 0)
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("confirmed", [{"amount": 4_000_000}, {"amount": 50_000_000},
                                        {"amount": 5_000_000, "currency": "usd"}])
@@ -309,7 +291,7 @@ def test_a_deposit_confirmed_for_another_amount_or_currency_credits_nothing(merc
     wallet.movement_provider_event_apply(event=event)
     deposit = Deposit.objects.get(pk=deposit.pk)
     assert deposit.status == "pending"
-    assert _available(merchant, "brl") == 0
+    assert available_balance(merchant, "brl") == 0
     kind = "currency_mismatch" if "currency" in confirmed else "amount_mismatch"
     found = ReconciliationBreak.objects.get(type=kind, key=f"deposit:{deposit.id}")
     assert (found.our_amount, found.provider_amount) == (5_000_000, confirmed["amount"])
@@ -319,34 +301,11 @@ def test_a_deposit_confirmed_for_another_amount_or_currency_credits_nothing(merc
         provider_reference=deposit.provider_reference, merchant_reference=deposit.id,
         status="confirmed", amount=5_000_000, currency="brl"))
     assert Deposit.objects.get(pk=deposit.pk).status == "succeeded"
-    assert _available(merchant, "brl") == 5_000_000
+    assert available_balance(merchant, "brl") == 5_000_000
     _ledger_clean()
 
 
 # -- Cielo's notices are hints: only its own lookup moves money ------------------------------
-def _post_signed_cielo(payload: dict) -> int:
-    import json
-    from datetime import UTC, datetime
-
-    from django.test import Client
-
-    from providers.simulator.cielo import CieloDialect
-
-    payload = {"OccurredAt": datetime.now(UTC).isoformat(), **payload}
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    headers = CieloDialect().webhook_headers("whsec_dev_cielo", body, time.time())
-    response = Client().post("/webhooks/providers/cielo/", data=body,
-                             content_type="application/json",
-                             **{f"HTTP_{k.upper().replace('-', '_')}": v
-                                for k, v in headers.items()})
-    if response.status_code == 200:  # processed as the worker would after commit
-        from webhooks import inbound
-
-        row = ProviderEvent.objects.get(provider_event_id=payload["NotificationId"])
-        inbound.provider_event_process(event_id=row.pk)
-    return response.status_code
-
-
 @pytest.mark.django_db
 def test_a_signed_but_false_cielo_deposit_notice_credits_nothing(simulator, merchant,
                                                                 run_tasks_inline):
@@ -361,21 +320,21 @@ def test_a_signed_but_false_cielo_deposit_notice_credits_nothing(simulator, merc
     deposit = wallet.deposit_create(merchant=merchant, amount=5_000_000, currency="brl",
                                     method="pix")
     assert (deposit.status, deposit.provider) == ("pending", "cielo")
-    status = _post_signed_cielo({
+    status, _ = post_signed_cielo({
         "NotificationId": "forged-1", "ChangeType": "DepositConfirmed",
         "DepositId": deposit.provider_reference, "MerchantDepositId": deposit.id,
         "Amount": 5_000_000, "Currency": "BRL", "Status": "Confirmed"})
     assert status == 200
     assert Deposit.objects.get(pk=deposit.pk).status == "pending"
-    assert _available(merchant, "brl") == 0
+    assert available_balance(merchant, "brl") == 0
     assert ProviderEvent.objects.get(provider_event_id="forged-1").status == InboxStatus.IGNORED
     # When Cielo really confirms it, its lookup does, and the deposit is credited once.
     simulator.control.complete("cielo", "deposit", deposit.provider_reference)
-    assert _post_signed_cielo({
+    assert post_signed_cielo({
         "NotificationId": "real-1", "ChangeType": "DepositConfirmed",
-        "DepositId": deposit.provider_reference, "MerchantDepositId": deposit.id}) == 200
+        "DepositId": deposit.provider_reference, "MerchantDepositId": deposit.id})[0] == 200
     assert Deposit.objects.get(pk=deposit.pk).status == "succeeded"
-    assert _available(merchant, "brl") == 5_000_000
+    assert available_balance(merchant, "brl") == 5_000_000
 
 
 @pytest.mark.django_db
@@ -390,20 +349,20 @@ def test_a_signed_but_false_cielo_refund_or_chargeback_notice_moves_nothing(
     assert (payment.status, payment.provider) == ("captured", "cielo")
     base = {"PaymentId": payment.provider_reference, "MerchantOrderId": payment.id,
             "Currency": "BRL"}
-    assert _post_signed_cielo({**base, "NotificationId": "forged-r", "ChangeType":
+    assert post_signed_cielo({**base, "NotificationId": "forged-r", "ChangeType":
                                "RefundConfirmed", "RefundId": "r-forged",
-                               "RefundAmount": 7000}) == 200
-    assert _post_signed_cielo({**base, "NotificationId": "forged-c", "ChangeType":
+                               "RefundAmount": 7000})[0] == 200
+    assert post_signed_cielo({**base, "NotificationId": "forged-c", "ChangeType":
                                "ChargebackOpened", "ChargebackId": "cb-forged",
-                               "ChargebackAmount": 7000}) == 200
+                               "ChargebackAmount": 7000})[0] == 200
     payment.refresh_from_db()
     assert (payment.amount_refunded, payment.amount_disputed) == (0, 0)
     assert not Refund.objects.filter(payment=payment).exists()
     # A chargeback Cielo really took is confirmed by its lookup and recorded.
     simulator.control.open_dispute("cielo", payment.provider_reference, amount=2000)
-    assert _post_signed_cielo({**base, "NotificationId": "real-c", "ChangeType":
+    assert post_signed_cielo({**base, "NotificationId": "real-c", "ChangeType":
                                "ChargebackOpened", "ChargebackId": "cb-real",
-                               "ChargebackAmount": 2000}) == 200
+                               "ChargebackAmount": 2000})[0] == 200
     payment.refresh_from_db()
     assert payment.amount_disputed == 2000
 
