@@ -54,6 +54,12 @@ from webhooks.services import event_record
 logger = logging.getLogger(__name__)
 S = PaymentStatus
 _BEFORE_AN_ANSWER = (S.CREATED, S.AUTHORIZATION_REQUESTED)
+_NO_PROVIDER = {
+    True: "No live provider can take this payment right now (none is routed for it, or every "
+          "routed one's circuit breaker is open); retry later.",
+    False: "No payment provider is available right now (every routed provider's circuit "
+           "breaker is open); retry later.",
+}
 R = TypeVar("R")
 # `audit=` of refund_create / payment_capture / payment_cancel: called with the locked payment
 # inside the transaction that reserves the operation (before its writes), so a caller's audit
@@ -289,8 +295,7 @@ def _authorization_start(payment: Payment) -> PaymentAttempt | None:
     if provider_code is None:
         payment.save(update_fields=["status", "updated_at"])  # each step is its own UPDATE
         # Every routed provider's circuit breaker is open: fail fast and say so.
-        payment.mark_failed("provider_unavailable", "No payment provider is available right now "
-                            "(every routed provider's circuit breaker is open); retry later.")
+        payment.mark_failed("provider_unavailable", _NO_PROVIDER[payment.merchant.is_live])
         payment.save()
         _payment_event(payment, "payment.failed")
         return None

@@ -103,6 +103,7 @@ def test_a_live_payment_with_no_live_provider_fails_provider_unavailable(
         services.payment_confirm(merchant=merchant, payment_id=payment.id)
     payment.refresh_from_db()
     assert (payment.status, payment.failure_code) == ("failed", "provider_unavailable")
+    assert payment.failure_message.startswith("No live provider can take this payment")
     assert payment.provider == ""
     assert not PaymentAttempt.objects.filter(payment=payment).exists()
     assert not SandboxCharge.objects.exists()
@@ -130,6 +131,7 @@ def test_a_live_deposit_with_no_live_provider_is_refused_provider_unavailable() 
                                                "method": "pix"}, key="dep-live-1")
     assert response.status_code == 502, response.json()
     assert response.json()["error"]["code"] == "provider_unavailable"
+    assert "No live deposit provider" in response.json()["error"]["message"]
     assert not Deposit.objects.exists()
     assert not SandboxMovement.objects.exists()
 

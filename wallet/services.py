@@ -206,7 +206,10 @@ def _first_provider(spec: _Spec, *, merchant: Merchant, currency: str, amount: i
     candidates = _providers_for(merchant_id=merchant.pk, currency=currency, amount=amount,
                                 operation=spec.create)
     if not candidates:
-        raise ProviderError(f"No {spec.kind} provider is available right now; retry later.",
+        mode = "live " if merchant.is_live else ""
+        raise ProviderError(f"No {mode}{spec.kind} provider is available right now (none is "
+                            "routed for it, or every routed one's circuit breaker is open); "
+                            "retry later.",
                             code="provider_unavailable")
     return candidates[0]
 
