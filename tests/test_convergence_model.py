@@ -1028,6 +1028,10 @@ def test_provider_facts_converge_by_any_path_or_leave_a_break(model_providers):
     assert STATS["examples"] >= min(EXAMPLES, 50)
     for path in ("webhook:stored", "webhook:duplicate", "inbox:held", "fact:chargeback",
                  "fact:dispute_lost", "fact:dispute_won", "fact:dashboard_refund",
-                 "settlement:matched", "end:payment_with_break", "end:payment_agrees:captured",
+                 "settlement:matched", "end:payment_with_break",
                  "end:payment_agrees:refunded", "end:payment_agrees:charged_back"):
         assert STATS[path], f"the model never exercised {path}"
+    # A capture that agrees at the end is `settled` when the last settlement file listed it and
+    # `captured` otherwise; which of the two a run sees depends on step timing (the clock ticks).
+    assert STATS["end:payment_agrees:captured"] + STATS["end:payment_agrees:settled"], (
+        "the model never ended with an agreed capture")
