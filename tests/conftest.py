@@ -112,6 +112,9 @@ def simulator(_running_simulator, settings):
     registry.reset()
     yield _running_simulator
     registry.reset()
+    # Forget its scheduled webhooks too: a delayed or retried notice from this test must not
+    # land in a later test's database (the live server outlives the test).
+    _running_simulator.control.reset(seed="clearhouse-tests")
 
 
 def routing_rule(*providers: str | tuple[str, int], **conditions: Any):
