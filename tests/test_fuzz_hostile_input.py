@@ -219,10 +219,12 @@ def _counted_tables() -> tuple[str, ...]:
 
 
 def row_counts() -> tuple[int, ...]:
-    sql = " UNION ALL ".join(f'SELECT count(*) FROM "{t}"' for t in _counted_tables())
+    # One row with a column per table: UNION ALL has no order (a parallel append on the
+    # machine's PostgreSQL returned the counts shuffled, which read as "rows changed").
+    sql = "SELECT " + ", ".join(f'(SELECT count(*) FROM "{t}")' for t in _counted_tables())
     with connection.cursor() as cursor:
         cursor.execute(sql)
-        return tuple(row[0] for row in cursor.fetchall())
+        return tuple(cursor.fetchone())
 
 
 @dataclass
@@ -273,7 +275,9 @@ def check(api: Any, tally: Tally, method: str, path: str, *, body: bytes = b"",
     if status in NOT_STORED_STATUSES:
         tally.counts = row_counts()
         if tally.counts != before:
-            tally.failures.append(f"{where}: a refused request changed rows")
+            changed = [f"{table} {was}→{now}" for table, was, now in zip(
+                _counted_tables(), before or (), tally.counts, strict=False) if was != now]
+            tally.failures.append(f"{where}: a refused request changed rows: {changed}")
 
 
 # -- fixtures ------------------------------------------------------------------------------
