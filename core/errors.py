@@ -211,3 +211,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         if auth_header:
             response["WWW-Authenticate"] = auth_header
     return response
+
+
+def violated_constraint(exc: Exception) -> str:
+    """The PostgreSQL constraint an IntegrityError broke ("" when psycopg did not say)."""
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", "") or ""

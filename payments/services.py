@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from core import metrics
 from core.breaks import BreakSpec, break_report
-from core.errors import InvalidRequest, NotFound, ProviderError, StateError
+from core.errors import InvalidRequest, NotFound, ProviderError, StateError, violated_constraint
 from core.idempotency import same_request_or_422
 from core.models import Merchant
 from ledger import flows as ledger
@@ -176,11 +176,6 @@ def _report_collision(payment: Payment, attempt: PaymentAttempt, result: Provide
         error_message=f"The provider answered with reference {reference}, which payment "
                       f"{holder} already holds; a reconciliation break holds both.",
         exchange=result.exchange, latency_ms=result.latency_ms))
-
-
-def _violated_constraint(exc: IntegrityError) -> str:
-    diag = getattr(exc.__cause__, "diag", None)
-    return getattr(diag, "constraint_name", "") or ""
 
 
 def _call(provider_code: str, operation: str, request: Any) -> ProviderResult:
@@ -356,7 +351,7 @@ def _authorization_record(*, attempt_id: str, result: ProviderResult
     try:
         return _authorization_apply(payment_id=payment_id, attempt_id=attempt_id, result=result)
     except IntegrityError as exc:
-        if _violated_constraint(exc) != "payment_provider_reference_unique":
+        if violated_constraint(exc) != "payment_provider_reference_unique":
             raise
     with transaction.atomic():
         payment = _lock_payment(merchant=None, payment_id=payment_id)

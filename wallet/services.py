@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.breaks import BreakSpec, break_report
-from core.errors import NotFound, ProviderError
+from core.errors import NotFound, ProviderError, violated_constraint
 from core.idempotency import same_request_or_422
 from core.models import Merchant
 from ledger import flows as ledger
@@ -193,17 +193,17 @@ def _supports(provider_code: str, operation: str) -> bool:
         return False
 
 
-def _providers_for(*, merchant_id: str, currency: str, amount: int, operation: str,
+def _providers_for(*, merchant: Merchant, currency: str, amount: int, operation: str,
                    tried: Collection[str] = ()) -> list[str]:
-    """Routed providers that implement `operation`, best first, leaving out `tried`. Routing
-    rules without a card-brand condition apply to movements too."""
-    codes = route(merchant_id=merchant_id, currency=currency, amount=amount, payment_method="",
-                  livemode=Merchant.objects.values_list("is_live", flat=True).get(pk=merchant_id))
+    """Routed providers of the merchant's mode that implement `operation`, best first, leaving
+    out `tried`. Routing rules without a card-brand condition apply to movements too."""
+    codes = route(merchant_id=merchant.pk, currency=currency, amount=amount, payment_method="",
+                  livemode=merchant.is_live)
     return [code for code in codes if code not in tried and _supports(code, operation)]
 
 
 def _first_provider(spec: _Spec, *, merchant: Merchant, currency: str, amount: int) -> str:
-    candidates = _providers_for(merchant_id=merchant.pk, currency=currency, amount=amount,
+    candidates = _providers_for(merchant=merchant, currency=currency, amount=amount,
                                 operation=spec.create)
     if not candidates:
         mode = "live " if merchant.is_live else ""
@@ -314,9 +314,7 @@ def _disagrees(spec: _Spec, row: Movement, *, provider: str, status: MovementSta
 
 
 def _held_elsewhere(spec: _Spec, exc: IntegrityError) -> bool:
-    diag = getattr(exc.__cause__, "diag", None)
-    name = getattr(diag, "constraint_name", "") or ""
-    return name == f"{spec.kind}_provider_reference_unique"
+    return violated_constraint(exc) == f"{spec.kind}_provider_reference_unique"
 
 
 def _report_collision(spec: _Spec, row: Movement, *, provider: str, reference: str,
@@ -383,7 +381,7 @@ def _record_answer(spec: _Spec, *, attempt_id: str, result: MovementResult, rese
         if attempt.status == AttemptStatus.DECLINED:
             if result.retryable and not resend and not row.is_final:
                 following = _providers_for(
-                    merchant_id=row.merchant_id, currency=row.currency, amount=row.amount,
+                    merchant=row.merchant, currency=row.currency, amount=row.amount,
                     operation=spec.create, tried=set(row.attempts.values_list("provider",
                                                                               flat=True)))
                 if following:
