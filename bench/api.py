@@ -57,6 +57,10 @@ def server_env(*, port: int, broker_dir: Path) -> dict[str, str]:
         FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         METRICS_TOKEN=secrets.token_urlsafe(24),
         BENCH_ENDPOINTS="1",
+        # Production enables and classifies every provider explicitly; the bench's merchants
+        # are test merchants, served by the sandbox.
+        PROVIDERS_ENABLED="sandbox",
+        PROVIDERS_TEST="sandbox",
         RATE_LIMIT_ENABLED="false",
         CELERY_BROKER_URL=redis_url or "filesystem://",
         CELERY_BROKER_DIR=str(broker_dir),

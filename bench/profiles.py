@@ -43,7 +43,7 @@ def _profile(name: str, out_dir: Path, work: Callable[[], object]) -> str:
 def _api() -> None:
     """create+confirm through the whole Django stack (test client, no gunicorn). The broker is
     in-memory here; gunicorn's filesystem broker adds a file write per confirm."""
-    import uuid
+    import secrets
 
     from django.test import Client
 
@@ -55,7 +55,7 @@ def _api() -> None:
         response = client.post("/api/v1/payments", data=json.dumps({
             "amount": 1000 + index, "currency": "usd", "payment_method": "pm_card_visa",
             "confirm": True}), content_type="application/json",
-            HTTP_IDEMPOTENCY_KEY=f"profile-{uuid.uuid4()}")
+            HTTP_IDEMPOTENCY_KEY=f"profile-{secrets.token_urlsafe(18)}")
         if response.status_code != 202:
             raise RuntimeError(f"profile create answered {response.status_code}")
 
