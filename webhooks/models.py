@@ -52,6 +52,11 @@ class WebhookEndpoint(models.Model):
     failing_since = models.DateTimeField(
         null=True, blank=True,
         help_text="First failed attempt of the current failure streak; cleared by a success.")
+    # The endpoint's circuit (webhooks.services): failed attempts in a row, and while
+    # `circuit_open_until` is ahead, none of its deliveries is claimed; they wait, due, in
+    # the outbox instead of occupying workers.
+    consecutive_failures = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    circuit_open_until = models.DateTimeField(null=True, blank=True, editable=False)
     # The create request's Idempotency-Key and fingerprint (core.idempotency): a key reused
     # with other parameters answers 422 even after the key's own row is reaped.
     idempotency_key = models.CharField(max_length=255, blank=True, default="", db_default="",

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core import crypto, metrics
@@ -57,6 +56,19 @@ BACKOFF_MAX_SECONDS = 6 * 3600
 LEASE = timedelta(minutes=5)
 SWEEP_BATCH_SIZE = 50
 SWEEP_CONCURRENCY = 8
+# Per-endpoint limits, so one merchant's dead endpoints cannot take the workers and sweeps that
+# every other merchant's deliveries need. "In flight" is a delivery whose lease is held; it is
+# counted and claimed under the endpoint's row lock (_claim_due), so PostgreSQL, not a
+# process's memory, enforces it across workers. An endpoint that answers may have four
+# sweepers' batches leased at once (so a healthy backlog drains at full speed); one whose latest
+# attempt failed, two; after CIRCUIT_THRESHOLD failures in a row its circuit opens and its
+# deliveries wait, due, in the outbox (no task or sweep touches them) for a cool-down that
+# doubles with each failed probe; then one probe at a time until one succeeds.
+ENDPOINT_MAX_IN_FLIGHT = 4 * SWEEP_BATCH_SIZE
+FAILING_MAX_IN_FLIGHT = 2
+CIRCUIT_THRESHOLD = 5
+CIRCUIT_COOLDOWN_SECONDS = 30
+CIRCUIT_COOLDOWN_MAX_SECONDS = 15 * 60
 ENDPOINT_DISABLED_EVENT = "webhook_endpoint.disabled"
 
 
@@ -151,6 +163,8 @@ def endpoint_update(*, merchant: Merchant, endpoint_id: str, url: str | None = N
             endpoint.status = EndpointStatus.ENABLED
             endpoint.disabled_reason = ""
             endpoint.failing_since = None  # a fresh start: the 3-day clock restarts
+            endpoint.consecutive_failures = 0  # and its circuit closes
+            endpoint.circuit_open_until = None
         endpoint.save()
     return endpoint
 
@@ -276,35 +290,76 @@ def event_resend(*, merchant: Merchant, event_id: str, endpoint_id: str | None =
 
 
 # -- sending ---------------------------------------------------------------------------------
-def _lease_free(now: datetime) -> Q:
-    return Q(locked_until__isnull=True) | Q(locked_until__lt=now)
+# -- claiming: the outbox's limits per endpoint ---------------------------------------------
+_DELIVERY = WebhookDelivery._meta.db_table
+_ENDPOINT = WebhookEndpoint._meta.db_table
+# Due, pending, not leased, and one of %(ids)s when that is not NULL: what a claim may take.
+_DUE = (f"d.status = '{DeliveryStatus.PENDING}' AND d.next_attempt_at <= %(now)s "
+        "AND (d.locked_until IS NULL OR d.locked_until < %(now)s) "
+        "AND (%(ids)s::text[] IS NULL OR d.id = ANY(%(ids)s::text[]))")
+_CLOSED = "(e.circuit_open_until IS NULL OR e.circuit_open_until <= %(now)s)"
+_CANDIDATES_SQL = f"""
+    SELECT d.endpoint_id FROM {_DELIVERY} d JOIN {_ENDPOINT} e ON e.id = d.endpoint_id
+    WHERE {_DUE} AND {_CLOSED}
+    GROUP BY d.endpoint_id ORDER BY min(d.next_attempt_at) LIMIT %(limit)s"""  # noqa: S608
+_LOCK_SQL = f"""
+    SELECT e.id FROM {_ENDPOINT} e WHERE e.id = ANY(%(candidates)s::text[]) AND {_CLOSED}
+    ORDER BY e.id FOR NO KEY UPDATE"""  # noqa: S608
+_LEASE_SQL = f"""
+    WITH slots AS (
+        SELECT e.id, CASE WHEN e.consecutive_failures = 0 THEN %(max)s
+                          WHEN e.consecutive_failures < %(threshold)s THEN %(failing)s
+                          ELSE 1 END
+            - (SELECT count(*) FROM {_DELIVERY} leased
+               WHERE leased.endpoint_id = e.id AND leased.status = '{DeliveryStatus.PENDING}'
+                 AND leased.locked_until >= %(now)s) AS free
+        FROM {_ENDPOINT} e WHERE e.id = ANY(%(locked)s::text[])
+    ), ranked AS (
+        SELECT d.id, d.next_attempt_at, s.free, row_number() OVER (
+            PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS rank
+        FROM {_DELIVERY} d JOIN slots s ON s.id = d.endpoint_id
+        WHERE {_DUE} AND s.free > 0
+    ), chosen AS (
+        SELECT id FROM ranked WHERE rank <= free ORDER BY rank, next_attempt_at, id
+        LIMIT %(limit)s
+    )
+    UPDATE {_DELIVERY} d SET locked_until = %(until)s, attempt_count = d.attempt_count + 1
+    FROM chosen WHERE d.id = chosen.id
+    RETURNING d.id"""  # noqa: S608
+
+
+def _claim_due(*, limit: int, now: datetime, delivery_ids: list[str] | None = None
+               ) -> list[str]:
+    """Take the lease on up to `limit` due deliveries (of `delivery_ids` only, when given),
+    within each endpoint's limits (ENDPOINT_MAX_IN_FLIGHT, FAILING_MAX_IN_FLIGHT, the
+    circuit), each endpoint's oldest first and every endpoint's first before anyone's second.
+
+    Three statements in one transaction: pick the endpoints with due work whose circuit is not
+    open; lock them (FOR NO KEY UPDATE, in id order: another claimer of the same endpoint
+    waits, and no KEY SHARE lock of a payment transaction inserting a delivery is blocked);
+    then count each one's leases and lease what fits. The count is its own statement, so its
+    snapshot is taken after the locks are held and sees every lease committed before them."""
+    params = {"now": now, "ids": delivery_ids, "limit": limit, "until": now + LEASE,
+              "max": ENDPOINT_MAX_IN_FLIGHT, "failing": FAILING_MAX_IN_FLIGHT,
+              "threshold": CIRCUIT_THRESHOLD}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_CANDIDATES_SQL, params)
+        candidates = sorted(row[0] for row in cursor.fetchall())
+        if not candidates:
+            return []
+        cursor.execute(_LOCK_SQL, {**params, "candidates": candidates})
+        locked = [row[0] for row in cursor.fetchall()]
+        if not locked:
+            return []
+        cursor.execute(_LEASE_SQL, {**params, "locked": locked})
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _claim(*, delivery_id: str, now: datetime) -> bool:
-    """Take the lease on one due delivery. The conditional UPDATE is atomic: of two workers
-    racing for the row, PostgreSQL re-checks the WHERE for the second and it matches nothing."""
-    claimed = (WebhookDelivery.objects
-               .filter(pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-               .filter(_lease_free(now))
-               .update(locked_until=now + LEASE, attempt_count=F("attempt_count") + 1))
-    return claimed == 1
-
-
-def _claim_due(*, limit: int, now: datetime) -> list[str]:
-    """Take the lease on up to `limit` due deliveries; rows another sweeper is claiming right
-    now are skipped, not waited for."""
-    with transaction.atomic():
-        ids = list(
-            WebhookDelivery.objects.select_for_update(skip_locked=True)
-            .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-            .filter(_lease_free(now))
-            .order_by("next_attempt_at")
-            .values_list("pk", flat=True)[:limit]
-        )
-        if ids:
-            WebhookDelivery.objects.filter(pk__in=ids).update(
-                locked_until=now + LEASE, attempt_count=F("attempt_count") + 1)
-    return ids
+    """Take the lease on one due delivery, within its endpoint's limits (a task's path: the
+    same rule as the sweeper's). False if it is not due, leased elsewhere, or its endpoint
+    has no room or an open circuit; the sweeper sends it later."""
+    return _claim_due(limit=1, now=now, delivery_ids=[delivery_id]) == [delivery_id]
 
 
 @dataclass(frozen=True)
@@ -361,28 +416,47 @@ def retry_at(*, attempt_number: int, created_at: datetime, now: datetime) -> dat
     return min(now + timedelta(seconds=delay), deadline)
 
 
-def _update_failure_streaks(outcomes: list[tuple[_Claimed, delivery.AttemptResult]]
-                            ) -> set[str]:
-    """Move each endpoint's `failing_since` by this batch's results, in time order; returns
-    the endpoints whose latest result is a failure. Rows are touched in id order, before any
-    delivery row, which is the order disabling uses, so the two never deadlock."""
+def circuit_cooldown(*, consecutive_failures: int) -> timedelta:
+    """How long an endpoint's circuit stays open after its `consecutive_failures`-th failure in
+    a row: CIRCUIT_COOLDOWN_SECONDS at the threshold, doubling with each failed probe."""
+    doublings = min(consecutive_failures - CIRCUIT_THRESHOLD, 20)
+    return timedelta(seconds=min(CIRCUIT_COOLDOWN_MAX_SECONDS,
+                                 CIRCUIT_COOLDOWN_SECONDS * 2 ** doublings))
+
+
+def _update_failure_streaks(outcomes: list[tuple[_Claimed, delivery.AttemptResult]],
+                            now: datetime) -> set[str]:
+    """Move each endpoint's failure streak (`failing_since`, `consecutive_failures`) and its
+    circuit by this batch's results, in time order; returns the endpoints whose latest result
+    is a failure. Rows are locked in id order, before any delivery row, which is the order
+    claiming and disabling use, so none of them deadlock."""
     by_endpoint: dict[str, list[delivery.AttemptResult]] = {}
     for claimed, result in outcomes:
         by_endpoint.setdefault(claimed.outgoing.endpoint_id, []).append(result)
     failing: set[str] = set()
-    for endpoint_id in sorted(by_endpoint):
-        results = sorted(by_endpoint[endpoint_id], key=lambda result: result.started_at)
+    endpoints = (WebhookEndpoint.objects.select_for_update(no_key=True)
+                 .filter(pk__in=by_endpoint).order_by("pk"))
+    for endpoint in endpoints:
+        results = sorted(by_endpoint[endpoint.pk], key=lambda result: result.started_at)
         successes = [i for i, result in enumerate(results) if result.is_success]
-        endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id)
         if successes and successes[-1] == len(results) - 1:
-            endpoint.filter(failing_since__isnull=False).update(failing_since=None)
-            continue
-        failing.add(endpoint_id)
-        streak_start = results[successes[-1] + 1 if successes else 0].started_at
-        if successes:  # a success in this batch ended the old streak; a new one began
-            endpoint.update(failing_since=streak_start)
+            endpoint.failing_since = None
+            endpoint.consecutive_failures = 0
+            endpoint.circuit_open_until = None
         else:
-            endpoint.filter(failing_since__isnull=True).update(failing_since=streak_start)
+            failing.add(endpoint.pk)
+            trailing = results[successes[-1] + 1 if successes else 0:]
+            if successes:  # a success in this batch ended the old streak; a new one began
+                endpoint.failing_since = trailing[0].started_at
+                endpoint.consecutive_failures = len(trailing)
+            else:
+                endpoint.failing_since = endpoint.failing_since or trailing[0].started_at
+                endpoint.consecutive_failures += len(trailing)
+            if endpoint.consecutive_failures >= CIRCUIT_THRESHOLD:
+                endpoint.circuit_open_until = now + circuit_cooldown(
+                    consecutive_failures=endpoint.consecutive_failures)
+        endpoint.save(update_fields=["failing_since", "consecutive_failures",
+                                     "circuit_open_until"])
     return failing
 
 
@@ -393,7 +467,7 @@ def _record(outcomes: list[tuple[_Claimed, delivery.AttemptResult]]) -> None:
         return
     now = timezone.now()
     with transaction.atomic():
-        failing = _update_failure_streaks(outcomes)
+        failing = _update_failure_streaks(outcomes, now)
         for _, result in outcomes:
             metrics.WEBHOOK_DELIVERIES.labels("success" if result.is_success else "failure").inc()
         WebhookDeliveryAttempt.objects.bulk_create([
