@@ -96,6 +96,18 @@ def rows(results: dict[str, Any]) -> list[Row]:
                        growth[str(large)], "MiB", f"{small:,} lines", growth[str(small)], ratio_,
                        f"flat (≤ {FLAT_MEMORY_FACTOR:g}×)",
                        None if ratio_ is None else ratio_ <= FLAT_MEMORY_FACTOR))
+    burst = results.get("burst")
+    if burst and "median" in burst:
+        m = burst["median"]
+        out.append(Row("6 burst", f"{burst['payments']} create+confirm, {burst['clients']} "
+                       "clients, another merchant's 3 dead endpoints: all final",
+                       m["dead_endpoints_seconds"], "s", "same burst, plain",
+                       m["plain_seconds"], m["ratio"], "≤ 1.50×",
+                       None if m["ratio"] is None else m["ratio"] <= 1.5))
+        if (recovery := burst.get("recovery")) and recovery.get("seconds_to_final"):
+            out.append(Row("6 burst", "workers SIGKILLed mid-burst, stack restarted: all final",
+                           recovery["seconds_to_final"], "s", "same burst, plain",
+                           m["plain_seconds"], None))
     return out
 
 
