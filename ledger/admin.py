@@ -23,7 +23,7 @@ from backoffice.admin_ids import TolerantIdsMixin
 from backoffice.balances import merchant_balances
 from backoffice.paginator import CappedCountPaginator
 from core.money import format_amount
-from ledger.models import Account, JournalEntry, Posting
+from ledger.models import Account, Checkpoint, JournalEntry, Posting
 from ledger.selectors import entry_list_for
 
 # reference_type → admin change view of the business object; unknown or unregistered types
@@ -82,14 +82,14 @@ class PostingInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "owner", "code", "currency", "balance_display", "version",
+    list_display = ("id", "owner", "label", "currency", "balance_display", "version",
                     "created_at")
     list_filter = ("kind", "currency")
     search_fields = ("=merchant__id", "merchant__name", "=provider")
     search_help_text = "Merchant id (acct_…) or name, or a provider code."
     list_select_related = ("merchant",)
-    readonly_fields = ("id", "merchant", "kind", "provider", "currency", "balance_display",
-                       "version", "created_at")
+    readonly_fields = ("id", "merchant", "kind", "provider", "shard", "currency",
+                       "balance_display", "version", "head_hash", "created_at")
     fields = readonly_fields
     ordering = ("id",)
     change_list_template = "admin/ledger/account/change_list.html"
@@ -97,6 +97,11 @@ class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="owner", ordering="merchant__name")
     def owner(self, account: Account) -> str:
         return account.merchant.name if account.merchant_id else "platform"
+
+    @admin.display(description="account", ordering="kind")
+    def label(self, account: Account) -> str:
+        # provider_clearing is split into shards (summed on read): "#3" names the row.
+        return account.label
 
     @admin.display(description="balance", ordering="balance")
     def balance_display(self, account: Account) -> str:
@@ -127,7 +132,7 @@ class JournalEntryAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     search_help_text = "Entry id (txn_…), the id it explains (pay_…, re_…, dp_…) or a merchant id."
     list_select_related = ("merchant",)
     readonly_fields = ("id", "sequence", "kind", "description", "reference", "merchant",
-                       "created_at", "prev_hash", "hash")
+                       "created_at", "hash")
     fields = readonly_fields
     inlines = [PostingInline]
     ordering = ("-sequence",)
@@ -147,7 +152,7 @@ class PostingAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("=id", "=entry__id", "=merchant__id")
     list_select_related = ("entry", "account", "account__merchant")
     readonly_fields = ("id", "entry", "account", "merchant", "amount", "currency",
-                       "balance_after", "created_at")
+                       "balance_after", "created_at", "account_version", "prev_hash", "hash")
     ordering = ("-created_at", "-id")
     show_full_result_count = False
     paginator = CappedCountPaginator
@@ -159,3 +164,28 @@ class PostingAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="balance after")
     def balance_after_display(self, posting: Posting) -> str:
         return format_amount(posting.balance_after, posting.currency)
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Signed checkpoints of every account's chain head (ledger/checkpoints.py)."""
+
+    list_display = ("number", "created_at", "accounts", "postings", "root")
+    readonly_fields = ("number", "created_at", "body", "signature")
+    fields = readonly_fields
+    ordering = ("-number",)
+
+    @admin.display(description="accounts")
+    def accounts(self, checkpoint: Checkpoint) -> int:
+        return int(checkpoint.body.get("accounts", 0))
+
+    @admin.display(description="postings covered")
+    def postings(self, checkpoint: Checkpoint) -> int:
+        return int(checkpoint.body.get("postings", 0))
+
+    @admin.display(description="signed root")
+    def root(self, checkpoint: Checkpoint) -> str:
+        return str(checkpoint.body.get("root", ""))[:16] + "…"
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).defer("heads")

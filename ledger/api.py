@@ -1,4 +1,5 @@
-"""Thin read-only views: the merchant's balance and its balance transactions (postings)."""
+"""Thin read-only views: the merchant's balance, its balance transactions (postings) and the latest
+signed ledger checkpoint with proofs for the merchant's own accounts."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.api import ERRORS, LIST_PARAMETERS, ApiView
+from core.errors import NotFound
 from core.pagination import paginate
 from ledger import selectors
+from ledger.checkpoints import merchant_proof
 from ledger.serializers import (
     BalanceOutput,
     BalanceTransactionFilters,
     BalanceTransactionOutput,
+    CheckpointOutput,
     posting_to_dict,
 )
 
@@ -61,3 +65,20 @@ class BalanceTransactionDetail(ApiView):
     def get(self, request: Request, posting_id: str) -> Response:
         return Response(posting_to_dict(
             selectors.posting_get(merchant=request.user, posting_id=posting_id)))
+
+
+class CheckpointDetail(ApiView):
+    @extend_schema(
+        operation_id="ledger_checkpoint_retrieve", responses={200: CheckpointOutput, **ERRORS},
+        description="The latest signed checkpoint of the ledger, with an inclusion proof for "
+                    "each of your accounts. With your balance transactions and our public key, "
+                    "`python ledger/chain.py checkpoint.json --public-key … "
+                    "--balance-transactions bts.json` proves offline that they are covered "
+                    "and were not rewritten since.",
+    )
+    def get(self, request: Request) -> Response:
+        proof = merchant_proof(merchant_id=request.user.pk)
+        if proof is None:
+            raise NotFound("No ledger checkpoint has been signed yet; one is made every few "
+                           "minutes.")
+        return Response(proof)

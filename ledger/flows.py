@@ -22,6 +22,9 @@ business object: calling it again for the same object posts nothing and returns 
 
 * or `reserved` if the payout never went in transit (paid or failed straight from pending).
 
+`provider_clearing:<p>` is split into shards by merchant (`ledger.services.clearing_shard`) so
+captures of different merchants do not queue on one row; its balance is the sum of its shards.
+
 Signs: a merchant account's balance is what the platform owes the merchant; the platform
 accounts hold the other side (provider_clearing is negative while a provider owes us funds), so
 every currency sums to zero. Only refunds and disputes may take `available` negative, as at
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 from core.models import Merchant
 from ledger.models import Account, AccountKind, EntryKind, JournalEntry
-from ledger.services import account_for, entry_post
+from ledger.services import account_for, clearing_account_for, entry_post
 
 K = AccountKind
 MAY_GO_NEGATIVE = frozenset({AccountKind.AVAILABLE.value})
@@ -48,8 +51,9 @@ def _mine(merchant: Merchant, currency: str, kind: str) -> Account:
     return account_for(merchant=merchant, currency=currency, kind=kind)
 
 
-def _clearing(currency: str, provider: str) -> Account:
-    return account_for(currency=currency, kind=K.PROVIDER_CLEARING, provider=provider)
+def _clearing(merchant: Merchant, currency: str, provider: str) -> Account:
+    # Split by merchant (ledger.services.clearing_shard): every capture touches this account.
+    return clearing_account_for(merchant=merchant, currency=currency, provider=provider)
 
 
 def _move(
@@ -71,7 +75,8 @@ def post_capture(
 ) -> JournalEntry:
     return _move(kind=EntryKind.CAPTURE, merchant=merchant, reference_type="payment",
                  reference_id=payment_id, description=f"Capture of {payment_id}",
-                 source=_clearing(currency, provider), target=_mine(merchant, currency, K.PENDING),
+                 source=_clearing(merchant, currency, provider),
+                 target=_mine(merchant, currency, K.PENDING),
                  amount=amount)
 
 
@@ -111,7 +116,7 @@ def post_refund_succeeded(
     return _move(kind=EntryKind.REFUND_SUCCEEDED, merchant=merchant, reference_type="refund",
                  reference_id=refund_id, description=f"Refund {refund_id} of {payment_id} sent",
                  source=_mine(merchant, currency, K.RESERVED),
-                 target=_clearing(currency, provider), amount=amount)
+                 target=_clearing(merchant, currency, provider), amount=amount)
 
 
 def post_refund_failed(
@@ -153,7 +158,7 @@ def post_dispute_lost(
                  reference_id=dispute_id,
                  description=f"Dispute {dispute_id} on {payment_id} lost; charged back",
                  source=_mine(merchant, currency, K.DISPUTED),
-                 target=_clearing(currency, provider), amount=amount)
+                 target=_clearing(merchant, currency, provider), amount=amount)
 
 
 # -- wallet movements ------------------------------------------------------------------------
@@ -203,7 +208,7 @@ def post_payout_paid(
     return _move(kind=EntryKind.PAYOUT_PAID, merchant=merchant, reference_type="payout",
                  reference_id=payout_id, description=f"Payout {payout_id} paid",
                  source=_payout_holding(merchant, payout_id, currency),
-                 target=_clearing(currency, provider), amount=amount)
+                 target=_clearing(merchant, currency, provider), amount=amount)
 
 
 def post_payout_failed(

@@ -1,7 +1,9 @@
-"""Ledger tables: accounts with maintained balances, hash-chained journal entries, postings.
+"""Ledger tables: accounts with maintained balances and chain heads, journal entries, postings,
+and signed checkpoints of the chain heads.
 
-Rows are written only by `ledger.services.entry_post`; PostgreSQL triggers (migration 0002)
-keep postings immutable, entries balanced and account balances equal to the sum of postings.
+Rows are written only by `ledger.services` (`entry_post`, `entries_post`); PostgreSQL triggers
+(migrations 0002, 0003) keep postings immutable, entries balanced, account balances equal to
+the sum of postings and each posting linked to the previous posting of its account.
 """
 
 from django.db import models
@@ -9,6 +11,7 @@ from django.db.models import Q
 
 from core.ids import PublicIdField
 from core.models import Merchant
+from ledger.chain import GENESIS_HASH
 
 
 class AccountKind(models.TextChoices):
@@ -64,7 +67,11 @@ class Account(models.Model):
 
     `provider_clearing` accounts carry the provider code in `provider` (shown as
     `provider_clearing:<provider>`); every other kind has `provider=""`. `balance` is maintained
-    by the posting trigger under the row lock, and `version` counts the postings applied.
+    by the posting trigger under the row lock, `version` counts the postings applied and
+    `head_hash` is the hash of the newest one (the head of this account's chain).
+
+    A platform account that every payment touches is split into `shard`s (summed on read), so
+    captures of different merchants do not queue on one row; merchant accounts have shard 0.
     """
 
     id = models.BigAutoField(primary_key=True)  # integer: locks are taken in sorted id order
@@ -73,15 +80,19 @@ class Account(models.Model):
     currency = models.CharField(max_length=3)
     kind = models.CharField(max_length=32, choices=AccountKind.choices)
     provider = models.CharField(max_length=32, blank=True, default="")
+    shard = models.PositiveSmallIntegerField(default=0)
     balance = models.BigIntegerField(default=0, editable=False)
     version = models.BigIntegerField(default=0, editable=False)
+    head_hash = models.CharField(max_length=64, default=GENESIS_HASH, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             # NULLS NOT DISTINCT: one platform account per (currency, kind, provider) too.
-            models.UniqueConstraint(fields=["merchant", "currency", "kind", "provider"],
+            models.UniqueConstraint(fields=["merchant", "currency", "kind", "provider", "shard"],
                                     nulls_distinct=False, name="ledger_account_unique"),
+            models.CheckConstraint(condition=Q(merchant__isnull=True) | Q(shard=0),
+                                   name="ledger_account_shard_platform_only"),
             models.CheckConstraint(condition=Q(kind__in=AccountKind.values),
                                    name="ledger_account_kind_known"),
             models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"),
@@ -108,12 +119,20 @@ class Account(models.Model):
         """The contract's name: `available`, `provider_clearing:sandbox`, …"""
         return f"{self.kind}:{self.provider}" if self.provider else self.kind
 
+    @property
+    def label(self) -> str:
+        """The code with the shard for split platform accounts: `provider_clearing:sandbox#3`."""
+        return f"{self.code}#{self.shard}" if self.shard else self.code
+
 
 class JournalEntry(models.Model):
-    """A balanced set of postings, chained: `hash` = sha256(prev_hash + canonical content)."""
+    """A balanced set of postings. `hash` is its digest (`ledger.chain.entry_digest`), which every
+    posting's chain link names; `sequence` orders entries by when they were posted (a database
+    sequence, no lock: entries on disjoint accounts commit in parallel, so it is not commit
+    order and may have gaps)."""
 
     id = PublicIdField(prefix="txn")
-    sequence = models.BigIntegerField(unique=True, editable=False)  # position in the hash chain
+    sequence = models.BigIntegerField(unique=True, editable=False)
     kind = models.CharField(max_length=32, choices=EntryKind.choices)
     description = models.CharField(max_length=500, blank=True, default="")
     reference_type = models.CharField(max_length=32)  # "payment", "refund", "payout", …
@@ -121,7 +140,6 @@ class JournalEntry(models.Model):
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+",
                                  null=True, blank=True)
     created_at = models.DateTimeField()
-    prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
 
     class Meta:
@@ -143,7 +161,11 @@ class JournalEntry(models.Model):
 
 
 class Posting(models.Model):
-    """One signed movement on one account; `balance_after` is the account balance after it."""
+    """One signed movement on one account; `balance_after` is the account balance after it.
+
+    Chained per account: `account_version` is the account's version after it (1, 2, 3, …),
+    `prev_hash` the hash of the account's posting before it and `hash` its own
+    (`ledger.chain.posting_hash`). The posting trigger refuses any other link."""
 
     id = PublicIdField(prefix="bt")  # a "balance transaction" in the API
     entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="postings",
@@ -156,11 +178,20 @@ class Posting(models.Model):
     currency = models.CharField(max_length=3)
     balance_after = models.BigIntegerField()
     created_at = models.DateTimeField()
+    account_version = models.BigIntegerField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["entry", "account"],
                                     name="ledger_posting_one_per_account"),
+            models.UniqueConstraint(fields=["account", "account_version"],
+                                    name="ledger_posting_account_chain"),
+            models.CheckConstraint(condition=Q(account_version__gte=1),
+                                   name="ledger_posting_account_version"),
+            models.CheckConstraint(condition=Q(hash__regex=r"^[0-9a-f]{64}$"),
+                                   name="ledger_posting_hash_format"),
             models.CheckConstraint(condition=~Q(amount=0), name="ledger_posting_nonzero"),
         ]
         indexes = [
@@ -170,3 +201,26 @@ class Posting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} {self.amount:+d} {self.currency}"
+
+
+class Checkpoint(models.Model):
+    """A signed statement of every account's chain head (`ledger.chain` has the format).
+
+    The database copy serves `GET /api/v1/ledger/checkpoint`; the copy that counts is exported
+    where the database owner cannot rewrite it (LEDGER_CHECKPOINT_DIR, the logs). Verification
+    needs the public key, never the private one, which lives only in the environment.
+    """
+
+    number = models.BigIntegerField(primary_key=True)
+    created_at = models.DateTimeField()
+    body = models.JSONField()
+    signature = models.CharField(max_length=200)
+    # [[account_id, merchant_id, currency, code, version, head_hash, balance], …]
+    heads = models.JSONField()
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(number__gte=1),
+                                              name="ledger_checkpoint_number")]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.number} ({self.body.get('root', '')[:12]}…)"

@@ -1,8 +1,11 @@
-"""Prove the ledger consistent: zero-sum entries, balances = Σ postings, balance_after, hash chain.
+"""Prove the ledger consistent: zero-sum entries, balances = Σ postings, balance_after, every
+entry's digest, every account's hash chain, and the latest signed checkpoint.
 
 `ledger_verify()` returns a `VerifyResult` (the management command and a scheduled task render
 it). Memory stays bounded for any ledger size: the sums are SQL aggregates that name only the
-first bad row, and the hash chain is streamed through a server-side cursor in chunks.
+first bad row, and the digests and chains are streamed through server-side cursors in chunks.
+Without a checkpoint, a table owner who rewrites rows *and* recomputes every hash after them
+goes unseen; the checkpoint (`ledger.checkpoints`) is what catches that.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass, field
 
 from django.db import connection, transaction
 
-from ledger.chain import GENESIS_HASH, HashedPosting, entry_hash
+from ledger.chain import GENESIS_HASH, EntryLine, entry_digest, micros, posting_hash
 
 DEFAULT_CHUNK_SIZE = 5000
 
@@ -31,6 +34,7 @@ class VerifyResult:
     entries: int = 0
     postings: int = 0
     accounts: int = 0
+    checkpoint: str = "no checkpoint yet"
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -39,9 +43,10 @@ class VerifyResult:
 
     def report(self) -> str:
         head = (f"ledger_verify: {self.entries} entries, {self.postings} postings, "
-                f"{self.accounts} accounts: ")
+                f"{self.accounts} accounts, {self.checkpoint}: ")
         if self.ok:
-            return head + "OK (zero-sum, balances, balance_after and hash chain intact)"
+            return head + ("OK (zero-sum, balances, balance_after, entry digests, account "
+                           "chains and checkpoint intact)")
         lines = [head + f"{len(self.problems)} check(s) FAILED; first bad row of each:"]
         lines += [f"  {problem}" for problem in self.problems]
         return "\n".join(lines)
@@ -103,6 +108,16 @@ def _check_balances(result: VerifyResult) -> None:
             "account_balance", f"account {row[0]} ({row[1] or 'platform'} {kind} {row[4]})",
             f"balance {row[5]} (version {row[7]}) but its {row[8]} postings sum to {row[6]}"))
     row = _first("""
+        SELECT a.id, a.version, a.head_hash, p.hash FROM ledger_account a
+          LEFT JOIN ledger_posting p ON p.account_id = a.id AND p.account_version = a.version
+         WHERE a.head_hash IS DISTINCT FROM COALESCE(p.hash, repeat('0', 64))
+         ORDER BY a.id LIMIT 1""")
+    if row:
+        result.problems.append(Problem(
+            "account_head", f"account {row[0]}",
+            f"head {row[2][:12]}… at version {row[1]} but its posting of that version hashes "
+            f"to {(row[3] or 'nothing (missing)')[:12]}…"))
+    row = _first("""
         SELECT currency, sum(balance) FROM ledger_account
          GROUP BY currency HAVING sum(balance) <> 0 ORDER BY currency LIMIT 1""")
     if row:
@@ -111,75 +126,120 @@ def _check_balances(result: VerifyResult) -> None:
 
 
 def _check_balance_after(result: VerifyResult) -> None:
-    # Per account, postings apply in chain order: the account lock is held until COMMIT and the
-    # sequence is assigned under it, so sequence order is the order the balance moved in.
+    # Per account, postings apply in account_version order (assigned under the account lock).
     row = _first("""
-        SELECT id, account_id, sequence, balance_after, running FROM (
-            SELECT p.id, p.account_id, e.sequence, p.balance_after,
-                   sum(p.amount) OVER (PARTITION BY p.account_id ORDER BY e.sequence
-                                       ROWS UNBOUNDED PRECEDING) AS running
-              FROM ledger_posting p JOIN ledger_journalentry e ON e.id = p.entry_id
-        ) x WHERE balance_after <> running ORDER BY sequence, account_id LIMIT 1""")
+        SELECT id, account_id, account_version, balance_after, running, position FROM (
+            SELECT p.id, p.account_id, p.account_version, p.balance_after,
+                   sum(p.amount) OVER w AS running, row_number() OVER w AS position
+              FROM ledger_posting p
+            WINDOW w AS (PARTITION BY p.account_id ORDER BY p.account_version
+                         ROWS UNBOUNDED PRECEDING)
+        ) x WHERE balance_after <> running OR account_version <> position
+        ORDER BY account_id, account_version LIMIT 1""")
     if row:
-        result.problems.append(Problem(
-            "balance_after", f"posting {row[0]} (account {row[1]}, sequence {row[2]})",
-            f"balance_after {row[3]} but the running sum of the account's postings is {row[4]}"))
+        where = f"posting {row[0]} (account {row[1]}, version {row[2]})"
+        if row[2] != row[5]:
+            message = f"is the account's posting number {row[5]}: a posting before it is missing"
+        else:
+            message = (f"balance_after {row[3]} but the running sum of the account's postings "
+                       f"is {row[4]}")
+        result.problems.append(Problem("balance_after", where, message))
 
 
-_CHAIN_SQL = """
+_ENTRIES_SQL = """
     SELECT e.sequence, e.id, e.kind, e.reference_type, e.reference_id, e.merchant_id,
-           e.description, e.created_at, e.prev_hash, e.hash,
-           p.id, p.account_id, p.amount, p.currency, p.balance_after
+           e.description, e.created_at, e.hash, p.id, p.account_id, p.amount, p.currency
       FROM ledger_journalentry e LEFT JOIN ledger_posting p ON p.entry_id = e.id
      ORDER BY e.sequence, p.account_id"""
 
+_POSTINGS_SQL = """
+    SELECT p.account_id, p.account_version, p.id, p.entry_id, e.hash, p.amount, p.currency,
+           p.balance_after, p.created_at, p.prev_hash, p.hash
+      FROM ledger_posting p JOIN ledger_journalentry e ON e.id = p.entry_id
+     ORDER BY p.account_id, p.account_version"""
 
-def _check_chain(result: VerifyResult, chunk_size: int) -> None:
-    """Recompute every hash in sequence order, holding one entry's postings at a time."""
-    problem: Problem | None = None
-    expected_sequence, expected_prev = 1, GENESIS_HASH
-    current: tuple | None = None
-    postings: list[HashedPosting] = []
 
-    def close_entry() -> None:
-        nonlocal problem, expected_sequence, expected_prev
-        sequence, entry_id, kind, ref_type, ref_id, merchant_id, description, created_at, \
-            prev_hash, stored_hash = current
-        result.entries += 1
-        if problem is None:
-            row = _entry_row(entry_id, sequence)
-            recomputed = entry_hash(
-                prev_hash=prev_hash, sequence=sequence, entry_id=entry_id, kind=kind,
-                reference_type=ref_type, reference_id=ref_id, merchant_id=merchant_id,
-                description=description, created_at=created_at, postings=postings)
-            if sequence != expected_sequence:
-                problem = Problem("hash_chain", row, f"expected sequence {expected_sequence}: "
-                                  "an entry is missing or was inserted out of the chain")
-            elif prev_hash != expected_prev:
-                problem = Problem("hash_chain", row, f"prev_hash {prev_hash[:12]}… is not the "
-                                  f"hash of the previous entry ({expected_prev[:12]}…)")
-            elif recomputed != stored_hash:
-                problem = Problem("hash_chain", row, f"stored hash {stored_hash[:12]}… does not "
-                                  f"match its content (recomputed {recomputed[:12]}…): the "
-                                  "entry or one of its postings was altered")
-        expected_sequence, expected_prev = sequence + 1, stored_hash
-
+def _stream(sql: str, chunk_size: int):  # type: ignore[no-untyped-def]
     # A server-side cursor: PostgreSQL keeps the result, Python holds one chunk at a time.
     with connection.chunked_cursor() as cursor:
-        cursor.execute(_CHAIN_SQL)
+        cursor.execute(sql)
         while rows := cursor.fetchmany(chunk_size):
-            for row in rows:
-                if current is None or row[0] != current[0]:
-                    if current is not None:
-                        close_entry()
-                    current, postings = row[:10], []
-                if row[10] is not None:
-                    postings.append(HashedPosting(*row[10:15]))
-                    result.postings += 1
-        if current is not None:
-            close_entry()
+            yield from rows
+
+
+def _check_entry_digests(result: VerifyResult, chunk_size: int) -> None:
+    """Recompute every entry's digest from its row and its postings, one entry at a time."""
+    current: tuple | None = None
+    lines: list[EntryLine] = []
+
+    def close() -> Problem | None:
+        result.entries += 1
+        sequence, entry_id, kind, ref_type, ref_id, merchant_id, description, created_at, \
+            stored = current
+        recomputed = entry_digest(entry_id=entry_id, kind=kind, reference_type=ref_type,
+                                  reference_id=ref_id, merchant_id=merchant_id,
+                                  description=description, created_at=created_at, lines=lines)
+        if recomputed == stored:
+            return None
+        return Problem("entry_digest", _entry_row(entry_id, sequence),
+                       f"stored hash {stored[:12]}… does not match its content (recomputed "
+                       f"{recomputed[:12]}…): the entry or one of its postings was altered")
+
+    problem: Problem | None = None
+    for row in _stream(_ENTRIES_SQL, chunk_size):
+        if current is None or row[1] != current[1]:
+            if current is not None:
+                problem = problem or close()
+            current, lines = row[:9], []
+        if row[9] is not None:
+            lines.append(EntryLine(row[9], row[10], row[11], row[12]))
+    if current is not None:
+        problem = problem or close()
     if problem is not None:
         result.problems.append(problem)
+
+
+def _check_account_chains(result: VerifyResult, chunk_size: int) -> None:
+    """Walk every account's chain from the genesis hash, recomputing each posting's hash."""
+    problem: Problem | None = None
+    account, expected_prev = None, GENESIS_HASH
+    for row in _stream(_POSTINGS_SQL, chunk_size):
+        account_id, version, posting_id, entry_id, entry_hash, amount, currency, \
+            balance_after, created_at, prev_hash, stored = row
+        result.postings += 1
+        if account_id != account:
+            account, expected_prev = account_id, GENESIS_HASH
+        if problem is not None:
+            continue
+        where = f"posting {posting_id} (account {account_id}, version {version})"
+        recomputed = posting_hash(
+            prev_hash=prev_hash, account_id=account_id, account_version=version,
+            posting_id=posting_id, entry_id=entry_id, entry_hash=entry_hash, amount=amount,
+            currency=currency, balance_after=balance_after, created_at_us=micros(created_at))
+        if prev_hash != expected_prev:
+            problem = Problem("account_chain", where,
+                              f"prev_hash {prev_hash[:12]}… is not the hash of the account's "
+                              f"previous posting ({expected_prev[:12]}…): a posting before it "
+                              "is missing or was altered")
+        elif recomputed != stored:
+            problem = Problem("account_chain", where,
+                              f"stored hash {stored[:12]}… does not match its content "
+                              f"(recomputed {recomputed[:12]}…): the posting or its entry was "
+                              "altered")
+        expected_prev = stored
+    if problem is not None:
+        result.problems.append(problem)
+
+
+def _check_checkpoint(result: VerifyResult) -> None:
+    from ledger.checkpoints import checkpoint_problems
+
+    document, problems = checkpoint_problems()
+    if document is not None:
+        result.checkpoint = (f"checkpoint {document.number} of {document.body['created_at']} "
+                             f"({document.source.split(' ')[0]})")
+    result.problems += [Problem("checkpoint", f"checkpoint {document.number}", problem)
+                        for problem in problems if document is not None]
 
 
 def _run(chunk_size: int) -> VerifyResult:
@@ -188,7 +248,9 @@ def _run(chunk_size: int) -> VerifyResult:
     _check_postings_match_accounts(result)
     _check_balances(result)
     _check_balance_after(result)
-    _check_chain(result, chunk_size)
+    _check_entry_digests(result, chunk_size)
+    _check_account_chains(result, chunk_size)
+    _check_checkpoint(result)
     result.accounts = _first("SELECT count(*) FROM ledger_account")[0]
     return result
 

@@ -26,6 +26,9 @@ _SPEC: dict[str, tuple[Any, Any]] = {
     "RECON_SETTLEMENT_LOOKBACK_DAYS": (3, int),
     "RECON_SETTLEMENTS_CRONTAB": ("0 6 * * *", str),
     "RECON_LEDGER_VERIFY_CRONTAB": ("30 2 * * *", str),
+    # Signed checkpoints of the ledger's chain heads (ledger/checkpoints.py): what a table owner
+    # changes after the newest one goes unseen until the next, so keep it short.
+    "RECON_LEDGER_CHECKPOINT_INTERVAL_SECONDS": (300, int),
     "RECON_IDEMPOTENCY_REAP_CRONTAB": ("15 * * * *", str),
     "RECON_WEBHOOKS_SWEEP_INTERVAL_SECONDS": (30, int),
     "RECON_JOBRUN_RETENTION_DAYS": (90, int),

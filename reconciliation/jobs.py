@@ -12,6 +12,7 @@ from django.db import connection
 from django.utils import timezone
 
 from core.idempotency import idempotency_reap
+from ledger.checkpoints import checkpoint_create
 from ledger.verify import ledger_verify
 from reconciliation import janitor, services, settlements
 from reconciliation.models import BreakType, JobRun
@@ -82,6 +83,16 @@ def ledger_verify_job() -> JobRun:
                           "problems": [str(problem) for problem in result.problems],
                           "entries": result.entries, "postings": result.postings})])
             run.error = result.report()[:10_000]
+    return run
+
+
+def ledger_checkpoint_job() -> JobRun:
+    """Sign and export where every account's chain stands (ledger.checkpoints)."""
+    with services.job_run(job="ledger_checkpoint") as run:
+        checkpoint = checkpoint_create()
+        run.examined = int(checkpoint.body["accounts"])
+        run.details = {"number": checkpoint.number, "postings": checkpoint.body["postings"],
+                       "root": checkpoint.body["root"]}
     return run
 
 

@@ -35,6 +35,11 @@ def ledger_verify_nightly() -> bool:
 
 
 @shared_task(**TASK_OPTIONS)
+def ledger_checkpoint() -> int:
+    return int(jobs.ledger_checkpoint_job().details["number"])
+
+
+@shared_task(**TASK_OPTIONS)
 def idempotency_reap() -> int:
     return jobs.idempotency_reap_job().fixed
 

@@ -20,6 +20,9 @@ PRODUCTION_ENV = {
     "DJANGO_SECURE_SSL_REDIRECT": "false",
     "FIELD_ENCRYPTION_KEYS": "v2GJ1Rq3zYl6hJbLh1m3rJ7o6q2bY2o8i9p5m3HkS3Y=",
     "METRICS_TOKEN": "metrics-token-for-tests",
+    "LEDGER_CHECKPOINT_SIGNING_KEY": ("9f2c4e6a8b0d1f3e5a7c9e1b3d5f7a9c"
+                                      "0e2b4d6f8a1c3e5b7d9f0a2c4e6b8d1f"),
+    "LEDGER_CHECKPOINT_DIR": "/var/lib/clearhouse/ledger-checkpoints",
     # Providers are enabled explicitly, each classified live or test, and each one's endpoint,
     # credentials and secrets are required: real-looking values, none of them the repository's
     # development ones.
@@ -44,7 +47,7 @@ PRODUCTION_ENV = {
 # Set by the environment running the tests (or a developer's shell) and read by the settings:
 # left out of every production subprocess so that only what a test passes counts.
 _AMBIENT_PREFIXES = ("DJANGO_", "RECON_", "BACKOFFICE_", "PROVIDERS_", "PROVIDER_", "CIELO_",
-                     "REDE_", "GETNET_", "SIMULATOR_")
+                     "REDE_", "GETNET_", "SIMULATOR_", "LEDGER_")
 _AMBIENT_NAMES = {"DATABASE_URL", "FIELD_ENCRYPTION_KEYS", "METRICS_TOKEN", "DEFAULT_PROVIDER",
                   "DEMO_API_KEY"}
 
@@ -117,6 +120,7 @@ def test_env_example_placeholders_fail_the_deploy_checks_until_replaced():
     assert result.returncode != 0
     assert "core.E002" in result.stderr, result.stderr  # DJANGO_SECRET_KEY, METRICS_TOKEN
     assert "core.E003" in result.stderr  # the FIELD_ENCRYPTION_KEYS placeholder is no key
+    assert "ledger.E001" in result.stderr  # no checkpoint signing key yet
 
 
 def _free_port() -> int:

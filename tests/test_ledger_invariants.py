@@ -9,21 +9,20 @@ from ledger.flows import post_capture, post_deposit_confirmed
 from ledger.models import Account, JournalEntry, Posting
 from ledger.services import account_for
 
-# The next link of the chain, so the prev_hash trigger lets the raw entry in.
 RAW_ENTRY = """
     INSERT INTO ledger_journalentry
         (id, sequence, kind, description, reference_type, reference_id, merchant_id,
-         created_at, prev_hash, hash)
-    SELECT %s, COALESCE(max(sequence), 0) + 1, %s, 'raw', 'test', %s, NULL, now(),
-           COALESCE((SELECT hash FROM ledger_journalentry ORDER BY sequence DESC LIMIT 1),
-                    repeat('0', 64)),
-           repeat('f', 64)
-      FROM ledger_journalentry"""
-# balance_after computed like entry_post does, so only the rule under test can fail.
+         created_at, hash)
+    VALUES (%s, nextval('ledger_entry_sequence'), %s, 'raw', 'test', %s, NULL, now(),
+            repeat('f', 64))"""
+# balance_after and the chain link computed like entry_post does (the hash itself is not
+# recomputable in SQL; only ledger_verify checks it), so only the rule under test can fail.
 RAW_POSTING = """
     INSERT INTO ledger_posting
-        (id, entry_id, account_id, merchant_id, amount, currency, balance_after, created_at)
-    SELECT %s, %s, a.id, a.merchant_id, %s, COALESCE(%s, a.currency), a.balance + %s, now()
+        (id, entry_id, account_id, merchant_id, amount, currency, balance_after, created_at,
+         account_version, prev_hash, hash)
+    SELECT %s, %s, a.id, a.merchant_id, %s, COALESCE(%s, a.currency), a.balance + %s, now(),
+           a.version + 1, a.head_hash, md5(%s) || md5(%s)
       FROM ledger_account a WHERE a.id = %s"""
 
 
@@ -33,7 +32,8 @@ def raw_entry(cursor, entry_id: str, kind: str = "adjustment") -> None:
 
 def raw_posting(cursor, posting_id: str, entry_id: str, account: Account, amount: int,
                 currency: str | None = None) -> None:
-    cursor.execute(RAW_POSTING, [posting_id, entry_id, amount, currency, amount, account.id])
+    cursor.execute(RAW_POSTING, [posting_id, entry_id, amount, currency, amount, posting_id,
+                                 entry_id, account.id])
 
 
 def check_deferred_now(cursor) -> None:
@@ -141,8 +141,9 @@ def test_posting_with_wrong_balance_after_is_refused(accounts):
             raw_entry(cursor, "txn_after")
             cursor.execute(
                 "INSERT INTO ledger_posting (id, entry_id, account_id, merchant_id, amount, "
-                "currency, balance_after, created_at) VALUES ('bt_x', 'txn_after', %s, %s, 10, "
-                "'usd', 999, now())", [pending.id, pending.merchant_id])
+                "currency, balance_after, created_at, account_version, prev_hash, hash) "
+                "VALUES ('bt_x', 'txn_after', %s, %s, 10, 'usd', 999, now(), 1, "
+                "repeat('0', 64), repeat('e', 64))", [pending.id, pending.merchant_id])
 
 
 @pytest.mark.django_db
@@ -195,11 +196,28 @@ def test_only_refund_dispute_and_reversal_entries_may_overdraw_available(merchan
 
 
 @pytest.mark.django_db
-def test_entry_that_does_not_link_to_the_chain_head_is_refused(posted):
-    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="prev_hash"):
+@pytest.mark.parametrize("version, prev", [("a.version + 1", "repeat('0', 64)"),
+                                           ("a.version + 2", "a.head_hash"),
+                                           ("a.version", "a.head_hash")])
+def test_posting_that_does_not_link_to_its_accounts_chain_head_is_refused(posted, version,
+                                                                            prev):
+    pending = Account.objects.get(kind="pending")
+    assert pending.version == 1
+    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="chain link"):
         with transaction.atomic():
+            raw_entry(cursor, "txn_fork")
             cursor.execute(
-                "INSERT INTO ledger_journalentry (id, sequence, kind, description, "
-                "reference_type, reference_id, created_at, prev_hash, hash) VALUES "
-                "('txn_fork', 2, 'adjustment', '', 'test', 'x', now(), repeat('0', 64), "
-                "repeat('f', 64))")
+                "INSERT INTO ledger_posting (id, entry_id, account_id, merchant_id, amount, "
+                "currency, balance_after, created_at, account_version, prev_hash, hash) "
+                f"SELECT 'bt_fork', 'txn_fork', a.id, a.merchant_id, 5, a.currency, "
+                f"a.balance + 5, now(), {version}, {prev}, repeat('e', 64) "
+                "FROM ledger_account a WHERE a.id = %s", [pending.pk])
+
+
+@pytest.mark.django_db
+def test_chain_head_changes_only_through_a_posting(posted):
+    pending = Account.objects.get(kind="pending")
+    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="chain heads"):
+        with transaction.atomic():
+            cursor.execute("UPDATE ledger_account SET head_hash = repeat('0', 64) WHERE id = %s",
+                           [pending.pk])

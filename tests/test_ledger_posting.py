@@ -66,12 +66,16 @@ def test_entry_post_moves_balances_and_records_balance_after(usd):
 
 
 @pytest.mark.django_db
-def test_entries_form_a_hash_chain(usd):
+def test_each_accounts_postings_form_a_hash_chain(usd):
     available, _, _ = usd
     first, second = fund(available, 10, "dep_1"), fund(available, 20, "dep_2")
-    assert first.prev_hash == GENESIS_HASH
-    assert second.prev_hash == first.hash
-    assert second.sequence == first.sequence + 1
+    one, two = (entry.postings.get(account=available) for entry in (first, second))
+    assert (one.account_version, one.prev_hash) == (1, GENESIS_HASH)
+    assert (two.account_version, two.prev_hash) == (2, one.hash)
+    assert Account.objects.get(pk=available.pk).head_hash == two.hash
+    clearing = first.postings.exclude(account=available).get()
+    assert second.postings.exclude(account=available).get().prev_hash == clearing.hash
+    assert second.sequence > first.sequence
     assert second.created_at >= first.created_at
 
 

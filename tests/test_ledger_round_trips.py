@@ -1,9 +1,10 @@
 """entry_post's round trips are counted, so a statement added back fails here, not in a bench.
 
-Outside any transaction an entry is BEGIN, 3 executes (two statements sent as one query each)
-and COMMIT: 5 logged, 4 of them ours (7 before batching), 2 of those plus COMMIT under the
-chain lock. Inside a caller's transaction it is the same 3 executes, its savepoint's SAVEPOINT
-and RELEASE riding in the first and the last (8 before).
+Outside any transaction an entry is BEGIN, 2 executes (several statements sent as one query
+each) and COMMIT: 4 logged (7 before batching, 5 with the global chain lock of migration 0002).
+Inside a caller's transaction it is the same 2 executes, its savepoint's SAVEPOINT and RELEASE
+riding in the first and the last (8 before batching). No advisory lock anywhere: the only locks
+are the accounts' rows.
 """
 
 from __future__ import annotations
@@ -46,17 +47,17 @@ def assert_lock_then_replay(sql: str) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_entry_post_outside_a_transaction_is_three_executes_and_commit(accounts):
+def test_entry_post_outside_a_transaction_is_two_executes_and_commit(accounts):
     deposit(accounts, 10, "dep_0")
     with CaptureQueriesContext(connection) as captured:
         entry = deposit(accounts, 100)
-    begin, locks, chain, inserts, commit = executed(captured)
+    begin, locks, inserts, commit = executed(captured)
     assert (begin, commit) == ("BEGIN", "COMMIT")
     assert_lock_then_replay(locks)
-    assert chain.index("pg_advisory_xact_lock") < chain.index("clock_timestamp()")
+    assert locks.index("FOR NO KEY UPDATE") < locks.index("nextval('ledger_entry_sequence')")
     assert inserts.index("INSERT INTO ledger_journalentry") < inserts.index(
         "INSERT INTO ledger_posting")
-    assert "pg_advisory_xact_lock" not in locks  # the chain lock is taken last
+    assert "advisory" not in " ".join(executed(captured))  # no global lock
     stored = JournalEntry.objects.get(pk=entry.pk)
     assert (stored.sequence, stored.hash, stored.created_at) == (
         entry.sequence, entry.hash, entry.created_at)
@@ -66,20 +67,19 @@ def test_entry_post_outside_a_transaction_is_three_executes_and_commit(accounts)
 
 
 @pytest.mark.django_db
-def test_entry_post_in_a_callers_transaction_is_three_executes_with_its_savepoint(accounts):
+def test_entry_post_in_a_callers_transaction_is_two_executes_with_its_savepoint(accounts):
     deposit(accounts, 10, "dep_0")
     with CaptureQueriesContext(connection) as captured:
         deposit(accounts, 100)
-    locks, chain, inserts = executed(captured)
+    locks, inserts = executed(captured)
     assert locks.startswith("SAVEPOINT ledger_entry_post; ")
     assert_lock_then_replay(locks)
-    assert "pg_advisory_xact_lock" in chain
     assert inserts.endswith("; RELEASE SAVEPOINT ledger_entry_post")
     assert balance(accounts[0]) == 110
 
 
 @pytest.mark.django_db
-def test_a_replay_is_one_execute_and_never_takes_the_chain_lock(accounts):
+def test_a_replay_is_one_execute_and_inserts_nothing(accounts):
     first = deposit(accounts, 100)
     with CaptureQueriesContext(connection) as captured:
         assert deposit(accounts, 100) == first
@@ -103,7 +103,7 @@ def test_insufficient_funds_rolls_back_to_the_savepoint_in_the_same_round_trip_c
             entry_post(kind="adjustment", lines=[(available, -50), (clearing, 50)],
                        reference_type="test", reference_id="x")
     locks, rollback = executed(captured)
-    assert "pg_advisory_xact_lock" not in locks  # refused before the chain lock
+    assert "INSERT" not in locks  # refused before anything was written
     assert rollback == ("ROLLBACK TO SAVEPOINT ledger_entry_post; "
                         "RELEASE SAVEPOINT ledger_entry_post")
     deposit(accounts, 5, "dep_2")  # the caller's transaction is still usable

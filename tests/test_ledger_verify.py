@@ -1,4 +1,6 @@
-"""ledger_verify: clean on a good ledger; names the first bad row of anything edited behind it."""
+"""ledger_verify: clean on a good ledger; names the first bad row of anything edited behind it.
+Tampering that recomputes every hash is caught only against a signed checkpoint
+(tests/test_ledger_checkpoints.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from ledger import flows
-from ledger.chain import HashedPosting, entry_hash
+from ledger.chain import EntryLine, entry_digest
 from ledger.models import Account, JournalEntry
 from ledger.verify import ledger_verify
 
@@ -79,7 +81,8 @@ def test_balance_edited_with_triggers_disabled_is_caught(ledger, merchant):
     report = verify_fails()
     assert f"[account_balance] account {available.pk} ({merchant.id} available usd)" in report
     assert "[trial_balance] currency usd" in report
-    assert "hash_chain" not in report  # the entries themselves are intact
+    assert "account_chain" not in report  # the entries themselves are intact
+    assert "entry_digest" not in report
 
 
 @pytest.mark.django_db
@@ -90,7 +93,8 @@ def test_posting_amount_edited_with_triggers_disabled_is_caught(ledger):
     report = verify_fails()
     row = f"journal entry {settlement.id} (sequence {settlement.sequence})"
     assert f"[zero_sum] {row}: usd postings sum to -1" in report
-    assert f"[hash_chain] {row}: stored hash" in report
+    assert f"[entry_digest] {row}: stored hash" in report
+    assert f"[account_chain] posting {posting.id}" in report
     assert f"[account_balance] account {posting.account_id}" in report
     assert f"[balance_after] posting {posting.id}" in report
 
@@ -102,7 +106,7 @@ def test_balance_after_edited_is_caught(ledger):
            [posting.id])
     report = verify_fails()
     assert f"[balance_after] posting {posting.id}" in report
-    assert f"[hash_chain] journal entry {ledger[2].id}" in report
+    assert f"[account_chain] posting {posting.id}" in report
 
 
 @pytest.mark.django_db
@@ -110,36 +114,41 @@ def test_entry_hash_edited_is_caught(ledger):
     target = ledger[3]
     tamper("UPDATE ledger_journalentry SET hash = repeat('a', 64) WHERE id = %s", [target.id])
     report = verify_fails()
-    assert f"[hash_chain] journal entry {target.id} (sequence {target.sequence})" in report
+    assert f"[entry_digest] journal entry {target.id} (sequence {target.sequence})" in report
+    # Every posting of the entry names its digest, so its accounts' chains break too.
+    assert "[account_chain] posting" in report
 
 
 @pytest.mark.django_db
-def test_rewritten_entry_with_a_recomputed_hash_breaks_the_next_link(ledger):
-    target, following = ledger[3], ledger[4]
-    forged = entry_hash(
-        prev_hash=target.prev_hash, sequence=target.sequence, entry_id=target.id,
-        kind=target.kind, reference_type=target.reference_type,
+def test_rewritten_entry_with_a_recomputed_digest_breaks_its_postings_chain_links(ledger):
+    target = ledger[3]
+    forged = entry_digest(
+        entry_id=target.id, kind=target.kind, reference_type=target.reference_type,
         reference_id=target.reference_id, merchant_id=target.merchant_id,
         description="nothing to see here", created_at=target.created_at,
-        postings=[HashedPosting(p.id, p.account_id, p.amount, p.currency, p.balance_after)
-                  for p in target.postings.all()],
+        lines=[EntryLine(p.id, p.account_id, p.amount, p.currency)
+               for p in target.postings.all()],
     )
     tamper("UPDATE ledger_journalentry SET description = 'nothing to see here', hash = %s "
            "WHERE id = %s", [forged, target.id])
     report = verify_fails()
-    assert f"[hash_chain] journal entry {following.id} (sequence {following.sequence}): " \
-           "prev_hash" in report
+    first = target.postings.order_by("account_id").first()
+    assert "entry_digest" not in report  # the digest itself was recomputed
+    assert f"[account_chain] posting {first.id} (account {first.account_id}" in report
 
 
 @pytest.mark.django_db
-def test_deleted_entry_is_caught(ledger):
-    gone, following = ledger[5], ledger[6]
+def test_deleted_entry_is_caught(ledger, merchant):
+    gone = ledger[5]  # the deposit: deposits_clearing → available
+    available = gone.postings.get(account__kind="available")
     tamper("DELETE FROM ledger_posting WHERE entry_id = %s", [gone.id])
     tamper("DELETE FROM ledger_journalentry WHERE id = %s", [gone.id])
     report = verify_fails()
-    assert f"[hash_chain] journal entry {following.id} (sequence {following.sequence}): " \
-           f"expected sequence {gone.sequence}" in report
     assert "[account_balance]" in report
+    # The payout after it on the same available account no longer links to its predecessor.
+    assert (f"[balance_after] posting {ledger[6].postings.get(account__kind='available').id} "
+            f"(account {available.account_id}, version {available.account_version + 1}): "
+            f"is the account's posting number {available.account_version}") in report
 
 
 @pytest.mark.django_db
@@ -148,4 +157,5 @@ def test_entry_left_with_one_posting_is_caught(ledger):
     posting = capture.postings.first()
     tamper("DELETE FROM ledger_posting WHERE id = %s", [posting.id])
     report = verify_fails()
-    assert f"[postings_per_entry] journal entry {capture.id} (sequence 1): has 1" in report
+    assert (f"[postings_per_entry] journal entry {capture.id} (sequence {capture.sequence}): "
+            "has 1") in report

@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 from django.test import override_settings
 
 from core import checks as core_checks
-from core.dev_credentials import DEMO_API_KEY, DEV_SECRET_KEY
+from core.dev_credentials import DEMO_API_KEY, DEV_LEDGER_CHECKPOINT_KEY, DEV_SECRET_KEY
 from providers import checks as provider_checks
 from providers.conf import DEV_CREDENTIALS, providers_from_env
 from tests.test_deployment import PRODUCTION_ENV, ROOT, _database_url, hermetic_environ
@@ -256,6 +256,24 @@ def test_core_deploy_checks_refuse_debug_the_dev_secret_key_and_missing_encrypti
         assert core_checks.check_production_settings(None) == []
     with override_settings(**{**good, **overrides}):
         assert _ids(core_checks.check_production_settings(None)) == {error_id}
+
+
+@pytest.mark.parametrize(("overrides", "message_id"), [
+    ({"LEDGER_CHECKPOINT_SIGNING_KEY": ""}, "ledger.E001"),
+    ({"LEDGER_CHECKPOINT_SIGNING_KEY": "not-hex"}, "ledger.E001"),
+    ({"LEDGER_CHECKPOINT_SIGNING_KEY": DEV_LEDGER_CHECKPOINT_KEY}, "ledger.E001"),
+    ({"LEDGER_CHECKPOINT_DIR": ""}, "ledger.W001"),
+])
+def test_ledger_deploy_checks_refuse_a_missing_or_development_checkpoint_key(
+        overrides: dict[str, Any], message_id: str) -> None:
+    from ledger.checks import check_ledger_checkpoints
+
+    good = {"LEDGER_CHECKPOINT_SIGNING_KEY": PRODUCTION_ENV["LEDGER_CHECKPOINT_SIGNING_KEY"],
+            "LEDGER_CHECKPOINT_DIR": "/var/lib/clearhouse/ledger-checkpoints"}
+    with override_settings(**good):
+        assert check_ledger_checkpoints(None) == []
+    with override_settings(**{**good, **overrides}):
+        assert _ids(check_ledger_checkpoints(None)) == {message_id}
 
 
 @pytest.mark.django_db

@@ -208,6 +208,18 @@ FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 WEBHOOKS_REQUIRE_HTTPS = env.bool("WEBHOOKS_REQUIRE_HTTPS", default=True)
 WEBHOOKS_ALLOW_LOOPBACK = env.bool("WEBHOOKS_ALLOW_LOOPBACK", default=False)
 
+# The ledger (ledger/services.py, ledger/checkpoints.py). Checkpoints of every account's chain
+# head are signed with an Ed25519 seed (hex) that lives only in the environment; old public keys
+# (hex) stay listed after a rotation. Files go to LEDGER_CHECKPOINT_DIR/<database name>/, which
+# in production should be storage the database role cannot rewrite.
+LEDGER_CHECKPOINT_SIGNING_KEY = env("LEDGER_CHECKPOINT_SIGNING_KEY",
+                                    default=dev_credentials.DEV_LEDGER_CHECKPOINT_KEY)
+LEDGER_CHECKPOINT_PUBLIC_KEYS = env.list("LEDGER_CHECKPOINT_PUBLIC_KEYS", default=[])
+LEDGER_CHECKPOINT_DIR = env("LEDGER_CHECKPOINT_DIR", default=str(BASE_DIR / ".data" /
+                                                                  "ledger-checkpoints"))
+# provider_clearing:<provider> is split into this many rows (by merchant), summed on read.
+LEDGER_CLEARING_SHARDS = env.int("LEDGER_CLEARING_SHARDS", default=16)
+
 # Beat's schedules live in the database (django-celery-beat); the reconciliation app's data
 # migration creates them. These code-defined entries are merged in at start-up.
 CELERY_BEAT_SCHEDULE = {

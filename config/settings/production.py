@@ -24,6 +24,10 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_AGE = 8 * 60 * 60
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS")  # required: webhook secrets at rest
 METRICS_TOKEN = env("METRICS_TOKEN")  # required: /metrics is not public
+# Not required to start (the image builds without secrets), but `check --deploy` refuses the
+# development key or none (ledger.E001) and warns without an export folder (ledger.W001).
+LEDGER_CHECKPOINT_SIGNING_KEY = env("LEDGER_CHECKPOINT_SIGNING_KEY", default="")
+LEDGER_CHECKPOINT_DIR = env("LEDGER_CHECKPOINT_DIR", default="")
 
 # Providers: enabled explicitly, each one classified live or test explicitly; each enabled
 # one's endpoint, credentials and secrets required. A provider not in PROVIDERS_ENABLED is not

@@ -9,6 +9,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=None)}  # noqa: F405
 WEBHOOKS_REQUIRE_HTTPS = False
 WEBHOOKS_ALLOW_LOOPBACK = False  # webhook tests switch it on per test
+# Checkpoints stay in the test database unless a test gives them a folder (tmp_path): files
+# from `make run` must never be read against a test database.
+LEDGER_CHECKPOINT_DIR = ""
 
 # -- Back-office (issue 8) --------------------------------------------------------------------
 # No TOTP prompt and no lockout by default; the tests of those features switch them on.
