@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -73,32 +72,47 @@ def _validate_key(raw: str) -> str:
     return raw
 
 
-def _insert(merchant: Merchant, key: str, method: str, path: str, fp: str) -> int | None:
-    """INSERT … ON CONFLICT DO NOTHING: the id when this request claimed the key, else None."""
+# One round trip claims a new key or reads a used one. The INSERT's RETURNING gives the claimed
+# row; otherwise the SELECT, from the same statement's snapshot, gives the row that was there. A
+# row committed by a concurrent claim after that snapshot makes the INSERT do nothing and is not
+# yet visible to the SELECT: no row comes back and _claim asks again with a fresh snapshot.
+_CLAIM_SQL = """
+    WITH claimed AS (
+        INSERT INTO core_idempotencykey
+               (merchant_id, key, fingerprint, method, path, status, created_at, locked_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (merchant_id, key) DO NOTHING
+        RETURNING id, fingerprint, method, path, status, response_status, response_body,
+                  locked_at)
+    SELECT *, true AS is_claimed FROM claimed
+    UNION ALL
+    SELECT id, fingerprint, method, path, status, response_status, response_body, locked_at,
+           false AS is_claimed
+      FROM core_idempotencykey WHERE merchant_id = %s AND key = %s
+"""
+
+
+def _claim_or_read(merchant: Merchant, key: str, method: str, path: str, fp: str
+                   ) -> IdempotencyKey | None:
+    """The claimed row (`is_claimed`), the row already there, or None (see _CLAIM_SQL)."""
     now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """INSERT INTO core_idempotencykey
-                    (merchant_id, key, fingerprint, method, path, status, created_at, locked_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (merchant_id, key) DO NOTHING RETURNING id""",
-            [merchant.pk, key, fp, method, path, IdempotencyKey.Status.IN_PROGRESS, now, now],
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
+    rows = IdempotencyKey.objects.raw(_CLAIM_SQL, [
+        merchant.pk, key, fp, method, path, IdempotencyKey.Status.IN_PROGRESS, now, now,
+        merchant.pk, key,
+    ])
+    return next(iter(rows), None)
 
 
 def _claim(merchant: Merchant, key: str, method: str, path: str, fp: str) -> int:
     """Claim the key and return its row id, or raise _Replay / 409 / 422 for a used key.
 
-    Replays (the common retry) cost one indexed SELECT; a new key costs one INSERT."""
-    for _ in range(3):  # a reaped or taken-over row can vanish between our two statements
-        existing = IdempotencyKey.objects.filter(merchant=merchant, key=key).first()
+    A new key and a replay (the common retry) each cost one statement."""
+    for _ in range(3):  # a concurrent claim, a reap or a takeover can race the statement
+        existing = _claim_or_read(merchant, key, method, path, fp)
         if existing is None:
-            claimed = _insert(merchant, key, method, path, fp)
-            if claimed is not None:
-                return claimed
             continue
+        if existing.is_claimed:
+            return existing.pk
         if existing.fingerprint != fp:
             metrics.IDEMPOTENCY.labels("mismatch").inc()
             raise IdempotencyMismatch(

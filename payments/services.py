@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -200,10 +200,12 @@ def _call(provider_code: str, operation: str, request: Any) -> ProviderResult:
     return result
 
 
-def _next_provider(payment: Payment) -> str | None:
-    """The best routed provider this payment has not tried yet, or None."""
-    tried = set(payment.attempts.filter(kind=AttemptKind.AUTHORIZE)
-                .values_list("provider", flat=True))
+def _next_provider(payment: Payment, *, tried: Collection[str] | None = None) -> str | None:
+    """The best routed provider this payment has not tried yet, or None. `tried` defaults to
+    the providers of its authorization attempts (one query)."""
+    if tried is None:
+        tried = set(payment.attempts.filter(kind=AttemptKind.AUTHORIZE)
+                    .values_list("provider", flat=True))
     candidates = route(merchant_id=payment.merchant_id, currency=payment.currency,
                        amount=payment.amount, payment_method=payment.payment_method,
                        livemode=payment.merchant.is_live)
@@ -286,7 +288,9 @@ def payment_confirm(*, merchant: Merchant, payment_id: str) -> Payment:
 
 def _authorization_start(payment: Payment) -> PaymentAttempt | None:
     payment.request_authorization()
-    provider_code = _next_provider(payment)
+    # The payment was `created` until now and no transition leads back there, so it has no
+    # authorization attempt yet: nothing to read.
+    provider_code = _next_provider(payment, tried=())
     if provider_code is None:
         payment.save(update_fields=["status", "updated_at"])  # each step is its own UPDATE
         # Every routed provider's circuit breaker is open: fail fast and say so.
