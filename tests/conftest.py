@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,12 @@ from rest_framework.test import APIClient
 from payments import services
 from payments.models import Payment
 from tests.factories import merchant_with_key
+
+# Stacks the tests start (tools/run.py, gunicorn, Celery) run with local settings, whose ledger
+# checkpoints would land in .data/ under the test database's name and outlive it: the next
+# session's database of the same name would then "miss" rows a stale checkpoint covered.
+os.environ.setdefault("LEDGER_CHECKPOINT_DIR",
+                      tempfile.mkdtemp(prefix="clearhouse-test-checkpoints-"))
 
 
 class Api:
