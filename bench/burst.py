@@ -18,6 +18,7 @@ Used by `BENCH_ONLY=burst python -m bench` and by tests/test_burst_recovery.py.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -76,8 +77,8 @@ def call_until_answered(url: str, key: str, body: dict | None = None, *, idempot
             status, answer = call(url, key, body, idempotency_key=idempotency_key)
             if status not in RETRYABLE:
                 return status, answer
-        except OSError:  # the stack is restarting, or the answer was lost
-            pass
+        except (OSError, http.client.HTTPException, ValueError):
+            pass  # the stack is restarting, or the answer was lost or cut short
         if time.monotonic() > deadline:
             raise TimeoutError(f"no answer from {url} before the deadline")
         time.sleep(pause)  # backing off between retries of one request, bounded

@@ -5,7 +5,7 @@ per subscribed endpoint next to the Event, so a delivery exists exactly when the
 After commit a Celery task is asked to send each one; if that enqueue is lost (broker down,
 process killed between commit and enqueue) the sweeper finds the row by `next_attempt_at` and
 sends it. Sending happens in three steps so no lock or transaction spans the network call:
-claim (a lease in `locked_until`, taken with a conditional UPDATE or FOR UPDATE SKIP LOCKED),
+claim (a lease in `locked_until`, within the endpoint's limits, taken under its row lock),
 send (webhooks.delivery, no database), record (attempt row, then retry time or final status).
 Delivery is at least once: a worker that dies after sending but before recording is retried
 when its lease ends, which is why every payload carries the event id for de-duplication.
