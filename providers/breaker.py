@@ -116,6 +116,13 @@ def breaker_skipped(codes: Iterable[str]) -> set[str]:
     or half-open with a probe in flight. A provider due for a probe is not skipped; whoever
     calls it must ask `breaker_allow` first."""
     codes = list(codes)
-    rows = ProviderBreaker.objects.filter(pk__in=codes).exclude(state=BreakerState.CLOSED)
+    return breakers_skipped_among(
+        ProviderBreaker.objects.filter(pk__in=codes).exclude(state=BreakerState.CLOSED))
+
+
+def breakers_skipped_among(rows: Iterable[ProviderBreaker]) -> set[str]:
+    """`breaker_skipped` for breaker rows the caller has read itself (routing reads them in the
+    same statement as its rules)."""
     now, config = timezone.now(), _config()
-    return {row.provider for row in rows if not _probe_due(row, now, config)}
+    return {row.provider for row in rows
+            if row.state != BreakerState.CLOSED and not _probe_due(row, now, config)}

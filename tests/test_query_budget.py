@@ -7,12 +7,13 @@ from django.test.utils import CaptureQueriesContext
 
 pytestmark = pytest.mark.django_db
 
-# Measured in this test's transaction (savepoints count as queries): the request 14 (12 real
-# statements: auth, the idempotency claim (one statement) and store, insert, route + breaker,
-# two events with their endpoint lookups, status update, attempt); the task 22 (18 real: the
+# Measured in this test's transaction (savepoints count as queries): the request 13 (11 real
+# statements: auth, the idempotency claim (one statement) and store, insert, routing (rules and
+# breakers in one statement), two events with their endpoint lookups, status update, attempt);
+# the task 22 (18 real: the
 # sandbox provider's own 4, breaker, two locks, two ledger account lookups, entry_post's 3
 # batched executes with its savepoint folded in, event and endpoints). Raise only with a reason.
-CREATE_AND_CONFIRM_MAX_QUERIES = 14
+CREATE_AND_CONFIRM_MAX_QUERIES = 13
 AUTHORIZE_TASK_MAX_QUERIES = 22
 BODY = {"amount": 1000, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True}
 
@@ -53,6 +54,15 @@ def test_confirm_on_create_reads_no_attempts(api, django_capture_on_commit_callb
     statements, _ = _create_and_confirm(api, django_capture_on_commit_callbacks, "attempts-1")
     touching = [sql for sql in statements if "payments_paymentattempt" in sql]
     assert [sql.split()[0] for sql in touching] == ["INSERT"], "\n".join(touching)
+
+
+def test_routing_reads_rules_and_breakers_in_one_statement(api,
+                                                          django_capture_on_commit_callbacks):
+    """Routing used to read the matching rules' targets and then the breakers (two queries)."""
+    statements, _ = _create_and_confirm(api, django_capture_on_commit_callbacks, "routing-1")
+    touching = [sql for sql in statements
+                if "providers_routing" in sql or "providers_providerbreaker" in sql]
+    assert len(touching) == 1, "\n".join(touching)
 
 
 def test_replay_is_cheap(api, django_assert_max_num_queries):
