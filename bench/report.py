@@ -51,31 +51,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 "constant endpoint", m["constant_rps"], m["replay_ratio"], "≥ 0.70×",
                 _at_least(m["replay_ratio"], 0.70)),
         ]
-    ledger = results.get("ledger")
-    if ledger and "median" in ledger:
-        for key, m in ledger["median"].items():
-            shape, clients = key.split("@")
-            label = f"entry_post, {'1,000 accounts' if shape == 'spread' else 'hot account'}, " \
-                    f"{clients} clients"
-            out.append(Row("3 ledger", label, m["entry_post_per_second"], "transfers/s",
-                           "raw SQL floor", m["raw_sql_per_second"], m["vs_raw_sql"],
-                           "≥ 0.50×" if shape == "spread" else "",
-                           _at_least(m["vs_raw_sql"], 0.5) if shape == "spread" else None))
-            if m["hordak_per_second"] is not None:
-                out.append(Row("3 ledger", f"{label} vs hordak", m["entry_post_per_second"],
-                               "transfers/s", "django-hordak", m["hordak_per_second"],
-                               m["vs_hordak"], "≥ 3×" if shape == "spread" else "",
-                               _at_least(m["vs_hordak"], 3.0) if shape == "spread" else None))
-        for key, rate in ledger.get("batch_hot_per_second", {}).items():
-            clients = key.split("@")[1]
-            floor = ledger["median"][key]["raw_sql_per_second"]
-            out.append(Row("3 ledger", f"hot account, batches of {ledger['batch_size']} "
-                           f"(raw SQL prototype), {clients} clients", rate, "transfers/s",
-                           "raw SQL floor, 1 per transaction", floor,
-                           rate / floor if rate and floor else None))
-        out.append(Row("3 ledger", "hot account: 32 clients / 8 clients", ledger["hot_32_vs_8"],
-                       "×", "raw SQL, same ratio", ledger["raw_hot_32_vs_8"], None, "≥ 0.70×",
-                       _at_least(ledger["hot_32_vs_8"], 0.70)))
+    out += _ledger_rows(results.get("ledger"))
     outbox = results.get("outbox")
     if outbox and "median" in outbox:
         m = outbox["median"]
@@ -108,6 +84,57 @@ def rows(results: dict[str, Any]) -> list[Row]:
             out.append(Row("6 burst", "workers SIGKILLed mid-burst, stack restarted: all final",
                            recovery["seconds_to_final"], "s", "same burst, plain",
                            m["plain_seconds"], None))
+    return out
+
+
+def _ledger_rows(ledger: dict[str, Any] | None) -> list[Row]:
+    if not ledger or "median" not in ledger:
+        return []
+    out: list[Row] = []
+    where = {"spread": "1,000 accounts", "hot": "hot account"}
+    for shape in ("spread", "hot"):
+        for clients in ledger["clients"]:
+            m = ledger["median"][f"{shape}@{clients}"]
+            label = f"entry_post, {where[shape]}, {clients} clients"
+            spread = shape == "spread"
+            out.append(Row("3 ledger", label, m["entry_post_per_second"], "transfers/s",
+                           "floor (plain SQL, per-account locks)", m["floor_per_second"],
+                           m["vs_floor"], "≥ 0.50×" if spread else "",
+                           _at_least(m["vs_floor"], 0.5) if spread else None))
+            if m.get("floor_split_per_second") is not None:
+                out.append(Row("3 ledger", f"{label} vs floor in 4 round trips",
+                               m["entry_post_per_second"], "transfers/s",
+                               "floor, BEGIN and COMMIT on their own (as entry_post)",
+                               m["floor_split_per_second"], m["vs_floor_split"]))
+            out.append(Row("3 ledger", f"{label} vs chained floor", m["entry_post_per_second"],
+                           "transfers/s", "chained floor (+ global lock: the old design)",
+                           m["chained_floor_per_second"], m["vs_chained_floor"]))
+            if m["hordak_per_second"] is not None:
+                out.append(Row("3 ledger", f"{label} vs hordak", m["entry_post_per_second"],
+                               "transfers/s", "django-hordak", m["hordak_per_second"],
+                               m["vs_hordak"], "≥ 2×" if spread else "",
+                               _at_least(m["vs_hordak"], 2.0) if spread else None))
+    shards = ledger.get("clearing_shards")
+    for clients, m in ledger.get("captures", {}).items():
+        out += [
+            Row("3 ledger", f"post_capture, {ledger['capture_merchants']} merchants, one "
+                f"provider's clearing ({shards} shards), {clients} clients", m["per_second"],
+                "captures/s", "entry_post, 1,000 accounts", m["spread_per_second"],
+                m["vs_spread"], "≥ 0.60×", _at_least(m["vs_spread"], 0.6)),
+            Row("3 ledger", f"post_capture, same, clearing unsplit (1 shard), {clients} clients",
+                m["unsplit_per_second"], "captures/s", "entry_post, 1,000 accounts",
+                m["spread_per_second"], m["unsplit_vs_spread"]),
+        ]
+    for clients, m in ledger.get("batches", {}).items():
+        out.append(Row("3 ledger", f"entries_post, batches of {ledger['batch_size']}, hot "
+                       f"account, {clients} clients", m["per_second"], "transfers/s",
+                       "floor, 1 per transaction, hot account", m["floor_per_second"],
+                       m["vs_floor"], "≥ 3×", _at_least(m["vs_floor"], 3.0)))
+    low, high = min(ledger["clients"]), max(ledger["clients"])
+    out.append(Row("3 ledger", f"entry_post, hot account: {high} clients / {low} clients",
+                   ledger["hot_high_vs_low"], "×", "floor, same ratio",
+                   ledger["floor_hot_high_vs_low"], None, "≥ 0.70×",
+                   _at_least(ledger["hot_high_vs_low"], 0.70)))
     return out
 
 
@@ -196,21 +223,25 @@ def plot(results: dict[str, Any]) -> Path | None:
                        xscale="log", ylim=(0, None))
     ledger = results.get("ledger")
     if ledger and "median" in ledger:
-        for impl, colour in (("entry_post", "C0"), ("raw_sql", "C1"), ("hordak", "C2"),
-                             ("raw_sql_batch", "C3")):
-            for shape, style in (("spread", "o-"), ("hot", "s--")):
-                keys = [f"{shape}@{c}" for c in ledger["clients"]]
-                runs = [r for r in ledger["runs"]
-                        if impl in r and all(k in r[impl] for k in keys)]
-                if not runs:
-                    continue
-                rate = [median([r[impl][k]["per_second"] for r in runs]) for k in keys]
-                p99 = [median([r[impl][k]["p99_ms"] for r in runs]) for k in keys]
-                label = f"{impl} ({'1,000 accounts' if shape == 'spread' else 'hot account'})"
-                if impl == "raw_sql_batch":  # one operation is a batch: p99 is per batch
-                    label = f"raw SQL, batches of {ledger.get('batch_size')} (hot; p99 per batch)"
-                axes[1][0].plot(ledger["clients"], rate, style, color=colour, label=label)
-                axes[1][1].plot(ledger["clients"], p99, style, color=colour, label=label)
+        series = [(impl, shape) for impl in ("entry_post", "floor", "chained_floor", "hordak")
+                  for shape in ("spread", "hot")]
+        series += [("capture", "clearing"), ("batch", "hot")]
+        for number, (impl, shape) in enumerate(series):
+            keys = [f"{shape}@{c}" for c in ledger["clients"]]
+            runs = [r for r in ledger["runs"] if impl in r and all(k in r[impl] for k in keys)]
+            if not runs:
+                continue
+            rate = [median([r[impl][k]["per_second"] for r in runs]) for k in keys]
+            p99 = [median([r[impl][k]["p99_ms"] for r in runs]) for k in keys]
+            label = {"spread": f"{impl} (1,000 accounts)", "hot": f"{impl} (hot account)",
+                     "clearing": f"post_capture ({ledger.get('capture_merchants')} merchants, "
+                                 "one clearing)"}[shape]
+            if impl == "batch":  # one operation is a batch: p99 is per batch
+                label = f"entries_post, batches of {ledger.get('batch_size')} (hot; p99 per batch)"
+            style = "s--" if shape == "hot" else "o-"
+            colour = f"C{number // 2}" if number < 8 else f"C{number - 4}"
+            axes[1][0].plot(ledger["clients"], rate, style, color=colour, label=label)
+            axes[1][1].plot(ledger["clients"], p99, style, color=colour, label=label)
         axes[1][0].set(title="Ledger 2-leg transfers", xlabel="client processes",
                        ylabel="transfers/s", ylim=(0, None))
         axes[1][1].set(title="Ledger transfer p99", xlabel="client processes", ylabel="ms",
