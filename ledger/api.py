@@ -11,26 +11,37 @@ from rest_framework.response import Response
 from core.api import ERRORS, LIST_PARAMETERS, ApiView
 from core.errors import NotFound
 from core.pagination import paginate
-from ledger import selectors
+from ledger import reports, selectors
 from ledger.checkpoints import merchant_proof
 from ledger.serializers import (
+    BalanceFilters,
     BalanceOutput,
     BalanceTransactionFilters,
     BalanceTransactionOutput,
     CheckpointOutput,
+    PeriodReportFilters,
+    PeriodReportOutput,
     posting_to_dict,
+    report_to_dict,
 )
 
 
 class BalanceDetail(ApiView):
     @extend_schema(
         operation_id="balance_retrieve", responses={200: BalanceOutput, **ERRORS},
+        parameters=[BalanceFilters],
         description="Your balances per currency. `pending` becomes `available` at settlement; "
                     "`reserved` is held for payouts and refunds in flight; `disputed` is held "
                     "by open disputes. `available` may be negative after refunds or disputes.",
     )
     def get(self, request: Request) -> Response:
-        balance = selectors.balance_get(merchant=request.user)
+        filters = BalanceFilters(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        as_of = filters.validated_data.get("as_of")
+        if as_of is None:
+            balance = selectors.balance_get(merchant=request.user)
+        else:
+            balance = reports.merchant_balance_as_of(merchant=request.user, as_of=as_of)
         return Response({"object": "balance", **balance, "livemode": request.user.is_live})
 
 
@@ -43,6 +54,9 @@ class BalanceTransactionCollection(ApiView):
             OpenApiParameter("type", str, description="Entry kind, e.g. capture, refund_created"),
             OpenApiParameter("balance_type", str,
                              description="available, pending, reserved or disputed"),
+            OpenApiParameter("payout", str, description="po_…: the transactions this payout "
+                             "paid out (every movement of available since the previous "
+                             "payout, and the payout itself)"),
         ],
         responses={200: inline_serializer("BalanceTransactionList", fields={
             "object": serializers.CharField(default="list"),
@@ -55,7 +69,10 @@ class BalanceTransactionCollection(ApiView):
     def get(self, request: Request) -> Response:
         filters = BalanceTransactionFilters(data=request.query_params)
         filters.is_valid(raise_exception=True)
+        payout = filters.validated_data.pop("payout", None)
         rows = selectors.posting_list(merchant=request.user, **filters.validated_data)
+        if payout:
+            rows = rows & reports.payout_postings(merchant=request.user, payout_id=payout)
         return Response(paginate(rows, request, posting_to_dict))
 
 
@@ -82,3 +99,20 @@ class CheckpointDetail(ApiView):
             raise NotFound("No ledger checkpoint has been signed yet; one is made every few "
                            "minutes.")
         return Response(proof)
+
+
+class BalanceReport(ApiView):
+    @extend_schema(
+        operation_id="balance_report_retrieve", parameters=[PeriodReportFilters],
+        responses={200: PeriodReportOutput, **ERRORS},
+        description="Your month-close report for one currency and period [start, end): each "
+                    "balance type's opening and closing amount and what moved it, by category. "
+                    "Opening + movements = closing, to the cent; both ends are read from the "
+                    "ledger as of that moment.",
+    )
+    def get(self, request: Request) -> Response:
+        filters = PeriodReportFilters(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        with reports.one_snapshot():
+            report = reports.period_report(merchant=request.user, **filters.validated_data)
+        return Response(report_to_dict(report))

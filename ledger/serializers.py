@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rest_framework import serializers
@@ -80,6 +81,79 @@ class BalanceTransactionFilters(serializers.Serializer):
     currency = CurrencyField(required=False)
     type = serializers.ChoiceField(choices=EntryKind.choices, required=False)
     balance_type = serializers.ChoiceField(choices=sorted(MERCHANT_KINDS), required=False)
+    payout = serializers.RegexField(r"^po_[A-Za-z0-9]{1,60}$", required=False, error_messages={
+        "invalid": "Give a payout id (po_…)."})
+
+
+# Unix seconds, as `created` in every object: from 2000-01-01 to 9999 (a typo, not a time).
+_MIN_TIMESTAMP, _MAX_TIMESTAMP = 946_684_800, 253_402_300_799
+
+
+class TimestampField(serializers.IntegerField):
+    """Unix seconds (UTC) → an aware datetime."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=_MIN_TIMESTAMP, max_value=_MAX_TIMESTAMP, **kwargs)
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        seconds = super().run_validation(data)  # an int within the bounds, or the default
+        return seconds if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
+
+
+class BalanceFilters(serializers.Serializer):
+    as_of = TimestampField(required=False, help_text="Unix seconds: the balance as it stood "
+                                                     "then (after every transaction up to it)")
+
+
+class PeriodReportFilters(serializers.Serializer):
+    currency = CurrencyField()
+    start = TimestampField(help_text="Unix seconds, inclusive")
+    end = TimestampField(help_text="Unix seconds, exclusive")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["end"] <= attrs["start"]:
+            raise serializers.ValidationError({"end": "end must be after start."})
+        if attrs["end"] - attrs["start"] > timedelta(days=366):
+            raise serializers.ValidationError({"end": "A report covers at most 366 days; "
+                                                      "ask for one period at a time."})
+        return attrs
+
+
+class BalanceByType(serializers.Serializer):
+    pending = serializers.IntegerField()
+    available = serializers.IntegerField()
+    reserved = serializers.IntegerField()
+    disputed = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class PeriodReportOutput(serializers.Serializer):
+    object = serializers.CharField(default="balance_report")
+    currency = serializers.CharField()
+    start = serializers.IntegerField()
+    end = serializers.IntegerField()
+    opening = BalanceByType()
+    movements = serializers.DictField(child=BalanceByType(), help_text=(
+        "Per category (captures, settlements, refunds, disputes, deposits, payouts, "
+        "adjustments): the net change of each balance type in the period"))
+    fees = serializers.IntegerField(help_text="Kept by the platform from settlements")
+    closing = BalanceByType()
+    entries = serializers.IntegerField(help_text="Journal entries in the period")
+
+
+def _by_type(amounts: dict[str, int]) -> dict[str, int]:
+    row = {kind: amounts.get(kind, 0) for kind in sorted(MERCHANT_KINDS)}
+    return {**row, "total": sum(row.values())}
+
+
+def report_to_dict(report: Any) -> dict[str, Any]:
+    return {
+        "object": "balance_report", "currency": report.currency,
+        "start": int(report.start.timestamp()), "end": int(report.end.timestamp()),
+        "opening": _by_type(report.opening),
+        "movements": {name: _by_type(row) for name, row in sorted(report.movements.items())},
+        "fees": report.fees, "closing": _by_type(report.closing), "entries": report.entries,
+    }
 
 
 def posting_to_dict(posting: Posting) -> dict[str, Any]:

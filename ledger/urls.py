@@ -6,6 +6,7 @@ from ledger import api
 
 urlpatterns = [
     path("balance", api.BalanceDetail.as_view()),
+    path("balance/report", api.BalanceReport.as_view()),
     path("balance_transactions", api.BalanceTransactionCollection.as_view()),
     path("balance_transactions/<str:posting_id>", api.BalanceTransactionDetail.as_view()),
     path("ledger/checkpoint", api.CheckpointDetail.as_view()),

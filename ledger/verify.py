@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
+from django.db import connection
 
 from ledger.chain import GENESIS_HASH, EntryLine, entry_digest, micros, posting_hash
+from ledger.reports import one_snapshot
 
 DEFAULT_CHUNK_SIZE = 5000
 
@@ -260,9 +261,5 @@ def ledger_verify(*, chunk_size: int = DEFAULT_CHUNK_SIZE) -> VerifyResult:
 
     Inside a caller's transaction (a test, a shell) the checks use that transaction as it is.
     """
-    if connection.in_atomic_block:
-        return _run(chunk_size)
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    with one_snapshot():
         return _run(chunk_size)
