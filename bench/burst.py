@@ -24,6 +24,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -75,7 +76,8 @@ def call_until_answered(url: str, key: str, body: dict | None = None, *, idempot
     while True:
         try:
             status, answer = call(url, key, body, idempotency_key=idempotency_key)
-            if status not in RETRYABLE:
+            # A 2xx with no body is an answer cut off after its headers (the server stopped).
+            if status not in RETRYABLE and (answer or status >= 300):
                 return status, answer
         except (OSError, http.client.HTTPException, ValueError):
             pass  # the stack is restarting, or the answer was lost or cut short
@@ -96,7 +98,11 @@ def stack_env(*, state_dir: Path, database_url: str, port: int, **extra: str) ->
            "CELERY_BROKER_DIR": str(state_dir / "broker"),
            "SIMULATOR_STATE_FILE": str(state_dir / "simulator" / "books.pickle"),
            # The burst measures the pipeline, not the per-key budget (Redis-backed anyway).
-           "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING", **extra}
+           "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING",
+           # Checkpoints of a database that will be dropped stay out of .data/ (a stale one
+           # would fail the next ledger_verify of a database with the same name).
+           "LEDGER_CHECKPOINT_DIR": os.environ.get("LEDGER_CHECKPOINT_DIR")
+           or str(state_dir.parent / "ledger-checkpoints"), **extra}
     for name in ("CELERY_BROKER_URL", "REDIS_URL"):
         env.pop(name, None)
     return env
@@ -489,9 +495,14 @@ def measure(*, database_url: str, work_dir: Path, name: str, payments: int = 240
 def run(plan: Any, work_dir: Path) -> tuple[dict[str, Any], Any]:
     """`BENCH_ONLY=burst python -m bench`: (a) plain and (b) with three dead endpoints, each
     BENCH_RUNS times alternated, then one recovery run; gates on the money after each."""
+    from django.conf import settings
+
     from bench import gates
     from bench.runtime import bench_database_name, database_url
 
+    # This process's ledger_verify reads the checkpoints the stacks export (stack_env).
+    settings.LEDGER_CHECKPOINT_DIR = os.environ.get("LEDGER_CHECKPOINT_DIR") or str(
+        work_dir / "ledger-checkpoints")
     payments = int(os.environ.get("BENCH_BURST_PAYMENTS", "240"))
     clients = int(os.environ.get("BENCH_BURST_CLIENTS", "12"))
     url = database_url(bench_database_name())
@@ -500,7 +511,9 @@ def run(plan: Any, work_dir: Path) -> tuple[dict[str, Any], Any]:
     seconds: dict[str, list[float | None]] = {"plain": [], "dead_endpoints": []}
     details: dict[str, list[dict[str, Any]]] = {"plain": [], "dead_endpoints": []}
     variants = [("plain", 0), ("dead_endpoints", 3)]
-    for run_index in range(plan.runs):
+    # BENCH_BURST_PARTS=ratio,recovery (the default): the two variants, the crash, or both.
+    parts = set(os.environ.get("BENCH_BURST_PARTS", "ratio,recovery").split(","))
+    for run_index in range(plan.runs if "ratio" in parts else 0):
         for variant, dead in variants:
             name = f"{variant}-{run_index + 1}"
             print(f"  burst {name}: {payments} payments, {clients} clients", flush=True)
@@ -520,7 +533,7 @@ def run(plan: Any, work_dir: Path) -> tuple[dict[str, Any], Any]:
                   f"(clients {measured.client_seconds:.1f} s) {measured.details}", flush=True)
         variants.reverse()  # alternate which goes first
     recovery: dict[str, Any] = {}
-    if os.environ.get("BENCH_BURST_RECOVERY", "1") != "0":
+    if "recovery" in parts:
         print("  burst recovery: workers SIGKILLed mid-burst, stack restarted", flush=True)
         measured = measure(database_url=url, work_dir=work_dir, name="recovery",
                            payments=payments, clients=clients,
@@ -541,8 +554,8 @@ def run(plan: Any, work_dir: Path) -> tuple[dict[str, Any], Any]:
         print(f"    all final after {measured.seconds_to_final} s {recovery}", flush=True)
 
     def median(values: list[float | None]) -> float | None:
-        known = sorted(v for v in values if v is not None)
-        return known[len(known) // 2] if known and len(known) == len(values) else None
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known and len(known) == len(values) else None
 
     plain, dead = median(seconds["plain"]), median(seconds["dead_endpoints"])
     result = {"payments": payments, "clients": clients, "seconds": seconds, "details": details,
