@@ -74,7 +74,8 @@ class WebhookEndpointAdmin(TolerantIdsMixin, ReadOnlyAdmin):
     # The encrypted secret columns are left out on purpose: not even ciphertext is shown.
     fields = readonly_fields = [
         "id", "merchant", "url", "enabled_events", "description", "status", "disabled_reason",
-        "failing_since", "previous_secret_expires_at", "created_at", "updated_at", "deleted_at",
+        "failing_since", "consecutive_failures", "circuit_open_until",
+        "previous_secret_expires_at", "created_at", "updated_at", "deleted_at",
     ]
 
 
