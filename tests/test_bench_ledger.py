@@ -26,6 +26,7 @@ def test_every_timed_ledger_operation_posts_entries_the_gates_accept(settings):
         (ledger.floor_factory(ids, "hot", "t-ch", chained=True), 1),
         (ledger.capture_factory(merchants, "t-cap"), 1),
         (ledger.capture_factory(merchants, "t-cap1", shards=1), 1),
+        (ledger.capture_factory(merchants, "t-capr", resolved=True), 1),
         (ledger.batch_factory(ids, "hot", "t-bt"), ledger.BATCH_SIZE),
     ]
     for factory, _per_operation in factories:
@@ -33,7 +34,7 @@ def test_every_timed_ledger_operation_posts_entries_the_gates_accept(settings):
         for sequence in range(1, 4):
             operation(sequence)
     assert JournalEntry.objects.count() == sum(3 * per for _factory, per in factories)
-    assert JournalEntry.objects.filter(kind="capture").count() == 6
+    assert JournalEntry.objects.filter(kind="capture").count() == 9
     result = gates.check("smoke", deadlocks_before=deadlocks_before)
     assert result.ok, [(g.name, g.detail) for g in result.gates if not g.ok]
 
@@ -57,8 +58,10 @@ def _run(rate: float) -> dict:
     row = {"per_second": rate, "p99_ms": 1.0}
     return {name: {key: row for key in keys} for name in (
         "entry_post", "floor", "floor_split", "chained_floor", "batch", "hordak")} | {
+        "batch_poster": {"hot@1": row}} | {
         name: {"clearing@8": row, "clearing@32": row} for name in ("capture",
-                                                                    "capture_unsplit")}
+                                                                    "capture_unsplit",
+                                                                    "capture_resolved")}
 
 
 def test_ledger_results_become_table_rows_with_the_issue_targets():
