@@ -170,7 +170,7 @@ class PostingAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 class CheckpointAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Signed checkpoints of every account's chain head (ledger/checkpoints.py)."""
 
-    list_display = ("number", "created_at", "accounts", "postings", "root")
+    list_display = ("number", "created_at", "accounts", "root")
     readonly_fields = ("number", "created_at", "body", "signature")
     fields = readonly_fields
     ordering = ("-number",)
@@ -178,10 +178,6 @@ class CheckpointAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="accounts")
     def accounts(self, checkpoint: Checkpoint) -> int:
         return int(checkpoint.body.get("accounts", 0))
-
-    @admin.display(description="postings covered")
-    def postings(self, checkpoint: Checkpoint) -> int:
-        return int(checkpoint.body.get("postings", 0))
 
     @admin.display(description="signed root")
     def root(self, checkpoint: Checkpoint) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from django.utils import timezone
 from ledger.chain import (
     GENESIS_HASH,
     AccountHead,
+    account_label,
     body_digest,
     canonical,
     checkpoint_body,
@@ -47,11 +49,12 @@ CHECKPOINT_LOCK_KEY = 0x6C65_6467_6572_0002
 _FILE_PREFIX = "checkpoint-"
 
 _HEADS_SQL = """
-    SELECT id, COALESCE(merchant_id, ''), currency,
-           CASE WHEN provider = '' THEN kind ELSE kind || ':' || provider END
-             || CASE WHEN shard = 0 THEN '' ELSE '#' || shard END,
-           version, head_hash, balance
+    SELECT id, COALESCE(merchant_id, ''), currency, kind, provider, shard, version, head_hash,
+           balance
       FROM ledger_account ORDER BY id"""
+# The same label as ledger.chain.account_label, in SQL (the checkpoint tests pin the two).
+_LABEL_SQL = ("CASE WHEN a.provider = '' THEN a.kind ELSE a.kind || ':' || a.provider END"
+              " || CASE WHEN a.shard = 0 THEN '' ELSE '#' || a.shard END")
 
 
 def _private_key() -> Ed25519PrivateKey:
@@ -114,6 +117,11 @@ def _files(folder: Path) -> list[Path]:
     return sorted(folder.glob(f"{_FILE_PREFIX}*.json")) if folder.is_dir() else []
 
 
+def _file_number(path: Path) -> int:
+    digits = path.stem.removeprefix(_FILE_PREFIX)
+    return int(digits) if digits.isdigit() else -1
+
+
 def _read_file(path: Path) -> Document:
     data = json.loads(path.read_text(encoding="utf-8"))
     return Document(data["body"], data["signature"], data["heads"], f"file {path}")
@@ -160,7 +168,10 @@ def checkpoint_create() -> Checkpoint:
                 if outermost:
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cursor.execute(_HEADS_SQL)
-                heads = [AccountHead.from_list(row) for row in cursor.fetchall()]
+                heads = [AccountHead(pk, owner, currency, account_label(kind, provider, shard),
+                                     version, head, balance)
+                         for pk, owner, currency, kind, provider, shard, version, head, balance
+                         in cursor.fetchall()]
             previous = max((d for d in (latest_exported(), latest_stored()) if d is not None),
                            key=lambda d: d.number, default=None)
             number = previous.number + 1 if previous else 1
@@ -187,14 +198,20 @@ def checkpoint_create() -> Checkpoint:
 
 
 # -- checking the database against the latest checkpoint -------------------------------------
-_COVERED_SQL = """
-    SELECT h.account_id, h.version, h.head, a.id IS NOT NULL, p.hash
-      FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS h(account_id, version, head)
+_COVERED_SQL = f"""
+    SELECT h.account_id, h.version, h.head, a.id IS NOT NULL, a.version, p.hash,
+           p.balance_after, h.balance, COALESCE(a.merchant_id, '') || ' ' || a.currency || ' '
+           || {_LABEL_SQL}, h.owner || ' ' || h.currency || ' ' || h.label
+      FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
+                  %s::bigint[]) AS h(account_id, version, head, owner, currency, label, balance)
       LEFT JOIN ledger_account a ON a.id = h.account_id
       LEFT JOIN ledger_posting p ON p.account_id = h.account_id AND p.account_version = h.version
-     WHERE a.id IS NULL OR (h.version > 0 AND p.hash IS DISTINCT FROM h.head)
-           OR a.version < h.version
-     ORDER BY h.account_id LIMIT 1"""
+     WHERE a.id IS NULL OR a.version < h.version
+        OR (h.version > 0 AND (p.hash IS DISTINCT FROM h.head
+                               OR p.balance_after IS DISTINCT FROM h.balance))
+        OR COALESCE(a.merchant_id, '') <> h.owner OR a.currency <> h.currency
+        OR {_LABEL_SQL} <> h.label
+     ORDER BY h.account_id LIMIT 1"""  # noqa: S608 (constants only)
 
 
 def _document_problems(document: Document) -> list[str]:
@@ -214,49 +231,91 @@ def _document_problems(document: Document) -> list[str]:
     return []
 
 
-def checkpoint_problems() -> tuple[Document | None, list[str]]:
-    """(the checkpoint checked, problems). Run inside `ledger_verify`'s snapshot.
-
-    Prefers the exported file; then checks the database copy agrees with it, the chain of
-    checkpoints links up, and every account head it signed is still in the database with the
-    same hash (nothing it covered was deleted or rewritten).
-    """
-    exported, stored = latest_exported(), latest_stored()
-    document = exported or stored
-    if document is None:
-        return None, []
-    problems = _document_problems(document)
-    if problems:
-        return document, problems
-    if exported is not None:
-        twin = Checkpoint.objects.filter(number=exported.number).first()
-        if twin is None or twin.signature != exported.signature:
-            problems.append(f"checkpoint {exported.number} is exported ({exported.source}) but "
-                            "the database copy is missing or different")
-        folder = export_dir()
-        earlier = folder / f"{_FILE_PREFIX}{exported.number - 1:010d}.json" if folder else None
-        if (earlier is not None and earlier.exists()
-                and exported.body["previous"] != body_digest(_read_file(earlier).body)):
-            problems.append(f"checkpoint {exported.number} does not link to checkpoint "
-                                f"{exported.number - 1}: a checkpoint file was replaced")
+def _coverage_problems(document: Document) -> list[str]:
+    """Every account head the checkpoint signed is still there: same owner, currency and type,
+    a posting of that version with that hash and balance, and no fewer postings."""
     heads = [AccountHead.from_list(row) for row in document.heads]
+    columns = [[h.account_id for h in heads], [h.version for h in heads],
+               [h.head_hash for h in heads], [h.merchant_id for h in heads],
+               [h.currency for h in heads], [h.code for h in heads], [h.balance for h in heads]]
     with connection.cursor() as cursor:
-        cursor.execute(_COVERED_SQL, [[h.account_id for h in heads], [h.version for h in heads],
-                                      [h.head_hash for h in heads]])
+        cursor.execute(_COVERED_SQL, columns)
         row = cursor.fetchone()
-    if row is not None:
-        account_id, version, head, exists, stored_hash = row
-        if not exists:
-            found = "the account is gone"
-        elif stored_hash is None:
-            found = f"there is no posting with version {version} (deleted)"
-        else:
-            found = f"that posting's hash is {stored_hash[:12]}… (rewritten)"
-        problems.append(
-            f"checkpoint {document.number} ({document.source}) signed account {account_id} at "
+    if row is None:
+        return []
+    account_id, version, head, exists, current_version, stored_hash, stored_balance, \
+        signed_balance, identity, signed_identity = row
+    if not exists:
+        found = "the account is gone"
+    elif identity != signed_identity:
+        found = f"the account is now '{identity}', signed as '{signed_identity}' (relabelled)"
+    elif current_version < version:
+        found = f"the account is back at version {current_version} (truncated)"
+    elif version and stored_hash is None:
+        found = f"there is no posting with version {version} (deleted)"
+    elif version and stored_hash != head:
+        found = f"that posting's hash is {stored_hash[:12]}… (rewritten)"
+    else:
+        found = (f"that posting's balance_after is {stored_balance}, signed {signed_balance} "
+                 "(rewritten)")
+    return [f"checkpoint {document.number} ({document.source}) signed account {account_id} at "
             f"version {version}, head {head[:12]}…, but {found}: entries it covered were "
-            "deleted or rewritten")
-    return document, problems
+            "deleted or rewritten"]
+
+
+def checkpoint_problems() -> tuple[Document | None, list[str], list[str]]:
+    """(the newest checkpoint checked, problems, notes). Run inside `ledger_verify`'s snapshot,
+    which holds the checkpoint lock shared so no checkpoint commits halfway through.
+
+    The newest exported file and the newest database row are both judged (each must verify and
+    still cover the rows it signed); the database copy must equal its file, the file must hold
+    the checkpoint its name says and link to the file before it, and a database checkpoint newer
+    than every file (with files being exported) means a file was deleted. A file whose database
+    row is missing is not a problem: the process stopped before COMMIT (the file is written
+    first), and the file still judges the rows.
+    """
+    folder = export_dir()
+    files = _files(folder) if folder else []
+    stored = latest_stored()
+    exported = _read_file(files[-1]) if files else None
+    problems: list[str] = []
+    notes: list[str] = []
+    documents = [exported] if exported else []
+    if exported is not None:
+        if _file_number(files[-1]) != exported.number:
+            problems.append(f"{files[-1].name} holds checkpoint {exported.number}: an older "
+                            "checkpoint was copied under a newer name")
+        twin = Checkpoint.objects.filter(number=exported.number).first()
+        if twin is None:
+            notes.append(f"checkpoint {exported.number} is exported but not in the database "
+                         "(the process stopped before COMMIT, or the row was deleted); its file "
+                         "still judges the rows")
+        elif (twin.body, twin.signature, twin.heads) != (
+                exported.body, exported.signature, exported.heads):
+            problems.append(f"the database copy of checkpoint {exported.number} differs from "
+                            f"its exported file: merchants would be served altered proofs")
+        earlier = folder / f"{_FILE_PREFIX}{exported.number - 1:010d}.json"  # type: ignore[operator]
+        if earlier.exists() and exported.body["previous"] != body_digest(_read_file(earlier).body):
+            problems.append(f"checkpoint {exported.number} does not link to checkpoint "
+                            f"{exported.number - 1}: a checkpoint file was replaced")
+    if stored is not None and (exported is None or stored.number > exported.number):
+        if exported is not None:
+            problems.append(f"checkpoint {stored.number} is in the database but the newest "
+                            f"exported file is checkpoint {exported.number}: a file was deleted "
+                            f"from {folder}")
+        documents.append(stored)
+    for document in documents:
+        problems += _document_problems(document) or _coverage_problems(document)
+    newest = max(documents, key=lambda d: d.number, default=None)
+    return newest, problems, notes
+
+
+@functools.lru_cache(maxsize=2)
+def _leaves(signature: str, row: Checkpoint) -> tuple[list[AccountHead], list[bytes]]:
+    """A checkpoint's heads and leaf hashes, hashed once per process (checkpoints never change;
+    the signature, unique to its body, is the cache key; `row` rides along)."""
+    heads = [AccountHead.from_list(item) for item in row.heads]
+    return heads, [leaf_hash(h) for h in heads]
 
 
 def merchant_proof(*, merchant_id: str) -> dict[str, Any] | None:
@@ -264,8 +323,7 @@ def merchant_proof(*, merchant_id: str) -> dict[str, Any] | None:
     row = Checkpoint.objects.order_by("-number").first()
     if row is None:
         return None
-    heads = [AccountHead.from_list(item) for item in row.heads]
-    leaves = [leaf_hash(h) for h in heads]
+    heads, leaves = _leaves(row.signature, row)
     accounts = [{"leaf": head.as_list(), "index": index, "proof": merkle_proof(leaves, index)}
                 for index, head in enumerate(heads) if head.merchant_id == merchant_id]
     return {"object": "ledger_checkpoint", "number": row.number, "body": row.body,

@@ -1,12 +1,12 @@
-"""Deploy checks for the ledger's tamper evidence: a real checkpoint signing key (error) and an
-export folder outside the database (warning)."""
+"""Deploy checks for the ledger's tamper evidence: a real checkpoint signing key and an export
+folder outside the database (both errors: production fails closed)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.checks import CheckMessage, Error, register
 from django.core.exceptions import ImproperlyConfigured
 
 from core import dev_credentials
@@ -31,9 +31,10 @@ def check_ledger_checkpoints(app_configs: Any, **kwargs: Any) -> list[CheckMessa
                  "; publish the public key (manage.py ledger_checkpoint --public-key).",
             id="ledger.E001"))
     if not getattr(settings, "LEDGER_CHECKPOINT_DIR", ""):
-        messages.append(Warning(
-            "LEDGER_CHECKPOINT_DIR is not set: checkpoints are kept only in the database and "
-            "the logs, so a database owner can delete the newest ones unseen by ledger_verify.",
+        messages.append(Error(
+            "LEDGER_CHECKPOINT_DIR is not set: checkpoints would be kept only in the database "
+            "and the logs, so a database owner could delete them with the rows they cover, "
+            "unseen by ledger_verify.",
             hint="Point it at storage the database role cannot write (an object-store mount, a "
-                 "write-once volume).", id="ledger.W001"))
+                 "write-once volume).", id="ledger.E002"))
     return messages

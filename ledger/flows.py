@@ -3,6 +3,9 @@
 Payments, disputes, deposits and payouts call these inside their own transaction, right after
 the state change they record (see `ledger.services` on locking). Each is idempotent per
 business object: calling it again for the same object posts nothing and returns the first entry.
+A transaction posts one entry, or one batch (`post_refund_recorded`): a second entry_post in the
+same transaction locks its accounts after the first's, which can deadlock with another
+transaction locking them in id order.
 
 | event                        | debit (−)                  | credit (+)                          |
 |------------------------------|----------------------------|-------------------------------------|
@@ -33,9 +36,17 @@ Stripe; payouts never may (InsufficientFunds, 409 `insufficient_funds`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.models import Merchant
 from ledger.models import Account, AccountKind, EntryKind, JournalEntry
-from ledger.services import account_for, clearing_account_for, entry_post
+from ledger.services import (
+    EntrySpec,
+    account_for,
+    clearing_account_for,
+    entries_post,
+    entry_post,
+)
 
 K = AccountKind
 MAY_GO_NEGATIVE = frozenset({AccountKind.AVAILABLE.value})
@@ -56,17 +67,19 @@ def _clearing(merchant: Merchant, currency: str, provider: str) -> Account:
     return clearing_account_for(merchant=merchant, currency=currency, provider=provider)
 
 
-def _move(
+def _spec(
     *, kind: str, merchant: Merchant, reference_type: str, reference_id: str, description: str,
     source: Account, target: Account, amount: int,
     allow_negative: frozenset[str] = frozenset(),
-) -> JournalEntry:
+) -> EntrySpec:
     amount = _positive(amount)
-    return entry_post(
-        kind=kind, lines=[(source, -amount), (target, amount)], reference_type=reference_type,
-        reference_id=reference_id, description=description, merchant=merchant,
-        allow_negative=allow_negative,
-    )
+    return EntrySpec(kind=kind, lines=[(source, -amount), (target, amount)],
+                     reference_type=reference_type, reference_id=reference_id,
+                     description=description, merchant=merchant, allow_negative=allow_negative)
+
+
+def _move(**spec: Any) -> JournalEntry:
+    return entries_post([_spec(**spec)])[0]
 
 
 # -- payments --------------------------------------------------------------------------------
@@ -117,6 +130,26 @@ def post_refund_succeeded(
                  reference_id=refund_id, description=f"Refund {refund_id} of {payment_id} sent",
                  source=_mine(merchant, currency, K.RESERVED),
                  target=_clearing(merchant, currency, provider), amount=amount)
+
+
+def post_refund_recorded(
+    *, merchant: Merchant, refund_id: str, payment_id: str, provider: str, currency: str,
+    amount: int,
+) -> list[JournalEntry]:
+    """A refund that was already made at the provider: reserved and sent in one batch, so both
+    entries' accounts are locked together in one order. Two entry_post calls in one transaction
+    would lock (available, reserved) and then clearing, while a concurrent refund_succeeded
+    locks clearing (a lower id) and then reserved: a deadlock."""
+    created = _spec(kind=EntryKind.REFUND_CREATED, merchant=merchant, reference_type="refund",
+                    reference_id=refund_id, description=f"Refund {refund_id} of {payment_id}",
+                    source=_mine(merchant, currency, K.AVAILABLE),
+                    target=_mine(merchant, currency, K.RESERVED), amount=amount,
+                    allow_negative=MAY_GO_NEGATIVE)
+    sent = _spec(kind=EntryKind.REFUND_SUCCEEDED, merchant=merchant, reference_type="refund",
+                 reference_id=refund_id, description=f"Refund {refund_id} of {payment_id} sent",
+                 source=_mine(merchant, currency, K.RESERVED),
+                 target=_clearing(merchant, currency, provider), amount=amount)
+    return entries_post([created, sent])
 
 
 def post_refund_failed(

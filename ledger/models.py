@@ -11,7 +11,7 @@ from django.db.models import Q
 
 from core.ids import PublicIdField
 from core.models import Merchant
-from ledger.chain import GENESIS_HASH
+from ledger.chain import GENESIS_HASH, account_label
 
 
 class AccountKind(models.TextChoices):
@@ -122,7 +122,7 @@ class Account(models.Model):
     @property
     def label(self) -> str:
         """The code with the shard for split platform accounts: `provider_clearing:sandbox#3`."""
-        return f"{self.code}#{self.shard}" if self.shard else self.code
+        return account_label(self.kind, self.provider, self.shard)
 
 
 class JournalEntry(models.Model):

@@ -43,7 +43,7 @@ from django.db.models import Model
 from core.errors import InsufficientFunds
 from core.models import Merchant
 from core.money import CURRENCIES, format_amount
-from ledger.chain import EntryLine, entry_digest, micros, posting_hash
+from ledger.chain import EntryLine, account_label, entry_digest, micros, posting_hash
 from ledger.models import (
     ENTRY_KINDS_MAY_OVERDRAW_AVAILABLE,
     MERCHANT_KINDS,
@@ -187,8 +187,9 @@ def _insert_params(instances: Sequence[Model]) -> list[object]:
 
 
 _ENTRY_FIELDS = JournalEntry._meta.concrete_fields
-_LOCK_SQL = ("SELECT id, kind, balance, currency, merchant_id, version, head_hash "
-             "FROM ledger_account WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE")
+_LOCK_SQL = ("SELECT id, kind, balance, currency, merchant_id, version, head_hash, provider, "
+             "shard FROM ledger_account WHERE id = ANY(%s::bigint[]) ORDER BY id "
+             "FOR NO KEY UPDATE")
 # A separate statement AFTER the locks on purpose: its READ COMMITTED snapshot is taken once
 # they are granted, and a concurrent post of the same event touches the same accounts, so by
 # then it has committed and this read sees it. Returns one row per stored posting.
@@ -256,8 +257,10 @@ def _build(
     pending: list[_Pending], locked: list[tuple], created_at: object, sequences: list[int],
 ) -> tuple[list[JournalEntry], list[Posting]]:
     """Entries and chained postings, in order, from the locked accounts' balances and heads."""
-    state = {pk: [kind, balance, currency, merchant_id, version, head]
-             for pk, kind, balance, currency, merchant_id, version, head in locked}
+    state = {pk: [kind, balance, currency, merchant_id, version, head,
+                  account_label(kind, provider, shard)]
+             for pk, kind, balance, currency, merchant_id, version, head, provider, shard
+             in locked}
     entries: list[JournalEntry] = []
     postings: list[Posting] = []
     created_us = micros(created_at)  # type: ignore[arg-type]
@@ -278,13 +281,13 @@ def _build(
             lines=[EntryLine(p.id, p.account_id, p.amount, p.currency) for p in mine])
         for posting in mine:
             account = state[posting.account_id]
-            kind, balance, currency, _merchant, version, head = account
+            kind, balance, currency, owner, version, head, label = account
             _check_overdraft(kind, balance, posting.amount, currency, spec.allow_negative)
             posting.balance_after = balance + posting.amount
             posting.account_version = version + 1
             posting.prev_hash = head
             posting.hash = posting_hash(
-                prev_hash=head, account_id=posting.account_id,
+                prev_hash=head, account_id=posting.account_id, owner=owner or "", label=label,
                 account_version=posting.account_version, posting_id=posting.id,
                 entry_id=entry.id, entry_hash=entry.hash, amount=posting.amount,
                 currency=currency, balance_after=posting.balance_after, created_at_us=created_us)
@@ -339,9 +342,14 @@ def _prepare(spec: EntrySpec) -> _Pending:
     amounts = _validate(kind=spec.kind, lines=spec.lines, reference_type=spec.reference_type,
                         reference_id=spec.reference_id, merchant=spec.merchant,
                         allow_negative=spec.allow_negative)
+    merchant = spec.merchant
+    owners = {account.merchant_id for account, _ in spec.lines} - {None}
+    if merchant is None and len(owners) == 1:
+        # An entry moving one merchant's balances is that merchant's (the trigger then checks
+        # every posting against it; ledger_verify too).
+        merchant = next(account.merchant for account, _ in spec.lines if account.merchant_id)
     return _Pending(EntrySpec(spec.kind, spec.lines, spec.reference_type, spec.reference_id,
-                              spec.description[:500], spec.merchant, spec.allow_negative),
-                    amounts)
+                              spec.description[:500], merchant, spec.allow_negative), amounts)
 
 
 def _post(pending: list[_Pending]) -> list[JournalEntry]:

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
-from ledger.chain import GENESIS_HASH, EntryLine, entry_digest, micros, posting_hash
+from ledger.chain import (
+    GENESIS_HASH,
+    EntryLine,
+    account_label,
+    entry_digest,
+    micros,
+    posting_hash,
+)
 from ledger.reports import one_snapshot
 
 DEFAULT_CHUNK_SIZE = 5000
@@ -37,6 +44,7 @@ class VerifyResult:
     accounts: int = 0
     checkpoint: str = "no checkpoint yet"
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth reading, not failures
 
     @property
     def ok(self) -> bool:
@@ -45,12 +53,13 @@ class VerifyResult:
     def report(self) -> str:
         head = (f"ledger_verify: {self.entries} entries, {self.postings} postings, "
                 f"{self.accounts} accounts, {self.checkpoint}: ")
+        notes = "".join(f"\n  note: {note}" for note in self.notes)
         if self.ok:
             return head + ("OK (zero-sum, balances, balance_after, entry digests, account "
-                           "chains and checkpoint intact)")
+                           "chains and checkpoint intact)") + notes
         lines = [head + f"{len(self.problems)} check(s) FAILED; first bad row of each:"]
         lines += [f"  {problem}" for problem in self.problems]
-        return "\n".join(lines)
+        return "\n".join(lines) + notes
 
 
 def _first(sql: str) -> tuple | None:
@@ -92,6 +101,21 @@ def _check_postings_match_accounts(result: VerifyResult) -> None:
             "posting_account", f"posting {row[0]}",
             f"currency/merchant {row[1]}/{row[2]} differ from account {row[3]}'s "
             f"{row[4]}/{row[5]}"))
+
+
+def _check_entry_owner(result: VerifyResult) -> None:
+    """An entry of a merchant moves only that merchant's balances (and the platform's)."""
+    row = _first("""
+        SELECT e.id, e.sequence, e.merchant_id, p.id, p.merchant_id
+          FROM ledger_journalentry e JOIN ledger_posting p ON p.entry_id = e.id
+         WHERE e.merchant_id IS NOT NULL AND p.merchant_id IS NOT NULL
+           AND p.merchant_id <> e.merchant_id
+         ORDER BY e.sequence LIMIT 1""")
+    if row:
+        result.problems.append(Problem(
+            "entry_owner", _entry_row(row[0], row[1]),
+            f"belongs to merchant {row[2]} but its posting {row[3]} moves merchant {row[4]}'s "
+            "balance"))
 
 
 def _check_balances(result: VerifyResult) -> None:
@@ -155,8 +179,10 @@ _ENTRIES_SQL = """
 
 _POSTINGS_SQL = """
     SELECT p.account_id, p.account_version, p.id, p.entry_id, e.hash, p.amount, p.currency,
-           p.balance_after, p.created_at, p.prev_hash, p.hash
+           p.balance_after, p.created_at, p.prev_hash, p.hash,
+           COALESCE(a.merchant_id, ''), a.kind, a.provider, a.shard
       FROM ledger_posting p JOIN ledger_journalentry e ON e.id = p.entry_id
+      JOIN ledger_account a ON a.id = p.account_id
      ORDER BY p.account_id, p.account_version"""
 
 
@@ -206,7 +232,7 @@ def _check_account_chains(result: VerifyResult, chunk_size: int) -> None:
     account, expected_prev = None, GENESIS_HASH
     for row in _stream(_POSTINGS_SQL, chunk_size):
         account_id, version, posting_id, entry_id, entry_hash, amount, currency, \
-            balance_after, created_at, prev_hash, stored = row
+            balance_after, created_at, prev_hash, stored, owner, kind, provider, shard = row
         result.postings += 1
         if account_id != account:
             account, expected_prev = account_id, GENESIS_HASH
@@ -214,7 +240,8 @@ def _check_account_chains(result: VerifyResult, chunk_size: int) -> None:
             continue
         where = f"posting {posting_id} (account {account_id}, version {version})"
         recomputed = posting_hash(
-            prev_hash=prev_hash, account_id=account_id, account_version=version,
+            prev_hash=prev_hash, account_id=account_id, owner=owner,
+            label=account_label(kind, provider, shard), account_version=version,
             posting_id=posting_id, entry_id=entry_id, entry_hash=entry_hash, amount=amount,
             currency=currency, balance_after=balance_after, created_at_us=micros(created_at))
         if prev_hash != expected_prev:
@@ -235,7 +262,7 @@ def _check_account_chains(result: VerifyResult, chunk_size: int) -> None:
 def _check_checkpoint(result: VerifyResult) -> None:
     from ledger.checkpoints import checkpoint_problems
 
-    document, problems = checkpoint_problems()
+    document, problems, result.notes = checkpoint_problems()
     if document is not None:
         result.checkpoint = (f"checkpoint {document.number} of {document.body['created_at']} "
                              f"({document.source.split(' ')[0]})")
@@ -247,6 +274,7 @@ def _run(chunk_size: int) -> VerifyResult:
     result = VerifyResult()
     _check_entries(result)
     _check_postings_match_accounts(result)
+    _check_entry_owner(result)
     _check_balances(result)
     _check_balance_after(result)
     _check_entry_digests(result, chunk_size)
@@ -261,5 +289,15 @@ def ledger_verify(*, chunk_size: int = DEFAULT_CHUNK_SIZE) -> VerifyResult:
 
     Inside a caller's transaction (a test, a shell) the checks use that transaction as it is.
     """
-    with one_snapshot():
-        return _run(chunk_size)
+    from ledger.checkpoints import CHECKPOINT_LOCK_KEY
+
+    # Shared with other verifiers, exclusive of checkpoint_create: a checkpoint committed
+    # between this snapshot and the read of its file would look like deleted rows.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock_shared(%s)", [CHECKPOINT_LOCK_KEY])
+    try:
+        with one_snapshot():
+            return _run(chunk_size)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock_shared(%s)", [CHECKPOINT_LOCK_KEY])

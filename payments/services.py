@@ -684,9 +684,11 @@ def refund_record(*, attempt_id: str, result: ProviderResult) -> Refund:
     return refund
 
 
-def _refund_succeed(refund: Refund, payment: Payment, provider_reference: str) -> None:
+def _refund_succeed(refund: Refund, payment: Payment, provider_reference: str, *,
+                    post: bool = True) -> None:
     """Under the payment's lock: the refund succeeded; keep amount_refunded and the ledger in
-    step and move the payment to `refunded` once refunds reach the captured amount."""
+    step and move the payment to `refunded` once refunds reach the captured amount. `post=False`
+    when the caller posts the ledger entries itself (in one batch)."""
     refund.mark_succeeded(provider_reference)
     refund.save()
     payment.amount_refunded += refund.amount
@@ -694,9 +696,10 @@ def _refund_succeed(refund: Refund, payment: Payment, provider_reference: str) -
     if fully and payment.status in (S.CAPTURED, S.SETTLED):
         payment.mark_refunded()
     payment.save()
-    ledger.post_refund_succeeded(
-        merchant=payment.merchant, refund_id=refund.id, payment_id=payment.id,
-        provider=payment.provider, currency=refund.currency, amount=refund.amount)
+    if post:
+        ledger.post_refund_succeeded(
+            merchant=payment.merchant, refund_id=refund.id, payment_id=payment.id,
+            provider=payment.provider, currency=refund.currency, amount=refund.amount)
     _report_overlap(payment, key=f"refund:{refund.id}",
                     fact=f"refund {refund.id} succeeded while disputes hold "
                          f"{payment.amount_disputed}")
@@ -735,10 +738,12 @@ def refund_record_external(*, payment_id: str, amount: int, provider_reference: 
             payment=payment, refund=refund, kind=AttemptKind.REFUND, provider=payment.provider,
             amount=amount, status=AttemptStatus.APPROVED, provider_reference=provider_reference,
             completed_at=timezone.now())
-        ledger.post_refund_created(merchant=payment.merchant, refund_id=refund.id,
-                                   payment_id=payment.id, currency=refund.currency, amount=amount)
         _refund_event(refund, "refund.created")
-        _refund_succeed(refund, payment, provider_reference)
+        _refund_succeed(refund, payment, provider_reference, post=False)
+        # Both entries in one batch: their accounts locked together, in one order.
+        ledger.post_refund_recorded(merchant=payment.merchant, refund_id=refund.id,
+                                    payment_id=payment.id, provider=payment.provider,
+                                    currency=refund.currency, amount=amount)
     return refund
 
 

@@ -24,18 +24,19 @@ from reconciliation.models import BreakType, JobRun, ReconciliationBreak
 from reconciliation.services import SCHEDULED_JOBS, schedule_sync
 
 NAMES = {"recon-janitor", "recon-settlements", "ledger-verify", "idempotency-reap",
-         "webhooks-sweep"}
+         "webhooks-sweep", "ledger-checkpoint"}
 
 
 @pytest.mark.django_db
 def test_the_data_migration_creates_one_periodic_task_per_job_and_can_be_reversed(monkeypatch):
     migration = importlib.import_module("reconciliation.migrations.0002_beat_schedule")
-    PeriodicTask.objects.filter(name__in=NAMES).delete()
+    names = NAMES - {"ledger-checkpoint"}  # added by 0008
+    PeriodicTask.objects.filter(name__in=names).delete()
     monkeypatch.setenv("RECON_JANITOR_INTERVAL_SECONDS", "5")
     migration.create_schedule(django_apps, None)
     migration.create_schedule(django_apps, None)  # idempotent: no duplicates
-    tasks_by_name = {t.name: t for t in PeriodicTask.objects.filter(name__in=NAMES)}
-    assert set(tasks_by_name) == NAMES
+    tasks_by_name = {t.name: t for t in PeriodicTask.objects.filter(name__in=names)}
+    assert set(tasks_by_name) == names
     janitor = tasks_by_name["recon-janitor"]
     assert (janitor.task, janitor.interval.every, janitor.interval.period,
             janitor.expire_seconds) == ("reconciliation.tasks.recon_janitor", 5, "seconds", 5)
@@ -45,7 +46,19 @@ def test_the_data_migration_creates_one_periodic_task_per_job_and_can_be_reverse
     assert tasks_by_name["recon-settlements"].crontab.hour == "6"
     assert tasks_by_name["idempotency-reap"].crontab.minute == "15"
     migration.remove_schedule(django_apps, None)
-    assert not PeriodicTask.objects.filter(name__in=NAMES).exists()
+    assert not PeriodicTask.objects.filter(name__in=names).exists()
+
+
+@pytest.mark.django_db
+def test_beat_signs_a_ledger_checkpoint_on_its_interval_and_records_a_job_run(merchant):
+    task = PeriodicTask.objects.get(name="ledger-checkpoint")  # from migration 0008
+    assert (task.task, task.interval.every) == ("reconciliation.tasks.ledger_checkpoint", 300)
+    _captured_payment(merchant)
+    assert tasks.ledger_checkpoint() == 1
+    assert tasks.ledger_checkpoint() == 2
+    run = JobRun.objects.filter(job="ledger_checkpoint").latest("started_at")
+    assert (run.error, run.details["number"]) == ("", 2) and run.examined >= 2
+    assert tasks.ledger_verify_nightly() is True
 
 
 @pytest.mark.django_db
@@ -71,7 +84,7 @@ def test_recon_schedule_resets_intervals_from_settings_and_lists_them(settings):
     assert PeriodicTask.objects.get(name="recon-settlements").crontab.hour == "4"
     text = out.getvalue()
     assert "recon-janitor" in text and "every 7 seconds" in text
-    assert PeriodicTask.objects.filter(name__in=NAMES).count() == 5
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == 6
 
 
 @pytest.mark.django_db

@@ -262,7 +262,7 @@ def test_core_deploy_checks_refuse_debug_the_dev_secret_key_and_missing_encrypti
     ({"LEDGER_CHECKPOINT_SIGNING_KEY": ""}, "ledger.E001"),
     ({"LEDGER_CHECKPOINT_SIGNING_KEY": "not-hex"}, "ledger.E001"),
     ({"LEDGER_CHECKPOINT_SIGNING_KEY": DEV_LEDGER_CHECKPOINT_KEY}, "ledger.E001"),
-    ({"LEDGER_CHECKPOINT_DIR": ""}, "ledger.W001"),
+    ({"LEDGER_CHECKPOINT_DIR": ""}, "ledger.E002"),
 ])
 def test_ledger_deploy_checks_refuse_a_missing_or_development_checkpoint_key(
         overrides: dict[str, Any], message_id: str) -> None:

@@ -25,7 +25,7 @@ SESSION_COOKIE_AGE = 8 * 60 * 60
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS")  # required: webhook secrets at rest
 METRICS_TOKEN = env("METRICS_TOKEN")  # required: /metrics is not public
 # Not required to start (the image builds without secrets), but `check --deploy` refuses the
-# development key or none (ledger.E001) and warns without an export folder (ledger.W001).
+# development key or none (ledger.E001) and no export folder (ledger.E002).
 LEDGER_CHECKPOINT_SIGNING_KEY = env("LEDGER_CHECKPOINT_SIGNING_KEY", default="")
 LEDGER_CHECKPOINT_DIR = env("LEDGER_CHECKPOINT_DIR", default="")
 

@@ -8,13 +8,17 @@ their old sequence order (their balances and balance_after do not change).
 
 Triggers, replacing migration 0002's:
 - the posting trigger also checks the chain link (`prev_hash` is the account's head,
-  `account_version` its version + 1) and moves the head to the posting's hash;
+  `account_version` its version + 1), moves the head to the posting's hash, and refuses a
+  posting on one merchant's account in another merchant's entry;
 - an account's head, like its balance, changes only through a posting; a new account starts at
   the genesis hash; owner, currency, kind, provider and shard never change;
 - checkpoints, like entries and postings, are immutable.
 """
 
+import importlib
+
 from django.db import migrations, models
+from django.db.migrations.exceptions import IrreversibleError
 from django.db.models import Q
 
 GENESIS = "0" * 64
@@ -43,7 +47,7 @@ CREATE OR REPLACE FUNCTION ledger_posting_apply() RETURNS trigger LANGUAGE plpgs
 DECLARE
     head record;
     acct record;
-    entry_kind varchar;
+    entry record;
 BEGIN
     -- Takes (or reuses) the account's row lock, so concurrent postings serialise per account.
     SELECT head_hash, version INTO head FROM ledger_account WHERE id = NEW.account_id
@@ -74,12 +78,20 @@ BEGIN
         RAISE EXCEPTION 'posting %: balance_after % but account % balance becomes %',
             NEW.id, NEW.balance_after, NEW.account_id, acct.balance USING ERRCODE = 'check_violation';
     END IF;
-    IF acct.kind = 'available' AND acct.balance < 0 AND NEW.amount < 0 THEN
-        SELECT kind INTO entry_kind FROM ledger_journalentry WHERE id = NEW.entry_id;
-        IF entry_kind IS NULL OR entry_kind NOT IN ({_MAY_OVERDRAW}) THEN
-            RAISE EXCEPTION 'posting %: a % entry may not take available account % below zero (to %)',
-                NEW.id, entry_kind, NEW.account_id, acct.balance USING ERRCODE = 'check_violation';
-        END IF;
+    IF acct.merchant_id IS NULL THEN
+        RETURN NEW;  -- a platform account: no owner or overdraft rule to check
+    END IF;
+    SELECT kind, merchant_id INTO entry FROM ledger_journalentry WHERE id = NEW.entry_id;
+    IF entry.merchant_id IS NOT NULL AND acct.merchant_id IS NOT NULL
+       AND entry.merchant_id <> acct.merchant_id THEN
+        RAISE EXCEPTION 'posting %: entry % belongs to merchant % but account % to merchant %',
+            NEW.id, NEW.entry_id, entry.merchant_id, NEW.account_id, acct.merchant_id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF acct.kind = 'available' AND acct.balance < 0 AND NEW.amount < 0
+       AND (entry.kind IS NULL OR entry.kind NOT IN ({_MAY_OVERDRAW})) THEN
+        RAISE EXCEPTION 'posting %: a % entry may not take available account % below zero (to %)',
+            NEW.id, entry.kind, NEW.account_id, acct.balance USING ERRCODE = 'check_violation';
     END IF;
     RETURN NEW;
 END $$;
@@ -118,7 +130,7 @@ DROP SEQUENCE IF EXISTS ledger_entry_sequence;
 
 def rechain(apps, schema_editor):
     """Re-hash existing postings into per-account chains, in their old global order."""
-    from ledger.chain import EntryLine, entry_digest, micros, posting_hash
+    from ledger.chain import EntryLine, account_label, entry_digest, micros, posting_hash
 
     connection = schema_editor.connection
     heads: dict[int, tuple[int, str]] = {}
@@ -126,8 +138,9 @@ def rechain(apps, schema_editor):
         cursor.execute("""
             SELECT e.id, e.kind, e.reference_type, e.reference_id, e.merchant_id, e.description,
                    e.created_at, p.id, p.account_id, p.amount, p.currency, p.balance_after,
-                   p.created_at
+                   p.created_at, COALESCE(a.merchant_id, ''), a.kind, a.provider
               FROM ledger_journalentry e JOIN ledger_posting p ON p.entry_id = e.id
+              JOIN ledger_account a ON a.id = p.account_id
              ORDER BY e.sequence, p.account_id""")
         rows = cursor.fetchall()
     entries: dict[str, list[tuple]] = {}
@@ -145,7 +158,8 @@ def rechain(apps, schema_editor):
                            [digest, entry_id])
             for p in postings:
                 version, prev = heads.get(p[8], (0, GENESIS))
-                link = posting_hash(prev_hash=prev, account_id=p[8], account_version=version + 1,
+                link = posting_hash(prev_hash=prev, account_id=p[8], owner=p[13],
+                                    label=account_label(p[14], p[15]), account_version=version + 1,
                                     posting_id=p[7], entry_id=entry_id, entry_hash=digest,
                                     amount=p[9], currency=p[10], balance_after=p[11],
                                     created_at_us=micros(p[12]))
@@ -157,11 +171,28 @@ def rechain(apps, schema_editor):
                            [head, account_id])
 
 
+def refuse_reversal(apps, schema_editor):
+    """Going back is only possible while the ledger is empty (tests of the upgrade do it)."""
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM ledger_posting)")
+        if not cursor.fetchone()[0]:
+            return
+    raise IrreversibleError(
+        "ledger 0003 rewrote every posting into per-account hash chains; going back would need "
+        "the old global chain recomputed, which this migration does not do. Restore the "
+        "database from the backup taken before the upgrade instead.")
+
+
+# Reversed (an empty ledger only): 0002's triggers and functions exactly as 0002 made them.
+_0002 = importlib.import_module("ledger.migrations.0002_ledger_triggers")
+RESTORE_0002 = _0002.REVERSE + _0002.SQL
+
+
 class Migration(migrations.Migration):
     dependencies = [("ledger", "0002_ledger_triggers"), ("core", "0001_initial")]
 
     operations = [
-        migrations.RunSQL(DROP_OLD, migrations.RunSQL.noop),
+        migrations.RunSQL(DROP_OLD, RESTORE_0002),
         migrations.AddField("account", "shard", models.PositiveSmallIntegerField(default=0)),
         migrations.AddField("account", "head_hash", models.CharField(
             default=GENESIS, editable=False, max_length=64)),
@@ -200,4 +231,6 @@ class Migration(migrations.Migration):
                 condition=Q(number__gte=1), name="ledger_checkpoint_number")]},
         ),
         migrations.RunSQL(CREATE_NEW, REVERSE_NEW),
+        # Reversal runs the operations backwards, so this refusal comes before any change.
+        migrations.RunPython(migrations.RunPython.noop, refuse_reversal),
     ]

@@ -24,4 +24,4 @@ class Command(BaseCommand):
             return
         row = checkpoint_create()
         self.stdout.write(f"checkpoint {row.number}: {row.body['accounts']} accounts, "
-                          f"{row.body['postings']} postings, root {row.body['root']}")
+                          f"root {row.body['root']}")
