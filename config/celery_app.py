@@ -29,6 +29,9 @@ app.conf.task_routes = {
     "wallet.tasks.*": {"queue": "providers"},
     "webhooks.tasks.provider_event*": {"queue": "inbound"},
     "webhooks.tasks.webhook_deliver": {"queue": "webhooks"},
+    # Beat's outbox sweep runs beside the deliveries it hands out, so a slow sweep never holds
+    # up the janitor on the single reconciliation worker (an exact name wins over the globs).
+    "reconciliation.tasks.webhooks_sweep": {"queue": "webhooks"},
     "reconciliation.tasks.*": {"queue": "reconciliation"},
     "backoffice.tasks.*": {"queue": "reconciliation"},
 }

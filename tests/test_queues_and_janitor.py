@@ -20,7 +20,7 @@ from reconciliation.services import SCHEDULED_JOBS
     ("webhooks.tasks.provider_events_sweep", "inbound"),
     ("webhooks.tasks.webhook_deliver", "webhooks"),
     ("reconciliation.tasks.recon_janitor", "reconciliation"),
-    ("reconciliation.tasks.webhooks_sweep", "reconciliation"),
+    ("reconciliation.tasks.webhooks_sweep", "webhooks"),
 ])
 def test_each_task_goes_to_the_queue_of_its_purpose(task, queue):
     route = app.amqp.router.route({}, task)
