@@ -39,11 +39,12 @@ from __future__ import annotations
 from typing import Any
 
 from core.models import Merchant
-from ledger.models import Account, AccountKind, EntryKind, JournalEntry
+from ledger.models import AccountKind, EntryKind, JournalEntry
 from ledger.services import (
+    AccountKey,
     EntrySpec,
-    account_for,
-    clearing_account_for,
+    account_key,
+    clearing_key,
     entries_post,
     entry_post,
 )
@@ -58,18 +59,23 @@ def _positive(amount: int) -> int:
     return amount
 
 
-def _mine(merchant: Merchant, currency: str, kind: str) -> Account:
-    return account_for(merchant=merchant, currency=currency, kind=kind)
+# Accounts by key: entry_post finds (or creates) and locks them in one round trip.
+def _mine(merchant: Merchant, currency: str, kind: str) -> AccountKey:
+    return account_key(merchant=merchant, currency=currency, kind=kind)
 
 
-def _clearing(merchant: Merchant, currency: str, provider: str) -> Account:
+def _platform(currency: str, kind: str) -> AccountKey:
+    return account_key(currency=currency, kind=kind)
+
+
+def _clearing(merchant: Merchant, currency: str, provider: str) -> AccountKey:
     # Split by merchant (ledger.services.clearing_shard): every capture touches this account.
-    return clearing_account_for(merchant=merchant, currency=currency, provider=provider)
+    return clearing_key(merchant=merchant, currency=currency, provider=provider)
 
 
 def _spec(
     *, kind: str, merchant: Merchant, reference_type: str, reference_id: str, description: str,
-    source: Account, target: Account, amount: int,
+    source: AccountKey, target: AccountKey, amount: int,
     allow_negative: frozenset[str] = frozenset(),
 ) -> EntrySpec:
     amount = _positive(amount)
@@ -104,7 +110,7 @@ def post_settlement(
     if amount - fee:
         lines.append((_mine(merchant, currency, K.AVAILABLE), amount - fee))
     if fee:
-        lines.append((account_for(currency=currency, kind=K.FEES), fee))
+        lines.append((_platform(currency, K.FEES), fee))
     return entry_post(kind=EntryKind.SETTLEMENT, lines=lines, reference_type="payment",
                       reference_id=payment_id, merchant=merchant,
                       description=f"Settlement of {payment_id} (fee {fee})")
@@ -200,7 +206,7 @@ def post_deposit_confirmed(
 ) -> JournalEntry:
     return _move(kind=EntryKind.DEPOSIT_CONFIRMED, merchant=merchant, reference_type="deposit",
                  reference_id=deposit_id, description=f"Deposit {deposit_id}",
-                 source=account_for(currency=currency, kind=K.DEPOSITS_CLEARING),
+                 source=_platform(currency, K.DEPOSITS_CLEARING),
                  target=_mine(merchant, currency, K.AVAILABLE), amount=amount)
 
 
@@ -220,18 +226,18 @@ def post_payout_in_transit(
     return _move(kind=EntryKind.PAYOUT_IN_TRANSIT, merchant=merchant, reference_type="payout",
                  reference_id=payout_id, description=f"Payout {payout_id} in transit",
                  source=_mine(merchant, currency, K.RESERVED),
-                 target=account_for(currency=currency, kind=K.PAYOUTS_IN_TRANSIT),
+                 target=_platform(currency, K.PAYOUTS_IN_TRANSIT),
                  amount=amount)
 
 
-def _payout_holding(merchant: Merchant, payout_id: str, currency: str) -> Account:
+def _payout_holding(merchant: Merchant, payout_id: str, currency: str) -> AccountKey:
     """Where a payout's money sits now: in transit once that entry exists, else reserved.
     The caller holds the payout's row lock, so its entries cannot change meanwhile."""
     in_transit = JournalEntry.objects.filter(
         reference_type="payout", reference_id=payout_id, kind=EntryKind.PAYOUT_IN_TRANSIT,
     ).exists()
     if in_transit:
-        return account_for(currency=currency, kind=K.PAYOUTS_IN_TRANSIT)
+        return _platform(currency, K.PAYOUTS_IN_TRANSIT)
     return _mine(merchant, currency, K.RESERVED)
 
 

@@ -7,7 +7,8 @@ the sum of postings and each posting linked to the previous posting of its accou
 """
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 
 from core.ids import PublicIdField
 from core.models import Merchant
@@ -108,6 +109,11 @@ class Account(models.Model):
                 name="ledger_account_provider_only_for_clearing"),
             models.CheckConstraint(condition=~Q(kind=AccountKind.RESERVED) | Q(balance__gte=0),
                                    name="ledger_account_reserved_nonnegative"),
+        ]
+        indexes = [
+            # How entry_post finds an account by its key (ledger.services.AccountKey).
+            models.Index(Coalesce(F("merchant"), Value(""), output_field=models.CharField()),
+                         "currency", "kind", "provider", "shard", name="ledger_account_key"),
         ]
 
     def __str__(self) -> str:

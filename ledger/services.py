@@ -55,7 +55,8 @@ from ledger.models import (
     Posting,
 )
 
-Line = tuple[Account, int]
+Line = tuple["Account | AccountKey", int]
+Ref = "int | AccountKey"  # an account by id (a saved Account) or by key
 DEFAULT_CLEARING_SHARDS = 16
 
 
@@ -72,30 +73,23 @@ class EntrySpec:
     allow_negative: frozenset[str] = field(default_factory=frozenset)
 
 
-def clearing_shard(merchant: Merchant | None) -> int:
-    """Which row of a split platform account a merchant's movements use: stable per merchant, so
-    one merchant's entries keep to one row and different merchants spread over all of them."""
-    shards = int(getattr(settings, "LEDGER_CLEARING_SHARDS", DEFAULT_CLEARING_SHARDS))
-    if merchant is None or shards <= 1:
-        return 0
-    return zlib.crc32(merchant.pk.encode()) % shards
+@dataclass(frozen=True)
+class AccountKey:
+    """An account by what it is rather than its row: `entry_post` finds it, creating it on first
+    use, inside the round trip that locks it (no lookup before posting)."""
+
+    merchant_id: str | None
+    currency: str
+    kind: str
+    provider: str = ""
+    shard: int = 0
 
 
-def clearing_account_for(*, merchant: Merchant | None, currency: str, provider: str) -> Account:
-    """`provider_clearing:<provider>` for this merchant's movements (its shard)."""
-    return account_for(currency=currency, kind=AccountKind.PROVIDER_CLEARING, provider=provider,
-                       shard=clearing_shard(merchant))
-
-
-def account_for(
+def account_key(
     *, merchant: Merchant | None = None, currency: str, kind: str, provider: str = "",
     shard: int = 0,
-) -> Account:
-    """The account for (merchant, currency, kind, provider, shard), created on first use.
-
-    Race-safe without a savepoint: INSERT … ON CONFLICT DO NOTHING waits for a concurrent
-    inserter to commit, after which the re-read (a new READ COMMITTED snapshot) finds its row.
-    """
+) -> AccountKey:
+    """Validate and name an account; programming errors are ValueError."""
     if kind not in AccountKind.values:
         raise ValueError(f"unknown account kind {kind!r}")
     if currency not in CURRENCIES:
@@ -107,6 +101,42 @@ def account_for(
         raise ValueError("provider is required for provider_clearing accounts and only for them")
     if shard and merchant is not None:
         raise ValueError("only platform accounts are split into shards")
+    return AccountKey(merchant.pk if merchant is not None else None, currency, kind, provider,
+                      shard)
+
+
+def clearing_shard(merchant: Merchant | None) -> int:
+    """Which row of a split platform account a merchant's movements use: stable per merchant, so
+    one merchant's entries keep to one row and different merchants spread over all of them."""
+    shards = int(getattr(settings, "LEDGER_CLEARING_SHARDS", DEFAULT_CLEARING_SHARDS))
+    if merchant is None or shards <= 1:
+        return 0
+    return zlib.crc32(merchant.pk.encode()) % shards
+
+
+def clearing_key(*, merchant: Merchant | None, currency: str, provider: str) -> AccountKey:
+    """`provider_clearing:<provider>` for this merchant's movements (its shard)."""
+    return account_key(currency=currency, kind=AccountKind.PROVIDER_CLEARING, provider=provider,
+                       shard=clearing_shard(merchant))
+
+
+def clearing_account_for(*, merchant: Merchant | None, currency: str, provider: str) -> Account:
+    """The row of `clearing_key`, created on first use."""
+    key = clearing_key(merchant=merchant, currency=currency, provider=provider)
+    return account_for(currency=currency, kind=key.kind, provider=provider, shard=key.shard)
+
+
+def account_for(
+    *, merchant: Merchant | None = None, currency: str, kind: str, provider: str = "",
+    shard: int = 0,
+) -> Account:
+    """The account for (merchant, currency, kind, provider, shard), created on first use.
+
+    Race-safe without a savepoint: INSERT … ON CONFLICT DO NOTHING waits for a concurrent
+    inserter to commit, after which the re-read (a new READ COMMITTED snapshot) finds its row.
+    Posting does not need this (lines may name an `AccountKey`); reads and tests do.
+    """
+    account_key(merchant=merchant, currency=currency, kind=kind, provider=provider, shard=shard)
     rows = Account.objects.filter(merchant=merchant, currency=currency, kind=kind,
                                   provider=provider, shard=shard)
     account = rows.first()
@@ -120,10 +150,20 @@ def account_for(
     return account
 
 
+def _ref(account: Account | AccountKey) -> tuple[int | AccountKey, AccountKey]:
+    """(how to find it: its id, or its key; its key, for owner and currency checks)."""
+    if isinstance(account, AccountKey):
+        return account, account
+    if account.pk is None:
+        raise ValueError("lines need saved accounts (account_for) or an AccountKey")
+    return account.pk, AccountKey(account.merchant_id, account.currency, account.kind,
+                                  account.provider, account.shard)
+
+
 def _validate(
     *, kind: str, lines: Sequence[Line], reference_type: str, reference_id: str,
     merchant: Merchant | None, allow_negative: frozenset[str],
-) -> dict[int, int]:
+) -> dict[int | AccountKey, int]:
     """Programming errors, so ValueError (a 500), never a client-facing error."""
     if kind not in EntryKind.values:
         raise ValueError(f"unknown entry kind {kind!r}")
@@ -135,19 +175,20 @@ def _validate(
         raise ValueError("only `available` may be allowed to go negative; `reserved` never")
     if allow_negative and kind not in ENTRY_KINDS_MAY_OVERDRAW_AVAILABLE:
         raise ValueError(f"{kind} entries may not overdraw `available` (the database refuses)")
-    amounts: dict[int, int] = {}
+    amounts: dict[int | AccountKey, int] = {}
+    seen: set[AccountKey] = set()
     totals: dict[str, int] = defaultdict(int)
     for account, amount in lines:
-        if account.pk is None:
-            raise ValueError("lines need saved accounts (use account_for)")
+        ref, key = _ref(account)
         if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
             raise ValueError(f"amount {amount!r} must be a non-zero int in minor units")
-        if account.pk in amounts:
-            raise ValueError(f"account {account.pk} appears twice; net its lines first")
-        if merchant is not None and account.merchant_id not in (None, merchant.pk):
-            raise ValueError(f"account {account.pk} belongs to another merchant")
-        amounts[account.pk] = amount
-        totals[account.currency] += amount
+        if key in seen or ref in amounts:
+            raise ValueError(f"account {ref} appears twice; net its lines first")
+        if merchant is not None and key.merchant_id not in (None, merchant.pk):
+            raise ValueError(f"account {ref} belongs to another merchant")
+        seen.add(key)
+        amounts[ref] = amount
+        totals[key.currency] += amount
     unbalanced = {currency: total for currency, total in totals.items() if total}
     if unbalanced:
         raise ValueError(f"lines do not sum to zero per currency: {unbalanced}")
@@ -187,9 +228,26 @@ def _insert_params(instances: Sequence[Model]) -> list[object]:
 
 
 _ENTRY_FIELDS = JournalEntry._meta.concrete_fields
-_LOCK_SQL = ("SELECT id, kind, balance, currency, merchant_id, version, head_hash, provider, "
-             "shard FROM ledger_account WHERE id = ANY(%s::bigint[]) ORDER BY id "
-             "FOR NO KEY UPDATE")
+_KEYS = ("unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[]) "
+         "AS k(owner, ccy, kind, provider, shard)")
+# Accounts named by key that do not exist yet are created first (ON CONFLICT DO NOTHING waits for
+# a concurrent creator to commit); NOT EXISTS spares the id sequence for the usual case.
+_ENSURE_SQL = (
+    "INSERT INTO ledger_account (merchant_id, currency, kind, provider, shard, balance, version, "  # noqa: S608
+    "head_hash, created_at) SELECT k.owner, k.ccy, k.kind, k.provider, k.shard, 0, 0, "
+    f"repeat('0', 64), now() FROM {_KEYS} WHERE NOT EXISTS (SELECT 1 FROM ledger_account a "
+    "WHERE COALESCE(a.merchant_id, '') = COALESCE(k.owner, '') AND a.currency = k.ccy "
+    "AND a.kind = k.kind AND a.provider = k.provider AND a.shard = k.shard) "
+    "ON CONFLICT DO NOTHING"
+)
+# By id or by key (the expression index ledger_account_key), in id order: no deadlocks between
+# entries. A separate statement after _ENSURE_SQL, so its snapshot sees the accounts it made.
+_LOCK_SQL = (
+    "SELECT id, kind, balance, currency, merchant_id, version, head_hash, provider, shard "  # noqa: S608
+    "FROM ledger_account WHERE id = ANY(%s::bigint[]) OR (COALESCE(merchant_id, ''), currency, "
+    f"kind, provider, shard) IN (SELECT COALESCE(k.owner, ''), k.ccy, k.kind, k.provider, "
+    f"k.shard FROM {_KEYS}) ORDER BY id FOR NO KEY UPDATE"
+)
 # A separate statement AFTER the locks on purpose: its READ COMMITTED snapshot is taken once
 # they are granted, and a concurrent post of the same event touches the same accounts, so by
 # then it has committed and this read sees it. Returns one row per stored posting.
@@ -210,10 +268,13 @@ _SAVEPOINT = "ledger_entry_post"
 
 @dataclass
 class _Pending:
-    """One validated spec on its way into the database."""
+    """One validated spec on its way into the database: `lines` by id or key until the accounts
+    are locked, then `amounts` by account id."""
 
     spec: EntrySpec
-    amounts: dict[int, int]
+    lines: dict[int | AccountKey, int]
+    merchant_id: str | None
+    amounts: dict[int, int] = field(default_factory=dict)
 
 
 def _replays(rows: list[tuple], pending: list[_Pending]) -> dict[int, JournalEntry]:
@@ -269,7 +330,7 @@ def _build(
         entry = JournalEntry(
             sequence=sequence, kind=spec.kind, description=spec.description,
             reference_type=spec.reference_type, reference_id=spec.reference_id,
-            merchant=spec.merchant, created_at=created_at,
+            merchant_id=item.merchant_id, created_at=created_at,
         )
         mine = [Posting(entry=entry, account_id=pk, amount=item.amounts[pk],
                         merchant_id=state[pk][3], currency=state[pk][2], created_at=created_at)
@@ -301,18 +362,24 @@ def _post_many(pending: list[_Pending], *, savepoint: bool) -> list[JournalEntry
     """The two round trips of entry_post / entries_post (plus COMMIT, or the caller's)."""
     begin = [f"SAVEPOINT {_SAVEPOINT}"] if savepoint else []
     release = [f"RELEASE SAVEPOINT {_SAVEPOINT}"] if savepoint else []
-    account_ids = sorted({pk for item in pending for pk in item.amounts})
-    keys = [(item.spec.reference_type, item.spec.reference_id, item.spec.kind)
-            for item in pending]
+    refs = {ref for item in pending for ref in item.lines}
+    account_ids = sorted(ref for ref in refs if isinstance(ref, int))
+    account_keys = sorted((ref for ref in refs if isinstance(ref, AccountKey)),
+                          key=lambda k: (k.merchant_id or "", k.currency, k.kind, k.provider,
+                                         k.shard))
+    key_columns = [[getattr(k, name) for k in account_keys]
+                   for name in ("merchant_id", "currency", "kind", "provider", "shard")]
+    ensure = [_ENSURE_SQL] if account_keys else []
+    events = [(item.spec.reference_type, item.spec.reference_id, item.spec.kind)
+              for item in pending]
     with connection.cursor() as cursor:
         try:
             *_, locked, replay, ((created_at, sequences),) = _run(
-                cursor, [*begin, _LOCK_SQL, _REPLAY_SQL, _CLOCK_SQL],
-                [account_ids, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                cursor, [*begin, *ensure, _LOCK_SQL, _REPLAY_SQL, _CLOCK_SQL],
+                [*(key_columns if ensure else []), account_ids, *key_columns,
+                 [e[0] for e in events], [e[1] for e in events], [e[2] for e in events],
                  len(pending)])
-            if len(locked) != len(account_ids):
-                missing = sorted(set(account_ids) - {pk for pk, *_ in locked})
-                raise ValueError(f"accounts {missing} do not exist (rolled back?)")
+            _resolve(pending, locked)
             replayed = _replays(replay, pending) if replay else {}
             fresh = [item for index, item in enumerate(pending) if index not in replayed]
             entries, postings = _build(fresh, locked, created_at, sequences[:len(fresh)])
@@ -338,18 +405,36 @@ def _post_many(pending: list[_Pending], *, savepoint: bool) -> list[JournalEntry
             for index in range(len(pending))]
 
 
+def _resolve(pending: list[_Pending], locked: list[tuple]) -> None:
+    """Turn every line's id or key into a locked account id."""
+    by_id = {row[0]: row for row in locked}
+    by_key = {AccountKey(merchant_id, currency, kind, provider, shard): pk
+              for pk, kind, _b, currency, merchant_id, _v, _h, provider, shard in locked}
+    missing = []
+    for item in pending:
+        for ref, amount in item.lines.items():
+            pk = (ref if ref in by_id else None) if isinstance(ref, int) else by_key.get(ref)
+            if pk is None:
+                missing.append(ref)
+            else:
+                item.amounts[pk] = amount
+    if missing:
+        raise ValueError(f"accounts {missing} do not exist (rolled back?)")
+
+
 def _prepare(spec: EntrySpec) -> _Pending:
-    amounts = _validate(kind=spec.kind, lines=spec.lines, reference_type=spec.reference_type,
-                        reference_id=spec.reference_id, merchant=spec.merchant,
-                        allow_negative=spec.allow_negative)
-    merchant = spec.merchant
-    owners = {account.merchant_id for account, _ in spec.lines} - {None}
-    if merchant is None and len(owners) == 1:
+    lines = _validate(kind=spec.kind, lines=spec.lines, reference_type=spec.reference_type,
+                      reference_id=spec.reference_id, merchant=spec.merchant,
+                      allow_negative=spec.allow_negative)
+    merchant_id = spec.merchant.pk if spec.merchant is not None else None
+    owners = {_ref(account)[1].merchant_id for account, _ in spec.lines} - {None}
+    if merchant_id is None and len(owners) == 1:
         # An entry moving one merchant's balances is that merchant's (the trigger then checks
         # every posting against it; ledger_verify too).
-        merchant = next(account.merchant for account, _ in spec.lines if account.merchant_id)
+        merchant_id = next(iter(owners))
     return _Pending(EntrySpec(spec.kind, spec.lines, spec.reference_type, spec.reference_id,
-                              spec.description[:500], merchant, spec.allow_negative), amounts)
+                              spec.description[:500], spec.merchant, spec.allow_negative),
+                    lines, merchant_id)
 
 
 def _post(pending: list[_Pending]) -> list[JournalEntry]:

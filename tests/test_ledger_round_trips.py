@@ -129,3 +129,23 @@ def test_the_overdraft_trigger_sees_the_entry_inserted_in_the_same_round_trip(ac
     assert (balance(available), balance(reserved)) == (-50, 50)
     with transaction.atomic():
         assert ledger_verify().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flow_names_its_accounts_by_key_and_looks_nothing_up_first(merchant):
+    """post_capture creates the merchant's pending account and the clearing shard on first use
+    and finds them afterwards inside the locking round trip: no account_for round trips."""
+    from ledger import flows
+
+    for payment_id in ("pay_first", "pay_second"):
+        with CaptureQueriesContext(connection) as captured:
+            flows.post_capture(merchant=merchant, payment_id=payment_id, provider="sandbox",
+                               currency="usd", amount=100)
+        begin, locks, inserts, commit = executed(captured)
+        assert (begin, commit) == ("BEGIN", "COMMIT")
+        assert locks.startswith("INSERT INTO ledger_account")  # ON CONFLICT DO NOTHING
+        assert "FOR NO KEY UPDATE" in locks and inserts.startswith("INSERT INTO ledger_journal")
+    pending = Account.objects.get(merchant=merchant, kind="pending")
+    assert (pending.balance, pending.version) == (200, 2)
+    assert Account.objects.filter(kind="provider_clearing").count() == 1
+    assert ledger_verify().ok

@@ -19,7 +19,8 @@ import importlib
 
 from django.db import migrations, models
 from django.db.migrations.exceptions import IrreversibleError
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 
 GENESIS = "0" * 64
 _MAY_OVERDRAW = "'dispute_opened', 'refund_created', 'reversal'"
@@ -212,6 +213,9 @@ class Migration(migrations.Migration):
         migrations.AddConstraint("account", models.CheckConstraint(
             condition=Q(merchant__isnull=True) | Q(shard=0),
             name="ledger_account_shard_platform_only")),
+        migrations.AddIndex("account", models.Index(
+            Coalesce(F("merchant"), Value(""), output_field=models.CharField()), "currency",
+            "kind", "provider", "shard", name="ledger_account_key")),
         migrations.AddConstraint("posting", models.UniqueConstraint(
             fields=["account", "account_version"], name="ledger_posting_account_chain")),
         migrations.AddConstraint("posting", models.CheckConstraint(
