@@ -1,9 +1,5 @@
 """A ModelAdmin base whose add, change and delete write a staff audit row in the admin's own
-transaction (Django's changeform and delete views run inside `transaction.atomic`).
-
-Imports only Django and `backoffice.audit`, so the ledger's and the providers' admin modules may
-use it without depending on payments.
-"""
+transaction (Django's changeform and delete views run inside `transaction.atomic`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Building blocks every app's admin shares: read-only model admins and list filters that only
-ever apply a value they offer (a typo or a NUL byte never reaches PostgreSQL). It imports no app,
-so even the ledger's admin may use it (see backoffice.admin_filters for app-aware filters)."""
+"""Building blocks every admin page shares: read-only model admins and list filters that only
+ever apply a value they offer (a typo or a NUL byte never reaches PostgreSQL). Filters that know
+another app's data live in backoffice.admin_filters."""
 
 from __future__ import annotations
 

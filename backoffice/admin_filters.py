@@ -1,4 +1,4 @@
-"""List filters that know about other apps (kept out of admin_base, which the ledger imports)."""
+"""List filters that know about other apps' data (the registered providers)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Object ids in admin URLs. The admin escapes ids ("_" becomes "_5F") and unescapes what it
 receives, so an unescaped link such as `/journalentry/txn_4Fab…/change/` would be read as
 `txnOab…` and not found (one id in fifteen starts with two hex digits). Links built elsewhere
-(ledger.admin.entry_links, older pages) are unescaped; these helpers accept both forms.
-
-Imports only Django, so any app's admin module may use it.
+(backoffice.admin.ledger.entry_links, older pages) are unescaped; these helpers accept both
+forms.
 """
 
 from __future__ import annotations

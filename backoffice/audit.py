@@ -1,8 +1,4 @@
-"""The staff audit log's writer, and who is acting (user, address, request id).
-
-Imports only Django, core and this app's models, so any app's admin module (the ledger's and the
-providers' included, whose imports are restricted) can record what staff did in it.
-"""
+"""The staff audit log's writer, and who is acting (user, address, request id)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Merchant balances for the ledger pages: pending / available / reserved / disputed per merchant
 and currency, read from the maintained balance columns (`ledger_verify` proves them equal to the
-postings). Imports only the ledger and core, so the ledger's admin module may use it."""
+postings)."""
 
 from __future__ import annotations
 

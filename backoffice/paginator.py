@@ -2,7 +2,6 @@
 
 The admin's change list asks the paginator for a count on every page view; an exact COUNT(*) of
 a large table (or of a broad filter) scans it all. Past the cap the page says "more than …".
-Imports only Django, so any app's admin module may use it.
 """
 
 from __future__ import annotations

@@ -265,7 +265,7 @@ def test_a_break_is_resolved_with_a_required_note_and_audited(client):
 
 
 def test_a_capped_bulk_close_says_how_many_of_how_many(client, monkeypatch):
-    from backoffice.admin_reconciliation import BreakQueueAdmin
+    from backoffice.admin.break_queue import BreakQueueAdmin
 
     monkeypatch.setattr(BreakQueueAdmin, "bulk_close_limit", 2)
     breaks = [_break(f"bulk{i}") for i in range(3)]
@@ -280,7 +280,7 @@ def test_a_capped_bulk_close_says_how_many_of_how_many(client, monkeypatch):
 
 def test_a_capped_bulk_resend_says_how_many_of_how_many(client, merchant, settings,
                                                         monkeypatch):
-    from webhooks import admin as webhooks_admin
+    from backoffice.admin import webhooks as webhooks_admin
 
     monkeypatch.setattr(webhooks_admin, "BULK_LIMIT", 1)
     settings.WEBHOOKS_ALLOW_LOOPBACK = True

@@ -290,7 +290,7 @@ def test_list_filters_by_status_provider_currency_and_date(client, make_payment)
 
 def test_escaped_and_unescaped_links_open_the_same_page(client):
     """An id starting with two hex digits (acct_4F…) would be misread from an unescaped link
-    (older pages and ledger.admin.entry_links build those); both forms work."""
+    (older pages and backoffice.admin.ledger.entry_links build those); both forms work."""
     from tests.factories import MerchantFactory
 
     merchant = MerchantFactory(id="acct_4Fhexlooking0000000000", name="Hexa Shop")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from backoffice.admin.ledger import entry_links
 from ledger import flows
-from ledger.admin import entry_links
 from ledger.models import Account, JournalEntry, Posting
 
 

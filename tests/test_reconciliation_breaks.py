@@ -10,14 +10,14 @@ from django.contrib.auth.models import Permission
 from django.contrib.messages.storage.fallback import FallbackStorage
 from django.db import IntegrityError
 
-from core.errors import InvalidRequest, NotFound, StateError
-from reconciliation.admin import (
+from backoffice.admin.reconciliation import (
     JobRunAdmin,
     ReconciliationBreakAdmin,
     ReconciliationCheckAdmin,
     SettlementFileAdmin,
     SettlementLineAdmin,
 )
+from core.errors import InvalidRequest, NotFound, StateError
 from reconciliation.models import (
     BreakAudit,
     BreakType,
@@ -154,7 +154,7 @@ def test_job_runs_files_lines_checks_and_breaks_are_read_only_in_the_admin(rf, s
 def test_a_files_page_shows_its_own_problem_lines_first_and_at_most_a_page_of_them(
     rf, staff, monkeypatch
 ):
-    from reconciliation import admin as recon_admin
+    from backoffice.admin import reconciliation as recon_admin
     from reconciliation.settlements import settlement_import
 
     header = ("DataVenda;DataPrevistaPagamento;PaymentId;MerchantOrderId;NSU;CodigoAutorizacao;"

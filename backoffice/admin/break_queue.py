@@ -2,9 +2,8 @@
 type, provider and age, amounts with their currency, and a resolve / ignore form on each break
 that requires a note and goes through `backoffice.services.break_close` (reconciliation's
 `break_resolve` plus a staff audit row, one transaction). Settlement files, lines and job runs
-keep reconciliation's read-only admins.
-
-Registered by replacing reconciliation's registration, so that app keeps owning its admin module.
+keep the read-only admins of `backoffice.admin.reconciliation`, whose plain break admin this
+extends.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from django.utils import timezone
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
+from backoffice.admin.reconciliation import ReconciliationBreakAdmin
 from backoffice.admin_base import status_badge
 from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
@@ -26,7 +26,6 @@ from backoffice.audit import Actor
 from backoffice.forms import BreakCloseForm
 from backoffice.paginator import CappedCountPaginator
 from core.money import format_amount
-from reconciliation.admin import ReconciliationBreakAdmin as ReconciliationOwnBreakAdmin
 from reconciliation.models import BreakStatus, ReconciliationBreak
 
 RESOLVE_PERMISSIONS = services.BREAK_CLOSE_PERMISSIONS
@@ -52,7 +51,7 @@ def _money(amount: int | None, currency: str) -> str:
     return format_amount(amount, currency) if amount is not None and currency else "—"
 
 
-class BreakQueueAdmin(ObjectActionsMixin, TolerantIdsMixin, ReconciliationOwnBreakAdmin):
+class BreakQueueAdmin(ObjectActionsMixin, TolerantIdsMixin, ReconciliationBreakAdmin):
     list_display = ("id", "type", "status_label", "provider", "payment_id", "our_side",
                     "provider_side", "age")
     list_filter = ("status", "type", ProviderFilter, AgeFilter)
@@ -109,6 +108,4 @@ class BreakQueueAdmin(ObjectActionsMixin, TolerantIdsMixin, ReconciliationOwnBre
                              ignore=status == BreakStatus.IGNORED)
 
 
-if admin.site.is_registered(ReconciliationBreak):
-    admin.site.unregister(ReconciliationBreak)
 admin.site.register(ReconciliationBreak, BreakQueueAdmin)

@@ -1,5 +1,6 @@
-"""Admin first cut: read-only job runs, checks and settlement files (with their lines), and the
-breaks queue, whose only write is resolve / ignore through `break_resolve` with a note."""
+"""Reconciliation's admin: read-only job runs, checks and settlement files (with their lines),
+and the plain breaks admin, whose only write is resolve / ignore through `break_resolve` with a
+note (registered as the back-office's queue, `backoffice.admin.break_queue`)."""
 
 from __future__ import annotations
 
@@ -132,7 +133,6 @@ class ResolveForm(forms.Form):
                            help_text="Required: what was found and what was done.")
 
 
-@admin.register(ReconciliationBreak)
 class ReconciliationBreakAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "type", "status", "provider", "payment_id", "provider_reference",
                     "currency", "our_amount", "provider_amount", "created_at")

@@ -1,9 +1,7 @@
 """Admin for the back-office's own tables (the approvals queue, the staff audit log, ledger
 verification runs, the manual ledger adjustment form), plus audited admins for staff accounts,
-TOTP devices and login lockouts, and the reconciliation queue (`admin_reconciliation`).
-
-This app is installed last, so its admin module runs after every other app's and may replace
-their registrations.
+TOTP devices and login lockouts, which replace the registrations of django.contrib.auth,
+django_otp and axes (this app is installed after them).
 """
 
 from __future__ import annotations
@@ -26,10 +24,7 @@ from django.utils.html import format_html
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from backoffice import (
-    admin_reconciliation,  # noqa: F401  (registers the breaks queue)
-    services,
-)
+from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome, require_perm
 from backoffice.admin_audit import AuditedModelAdmin
 from backoffice.admin_base import ReadOnlyAdmin, status_badge

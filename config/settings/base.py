@@ -48,7 +48,7 @@ INSTALLED_APPS = [
     "payments",
     "wallet",
     "reconciliation",
-    "backoffice",  # last: its admin module overrides registrations made by the apps above
+    "backoffice",  # last: its admin replaces the auth, django_otp and axes registrations
 ]
 
 MIDDLEWARE = [
