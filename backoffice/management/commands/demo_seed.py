@@ -1,7 +1,9 @@
 """`manage.py demo_seed`: idempotently create the demo merchant, its API key and an admin login.
 
 The demo key is fixed by settings (DEMO_API_KEY) so that every `make run` can print it again;
-API keys are otherwise only ever shown once. Never run this against production.
+API keys are otherwise only ever shown once. Never run this against production. It lives in the
+top layer because it seeds several apps (core's merchant and key, providers' routing, the
+back-office login).
 """
 
 import json
@@ -13,13 +15,12 @@ from django.db import transaction
 
 from core.models import ApiKey, Merchant
 from core.services import KEY_PREFIX_LENGTH, hash_api_key
+from providers.models import RoutingRule, RoutingTarget
 
 
 def _demo_routing() -> None:
     """BRL payments go to the three simulated acquirers (50/30/20), so the demo shows routing,
     failover and provider webhooks; everything else stays on the in-process sandbox."""
-    from providers.models import RoutingRule, RoutingTarget
-
     if RoutingRule.objects.filter(name="Demo: BRL via simulated acquirers").exists():
         return
     rule = RoutingRule.objects.create(name="Demo: BRL via simulated acquirers", priority=100,

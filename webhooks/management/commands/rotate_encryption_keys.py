@@ -1,5 +1,7 @@
 """`manage.py rotate_encryption_keys`: re-encrypt every secret at rest under the first key of
-FIELD_ENCRYPTION_KEYS. Rotation: prepend the new key, deploy, run this, then drop the old key."""
+FIELD_ENCRYPTION_KEYS. Rotation: prepend the new key, deploy, run this, then drop the old key.
+It lives with webhooks, the highest app whose secrets it re-encrypts (core's stored responses
+are the other)."""
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
