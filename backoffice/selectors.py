@@ -27,8 +27,8 @@ from providers.registry import registered_codes
 from reconciliation.models import BreakStatus, JobRun, ReconciliationBreak
 from webhooks.models import EndpointStatus, Event, WebhookDelivery, WebhookEndpoint
 
-S = PaymentStatus
-SUCCEEDED = (S.AUTHORIZED, S.CAPTURED, S.SETTLED, S.REFUNDED, S.CHARGED_BACK)
+SUCCEEDED = (PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED, PaymentStatus.SETTLED,
+             PaymentStatus.REFUNDED, PaymentStatus.CHARGED_BACK)
 TIMELINE_LIMIT = 200  # per source; a payment with more is an anomaly worth a closer look
 MERCHANTS_PER_SEARCH = 50
 COUNT_CAP = 1000
@@ -226,21 +226,23 @@ def dashboard(*, now: datetime | None = None) -> dict[str, Any]:
     # Payments created today were updated today too: `status IN (all) AND updated_at >= start`
     # walks the (status, updated_at) index instead of the whole table (there is no created_at
     # index on payments; see the report).
-    today = (Payment.objects.filter(status__in=S.values, updated_at__gte=start,
+    today = (Payment.objects.filter(status__in=PaymentStatus.values, updated_at__gte=start,
                                     created_at__gte=start)
              .values("provider", "currency")
              .annotate(n=Count("id"), ok=Count("id", filter=Q(status__in=SUCCEEDED)),
-                       ko=Count("id", filter=Q(status=S.FAILED)), volume=Sum("amount_captured"))
+                       ko=Count("id", filter=Q(status=PaymentStatus.FAILED)),
+                       volume=Sum("amount_captured"))
              .order_by("provider", "currency"))
     providers = [ProviderDay(row["provider"] or "(none yet)", row["currency"], row["n"],
                              row["ok"], row["ko"], format_amount(row["volume"] or 0,
                                                                  row["currency"]))
                  for row in today]
-    waiting = Payment.objects.filter(status=S.AUTHORIZATION_REQUESTED)
+    waiting = Payment.objects.filter(status=PaymentStatus.AUTHORIZATION_REQUESTED)
     waiting_count, waiting_more = _capped_count(waiting)
     oldest_waiting = waiting.order_by("updated_at").values_list("updated_at", flat=True).first()
     # Captured but not yet matched to a settlement line (the (status, updated_at) index).
-    unsettled_count, unsettled_more = _capped_count(Payment.objects.filter(status=S.CAPTURED))
+    unsettled_count, unsettled_more = _capped_count(
+        Payment.objects.filter(status=PaymentStatus.CAPTURED))
     breaks = list(ReconciliationBreak.objects.filter(status=BreakStatus.OPEN)
                   .values("type").annotate(n=Count("id")).order_by("-n", "type"))
     pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)

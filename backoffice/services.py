@@ -52,11 +52,11 @@ from payments.models import (
     Dispute,
     DisputeReason,
     Payment,
-    PaymentStatus,
     Refund,
     RefundReason,
     RefundStatus,
 )
+from payments.selectors import RESERVING_REFUND_STATUSES, refundable_amount
 from providers.registry import registered_codes
 from reconciliation import services as reconciliation
 from reconciliation.models import BreakStatus, ReconciliationBreak
@@ -154,16 +154,6 @@ def refund_threshold(currency: str) -> int:
     return int(settings.BACKOFFICE_REFUND_APPROVAL_THRESHOLDS.get(currency, 0))
 
 
-def refundable_amount(payment: Payment) -> int:
-    """What a refund could take right now: captured, less disputes and pending or succeeded
-    refunds. Advisory (shown on the page, checked before an approval is requested);
-    `refund_create` decides under the payment's row lock."""
-    reserved = payment.refunds.filter(
-        status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]
-    ).aggregate(total=Sum("amount"))["total"] or 0
-    return max(0, payment.amount_captured - payment.amount_disputed - reserved)
-
-
 def refund_request(*, actor: Actor, payment_id: str, amount: int | None, reason: str, note: str,
                    form_key: str = "") -> RefundRequested:
     """Refund now, or, above the currency's threshold, ask an approver first.
@@ -182,7 +172,7 @@ def refund_request(*, actor: Actor, payment_id: str, amount: int | None, reason:
         return RefundRequested(refund=done, is_repeat=True)
     if key and (asked := _approval_of_form(payment, amount, key)) is not None:
         return RefundRequested(approval=asked, is_repeat=True)
-    if payment.status not in (PaymentStatus.CAPTURED, PaymentStatus.SETTLED):
+    if not payment.allows("refund"):
         raise StateError(f"This payment is '{payment.status}'; only captured or settled payments "
                          "can be refunded.", param="status", code="payment_unexpected_state")
     remaining = refundable_amount(payment)
@@ -216,7 +206,7 @@ def refund_request(*, actor: Actor, payment_id: str, amount: int | None, reason:
 def staff_refunded(payment: Payment) -> int:
     """Pending and succeeded refunds of the payment made from the back-office (minor units)."""
     return payment.refunds.filter(
-        status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED], metadata__source="backoffice",
+        status__in=RESERVING_REFUND_STATUSES, metadata__source="backoffice",
     ).aggregate(total=Sum("amount"))["total"] or 0
 
 

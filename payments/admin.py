@@ -44,8 +44,7 @@ from backoffice.selectors import (
 )
 from core.money import format_amount
 from payments.models import Dispute, Payment, PaymentAttempt, PaymentStatus, Refund
-
-S = PaymentStatus
+from payments.selectors import refundable_amount
 
 
 def _amount(obj: Any) -> str:
@@ -124,16 +123,14 @@ class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
             "can": {name: user.has_perm(f"backoffice.{name}") for name in (
                 "refund_payment", "capture_payment", "cancel_payment", "open_dispute",
                 "resend_webhook")},
-            # Which forms make sense in this state (the services decide; this hides the rest).
-            "show": {"refund": payment.status in (S.CAPTURED, S.SETTLED),
-                     "capture": payment.status == S.AUTHORIZED,
-                     "cancel": payment.status in (S.CREATED, S.AUTHORIZED),
-                     "dispute": payment.status in (S.CAPTURED, S.SETTLED, S.REFUNDED)},
+            # Which forms make sense in this state: the services' own rule (ACTION_STATUSES).
+            "show": {action: payment.allows(action)
+                     for action in ("refund", "capture", "cancel", "dispute")},
             "amounts": [(label, format_amount(value, cur)) for label, value in (
                 ("Amount", payment.amount), ("Authorized", payment.amount_authorized),
                 ("Captured", payment.amount_captured), ("Refunded", payment.amount_refunded),
                 ("Disputed", payment.amount_disputed))],
-            "refundable": format_amount(services.refundable_amount(payment), cur),
+            "refundable": format_amount(refundable_amount(payment), cur),
             "threshold": format_amount(services.refund_threshold(cur), cur),
             "refund_form": RefundForm(currency=cur),
             "capture_form": CaptureForm(currency=cur),

@@ -26,24 +26,37 @@ class PaymentStatus(models.TextChoices):
     CANCELED = "canceled"
 
 
-S = PaymentStatus
-
 # The contract's table, used by the FSM below and by the PostgreSQL trigger in migration 0002.
 PAYMENT_TRANSITIONS: list[tuple[str, str]] = [
-    (S.CREATED, S.AUTHORIZATION_REQUESTED),
-    (S.AUTHORIZATION_REQUESTED, S.AUTHORIZED),
-    (S.AUTHORIZATION_REQUESTED, S.CAPTURED),
-    (S.AUTHORIZATION_REQUESTED, S.FAILED),
-    (S.AUTHORIZED, S.CAPTURED),
-    (S.CREATED, S.CANCELED),
-    (S.AUTHORIZED, S.CANCELED),
-    (S.CAPTURED, S.SETTLED),
-    (S.CAPTURED, S.REFUNDED),
-    (S.SETTLED, S.REFUNDED),
-    (S.CAPTURED, S.CHARGED_BACK),
-    (S.SETTLED, S.CHARGED_BACK),
-    (S.REFUNDED, S.CHARGED_BACK),
+    (PaymentStatus.CREATED, PaymentStatus.AUTHORIZATION_REQUESTED),
+    (PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.AUTHORIZED),
+    (PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.CAPTURED),
+    (PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.FAILED),
+    (PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED),
+    (PaymentStatus.CREATED, PaymentStatus.CANCELED),
+    (PaymentStatus.AUTHORIZED, PaymentStatus.CANCELED),
+    (PaymentStatus.CAPTURED, PaymentStatus.SETTLED),
+    (PaymentStatus.CAPTURED, PaymentStatus.REFUNDED),
+    (PaymentStatus.SETTLED, PaymentStatus.REFUNDED),
+    (PaymentStatus.CAPTURED, PaymentStatus.CHARGED_BACK),
+    (PaymentStatus.SETTLED, PaymentStatus.CHARGED_BACK),
+    (PaymentStatus.REFUNDED, PaymentStatus.CHARGED_BACK),
 ]
+
+# Statuses of a payment whose funds were captured (whatever happened to them since).
+FUNDS_CAPTURED = frozenset({PaymentStatus.CAPTURED, PaymentStatus.SETTLED,
+                            PaymentStatus.REFUNDED, PaymentStatus.CHARGED_BACK})
+
+# The statuses each action accepts. The services refuse the others; the admin and the
+# back-office read the same sets to offer an action, so the three never disagree.
+ACTION_STATUSES: dict[str, frozenset[str]] = {
+    "capture": frozenset({PaymentStatus.AUTHORIZED}),
+    "cancel": frozenset({PaymentStatus.CREATED, PaymentStatus.AUTHORIZED}),
+    "refund": frozenset({PaymentStatus.CAPTURED, PaymentStatus.SETTLED}),
+    # A payment with captured funds: a second partial chargeback may follow a lost one.
+    "dispute": FUNDS_CAPTURED,
+    "settle": FUNDS_CAPTURED,
+}
 
 
 class CaptureMethod(models.TextChoices):
@@ -61,7 +74,7 @@ class Payment(FSMModelMixin, models.Model):
     payment_method = models.CharField(max_length=64)
     description = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
-    status = FSMField(max_length=32, choices=PaymentStatus.choices, default=S.CREATED,
+    status = FSMField(max_length=32, choices=PaymentStatus.choices, default=PaymentStatus.CREATED,
                       protected=True)
     amount_authorized = models.BigIntegerField(default=0)
     amount_captured = models.BigIntegerField(default=0)
@@ -121,37 +134,50 @@ class Payment(FSMModelMixin, models.Model):
     def __str__(self) -> str:
         return self.id
 
+    def allows(self, action: str) -> bool:
+        """Whether the payment's status accepts `action` (a key of ACTION_STATUSES)."""
+        return self.status in ACTION_STATUSES[action]
+
     # -- transitions (called only from payments.services) ------------------------------------
-    @transition(field=status, source=S.CREATED, target=S.AUTHORIZATION_REQUESTED)
+    @transition(field=status, source=PaymentStatus.CREATED,
+                target=PaymentStatus.AUTHORIZATION_REQUESTED)
     def request_authorization(self) -> None:
         pass
 
-    @transition(field=status, source=S.AUTHORIZATION_REQUESTED, target=S.AUTHORIZED)
+    @transition(field=status, source=PaymentStatus.AUTHORIZATION_REQUESTED,
+                target=PaymentStatus.AUTHORIZED)
     def mark_authorized(self, amount: int) -> None:
         self.amount_authorized = amount
 
-    @transition(field=status, source=[S.AUTHORIZATION_REQUESTED, S.AUTHORIZED], target=S.CAPTURED)
+    @transition(field=status,
+                source=[PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.AUTHORIZED],
+                target=PaymentStatus.CAPTURED)
     def mark_captured(self, amount: int) -> None:
         self.amount_authorized = max(self.amount_authorized, amount)
         self.amount_captured = amount
 
-    @transition(field=status, source=S.AUTHORIZATION_REQUESTED, target=S.FAILED)
+    @transition(field=status, source=PaymentStatus.AUTHORIZATION_REQUESTED,
+                target=PaymentStatus.FAILED)
     def mark_failed(self, code: str, message: str) -> None:
         self.failure_code, self.failure_message = code, message[:500]
 
-    @transition(field=status, source=[S.CREATED, S.AUTHORIZED], target=S.CANCELED)
+    @transition(field=status, source=[PaymentStatus.CREATED, PaymentStatus.AUTHORIZED],
+                target=PaymentStatus.CANCELED)
     def mark_canceled(self) -> None:
         pass
 
-    @transition(field=status, source=S.CAPTURED, target=S.SETTLED)
+    @transition(field=status, source=PaymentStatus.CAPTURED, target=PaymentStatus.SETTLED)
     def mark_settled(self) -> None:
         pass
 
-    @transition(field=status, source=[S.CAPTURED, S.SETTLED], target=S.REFUNDED)
+    @transition(field=status, source=[PaymentStatus.CAPTURED, PaymentStatus.SETTLED],
+                target=PaymentStatus.REFUNDED)
     def mark_refunded(self) -> None:
         pass
 
-    @transition(field=status, source=[S.CAPTURED, S.SETTLED, S.REFUNDED], target=S.CHARGED_BACK)
+    @transition(field=status,
+                source=[PaymentStatus.CAPTURED, PaymentStatus.SETTLED, PaymentStatus.REFUNDED],
+                target=PaymentStatus.CHARGED_BACK)
     def mark_charged_back(self) -> None:
         pass
 

@@ -1,14 +1,15 @@
-"""Reads for payments and refunds, always scoped to one merchant."""
+"""Reads for payments and refunds: the API's (scoped to one merchant) and the refund rules
+every app reads (`refundable_amount`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 
 from core.errors import NotFound
 from core.models import Merchant
-from payments.models import Dispute, Payment, Refund
+from payments.models import Dispute, Payment, Refund, RefundStatus
 
 
 def payment_get(*, merchant: Merchant, payment_id: str) -> Payment:
@@ -65,3 +66,19 @@ def dispute_list(*, merchant: Merchant, payment_id: str | None = None,
     if status:
         rows = rows.filter(status=status)
     return rows
+
+
+# Refunds that hold part of the captured amount: a pending one may still succeed.
+RESERVING_REFUND_STATUSES = (RefundStatus.PENDING, RefundStatus.SUCCEEDED)
+
+
+def refunds_reserved(payment: Payment) -> int:
+    """Pending + succeeded refunds of a payment, in minor units."""
+    return payment.refunds.filter(status__in=RESERVING_REFUND_STATUSES).aggregate(
+        total=Sum("amount"))["total"] or 0
+
+
+def refundable_amount(payment: Payment) -> int:
+    """What a refund may still take: captured, less disputes and pending or succeeded refunds.
+    `refund_create` reads it under the payment's row lock and decides; pages only show it."""
+    return max(0, payment.amount_captured - payment.amount_disputed - refunds_reserved(payment))

@@ -22,6 +22,7 @@ from core.idempotency import same_request_or_422
 from core.models import Merchant
 from ledger import flows as ledger
 from payments.models import (
+    FUNDS_CAPTURED,
     AttemptKind,
     AttemptStatus,
     CaptureMethod,
@@ -34,6 +35,7 @@ from payments.models import (
     RefundOrigin,
     RefundStatus,
 )
+from payments.selectors import refundable_amount, refunds_reserved
 from payments.serializers import dispute_to_dict, payment_to_dict, refund_to_dict
 from providers.base import (
     AuthorizeRequest,
@@ -52,8 +54,7 @@ from webhooks.inbound import provider_events_release
 from webhooks.services import event_record
 
 logger = logging.getLogger(__name__)
-S = PaymentStatus
-_BEFORE_AN_ANSWER = (S.CREATED, S.AUTHORIZATION_REQUESTED)
+_BEFORE_AN_ANSWER = (PaymentStatus.CREATED, PaymentStatus.AUTHORIZATION_REQUESTED)
 _NO_PROVIDER = {
     True: "No live provider can take this payment right now (none is routed for it, or every "
           "routed one's circuit breaker is open); retry later.",
@@ -107,18 +108,11 @@ def _state_error(payment: Payment, action: str) -> StateError:
     )
 
 
-def _refunds_reserved(payment: Payment) -> int:
-    """Pending + succeeded refunds of a payment (read under its row lock)."""
-    return payment.refunds.filter(
-        status__in=[RefundStatus.PENDING, RefundStatus.SUCCEEDED]
-    ).aggregate(total=Sum("amount"))["total"] or 0
-
-
 def _report_overlap(payment: Payment, *, key: str, fact: str) -> None:
     """Refunds (pending or paid) and disputes together exceed what was captured: both are
     provider facts and both stay recorded; a person contests the chargeback with the refund as
     evidence. Opens one break per fact, in the caller's transaction."""
-    refunded = _refunds_reserved(payment)
+    refunded = refunds_reserved(payment)
     if refunded + payment.amount_disputed <= payment.amount_captured:
         return
     break_report(BreakSpec(
@@ -280,7 +274,7 @@ def payment_create(
 def payment_confirm(*, merchant: Merchant, payment_id: str) -> Payment:
     with transaction.atomic():
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
-        if payment.status != S.CREATED:
+        if payment.status != PaymentStatus.CREATED:
             raise _state_error(payment, "confirmed")
         _authorization_start(payment)
     return payment
@@ -377,7 +371,7 @@ def _authorization_apply(*, payment_id: str, attempt_id: str, result: ProviderRe
         if _mismatch(payment, attempt, result):
             return payment, None
         _record_attempt(attempt, result)
-        if payment.status != S.AUTHORIZATION_REQUESTED:
+        if payment.status != PaymentStatus.AUTHORIZATION_REQUESTED:
             logger.warning("late authorization answer for %s in status %s ignored",
                            payment.id, payment.status)
             return payment, None
@@ -494,7 +488,7 @@ def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None =
                     audit: AuditHook | None = None) -> Payment:
     with transaction.atomic():
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
-        if payment.status != S.AUTHORIZED:
+        if not payment.allows("capture"):
             raise _state_error(payment, "captured")
         amount = amount or payment.amount_authorized
         if amount > payment.amount_authorized:
@@ -520,7 +514,7 @@ def payment_capture_record(*, attempt_id: str, result: ProviderResult) -> Paymen
         if _mismatch(payment, attempt, result):
             return payment
         _record_attempt(attempt, result)
-        if result.outcome == Outcome.APPROVED and payment.status == S.AUTHORIZED:
+        if result.outcome == Outcome.APPROVED and payment.status == PaymentStatus.AUTHORIZED:
             _capture(payment, attempt.amount)
     return payment
 
@@ -529,14 +523,14 @@ def payment_cancel(*, merchant: Merchant, payment_id: str, audit: AuditHook | No
                    ) -> Payment:
     with transaction.atomic():
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
-        if audit is not None and payment.status in (S.CREATED, S.AUTHORIZED):
+        if audit is not None and payment.allows("cancel"):
             audit(payment)
-        if payment.status == S.CREATED:
+        if payment.status == PaymentStatus.CREATED:
             payment.mark_canceled()
             payment.save()
             _payment_event(payment, "payment.canceled")
             return payment
-        if payment.status != S.AUTHORIZED:
+        if not payment.allows("cancel"):
             raise _state_error(payment, "canceled")
         attempt = _open_attempt(payment, AttemptKind.VOID, payment.amount_authorized)
     payment, result = _operation_send(payment, attempt)
@@ -552,7 +546,7 @@ def payment_void_record(*, attempt_id: str, result: ProviderResult) -> Payment:
         if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
             return payment
         _record_attempt(attempt, result)
-        if result.outcome == Outcome.APPROVED and payment.status == S.AUTHORIZED:
+        if result.outcome == Outcome.APPROVED and payment.status == PaymentStatus.AUTHORIZED:
             payment.mark_canceled()
             payment.save()
             _payment_event(payment, "payment.canceled")
@@ -591,7 +585,7 @@ def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatu
 def payment_operation_execute(*, attempt_id: str) -> Payment:
     """Send a capture or void attempt that has no answer again, with its own provider key."""
     attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
-    if (attempt.kind not in OPERATION_DONE or attempt.payment.status != S.AUTHORIZED
+    if (attempt.kind not in OPERATION_DONE or attempt.payment.status != PaymentStatus.AUTHORIZED
             or attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN)):
         return attempt.payment
     return _operation_send(attempt.payment, attempt)[0]
@@ -614,10 +608,9 @@ def refund_create(
             return _refund_resume(same_request_or_422(refund, idempotency_fingerprint))
     with transaction.atomic():
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
-        if payment.status not in (S.CAPTURED, S.SETTLED):
+        if not payment.allows("refund"):
             raise _state_error(payment, "refunded")
-        remaining = (payment.amount_captured - payment.amount_disputed
-                     - _refunds_reserved(payment))
+        remaining = refundable_amount(payment)
         if remaining <= 0:
             raise StateError("This payment has already been refunded in full (including "
                              "refunds still pending).", code="charge_already_refunded")
@@ -693,7 +686,7 @@ def _refund_succeed(refund: Refund, payment: Payment, provider_reference: str, *
     refund.save()
     payment.amount_refunded += refund.amount
     fully = payment.amount_refunded == payment.amount_captured
-    if fully and payment.status in (S.CAPTURED, S.SETTLED):
+    if fully and payment.allows("refund"):  # captured or settled: may become refunded
         payment.mark_refunded()
     payment.save()
     if post:
@@ -719,7 +712,7 @@ def refund_record_external(*, payment_id: str, amount: int, provider_reference: 
                                          provider_reference=provider_reference).first()
         if existing is not None:
             return existing
-        room = payment.amount_captured - _refunds_reserved(payment)
+        room = payment.amount_captured - refunds_reserved(payment)
         if amount > room:
             # More than was captured and not already refunded: not a fact our books can hold.
             break_report(BreakSpec(
@@ -749,7 +742,6 @@ def refund_record_external(*, payment_id: str, amount: int, provider_reference: 
 
 # -- provider webhooks -----------------------------------------------------------------------
 APPLIED, HELD, IGNORED = "applied", "held", "ignored"
-_CAPTURED_OR_LATER = (S.CAPTURED, S.SETTLED, S.REFUNDED, S.CHARGED_BACK)
 
 
 def _payment_for_event(provider: str, provider_reference: str, merchant_reference: str
@@ -800,24 +792,24 @@ def payment_provider_event_apply(
             status=ProviderStatus.CAPTURED if type == "payment.captured" else (
                 ProviderStatus.AUTHORIZED if approved else ProviderStatus.DECLINED),
             error_code="" if approved else (error_code or "card_declined"))
-        if payment.status == S.AUTHORIZATION_REQUESTED:
+        if payment.status == PaymentStatus.AUTHORIZATION_REQUESTED:
             attempt = _open_attempt_of(payment, provider, AttemptKind.AUTHORIZE)
             if attempt is not None:
                 payment_authorization_record(attempt_id=attempt.id, result=answer)
-        elif type == "payment.captured" and payment.status == S.AUTHORIZED:
+        elif type == "payment.captured" and payment.status == PaymentStatus.AUTHORIZED:
             attempt = _open_attempt_of(payment, provider, AttemptKind.CAPTURE)
             if attempt is not None:
                 payment_capture_record(attempt_id=attempt.id, result=answer)
         return APPLIED
     if type == "payment.voided":
         attempt = _open_attempt_of(payment, provider, AttemptKind.VOID)
-        if attempt is not None and payment.status == S.AUTHORIZED:
+        if attempt is not None and payment.status == PaymentStatus.AUTHORIZED:
             payment_void_record(attempt_id=attempt.id, result=ProviderResult(
                 outcome=Outcome.APPROVED, provider_reference=provider_reference))
         return APPLIED
     if type not in ("refund.succeeded", "dispute.opened"):
         return IGNORED
-    if payment.status in (S.FAILED, S.CANCELED):
+    if payment.status in (PaymentStatus.FAILED, PaymentStatus.CANCELED):
         # The provider refunds or disputes money we hold as never taken: it has a capture we
         # do not. Nothing moves; a person finds out which side is right.
         break_report(BreakSpec(
@@ -828,9 +820,9 @@ def payment_provider_event_apply(
             provider_data={"type": type, "refund_reference": refund_reference,
                            "dispute_reference": dispute_reference}))
         return IGNORED
-    if payment.status not in _CAPTURED_OR_LATER and not give_up_holding:
+    if payment.status not in FUNDS_CAPTURED and not give_up_holding:
         return HELD  # the capture has not reached us yet; re-evaluated when the payment moves
-    if payment.status not in _CAPTURED_OR_LATER:
+    if payment.status not in FUNDS_CAPTURED:
         # Held past the janitor's whole schedule: the payment is not going to move by itself
         # (a break or a person holds it). The fact goes to staff instead of waiting forever.
         break_report(BreakSpec(
@@ -943,11 +935,11 @@ def payment_settle(*, payment_id: str, amount: int, fee: int) -> Payment:
     pending → available less `fee`. Idempotent: a settled payment is returned unchanged."""
     with transaction.atomic():
         payment = _lock_payment(merchant=None, payment_id=payment_id)
-        if payment.status == S.SETTLED:
+        if payment.status == PaymentStatus.SETTLED:
             return payment
-        if payment.status not in (S.CAPTURED, S.REFUNDED, S.CHARGED_BACK):
+        if not payment.allows("settle"):
             raise _state_error(payment, "settled")
-        if payment.status == S.CAPTURED:
+        if payment.status == PaymentStatus.CAPTURED:
             payment.mark_settled()
             payment.save()
         ledger.post_settlement(merchant=payment.merchant, payment_id=payment.id,
@@ -980,7 +972,7 @@ def dispute_open(
                                               provider_reference=provider_reference).first()
             if existing is not None:
                 return existing
-        if payment.status not in _CAPTURED_OR_LATER:
+        if not payment.allows("dispute"):
             raise _state_error(payment, "disputed")
         disputable = payment.amount_captured - payment.amount_disputed
         amount = amount or disputable
@@ -1055,7 +1047,7 @@ def dispute_resolve(*, dispute_id: str, won: bool, merchant: Merchant | None = N
         else:
             dispute.mark_lost()
             dispute.save()
-            if payment.status != S.CHARGED_BACK:
+            if payment.status != PaymentStatus.CHARGED_BACK:
                 payment.mark_charged_back()
             payment.save()
             ledger.post_dispute_lost(provider=payment.provider, **flow_args)

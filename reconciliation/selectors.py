@@ -17,6 +17,7 @@ from django.db import connection
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from payments.models import (
+    ACTION_STATUSES,
     AttemptKind,
     AttemptStatus,
     Payment,
@@ -44,8 +45,7 @@ PAYMENT_FIELDS = ("id", "merchant_id", "status", "currency", "amount", "amount_c
 REFUND_FIELDS = ("id", "payment_id", "status", "currency", "amount", "provider_reference",
                  "payment__provider", "payment__provider_reference")
 # A capture line may settle a payment in any of these; the others have no captured funds.
-SETTLEABLE = (PaymentStatus.CAPTURED, PaymentStatus.SETTLED, PaymentStatus.REFUNDED,
-              PaymentStatus.CHARGED_BACK)
+SETTLEABLE = ACTION_STATUSES["settle"]
 
 
 # -- the janitor -----------------------------------------------------------------------------
@@ -320,9 +320,8 @@ def payments_missing_at_provider(*, provider: str, captured_before: datetime, li
     reported = ReconciliationBreak.objects.filter(type=BreakType.MISSING_AT_PROVIDER,
                                                   key=OuterRef("pk"))
     rows = (Payment.objects
-            .filter(provider=provider, status__in=[PaymentStatus.CAPTURED,
-                                                   PaymentStatus.REFUNDED,
-                                                   PaymentStatus.CHARGED_BACK])
+            .filter(provider=provider,
+                    status__in=sorted(SETTLEABLE - {PaymentStatus.SETTLED}))
             .annotate(captured_at=Subquery(captured_at))
             .filter(captured_at__lt=captured_before)
             .filter(~Exists(listed), ~Exists(reported))

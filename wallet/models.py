@@ -32,15 +32,17 @@ class PayoutStatus(models.TextChoices):
     FAILED = "failed"
 
 
-DS, PS = DepositStatus, PayoutStatus
 
 # The tables the FSM below and the PostgreSQL triggers in migration 0002 both enforce.
-DEPOSIT_TRANSITIONS: list[tuple[str, str]] = [(DS.PENDING, DS.SUCCEEDED), (DS.PENDING, DS.FAILED)]
+DEPOSIT_TRANSITIONS: list[tuple[str, str]] = [
+    (DepositStatus.PENDING, DepositStatus.SUCCEEDED),
+    (DepositStatus.PENDING, DepositStatus.FAILED),
+]
 PAYOUT_TRANSITIONS: list[tuple[str, str]] = [
-    (PS.PENDING, PS.IN_TRANSIT),
-    (PS.PENDING, PS.FAILED),
-    (PS.IN_TRANSIT, PS.PAID),
-    (PS.IN_TRANSIT, PS.FAILED),
+    (PayoutStatus.PENDING, PayoutStatus.IN_TRANSIT),
+    (PayoutStatus.PENDING, PayoutStatus.FAILED),
+    (PayoutStatus.IN_TRANSIT, PayoutStatus.PAID),
+    (PayoutStatus.IN_TRANSIT, PayoutStatus.FAILED),
 ]
 
 
@@ -92,7 +94,7 @@ class Deposit(Movement):
     id = PublicIdField(prefix="dep")
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="deposits")
     method = models.CharField(max_length=64)
-    status = FSMField(max_length=16, choices=DepositStatus.choices, default=DS.PENDING,
+    status = FSMField(max_length=16, choices=DepositStatus.choices, default=DepositStatus.PENDING,
                       protected=True)
 
     class Meta(Movement.Meta):
@@ -102,13 +104,13 @@ class Deposit(Movement):
 
     @property
     def is_final(self) -> bool:
-        return self.status != DS.PENDING
+        return self.status != DepositStatus.PENDING
 
-    @transition(field=status, source=DS.PENDING, target=DS.SUCCEEDED)
+    @transition(field=status, source=DepositStatus.PENDING, target=DepositStatus.SUCCEEDED)
     def mark_succeeded(self) -> None:
         pass
 
-    @transition(field=status, source=DS.PENDING, target=DS.FAILED)
+    @transition(field=status, source=DepositStatus.PENDING, target=DepositStatus.FAILED)
     def mark_failed(self, code: str, message: str) -> None:
         self.failure_code, self.failure_message = code[:64], message[:500]
 
@@ -117,7 +119,7 @@ class Payout(Movement):
     id = PublicIdField(prefix="po")
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payouts")
     destination = models.CharField(max_length=64, help_text="A bank-account token (ba_…).")
-    status = FSMField(max_length=16, choices=PayoutStatus.choices, default=PS.PENDING,
+    status = FSMField(max_length=16, choices=PayoutStatus.choices, default=PayoutStatus.PENDING,
                       protected=True)
 
     class Meta(Movement.Meta):
@@ -127,17 +129,18 @@ class Payout(Movement):
 
     @property
     def is_final(self) -> bool:
-        return self.status in (PS.PAID, PS.FAILED)
+        return self.status in (PayoutStatus.PAID, PayoutStatus.FAILED)
 
-    @transition(field=status, source=PS.PENDING, target=PS.IN_TRANSIT)
+    @transition(field=status, source=PayoutStatus.PENDING, target=PayoutStatus.IN_TRANSIT)
     def mark_in_transit(self) -> None:
         pass
 
-    @transition(field=status, source=PS.IN_TRANSIT, target=PS.PAID)
+    @transition(field=status, source=PayoutStatus.IN_TRANSIT, target=PayoutStatus.PAID)
     def mark_paid(self) -> None:
         pass
 
-    @transition(field=status, source=[PS.PENDING, PS.IN_TRANSIT], target=PS.FAILED)
+    @transition(field=status, source=[PayoutStatus.PENDING, PayoutStatus.IN_TRANSIT],
+                target=PayoutStatus.FAILED)
     def mark_failed(self, code: str, message: str) -> None:
         self.failure_code, self.failure_message = code[:64], message[:500]
 

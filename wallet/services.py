@@ -42,6 +42,7 @@ from wallet.models import (
     AttemptStatus,
     Deposit,
     DepositStatus,
+    Movement,
     MovementAttempt,
     MovementKind,
     Payout,
@@ -51,10 +52,7 @@ from wallet.serializers import deposit_to_dict, payout_to_dict
 from webhooks.services import event_record
 
 logger = logging.getLogger(__name__)
-PS, DS = PayoutStatus, DepositStatus
-MS = MovementStatus
 APPLIED, IGNORED = "applied", "ignored"
-Movement = Payout | Deposit
 
 # Providers keep idempotency keys for about a day. Past that, sending an unanswered attempt again
 # could create a second payout, so the janitor stops and leaves it to an operator.
@@ -77,7 +75,7 @@ class _Spec:
     create: str  # provider operations
     retrieve: str
     # Statuses a provider may report that we act on; anything else changes nothing.
-    news: tuple[MovementStatus, ...]
+    acted_on: tuple[MovementStatus, ...]
     request: Callable[[Any, MovementAttempt], Any]
     # Moves a locked row to what the provider says (never backwards), in the caller's
     # transaction, with its ledger entry and events.
@@ -110,26 +108,27 @@ def _payout_advance(payout: Payout, *, status: MovementStatus, error_code: str =
     `in_transit` (both events) with one ledger entry straight from reserved (see ledger.flows),
     so no second entry has to lock accounts after the first took the ledger's chain lock."""
     if payout.is_final:
-        if status in (MS.PAID, MS.FAILED) and status != payout.status:
+        if status in (MovementStatus.PAID, MovementStatus.FAILED) and status != payout.status:
             logger.warning("payout %s is %s; provider now says %s: ignored (never backwards)",
                            payout.id, payout.status, status)
         return
     flow = {"merchant": payout.merchant, "payout_id": payout.id, "currency": payout.currency,
             "amount": payout.amount}
-    if status == MS.FAILED:
+    if status == MovementStatus.FAILED:
         payout.mark_failed(error_code or "payout_failed", error_message or "The payout failed.")
         payout.completed_at = timezone.now()
         payout.save()
         ledger.post_payout_failed(**flow)
         _payout_event(payout, "payout.failed")
         return
-    if payout.status == PS.PENDING and status in (MS.PENDING, MS.PAID):
+    if (payout.status == PayoutStatus.PENDING
+            and status in (MovementStatus.PENDING, MovementStatus.PAID)):
         payout.mark_in_transit()
         payout.save()
-        if status == MS.PENDING:
+        if status == MovementStatus.PENDING:
             ledger.post_payout_in_transit(**flow)
         _payout_event(payout, "payout.in_transit")
-    if payout.status == PS.IN_TRANSIT and status == MS.PAID:
+    if payout.status == PayoutStatus.IN_TRANSIT and status == MovementStatus.PAID:
         payout.mark_paid()
         payout.completed_at = timezone.now()
         payout.save()
@@ -140,19 +139,20 @@ def _payout_advance(payout: Payout, *, status: MovementStatus, error_code: str =
 def _deposit_advance(deposit: Deposit, *, status: MovementStatus, error_code: str = "",
                      error_message: str = "") -> None:
     if deposit.is_final:
-        if status in (MS.CONFIRMED, MS.FAILED) and (
-                (status == MS.CONFIRMED) != (deposit.status == DS.SUCCEEDED)):
+        if status in (MovementStatus.CONFIRMED, MovementStatus.FAILED) and (
+                (status == MovementStatus.CONFIRMED)
+                != (deposit.status == DepositStatus.SUCCEEDED)):
             logger.warning("deposit %s is %s; provider now says %s: ignored (never backwards)",
                            deposit.id, deposit.status, status)
         return
-    if status == MS.CONFIRMED:
+    if status == MovementStatus.CONFIRMED:
         deposit.mark_succeeded()
         deposit.completed_at = timezone.now()
         deposit.save()
         ledger.post_deposit_confirmed(merchant=deposit.merchant, deposit_id=deposit.id,
                                       currency=deposit.currency, amount=deposit.amount)
         _deposit_event(deposit, "deposit.succeeded")
-    elif status == MS.FAILED:
+    elif status == MovementStatus.FAILED:
         deposit.mark_failed(error_code or "deposit_failed", error_message or "The deposit failed.")
         deposit.completed_at = timezone.now()
         deposit.save()
@@ -161,11 +161,14 @@ def _deposit_advance(deposit: Deposit, *, status: MovementStatus, error_code: st
 
 PAYOUT = _Spec(kind=MovementKind.PAYOUT, model=Payout, id_prefix="po_",
                create="payout_create", retrieve="payout_retrieve",
-               news=(MS.PENDING, MS.PAID, MS.FAILED), request=_payout_request,
+               acted_on=(MovementStatus.PENDING, MovementStatus.PAID, MovementStatus.FAILED),
+               request=_payout_request,
                advance=_payout_advance)
 DEPOSIT = _Spec(kind=MovementKind.DEPOSIT, model=Deposit, id_prefix="dep_",
                 create="deposit_create", retrieve="deposit_retrieve",
-                news=(MS.PENDING, MS.CONFIRMED, MS.FAILED), request=_deposit_request,
+                acted_on=(MovementStatus.PENDING, MovementStatus.CONFIRMED,
+                          MovementStatus.FAILED),
+                request=_deposit_request,
                 advance=_deposit_advance)
 
 
@@ -270,7 +273,7 @@ def _send(spec: _Spec, attempt: MovementAttempt, row: Movement) -> Movement:
         if breaker_allow(attempt.provider):
             result = _call(attempt.provider, spec.create, spec.request(row, attempt))
         else:
-            result = MovementResult(outcome=Outcome.DECLINED, status=MS.FAILED,
+            result = MovementResult(outcome=Outcome.DECLINED, status=MovementStatus.FAILED,
                                     error_code="provider_unavailable",
                                     error_message="Circuit breaker open; not sent.",
                                     retryable=True)
@@ -302,7 +305,7 @@ def _disagrees(spec: _Spec, row: Movement, *, provider: str, status: MovementSta
     is credited beyond what it confirmed, so nothing moves; a break holds both sides."""
     wrong_amount = amount is not None and amount != row.amount
     wrong_currency = bool(currency) and currency.lower() != row.currency
-    if status == MS.FAILED or not (wrong_amount or wrong_currency):
+    if status == MovementStatus.FAILED or not (wrong_amount or wrong_currency):
         return False
     break_report(BreakSpec(
         type="currency_mismatch" if wrong_currency else "amount_mismatch",
@@ -391,12 +394,13 @@ def _record_answer(spec: _Spec, *, attempt_id: str, result: MovementResult, rese
                     row.save(update_fields=["provider", "updated_at"])
                     return row, _open_attempt(spec, row)
             _set_reference(row, result.provider_reference)
-            spec.advance(row, status=MS.FAILED, error_code=result.error_code,
+            spec.advance(row, status=MovementStatus.FAILED, error_code=result.error_code,
                          error_message=result.error_message)
         else:
             # Accepted. An odd status counts as pending, never as money having moved.
             _set_reference(row, result.provider_reference)
-            spec.advance(row, status=result.status if result.status in spec.news else MS.PENDING)
+            is_known = result.status in spec.acted_on
+            spec.advance(row, status=result.status if is_known else MovementStatus.PENDING)
     return row, None
 
 
@@ -453,7 +457,7 @@ def _apply_status_now(spec: _Spec, *, provider: str, provider_reference: str,
             logger.warning("%s %s has reference %s, not %s: status ignored", spec.kind, row.id,
                            row.provider_reference, provider_reference)
             return None
-        if status not in spec.news:
+        if status not in spec.acted_on:
             return row
         if not row.is_final and _disagrees(spec, row, provider=provider, status=status,
                                            amount=amount, currency=currency,
@@ -462,7 +466,7 @@ def _apply_status_now(spec: _Spec, *, provider: str, provider_reference: str,
         attempt = row.attempts.select_for_update().filter(
             provider=provider, status__in=OPEN_ATTEMPT_STATUSES).first()
         if attempt is not None:  # the answer to an attempt whose own reply we never got
-            failed = status == MS.FAILED
+            failed = status == MovementStatus.FAILED
             _record_attempt(attempt, MovementResult(
                 outcome=Outcome.DECLINED if failed else Outcome.APPROVED, status=status,
                 provider_reference=provider_reference,
@@ -577,10 +581,10 @@ def deposit_refresh(*, deposit_id: str) -> Deposit:
 
 # -- provider webhooks -----------------------------------------------------------------------
 _EVENT_STATUS = {
-    "payout.paid": MS.PAID,
-    "payout.failed": MS.FAILED,
-    "deposit.confirmed": MS.CONFIRMED,
-    "deposit.failed": MS.FAILED,
+    "payout.paid": MovementStatus.PAID,
+    "payout.failed": MovementStatus.FAILED,
+    "deposit.confirmed": MovementStatus.CONFIRMED,
+    "deposit.failed": MovementStatus.FAILED,
 }
 
 
