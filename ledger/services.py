@@ -9,11 +9,11 @@ there is no global lock. Each posting is chained to the previous posting *of its
 accounts commit in parallel and the chain stays exact. (Until migration 0003 one global chain
 was extended under an advisory lock held to COMMIT: one commit at a time for the whole system.)
 
-Round trips (tests/test_ledger_round_trips.py counts them): outside a transaction an entry is
-BEGIN (psycopg sends it on its own), 2 executes and COMMIT. Each execute sends several
-statements as one simple query (`_run`), each with its own READ COMMITTED snapshot: (1) account
-locks + replay lookup + clock and sequence numbers, (2) entry INSERT + postings INSERT. Inside a
-caller's transaction the savepoint's SAVEPOINT and RELEASE ride in (1) and (2). It needs
+Round trips (tests/test_ledger_round_trips.py counts them): 2 executes, each sending several
+statements as one simple query (`_run`), each with its own READ COMMITTED snapshot: (1) accounts
+named by key created if missing + account locks + replay lookup + clock and sequence numbers,
+(2) entry INSERT + postings INSERT. Outside a transaction BEGIN rides in (1) and COMMIT in (2);
+inside a caller's transaction its savepoint's SAVEPOINT and RELEASE do. It needs
 client-side binding (Django's default for psycopg 3); with OPTIONS server_side_binding every post
 would fail loudly ("cannot insert multiple commands into a prepared statement"), never silently.
 
@@ -358,10 +358,17 @@ def _build(
     return entries, postings
 
 
-def _post_many(pending: list[_Pending], *, savepoint: bool) -> list[JournalEntry]:
-    """The two round trips of entry_post / entries_post (plus COMMIT, or the caller's)."""
-    begin = [f"SAVEPOINT {_SAVEPOINT}"] if savepoint else []
-    release = [f"RELEASE SAVEPOINT {_SAVEPOINT}"] if savepoint else []
+# How _post_many brackets its two round trips: inside a caller's transaction, a savepoint of
+# its own; in autocommit, a transaction of its own whose BEGIN and COMMIT ride in them too.
+_SAVEPOINT_MODE = ([f"SAVEPOINT {_SAVEPOINT}"], [f"RELEASE SAVEPOINT {_SAVEPOINT}"],
+                   [f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", f"RELEASE SAVEPOINT {_SAVEPOINT}"])
+_OWN_MODE = (["BEGIN"], ["COMMIT"], ["ROLLBACK"])
+
+
+def _post_many(pending: list[_Pending], *, mode: tuple[list[str], list[str], list[str]]
+               ) -> list[JournalEntry]:
+    """The two round trips of entry_post / entries_post, bracketed by `mode`."""
+    begin, release, undo = mode
     refs = {ref for item in pending for ref in item.lines}
     account_ids = sorted(ref for ref in refs if isinstance(ref, int))
     account_keys = sorted((ref for ref in refs if isinstance(ref, AccountKey)),
@@ -390,10 +397,10 @@ def _post_many(pending: list[_Pending], *, savepoint: bool) -> list[JournalEntry
             elif release:
                 _run(cursor, release, [])
         except BaseException:
-            if savepoint:
-                try:
-                    _run(cursor, [f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}", *release], [])
-                except Error:
+            try:
+                _run(cursor, undo, [])
+            except Error:
+                if mode is _SAVEPOINT_MODE:
                     # As atomic() does when its savepoint rollback fails: the caller's
                     # transaction can only be rolled back now.
                     transaction.set_rollback(True)
@@ -438,10 +445,13 @@ def _prepare(spec: EntrySpec) -> _Pending:
 
 
 def _post(pending: list[_Pending]) -> list[JournalEntry]:
-    if not connection.in_atomic_block:
-        with transaction.atomic():
-            return _post_many(pending, savepoint=False)
-    return _post_many(pending, savepoint=True)
+    if connection.in_atomic_block:
+        return _post_many(pending, mode=_SAVEPOINT_MODE)
+    connection.ensure_connection()
+    if connection.get_autocommit():
+        return _post_many(pending, mode=_OWN_MODE)
+    with transaction.atomic():  # autocommit switched off by the caller: Django's own way
+        return _post_many(pending, mode=_SAVEPOINT_MODE)
 
 
 def entry_post(

@@ -1,10 +1,9 @@
 """entry_post's round trips are counted, so a statement added back fails here, not in a bench.
 
-Outside any transaction an entry is BEGIN, 2 executes (several statements sent as one query
-each) and COMMIT: 4 logged (7 before batching, 5 with the global chain lock of migration 0002).
-Inside a caller's transaction it is the same 2 executes, its savepoint's SAVEPOINT and RELEASE
-riding in the first and the last (8 before batching). No advisory lock anywhere: the only locks
-are the accounts' rows.
+An entry is 2 executes (several statements sent as one query each), inside a caller's
+transaction or not: outside one its own BEGIN and COMMIT ride in them (7 before batching, 5 with
+the global chain lock of migration 0002), inside one its savepoint's SAVEPOINT and RELEASE do
+(8 before batching). No advisory lock anywhere: the only locks are the accounts' rows.
 """
 
 from __future__ import annotations
@@ -47,12 +46,12 @@ def assert_lock_then_replay(sql: str) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_entry_post_outside_a_transaction_is_two_executes_and_commit(accounts):
+def test_entry_post_outside_a_transaction_is_two_executes_with_begin_and_commit(accounts):
     deposit(accounts, 10, "dep_0")
     with CaptureQueriesContext(connection) as captured:
         entry = deposit(accounts, 100)
-    begin, locks, inserts, commit = executed(captured)
-    assert (begin, commit) == ("BEGIN", "COMMIT")
+    locks, inserts = executed(captured)
+    assert locks.startswith("BEGIN; ") and inserts.endswith("; COMMIT")
     assert_lock_then_replay(locks)
     assert locks.index("FOR NO KEY UPDATE") < locks.index("nextval('ledger_entry_sequence')")
     assert inserts.index("INSERT INTO ledger_journalentry") < inserts.index(
@@ -141,11 +140,26 @@ def test_a_flow_names_its_accounts_by_key_and_looks_nothing_up_first(merchant):
         with CaptureQueriesContext(connection) as captured:
             flows.post_capture(merchant=merchant, payment_id=payment_id, provider="sandbox",
                                currency="usd", amount=100)
-        begin, locks, inserts, commit = executed(captured)
-        assert (begin, commit) == ("BEGIN", "COMMIT")
-        assert locks.startswith("INSERT INTO ledger_account")  # ON CONFLICT DO NOTHING
+        locks, inserts = executed(captured)
+        assert locks.startswith("BEGIN; INSERT INTO ledger_account")  # ON CONFLICT DO NOTHING
         assert "FOR NO KEY UPDATE" in locks and inserts.startswith("INSERT INTO ledger_journal")
+        assert inserts.endswith("; COMMIT")
     pending = Account.objects.get(merchant=merchant, kind="pending")
     assert (pending.balance, pending.version) == (200, 2)
     assert Account.objects.filter(kind="provider_clearing").count() == 1
+    assert ledger_verify().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_entry_outside_a_transaction_rolls_back_its_own(accounts):
+    available, clearing = accounts
+    deposit(accounts, 10)
+    with pytest.raises(InsufficientFunds):
+        entry_post(kind="adjustment", lines=[(available, -50), (clearing, 50)],
+                   reference_type="test", reference_id="x")
+    with connection.cursor() as cursor:  # the connection is usable and outside a transaction
+        cursor.execute("SELECT 1")
+    assert connection.get_autocommit() and not connection.in_atomic_block
+    deposit(accounts, 5, "dep_2")
+    assert balance(available) == 15
     assert ledger_verify().ok
