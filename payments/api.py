@@ -19,6 +19,7 @@ from core.errors import InvalidRequest
 from core.pagination import paginate
 from payments import selectors, services
 from payments.models import DisputeStatus
+from payments.payloads import dispute_to_dict, payment_to_dict, refund_to_dict
 from payments.serializers import (
     DisputeEvidenceInput,
     DisputeOutput,
@@ -30,9 +31,6 @@ from payments.serializers import (
     PaymentOutput,
     RefundCreateInput,
     RefundOutput,
-    dispute_to_dict,
-    payment_to_dict,
-    refund_to_dict,
 )
 
 

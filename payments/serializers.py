@@ -1,8 +1,7 @@
-"""API input validation and output representation for payments and refunds."""
+"""API input validation for payments, refunds and disputes, and their output shapes for the
+OpenAPI schema (the bodies themselves come from payments.payloads)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from rest_framework import serializers
 
@@ -48,45 +47,6 @@ class PaymentListFilters(serializers.Serializer):
                                      required=False)
     created_gte = serializers.DateTimeField(required=False)
     created_lt = serializers.DateTimeField(required=False)
-
-
-def payment_to_dict(payment: Payment) -> dict[str, Any]:
-    return {
-        "id": payment.id,
-        "object": "payment",
-        "amount": payment.amount,
-        "currency": payment.currency,
-        "status": payment.status,
-        "capture_method": payment.capture_method,
-        "payment_method": payment.payment_method,
-        "amount_authorized": payment.amount_authorized,
-        "amount_captured": payment.amount_captured,
-        "amount_refunded": payment.amount_refunded,
-        "amount_disputed": payment.amount_disputed,
-        "description": payment.description,
-        "metadata": payment.metadata,
-        "provider": payment.provider or None,
-        "failure_code": payment.failure_code or None,
-        "failure_message": payment.failure_message or None,
-        "livemode": payment.merchant.is_live,
-        "created": int(payment.created_at.timestamp()),
-    }
-
-
-def refund_to_dict(refund: Refund) -> dict[str, Any]:
-    return {
-        "id": refund.id,
-        "object": "refund",
-        "payment": refund.payment_id,
-        "amount": refund.amount,
-        "currency": refund.currency,
-        "status": refund.status,
-        "reason": refund.reason or None,
-        "metadata": refund.metadata,
-        "failure_code": refund.failure_code or None,
-        "failure_message": refund.failure_message or None,
-        "created": int(refund.created_at.timestamp()),
-    }
 
 
 class PaymentOutput(serializers.Serializer):
@@ -141,23 +101,6 @@ class DisputeEvidenceInput(StrictSerializer):
         if len(value) > 20:
             raise serializers.ValidationError("At most 20 evidence fields.")
         return value
-
-
-def dispute_to_dict(dispute: Dispute) -> dict[str, Any]:
-    return {
-        "id": dispute.id,
-        "object": "dispute",
-        "payment": dispute.payment_id,
-        "amount": dispute.amount,
-        "currency": dispute.currency,
-        "reason": dispute.reason,
-        "status": dispute.status,
-        "evidence": dispute.evidence,
-        "evidence_submitted": (int(dispute.evidence_submitted_at.timestamp())
-                               if dispute.evidence_submitted_at else None),
-        "due_by": int(dispute.due_by.timestamp()),
-        "created": int(dispute.created_at.timestamp()),
-    }
 
 
 class DisputeOutput(serializers.Serializer):

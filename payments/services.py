@@ -35,8 +35,8 @@ from payments.models import (
     RefundOrigin,
     RefundStatus,
 )
+from payments.payloads import dispute_to_dict, payment_to_dict, refund_to_dict
 from payments.selectors import refundable_amount, refunds_reserved
-from payments.serializers import dispute_to_dict, payment_to_dict, refund_to_dict
 from providers.base import (
     AuthorizeRequest,
     CaptureRequest,

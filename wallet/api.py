@@ -16,6 +16,7 @@ from core.api import (
 )
 from core.pagination import paginate
 from wallet import selectors, services
+from wallet.payloads import deposit_to_dict, payout_to_dict
 from wallet.serializers import (
     DepositCreateInput,
     DepositListFilters,
@@ -23,8 +24,6 @@ from wallet.serializers import (
     PayoutCreateInput,
     PayoutListFilters,
     PayoutOutput,
-    deposit_to_dict,
-    payout_to_dict,
 )
 
 

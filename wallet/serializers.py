@@ -1,13 +1,12 @@
-"""API input validation and output representation for deposits and payouts."""
+"""API input validation for deposits and payouts, and their output shapes for the OpenAPI
+schema (the bodies themselves come from wallet.payloads)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from rest_framework import serializers
 
 from core.serializers import AmountField, CurrencyField, MetadataField, StrictSerializer
-from wallet.models import Deposit, DepositStatus, Payout, PayoutStatus
+from wallet.models import DepositStatus, PayoutStatus
 
 DESTINATION_HELP = ("A bank-account token such as ba_checking; account numbers are never "
                     "accepted.")
@@ -38,42 +37,6 @@ class DepositListFilters(serializers.Serializer):
 
 class PayoutListFilters(serializers.Serializer):
     status = serializers.ChoiceField(choices=PayoutStatus.choices, required=False)
-
-
-def deposit_to_dict(deposit: Deposit) -> dict[str, Any]:
-    return {
-        "id": deposit.id,
-        "object": "deposit",
-        "amount": deposit.amount,
-        "currency": deposit.currency,
-        "status": deposit.status,
-        "method": deposit.method,
-        "description": deposit.description,
-        "metadata": deposit.metadata,
-        "provider": deposit.provider or None,
-        "failure_code": deposit.failure_code or None,
-        "failure_message": deposit.failure_message or None,
-        "livemode": deposit.merchant.is_live,
-        "created": int(deposit.created_at.timestamp()),
-    }
-
-
-def payout_to_dict(payout: Payout) -> dict[str, Any]:
-    return {
-        "id": payout.id,
-        "object": "payout",
-        "amount": payout.amount,
-        "currency": payout.currency,
-        "status": payout.status,
-        "destination": payout.destination,
-        "description": payout.description,
-        "metadata": payout.metadata,
-        "provider": payout.provider or None,
-        "failure_code": payout.failure_code or None,
-        "failure_message": payout.failure_message or None,
-        "livemode": payout.merchant.is_live,
-        "created": int(payout.created_at.timestamp()),
-    }
 
 
 class DepositOutput(serializers.Serializer):

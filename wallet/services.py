@@ -48,7 +48,7 @@ from wallet.models import (
     Payout,
     PayoutStatus,
 )
-from wallet.serializers import deposit_to_dict, payout_to_dict
+from wallet.payloads import deposit_to_dict, payout_to_dict
 from webhooks.services import event_record
 
 logger = logging.getLogger(__name__)

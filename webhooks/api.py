@@ -21,17 +21,15 @@ from core.api import (
 from core.errors import error_body
 from core.pagination import paginate
 from webhooks import inbound, selectors, services
+from webhooks.payloads import endpoint_to_dict, event_to_dict
 from webhooks.serializers import (
     EventResendInput,
     RotateSecretInput,
     WebhookEndpointCreateInput,
     WebhookEndpointUpdateInput,
     delivery_to_dict,
-    endpoint_to_dict,
-    event_to_dict,
 )
 
-__all__ = ["event_to_dict"]  # kept importable from here for existing callers
 
 # Output shapes, for the OpenAPI schema only (views render plain dicts from serializers.py).
 class EventOutput(serializers.Serializer):

@@ -32,6 +32,10 @@ class EndpointStatus(models.TextChoices):
     DISABLED = "disabled"
 
 
+# In `enabled_events`, alone: every event type.
+WILDCARD = "*"
+
+
 class WebhookEndpoint(models.Model):
     """Where a merchant wants events sent. The signing secret is stored encrypted (it must be
     recoverable to sign), never hashed and never rendered after the create/rotate response."""

@@ -6,8 +6,7 @@ from django.db.models import Q, QuerySet
 
 from core.errors import NotFound
 from core.models import Merchant
-from webhooks.models import EndpointStatus, Event, WebhookDelivery, WebhookEndpoint
-from webhooks.serializers import WILDCARD
+from webhooks.models import WILDCARD, EndpointStatus, Event, WebhookDelivery, WebhookEndpoint
 
 
 def event_get(*, merchant: Merchant, event_id: str) -> Event:

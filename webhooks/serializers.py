@@ -10,45 +10,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.serializers import StrictSerializer
-from webhooks.models import Event, WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
+from webhooks.models import WILDCARD, WebhookDelivery, WebhookDeliveryAttempt
+from webhooks.payloads import unix
 
-WILDCARD = "*"
 MAX_ENABLED_EVENTS = 100
 MAX_OVERLAP_SECONDS = 7 * 24 * 3600
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
-
-
-def _unix(value: Any) -> int | None:
-    return int(value.timestamp()) if value is not None else None
-
-
-def event_to_dict(event: Event) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "object": "event",
-        "type": event.type,
-        "created": int(event.created_at.timestamp()),
-        "data": {"object": event.data},
-    }
-
-
-def endpoint_to_dict(endpoint: WebhookEndpoint, *, secret: str | None = None) -> dict[str, Any]:
-    """The endpoint as the API shows it. `secret` only in the create and rotate responses."""
-    body: dict[str, Any] = {
-        "id": endpoint.id,
-        "object": "webhook_endpoint",
-        "url": endpoint.url,
-        "enabled_events": endpoint.enabled_events,
-        "description": endpoint.description,
-        "status": endpoint.status,
-        "disabled_reason": endpoint.disabled_reason or None,
-        "failing_since": _unix(endpoint.failing_since),
-        "previous_secret_expires": _unix(endpoint.previous_secret_expires_at),
-        "created": int(endpoint.created_at.timestamp()),
-    }
-    if secret is not None:
-        body["secret"] = secret
-    return body
 
 
 def attempt_to_dict(attempt: WebhookDeliveryAttempt) -> dict[str, Any]:
@@ -73,11 +40,11 @@ def delivery_to_dict(delivery: WebhookDelivery) -> dict[str, Any]:
         "event_type": delivery.event.type,
         "status": delivery.status,
         "attempt_count": delivery.attempt_count,
-        "next_attempt": _unix(delivery.next_attempt_at),
+        "next_attempt": unix(delivery.next_attempt_at),
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error or None,
         "created": int(delivery.created_at.timestamp()),
-        "completed": _unix(delivery.completed_at),
+        "completed": unix(delivery.completed_at),
         "attempts": [attempt_to_dict(attempt) for attempt in attempts],
     }
 

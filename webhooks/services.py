@@ -40,7 +40,7 @@ from webhooks.models import (
     WebhookDeliveryAttempt,
     WebhookEndpoint,
 )
-from webhooks.serializers import endpoint_to_dict, event_to_dict
+from webhooks.payloads import endpoint_to_dict, event_to_dict
 
 logger = logging.getLogger(__name__)
 

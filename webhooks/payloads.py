@@ -1,0 +1,44 @@
+"""Events and webhook endpoints as plain dicts: the API's responses and what a webhook delivers,
+built here so services never depend on the API layer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from webhooks.models import Event, WebhookEndpoint
+
+
+def unix(value: datetime | None) -> int | None:
+    """Seconds since the epoch, or None for a moment that has not happened."""
+    return int(value.timestamp()) if value is not None else None
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The event as the API lists it and as a webhook delivers it (the signed body)."""
+    return {
+        "id": event.id,
+        "object": "event",
+        "type": event.type,
+        "created": int(event.created_at.timestamp()),
+        "data": {"object": event.data},
+    }
+
+
+def endpoint_to_dict(endpoint: WebhookEndpoint, *, secret: str | None = None) -> dict[str, Any]:
+    """The endpoint as the API shows it. `secret` only in the create and rotate responses."""
+    body: dict[str, Any] = {
+        "id": endpoint.id,
+        "object": "webhook_endpoint",
+        "url": endpoint.url,
+        "enabled_events": endpoint.enabled_events,
+        "description": endpoint.description,
+        "status": endpoint.status,
+        "disabled_reason": endpoint.disabled_reason or None,
+        "failing_since": unix(endpoint.failing_since),
+        "previous_secret_expires": unix(endpoint.previous_secret_expires_at),
+        "created": int(endpoint.created_at.timestamp()),
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
