@@ -6,25 +6,30 @@ asynchronously in any arrival order.
 - The inbox row is unique on (provider, provider event id): a duplicate answers 200 and changes
   nothing.
 - Processing locks the inbox row (SKIP LOCKED, so two workers never apply one event twice) and
-  applies it through the normal services; an event that must wait for an earlier one (a refund
-  before its capture) is `held` and re-run whenever its object moves, by any path (webhook,
-  reply, lookup, janitor), and by the sweeper every HELD_RECHECK_AFTER.
+  hands it to the applier of the app that owns its object (payments, wallet), which registers
+  itself here from its AppConfig.ready, so this low layer never imports them; an event that must
+  wait for an earlier one (a refund before its capture) is `held` and re-run whenever its object
+  moves, by any path (webhook, reply, lookup, janitor), and by the sweeper every
+  HELD_RECHECK_AFTER.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Protocol
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from core import metrics
-from providers.base import MovementStatus, Outcome, ProviderStatus, RetrieveRequest
-from providers.http import InboundEvent
+from core.transactions import task_send
+from providers.base import InboundEvent, MovementStatus, Outcome, ProviderStatus, RetrieveRequest
+from providers.calls import provider_call
 from providers.registry import UnknownProvider, get_provider
 from webhooks.models import InboxStatus, ProviderEvent
 
@@ -58,8 +63,7 @@ def provider_event_receive(*, provider: str, headers: dict[str, str], body: byte
         adapter = get_provider(provider)
     except UnknownProvider:
         raise InboundRejected(404, f"Unknown provider {provider!r}.") from None
-    verify = getattr(adapter, "verify_webhook", None)
-    if verify is None or not verify(headers=headers, body=body):
+    if not adapter.verify_webhook(headers=headers, body=body):
         SIGNATURE_FAILURES[provider] += 1
         metrics.INBOUND_REJECTED.labels(provider).inc()
         logger.warning("rejected %s webhook: bad signature or stale timestamp", provider)
@@ -88,13 +92,8 @@ def provider_event_receive(*, provider: str, headers: dict[str, str], body: byte
 
 
 def _enqueue(row_id: int) -> None:
-    from webhooks.tasks import provider_event_process
-
-    try:
-        provider_event_process.delay(row_id)
-    except Exception:
-        logger.exception("could not enqueue provider event %s; the sweeper will process it",
-                         row_id)
+    task_send("webhooks.tasks.provider_event_process", row_id,
+              what=f"provider event {row_id}", fallback="the sweeper will process it")
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ def _confirm_by_lookup(provider: str, body: str) -> Confirmed:
         kind = event.type.partition(".")[0]
         if not event.provider_reference:
             return Confirmed(None)
-        found = getattr(adapter, f"{kind}_retrieve")(event.provider_reference)
+        found = provider_call(provider, f"{kind}_retrieve", event.provider_reference)
         if found.outcome == Outcome.UNKNOWN:
             raise LookupUnanswered(f"{provider} {kind} lookup: {found.error_code}")
         type = _LOOKUP_MOVEMENT_TYPES.get((kind, found.status))
@@ -146,8 +145,8 @@ def _confirm_by_lookup(provider: str, body: str) -> Confirmed:
                                  merchant_reference=found.merchant_reference,
                                  amount=found.amount, currency=found.currency,
                                  error_code=found.error_code))
-    found = adapter.retrieve(RetrieveRequest(provider_reference=event.provider_reference,
-                                             merchant_reference=event.merchant_reference))
+    found = provider_call(provider, "retrieve", RetrieveRequest(
+        provider_reference=event.provider_reference, merchant_reference=event.merchant_reference))
     if found.outcome == Outcome.UNKNOWN:
         raise LookupUnanswered(f"{provider} lookup: {found.error_code}")
     if found.status not in _LOOKUP_PAYMENT_TYPES:
@@ -166,36 +165,46 @@ def _confirm_by_lookup(provider: str, body: str) -> Confirmed:
         currency=found.currency, error_code=found.error_code))
 
 
-def _apply(row: ProviderEvent, confirmed: Confirmed | None = None) -> str:
-    """Dispatch a stored event to the service that owns its object: as verified, or as its
-    provider's lookup confirmed it (`confirmed`) when its notices are only hints."""
-    from payments.services import payment_provider_event_apply
+class EventApplier(Protocol):
+    """Applies one verified event to the state its app owns; returns `applied`, `held` or
+    `ignored`. `confirmed` is the provider's lookup when its notices are only hints;
+    `give_up_holding` says the event has waited past HELD_GIVE_UP_AFTER for its object."""
 
+    def __call__(self, event: InboundEvent, *, confirmed: Confirmed | None,
+                 give_up_holding: bool) -> str: ...
+
+
+_appliers: dict[str, EventApplier] = {}  # by the event type's object: "payment", "payout", …
+
+
+def register_event_applier(objects: Iterable[str], applier: EventApplier) -> None:
+    """Called from the owning app's AppConfig.ready: events whose type starts with one of
+    `objects` (`"refund"` for `refund.succeeded`) go to `applier`."""
+    for name in objects:
+        _appliers[name] = applier
+
+
+def _apply(row: ProviderEvent, confirmed: Confirmed | None = None) -> str:
+    """Dispatch a stored event to the app that owns its object: as verified, or as its
+    provider's lookup confirmed it (`confirmed`) when its notices are only hints."""
     if confirmed is not None and confirmed.event is None:
         return "ignored"
     event = (confirmed.event if confirmed is not None
              else get_provider(row.provider).parse_webhook(row.raw_body.encode()))
     assert event is not None
-    if event.type.startswith(("payout.", "deposit.")):
-        from wallet.services import movement_provider_event_apply
-
-        return movement_provider_event_apply(event=event)
-    reason = str((event.payload.get("dispute") or {}).get("reason", "")) if isinstance(
-        event.payload.get("dispute"), dict) else ""
-    return payment_provider_event_apply(
-        provider=event.provider, type=event.type, provider_reference=event.provider_reference,
-        merchant_reference=event.merchant_reference, amount=event.amount,
-        currency=event.currency, status=event.status,
-        error_code=event.error_code, refund_reference=event.refund_reference,
-        dispute_reference=event.dispute_reference, reason=reason,
-        confirmed_refunded=confirmed.refunded if confirmed else None,
-        confirmed_disputed=confirmed.disputed if confirmed else None,
-        give_up_holding=row.received_at < timezone.now() - HELD_GIVE_UP_AFTER)
+    if not _appliers:  # fail loudly: events nobody applies would be dropped without a trace
+        raise RuntimeError("No provider event applier is registered (are 'payments' and "
+                           "'wallet' installed?).")
+    applier = _appliers.get(event.type.partition(".")[0])
+    if applier is None:
+        return "ignored"  # about no object we keep
+    return applier(event, confirmed=confirmed,
+                   give_up_holding=row.received_at < timezone.now() - HELD_GIVE_UP_AFTER)
 
 
 def _needs_lookup(provider: str) -> bool:
     try:
-        return bool(getattr(get_provider(provider), "notices_need_lookup", False))
+        return bool(get_provider(provider).notices_need_lookup)
     except UnknownProvider:
         return False
 
