@@ -9,6 +9,7 @@ from backoffice.admin import (  # noqa: F401  (each module registers its admins)
     break_queue,
     core,
     ledger,
+    payments,
     providers,
     reconciliation,
     staff,
