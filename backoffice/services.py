@@ -1,21 +1,7 @@
-"""Every write the back-office makes. Each function calls the owning app's public service (the
-very one the API calls), appends the staff member's action to the audit log, and sends what needs
-a second person through an approval request.
-
-Audit rows and transactions: an action that stays in the database (dispute, break, approval,
-ledger adjustment, webhook resend) writes its audit row inside the service's transaction, so the
-row exists exactly when the change does. An action that calls a provider (refund, capture,
-cancel) may not hold a transaction across the call (the contract), so it is audited in two steps
-like the attempt rows of `payments`: `<action>` with the state before is written by the payments
-service's `audit=` hook inside the very transaction that reserves the operation (the refund and
-its attempt row, the capture or void attempt), so it commits exactly when the action starts; then
-`<action>.result` with the state after (or the reason it was refused) once the provider answered.
-A refusal before anything was reserved leaves only the `.result` row saying why. Provider event
-replay has no such hook (webhooks' inbox owns that transaction), so its intent row is committed
-just before the replay.
-
-Permissions are checked here as well as in the views, so no caller can skip them.
-"""
+"""Every write the back-office makes: each checks the staff member's permission, calls the
+owning app's service (the one the API calls) and writes its audit rows; what needs a second
+person becomes an approval request. How audit rows meet transactions: docs/ARCHITECTURE.md,
+"The back-office"."""
 
 from __future__ import annotations
 

@@ -110,11 +110,6 @@ LIST_PARAMETERS = [
 ]
 
 
-class ListSerializer(serializers.Serializer):
-    object = serializers.CharField(default="list")
-    has_more = serializers.BooleanField()
-
-
 class RateLimitedMixin:
     """Takes a token from the API key's read or write bucket before the view runs."""
 

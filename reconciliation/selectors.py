@@ -27,10 +27,8 @@ from payments.models import (
     RefundStatus,
 )
 from reconciliation.models import (
-    BreakStatus,
     BreakType,
     CheckObjectType,
-    JobRun,
     LineType,
     ReconciliationBreak,
     ReconciliationCheck,
@@ -231,8 +229,8 @@ def capture_candidates(*, provider: str, lines: Iterable[tuple[str, str]]
     return found
 
 
-# Refunds have no index on their provider reference, so they are found by one `= ANY` scan
-# (not a probe per reference); the duplicate check probes the partial refund-reference index.
+# Refunds are found by one `= ANY` over the batch on their provider-reference index (payments
+# migration 0006); the duplicate check probes the partial refund-reference index of lines.
 _REFUNDS_SQL = f"""
 SELECT l.ref, listed.yes IS NOT NULL, found.*
 FROM unnest(%(refs)s::text[]) AS l(ref)
@@ -329,19 +327,3 @@ def payments_missing_at_provider(*, provider: str, captured_before: datetime, li
             .values(*PAYMENT_FIELDS, "captured_at"))
     return list(rows[:limit])
 
-
-# -- the breaks queue and job runs -----------------------------------------------------------
-def break_list(*, status: str | None = BreakStatus.OPEN, type: str | None = None,
-               provider: str | None = None) -> QuerySet[ReconciliationBreak]:
-    rows = ReconciliationBreak.objects.all()
-    if status:
-        rows = rows.filter(status=status)
-    if type:
-        rows = rows.filter(type=type)
-    if provider:
-        rows = rows.filter(provider=provider)
-    return rows.order_by("-created_at", "-id")
-
-
-def jobrun_latest(*, job: str) -> JobRun | None:
-    return JobRun.objects.filter(job=job).order_by("-started_at", "-id").first()

@@ -237,7 +237,7 @@ METRICS_TOKEN = env("METRICS_TOKEN", default="")
 # `make bench` only: mounts bench/urls.py (a constant endpoint, the API benchmark's baseline).
 BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)
 
-# -- Back-office (issue 8): staff login security, maker-checker thresholds, sessions ----------
+# -- Back-office: staff login security, maker-checker thresholds, sessions --------------------
 # Lockout (django-axes) checks every login first; ModelBackend then authenticates.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",

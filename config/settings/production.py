@@ -39,7 +39,7 @@ PROVIDERS_TEST = provider_conf.test_from_env(os.environ, enabled=PROVIDERS_ENABL
 PROVIDERS = provider_conf.providers_from_env(os.environ, production=True,
                                              enabled=PROVIDERS_ENABLED)
 
-# -- Back-office (issue 8) --------------------------------------------------------------------
+# -- Back-office ------------------------------------------------------------------------------
 # Not from the environment on purpose: staff always need a TOTP code and lockout stays on.
 BACKOFFICE_REQUIRE_2FA = True
 AXES_ENABLED = True

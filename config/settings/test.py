@@ -13,7 +13,7 @@ WEBHOOKS_ALLOW_LOOPBACK = False  # webhook tests switch it on per test
 # from `make run` must never be read against a test database.
 LEDGER_CHECKPOINT_DIR = ""
 
-# -- Back-office (issue 8) --------------------------------------------------------------------
+# -- Back-office ------------------------------------------------------------------------------
 # No TOTP prompt and no lockout by default; the tests of those features switch them on.
 BACKOFFICE_REQUIRE_2FA = False
 AXES_ENABLED = False

@@ -371,7 +371,6 @@ class Book:
         self.charges: dict[str, Charge] = {}
         self.movements: dict[str, Movement] = {}
         self.tokens: dict[str, float] = {}  # bearer tokens issued (Getnet) → monotonic expiry
-        self._sequence = 0
 
     # -- identifiers ---------------------------------------------------------------------------
     def new_uuid(self) -> str:
@@ -379,10 +378,6 @@ class Book:
 
     def new_digits(self, length: int) -> str:
         return "".join(self.id_rng.choice("0123456789") for _ in range(length))
-
-    def next_sequence(self) -> int:
-        self._sequence += 1
-        return self._sequence
 
     def event(self, type: str, **objects: Any) -> SimEvent:
         return SimEvent(id=self.new_uuid(), provider=self.provider, type=type,
