@@ -30,6 +30,7 @@ from core.errors import ClearhouseError, InvalidRequest, NotFound, StateError
 from core.ids import new_id
 from core.models import Merchant
 from core.money import CURRENCIES, MAX_AMOUNT, format_amount
+from core.transactions import task_send
 from ledger.models import AccountKind, EntryKind
 from ledger.services import account_for, entry_post
 from ledger.verify import ledger_verify
@@ -598,13 +599,9 @@ def ledger_verify_start(*, actor: Actor) -> tuple[LedgerVerifyRun, bool]:
 
 
 def _enqueue_verify(run_id: int) -> None:
-    from backoffice.tasks import ledger_verify_run
-
-    try:
-        ledger_verify_run.delay(run_id)
-    except Exception:
-        # The run stays `queued`; after VERIFY_STALE_AFTER the button queues a new one.
-        logger.exception("could not enqueue ledger verification run %s", run_id)
+    # The run stays `queued`; after VERIFY_STALE_AFTER the button queues a new one.
+    task_send("backoffice.tasks.ledger_verify_run", run_id,
+              what=f"ledger verification run {run_id}", fallback="it stays queued")
 
 
 def ledger_verify_execute(*, run_id: int) -> LedgerVerifyRun | None:

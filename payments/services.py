@@ -6,7 +6,6 @@ transaction (two-phase, so a crash at any point leaves a trace the janitor can r
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -15,11 +14,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from core import metrics
 from core.breaks import BreakSpec, break_report
 from core.errors import InvalidRequest, NotFound, ProviderError, StateError, violated_constraint
 from core.idempotency import same_request_or_422
 from core.models import Merchant
+from core.transactions import create_or_existing, task_send
 from ledger import flows as ledger
 from payments.models import (
     FUNDS_CAPTURED,
@@ -47,8 +46,7 @@ from providers.base import (
     RetrieveRequest,
     VoidRequest,
 )
-from providers.breaker import breaker_allow, breaker_record_result
-from providers.registry import get_provider
+from providers.calls import attempt_record, provider_call
 from providers.routing import route
 from webhooks.inbound import provider_events_release
 from webhooks.services import event_record
@@ -172,28 +170,6 @@ def _report_collision(payment: Payment, attempt: PaymentAttempt, result: Provide
         exchange=result.exchange, latency_ms=result.latency_ms))
 
 
-def _call(provider_code: str, operation: str, request: Any) -> ProviderResult:
-    """Call a provider outside any transaction and feed its circuit breaker. An exception here
-    means we cannot know whether the provider acted, so it becomes an UNKNOWN outcome, never a
-    retry with a new key."""
-    started = time.monotonic()
-    try:
-        method: Callable[[Any], ProviderResult] = getattr(get_provider(provider_code), operation)
-        result = method(request)
-    except Exception:
-        logger.exception("provider %s %s raised; treating the outcome as unknown",
-                         provider_code, operation)
-        result = ProviderResult(
-            outcome=Outcome.UNKNOWN, error_code="processing_error",
-            error_message="The provider call failed unexpectedly; the outcome is unknown.",
-        )
-    breaker_record_result(provider_code, result)
-    metrics.PROVIDER_CALLS.labels(provider_code, operation, result.outcome.value,
-                                  result.error_code or "none").inc()
-    metrics.PROVIDER_LATENCY.labels(provider_code, operation).observe(time.monotonic() - started)
-    return result
-
-
 def _next_provider(payment: Payment, *, tried: Collection[str] | None = None) -> str | None:
     """The best routed provider this payment has not tried yet, or None. `tried` defaults to
     the providers of its authorization attempts (one query)."""
@@ -206,20 +182,16 @@ def _next_provider(payment: Payment, *, tried: Collection[str] | None = None) ->
     return next((code for code in candidates if code not in tried), None)
 
 
+_ATTEMPT_STATUS = {
+    Outcome.APPROVED: AttemptStatus.APPROVED,
+    Outcome.DECLINED: AttemptStatus.DECLINED,
+    Outcome.UNKNOWN: AttemptStatus.UNKNOWN,
+    Outcome.PENDING: AttemptStatus.UNKNOWN,
+}
+
+
 def _record_attempt(attempt: PaymentAttempt, result: ProviderResult) -> None:
-    attempt.status = {
-        Outcome.APPROVED: AttemptStatus.APPROVED,
-        Outcome.DECLINED: AttemptStatus.DECLINED,
-        Outcome.UNKNOWN: AttemptStatus.UNKNOWN,
-        Outcome.PENDING: AttemptStatus.UNKNOWN,
-    }[result.outcome]
-    attempt.provider_reference = result.provider_reference or attempt.provider_reference
-    attempt.error_code = result.error_code
-    attempt.error_message = result.error_message[:500]
-    attempt.exchange = result.exchange
-    attempt.latency_ms = result.latency_ms
-    attempt.completed_at = timezone.now()
-    attempt.save()
+    attempt_record(attempt, result, statuses=_ATTEMPT_STATUS)
 
 
 def _capture(payment: Payment, amount: int) -> None:
@@ -232,14 +204,9 @@ def _capture(payment: Payment, amount: int) -> None:
 
 
 def _enqueue_authorization(attempt_id: str) -> None:
-    from payments.tasks import payment_authorize
-
-    try:
-        payment_authorize.delay(attempt_id)
-    except Exception:
-        # The payment is committed; the janitor finds attempts still `requested` and runs them.
-        logger.exception("could not enqueue authorization attempt=%s; janitor will pick it up",
-                         attempt_id)
+    task_send("payments.tasks.payment_authorize", attempt_id,
+              what=f"authorization attempt={attempt_id}",
+              fallback="the janitor finds attempts still requested and runs them")
 
 
 # -- payments --------------------------------------------------------------------------------
@@ -249,7 +216,7 @@ def payment_create(
     metadata: dict[str, str] | None = None, confirm: bool = False, idempotency_key: str = "",
     idempotency_fingerprint: str = "",
 ) -> Payment:
-    try:
+    def create() -> Payment:
         with transaction.atomic():
             payment = Payment.objects.create(
                 merchant=merchant, amount=amount, currency=currency,
@@ -260,15 +227,16 @@ def payment_create(
             _payment_event(payment, "payment.created")
             if confirm:
                 _authorization_start(payment)
-    except IntegrityError:
+        return payment
+
+    def existing() -> Payment | None:
         # The unique (merchant, idempotency_key) caught a retry of a request that died after
         # committing (its idempotency row was taken over): answer with the payment it made.
-        existing = Payment.objects.select_related("merchant").filter(
+        found = idempotency_key and Payment.objects.select_related("merchant").filter(
             merchant=merchant, idempotency_key=idempotency_key).first()
-        if not idempotency_key or existing is None:
-            raise
-        return same_request_or_422(existing, idempotency_fingerprint)
-    return payment
+        return same_request_or_422(found, idempotency_fingerprint) if found else None
+
+    return create_or_existing(create, existing)
 
 
 def payment_confirm(*, merchant: Merchant, payment_id: str) -> Payment:
@@ -315,17 +283,12 @@ def payment_authorization_execute(*, attempt_id: str) -> Payment | None:
         if attempt is None or attempt.status != AttemptStatus.REQUESTED:
             return payment
         payment = attempt.payment
-        if not breaker_allow(attempt.provider):
-            result = ProviderResult(outcome=Outcome.DECLINED, error_code="provider_unavailable",
-                                    error_message="Circuit breaker open; not sent.",
-                                    retryable=True)
-        else:
-            result = _call(attempt.provider, "authorize", AuthorizeRequest(
-                idempotency_key=attempt.provider_idempotency_key, amount=attempt.amount,
-                currency=payment.currency, payment_method=payment.payment_method,
-                capture=payment.capture_method == CaptureMethod.AUTOMATIC,
-                merchant_reference=payment.id, description=payment.description,
-            ))
+        result = provider_call(attempt.provider, "authorize", AuthorizeRequest(
+            idempotency_key=attempt.provider_idempotency_key, amount=attempt.amount,
+            currency=payment.currency, payment_method=payment.payment_method,
+            capture=payment.capture_method == CaptureMethod.AUTOMATIC,
+            merchant_reference=payment.id, description=payment.description,
+        ), gate=True)
         payment, attempt_id = _authorization_record(attempt_id=attempt.id, result=result)
     return payment
 
@@ -422,7 +385,7 @@ def payment_authorization_lookup(*, attempt_id: str) -> tuple[Payment, ProviderS
     payment = attempt.payment
     if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
         return payment, ProviderStatus.UNKNOWN
-    found = _call(attempt.provider, "retrieve", RetrieveRequest(
+    found = provider_call(attempt.provider, "retrieve", RetrieveRequest(
         provider_reference=attempt.provider_reference, merchant_reference=payment.id))
     outcome = LOOKUP_OUTCOMES.get(found.status)
     if outcome is None:
@@ -471,13 +434,13 @@ def _operation_send(payment: Payment, attempt: PaymentAttempt
     transaction) and record the answer. A re-send of the same attempt is de-duplicated by the
     provider, so the original request and the janitor's re-send end in one operation."""
     if attempt.kind == AttemptKind.CAPTURE:
-        result = _call(attempt.provider, "capture", CaptureRequest(
+        result = provider_call(attempt.provider, "capture", CaptureRequest(
             idempotency_key=attempt.provider_idempotency_key,
             provider_reference=payment.provider_reference, amount=attempt.amount,
             currency=payment.currency,
         ))
         return payment_capture_record(attempt_id=attempt.id, result=result), result
-    result = _call(attempt.provider, "void", VoidRequest(
+    result = provider_call(attempt.provider, "void", VoidRequest(
         idempotency_key=attempt.provider_idempotency_key,
         provider_reference=payment.provider_reference,
     ))
@@ -568,7 +531,7 @@ def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatu
     if (attempt.kind not in OPERATION_DONE
             or attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN)):
         return payment, ProviderStatus.UNKNOWN
-    found = _call(attempt.provider, "retrieve", RetrieveRequest(
+    found = provider_call(attempt.provider, "retrieve", RetrieveRequest(
         provider_reference=payment.provider_reference, merchant_reference=payment.id))
     if found.status not in OPERATION_DONE[attempt.kind]:
         return payment, found.status
@@ -635,7 +598,7 @@ def refund_create(
 
 
 def _refund_send(refund: Refund, attempt: PaymentAttempt) -> Refund:
-    result = _call(attempt.provider, "refund", RefundRequest(
+    result = provider_call(attempt.provider, "refund", RefundRequest(
         idempotency_key=attempt.provider_idempotency_key,
         provider_reference=refund.payment.provider_reference, amount=refund.amount,
         currency=refund.currency,

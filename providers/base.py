@@ -8,12 +8,18 @@ connection reset): the caller must not fail over or re-send with a new key, only
 Payouts and deposits (wallet movements) have their own port, `MovementProvider`: a payout or a
 deposit is accepted `pending` and finishes later (`paid` / `confirmed` / `failed`), learned from a
 status lookup or a webhook.
+
+Every adapter also says what comes back from the provider unasked: its webhooks
+(`verify_webhook`, `parse_webhook` → `InboundEvent`) and its daily settlement file
+(`settlement_report` fetches it, `parse_settlement` reads it into `SettlementRow`s).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -104,6 +110,58 @@ class ProviderResult:
     exchange: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class InboundEvent:
+    """A provider webhook in normalised form. `type` is one of payment.authorized,
+    payment.captured, payment.declined, payment.voided, refund.succeeded, dispute.opened,
+    payout.paid, payout.failed, deposit.confirmed, deposit.failed. `provider_reference` is the
+    charge (or payout/deposit) reference; `amount` is the refund/dispute amount for those
+    events, the captured amount for payment.captured, the payment amount otherwise. `status` is
+    a ProviderStatus value for payment events and a MovementStatus value for the others."""
+
+    provider: str
+    event_id: str
+    type: str
+    occurred_at: datetime
+    provider_reference: str = ""
+    merchant_reference: str = ""
+    amount: int | None = None
+    currency: str = ""
+    status: str = ""
+    refund_reference: str = ""
+    dispute_reference: str = ""
+    error_code: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class WebhookPayloadError(ValueError):
+    """A verified webhook whose body cannot be read as an event."""
+
+
+class MalformedLine(ValueError):
+    """A settlement line (or header) that cannot be trusted; kept, never matched."""
+
+
+@dataclass(slots=True)
+class SettlementRow:
+    """A settlement-file line normalised across providers. `type` is "capture" or "refund";
+    amounts are positive minor units of `currency` (the type gives the direction). `error`
+    says why a line could not be read; such a line carries nothing else."""
+
+    line_number: int
+    raw: str
+    type: str = ""
+    provider_reference: str = ""
+    refund_reference: str = ""
+    merchant_reference: str = ""
+    transaction_date: date | None = None
+    currency: str = ""
+    gross: int = 0
+    fee: int = 0
+    net: int = 0
+    error: str = ""
+
+
 @runtime_checkable
 class Provider(Protocol):
     code: str
@@ -121,6 +179,25 @@ class Provider(Protocol):
     def refund(self, request: RefundRequest) -> ProviderResult: ...
 
     def retrieve(self, request: RetrieveRequest) -> ProviderResult: ...
+
+    # -- what the provider sends unasked ------------------------------------------------------
+    def verify_webhook(self, *, headers: Mapping[str, str], body: bytes,
+                       now: float | None = None, tolerance_seconds: int = 300) -> bool:
+        """True only for a correctly signed notice inside the ±`tolerance_seconds` window;
+        an adapter that receives no webhooks answers False."""
+        ...
+
+    def parse_webhook(self, body: bytes) -> InboundEvent:
+        """The verified body as an event; WebhookPayloadError when it is not one."""
+        ...
+
+    def settlement_report(self, day: date) -> bytes:
+        """The provider's settlement file for `day`, raw, in its own format."""
+        ...
+
+    def parse_settlement(self, lines: Iterable[str]) -> Iterator[SettlementRow]:
+        """One row per data line of a settlement file; MalformedLine for a bad header."""
+        ...
 
 
 # -- wallet movements: payouts (money out to a merchant's bank) and deposits (money in) --------

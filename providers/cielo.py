@@ -5,36 +5,40 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 import httpx
 
+from providers import settlement
 from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
+    DepositRequest,
+    InboundEvent,
+    MalformedLine,
+    MovementResult,
+    MovementStatus,
     Outcome,
+    PayoutRequest,
     ProviderResult,
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
+    SettlementRow,
     VoidRequest,
+    WebhookPayloadError,
 )
 from providers.http import (
-    DepositRequest,
     HttpAdapter,
-    InboundEvent,
-    MovementResult,
-    MovementStatus,
-    PayoutRequest,
     Sent,
-    WebhookPayloadError,
     fresh,
     parse_json_object,
     parse_time,
     signature_matches,
 )
+from providers.settlement import CAPTURE, REFUND
 
 STATUS = {
     0: ProviderStatus.PENDING, 1: ProviderStatus.AUTHORIZED, 2: ProviderStatus.CAPTURED,
@@ -62,8 +66,33 @@ MOVEMENT_STATUS = {"Pending": MovementStatus.PENDING, "InTransit": MovementStatu
                    "Failed": MovementStatus.FAILED}
 
 
+# -- settlement file ---------------------------------------------------------------------------
+CIELO_COLUMNS = ("DataVenda", "PaymentId", "MerchantOrderId", "Tipo", "Moeda", "ValorBruto",
+                 "Taxa", "ValorLiquido", "IdentificadorTransacao")
+CIELO_TYPES = {"Venda": CAPTURE, "Estorno": REFUND}
+
+
+def _settlement_cielo(line: SettlementRow, values: tuple[str, ...]) -> None:
+    sale_date, reference, order, kind_text, currency, gross, fee, net, identifier = values
+    kind = CIELO_TYPES.get(kind_text)
+    if kind is None:
+        raise MalformedLine(f"unknown Tipo {kind_text!r}")
+    line.provider_reference, line.merchant_reference = reference, order
+    line.refund_reference = identifier if kind == REFUND else ""
+    line.transaction_date = settlement.day_month_year(sale_date)
+    line.currency = settlement.read_currency(currency)
+    settlement.finish(line, kind, settlement.read_int(gross, "ValorBruto"),
+                      settlement.read_int(fee, "Taxa"), settlement.read_int(net, "ValorLiquido"))
+
+
+def read_settlement(lines: Iterable[str]) -> Iterator[SettlementRow]:
+    """`;`-separated, DD/MM/YYYY dates, integer cents; Venda (sale) or Estorno (refund)."""
+    return settlement.parse(lines, ";", CIELO_COLUMNS, _settlement_cielo)
+
+
 class CieloProvider(HttpAdapter):
     code = "cielo"
+    parse_settlement = staticmethod(read_settlement)
     idempotency_header = "RequestId"
     # Cielo's real notification post is unsigned and carries only ids: a hint. What moves money
     # is our own lookup of the sale (or movement) it names (webhooks.inbound applies that).

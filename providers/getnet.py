@@ -8,37 +8,41 @@ import hashlib
 import hmac
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
 
 from core.money import exponent
+from providers import settlement
 from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
+    DepositRequest,
+    InboundEvent,
+    MalformedLine,
+    MovementResult,
+    MovementStatus,
     Outcome,
+    PayoutRequest,
     ProviderResult,
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
+    SettlementRow,
     VoidRequest,
+    WebhookPayloadError,
 )
 from providers.http import (
     Delivery,
-    DepositRequest,
     HttpAdapter,
-    InboundEvent,
-    MovementResult,
-    MovementStatus,
-    PayoutRequest,
     Sent,
-    WebhookPayloadError,
     fresh,
     parse_json_object,
     parse_time,
     signature_matches,
 )
+from providers.settlement import CAPTURE, REFUND
 
 STATUS = {
     "AUTHORIZED": ProviderStatus.AUTHORIZED, "APPROVED": ProviderStatus.CAPTURED,
@@ -95,8 +99,38 @@ def request_signature(secret: str, timestamp: str, method: str, raw_path: str,
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
+# -- settlement file ---------------------------------------------------------------------------
+GETNET_COLUMNS = ("TRANSACTION_DATETIME", "PAYMENT_ID", "ORDER_ID", "REFUND_ID",
+                  "TRANSACTION_TYPE", "CURRENCY", "AMOUNT_VALUE", "AMOUNT_SCALE", "FEE_VALUE",
+                  "NET_VALUE")
+GETNET_TYPES = {"CAPTURE": CAPTURE, "REFUND": REFUND}
+
+
+def _settlement_getnet(line: SettlementRow, values: tuple[str, ...]) -> None:
+    at, payment_id, order_id, refund_id, kind_text, currency, value, scale_text, fee, net = values
+    kind = GETNET_TYPES.get(kind_text)
+    if kind is None:
+        raise MalformedLine(f"unknown TRANSACTION_TYPE {kind_text!r}")
+    line.provider_reference, line.merchant_reference = payment_id, order_id
+    line.refund_reference = refund_id if kind == REFUND else ""
+    line.transaction_date = settlement.iso_datetime_day(at)
+    currency = line.currency = settlement.read_currency(currency)
+    scale = settlement.read_int(scale_text, "AMOUNT_SCALE")
+    if not 0 <= scale <= 6:
+        raise MalformedLine(f"AMOUNT_SCALE {scale} is out of range")
+    settlement.finish(line, kind, *(
+        settlement.scaled_minor(settlement.read_int(text, name), scale, currency, name)
+        for text, name in ((value, "AMOUNT_VALUE"), (fee, "FEE_VALUE"), (net, "NET_VALUE"))))
+
+
+def read_settlement(lines: Iterable[str]) -> Iterator[SettlementRow]:
+    """`,`-separated, ISO 8601 UTC datetimes, integer values at AMOUNT_SCALE digits."""
+    return settlement.parse(lines, ",", GETNET_COLUMNS, _settlement_getnet)
+
+
 class GetnetProvider(HttpAdapter):
     code = "getnet"
+    parse_settlement = staticmethod(read_settlement)
     idempotency_header = "Idempotency-Key"
 
     def __init__(self) -> None:

@@ -1,8 +1,8 @@
 """Shared machinery of the HTTP adapters: one httpx client per adapter, settings read lazily,
 transport failures classified by whether the provider could have acted, redacted exchanges.
 
-Also the types for what the port in `base.py` does not cover yet (inbound webhooks, settlement
-files); each HTTP adapter implements them, and payouts and deposits, in its own dialect.
+Each HTTP adapter implements the whole port (`providers.base`) in its own dialect: payments,
+payouts and deposits, inbound webhooks and settlement files.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ClassVar
 
@@ -21,14 +21,13 @@ import httpx
 from django.conf import settings
 
 from providers import conf
-from providers.base import (  # noqa: F401 - movement types re-exported for older imports
-    DepositRequest,
+from providers.base import (
     MovementResult,
     MovementStatus,
     Outcome,
-    PayoutRequest,
     ProviderResult,
     ProviderStatus,
+    WebhookPayloadError,
 )
 from providers.errors import error
 
@@ -88,38 +87,6 @@ class Sent:
 
 class ProviderHttpError(RuntimeError):
     """A call whose answer is not a payment result (settlement files): raised, not returned."""
-
-
-# Payouts and deposits are part of the port now (providers.base); re-exported here so the
-# adapters and older imports keep working.
-
-
-@dataclass(frozen=True)
-class InboundEvent:
-    """A provider webhook in normalised form. `type` is one of payment.authorized,
-    payment.captured, payment.declined, payment.voided, refund.succeeded, dispute.opened,
-    payout.paid, payout.failed, deposit.confirmed, deposit.failed. `provider_reference` is the
-    charge (or payout/deposit) reference; `amount` is the refund/dispute amount for those
-    events, the captured amount for payment.captured, the payment amount otherwise. `status` is
-    a ProviderStatus value for payment events and a MovementStatus value for the others."""
-
-    provider: str
-    event_id: str
-    type: str
-    occurred_at: datetime
-    provider_reference: str = ""
-    merchant_reference: str = ""
-    amount: int | None = None
-    currency: str = ""
-    status: str = ""
-    refund_reference: str = ""
-    dispute_reference: str = ""
-    error_code: str = ""
-    payload: dict[str, Any] = field(default_factory=dict)
-
-
-class WebhookPayloadError(ValueError):
-    pass
 
 
 def fresh(timestamp: float, now: float | None, tolerance_seconds: int) -> bool:

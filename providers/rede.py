@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -14,30 +14,34 @@ from typing import Any
 import httpx
 
 from core.money import exponent
+from providers import settlement
 from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
+    DepositRequest,
+    InboundEvent,
+    MalformedLine,
+    MovementResult,
+    MovementStatus,
     Outcome,
+    PayoutRequest,
     ProviderResult,
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
+    SettlementRow,
     VoidRequest,
+    WebhookPayloadError,
 )
 from providers.http import (
-    DepositRequest,
     HttpAdapter,
-    InboundEvent,
-    MovementResult,
-    MovementStatus,
-    PayoutRequest,
     Sent,
-    WebhookPayloadError,
     fresh,
     parse_json_object,
     parse_time,
     signature_matches,
 )
+from providers.settlement import CAPTURE, REFUND
 
 RETURN_CODES = {  # Rede returnCode on a declined authorization → normalised code
     "101": "card_declined", "105": "do_not_honor", "106": "issuer_unavailable",
@@ -77,8 +81,34 @@ def from_decimal_string(value: Any, currency: str) -> int | None:
     return int(minor) if minor == minor.to_integral_value() else None
 
 
+# -- settlement file ---------------------------------------------------------------------------
+REDE_COLUMNS = ("sale_date", "tid", "reference", "type", "currency", "gross_amount",
+                "mdr_amount", "net_amount", "refund_id")
+REDE_TYPES = {"sale": CAPTURE, "refund": REFUND}
+
+
+def _settlement_rede(line: SettlementRow, values: tuple[str, ...]) -> None:
+    sale_date, tid, reference, kind_text, currency, gross, fee, net, refund_id = values
+    kind = REDE_TYPES.get(kind_text)
+    if kind is None:
+        raise MalformedLine(f"unknown type {kind_text!r}")
+    line.provider_reference, line.merchant_reference = tid, reference
+    line.refund_reference = refund_id if kind == REFUND else ""
+    line.transaction_date = settlement.iso_day(sale_date)
+    currency = line.currency = settlement.read_currency(currency)
+    settlement.finish(line, kind, settlement.decimal_minor(gross, currency, "gross_amount"),
+                      settlement.decimal_minor(fee, currency, "mdr_amount"),
+                      settlement.decimal_minor(net, currency, "net_amount"))
+
+
+def read_settlement(lines: Iterable[str]) -> Iterator[SettlementRow]:
+    """`,`-separated, ISO dates, decimal strings with the currency's exponent ("-25.00")."""
+    return settlement.parse(lines, ",", REDE_COLUMNS, _settlement_rede)
+
+
 class RedeProvider(HttpAdapter):
     code = "rede"
+    parse_settlement = staticmethod(read_settlement)
     idempotency_header = "X-Rede-Idempotency-Key"
 
     def auth_headers(self, method: str, url: httpx.URL, body: bytes) -> dict[str, str]:

@@ -17,8 +17,9 @@ but its answer is lost (UNKNOWN), as for `pm_card_timeout`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, replace
+from datetime import date
 
 from django.db import IntegrityError, transaction
 
@@ -26,6 +27,8 @@ from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
     DepositRequest,
+    InboundEvent,
+    MalformedLine,
     MovementResult,
     MovementStatus,
     Outcome,
@@ -34,7 +37,9 @@ from providers.base import (
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
+    SettlementRow,
     VoidRequest,
+    WebhookPayloadError,
 )
 from providers.errors import error
 from providers.models import SandboxCharge, SandboxMovement, SandboxOperation
@@ -277,6 +282,20 @@ class SandboxProvider:
 
     def deposit_retrieve(self, provider_reference: str) -> MovementResult:
         return self._movement_retrieve("deposit", provider_reference)
+
+    # -- the sandbox sends nothing unasked: no webhooks, no settlement files ------------------
+    def verify_webhook(self, *, headers: Mapping[str, str], body: bytes,
+                       now: float | None = None, tolerance_seconds: int = 300) -> bool:
+        return False
+
+    def parse_webhook(self, body: bytes) -> InboundEvent:
+        raise WebhookPayloadError("The sandbox sends no webhooks.")
+
+    def settlement_report(self, day: date) -> bytes:
+        raise LookupError("The sandbox writes no settlement files.")
+
+    def parse_settlement(self, lines: Iterable[str]) -> Iterator[SettlementRow]:
+        raise MalformedLine("The sandbox writes no settlement files.")
 
     def complete(self, kind: str, reference: str, *, succeed: bool | None = None) -> str:
         """Finish a pending payout or deposit, once (the simulator's control call). By default

@@ -26,7 +26,7 @@ from django.utils import timezone
 from payments import services as payments
 from payments.models import AttemptStatus, PaymentStatus, RefundStatus
 from providers.base import Outcome, ProviderResult, ProviderStatus, RetrieveRequest
-from providers.registry import get_provider
+from providers.calls import provider_call
 from reconciliation import selectors, services
 from reconciliation.conf import setting
 from reconciliation.models import BreakType, CheckObjectType, ReconciliationCheck
@@ -103,7 +103,7 @@ def _refund_answer(refund_id: str, attempt_status: str) -> ProviderResult | None
     this refund happened; anything else is not definite and waits for the next check."""
     refund = selectors.refund_snapshot(refund_id=refund_id)
     payment = selectors.payment_snapshot(payment_id=refund["payment_id"])
-    found = get_provider(payment["provider"]).retrieve(RetrieveRequest(
+    found = provider_call(payment["provider"], "retrieve", RetrieveRequest(
         provider_reference=payment["provider_reference"], merchant_reference=payment["id"]))
     pending = selectors.pending_refunds_total(payment_id=payment["id"])
     if (found.status == ProviderStatus.REFUNDED

@@ -1,5 +1,6 @@
-"""Settlement files: one parser per provider format, import (raw file + normalised lines, once per
-provider, day and checksum), matching against our captures and refunds, and settling matches.
+"""Settlement files: import (raw file + normalised lines, once per provider, day and checksum;
+each provider's format is read by its adapter), matching against our captures and refunds, and
+settling matches.
 
 Memory stays flat in file size: the raw bytes are decoded and parsed as a stream and matched in
 batches of 2,000 lines, each costing one look-up query per line type (an index probe per
@@ -11,17 +12,13 @@ afterwards, one `payment_settle` per payment, and resumes where it stopped.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from itertools import islice
-from operator import itemgetter
 from typing import Any, BinaryIO
 
 import psycopg
@@ -30,8 +27,11 @@ from django.utils import timezone
 
 from core.errors import ClearhouseError
 from core.ids import new_id
-from core.money import CURRENCIES, MAX_AMOUNT, exponent
 from payments import services as payments
+from providers.base import MalformedLine, SettlementRow
+from providers.cielo import read_settlement as parse_cielo
+from providers.getnet import read_settlement as parse_getnet
+from providers.rede import read_settlement as parse_rede
 from providers.registry import get_provider
 from reconciliation import selectors, services
 from reconciliation.conf import setting
@@ -52,209 +52,8 @@ SETTLE_BATCH_SIZE = 200
 MISSING_SCAN_LIMIT = 5000
 
 
-# -- parsing ---------------------------------------------------------------------------------
-class MalformedLine(ValueError):
-    pass
-
-
-@dataclass(slots=True)
-class ParsedLine:
-    """A line normalised across providers. Amounts are positive minor units of `currency`."""
-
-    line_number: int
-    raw: str
-    type: str = ""
-    provider_reference: str = ""
-    refund_reference: str = ""
-    merchant_reference: str = ""
-    transaction_date: date | None = None
-    currency: str = ""
-    gross: int = 0
-    fee: int = 0
-    net: int = 0
-    error: str = ""
-
-
-def _split(raw: str, delimiter: str) -> list[str]:
-    # The fast path covers every line the providers write; quoted fields take the csv module.
-    if '"' not in raw:
-        return raw.split(delimiter)
-    return next(csv.reader([raw], delimiter=delimiter))
-
-
-def _currency(value: str) -> str:
-    currency = value.strip().lower()
-    if currency not in CURRENCIES:
-        raise MalformedLine(f"unknown currency {value!r}")
-    return currency
-
-
-def _int(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise MalformedLine(f"{name} {value!r} is not an integer") from None
-
-
-def _decimal_minor(value: str, currency: str, name: str) -> int:
-    """'-25.00' brl → -2500; refuses more decimals than the currency has."""
-    try:
-        minor = Decimal(value).scaleb(exponent(currency))
-    except InvalidOperation:
-        raise MalformedLine(f"{name} {value!r} is not a decimal amount") from None
-    if minor != minor.to_integral_value():
-        raise MalformedLine(f"{name} {value!r} has more decimals than {currency} allows")
-    return int(minor)
-
-
-def _scaled_minor(value: int, scale: int, currency: str, name: str) -> int:
-    """Getnet's value at `scale` digits → minor units at the currency's exponent, exactly."""
-    shift = exponent(currency) - scale
-    if shift >= 0:
-        return value * 10 ** shift
-    factor = 10 ** -shift
-    if value % factor:
-        raise MalformedLine(f"{name} {value} at scale {scale} is not exact in {currency}")
-    return value // factor
-
-
-def _finish(line: ParsedLine, kind: str, gross: int, fee: int, net: int) -> ParsedLine:
-    """Check signs and totals, then store positive amounts (the type gives the direction)."""
-    sign = 1 if kind == LineType.CAPTURE else -1
-    if gross * sign <= 0:
-        raise MalformedLine(f"a {kind} line needs a {'positive' if sign > 0 else 'negative'} "
-                            f"gross amount, not {gross}")
-    if fee < 0 or net * sign < 0:
-        raise MalformedLine(f"negative fee {fee} or net {net} of the wrong sign")
-    line.type, line.gross, line.fee, line.net = kind, abs(gross), fee, abs(net)
-    if line.gross > MAX_AMOUNT:
-        raise MalformedLine(f"gross {line.gross} is out of range")
-    return line
-
-
-def _parse(lines: Iterable[str], delimiter: str, columns: tuple[str, ...],
-           fill: Callable[[ParsedLine, tuple[str, ...]], object]) -> Iterator[ParsedLine]:
-    """One ParsedLine per data line (blank lines skipped). `fill` gets the values of `columns`,
-    in that order, and raises ValueError for a line that cannot be trusted, which is kept as
-    malformed. Columns are found by name in the header, so a reordered file still parses."""
-    pick: Callable[[list[str]], tuple[str, ...]] | None = None
-    width = number = 0
-    for text in lines:
-        raw = text.rstrip("\r\n")
-        if not raw.strip():
-            continue
-        if pick is None:
-            header = [name.strip().lstrip("\ufeff") for name in _split(raw, delimiter)]
-            missing = [name for name in columns if name not in header]
-            if missing:
-                raise MalformedLine(f"header lacks column(s) {', '.join(missing)}")
-            positions = [header.index(name) for name in columns]
-            pick, width = itemgetter(*positions), max(positions) + 1
-            continue
-        number += 1
-        line = ParsedLine(number, raw.replace("\x00", "\ufffd"))  # PostgreSQL text has no NUL
-        fields = _split(raw, delimiter)
-        if len(fields) < width:
-            line.error = f"{len(fields)} fields, expected at least {width}"
-        else:
-            try:
-                fill(line, tuple(value.strip() for value in pick(fields)))
-            except ValueError as exc:
-                line.error = str(exc)
-        yield line
-
-
-@lru_cache(maxsize=512)
-def _day_month_year(text: str) -> date:
-    return datetime.strptime(text, "%d/%m/%Y").date()
-
-
-@lru_cache(maxsize=512)
-def _iso_day(text: str) -> date:
-    return date.fromisoformat(text)
-
-
-@lru_cache(maxsize=4096)
-def _iso_datetime_day(text: str) -> date:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
-
-
-CIELO_COLUMNS = ("DataVenda", "PaymentId", "MerchantOrderId", "Tipo", "Moeda", "ValorBruto",
-                 "Taxa", "ValorLiquido", "IdentificadorTransacao")
-CIELO_TYPES = {"Venda": LineType.CAPTURE, "Estorno": LineType.REFUND}
-
-
-def _cielo(line: ParsedLine, values: tuple[str, ...]) -> None:
-    sale_date, reference, order, kind_text, currency, gross, fee, net, identifier = values
-    kind = CIELO_TYPES.get(kind_text)
-    if kind is None:
-        raise MalformedLine(f"unknown Tipo {kind_text!r}")
-    line.provider_reference, line.merchant_reference = reference, order
-    line.refund_reference = identifier if kind == LineType.REFUND else ""
-    line.transaction_date = _day_month_year(sale_date)
-    line.currency = _currency(currency)
-    _finish(line, kind, _int(gross, "ValorBruto"), _int(fee, "Taxa"),
-            _int(net, "ValorLiquido"))
-
-
-def parse_cielo(lines: Iterable[str]) -> Iterator[ParsedLine]:
-    """`;`-separated, DD/MM/YYYY dates, integer cents; Venda (sale) or Estorno (refund)."""
-    return _parse(lines, ";", CIELO_COLUMNS, _cielo)
-
-
-REDE_COLUMNS = ("sale_date", "tid", "reference", "type", "currency", "gross_amount",
-                "mdr_amount", "net_amount", "refund_id")
-REDE_TYPES = {"sale": LineType.CAPTURE, "refund": LineType.REFUND}
-
-
-def _rede(line: ParsedLine, values: tuple[str, ...]) -> None:
-    sale_date, tid, reference, kind_text, currency, gross, fee, net, refund_id = values
-    kind = REDE_TYPES.get(kind_text)
-    if kind is None:
-        raise MalformedLine(f"unknown type {kind_text!r}")
-    line.provider_reference, line.merchant_reference = tid, reference
-    line.refund_reference = refund_id if kind == LineType.REFUND else ""
-    line.transaction_date = _iso_day(sale_date)
-    currency = line.currency = _currency(currency)
-    _finish(line, kind, _decimal_minor(gross, currency, "gross_amount"),
-            _decimal_minor(fee, currency, "mdr_amount"),
-            _decimal_minor(net, currency, "net_amount"))
-
-
-def parse_rede(lines: Iterable[str]) -> Iterator[ParsedLine]:
-    """`,`-separated, ISO dates, decimal strings with the currency's exponent ("-25.00")."""
-    return _parse(lines, ",", REDE_COLUMNS, _rede)
-
-
-GETNET_COLUMNS = ("TRANSACTION_DATETIME", "PAYMENT_ID", "ORDER_ID", "REFUND_ID",
-                  "TRANSACTION_TYPE", "CURRENCY", "AMOUNT_VALUE", "AMOUNT_SCALE", "FEE_VALUE",
-                  "NET_VALUE")
-GETNET_TYPES = {"CAPTURE": LineType.CAPTURE, "REFUND": LineType.REFUND}
-
-
-def _getnet(line: ParsedLine, values: tuple[str, ...]) -> None:
-    at, payment_id, order_id, refund_id, kind_text, currency, value, scale_text, fee, net = values
-    kind = GETNET_TYPES.get(kind_text)
-    if kind is None:
-        raise MalformedLine(f"unknown TRANSACTION_TYPE {kind_text!r}")
-    line.provider_reference, line.merchant_reference = payment_id, order_id
-    line.refund_reference = refund_id if kind == LineType.REFUND else ""
-    line.transaction_date = _iso_datetime_day(at)
-    currency = line.currency = _currency(currency)
-    scale = _int(scale_text, "AMOUNT_SCALE")
-    if not 0 <= scale <= 6:
-        raise MalformedLine(f"AMOUNT_SCALE {scale} is out of range")
-    _finish(line, kind, *(_scaled_minor(_int(text, name), scale, currency, name)
-                          for text, name in ((value, "AMOUNT_VALUE"), (fee, "FEE_VALUE"),
-                                             (net, "NET_VALUE"))))
-
-
-def parse_getnet(lines: Iterable[str]) -> Iterator[ParsedLine]:
-    """`,`-separated, ISO 8601 UTC datetimes, integer values at AMOUNT_SCALE digits."""
-    return _parse(lines, ",", GETNET_COLUMNS, _getnet)
-
-
-PARSERS: dict[str, Callable[[Iterable[str]], Iterator[ParsedLine]]] = {
+# -- parsing: each provider's format lives in its adapter module ---------------------------------
+PARSERS: dict[str, Callable[[Iterable[str]], Iterator[SettlementRow]]] = {
     "cielo": parse_cielo, "rede": parse_rede, "getnet": parse_getnet,
 }
 
@@ -270,7 +69,7 @@ class ImportResult:
     by_status: dict[str, int] = field(default_factory=dict)
 
 
-def _line_data(file_id: str, line: ParsedLine) -> dict[str, Any]:
+def _line_data(file_id: str, line: SettlementRow) -> dict[str, Any]:
     return {"file": file_id, "line_number": line.line_number, "raw": line.raw, "type": line.type,
             "provider_reference": line.provider_reference,
             "refund_reference": line.refund_reference,
@@ -284,7 +83,7 @@ class _Matcher:
     def __init__(self, file: SettlementFile, result: ImportResult) -> None:
         self.file, self.provider, self.result = file, file.provider, result
 
-    def _problem(self, line: ParsedLine, type: str, key: str, ours: dict[str, Any] | None = None,
+    def _problem(self, line: SettlementRow, type: str, key: str, ours: dict[str, Any] | None = None,
                  our_amount: int | None = None, payment_id: str = "", refund_id: str = ""
                  ) -> BreakSpec:
         return BreakSpec(
@@ -295,7 +94,7 @@ class _Matcher:
             provider_data=_line_data(self.file.id, line),
         )
 
-    def _judge_capture(self, line: ParsedLine, payment: dict | None, duplicate: bool
+    def _judge_capture(self, line: SettlementRow, payment: dict | None, duplicate: bool
                        ) -> tuple[str, BreakSpec | None]:
         key = f"{self.provider}:capture:{line.provider_reference}"
         if payment is None:
@@ -320,7 +119,7 @@ class _Matcher:
             return MatchStatus.MATCHED, None
         return MatchStatus.MISMATCHED, self._problem(line, problem, key, **ours)
 
-    def _judge_refund(self, line: ParsedLine, refund: dict | None, duplicate: bool
+    def _judge_refund(self, line: SettlementRow, refund: dict | None, duplicate: bool
                       ) -> tuple[str, BreakSpec | None]:
         key = f"{self.provider}:refund:{line.refund_reference}"
         if refund is None:
@@ -344,7 +143,7 @@ class _Matcher:
             return MatchStatus.MATCHED, None
         return MatchStatus.MISMATCHED, self._problem(line, problem, key, **ours)
 
-    def add(self, batch: list[ParsedLine]) -> None:
+    def add(self, batch: list[SettlementRow]) -> None:
         captures = selectors.capture_candidates(provider=self.provider, lines=[
             (line.provider_reference, line.merchant_reference) for line in batch
             if not line.error and line.type == LineType.CAPTURE])
@@ -418,7 +217,7 @@ def _copy_lines(rows: list[tuple[Any, ...]]) -> None:
 CHUNK_BYTES = 1 << 20
 
 
-def _batches(items: Iterator[ParsedLine], size: int) -> Iterator[list[ParsedLine]]:
+def _batches(items: Iterator[SettlementRow], size: int) -> Iterator[list[SettlementRow]]:
     while batch := list(islice(items, size)):
         yield batch
 

@@ -103,16 +103,16 @@ def test_a_reused_deposit_reference_is_a_break_not_a_500(merchant, api, monkeypa
 
     first = wallet.deposit_create(merchant=merchant, amount=5000, currency="brl", method="pix")
     assert first.provider_reference
-    real_call = wallet._call
+    real_call = wallet.provider_call
 
-    def provider_reuses_a_reference(code, operation, argument):
+    def provider_reuses_a_reference(code, operation, argument, **options):
         if operation == "deposit_create":
             return MovementResult(outcome=Outcome.APPROVED, status=MovementStatus.PENDING,
                                   provider_reference=first.provider_reference, amount=5000,
                                   currency="brl")
-        return real_call(code, operation, argument)
+        return real_call(code, operation, argument, **options)
 
-    monkeypatch.setattr(wallet, "_call", provider_reuses_a_reference)
+    monkeypatch.setattr(wallet, "provider_call", provider_reuses_a_reference)
     response = api.post("/deposits", {"amount": 5000, "currency": "brl", "method": "pix"})
     assert response.status_code < 500, response.content
 

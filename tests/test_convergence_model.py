@@ -60,6 +60,7 @@ from payments.models import (
 )
 from providers import registry
 from providers.base import (
+    InboundEvent,
     MovementResult,
     MovementStatus,
     Outcome,
@@ -67,7 +68,6 @@ from providers.base import (
     ProviderStatus,
 )
 from providers.errors import error
-from providers.http import InboundEvent
 from providers.models import RoutingRule, RoutingTarget
 from reconciliation import settlements
 from reconciliation.janitor import janitor_run

@@ -119,15 +119,15 @@ def test_a_connection_killed_during_a_capture_fails_cleanly_and_writes_nothing(
                                          "confirm": True})
     payment_id = created.json()["id"]
     assert Payment.objects.get(pk=payment_id).status == "authorized"
-    real_call = services._call
+    real_call = services.provider_call
 
-    def call_then_lose_the_database(provider, operation, request):
-        result = real_call(provider, operation, request)
+    def call_then_lose_the_database(provider, operation, request, **options):
+        result = real_call(provider, operation, request, **options)
         if operation == "capture":
             _terminate_my_connection()  # the provider captured; our write of it will fail
         return result
 
-    monkeypatch.setattr(services, "_call", call_then_lose_the_database)
+    monkeypatch.setattr(services, "provider_call", call_then_lose_the_database)
     api.client.raise_request_exception = False
     response = api.post(f"/payments/{payment_id}/capture")
     assert response.status_code == 500

@@ -17,7 +17,10 @@ from providers import registry
 from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
+    DepositRequest,
+    MovementStatus,
     Outcome,
+    PayoutRequest,
     Provider,
     ProviderResult,
     ProviderStatus,
@@ -26,7 +29,6 @@ from providers.base import (
     VoidRequest,
 )
 from providers.conf import providers_from_env
-from providers.http import DepositRequest, MovementStatus, PayoutRequest
 from providers.simulator.control import RunningSimulator, WebhookRecorder, running_simulator
 
 CODES = ["cielo", "rede", "getnet"]

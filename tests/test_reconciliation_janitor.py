@@ -56,12 +56,12 @@ def _operation_stuck(monkeypatch, merchant, operation: str, *, sent: bool) -> Pa
     the provider was called at all. Its attempt is left `requested`."""
     payment = _pay(merchant, capture_method="manual")
     assert payment.status == "authorized"
-    real_call = services._call
+    real_call = services.provider_call
 
-    def killed_before_the_call(provider, name, request):
+    def killed_before_the_call(provider, name, request, **options):
         if name == operation:
             raise RuntimeError("worker killed before the call")
-        return real_call(provider, name, request)
+        return real_call(provider, name, request, **options)
 
     def killed_after_the_call(**kwargs):
         raise RuntimeError("database lost after the call")
@@ -70,7 +70,7 @@ def _operation_stuck(monkeypatch, merchant, operation: str, *, sent: bool) -> Pa
         if sent:
             patch.setattr(services, f"payment_{operation}_record", killed_after_the_call)
         else:
-            patch.setattr(services, "_call", killed_before_the_call)
+            patch.setattr(services, "provider_call", killed_before_the_call)
         with pytest.raises(RuntimeError):
             if operation == "capture":
                 services.payment_capture(merchant=merchant, payment_id=payment.id)

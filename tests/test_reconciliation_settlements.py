@@ -206,7 +206,7 @@ def test_a_capture_listed_again_in_a_later_file_is_a_duplicate(simulator, mercha
     assert JournalEntry.objects.filter(kind="settlement").count() == 1
 
 
-def _parse(provider: str, text: str) -> list[settlements.ParsedLine]:
+def _parse(provider: str, text: str) -> list[settlements.SettlementRow]:
     return list(settlements.PARSERS[provider](text.splitlines(keepends=True)))
 
 

@@ -18,17 +18,17 @@ from webhooks.models import InboxStatus, ProviderEvent
 
 def _pending_refund(payment: Payment, monkeypatch, amount: int | None = None) -> Refund:
     """A refund sent to the provider whose answer was lost: it stays pending."""
-    real_call = services._call
+    real_call = services.provider_call
 
-    def lost_refund_answer(provider_code, operation, request):
+    def lost_refund_answer(provider_code, operation, request, **options):
         if operation == "refund":
             return ProviderResult(outcome=Outcome.UNKNOWN, error_code="timeout")
-        return real_call(provider_code, operation, request)
+        return real_call(provider_code, operation, request, **options)
 
-    monkeypatch.setattr(services, "_call", lost_refund_answer)
+    monkeypatch.setattr(services, "provider_call", lost_refund_answer)
     refund = services.refund_create(merchant=payment.merchant, payment_id=payment.id,
                                     amount=amount)
-    monkeypatch.setattr(services, "_call", real_call)
+    monkeypatch.setattr(services, "provider_call", real_call)
     assert refund.status == "pending"
     return refund
 
@@ -153,17 +153,17 @@ def test_an_external_refund_above_what_is_left_is_a_break_not_a_crash(make_payme
 @pytest.mark.parametrize("answer", [{"amount": 9_999}, {"currency": "brl"}])
 def test_an_approval_for_another_amount_or_currency_captures_nothing(
         merchant, django_capture_on_commit_callbacks, monkeypatch, answer):
-    real_call = services._call
+    real_call = services.provider_call
 
-    def lying_provider(provider_code, operation, request):
-        result = real_call(provider_code, operation, request)
+    def lying_provider(provider_code, operation, request, **options):
+        result = real_call(provider_code, operation, request, **options)
         if operation == "authorize":
             from dataclasses import replace
 
             return replace(result, **answer)
         return result
 
-    monkeypatch.setattr(services, "_call", lying_provider)
+    monkeypatch.setattr(services, "provider_call", lying_provider)
     payment = services.payment_create(merchant=merchant, amount=10_000, currency="usd",
                                       payment_method="pm_card_visa")
     with django_capture_on_commit_callbacks(execute=True):
@@ -277,7 +277,7 @@ def test_a_held_refund_for_a_payment_that_failed_becomes_a_break(merchant, monke
                                        {"amount": 5_000_000, "currency": "usd"}])
 def test_a_deposit_confirmed_for_another_amount_or_currency_credits_nothing(merchant,
                                                                             confirmed):
-    from providers.http import InboundEvent
+    from providers.base import InboundEvent
     from wallet import services as wallet
     from wallet.models import Deposit
 

@@ -13,8 +13,7 @@ from ledger.models import JournalEntry
 from ledger.selectors import balance_get
 from ledger.verify import ledger_verify
 from providers import registry
-from providers.base import MovementProvider
-from providers.http import InboundEvent
+from providers.base import InboundEvent, MovementProvider
 from tests.conftest import routing_rule
 from wallet import services
 from wallet.models import Deposit, MovementAttempt, Payout

@@ -25,17 +25,17 @@ from core.breaks import BreakSpec, break_report
 from core.errors import NotFound, ProviderError, violated_constraint
 from core.idempotency import same_request_or_422
 from core.models import Merchant
+from core.transactions import create_or_existing
 from ledger import flows as ledger
 from providers.base import (
     DepositRequest,
+    InboundEvent,
     MovementResult,
     MovementStatus,
     Outcome,
     PayoutRequest,
 )
-from providers.breaker import breaker_allow, breaker_record_result
-from providers.http import InboundEvent
-from providers.registry import UnknownProvider, get_provider
+from providers.calls import attempt_record, provider_call, supports
 from providers.routing import route
 from wallet.models import (
     OPEN_ATTEMPT_STATUSES,
@@ -173,36 +173,13 @@ DEPOSIT = _Spec(kind=MovementKind.DEPOSIT, model=Deposit, id_prefix="dep_",
 
 
 # -- provider calls --------------------------------------------------------------------------
-def _call(provider_code: str, operation: str, argument: Any) -> MovementResult:
-    """Call a provider outside any transaction and feed its circuit breaker. An exception here
-    means we cannot know whether the provider acted, so it becomes an UNKNOWN outcome."""
-    try:
-        result = getattr(get_provider(provider_code), operation)(argument)
-    except Exception:
-        logger.exception("provider %s %s raised; treating the outcome as unknown",
-                         provider_code, operation)
-        result = MovementResult(
-            outcome=Outcome.UNKNOWN, error_code="processing_error",
-            error_message="The provider call failed unexpectedly; the outcome is unknown.")
-    # The breaker reads only `outcome` and `error_code`, which MovementResult shares.
-    breaker_record_result(provider_code, result)  # type: ignore[arg-type]
-    return result
-
-
-def _supports(provider_code: str, operation: str) -> bool:
-    try:
-        return callable(getattr(get_provider(provider_code), operation, None))
-    except UnknownProvider:
-        return False
-
-
 def _providers_for(*, merchant: Merchant, currency: str, amount: int, operation: str,
                    tried: Collection[str] = ()) -> list[str]:
     """Routed providers of the merchant's mode that implement `operation`, best first, leaving
     out `tried`. Routing rules without a card-brand condition apply to movements too."""
     codes = route(merchant_id=merchant.pk, currency=currency, amount=amount, payment_method="",
                   livemode=merchant.is_live)
-    return [code for code in codes if code not in tried and _supports(code, operation)]
+    return [code for code in codes if code not in tried and supports(code, operation)]
 
 
 def _first_provider(spec: _Spec, *, merchant: Merchant, currency: str, amount: int) -> str:
@@ -218,14 +195,7 @@ def _first_provider(spec: _Spec, *, merchant: Merchant, currency: str, amount: i
 
 
 def _record_attempt(attempt: MovementAttempt, result: MovementResult) -> None:
-    attempt.status = _ATTEMPT_STATUS[result.outcome]
-    attempt.provider_reference = result.provider_reference or attempt.provider_reference
-    attempt.error_code = result.error_code[:64]
-    attempt.error_message = result.error_message[:500]
-    attempt.exchange = result.exchange
-    attempt.latency_ms = result.latency_ms
-    attempt.completed_at = timezone.now()
-    attempt.save()
+    attempt_record(attempt, result, statuses=_ATTEMPT_STATUS)
 
 
 def _is_news(attempt: MovementAttempt, result: MovementResult, *, resend: bool) -> bool:
@@ -267,26 +237,23 @@ def _open_attempt(spec: _Spec, row: Movement) -> MovementAttempt:
 
 
 def _send(spec: _Spec, attempt: MovementAttempt, row: Movement) -> Movement:
-    """Send a never-answered attempt; on a retryable refusal (nothing happened at the provider)
-    fail over to the next routed provider, else record the answer."""
+    """Send a never-answered attempt; on a retryable refusal (nothing happened at the provider,
+    or its breaker is open) fail over to the next routed provider, else record the answer."""
     while True:
-        if breaker_allow(attempt.provider):
-            result = _call(attempt.provider, spec.create, spec.request(row, attempt))
-        else:
-            result = MovementResult(outcome=Outcome.DECLINED, status=MovementStatus.FAILED,
-                                    error_code="provider_unavailable",
-                                    error_message="Circuit breaker open; not sent.",
-                                    retryable=True)
+        result = provider_call(attempt.provider, spec.create, spec.request(row, attempt),
+                               gate=True)
         row, following = _record(spec, attempt_id=attempt.id, result=result, resend=False)
         if following is None:
             return row
         attempt = following
 
 
-def _resend(spec: _Spec, attempt: MovementAttempt, row: Movement) -> Movement:
+def _resend(spec: _Spec, attempt: MovementAttempt, row: Movement, *, gate: bool = False
+            ) -> Movement:
     """Send an attempt that may already have reached the provider again, with the same key:
-    the provider answers with its first outcome and never acts twice."""
-    result = _call(attempt.provider, spec.create, spec.request(row, attempt))
+    the provider answers with its first outcome and never acts twice. With `gate`, an open
+    breaker sends nothing, and its "not sent" changes nothing (see `_is_news`)."""
+    result = provider_call(attempt.provider, spec.create, spec.request(row, attempt), gate=gate)
     row, _ = _record(spec, attempt_id=attempt.id, result=result, resend=True)
     return row
 
@@ -485,23 +452,48 @@ def _refresh(spec: _Spec, row_id: str) -> Movement:
     if row.is_final:
         return row
     if row.provider_reference:
-        found = _call(row.provider, spec.retrieve, row.provider_reference)
+        found = provider_call(row.provider, spec.retrieve, row.provider_reference)
         return _apply_status(spec, provider=row.provider,
                              provider_reference=row.provider_reference, status=found.status,
                              merchant_reference="", error_code=found.error_code,
                              error_message=found.error_message, amount=found.amount,
                              currency=found.currency) or row
     attempt = row.attempts.filter(status__in=OPEN_ATTEMPT_STATUSES).first()
-    if attempt is None or not breaker_allow(attempt.provider):
+    if attempt is None:
         return row
     if timezone.now() - attempt.created_at > PROVIDER_KEY_RETENTION:
         logger.error("%s %s: attempt %s is past the provider's key retention; not sent again, "
                      "resolve it by hand", spec.kind, row.id, attempt.id)
         return row
-    return _resend(spec, attempt, row)
+    return _resend(spec, attempt, row, gate=True)
 
 
-# -- payouts ---------------------------------------------------------------------------------
+def _create(spec: _Spec, *, merchant: Merchant, currency: str, amount: int,
+            idempotency_key: str, idempotency_fingerprint: str,
+            insert: Callable[[str], tuple[Movement, MovementAttempt]]) -> Movement:
+    """Insert a movement with its attempt (`insert(provider)`, in one transaction) and send it.
+    A retry whose idempotency key already made one (found first, or caught by the unique
+    (merchant, idempotency_key) after a request that died after committing) carries on with
+    that one: a never-answered attempt is sent again with the same key."""
+    def existing() -> tuple[Movement, None] | None:
+        found = idempotency_key and spec.model.objects.select_related("merchant").filter(
+            merchant=merchant, idempotency_key=idempotency_key).first()
+        return (same_request_or_422(found, idempotency_fingerprint), None) if found else None
+
+    made: tuple[Movement, MovementAttempt | None] | None = existing()
+    if made is None:
+        provider = _first_provider(spec, merchant=merchant, currency=currency, amount=amount)
+
+        def create() -> tuple[Movement, MovementAttempt]:
+            with transaction.atomic():
+                return insert(provider)
+
+        made = create_or_existing(create, existing)
+    row, attempt = made
+    return _resume(spec, row) if attempt is None else _send(spec, attempt, row)
+
+
+# -- payouts --------------------------------------------------------------------------------
 def payout_create(
     *, merchant: Merchant, amount: int, currency: str, destination: str, description: str = "",
     metadata: dict[str, str] | None = None, idempotency_key: str = "",
@@ -512,30 +504,21 @@ def payout_create(
     The reserve (available → reserved) runs under the merchant's balance row locks and refuses
     to overdraw: InsufficientFunds (409 `insufficient_funds`) rolls everything back, so a
     refused payout leaves no row, no event and no entry."""
-    mine = Payout.objects.select_related("merchant").filter(merchant=merchant)
-    if idempotency_key and (existing := mine.filter(idempotency_key=idempotency_key).first()):
-        return _resume(PAYOUT, same_request_or_422(existing, idempotency_fingerprint))
-    provider = _first_provider(PAYOUT, merchant=merchant, currency=currency, amount=amount)
-    try:
-        with transaction.atomic():
-            payout = Payout.objects.create(
-                merchant=merchant, amount=amount, currency=currency, destination=destination,
-                description=description, metadata=metadata or {}, provider=provider,
-                idempotency_key=idempotency_key,
-                idempotency_fingerprint=idempotency_fingerprint)
-            attempt = _open_attempt(PAYOUT, payout)
-            _payout_event(payout, "payout.created")
-            # Last: it takes the balance locks and the ledger's chain lock until COMMIT.
-            ledger.post_payout_created(merchant=merchant, payout_id=payout.id,
-                                       currency=currency, amount=amount)
-    except IntegrityError:
-        # The unique (merchant, idempotency_key) caught a retry of a request that died after
-        # committing (its idempotency row was taken over): carry on with the payout it made.
-        existing = mine.filter(idempotency_key=idempotency_key).first()
-        if not idempotency_key or existing is None:
-            raise
-        return _resume(PAYOUT, same_request_or_422(existing, idempotency_fingerprint))
-    return _send(PAYOUT, attempt, payout)
+    def insert(provider: str) -> tuple[Payout, MovementAttempt]:
+        payout = Payout.objects.create(
+            merchant=merchant, amount=amount, currency=currency, destination=destination,
+            description=description, metadata=metadata or {}, provider=provider,
+            idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint)
+        attempt = _open_attempt(PAYOUT, payout)
+        _payout_event(payout, "payout.created")
+        # Last: it takes the balance locks and the ledger's chain lock until COMMIT.
+        ledger.post_payout_created(merchant=merchant, payout_id=payout.id, currency=currency,
+                                   amount=amount)
+        return payout, attempt
+
+    return _create(PAYOUT, merchant=merchant, currency=currency, amount=amount,
+                   idempotency_key=idempotency_key,
+                   idempotency_fingerprint=idempotency_fingerprint, insert=insert)
 
 
 def payout_refresh(*, payout_id: str) -> Payout:
@@ -553,25 +536,18 @@ def deposit_create(
 ) -> Deposit:
     """Create a pending deposit and ask the provider to collect it. Funds reach `available` only
     when the provider confirms (its reply, a webhook or the janitor's lookup)."""
-    mine = Deposit.objects.select_related("merchant").filter(merchant=merchant)
-    if idempotency_key and (existing := mine.filter(idempotency_key=idempotency_key).first()):
-        return _resume(DEPOSIT, same_request_or_422(existing, idempotency_fingerprint))
-    provider = _first_provider(DEPOSIT, merchant=merchant, currency=currency, amount=amount)
-    try:
-        with transaction.atomic():
-            deposit = Deposit.objects.create(
-                merchant=merchant, amount=amount, currency=currency, method=method,
-                description=description, metadata=metadata or {}, provider=provider,
-                idempotency_key=idempotency_key,
-                idempotency_fingerprint=idempotency_fingerprint)
-            attempt = _open_attempt(DEPOSIT, deposit)
-            _deposit_event(deposit, "deposit.created")
-    except IntegrityError:
-        existing = mine.filter(idempotency_key=idempotency_key).first()
-        if not idempotency_key or existing is None:
-            raise
-        return _resume(DEPOSIT, same_request_or_422(existing, idempotency_fingerprint))
-    return _send(DEPOSIT, attempt, deposit)
+    def insert(provider: str) -> tuple[Deposit, MovementAttempt]:
+        deposit = Deposit.objects.create(
+            merchant=merchant, amount=amount, currency=currency, method=method,
+            description=description, metadata=metadata or {}, provider=provider,
+            idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint)
+        attempt = _open_attempt(DEPOSIT, deposit)
+        _deposit_event(deposit, "deposit.created")
+        return deposit, attempt
+
+    return _create(DEPOSIT, merchant=merchant, currency=currency, amount=amount,
+                   idempotency_key=idempotency_key,
+                   idempotency_fingerprint=idempotency_fingerprint, insert=insert)
 
 
 def deposit_refresh(*, deposit_id: str) -> Deposit:

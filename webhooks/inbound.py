@@ -27,8 +27,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core import metrics
-from providers.base import MovementStatus, Outcome, ProviderStatus, RetrieveRequest
-from providers.http import InboundEvent
+from core.transactions import task_send
+from providers.base import InboundEvent, MovementStatus, Outcome, ProviderStatus, RetrieveRequest
+from providers.calls import provider_call
 from providers.registry import UnknownProvider, get_provider
 from webhooks.models import InboxStatus, ProviderEvent
 
@@ -62,8 +63,7 @@ def provider_event_receive(*, provider: str, headers: dict[str, str], body: byte
         adapter = get_provider(provider)
     except UnknownProvider:
         raise InboundRejected(404, f"Unknown provider {provider!r}.") from None
-    verify = getattr(adapter, "verify_webhook", None)
-    if verify is None or not verify(headers=headers, body=body):
+    if not adapter.verify_webhook(headers=headers, body=body):
         SIGNATURE_FAILURES[provider] += 1
         metrics.INBOUND_REJECTED.labels(provider).inc()
         logger.warning("rejected %s webhook: bad signature or stale timestamp", provider)
@@ -92,13 +92,8 @@ def provider_event_receive(*, provider: str, headers: dict[str, str], body: byte
 
 
 def _enqueue(row_id: int) -> None:
-    from webhooks.tasks import provider_event_process
-
-    try:
-        provider_event_process.delay(row_id)
-    except Exception:
-        logger.exception("could not enqueue provider event %s; the sweeper will process it",
-                         row_id)
+    task_send("webhooks.tasks.provider_event_process", row_id,
+              what=f"provider event {row_id}", fallback="the sweeper will process it")
 
 
 @dataclass(frozen=True)
@@ -139,7 +134,7 @@ def _confirm_by_lookup(provider: str, body: str) -> Confirmed:
         kind = event.type.partition(".")[0]
         if not event.provider_reference:
             return Confirmed(None)
-        found = getattr(adapter, f"{kind}_retrieve")(event.provider_reference)
+        found = provider_call(provider, f"{kind}_retrieve", event.provider_reference)
         if found.outcome == Outcome.UNKNOWN:
             raise LookupUnanswered(f"{provider} {kind} lookup: {found.error_code}")
         type = _LOOKUP_MOVEMENT_TYPES.get((kind, found.status))
@@ -150,8 +145,8 @@ def _confirm_by_lookup(provider: str, body: str) -> Confirmed:
                                  merchant_reference=found.merchant_reference,
                                  amount=found.amount, currency=found.currency,
                                  error_code=found.error_code))
-    found = adapter.retrieve(RetrieveRequest(provider_reference=event.provider_reference,
-                                             merchant_reference=event.merchant_reference))
+    found = provider_call(provider, "retrieve", RetrieveRequest(
+        provider_reference=event.provider_reference, merchant_reference=event.merchant_reference))
     if found.outcome == Outcome.UNKNOWN:
         raise LookupUnanswered(f"{provider} lookup: {found.error_code}")
     if found.status not in _LOOKUP_PAYMENT_TYPES:
@@ -209,7 +204,7 @@ def _apply(row: ProviderEvent, confirmed: Confirmed | None = None) -> str:
 
 def _needs_lookup(provider: str) -> bool:
     try:
-        return bool(getattr(get_provider(provider), "notices_need_lookup", False))
+        return bool(get_provider(provider).notices_need_lookup)
     except UnknownProvider:
         return False
 

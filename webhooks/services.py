@@ -31,6 +31,7 @@ from core import crypto, metrics
 from core.errors import InvalidRequest, NotFound, StateError
 from core.idempotency import same_request_or_422
 from core.models import Merchant
+from core.transactions import task_send
 from webhooks import delivery, selectors, ssrf
 from webhooks.models import (
     DeliveryStatus,
@@ -232,16 +233,12 @@ def endpoint_disable_failing(*, endpoint_id: str) -> WebhookEndpoint | None:
 def _enqueue(delivery_ids: list[str]) -> None:
     """After commit: ask a worker to send each delivery. A failure here loses nothing, as the
     rows are committed and due; the sweeper sends them."""
-    from webhooks.tasks import webhook_deliver
-
     for index, delivery_id in enumerate(delivery_ids):
-        try:
-            webhook_deliver.delay(delivery_id)
-        except Exception:
-            # Stop at the first failure: the broker is likely down and each try may block.
-            logger.exception("could not enqueue webhook delivery %s (+%d more); the sweeper "
-                             "will send them", delivery_id, len(delivery_ids) - index - 1)
-            return
+        more = len(delivery_ids) - index - 1
+        if not task_send("webhooks.tasks.webhook_deliver", delivery_id,
+                         what=f"webhook delivery {delivery_id} (+{more} more)",
+                         fallback="the sweeper will send them"):
+            return  # the broker is likely down and each try may block
 
 
 def _deliveries_create(*, event: Event, endpoint_ids: list[str]) -> list[WebhookDelivery]:

@@ -208,7 +208,8 @@ class CieloDialect(Dialect):
             {"PaymentId": c.reference, "ReceivedDate": iso(c.created_at)} for c in ordered]})
 
     # -- payouts and deposits --------------------------------------------------------------------
-    def _movement_create(self, request: Request, book: Book, kind: str) -> Mutation:
+    def movement_request(self, request: Request, book: Book, kind: str
+                         ) -> tuple[str, int, str, str]:
         data = request.json()
         order_field = "MerchantPayoutId" if kind == "payout" else "MerchantDepositId"
         target_field = "Destination" if kind == "payout" else "Method"
@@ -217,29 +218,10 @@ class CieloDialect(Dialect):
         currency = require_currency(data.get("Currency", "BRL"), "Currency")
         target = require_str(data, target_field)
 
-        def apply(draws: Draws) -> Result:
-            return book.movement_create(kind=kind, reference=book.new_uuid(), order_id=order_id,
-                                        amount=amount, currency=currency, target=target)
+        return order_id, amount, currency, target
 
-        return Mutation(kind, apply, lambda result: Reply.json(201, _movement(result.movement)))
-
-    def payout(self, request: Request, book: Book) -> Mutation:
-        return self._movement_create(request, book, "payout")
-
-    def deposit(self, request: Request, book: Book) -> Mutation:
-        return self._movement_create(request, book, "deposit")
-
-    def _movement_get(self, request: Request, book: Book, kind: str) -> Reply:
-        movement = book.movement(kind, request.params["ref"])
-        if movement is None:
-            return self.error("not_found", f"No {kind} with this id.")
-        return Reply.json(200, _movement(movement))
-
-    def get_payout(self, request: Request, book: Book) -> Reply:
-        return self._movement_get(request, book, "payout")
-
-    def get_deposit(self, request: Request, book: Book) -> Reply:
-        return self._movement_get(request, book, "deposit")
+    def movement_body(self, movement: Movement) -> dict[str, Any]:
+        return _movement(movement)
 
     # -- webhooks and settlement -------------------------------------------------------------
     def webhook_payload(self, event: SimEvent, book: Book) -> dict[str, Any]:

@@ -107,6 +107,7 @@ def request_signature(secret: str, timestamp: str, method: str, raw_path: str,
 
 class GetnetDialect(Dialect):
     code = "getnet"
+    movement_created_status = 200
     idempotency_header = "Idempotency-Key"
     route_table = routes(
         ("POST", r"/auth/oauth/v2/token", "token"),
@@ -278,7 +279,8 @@ class GetnetDialect(Dialect):
                                 "total": len(ordered)})
 
     # -- payouts and deposits --------------------------------------------------------------------
-    def _movement_create(self, request: Request, book: Book, kind: str) -> Mutation:
+    def movement_request(self, request: Request, book: Book, kind: str
+                         ) -> tuple[str, int, str, str]:
         data = request.json()
         self._seller(data, book)
         raw_amount = data.get("amount")
@@ -294,29 +296,10 @@ class GetnetDialect(Dialect):
         else:
             target = require_str(data, "method")
 
-        def apply(draws: Draws) -> Result:
-            return book.movement_create(kind=kind, reference=book.new_uuid(), order_id=order_id,
-                                        amount=amount, currency=currency, target=target)
+        return order_id, amount, currency, target
 
-        return Mutation(kind, apply, lambda result: Reply.json(200, _movement(result.movement)))
-
-    def payout(self, request: Request, book: Book) -> Mutation:
-        return self._movement_create(request, book, "payout")
-
-    def deposit(self, request: Request, book: Book) -> Mutation:
-        return self._movement_create(request, book, "deposit")
-
-    def _movement_get(self, request: Request, book: Book, kind: str) -> Reply:
-        movement = book.movement(kind, request.params["ref"])
-        if movement is None:
-            return self.error("not_found", f"No {kind} with this id.")
-        return Reply.json(200, _movement(movement))
-
-    def get_payout(self, request: Request, book: Book) -> Reply:
-        return self._movement_get(request, book, "payout")
-
-    def get_deposit(self, request: Request, book: Book) -> Reply:
-        return self._movement_get(request, book, "deposit")
+    def movement_body(self, movement: Movement) -> dict[str, Any]:
+        return _movement(movement)
 
     # -- webhooks and settlement -------------------------------------------------------------
     def webhook_payload(self, event: SimEvent, book: Book) -> dict[str, Any]:

@@ -214,36 +214,18 @@ class RedeDialect(Dialect):
         return Reply.json(200, _transaction(pick_charge_for_order(charges)))
 
     # -- payouts and deposits --------------------------------------------------------------------
-    def _movement_create(self, request: Request, book: Book, kind: str) -> Mutation:
+    def movement_request(self, request: Request, book: Book, kind: str
+                         ) -> tuple[str, int, str, str]:
         data = request.json()
         order_id = require_str(data, "reference")
         currency = require_currency(data.get("currency", "BRL"))
         amount = decimal_to_minor(data.get("amount"), currency, "amount")
         target = require_str(data, "bankAccount" if kind == "payout" else "method")
 
-        def apply(draws: Draws) -> Result:
-            return book.movement_create(kind=kind, reference=book.new_uuid(), order_id=order_id,
-                                        amount=amount, currency=currency, target=target)
+        return order_id, amount, currency, target
 
-        return Mutation(kind, apply, lambda result: Reply.json(201, _movement(result.movement)))
-
-    def payout(self, request: Request, book: Book) -> Mutation:
-        return self._movement_create(request, book, "payout")
-
-    def deposit(self, request: Request, book: Book) -> Mutation:
-        return self._movement_create(request, book, "deposit")
-
-    def _movement_get(self, request: Request, book: Book, kind: str) -> Reply:
-        movement = book.movement(kind, request.params["ref"])
-        if movement is None:
-            return self.error("not_found", f"No {kind} with this id.")
-        return Reply.json(200, _movement(movement))
-
-    def get_payout(self, request: Request, book: Book) -> Reply:
-        return self._movement_get(request, book, "payout")
-
-    def get_deposit(self, request: Request, book: Book) -> Reply:
-        return self._movement_get(request, book, "deposit")
+    def movement_body(self, movement: Movement) -> dict[str, Any]:
+        return _movement(movement)
 
     # -- webhooks and settlement -------------------------------------------------------------
     def webhook_payload(self, event: SimEvent, book: Book) -> dict[str, Any]:

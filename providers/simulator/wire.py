@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from core.money import exponent
-from providers.simulator.engine import Apply, Book, Charge, Result, SimEvent
+from providers.simulator.engine import Apply, Book, Charge, Draws, Movement, Result, SimEvent
 
 
 class BadRequest(Exception):
@@ -114,6 +114,46 @@ class Dialect:
 
     def settlement_csv(self, book: Book, day: date) -> str:
         raise NotImplementedError
+
+    # -- payouts and deposits: each dialect reads its request fields and writes its body ------
+    movement_created_status: int = 201
+
+    def movement_request(self, request: Request, book: Book, kind: str
+                         ) -> tuple[str, int, str, str]:
+        """(order id, amount, currency, target) of a payout or deposit request; raises
+        BadRequest. The target is the destination token of a payout, the method of a deposit."""
+        raise NotImplementedError
+
+    def movement_body(self, movement: Movement) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _movement_create(self, request: Request, book: Book, kind: str) -> Mutation:
+        order_id, amount, currency, target = self.movement_request(request, book, kind)
+
+        def apply(draws: Draws) -> Result:
+            return book.movement_create(kind=kind, reference=book.new_uuid(), order_id=order_id,
+                                        amount=amount, currency=currency, target=target)
+
+        return Mutation(kind, apply, lambda result: Reply.json(
+            self.movement_created_status, self.movement_body(result.movement)))
+
+    def payout(self, request: Request, book: Book) -> Mutation:
+        return self._movement_create(request, book, "payout")
+
+    def deposit(self, request: Request, book: Book) -> Mutation:
+        return self._movement_create(request, book, "deposit")
+
+    def _movement_get(self, request: Request, book: Book, kind: str) -> Reply:
+        movement = book.movement(kind, request.params["ref"])
+        if movement is None:
+            return self.error("not_found", f"No {kind} with this id.")
+        return Reply.json(200, self.movement_body(movement))
+
+    def get_payout(self, request: Request, book: Book) -> Reply:
+        return self._movement_get(request, book, "payout")
+
+    def get_deposit(self, request: Request, book: Book) -> Reply:
+        return self._movement_get(request, book, "deposit")
 
     def failure(self, result: Result) -> Reply:
         """The non-ok kinds every dialect answers the same way (in its own error format)."""
