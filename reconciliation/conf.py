@@ -32,6 +32,19 @@ _SPEC: dict[str, tuple[Any, Any]] = {
     "RECON_IDEMPOTENCY_REAP_CRONTAB": ("15 * * * *", str),
     "RECON_WEBHOOKS_SWEEP_INTERVAL_SECONDS": (30, int),
     "RECON_JOBRUN_RETENTION_DAYS": (90, int),
+    # The bank leg (reconciliation/bank.py). A provider pays a settlement file's net within this
+    # many days of the file's date, and a payout leaves the bank within this many days of its
+    # creation; past that, a statement covering the day without the money opens a break.
+    "RECON_BANK_DEPOSIT_WINDOW_DAYS": (5, int),
+    "RECON_BANK_PAYOUT_WINDOW_DAYS": (3, int),
+    # How each provider appears in bank counterparty names / remittance text, besides its code:
+    # "cielo=CIELO SA|CIELO PAGAMENTOS;rede=REDECARD".
+    "RECON_BANK_PROVIDER_NAMES": ({}, lambda raw: {
+        code.strip(): tuple(n.strip() for n in names.split("|") if n.strip())
+        for code, _, names in (part.partition("=") for part in raw.split(";") if part.strip())}),
+    # The bank account's mode: live money reconciles only live payouts and live providers'
+    # settlements; a test statement (development, demo, tests) only test ones. Never both.
+    "RECON_BANK_LIVEMODE": (True, lambda raw: raw.strip().lower() in ("1", "true", "yes")),
 }
 
 

@@ -195,6 +195,15 @@ class BreakType(models.TextChoices):
     PROVIDER_CONFLICT = "provider_conflict"
     # A provider reference or event that collides with one we already hold for another object.
     REFERENCE_COLLISION = "reference_collision"
+    # The bank leg (reconciliation/bank.py): a bank statement against provider settlement
+    # deposits and our payouts. docs/OPERATIONS.md ("Bank statements") says how to work each.
+    BANK_UNMATCHED_CREDIT = "bank_unmatched_credit"
+    BANK_UNMATCHED_DEBIT = "bank_unmatched_debit"
+    BANK_DEPOSIT_MISSING = "bank_deposit_missing"
+    BANK_PAYOUT_MISSING = "bank_payout_missing"
+    BANK_AMOUNT_MISMATCH = "bank_amount_mismatch"
+    BANK_CURRENCY_MISMATCH = "bank_currency_mismatch"
+    BANK_STATUS_MISMATCH = "bank_status_mismatch"
 
 
 class BreakStatus(models.TextChoices):
@@ -270,3 +279,105 @@ class BreakAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reconciliation_break_id} → {self.action}"
+
+
+# -- the bank leg ----------------------------------------------------------------------------
+class BankStatementFormat(models.TextChoices):
+    CAMT053 = "camt053", "ISO 20022 camt.053"
+    CSV = "csv", "CSV"
+
+
+class BankStatement(models.Model):
+    """One bank statement exactly as imported (its bytes in `raw`): account, period and the
+    balances its lines were proven to add up to. One row per account and statement id; the
+    same bytes again change nothing, other bytes under the same id are refused."""
+
+    id = PublicIdField(prefix="bst")
+    account = models.CharField(max_length=64, help_text="IBAN or the bank's account id.")
+    statement_id = models.CharField(max_length=128)
+    format = models.CharField(max_length=16, choices=BankStatementFormat.choices)
+    currency = models.CharField(max_length=3)
+    opening_balance = models.BigIntegerField(help_text="Minor units; negative when overdrawn.")
+    closing_balance = models.BigIntegerField()
+    from_date = models.DateField(help_text="First day the statement covers.")
+    to_date = models.DateField(help_text="Last day the statement covers.")
+    checksum = models.CharField(max_length=64, help_text="SHA-256 of the raw bytes.")
+    size_bytes = models.PositiveIntegerField(default=0)
+    line_count = models.PositiveIntegerField(default=0)
+    raw = models.BinaryField()
+    imported_by = models.CharField(max_length=150, blank=True, default="",
+                                   help_text="Staff username, or empty for the command line.")
+    imported_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "statement_id"],
+                                    name="bank_statement_unique"),
+            models.CheckConstraint(condition=Q(format__in=BankStatementFormat.values),
+                                   name="bank_statement_format_known"),
+            models.CheckConstraint(condition=Q(from_date__lte=models.F("to_date")),
+                                   name="bank_statement_period"),
+        ]
+        indexes = [models.Index(fields=["currency", "to_date"], name="bank_statement_cover")]
+
+    def __str__(self) -> str:
+        return f"{self.account} {self.statement_id} ({self.id})"
+
+
+class BankDirection(models.TextChoices):
+    CREDIT = "credit"  # money in: a provider's settlement deposit
+    DEBIT = "debit"  # money out: one of our payouts
+
+
+class BankMatch(models.TextChoices):
+    MATCHED = "matched"
+    MISMATCHED = "mismatched"  # the other side found, but amount / currency / status disagree
+    UNMATCHED = "unmatched"
+
+
+class BankLine(models.Model):
+    """One booked entry of a statement. A credit matches a provider's settlement deposit (one
+    settlement file's net payout in one currency), a debit one of our payouts."""
+
+    statement = models.ForeignKey(BankStatement, on_delete=models.PROTECT, related_name="lines")
+    line_number = models.PositiveIntegerField()
+    booking_date = models.DateField()
+    value_date = models.DateField(null=True, blank=True)
+    direction = models.CharField(max_length=8, choices=BankDirection.choices)
+    amount = models.BigIntegerField(help_text="Positive minor units; `direction` gives the way.")
+    currency = models.CharField(max_length=3)
+    bank_reference = models.CharField(max_length=128, blank=True, default="")
+    end_to_end_id = models.CharField(max_length=128, blank=True, default="")
+    counterparty = models.CharField(max_length=200, blank=True, default="")
+    remittance_info = models.CharField(max_length=500, blank=True, default="")
+    status = models.CharField(max_length=16, choices=BankMatch.choices)
+    settlement_file = models.ForeignKey(SettlementFile, on_delete=models.PROTECT, null=True,
+                                        blank=True, related_name="bank_lines")
+    payout_id = models.CharField(max_length=40, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["statement", "line_number"],
+                                    name="bank_line_unique"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="bank_line_amount_positive"),
+            models.CheckConstraint(condition=Q(direction__in=BankDirection.values),
+                                   name="bank_line_direction_known"),
+            models.CheckConstraint(condition=Q(status__in=BankMatch.values),
+                                   name="bank_line_status_known"),
+            # One bank line pays one deposit or one payout, even across overlapping statements.
+            models.UniqueConstraint(fields=["settlement_file", "currency"],
+                                    condition=Q(status="matched", settlement_file__isnull=False),
+                                    name="bank_line_one_per_deposit"),
+            models.UniqueConstraint(fields=["payout_id"],
+                                    condition=Q(status="matched") & ~Q(payout_id=""),
+                                    name="bank_line_one_per_payout"),
+        ]
+        indexes = [
+            models.Index(fields=["payout_id"], name="bank_line_payout",
+                         condition=~Q(payout_id="")),
+            models.Index(fields=["status", "direction"], name="bank_line_open",
+                         condition=~Q(status="matched")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.statement_id}:{self.line_number} {self.direction} {self.amount}"
