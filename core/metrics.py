@@ -1,5 +1,6 @@
 """Prometheus metrics at `/metrics`: counters and histograms updated where things happen, and
-gauges read from the database at scrape time (so every web process reports the same truth).
+gauges each app registers (`gauge_register`) read from the database at scrape time (so every web
+process reports the same truth).
 
 Protected by `METRICS_TOKEN` (`Authorization: Bearer <token>`), required in production. Under
 gunicorn with several workers set `PROMETHEUS_MULTIPROC_DIR` so counters are summed across
@@ -11,10 +12,12 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
+from django.db.models import DurationField, ExpressionWrapper, Min, QuerySet
+from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -49,106 +52,65 @@ RATE_LIMIT_FAIL_OPEN = Counter("clearhouse_rate_limiter_fail_open_total",
 RATE_LIMITED = Counter("clearhouse_rate_limited_total", "Requests answered 429", ["kind"])
 
 
-_OLDEST_WORK = {
-    "providers": "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) "
-                 "FROM payments_paymentattempt WHERE status = 'requested'",
-    "inbound": "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(received_at)), 0) "
-               "FROM webhooks_providerevent WHERE status = 'pending'",
-    "webhooks": "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)), 0) "
-                "FROM webhooks_webhookdelivery WHERE status = 'pending' "
-                "AND next_attempt_at <= now()",
-}
+@dataclass
+class _Gauge:
+    documentation: str
+    labels: list[str]
+    reads: list[Callable[[], Iterable[tuple[Sequence[str], float]]]] = field(
+        default_factory=list)
 
 
-def _rows(sql: str) -> list[tuple]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchall()
+_GAUGES: dict[str, _Gauge] = {}
+
+
+def gauge_register(name: str, documentation: str, labels: Sequence[str],
+                   read: Callable[[], Iterable[tuple[Sequence[str], float]]]) -> None:
+    """Have `/metrics` report `read()`'s (label values, value) pairs at scrape time. Apps
+    register from `AppConfig.ready`, each reading its own tables through its selectors (core
+    reads no app's tables); several apps may feed one gauge with different label values."""
+    gauge = _GAUGES.setdefault(name, _Gauge(documentation, list(labels)))
+    if read not in gauge.reads:
+        gauge.reads.append(read)
+
+
+def oldest_age_seconds(rows: QuerySet, column: str) -> float:
+    """Seconds from the oldest `column` among `rows` to the database's now (0 with no rows)."""
+    age = rows.aggregate(age=ExpressionWrapper(Now() - Min(column),
+                                               output_field=DurationField()))["age"]
+    return age.total_seconds() if age is not None else 0.0
+
+
+def oldest_work_register(queue: str, read_seconds: Callable[[], float]) -> None:
+    """Report the age of the oldest work item `queue` exists for (`read_seconds()`)."""
+    gauge_register("clearhouse_queue_oldest_work_age_seconds",
+                   "Age of the oldest work item each queue exists for (attempts not yet sent, "
+                   "notices not yet applied, deliveries past due)", ["queue"],
+                   lambda: [((queue,), read_seconds())])
+
+
+def _queue_depths() -> Iterator[tuple[Sequence[str], float]]:
+    for name, count in queue_depths().items():
+        if count is not None:
+            yield [name], count
+
+
+gauge_register("clearhouse_queue_depth", "Task messages waiting per queue", ["queue"],
+               _queue_depths)
 
 
 class DatabaseCollector(Collector):
-    """Gauges computed from PostgreSQL at scrape time; each query is an index-backed aggregate."""
+    """Gauges computed at scrape time from what the apps registered (index-backed reads)."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            yield from self._collect()
-        except Exception:  # a scrape must never break because one table is missing or slow
-            logger.exception("metrics: database collector failed")
-
-    def _collect(self) -> Iterator[GaugeMetricFamily]:
-        payments = GaugeMetricFamily("clearhouse_payments", "Payments by status and provider",
-                                     labels=["status", "provider"])
-        for status, provider, count in _rows(
-                "SELECT status, provider, count(*) FROM payments_payment GROUP BY 1, 2"):
-            payments.add_metric([status, provider or "none"], count)
-        yield payments
-        awaiting = GaugeMetricFamily("clearhouse_payments_awaiting_reconciliation",
-                                     "Payments authorization_requested with an unknown answer")
-        awaiting.add_metric([], _rows(
-            "SELECT count(DISTINCT payment_id) FROM payments_paymentattempt "
-            "WHERE status = 'unknown'")[0][0])
-        yield awaiting
-        breaker = GaugeMetricFamily("clearhouse_provider_breaker_open",
-                                    "1 when the provider's circuit breaker is not closed",
-                                    labels=["provider", "state"])
-        for provider, state in _rows("SELECT provider, state FROM providers_providerbreaker"):
-            breaker.add_metric([provider, state], 0 if state == "closed" else 1)
-        yield breaker
-        queue = GaugeMetricFamily("clearhouse_webhook_queue", "Pending outbound deliveries",
-                                  labels=["measure"])
-        pending, oldest = _rows(
-            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) "
-            "FROM webhooks_webhookdelivery WHERE status = 'pending'")[0]
-        queue.add_metric(["count"], pending)
-        queue.add_metric(["oldest_age_seconds"], float(oldest))
-        yield queue
-        inbox = GaugeMetricFamily("clearhouse_provider_inbox", "Inbound provider events",
-                                  labels=["status"])
-        for status, count in _rows(
-                "SELECT status, count(*) FROM webhooks_providerevent "
-                "WHERE status <> 'processed' GROUP BY 1"):
-            inbox.add_metric([status], count)
-        yield inbox
-        age = GaugeMetricFamily(
-            "clearhouse_queue_oldest_work_age_seconds",
-            "Age of the oldest work item each queue exists for (attempts not yet sent, notices "
-            "not yet applied, deliveries past due)", labels=["queue"])
-        for name, sql in _OLDEST_WORK.items():
-            age.add_metric([name], float(_rows(sql)[0][0]))
-        yield age
-        depth = GaugeMetricFamily("clearhouse_queue_depth", "Task messages waiting per queue",
-                                  labels=["queue"])
-        for name, count in queue_depths().items():
-            if count is not None:
-                depth.add_metric([name], count)
-        yield depth
-        yield from _reconciliation_gauges()
-
-
-def _reconciliation_gauges() -> Iterator[GaugeMetricFamily]:
-    tables = {row[0] for row in _rows(
-        "SELECT tablename FROM pg_tables WHERE tablename IN "
-        "('reconciliation_reconciliationbreak', 'reconciliation_jobrun')")}
-    if "reconciliation_reconciliationbreak" in tables:
-        breaks = GaugeMetricFamily("clearhouse_reconciliation_breaks_open",
-                                   "Open reconciliation breaks by type", labels=["type"])
-        for kind, count in _rows("SELECT type, count(*) FROM reconciliation_reconciliationbreak"
-                                 " WHERE status = 'open' GROUP BY 1"):
-            breaks.add_metric([kind], count)
-        yield breaks
-    if "reconciliation_jobrun" in tables:
-        runs = GaugeMetricFamily("clearhouse_job_last_run",
-                                 "The latest run of each scheduled job",
-                                 labels=["job", "measure"])
-        for job, examined, fixed, broken, failed, age in _rows(
-                "SELECT DISTINCT ON (job) job, examined, fixed, broken, "
-                "(error <> '')::int, EXTRACT(EPOCH FROM now() - started_at) "
-                "FROM reconciliation_jobrun ORDER BY job, started_at DESC"):
-            for measure, value in (("examined", examined), ("fixed", fixed),
-                                   ("broken", broken), ("failed", failed),
-                                   ("age_seconds", float(age))):
-                runs.add_metric([job, measure], value)
-        yield runs
+        for name, gauge in _GAUGES.items():
+            family = GaugeMetricFamily(name, gauge.documentation, labels=gauge.labels)
+            for read in gauge.reads:
+                try:
+                    for labels, value in read():
+                        family.add_metric(list(labels), value)
+                except Exception:  # a scrape must never break because one table is missing
+                    logger.exception("metrics: reading %s failed", name)
+            yield family
 
 
 _DATABASE_COLLECTOR = DatabaseCollector()

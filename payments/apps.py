@@ -12,3 +12,18 @@ class PaymentsConfig(AppConfig):
         from webhooks.inbound import register_event_applier
 
         register_event_applier(("payment", "refund", "dispute"), provider_event_apply)
+        _register_gauges()
+
+
+def _register_gauges() -> None:
+    from core.metrics import gauge_register, oldest_work_register
+    from payments import selectors
+
+    gauge_register("clearhouse_payments", "Payments by status and provider",
+                   ["status", "provider"],
+                   lambda: [((status, provider or "none"), count)
+                            for status, provider, count in selectors.payment_counts()])
+    gauge_register("clearhouse_payments_awaiting_reconciliation",
+                   "Payments authorization_requested with an unknown answer", [],
+                   lambda: [((), selectors.payments_with_unknown_answer_count())])
+    oldest_work_register("providers", selectors.oldest_unsent_attempt_seconds)

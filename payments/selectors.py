@@ -4,12 +4,24 @@ every app reads (`refundable_amount`)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 
 from core.errors import NotFound
+from core.metrics import oldest_age_seconds
 from core.models import Merchant
-from payments.models import Dispute, Payment, Refund, RefundStatus
+from payments.models import (
+    ACTION_STATUSES,
+    AttemptKind,
+    AttemptStatus,
+    Dispute,
+    Payment,
+    PaymentAttempt,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+)
 
 
 def payment_get(*, merchant: Merchant, payment_id: str) -> Payment:
@@ -82,3 +94,121 @@ def refundable_amount(payment: Payment) -> int:
     """What a refund may still take: captured, less disputes and pending or succeeded refunds.
     `refund_create` reads it under the payment's row lock and decides; pages only show it."""
     return max(0, payment.amount_captured - payment.amount_disputed - refunds_reserved(payment))
+
+
+# -- for /metrics ----------------------------------------------------------------------------
+def payment_counts() -> list[tuple[str, str, int]]:
+    """(status, provider, count) over every payment."""
+    return list(Payment.objects.order_by().values("status", "provider")
+                .annotate(count=Count("id")).values_list("status", "provider", "count"))
+
+
+def payments_with_unknown_answer_count() -> int:
+    """Payments with an attempt whose answer was lost (only a status lookup may resolve it)."""
+    return (PaymentAttempt.objects.filter(status=AttemptStatus.UNKNOWN).order_by()
+            .values("payment_id").distinct().count())
+
+
+def oldest_unsent_attempt_seconds() -> float:
+    """Age of the oldest attempt still `requested` (committed, answer not yet recorded)."""
+    return oldest_age_seconds(PaymentAttempt.objects.filter(status=AttemptStatus.REQUESTED),
+                              "created_at")
+
+
+# -- for reconciliation (the janitor and settlement matching) ---------------------------------
+PAYMENT_FIELDS = ("id", "merchant_id", "status", "currency", "amount", "amount_captured",
+                  "amount_refunded", "provider", "provider_reference")
+REFUND_FIELDS = ("id", "payment_id", "status", "currency", "amount", "provider_reference",
+                 "payment__provider", "payment__provider_reference")
+
+
+def _awaiting_answer(rows: QuerySet, kind: str, owner: str, *, requested_before: datetime
+                     ) -> QuerySet:
+    """`rows` whose latest `kind` attempt has no answer: `unknown`, or `requested` before the
+    cutoff; as (pk, attempt id, attempt created_at, attempt status), oldest first."""
+    latest = (PaymentAttempt.objects.filter(kind=kind, **{owner: OuterRef("pk")})
+              .order_by("-created_at", "-id"))
+    return (rows.annotate(attempt_id=Subquery(latest.values("id")[:1]),
+                          attempt_status=Subquery(latest.values("status")[:1]),
+                          attempt_created_at=Subquery(latest.values("created_at")[:1]))
+            .filter(Q(attempt_status=AttemptStatus.UNKNOWN)
+                    | Q(attempt_status=AttemptStatus.REQUESTED,
+                        attempt_created_at__lt=requested_before))
+            .order_by("attempt_created_at")
+            .values_list("pk", "attempt_id", "attempt_created_at", "attempt_status"))
+
+
+def payments_awaiting_answer(*, requested_before: datetime) -> QuerySet:
+    """Payments still waiting for an authorization answer (see `_awaiting_answer`)."""
+    return _awaiting_answer(Payment.objects.filter(status=PaymentStatus.AUTHORIZATION_REQUESTED),
+                            AttemptKind.AUTHORIZE, "payment", requested_before=requested_before)
+
+
+def refunds_awaiting_answer(*, requested_before: datetime) -> QuerySet:
+    """Pending refunds still waiting for the provider's answer (see `_awaiting_answer`)."""
+    return _awaiting_answer(Refund.objects.filter(status=RefundStatus.PENDING),
+                            AttemptKind.REFUND, "refund", requested_before=requested_before)
+
+
+def operations_awaiting_answer(*, requested_before: datetime) -> QuerySet:
+    """The latest capture or void attempt of an authorized payment without an answer
+    (`unknown`, or `requested` before the cutoff): (attempt id, attempt id, created_at,
+    status), oldest first."""
+    later = PaymentAttempt.objects.filter(
+        payment=OuterRef("payment"), kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID],
+        created_at__gt=OuterRef("created_at"))
+    return (PaymentAttempt.objects
+            .filter(kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID],
+                    payment__status=PaymentStatus.AUTHORIZED)
+            .filter(Q(status=AttemptStatus.UNKNOWN)
+                    | Q(status=AttemptStatus.REQUESTED, created_at__lt=requested_before))
+            .filter(~Exists(later))
+            .order_by("created_at")
+            .values_list("pk", "pk", "created_at", "status"))
+
+
+def captures_unsettled(*, provider: str, captured_before: datetime) -> QuerySet[Payment]:
+    """Payments of `provider` with captured funds not yet settled, captured before the cutoff,
+    annotated with `captured_at` (when the approving authorize or capture attempt completed)."""
+    captured_at = (PaymentAttempt.objects
+                   .filter(payment=OuterRef("pk"), status=AttemptStatus.APPROVED,
+                           kind__in=[AttemptKind.AUTHORIZE, AttemptKind.CAPTURE])
+                   .order_by("-completed_at").values("completed_at")[:1])
+    return (Payment.objects
+            .filter(provider=provider,
+                    status__in=sorted(ACTION_STATUSES["settle"] - {PaymentStatus.SETTLED}))
+            .annotate(captured_at=Subquery(captured_at))
+            .filter(captured_at__lt=captured_before))
+
+
+def latest_authorize_attempt(*, payment_id: str) -> PaymentAttempt | None:
+    return (PaymentAttempt.objects.select_related("payment")
+            .filter(payment_id=payment_id, kind=AttemptKind.AUTHORIZE)
+            .order_by("-created_at", "-id").first())
+
+
+def operation_attempt(*, attempt_id: str) -> PaymentAttempt | None:
+    """A capture or void attempt with its payment."""
+    return (PaymentAttempt.objects.select_related("payment")
+            .filter(pk=attempt_id, kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID]).first())
+
+
+def latest_refund_attempt(*, refund_id: str) -> PaymentAttempt | None:
+    return (PaymentAttempt.objects.select_related("refund", "payment__merchant")
+            .filter(refund_id=refund_id, kind=AttemptKind.REFUND)
+            .order_by("-created_at", "-id").first())
+
+
+def pending_refunds_total(*, payment_id: str) -> int:
+    """The sum of a payment's pending refunds (a fully refunded charge at the provider proves
+    they all went through only when succeeded + pending is exactly what was captured)."""
+    rows = Refund.objects.filter(payment_id=payment_id, status=RefundStatus.PENDING)
+    return sum(rows.values_list("amount", flat=True))
+
+
+def payment_snapshot(*, payment_id: str) -> dict[str, Any] | None:
+    return Payment.objects.filter(pk=payment_id).values(*PAYMENT_FIELDS).first()
+
+
+def refund_snapshot(*, refund_id: str) -> dict[str, Any] | None:
+    return Refund.objects.filter(pk=refund_id).values(*REFUND_FIELDS).first()

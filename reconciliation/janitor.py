@@ -23,11 +23,12 @@ from typing import Any
 
 from django.utils import timezone
 
+from payments import selectors as payment_reads
 from payments import services as payments
 from payments.models import AttemptStatus, PaymentStatus, RefundStatus
 from providers.base import Outcome, ProviderResult, ProviderStatus, RetrieveRequest
 from providers.calls import provider_call
-from reconciliation import selectors, services
+from reconciliation import services
 from reconciliation.conf import setting
 from reconciliation.models import BreakType, CheckObjectType, ReconciliationCheck
 from wallet import services as wallet
@@ -76,7 +77,7 @@ def next_check_at(*, stuck_since: datetime, now: datetime) -> datetime | None:
 
 # -- one check -------------------------------------------------------------------------------
 def _check_payment(payment_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
-    attempt = selectors.latest_authorize_attempt(payment_id=payment_id)
+    attempt = payment_reads.latest_authorize_attempt(payment_id=payment_id)
     if attempt is None or attempt.payment.status != PaymentStatus.AUTHORIZATION_REQUESTED:
         return CheckOutcome("already_answered", answered=True), ""
     if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
@@ -91,7 +92,7 @@ def _check_payment(payment_id: str, grace: timedelta) -> tuple[CheckOutcome, str
         # The provider never saw it: its task was lost before the call. Send it now with the
         # attempt's own idempotency key; a concurrent late task re-sends the same key.
         payments.payment_authorization_execute(attempt_id=attempt.id)
-    status = selectors.payment_snapshot(payment_id=payment_id)["status"]
+    status = payment_reads.payment_snapshot(payment_id=payment_id)["status"]
     label = f"sent:{status}" if sent else f"{said}:{status}"
     return CheckOutcome(label, answered=status != PaymentStatus.AUTHORIZATION_REQUESTED
                         ), attempt.id
@@ -101,11 +102,11 @@ def _refund_answer(refund_id: str, attempt_status: str) -> ProviderResult | None
     """Ask the provider about the refund's charge. Its lookup reports the charge, not each
     refund, so only a fully refunded charge that our pending refunds exactly complete proves
     this refund happened; anything else is not definite and waits for the next check."""
-    refund = selectors.refund_snapshot(refund_id=refund_id)
-    payment = selectors.payment_snapshot(payment_id=refund["payment_id"])
+    refund = payment_reads.refund_snapshot(refund_id=refund_id)
+    payment = payment_reads.payment_snapshot(payment_id=refund["payment_id"])
     found = provider_call(payment["provider"], "retrieve", RetrieveRequest(
         provider_reference=payment["provider_reference"], merchant_reference=payment["id"]))
-    pending = selectors.pending_refunds_total(payment_id=payment["id"])
+    pending = payment_reads.pending_refunds_total(payment_id=payment["id"])
     if (found.status == ProviderStatus.REFUNDED
             and payment["amount_refunded"] + pending == payment["amount_captured"]):
         return ProviderResult(outcome=Outcome.APPROVED, status=found.status,
@@ -117,7 +118,7 @@ def _refund_answer(refund_id: str, attempt_status: str) -> ProviderResult | None
 
 
 def _check_refund(refund_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
-    attempt = selectors.latest_refund_attempt(refund_id=refund_id)
+    attempt = payment_reads.latest_refund_attempt(refund_id=refund_id)
     if attempt is None or attempt.refund.status != RefundStatus.PENDING:
         return CheckOutcome("already_answered", answered=True), ""
     if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
@@ -145,7 +146,7 @@ def _check_refund(refund_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
 def _check_operation(attempt_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
     """A capture or void of an authorized payment: record it if the charge shows it done, send
     it again (same key) if the charge is still only authorized, else wait for the next slot."""
-    attempt = selectors.operation_attempt(attempt_id=attempt_id)
+    attempt = payment_reads.operation_attempt(attempt_id=attempt_id)
     open_statuses = (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN)
     if (attempt is None or attempt.status not in open_statuses
             or attempt.payment.status != PaymentStatus.AUTHORIZED):
@@ -191,15 +192,15 @@ def _break_for(check: ReconciliationCheck, outcome: CheckOutcome) -> services.Br
     label = outcome.label
     payment_id = refund_id = ""
     if check.object_type == CheckObjectType.PAYMENT:
-        ours = selectors.payment_snapshot(payment_id=check.object_id) or {}
+        ours = payment_reads.payment_snapshot(payment_id=check.object_id) or {}
         payment_id = check.object_id
     elif check.object_type == CheckObjectType.REFUND:
-        ours = selectors.refund_snapshot(refund_id=check.object_id) or {}
+        ours = payment_reads.refund_snapshot(refund_id=check.object_id) or {}
         payment_id, refund_id = ours.get("payment_id", ""), check.object_id
     elif check.object_type == CheckObjectType.CAPTURE_OR_VOID:
-        attempt = selectors.operation_attempt(attempt_id=check.object_id)
+        attempt = payment_reads.operation_attempt(attempt_id=check.object_id)
         payment_id = attempt.payment_id if attempt is not None else ""
-        ours = {**(selectors.payment_snapshot(payment_id=payment_id) or {}),
+        ours = {**(payment_reads.payment_snapshot(payment_id=payment_id) or {}),
                 "operation": attempt.kind if attempt is not None else ""}
     else:
         ours = outcome.ours or {"id": check.object_id}

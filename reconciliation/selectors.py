@@ -14,21 +14,28 @@ from typing import Any
 
 import psycopg
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import (
+    Count,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    QuerySet,
+)
+from django.db.models.functions import Now
 
+from payments import selectors as payment_reads
 from payments.models import (
     ACTION_STATUSES,
-    AttemptKind,
-    AttemptStatus,
     Payment,
-    PaymentAttempt,
-    PaymentStatus,
     Refund,
-    RefundStatus,
 )
 from reconciliation.models import (
+    BreakStatus,
     BreakType,
     CheckObjectType,
+    JobRun,
     LineType,
     ReconciliationBreak,
     ReconciliationCheck,
@@ -38,34 +45,17 @@ from reconciliation.models import (
 from wallet import selectors as wallet
 from wallet.models import Deposit, Payout
 
-PAYMENT_FIELDS = ("id", "merchant_id", "status", "currency", "amount", "amount_captured",
-                  "amount_refunded", "provider", "provider_reference")
-REFUND_FIELDS = ("id", "payment_id", "status", "currency", "amount", "provider_reference",
-                 "payment__provider", "payment__provider_reference")
+PAYMENT_FIELDS, REFUND_FIELDS = payment_reads.PAYMENT_FIELDS, payment_reads.REFUND_FIELDS
 # A capture line may settle a payment in any of these; the others have no captured funds.
 SETTLEABLE = ACTION_STATUSES["settle"]
 
 
 # -- the janitor -----------------------------------------------------------------------------
-def _latest_attempt(kind: str, owner: str) -> QuerySet[PaymentAttempt]:
-    return (PaymentAttempt.objects.filter(kind=kind, **{owner: OuterRef("pk")})
-            .order_by("-created_at", "-id"))
-
-
-def _stuck(rows: QuerySet, kind: str, owner: str, object_type: str, *, requested_before: datetime
-           ) -> QuerySet:
-    latest = _latest_attempt(kind, owner)
+def _unchecked(rows: QuerySet, object_type: str, *, limit: int
+               ) -> list[tuple[str, str, datetime, str]]:
     checked = ReconciliationCheck.objects.filter(object_type=object_type,
                                                  object_id=OuterRef("pk"))
-    return (rows.annotate(attempt_id=Subquery(latest.values("id")[:1]),
-                          attempt_status=Subquery(latest.values("status")[:1]),
-                          attempt_created_at=Subquery(latest.values("created_at")[:1]))
-            .filter(Q(attempt_status=AttemptStatus.UNKNOWN)
-                    | Q(attempt_status=AttemptStatus.REQUESTED,
-                        attempt_created_at__lt=requested_before))
-            .filter(~Exists(checked))
-            .order_by("attempt_created_at")
-            .values_list("pk", "attempt_id", "attempt_created_at", "attempt_status"))
+    return list(rows.filter(~Exists(checked))[:limit])
 
 
 def stuck_payments_unchecked(*, requested_before: datetime, limit: int
@@ -73,16 +63,14 @@ def stuck_payments_unchecked(*, requested_before: datetime, limit: int
     """Payments awaiting an authorization answer (latest attempt `unknown`, or `requested` and
     older than the grace period) that the janitor does not track yet:
     (payment id, attempt id, attempt created_at, attempt status)."""
-    rows = Payment.objects.filter(status=PaymentStatus.AUTHORIZATION_REQUESTED)
-    return list(_stuck(rows, AttemptKind.AUTHORIZE, "payment", CheckObjectType.PAYMENT,
-                       requested_before=requested_before)[:limit])
+    return _unchecked(payment_reads.payments_awaiting_answer(requested_before=requested_before),
+                      CheckObjectType.PAYMENT, limit=limit)
 
 
 def stuck_refunds_unchecked(*, requested_before: datetime, limit: int
                             ) -> list[tuple[str, str, datetime, str]]:
-    rows = Refund.objects.filter(status=RefundStatus.PENDING)
-    return list(_stuck(rows, AttemptKind.REFUND, "refund", CheckObjectType.REFUND,
-                       requested_before=requested_before)[:limit])
+    return _unchecked(payment_reads.refunds_awaiting_answer(requested_before=requested_before),
+                      CheckObjectType.REFUND, limit=limit)
 
 
 def stuck_operations_unchecked(*, requested_before: datetime, limit: int
@@ -90,20 +78,9 @@ def stuck_operations_unchecked(*, requested_before: datetime, limit: int
     """Captures and voids of authorized payments without an answer (`unknown`, or `requested`
     and older than the grace period) that the janitor does not track yet:
     (attempt id, attempt id, attempt created_at, attempt status)."""
-    later = PaymentAttempt.objects.filter(
-        payment=OuterRef("payment"), kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID],
-        created_at__gt=OuterRef("created_at"))
-    checked = ReconciliationCheck.objects.filter(object_type=CheckObjectType.CAPTURE_OR_VOID,
-                                                 object_id=OuterRef("pk"))
-    rows = (PaymentAttempt.objects
-            .filter(kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID],
-                    payment__status=PaymentStatus.AUTHORIZED)
-            .filter(Q(status=AttemptStatus.UNKNOWN)
-                    | Q(status=AttemptStatus.REQUESTED, created_at__lt=requested_before))
-            .filter(~Exists(later), ~Exists(checked))
-            .order_by("created_at")
-            .values_list("pk", "pk", "created_at", "status"))
-    return list(rows[:limit])
+    return _unchecked(
+        payment_reads.operations_awaiting_answer(requested_before=requested_before),
+        CheckObjectType.CAPTURE_OR_VOID, limit=limit)
 
 
 def movements_unchecked(*, unchanged_since: datetime, limit: int
@@ -123,39 +100,6 @@ def movements_unchecked(*, unchanged_since: datetime, limit: int
         changed_at = dict(model.objects.filter(pk__in=fresh).values_list("pk", "updated_at"))
         found.append((object_type, [(pk, changed_at[pk]) for pk in fresh if pk in changed_at]))
     return found
-
-
-def latest_authorize_attempt(*, payment_id: str) -> PaymentAttempt | None:
-    return (PaymentAttempt.objects.select_related("payment")
-            .filter(payment_id=payment_id, kind=AttemptKind.AUTHORIZE)
-            .order_by("-created_at", "-id").first())
-
-
-def operation_attempt(*, attempt_id: str) -> PaymentAttempt | None:
-    """A capture or void attempt with its payment."""
-    return (PaymentAttempt.objects.select_related("payment")
-            .filter(pk=attempt_id, kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID]).first())
-
-
-def latest_refund_attempt(*, refund_id: str) -> PaymentAttempt | None:
-    return (PaymentAttempt.objects.select_related("refund", "payment__merchant")
-            .filter(refund_id=refund_id, kind=AttemptKind.REFUND)
-            .order_by("-created_at", "-id").first())
-
-
-def pending_refunds_total(*, payment_id: str) -> int:
-    """The sum of a payment's pending refunds (a fully refunded charge at the provider proves
-    they all went through only when succeeded + pending is exactly what was captured)."""
-    rows = Refund.objects.filter(payment_id=payment_id, status=RefundStatus.PENDING)
-    return sum(rows.values_list("amount", flat=True))
-
-
-def payment_snapshot(*, payment_id: str) -> dict[str, Any] | None:
-    return Payment.objects.filter(pk=payment_id).values(*PAYMENT_FIELDS).first()
-
-
-def refund_snapshot(*, refund_id: str) -> dict[str, Any] | None:
-    return Refund.objects.filter(pk=refund_id).values(*REFUND_FIELDS).first()
 
 
 # -- settlement matching ---------------------------------------------------------------------
@@ -310,20 +254,27 @@ def payments_missing_at_provider(*, provider: str, captured_before: datetime, li
                                  ) -> list[dict[str, Any]]:
     """Payments with captured funds at `provider`, captured before the cutoff, that no
     settlement line names and no break already reports."""
-    captured_at = (PaymentAttempt.objects
-                   .filter(payment=OuterRef("pk"), status=AttemptStatus.APPROVED,
-                           kind__in=[AttemptKind.AUTHORIZE, AttemptKind.CAPTURE])
-                   .order_by("-completed_at").values("completed_at")[:1])
     listed = SettlementLine.objects.filter(payment_id=OuterRef("pk"), type=LineType.CAPTURE)
     reported = ReconciliationBreak.objects.filter(type=BreakType.MISSING_AT_PROVIDER,
                                                   key=OuterRef("pk"))
-    rows = (Payment.objects
-            .filter(provider=provider,
-                    status__in=sorted(SETTLEABLE - {PaymentStatus.SETTLED}))
-            .annotate(captured_at=Subquery(captured_at))
-            .filter(captured_at__lt=captured_before)
+    rows = (payment_reads.captures_unsettled(provider=provider, captured_before=captured_before)
             .filter(~Exists(listed), ~Exists(reported))
             .order_by("captured_at")
             .values(*PAYMENT_FIELDS, "captured_at"))
     return list(rows[:limit])
 
+
+
+# -- for /metrics ----------------------------------------------------------------------------
+def open_break_counts() -> list[tuple[str, int]]:
+    """(type, count) of open reconciliation breaks."""
+    return list(ReconciliationBreak.objects.filter(status=BreakStatus.OPEN).order_by()
+                .values("type").annotate(count=Count("id")).values_list("type", "count"))
+
+
+def latest_job_runs() -> list[dict[str, Any]]:
+    """The latest run of each job: job, examined, fixed, broken, error, age (a timedelta)."""
+    return list(JobRun.objects.order_by("job", "-started_at").distinct("job")
+                .annotate(age=ExpressionWrapper(Now() - F("started_at"),
+                                                output_field=DurationField()))
+                .values("job", "examined", "fixed", "broken", "error", "age"))

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from core.errors import ClearhouseError
 from core.ids import new_id
+from payments import selectors as payment_reads
 from payments import services as payments
 from providers.base import MalformedLine, SettlementRow
 from providers.cielo import read_settlement as parse_cielo
@@ -340,7 +341,7 @@ def _settle_failed(*, line_id: int, payment_id: str, error: str) -> None:
             f"{line.provider_reference}", provider=line.provider, payment_id=payment_id,
             provider_reference=line.provider_reference, currency=line.currency,
             provider_amount=line.gross,
-            our_data=selectors.payment_snapshot(payment_id=payment_id) or {},
+            our_data=payment_reads.payment_snapshot(payment_id=payment_id) or {},
             provider_data={"file": line.file_id, "line_number": line.line_number,
                            "raw": line.raw, "settle_error": error[:500]},
             settlement_line_id=line_id)])

@@ -1,4 +1,4 @@
-"""Django app config for `webhooks`."""
+"""Django app config for `webhooks`: registers the outbox's and the inbox's gauges."""
 
 from django.apps import AppConfig
 
@@ -6,3 +6,18 @@ from django.apps import AppConfig
 class WebhooksConfig(AppConfig):
     name = "webhooks"
     verbose_name = "Events and webhooks"
+
+    def ready(self) -> None:
+        from core.metrics import gauge_register, oldest_work_register
+        from webhooks import selectors
+
+        def queue() -> list[tuple[tuple[str], float]]:
+            count, oldest_seconds = selectors.pending_deliveries()
+            return [(("count",), count), (("oldest_age_seconds",), oldest_seconds)]
+
+        gauge_register("clearhouse_webhook_queue", "Pending outbound deliveries", ["measure"],
+                       queue)
+        gauge_register("clearhouse_provider_inbox", "Inbound provider events", ["status"],
+                       lambda: [((status,), count) for status, count in selectors.inbox_counts()])
+        oldest_work_register("inbound", selectors.oldest_pending_inbound_seconds)
+        oldest_work_register("webhooks", selectors.oldest_due_delivery_seconds)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import Now
 
 from core.errors import NotFound
+from core.metrics import oldest_age_seconds
 from core.models import Merchant
-from webhooks.models import WILDCARD, EndpointStatus, Event, WebhookDelivery, WebhookEndpoint
+from webhooks.models import (
+    WILDCARD,
+    DeliveryStatus,
+    EndpointStatus,
+    Event,
+    InboxStatus,
+    ProviderEvent,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 def event_get(*, merchant: Merchant, event_id: str) -> Event:
@@ -52,3 +63,28 @@ def delivery_list(*, merchant: Merchant, endpoint_id: str) -> QuerySet[WebhookDe
     endpoint = endpoint_get(merchant=merchant, endpoint_id=endpoint_id)
     return (WebhookDelivery.objects.filter(endpoint=endpoint)
             .select_related("event").prefetch_related("attempts"))
+
+
+# -- for /metrics ----------------------------------------------------------------------------
+def pending_deliveries() -> tuple[int, float]:
+    """(count, age in seconds of the oldest) of outbound deliveries not yet delivered."""
+    rows = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
+    return rows.count(), oldest_age_seconds(rows, "created_at")
+
+
+def oldest_due_delivery_seconds() -> float:
+    """How long the most overdue pending delivery has been due."""
+    return oldest_age_seconds(WebhookDelivery.objects.filter(
+        status=DeliveryStatus.PENDING, next_attempt_at__lte=Now()), "next_attempt_at")
+
+
+def inbox_counts() -> list[tuple[str, int]]:
+    """(status, count) of inbound provider events not yet processed."""
+    return list(ProviderEvent.objects.exclude(status=InboxStatus.PROCESSED).order_by()
+                .values("status").annotate(count=Count("id")).values_list("status", "count"))
+
+
+def oldest_pending_inbound_seconds() -> float:
+    """Age of the oldest inbound provider event still waiting to be applied."""
+    return oldest_age_seconds(ProviderEvent.objects.filter(status=InboxStatus.PENDING),
+                              "received_at")
