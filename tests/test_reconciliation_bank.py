@@ -346,3 +346,46 @@ def test_the_command_imports_once_and_refuses_a_bad_file(tmp_path: Path, capsys)
     with pytest.raises(CommandError, match="Bank statement refused, nothing was imported"):
         call_command("recon_bank_import", str(bad), "--format", "camt053")
     assert BankStatement.objects.count() == 1
+
+
+# -- the back-office upload ------------------------------------------------------------------
+def _staff(client, role: str):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user(role, password="pw-12345678", is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
+    client.force_login(user)
+    return user
+
+
+def _upload(client, content: bytes, name: str = "statement.csv"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return client.post("/admin/reconciliation/bankstatement/upload/",
+                       {"file": SimpleUploadedFile(name, content), "format": ""}, follow=True)
+
+
+@pytest.mark.django_db
+def test_an_operator_imports_a_statement_in_the_back_office_and_a_viewer_cannot(client):
+    from backoffice.models import AuditEntry
+
+    content = statement_csv([Entry(TODAY, 500, True, "R1", party="somebody")])
+    _staff(client, "viewer")
+    assert client.get("/admin/reconciliation/bankstatement/upload/").status_code == 403
+    assert _upload(client, content).status_code == 403
+    assert not BankStatement.objects.exists()
+
+    _staff(client, "operator")
+    assert client.get("/admin/reconciliation/bankstatement/").status_code == 200
+    page = _upload(client, content)
+    statement = BankStatement.objects.get()
+    assert "1 lines, 0 matched, 1 new break(s)" in page.content.decode()
+    assert statement.imported_by == "operator"
+    assert list(AuditEntry.objects.values_list("action", "object_id")) == [
+        ("bank_statement.import", statement.id)]
+    assert "already imported" in _upload(client, content).content.decode()
+
+    page = _upload(client, content[:-30], "other.csv")  # the closing row cut off
+    assert "nothing was imported" in page.content.decode()
+    assert (BankStatement.objects.count(), AuditEntry.objects.count()) == (1, 1)

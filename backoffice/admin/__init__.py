@@ -6,6 +6,7 @@ Django's autodiscovery imports this package; importing the modules registers the
 """
 
 from backoffice.admin import (  # noqa: F401  (each module registers its admins)
+    bank,
     break_queue,
     core,
     ledger,
