@@ -143,3 +143,10 @@ class ApiView(IdempotentMixin, RateLimitedMixin, APIView):
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
+    def query(self, serializer_class: type[serializers.Serializer], request: Request
+              ) -> dict[str, Any]:
+        """The query string's parameters, validated (a list's filters)."""
+        serializer = serializer_class(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+

@@ -58,9 +58,8 @@ class PaymentCollection(ApiView):
         responses={200: list_of(PaymentOutput, "PaymentList"), **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        filters = PaymentListFilters(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        rows = selectors.payment_list(merchant=request.user, **filters.validated_data)
+        rows = selectors.payment_list(merchant=request.user,
+                                      **self.query(PaymentListFilters, request))
         return Response(paginate(rows, request, payment_to_dict))
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from payments import services
-from providers.http import InboundEvent
+from providers.base import InboundEvent
 from webhooks.inbound import Confirmed
 
 

@@ -44,9 +44,8 @@ class DepositCollection(ApiView):
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("status", str)],
                    responses={200: list_of(DepositOutput, "DepositList"), **ERRORS})
     def get(self, request: Request) -> Response:
-        filters = DepositListFilters(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        rows = selectors.deposit_list(merchant=request.user, **filters.validated_data)
+        rows = selectors.deposit_list(merchant=request.user,
+                                      **self.query(DepositListFilters, request))
         return Response(paginate(rows, request, deposit_to_dict))
 
 
@@ -76,9 +75,8 @@ class PayoutCollection(ApiView):
                    parameters=[*LIST_PARAMETERS, OpenApiParameter("status", str)],
                    responses={200: list_of(PayoutOutput, "PayoutList"), **ERRORS})
     def get(self, request: Request) -> Response:
-        filters = PayoutListFilters(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        rows = selectors.payout_list(merchant=request.user, **filters.validated_data)
+        rows = selectors.payout_list(merchant=request.user,
+                                     **self.query(PayoutListFilters, request))
         return Response(paginate(rows, request, payout_to_dict))
 
 
