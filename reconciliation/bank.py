@@ -20,7 +20,7 @@ from typing import Any
 from xml.etree.ElementTree import Element, TreeBuilder
 from xml.parsers import expat
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, Sum
 
 from core.breaks import BreakSpec
@@ -35,9 +35,11 @@ from reconciliation.models import (
     BankMatch,
     BankStatement,
     BankStatementFormat,
+    BreakStatus,
     BreakType,
     LineType,
     MatchStatus,
+    ReconciliationBreak,
     SettlementLine,
 )
 from wallet.models import Payout, PayoutStatus
@@ -413,7 +415,12 @@ def _claimed_deposits() -> set[tuple[str, str]]:
 
 
 # -- matching --------------------------------------------------------------------------------
-def _line_data(statement: BankStatement, line: BankLine) -> dict[str, Any]:
+def _line_key(line: BankLine) -> str:
+    return f"bank:{line.statement_id}:{line.line_number}"
+
+
+def _line_data(line: BankLine) -> dict[str, Any]:
+    statement = line.statement
     return {"bank_statement": statement.id, "account": statement.account,
             "statement_id": statement.statement_id, "line_number": line.line_number,
             "booking_date": line.booking_date, "direction": line.direction,
@@ -452,20 +459,21 @@ def _names_deposit(line: BankLine, deposit: Deposit) -> bool:
 
 
 class _Matcher:
-    """Matches one statement's lines inside its import transaction; returns the breaks."""
+    """Matches bank lines (each with its `statement` loaded) inside the import transaction;
+    returns the breaks for the lines that do not match."""
 
-    def __init__(self, statement: BankStatement, lines: list[BankLine]) -> None:
-        self.statement, self.lines = statement, lines
+    def __init__(self, lines: list[BankLine]) -> None:
+        self.lines = lines
         self.specs: list[BreakSpec] = []
 
     def _break(self, line: BankLine, type: str, *, ours: dict[str, Any] | None = None,
                our_amount: int | None = None, provider: str = "", reference: str = "",
                key: str = "", **extra: Any) -> None:
         self.specs.append(BreakSpec(
-            type=type, key=key or f"bank:{self.statement.id}:{line.line_number}",
+            type=type, key=key or _line_key(line),
             provider=provider, provider_reference=reference[:128], currency=line.currency,
             our_amount=our_amount, provider_amount=line.amount, our_data=ours or {},
-            provider_data={**_line_data(self.statement, line), **extra}))
+            provider_data={**_line_data(line), **extra}))
 
     def run(self) -> list[BreakSpec]:
         debits = [line for line in self.lines if line.direction == BankDirection.DEBIT]
@@ -528,7 +536,7 @@ class _Matcher:
                                     until=max(line.booking_date for line in lines))
         taken = _claimed_deposits()
         names = _provider_names()
-        candidates: dict[int, tuple[set[str], list[Deposit]]] = {}
+        candidates: dict[int, tuple[set[str], list[Deposit]]] = {}  # by line id
         for line in lines:
             named = _named_providers(line, names)
             pool = [d for d in deposits
@@ -536,10 +544,10 @@ class _Matcher:
                     and (d.net > 0) == (line.direction == BankDirection.CREDIT)
                     and (not named or d.provider in named)]
             referenced = [d for d in pool if _names_deposit(line, d)]
-            candidates[line.line_number] = (named, referenced or pool)
+            candidates[line.pk] = (named, referenced or pool)
         unsettled = []
         for line in lines:
-            named, pool = candidates[line.line_number]
+            named, pool = candidates[line.pk]
             exact = [d for d in pool if d.key not in taken and d.currency == line.currency
                      and abs(d.net) == line.amount]
             # A line from a counterparty we cannot name matches only when nothing else could.
@@ -550,7 +558,7 @@ class _Matcher:
             else:
                 unsettled.append(line)
         for line in unsettled:
-            named, pool = candidates[line.line_number]
+            named, pool = candidates[line.pk]
             pool = [d for d in pool if d.key not in taken]
             same = [d for d in pool if d.currency == line.currency]
             problem, deposit = None, None
@@ -567,11 +575,11 @@ class _Matcher:
             line.status, line.settlement_file_id = BankMatch.MISMATCHED, deposit.file_id
             taken.add(deposit.key)
             self.specs.append(BreakSpec(
-                type=problem, key=f"bank:{self.statement.id}:{line.line_number}",
+                type=problem, key=_line_key(line),
                 provider=deposit.provider, currency=deposit.currency,
                 our_amount=abs(deposit.net), provider_amount=line.amount,
                 our_data={"settlement": deposit.data()},
-                provider_data=_line_data(self.statement, line)))
+                provider_data=_line_data(line)))
 
 
 def bank_missing_scan(*, currency: str) -> list[BreakSpec]:
@@ -609,6 +617,73 @@ def bank_missing_scan(*, currency: str) -> list[BreakSpec]:
     return specs
 
 
+# -- one reconciliation pass ------------------------------------------------------------------
+BANK_LOCK = 0x62616E6B  # "bank": one pass at a time, so two never claim the same deposit
+REMATCH_LIMIT = 5000
+
+
+def _lock() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [BANK_LOCK])
+
+
+def _reconcile(*, currency: str, fresh: list[BankLine]) -> int:
+    """Match `fresh` lines, try earlier unmatched lines of `currency` again (the settlement file
+    or payout they pay may have arrived since), close the breaks those matches answer, then
+    judge what the statements should show and do not. Returns how many breaks are new."""
+    specs = _Matcher(fresh).run() if fresh else []
+    earlier = list(BankLine.objects.filter(status=BankMatch.UNMATCHED, currency=currency)
+                   .exclude(pk__in=[line.pk for line in fresh]).select_related("statement")
+                   .order_by("-booking_date", "-id")[:REMATCH_LIMIT])
+    if earlier:
+        specs += _Matcher(earlier).run()
+    _close_answered([line for line in (*fresh, *earlier) if line.status != BankMatch.UNMATCHED])
+    specs += bank_missing_scan(currency=currency)
+    return services.breaks_open(specs=specs)
+
+
+def _close_answered(lines: list[BankLine]) -> None:
+    """A line that now pays a deposit or a payout answers its own "unmatched" break and the
+    "missing" break of what it pays: close them with a note that says where the money is (a
+    mismatch, if any, has its own break)."""
+    notes: dict[tuple[str, str], str] = {}
+    for line in lines:
+        found = (f"settlement file {line.settlement_file_id}" if line.settlement_file_id
+                 else f"payout {line.payout_id}")
+        note = (f"Closed by the bank reconciliation: bank line {_line_key(line)[5:]} pays "
+                f"{found} ({line.status}).")
+        unmatched = (BreakType.BANK_UNMATCHED_CREDIT if line.direction == BankDirection.CREDIT
+                     else BreakType.BANK_UNMATCHED_DEBIT)
+        notes[(unmatched, _line_key(line))] = note
+        if line.settlement_file_id:
+            notes[(BreakType.BANK_DEPOSIT_MISSING,
+                   f"bank:deposit:{line.settlement_file_id}:{line.currency}")] = note
+        if line.payout_id:
+            notes[(BreakType.BANK_PAYOUT_MISSING, f"bank:payout:{line.payout_id}")] = note
+    if not notes:
+        return
+    wanted = Q(pk__in=[])
+    for type, key in notes:
+        wanted |= Q(type=type, key=key)
+    for break_id, type, key in (ReconciliationBreak.objects
+                                .filter(wanted, status=BreakStatus.OPEN)
+                                .order_by("id").values_list("id", "type", "key")):
+        services.break_resolve(break_id=break_id, user=None, note=notes[(type, key)])
+
+
+def bank_rematch() -> int:
+    """The reconciliation pass without a new statement (after settlement files arrived, say):
+    earlier unmatched lines tried again, answered breaks closed, what is missing judged again.
+    Returns how many breaks are new."""
+    new = 0
+    for currency in (BankStatement.objects.order_by("currency")
+                     .values_list("currency", flat=True).distinct()):
+        with transaction.atomic():
+            _lock()
+            new += _reconcile(currency=currency, fresh=[])
+    return new
+
+
 # -- the service -----------------------------------------------------------------------------
 @dataclass
 class BankImportResult:
@@ -639,6 +714,7 @@ def bank_statement_import(*, content: bytes, format: str | None = None,
     lookup = {"account": parsed.account, "statement_id": parsed.statement_id}
     try:
         with transaction.atomic():
+            _lock()
             existing = BankStatement.objects.filter(**lookup).first()
             if existing is not None:
                 return _again(existing, checksum)
@@ -655,10 +731,9 @@ def bank_statement_import(*, content: bytes, format: str | None = None,
                 bank_reference=line.bank_reference[:128], end_to_end_id=line.end_to_end_id[:128],
                 counterparty=line.counterparty[:200], remittance_info=line.remittance_info[:500],
                 status=BankMatch.UNMATCHED) for line in parsed.lines])
-            specs = _Matcher(statement, lines).run()
-            specs += bank_missing_scan(currency=statement.currency)
+            breaks = _reconcile(currency=statement.currency, fresh=lines)
             result = BankImportResult(statement=statement, created=True, lines=len(lines),
-                                      breaks=services.breaks_open(specs=specs))
+                                      breaks=breaks)
             for line in lines:
                 result.by_status[line.status] = result.by_status.get(line.status, 0) + 1
             result.matched = result.by_status.get(BankMatch.MATCHED, 0)

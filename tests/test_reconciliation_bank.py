@@ -389,3 +389,38 @@ def test_an_operator_imports_a_statement_in_the_back_office_and_a_viewer_cannot(
     page = _upload(client, content[:-30], "other.csv")  # the closing row cut off
     assert "nothing was imported" in page.content.decode()
     assert (BankStatement.objects.count(), AuditEntry.objects.count()) == (1, 1)
+
+
+# -- late arrivals ---------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_a_late_settlement_file_matches_the_earlier_credit_and_closes_its_break(capsys):
+    d = TODAY - timedelta(days=20)
+    first = bank_statement_import(content=statement_csv(
+        [Entry(d + timedelta(days=1), 4_000, True, "EARLY", party="CIELO SA")]))
+    assert breaks() == {("bank_unmatched_credit", f"bank:{first.statement.id}:1")}
+
+    late = settlement("cielo", d, ("capture", 4_100, 100))  # imported after the statement
+    call_command("recon_bank_import", "--rematch")
+    assert '"breaks": 0' in capsys.readouterr().out
+    line = BankLine.objects.get()
+    assert (line.status, line.settlement_file_id) == ("matched", late.id)
+    brk = ReconciliationBreak.objects.get()
+    assert brk.status == "resolved" and late.id in brk.resolution_note
+    assert brk.audits.get().note == brk.resolution_note
+
+
+@pytest.mark.django_db
+def test_a_deposit_reported_missing_is_closed_when_a_later_statement_shows_it():
+    d = TODAY - timedelta(days=20)
+    file = settlement("rede", d, ("capture", 9_000, 0))
+    bank_statement_import(content=statement_csv([Entry(d, 1, True, "X", party="someone")]))
+    missing = ReconciliationBreak.objects.get(type="bank_deposit_missing")
+    assert missing.key == f"bank:deposit:{file.id}:usd"
+
+    # The bank's statement of another account (or a re-issued period) shows the money.
+    later = statement_csv([Entry(d + timedelta(days=4), 9_000, True, "LATE", party="REDE")],
+                          statement_id="STMT-2")
+    assert bank_statement_import(content=later).breaks == 0
+    missing.refresh_from_db()
+    assert missing.status == "resolved" and file.id in missing.resolution_note
+    assert BankLine.objects.get(statement__statement_id="STMT-2").settlement_file_id == file.id
