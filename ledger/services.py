@@ -240,13 +240,19 @@ _ENSURE_SQL = (
     "AND a.kind = k.kind AND a.provider = k.provider AND a.shard = k.shard) "
     "ON CONFLICT DO NOTHING"
 )
-# By id or by key (the expression index ledger_account_key), in id order: no deadlocks between
-# entries. A separate statement after _ENSURE_SQL, so its snapshot sees the accounts it made.
+# By id or by key, in id order: no deadlocks between entries. The keys become ids in an ARRAY()
+# evaluated once before any row is locked (the join uses the expression index
+# ledger_account_key), so the locked scan is `id = ANY(constant)`: when a row it waits for was
+# updated meanwhile, PostgreSQL's recheck of that condition still holds. (An OR of ids and keys
+# in one WHERE scanned the whole table; a semi-join let the recheck drop rows that a concurrent
+# posting had just updated.) A separate statement after _ENSURE_SQL, so its snapshot sees the
+# accounts it made.
 _LOCK_SQL = (
     "SELECT id, kind, balance, currency, merchant_id, version, head_hash, provider, shard "  # noqa: S608
-    "FROM ledger_account WHERE id = ANY(%s::bigint[]) OR (COALESCE(merchant_id, ''), currency, "
-    f"kind, provider, shard) IN (SELECT COALESCE(k.owner, ''), k.ccy, k.kind, k.provider, "
-    f"k.shard FROM {_KEYS}) ORDER BY id FOR NO KEY UPDATE"
+    "FROM ledger_account WHERE id = ANY(%s::bigint[] || ARRAY(SELECT a.id "
+    f"FROM {_KEYS} JOIN ledger_account a ON COALESCE(a.merchant_id, '') = COALESCE(k.owner, '') "
+    "AND a.currency = k.ccy AND a.kind = k.kind AND a.provider = k.provider "
+    "AND a.shard = k.shard)) ORDER BY id FOR NO KEY UPDATE"
 )
 # A separate statement AFTER the locks on purpose: its READ COMMITTED snapshot is taken once
 # they are granted, and a concurrent post of the same event touches the same accounts, so by

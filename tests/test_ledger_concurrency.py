@@ -144,6 +144,26 @@ def test_twenty_concurrent_payouts_of_10_against_100_exactly_ten_succeed():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_captures_naming_new_accounts_by_key_from_many_threads_create_each_once_and_add_up():
+    """Every thread's first capture names accounts that do not exist yet (the merchants'
+    pending and the clearing shards): entry_post creates each once and locks it by key."""
+    merchants = [MerchantFactory() for _ in range(3)]
+
+    def work(i: int) -> str:
+        for n in range(5):
+            flows.post_capture(merchant=merchants[(i + n) % 3], payment_id=f"pay_{i}_{n}",
+                               provider="sandbox", currency="usd", amount=100 + i)
+        return "ok"
+
+    results, errors = run_threads(THREADS, work)
+    assert errors == [] and results == ["ok"] * THREADS
+    pending = Account.objects.filter(kind="pending", currency="usd")
+    assert pending.count() == 3
+    assert sum(a.balance for a in pending) == 5 * sum(100 + i for i in range(THREADS))
+    assert ledger_verify().ok
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_same_event_posted_concurrently_is_posted_once():
     merchant = MerchantFactory()
 
