@@ -385,6 +385,8 @@ def test_an_operator_imports_a_statement_in_the_back_office_and_a_viewer_cannot(
     assert list(AuditEntry.objects.values_list("action", "object_id")) == [
         ("bank_statement.import", statement.id)]
     assert "already imported" in _upload(client, content).content.decode()
+    page = client.get(f"/admin/reconciliation/bankstatement/{statement.pk}/change/")
+    assert page.status_code == 200 and "somebody" in page.content.decode()
 
     page = _upload(client, content[:-30], "other.csv")  # the closing row cut off
     assert "nothing was imported" in page.content.decode()

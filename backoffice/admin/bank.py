@@ -5,10 +5,13 @@ audit row with it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.db import transaction
+from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -19,7 +22,7 @@ from backoffice.audit import audit_record, snapshot
 from backoffice.services import BREAK_CLOSE_PERMISSIONS
 from core.errors import ClearhouseError
 from reconciliation.bank import MAX_STATEMENT_BYTES, bank_statement_import
-from reconciliation.models import BankLine, BankStatement, BankStatementFormat
+from reconciliation.models import BankLine, BankMatch, BankStatement, BankStatementFormat
 
 # Importing a statement is reconciliation work: the same right as working the breaks it opens.
 IMPORT_PERMISSIONS = BREAK_CLOSE_PERMISSIONS
@@ -40,6 +43,9 @@ class BankStatementUploadForm(forms.Form):
         return upload.read()
 
 
+INLINE_LINES = 200  # a statement may hold thousands of lines: problems first, then these
+
+
 class BankLineInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = BankLine
     fields = ("line_number", "booking_date", "direction", "amount", "currency", "status",
@@ -48,7 +54,17 @@ class BankLineInline(ReadOnlyAdminMixin, admin.TabularInline):
     readonly_fields = fields
     extra = 0
     can_delete = False
-    ordering = ("line_number",)
+    verbose_name_plural = f"lines (problems first, at most {INLINE_LINES})"
+
+    @staticmethod
+    def lines_of(statement: BankStatement) -> QuerySet[BankLine]:
+        """The first lines, problems first; the limit rides in a subquery because the formset
+        filters the queryset again (a sliced queryset cannot be filtered)."""
+        problems_first = Case(When(status=BankMatch.MATCHED, then=Value(1)), default=Value(0),
+                              output_field=IntegerField())
+        rows = BankLine.objects.filter(statement=statement).annotate(rank=problems_first)
+        first = rows.order_by("rank", "line_number").values("pk")[:INLINE_LINES]
+        return rows.filter(pk__in=first).order_by("rank", "line_number")
 
 
 @admin.register(BankStatement)
@@ -64,6 +80,14 @@ class BankStatementAdmin(ReadOnlyAdmin):
     ordering = ("-imported_at",)
     inlines = [BankLineInline]
     change_list_template = "admin/reconciliation/bankstatement/change_list.html"
+
+    def get_formset_kwargs(self, request: HttpRequest, obj: BankStatement | None,
+                           inline: admin.options.InlineModelAdmin, prefix: str
+                           ) -> dict[str, Any]:
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, BankLineInline) and obj is not None:
+            kwargs["queryset"] = inline.lines_of(obj)
+        return kwargs
 
     def get_urls(self) -> list[URLPattern]:
         return [path("upload/", self.admin_site.admin_view(self.upload_view),
