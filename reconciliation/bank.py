@@ -584,13 +584,14 @@ class _Matcher:
 
 def bank_missing_scan(*, currency: str) -> list[BreakSpec]:
     """Deposits and payouts the imported statements should show and do not: those whose window
-    ends within the period the statements of `currency` cover (first day to last), with no bank
-    line attached. Days no statement was imported for are not judged."""
+    ends within the period the statements of `currency` cover (first day to last, at most
+    RECHECK_DAYS back), with no bank line attached. Days no statement covers are not judged."""
     cover = BankStatement.objects.filter(currency=currency).aggregate(
         start=Min("from_date"), end=Max("to_date"))
     if cover["start"] is None:
         return []
-    start, end = cover["start"], cover["end"]
+    end = cover["end"]
+    start = max(cover["start"], end - timedelta(days=RECHECK_DAYS))
     specs = []
     deposit_window = timedelta(days=setting("RECON_BANK_DEPOSIT_WINDOW_DAYS"))
     taken = _claimed_deposits()
@@ -620,6 +621,10 @@ def bank_missing_scan(*, currency: str) -> list[BreakSpec]:
 # -- one reconciliation pass ------------------------------------------------------------------
 BANK_LOCK = 0x62616E6B  # "bank": one pass at a time, so two never claim the same deposit
 REMATCH_LIMIT = 5000
+# Earlier lines are tried again, and deposits and payouts judged missing, this far back from the
+# newest statement day: older ones were judged by the imports of their time and their breaks
+# are in the queue (and the settlement aggregate stays a bounded range scan).
+RECHECK_DAYS = 62
 
 
 def _lock() -> None:
@@ -632,7 +637,9 @@ def _reconcile(*, currency: str, fresh: list[BankLine]) -> int:
     or payout they pay may have arrived since), close the breaks those matches answer, then
     judge what the statements should show and do not. Returns how many breaks are new."""
     specs = _Matcher(fresh).run() if fresh else []
-    earlier = list(BankLine.objects.filter(status=BankMatch.UNMATCHED, currency=currency)
+    newest = BankStatement.objects.filter(currency=currency).aggregate(end=Max("to_date"))["end"]
+    earlier = list(BankLine.objects.filter(status=BankMatch.UNMATCHED, currency=currency,
+                                           booking_date__gte=newest - timedelta(days=RECHECK_DAYS))
                    .exclude(pk__in=[line.pk for line in fresh]).select_related("statement")
                    .order_by("-booking_date", "-id")[:REMATCH_LIMIT])
     if earlier:
