@@ -1,8 +1,9 @@
 """Scenario 3: the ledger. `ledger.services.entry_post`, captures, batches, and their baselines.
 
-Shapes: *spread* moves money between two random accounts of 1,000 (merchant `pending`
-accounts, which may go negative, so no transfer is refused); *hot* credits one merchant's
-account from a random other, as when every capture of a big merchant lands on one balance;
+Shapes: *spread* moves money between two random accounts of 1,000 (platform accounts: shards of
+one `provider_clearing`, which may go negative, so no transfer is refused; an entry may not move
+two merchants' balances); *hot* credits one account from a random other, as when every capture
+of a big merchant lands on one balance;
 *captures* are `ledger.flows.post_capture` for 100 merchants, every one of them debiting the
 same provider's `provider_clearing` (split into shards by merchant) and crediting the
 merchant's `pending`; *batch* is `entries_post` of BATCH_SIZE entries on the hot account in one
@@ -54,24 +55,25 @@ CHAINED_FLOOR_LOCK_KEY = 0x6C65_6467_6572_0001
 
 
 def accounts_create(count: int) -> list[int]:
-    """`count` merchants with one USD `pending` account each; returns the account ids."""
-    from core.services import merchant_create
+    """`count` platform accounts (shards of one `provider_clearing:bench`, any of which may go
+    negative); returns the account ids. Platform accounts, because an entry may move one
+    merchant's balances at most."""
     from ledger.models import AccountKind
     from ledger.services import account_for
 
-    merchants = [merchant_create(name=f"Bench ledger merchant {i}")[0] for i in range(count)]
-    return [account_for(merchant=m, currency=CURRENCY, kind=AccountKind.PENDING).pk
-            for m in merchants]
+    return [account_for(currency=CURRENCY, kind=AccountKind.PROVIDER_CLEARING,
+                        provider="bench", shard=i).pk for i in range(count)]
 
 
 def capture_merchants(ids: list[int], count: int) -> list[str]:
-    """The merchants of `count` of those accounts (not the hot one), with every clearing shard
-    they will credit created now, so the measurement never times an account's creation."""
-    from ledger.models import Account, AccountKind
+    """`count` merchants to capture for (`ids` is unused: the transfer accounts belong to the
+    platform), with every clearing shard they will credit created now, so the measurement never
+    times an account's creation."""
+    from core.services import merchant_create
+    from ledger.models import AccountKind
     from ledger.services import account_for, clearing_account_for
 
-    merchants = [account.merchant for account in
-                 Account.objects.filter(pk__in=ids[1:count + 1]).select_related("merchant")]
+    merchants = [merchant_create(name=f"Bench capture merchant {i}")[0] for i in range(count)]
     for merchant in merchants:
         clearing_account_for(merchant=merchant, currency=CURRENCY, provider=CAPTURE_PROVIDER)
     # Shard 0 is the one unsplit row every capture uses when LEDGER_CLEARING_SHARDS is 1.

@@ -58,6 +58,7 @@ from ledger.models import (
 Line = tuple["Account | AccountKey", int]
 Ref = "int | AccountKey"  # an account by id (a saved Account) or by key
 DEFAULT_CLEARING_SHARDS = 16
+MAX_SHARD = 32_767  # the column is a PositiveSmallIntegerField
 
 
 @dataclass(frozen=True)
@@ -84,23 +85,32 @@ class AccountKey:
     provider: str = ""
     shard: int = 0
 
+    def __post_init__(self) -> None:
+        """Every key is checked when it is made, so a bad one never reaches SQL (ValueError:
+        a programming error)."""
+        if self.kind not in AccountKind.values:
+            raise ValueError(f"unknown account kind {self.kind!r}")
+        if self.currency not in CURRENCIES:
+            raise ValueError(f"unknown currency {self.currency!r}")
+        if (self.merchant_id is None) == (self.kind in MERCHANT_KINDS):
+            owner = ("a merchant" if self.kind in MERCHANT_KINDS
+                     else "the platform (merchant=None)")
+            raise ValueError(f"{self.kind} accounts belong to {owner}")
+        if bool(self.provider) != (self.kind == AccountKind.PROVIDER_CLEARING):
+            raise ValueError("provider is required for provider_clearing accounts and only for "
+                             "them")
+        if isinstance(self.shard, bool) or not isinstance(self.shard, int) \
+                or not 0 <= self.shard <= MAX_SHARD:
+            raise ValueError(f"shard {self.shard!r} must be an int from 0 to {MAX_SHARD}")
+        if self.shard and self.merchant_id is not None:
+            raise ValueError("only platform accounts are split into shards")
+
 
 def account_key(
     *, merchant: Merchant | None = None, currency: str, kind: str, provider: str = "",
     shard: int = 0,
 ) -> AccountKey:
-    """Validate and name an account; programming errors are ValueError."""
-    if kind not in AccountKind.values:
-        raise ValueError(f"unknown account kind {kind!r}")
-    if currency not in CURRENCIES:
-        raise ValueError(f"unknown currency {currency!r}")
-    if (merchant is None) == (kind in MERCHANT_KINDS):
-        owner = "a merchant" if kind in MERCHANT_KINDS else "the platform (merchant=None)"
-        raise ValueError(f"{kind} accounts belong to {owner}")
-    if bool(provider) != (kind == AccountKind.PROVIDER_CLEARING):
-        raise ValueError("provider is required for provider_clearing accounts and only for them")
-    if shard and merchant is not None:
-        raise ValueError("only platform accounts are split into shards")
+    """Name an account (checked: see AccountKey)."""
     return AccountKey(merchant.pk if merchant is not None else None, currency, kind, provider,
                       shard)
 
@@ -441,7 +451,10 @@ def _prepare(spec: EntrySpec) -> _Pending:
                       allow_negative=spec.allow_negative)
     merchant_id = spec.merchant.pk if spec.merchant is not None else None
     owners = {_ref(account)[1].merchant_id for account, _ in spec.lines} - {None}
-    if merchant_id is None and len(owners) == 1:
+    if len(owners) > 1:
+        raise ValueError(f"an entry moves one merchant's balances at most, not {sorted(owners)}'s "
+                         "(PostgreSQL refuses it too)")
+    if merchant_id is None and owners:
         # An entry moving one merchant's balances is that merchant's (the trigger then checks
         # every posting against it; ledger_verify too).
         merchant_id = next(iter(owners))

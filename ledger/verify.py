@@ -104,18 +104,18 @@ def _check_postings_match_accounts(result: VerifyResult) -> None:
 
 
 def _check_entry_owner(result: VerifyResult) -> None:
-    """An entry of a merchant moves only that merchant's balances (and the platform's)."""
+    """An entry moves one merchant's balances at most (and the platform's), and it is that
+    merchant's entry."""
     row = _first("""
         SELECT e.id, e.sequence, e.merchant_id, p.id, p.merchant_id
           FROM ledger_journalentry e JOIN ledger_posting p ON p.entry_id = e.id
-         WHERE e.merchant_id IS NOT NULL AND p.merchant_id IS NOT NULL
-           AND p.merchant_id <> e.merchant_id
+         WHERE p.merchant_id IS NOT NULL AND e.merchant_id IS DISTINCT FROM p.merchant_id
          ORDER BY e.sequence LIMIT 1""")
     if row:
         result.problems.append(Problem(
             "entry_owner", _entry_row(row[0], row[1]),
-            f"belongs to merchant {row[2]} but its posting {row[3]} moves merchant {row[4]}'s "
-            "balance"))
+            f"belongs to merchant {row[2] or '(none)'} but its posting {row[3]} moves merchant "
+            f"{row[4]}'s balance"))
 
 
 def _check_balances(result: VerifyResult) -> None:

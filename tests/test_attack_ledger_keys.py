@@ -368,24 +368,28 @@ def test_in_a_tests_transaction_a_failed_post_rolls_back_to_its_savepoint_only()
 
 
 # -- keys naming accounts that must not exist ------------------------------------------------
-def _bad_keys(merchant_id: str) -> dict[str, list]:
-    """Lines whose first account must never exist; the rest balances them."""
-    usd_fees = AccountKey(None, "usd", "fees")
+def _bad_keys(merchant_id: str) -> dict[str, Callable[[], list]]:
+    """Lines whose first account must never exist; the rest balances them. Built when called:
+    AccountKey itself refuses a bad key when it is made (ValueError), before any SQL."""
+    def fees() -> AccountKey:
+        return AccountKey(None, "usd", "fees")
+
     return {
-        "shard on a merchant account": [(AccountKey(merchant_id, "usd", "pending", "", 3), -1),
-                                        (usd_fees, 1)],
-        "unknown kind": [(AccountKey(None, "usd", "bogus"), -1), (usd_fees, 1)],
-        "upper-case currency": [(AccountKey(None, "USD", "fees"), -1),
-                                (AccountKey(None, "USD", "payouts_in_transit"), 1)],
-        "provider on fees": [(AccountKey(None, "usd", "fees", "sandbox"), -1),
-                             (AccountKey(None, "usd", "payouts_in_transit"), 1)],
-        "clearing without provider": [(AccountKey(None, "usd", "provider_clearing"), -1),
-                                      (usd_fees, 1)],
-        "merchant-owned clearing": [(AccountKey(merchant_id, "usd", "provider_clearing",
-                                                "sandbox"), -1), (usd_fees, 1)],
-        "platform-owned pending": [(AccountKey(None, "usd", "pending"), -1), (usd_fees, 1)],
-        "merchant that does not exist": [(AccountKey("acct_nope", "usd", "pending"), -1),
-                                         (usd_fees, 1)],
+        "shard on a merchant account": lambda: [
+            (AccountKey(merchant_id, "usd", "pending", "", 3), -1), (fees(), 1)],
+        "unknown kind": lambda: [(AccountKey(None, "usd", "bogus"), -1), (fees(), 1)],
+        "upper-case currency": lambda: [(AccountKey(None, "USD", "fees"), -1),
+                                        (AccountKey(None, "USD", "payouts_in_transit"), 1)],
+        "provider on fees": lambda: [(AccountKey(None, "usd", "fees", "sandbox"), -1),
+                                     (AccountKey(None, "usd", "payouts_in_transit"), 1)],
+        "clearing without provider": lambda: [
+            (AccountKey(None, "usd", "provider_clearing"), -1), (fees(), 1)],
+        "merchant-owned clearing": lambda: [
+            (AccountKey(merchant_id, "usd", "provider_clearing", "sandbox"), -1), (fees(), 1)],
+        "platform-owned pending": lambda: [(AccountKey(None, "usd", "pending"), -1),
+                                           (fees(), 1)],
+        "merchant that does not exist": lambda: [
+            (AccountKey("acct_nope", "usd", "pending"), -1), (fees(), 1)],
     }
 
 
@@ -393,9 +397,9 @@ def _bad_keys(merchant_id: str) -> dict[str, list]:
 @pytest.mark.parametrize("case", list(_bad_keys("x")))
 def test_the_database_refuses_to_create_accounts_that_must_not_exist(case):
     merchant = MerchantFactory()
-    lines = _bad_keys(merchant.pk)[case]
     with pytest.raises((ValueError, Error)):
-        entry_post(kind="adjustment", lines=lines, reference_type="t", reference_id=case)
+        entry_post(kind="adjustment", lines=_bad_keys(merchant.pk)[case](),
+                   reference_type="t", reference_id=case)
     assert_clean_autocommit()
     assert counts_seen_from_outside() == (0, 0, 0)
 

@@ -97,6 +97,45 @@ BEGIN
     RETURN NEW;
 END $$;
 
+-- 0002's COMMIT-time check of an entry, plus: its postings move one merchant's balances at most.
+CREATE OR REPLACE FUNCTION ledger_check_entry_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    eid varchar;
+    n bigint := 0;
+    r record;
+    bad_currency varchar;
+    bad_total bigint;
+    owners bigint;
+BEGIN
+    IF TG_TABLE_NAME = 'ledger_journalentry' THEN
+        eid := NEW.id;
+    ELSE
+        eid := NEW.entry_id;
+    END IF;
+    FOR r IN SELECT currency, sum(amount) AS total, count(*) AS postings
+               FROM ledger_posting WHERE entry_id = eid GROUP BY currency ORDER BY currency LOOP
+        n := n + r.postings;
+        IF r.total <> 0 AND bad_currency IS NULL THEN
+            bad_currency := r.currency;
+            bad_total := r.total;
+        END IF;
+    END LOOP;
+    IF n < 2 THEN
+        RAISE EXCEPTION 'journal entry % has % posting(s); an entry needs at least two', eid, n
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF bad_currency IS NOT NULL THEN
+        RAISE EXCEPTION 'journal entry %: % postings sum to %, not zero', eid, bad_currency, bad_total
+            USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT count(DISTINCT merchant_id) INTO owners FROM ledger_posting WHERE entry_id = eid;
+    IF owners > 1 THEN
+        RAISE EXCEPTION 'journal entry % moves % merchants'' balances; an entry moves one at most',
+            eid, owners USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+
 CREATE OR REPLACE FUNCTION ledger_account_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.merchant_id IS DISTINCT FROM OLD.merchant_id OR NEW.currency <> OLD.currency
