@@ -1026,8 +1026,13 @@ def test_provider_facts_converge_by_any_path_or_leave_a_break(model_providers):
            if os.environ.get("HYPOTHESIS_CONVERGENCE_NO_SHRINK") else {})))
     print("\nconvergence model:", dict(sorted(STATS.items())), dict(TIMES))
     assert STATS["examples"] >= min(EXAMPLES, 50)
+    # Which disputes are ours to decide when the network decides depends on how far the clock
+    # ticked (held notices are retried after a delay), so a run sees won, lost or both: one of
+    # them is required here (tests/test_disputes.py covers each outcome on its own). A run under
+    # a loaded CI machine once saw no `lost`.
+    assert STATS["fact:dispute_lost"] + STATS["fact:dispute_won"], "no dispute was decided"
     for path in ("webhook:stored", "webhook:duplicate", "inbox:held", "fact:chargeback",
-                 "fact:dispute_lost", "fact:dispute_won", "fact:dashboard_refund",
+                 "fact:dashboard_refund",
                  "settlement:matched", "end:payment_with_break",
                  "end:payment_agrees:refunded", "end:payment_agrees:charged_back"):
         assert STATS[path], f"the model never exercised {path}"
