@@ -242,27 +242,30 @@ _KEYS = ("unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[]) "
          "AS k(owner, ccy, kind, provider, shard)")
 # Accounts named by key that do not exist yet are created first (ON CONFLICT DO NOTHING waits for
 # a concurrent creator to commit); NOT EXISTS spares the id sequence for the usual case.
+# One account by key, as a scalar subquery per key: always a parameterized scan of the
+# expression index ledger_account_key, whatever the planner believes of the table's size. (A
+# join or anti-join of the keys with the table was planned as a scan of the whole table or
+# index when its statistics were stale, e.g. in a long transaction full of rolled-back rows.)
+_BY_KEY = ("(SELECT a.id FROM ledger_account a WHERE COALESCE(a.merchant_id, '') = "
+           "COALESCE(k.owner, '') AND a.currency = k.ccy AND a.kind = k.kind "
+           "AND a.provider = k.provider AND a.shard = k.shard)")
+# Accounts named by key that do not exist yet are created first (ON CONFLICT DO NOTHING waits for
+# a concurrent creator to commit); the look-up spares the id sequence for the usual case.
 _ENSURE_SQL = (
     "INSERT INTO ledger_account (merchant_id, currency, kind, provider, shard, balance, version, "  # noqa: S608
     "head_hash, created_at) SELECT k.owner, k.ccy, k.kind, k.provider, k.shard, 0, 0, "
-    f"repeat('0', 64), now() FROM {_KEYS} WHERE NOT EXISTS (SELECT 1 FROM ledger_account a "
-    "WHERE COALESCE(a.merchant_id, '') = COALESCE(k.owner, '') AND a.currency = k.ccy "
-    "AND a.kind = k.kind AND a.provider = k.provider AND a.shard = k.shard) "
-    "ON CONFLICT DO NOTHING"
+    f"repeat('0', 64), now() FROM {_KEYS} WHERE {_BY_KEY} IS NULL ON CONFLICT DO NOTHING"
 )
 # By id or by key, in id order: no deadlocks between entries. The keys become ids in an ARRAY()
-# evaluated once before any row is locked (the join uses the expression index
-# ledger_account_key), so the locked scan is `id = ANY(constant)`: when a row it waits for was
-# updated meanwhile, PostgreSQL's recheck of that condition still holds. (An OR of ids and keys
-# in one WHERE scanned the whole table; a semi-join let the recheck drop rows that a concurrent
-# posting had just updated.) A separate statement after _ENSURE_SQL, so its snapshot sees the
-# accounts it made.
+# evaluated once before any row is locked, so the locked scan is `id = ANY(constant)`: when a
+# row it waits for was updated meanwhile, PostgreSQL's recheck of that condition still holds.
+# (An OR of ids and keys in one WHERE scanned the whole table; a semi-join let the recheck drop
+# rows that a concurrent posting had just updated.) A separate statement after _ENSURE_SQL, so
+# its snapshot sees the accounts it made.
 _LOCK_SQL = (
     "SELECT id, kind, balance, currency, merchant_id, version, head_hash, provider, shard "  # noqa: S608
-    "FROM ledger_account WHERE id = ANY(%s::bigint[] || ARRAY(SELECT a.id "
-    f"FROM {_KEYS} JOIN ledger_account a ON COALESCE(a.merchant_id, '') = COALESCE(k.owner, '') "
-    "AND a.currency = k.ccy AND a.kind = k.kind AND a.provider = k.provider "
-    "AND a.shard = k.shard)) ORDER BY id FOR NO KEY UPDATE"
+    f"FROM ledger_account WHERE id = ANY(%s::bigint[] || ARRAY(SELECT {_BY_KEY} FROM {_KEYS})) "
+    "ORDER BY id FOR NO KEY UPDATE"
 )
 # A separate statement AFTER the locks on purpose: its READ COMMITTED snapshot is taken once
 # they are granted, and a concurrent post of the same event touches the same accounts, so by
@@ -270,9 +273,12 @@ _LOCK_SQL = (
 _ENTRY_COLUMNS = ", ".join(f"e.{f.column}" for f in _ENTRY_FIELDS)  # model names, no input
 _REPLAY_SQL = (
     f"SELECT {_ENTRY_COLUMNS}, p.account_id, p.amount "  # noqa: S608
-    "FROM ledger_journalentry e LEFT JOIN ledger_posting p ON p.entry_id = e.id "
-    "WHERE (e.reference_type, e.reference_id, e.kind) IN "
-    "(SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
+    "FROM unnest(%s::text[], %s::text[], %s::text[]) AS r(rtype, rid, rkind) "
+    # LATERAL: a parameterized probe of the (reference_type, reference_id, kind) unique index
+    # per event, whatever the statistics say.
+    "JOIN LATERAL (SELECT * FROM ledger_journalentry x WHERE x.reference_type = r.rtype "
+    "AND x.reference_id = r.rid AND x.kind = r.rkind) e ON true "
+    "LEFT JOIN ledger_posting p ON p.entry_id = e.id"
 )
 # The database clock (not the app server's), and one sequence number per entry.
 _CLOCK_SQL = ("SELECT clock_timestamp(), array(SELECT nextval('ledger_entry_sequence') "

@@ -42,7 +42,7 @@ def balance(account: Account) -> int:
 
 def assert_lock_then_replay(sql: str) -> None:
     # The replay SELECT must come after the locks, in its own statement (its own snapshot).
-    assert sql.index("FOR NO KEY UPDATE;") < sql.index("FROM ledger_journalentry e")
+    assert sql.index("FOR NO KEY UPDATE;") < sql.index("FROM ledger_journalentry x")
 
 
 @pytest.mark.django_db(transaction=True)
