@@ -448,6 +448,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
         registry.reset()
         QUEUE.clear()
         self.rng = random.Random(seed)
+        self.decided = 0  # disputes this example decided (the first one is always lost)
         # Providers retry a webhook until our endpoint accepts it; when this is False, only the
         # facts that no lookup can reveal (chargebacks) ever reach us by webhook.
         self.webhooks_retried = webhooks_retried
@@ -686,9 +687,12 @@ class ConvergenceMachine(RuleBasedStateMachine):
             self._decide(charge, dispute, won=decision == "won")
 
     @precondition(lambda self: self.bank.charges)
-    @rule(data=st.data(), won=st.booleans())
-    def provider_decides_dispute(self, data: st.DataObject, won: bool) -> None:
-        """The network decides a dispute we know of; staff record the decision."""
+    @rule(data=st.data())
+    def provider_decides_dispute(self, data: st.DataObject) -> None:
+        """The network decides a dispute we know of; staff record the decision. Decisions
+        alternate lost, won, lost…: which disputes are ours to decide depends on how far the
+        clock ticked, so a drawn outcome could land on `won` every time in a run and leave
+        charge-backs unexercised."""
         open_at_bank = {ref: charge for charge in self.bank.charges.values()
                         for ref, (_, state) in charge.disputes.items() if state == "open"}
         ours = [d for d in Dispute.objects.filter(payment_id__in=self.payment_ids,
@@ -697,6 +701,8 @@ class ConvergenceMachine(RuleBasedStateMachine):
         if not ours:
             return
         dispute = ours[data.draw(st.integers(0, len(ours) - 1))]
+        won = self.rng.random() < 0.5 if self.decided else False
+        self.decided += 1
         self._decide(open_at_bank[dispute.provider_reference], dispute, won=won)
 
     def _decide(self, charge: Charge, dispute: Dispute, *, won: bool) -> None:
@@ -1026,13 +1032,8 @@ def test_provider_facts_converge_by_any_path_or_leave_a_break(model_providers):
            if os.environ.get("HYPOTHESIS_CONVERGENCE_NO_SHRINK") else {})))
     print("\nconvergence model:", dict(sorted(STATS.items())), dict(TIMES))
     assert STATS["examples"] >= min(EXAMPLES, 50)
-    # Which disputes are ours to decide when the network decides depends on how far the clock
-    # ticked (held notices are retried after a delay), so a run sees won, lost or both: one of
-    # them is required here (tests/test_disputes.py covers each outcome on its own). A run under
-    # a loaded CI machine once saw no `lost`.
-    assert STATS["fact:dispute_lost"] + STATS["fact:dispute_won"], "no dispute was decided"
     for path in ("webhook:stored", "webhook:duplicate", "inbox:held", "fact:chargeback",
-                 "fact:dashboard_refund",
+                 "fact:dispute_lost", "fact:dispute_won", "fact:dashboard_refund",
                  "settlement:matched", "end:payment_with_break",
                  "end:payment_agrees:refunded", "end:payment_agrees:charged_back"):
         assert STATS[path], f"the model never exercised {path}"
