@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
+    extend_schema,
     inline_serializer,
 )
 from rest_framework import serializers
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import metrics, ratelimit
 from core.errors import RateLimited
 from core.idempotency import IdempotentMixin
+from core.pagination import paginate
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -150,3 +154,68 @@ class ApiView(IdempotentMixin, RateLimitedMixin, APIView):
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
+
+
+# The reads most resources share. A view names its selector, its payload builder and its output
+# shape, and the class writes `get` with its schema: operation `<plural>_retrieve` or
+# `<plural>_list`, the list documented as `<Name>List`. (Comments, not docstrings: drf-spectacular
+# would describe each operation with a docstring.)
+Render = Callable[[Any], dict[str, Any]]
+
+
+class RetrieveView(ApiView):
+    # GET one of the merchant's objects by the id in the URL (404 for another merchant's).
+    def __init_subclass__(cls, *, plural: str, output: type[serializers.Serializer],
+                          selector: Callable[..., Any], render: Render, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+
+        @extend_schema(operation_id=f"{plural}_retrieve", responses={200: output, **ERRORS})
+        def get(self: ApiView, request: Request, **url_ids: str) -> Response:
+            return Response(render(selector(merchant=request.user, **url_ids)))
+
+        cls.get = get
+
+
+class ListView(ApiView):
+    # GET a page of the merchant's objects. `passed` hands query parameters to the selector as
+    # given ({param: argument}); `filters` validates the query string into its arguments.
+    # With `create` (a service) and its `create_input`, POST creates one, answering 200.
+    def __init_subclass__(cls, *, plural: str, output: type[serializers.Serializer],
+                          selector: Callable[..., Any], render: Render,
+                          passed: dict[str, str] | None = None,
+                          filters: type[serializers.Serializer] | None = None,
+                          parameters: Sequence[OpenApiParameter] = (),
+                          create: Callable[..., Any] | None = None,
+                          create_input: type[serializers.Serializer] | None = None,
+                          create_description: str | None = None,
+                          operation_id: str | None = None, list_name: str | None = None,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        passed = passed or {}
+        documented = [*LIST_PARAMETERS, *(OpenApiParameter(param, str) for param in passed),
+                      *parameters]
+        list_name = list_name or output.__name__.removesuffix("Output") + "List"
+
+        @extend_schema(operation_id=operation_id or f"{plural}_list", parameters=documented,
+                       responses={200: list_of(output, list_name), **ERRORS})
+        def get(self: ApiView, request: Request, **url_ids: str) -> Response:
+            arguments = {argument: request.query_params.get(param)
+                         for param, argument in passed.items()}
+            if filters is not None:
+                arguments.update(self.query(filters, request))
+            rows = selector(merchant=request.user, **url_ids, **arguments)
+            return Response(paginate(rows, request, render))
+
+        cls.get = get
+        if create is None:
+            return
+
+        @extend_schema(operation_id=f"{plural}_create", request=create_input,
+                       parameters=[IDEMPOTENCY_HEADER], responses={200: output, **POST_ERRORS},
+                       description=create_description)
+        def post(self: ApiView, request: Request) -> Response:
+            data = self.validated(create_input, request)
+            return Response(render(create(merchant=request.user, **self.idempotency(request),
+                                          **data)))
+
+        cls.post = post

@@ -11,6 +11,24 @@ from core.carddata import contains_card_number
 from core.money import CURRENCIES, MAX_AMOUNT
 
 
+class SharedFields(serializers.Serializer):
+    """A family's shared fields, declared once, in the order the family's bodies have them.
+
+    A subclass's own fields stand right after the shared field named `own_fields_after` (not at
+    the end, where inheritance would put them), and a shared field it redeclares keeps its
+    place. The order is the schema's and the order in which input errors are reported."""
+
+    own_fields_after: str
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        family = next(klass for klass in type(self).__mro__ if "own_fields_after" in vars(klass))
+        shared = list(family._declared_fields)
+        cut = shared.index(family.own_fields_after) + 1
+        own = [name for name in fields if name not in shared]
+        return {name: fields[name] for name in [*shared[:cut], *own, *shared[cut:]]}
+
+
 class StrictSerializer(serializers.Serializer):
     """Rejects fields it does not declare, so nothing is mass-assigned by accident."""
 
@@ -97,3 +115,24 @@ class MetadataField(serializers.DictField):
             if contains_card_number(value):
                 raise serializers.ValidationError("Card numbers are not allowed in metadata.")
         return super().to_internal_value(data)
+
+
+class ProviderObjectOutput(SharedFields):
+    """Documentation, for the OpenAPI schema, of what payments, deposits and payouts share (their
+    bodies come from core.payloads.provider_object_to_dict). A subclass redeclares `id` (its
+    prefix), `object` and `status` (its choices)."""
+
+    own_fields_after = "status"
+
+    id = serializers.CharField()
+    object = serializers.CharField()
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()
+    status = serializers.CharField()
+    description = serializers.CharField()
+    metadata = serializers.DictField(child=serializers.CharField())
+    provider = serializers.CharField(allow_null=True)
+    failure_code = serializers.CharField(allow_null=True)
+    failure_message = serializers.CharField(allow_null=True)
+    livemode = serializers.BooleanField()
+    created = serializers.IntegerField()

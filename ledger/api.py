@@ -8,7 +8,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.api import ERRORS, LIST_PARAMETERS, ApiView
+from core.api import ERRORS, LIST_PARAMETERS, ApiView, RetrieveView
 from core.errors import NotFound
 from core.pagination import paginate
 from ledger import reports, selectors
@@ -76,12 +76,10 @@ class BalanceTransactionCollection(ApiView):
         return Response(paginate(rows, request, posting_to_dict))
 
 
-class BalanceTransactionDetail(ApiView):
-    @extend_schema(operation_id="balance_transactions_retrieve",
-                   responses={200: BalanceTransactionOutput, **ERRORS})
-    def get(self, request: Request, posting_id: str) -> Response:
-        return Response(posting_to_dict(
-            selectors.posting_get(merchant=request.user, posting_id=posting_id)))
+class BalanceTransactionDetail(RetrieveView, plural="balance_transactions",
+                               output=BalanceTransactionOutput, selector=selectors.posting_get,
+                               render=posting_to_dict):
+    pass
 
 
 class CheckpointDetail(ApiView):

@@ -13,6 +13,8 @@ from core.api import (
     LIST_PARAMETERS,
     POST_ERRORS,
     ApiView,
+    ListView,
+    RetrieveView,
     list_of,
 )
 from core.errors import InvalidRequest
@@ -34,7 +36,12 @@ from payments.serializers import (
 )
 
 
-class PaymentCollection(ApiView):
+class PaymentCollection(ListView, plural="payments", output=PaymentOutput,
+                        selector=selectors.payment_list, render=payment_to_dict,
+                        filters=PaymentListFilters,
+                        parameters=[OpenApiParameter("status", str),
+                                    OpenApiParameter("created_gte", str, description="ISO 8601"),
+                                    OpenApiParameter("created_lt", str, description="ISO 8601")]):
     @extend_schema(
         operation_id="payments_create", request=PaymentCreateInput,
         parameters=[IDEMPOTENCY_HEADER],
@@ -50,24 +57,10 @@ class PaymentCollection(ApiView):
         code = status.HTTP_202_ACCEPTED if data["confirm"] else status.HTTP_201_CREATED
         return Response(payment_to_dict(payment), status=code)
 
-    @extend_schema(
-        operation_id="payments_list",
-        parameters=[*LIST_PARAMETERS, OpenApiParameter("status", str),
-                    OpenApiParameter("created_gte", str, description="ISO 8601"),
-                    OpenApiParameter("created_lt", str, description="ISO 8601")],
-        responses={200: list_of(PaymentOutput, "PaymentList"), **ERRORS},
-    )
-    def get(self, request: Request) -> Response:
-        rows = selectors.payment_list(merchant=request.user,
-                                      **self.query(PaymentListFilters, request))
-        return Response(paginate(rows, request, payment_to_dict))
 
-
-class PaymentDetail(ApiView):
-    @extend_schema(operation_id="payments_retrieve", responses={200: PaymentOutput, **ERRORS})
-    def get(self, request: Request, payment_id: str) -> Response:
-        payment = selectors.payment_get(merchant=request.user, payment_id=payment_id)
-        return Response(payment_to_dict(payment))
+class PaymentDetail(RetrieveView, plural="payments", output=PaymentOutput,
+                    selector=selectors.payment_get, render=payment_to_dict):
+    pass
 
 
 class PaymentConfirm(ApiView):
@@ -103,7 +96,9 @@ class PaymentCancel(ApiView):
         return Response(payment_to_dict(payment))
 
 
-class RefundCollection(ApiView):
+class RefundCollection(ListView, plural="refunds", output=RefundOutput,
+                       selector=selectors.refund_list, render=refund_to_dict,
+                       passed={"payment": "payment_id"}):
     @extend_schema(operation_id="refunds_create", request=RefundCreateInput,
                    parameters=[IDEMPOTENCY_HEADER], responses={200: RefundOutput, **POST_ERRORS},
                    description="Refund all or part of a captured payment. The sum of pending "
@@ -117,20 +112,10 @@ class RefundCollection(ApiView):
         )
         return Response(refund_to_dict(refund))
 
-    @extend_schema(operation_id="refunds_list",
-                   parameters=[*LIST_PARAMETERS, OpenApiParameter("payment", str)],
-                   responses={200: list_of(RefundOutput, "RefundList"), **ERRORS})
-    def get(self, request: Request) -> Response:
-        rows = selectors.refund_list(merchant=request.user,
-                                     payment_id=request.query_params.get("payment"))
-        return Response(paginate(rows, request, refund_to_dict))
 
-
-class RefundDetail(ApiView):
-    @extend_schema(operation_id="refunds_retrieve", responses={200: RefundOutput, **ERRORS})
-    def get(self, request: Request, refund_id: str) -> Response:
-        return Response(refund_to_dict(
-            selectors.refund_get(merchant=request.user, refund_id=refund_id)))
+class RefundDetail(RetrieveView, plural="refunds", output=RefundOutput,
+                   selector=selectors.refund_get, render=refund_to_dict):
+    pass
 
 
 class DisputeCollection(ApiView):
@@ -149,12 +134,8 @@ class DisputeCollection(ApiView):
         return Response(paginate(rows, request, dispute_to_dict))
 
 
-class DisputeDetail(ApiView):
-    @extend_schema(operation_id="disputes_retrieve", responses={200: DisputeOutput, **ERRORS})
-    def get(self, request: Request, dispute_id: str) -> Response:
-        return Response(dispute_to_dict(
-            selectors.dispute_get(merchant=request.user, dispute_id=dispute_id)))
-
+class DisputeDetail(RetrieveView, plural="disputes", output=DisputeOutput,
+                    selector=selectors.dispute_get, render=dispute_to_dict):
     @extend_schema(operation_id="disputes_update", request=DisputeEvidenceInput,
                    parameters=[IDEMPOTENCY_HEADER], responses={200: DisputeOutput, **POST_ERRORS},
                    description="Submit evidence (text, and references to files). The dispute "

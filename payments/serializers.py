@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from core.serializers import AmountField, CurrencyField, MetadataField, StrictSerializer
+from core.serializers import (
+    AmountField,
+    CurrencyField,
+    MetadataField,
+    ProviderObjectOutput,
+    StrictSerializer,
+)
 from payments.models import CaptureMethod, Dispute, Payment, Refund, RefundReason
 
 TOKEN_HELP = "A payment method token such as pm_card_visa; card numbers are never accepted."  # noqa: S105
@@ -49,13 +55,11 @@ class PaymentListFilters(serializers.Serializer):
     created_lt = serializers.DateTimeField(required=False)
 
 
-class PaymentOutput(serializers.Serializer):
+class PaymentOutput(ProviderObjectOutput):
     """Documentation of the payment object for the OpenAPI schema."""
 
     id = serializers.CharField(help_text="pay_…")
     object = serializers.CharField(default="payment")
-    amount = serializers.IntegerField()
-    currency = serializers.CharField()
     status = serializers.ChoiceField(choices=Payment._meta.get_field("status").choices)
     capture_method = serializers.ChoiceField(choices=CaptureMethod.choices)
     payment_method = serializers.CharField()
@@ -63,13 +67,6 @@ class PaymentOutput(serializers.Serializer):
     amount_captured = serializers.IntegerField()
     amount_refunded = serializers.IntegerField()
     amount_disputed = serializers.IntegerField()
-    description = serializers.CharField()
-    metadata = serializers.DictField(child=serializers.CharField())
-    provider = serializers.CharField(allow_null=True)
-    failure_code = serializers.CharField(allow_null=True)
-    failure_message = serializers.CharField(allow_null=True)
-    livemode = serializers.BooleanField()
-    created = serializers.IntegerField()
 
 
 class RefundOutput(serializers.Serializer):

@@ -5,31 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from wallet.models import Deposit, Movement, Payout
-
-
-def _movement_to_dict(row: Movement, kind: str, **own: Any) -> dict[str, Any]:
-    """The fields deposits and payouts share, with the kind's own after `status`."""
-    return {
-        "id": row.id,
-        "object": kind,
-        "amount": row.amount,
-        "currency": row.currency,
-        "status": row.status,
-        **own,
-        "description": row.description,
-        "metadata": row.metadata,
-        "provider": row.provider or None,
-        "failure_code": row.failure_code or None,
-        "failure_message": row.failure_message or None,
-        "livemode": row.merchant.is_live,
-        "created": int(row.created_at.timestamp()),
-    }
+from core.payloads import provider_object_to_dict
+from wallet.models import Deposit, Payout
 
 
 def deposit_to_dict(deposit: Deposit) -> dict[str, Any]:
-    return _movement_to_dict(deposit, "deposit", method=deposit.method)
+    return provider_object_to_dict(deposit, "deposit", method=deposit.method)
 
 
 def payout_to_dict(payout: Payout) -> dict[str, Any]:
-    return _movement_to_dict(payout, "payout", destination=payout.destination)
+    return provider_object_to_dict(payout, "payout", destination=payout.destination)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,13 +13,13 @@ from rest_framework.response import Response
 from core.api import (
     ERRORS,
     IDEMPOTENCY_HEADER,
-    LIST_PARAMETERS,
     POST_ERRORS,
     ApiView,
+    ListView,
+    RetrieveView,
     list_of,
 )
 from core.errors import error_body
-from core.pagination import paginate
 from webhooks import inbound, selectors, services
 from webhooks.payloads import endpoint_to_dict, event_to_dict
 from webhooks.serializers import (
@@ -91,23 +91,15 @@ class WebhookDeliveryOutput(serializers.Serializer):
 
 
 
-class EventCollection(ApiView):
-    @extend_schema(operation_id="events_list",
-                   parameters=[*LIST_PARAMETERS, OpenApiParameter("type", str),
-                               OpenApiParameter("object_id", str)],
-                   responses={200: list_of(EventOutput, "EventList"), **ERRORS})
-    def get(self, request: Request) -> Response:
-        rows = selectors.event_list(merchant=request.user,
-                                    type=request.query_params.get("type"),
-                                    object_id=request.query_params.get("object_id"))
-        return Response(paginate(rows, request, event_to_dict))
+class EventCollection(ListView, plural="events", output=EventOutput,
+                      selector=selectors.event_list, render=event_to_dict,
+                      passed={"type": "type", "object_id": "object_id"}):
+    pass
 
 
-class EventDetail(ApiView):
-    @extend_schema(operation_id="events_retrieve", responses={200: EventOutput, **ERRORS})
-    def get(self, request: Request, event_id: str) -> Response:
-        return Response(event_to_dict(selectors.event_get(merchant=request.user,
-                                                          event_id=event_id)))
+class EventDetail(RetrieveView, plural="events", output=EventOutput,
+                  selector=selectors.event_get, render=event_to_dict):
+    pass
 
 
 class EventResend(ApiView):
@@ -125,7 +117,9 @@ class EventResend(ApiView):
                          "has_more": False})
 
 
-class WebhookEndpointCollection(ApiView):
+class WebhookEndpointCollection(ListView, plural="webhook_endpoints",
+                                output=WebhookEndpointOutput, selector=selectors.endpoint_list,
+                                render=endpoint_to_dict):
     idempotency_response_is_secret = True  # the create response carries the signing secret
     @extend_schema(
         operation_id="webhook_endpoints_create", request=WebhookEndpointCreateInput,
@@ -142,21 +136,10 @@ class WebhookEndpointCollection(ApiView):
         return Response(endpoint_to_dict(issued.endpoint, secret=issued.secret),
                         status=status.HTTP_201_CREATED)
 
-    @extend_schema(operation_id="webhook_endpoints_list", parameters=LIST_PARAMETERS,
-                   responses={200: list_of(WebhookEndpointOutput, "WebhookEndpointList"),
-                              **ERRORS})
-    def get(self, request: Request) -> Response:
-        rows = selectors.endpoint_list(merchant=request.user)
-        return Response(paginate(rows, request, endpoint_to_dict))
 
-
-class WebhookEndpointDetail(ApiView):
-    @extend_schema(operation_id="webhook_endpoints_retrieve",
-                   responses={200: WebhookEndpointOutput, **ERRORS})
-    def get(self, request: Request, endpoint_id: str) -> Response:
-        return Response(endpoint_to_dict(
-            selectors.endpoint_get(merchant=request.user, endpoint_id=endpoint_id)))
-
+class WebhookEndpointDetail(RetrieveView, plural="webhook_endpoints",
+                            output=WebhookEndpointOutput, selector=selectors.endpoint_get,
+                            render=endpoint_to_dict):
     @extend_schema(
         operation_id="webhook_endpoints_update", request=WebhookEndpointUpdateInput,
         parameters=[IDEMPOTENCY_HEADER], responses={200: WebhookEndpointOutput, **POST_ERRORS},
@@ -192,13 +175,12 @@ class WebhookEndpointRotateSecret(ApiView):
         return Response(endpoint_to_dict(issued.endpoint, secret=issued.secret))
 
 
-class WebhookEndpointDeliveries(ApiView):
-    @extend_schema(operation_id="webhook_endpoints_deliveries", parameters=LIST_PARAMETERS,
-                   responses={200: list_of(WebhookDeliveryOutput, "WebhookEndpointDeliveryList"),
-                              **ERRORS})
-    def get(self, request: Request, endpoint_id: str) -> Response:
-        rows = selectors.delivery_list(merchant=request.user, endpoint_id=endpoint_id)
-        return Response(paginate(rows, request, delivery_to_dict))
+class WebhookEndpointDeliveries(ListView, plural="webhook_endpoints",
+                                output=WebhookDeliveryOutput, selector=selectors.delivery_list,
+                                render=delivery_to_dict,
+                                operation_id="webhook_endpoints_deliveries",
+                                list_name="WebhookEndpointDeliveryList"):
+    pass
 
 
 @csrf_exempt

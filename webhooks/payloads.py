@@ -3,15 +3,10 @@ built here so services never depend on the API layer."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from core.payloads import unix
 from webhooks.models import Event, WebhookEndpoint
-
-
-def unix(value: datetime | None) -> int | None:
-    """Seconds since the epoch, or None for a moment that has not happened."""
-    return int(value.timestamp()) if value is not None else None
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:

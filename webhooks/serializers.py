@@ -9,9 +9,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.payloads import unix
 from core.serializers import StrictSerializer
 from webhooks.models import WILDCARD, WebhookDelivery, WebhookDeliveryAttempt
-from webhooks.payloads import unix
 
 MAX_ENABLED_EVENTS = 100
 MAX_OVERLAP_SECONDS = 7 * 24 * 3600
