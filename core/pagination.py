@@ -14,6 +14,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from rest_framework.request import Request
 
+from core.db import replica_reads
 from core.errors import InvalidRequest
 
 DEFAULT_LIMIT = 10
@@ -33,6 +34,14 @@ def parse_limit(raw: str | None) -> int:
 def paginate(
     queryset: QuerySet, request: Request, serialize: Callable[[Any], dict]
 ) -> dict[str, Any]:
+    """One page of `queryset`, read from the replica when one is configured (core.db): a list
+    may trail the primary by the replica's replay delay; an object by id never does."""
+    with replica_reads():
+        return _page(queryset, request, serialize)
+
+
+def _page(queryset: QuerySet, request: Request, serialize: Callable[[Any], dict]
+          ) -> dict[str, Any]:
     params = request.query_params
     limit = parse_limit(params.get("limit"))
     after, before = params.get("starting_after"), params.get("ending_before")

@@ -1,4 +1,5 @@
-"""Django app config for `webhooks`: registers the outbox's and the inbox's gauges."""
+"""Django app config for `webhooks`: registers the gauges of the outbox, the inbox and the
+event relays."""
 
 from django.apps import AppConfig
 
@@ -19,5 +20,11 @@ class WebhooksConfig(AppConfig):
                        queue)
         gauge_register("clearhouse_provider_inbox", "Inbound provider events", ["status"],
                        lambda: [((status,), count) for status, count in selectors.inbox_counts()])
+        gauge_register("clearhouse_event_relay_lag",
+                       "Events each stream relay has not published yet (events) and the age "
+                       "of the oldest of them (seconds)", ["relay", "measure"],
+                       lambda: [row for name, events, seconds in selectors.event_relay_lags()
+                                for row in (((name, "events"), events),
+                                            ((name, "seconds"), seconds))])
         oldest_work_register("inbound", selectors.oldest_pending_inbound_seconds)
         oldest_work_register("webhooks", selectors.oldest_due_delivery_seconds)

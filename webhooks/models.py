@@ -16,15 +16,40 @@ class Event(models.Model):
     object_id = models.CharField(max_length=40)
     data = models.JSONField(help_text="Snapshot of the object right after the change.")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The event stream (webhooks.stream): the event's position in the stream every relay
+    # publishes, and its number among its object's events. Both are given once, by the
+    # sequencer, after the event's transaction committed (so positions follow commit order and
+    # an event's object's earlier events always have smaller ones); null until then. The
+    # insertion order the sequencer walks is the column `insert_order` (an identity column the
+    # database fills; migration 0006), which Django does not map.
+    seq = models.BigIntegerField(null=True, blank=True, editable=False)
+    object_seq = models.IntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         indexes = [
             models.Index(fields=["merchant", "-created_at", "-id"], name="event_merchant_recent"),
             models.Index(fields=["object_id", "created_at"], name="event_object"),
+            models.Index(fields=["seq"], name="event_stream_seq",
+                         condition=Q(seq__isnull=False)),
+            models.Index(fields=["object_id", "-object_seq"], name="event_object_seq",
+                         condition=Q(object_seq__isnull=False)),
         ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.object_id}"
+
+
+class EventRelayCursor(models.Model):
+    """How far one relay (one broker sink) has published the event stream: the highest `seq`
+    its broker acknowledged. Advanced only after the acknowledgement, so a relay killed in
+    between publishes that batch again (at least once; consumers drop duplicates by event id)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    position = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.position}"
 
 
 class EndpointStatus(models.TextChoices):

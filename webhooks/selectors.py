@@ -13,6 +13,7 @@ from webhooks.models import (
     DeliveryStatus,
     EndpointStatus,
     Event,
+    EventRelayCursor,
     InboxStatus,
     ProviderEvent,
     WebhookDelivery,
@@ -88,3 +89,19 @@ def oldest_pending_inbound_seconds() -> float:
     """Age of the oldest inbound provider event still waiting to be applied."""
     return oldest_age_seconds(ProviderEvent.objects.filter(status=InboxStatus.PENDING),
                               "received_at")
+
+
+def event_relay_lags() -> list[tuple[str, int, float]]:
+    """(relay, events not yet published, age in seconds of the oldest of them) per relay:
+    what each broker's consumers do not have yet. Index-backed: the newest position, the
+    events still to sequence (partial index) and the first event after each cursor."""
+    unsequenced = Event.objects.filter(seq__isnull=True)
+    waiting, oldest_waiting = unsequenced.count(), oldest_age_seconds(unsequenced, "created_at")
+    newest = (Event.objects.filter(seq__isnull=False).order_by("-seq")
+              .values_list("seq", flat=True).first()) or 0
+    return [
+        (cursor.name, max(newest - cursor.position, 0) + waiting,
+         max(oldest_waiting, oldest_age_seconds(
+             Event.objects.filter(seq=cursor.position + 1), "created_at")))
+        for cursor in EventRelayCursor.objects.order_by("name")
+    ]

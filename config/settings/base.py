@@ -90,6 +90,13 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactio
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# A streaming replica for list pages (core.db): reads that must be fresh stay on the primary.
+if env("DATABASE_REPLICA_URL", default=""):
+    DATABASES["replica"] = env.db("DATABASE_REPLICA_URL")
+    DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
+    DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["core.db.PrimaryReplicaRouter"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -230,6 +237,20 @@ CELERY_BEAT_SCHEDULE = {
 # Reconciliation jobs (RECON_JANITOR_INTERVAL_SECONDS, RECON_SETTLEMENT_PROVIDERS, the crontabs…)
 # are read from the environment by reconciliation/conf.py, which lists them with their defaults;
 # beat's rows follow them at migrate time or with `manage.py recon_schedule --sync`.
+
+# The event stream (webhooks/stream.py, `manage.py events_relay --sink redis|nats|kafka`): one
+# relay per broker publishes every event, in order, at least once (docs/OPERATIONS.md).
+EVENT_STREAM_REDIS_URL = env("EVENT_STREAM_REDIS_URL", default=REDIS_URL)
+EVENT_STREAM_REDIS_KEY = env("EVENT_STREAM_REDIS_KEY", default="clearhouse:events")
+EVENT_STREAM_REDIS_MAXLEN = env.int("EVENT_STREAM_REDIS_MAXLEN", default=None)
+EVENT_STREAM_NATS_URL = env("EVENT_STREAM_NATS_URL", default="nats://127.0.0.1:4222")
+EVENT_STREAM_NATS_STREAM = env("EVENT_STREAM_NATS_STREAM", default="CLEARHOUSE_EVENTS")
+EVENT_STREAM_NATS_SUBJECT_PREFIX = env("EVENT_STREAM_NATS_SUBJECT_PREFIX",
+                                       default="clearhouse.events")
+EVENT_STREAM_KAFKA_BOOTSTRAP_SERVERS = env("EVENT_STREAM_KAFKA_BOOTSTRAP_SERVERS", default="")
+EVENT_STREAM_KAFKA_TOPIC = env("EVENT_STREAM_KAFKA_TOPIC", default="clearhouse.events")
+# Extra librdkafka properties as JSON, e.g. {"security.protocol": "SASL_SSL", ...}.
+EVENT_STREAM_KAFKA_CONFIG = env.json("EVENT_STREAM_KAFKA_CONFIG", default={})
 
 # /metrics (Prometheus). Empty token: open (dev); production requires one.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
