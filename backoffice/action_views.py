@@ -81,5 +81,6 @@ class ObjectActionsMixin:
         obj = get_object_or_404(model, pk=lookup_pk(model, object_id))
         back = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change",
                        args=[quote(obj.pk)])
-        form = form_class(request.POST, **{k: v(obj) for k, v in form_kwargs.items()})
+        form = form_class(request.POST, request.FILES,
+                          **{k: v(obj) for k, v in form_kwargs.items()})
         return perform(request, form=form, run=lambda data: run(actor, obj, data), back=back)

@@ -20,7 +20,8 @@ from backoffice.models import AuditEntry
 AUDIT_ACTIONS = (
     "payment.refund", "payment.refund.result", "payment.capture", "payment.capture.result",
     "payment.cancel", "payment.cancel.result", "dispute.open", "dispute.evidence",
-    "dispute.won", "dispute.lost", "webhook.resend", "provider_event.replay",
+    "dispute.evidence.result", "dispute.evidence_file", "dispute.refresh", "dispute.won",
+    "dispute.lost", "webhook.resend", "provider_event.replay",
     "provider_event.replay.result", "break.resolve", "break.ignore", "ledger.verify",
     "approval.request", "approval.approve", "approval.reject", "approval.execute",
     "apikey.revoke", "admin.add", "admin.change", "admin.delete", "admin.password_change",

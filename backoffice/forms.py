@@ -11,7 +11,7 @@ from django import forms
 
 from core.ids import new_id
 from core.money import MAX_AMOUNT, exponent, format_amount, to_decimal
-from payments.models import DisputeReason, RefundReason
+from payments.models import EVIDENCE_FILE_FIELDS, DisputeReason, RefundReason
 
 # ASCII digits only: `\d` would also take "١٠" (Arabic-Indic ten), which Decimal reads as 10.
 _AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
@@ -115,8 +115,16 @@ class EvidenceForm(forms.Form):
                                          max_length=5000, widget=forms.Textarea(attrs={"rows": 3}))
     shipping_tracking_number = forms.CharField(label="Shipping tracking number", required=False,
                                                max_length=200)
-    customer_communication = forms.CharField(label="Customer communication (file id or URL)",
-                                             required=False, max_length=500)
+    customer_email_address = forms.CharField(label="Customer e-mail address", required=False,
+                                             max_length=200)
+
+
+class EvidenceFileForm(forms.Form):
+    field = forms.ChoiceField(label="What the file shows",
+                              choices=list(EVIDENCE_FILE_FIELDS.items()))
+    file = forms.FileField(label="File (PDF, PNG or JPEG)",
+                           help_text="Checked by its content; at most 5 MiB unless configured "
+                                     "otherwise. It goes to the provider with the evidence.")
 
 
 class DisputeDecisionForm(forms.Form):

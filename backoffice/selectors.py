@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
 from django.urls import reverse
 from django.utils import timezone
@@ -22,6 +23,7 @@ from core.queues import queue_depths
 from ledger.models import Account, JournalEntry, Posting
 from ledger.selectors import entry_list_for
 from payments.models import Dispute, Payment, PaymentAttempt, PaymentStatus, Refund
+from payments.selectors import disputes_due_soon
 from providers.http import redact
 from providers.registry import registered_codes
 from reconciliation.models import BreakStatus, JobRun, ReconciliationBreak
@@ -247,6 +249,8 @@ def dashboard(*, now: datetime | None = None) -> dict[str, Any]:
                   .values("type").annotate(n=Count("id")).order_by("-n", "type"))
     pending = ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING)
     pending_count, pending_more = _capped_count(pending)
+    due_soon = disputes_due_soon(now=now)
+    due_count, due_more = _capped_count(due_soon)
     failing = list(WebhookEndpoint.objects.filter(deleted_at__isnull=True)
                    .filter(Q(failing_since__isnull=False) | Q(status=EndpointStatus.DISABLED))
                    .select_related("merchant").order_by("failing_since")[:10])
@@ -262,6 +266,10 @@ def dashboard(*, now: datetime | None = None) -> dict[str, Any]:
         "pending": list(pending.select_related("requested_by", "merchant")
                         .order_by("requested_at")[:5]),
         "failing_endpoints": failing,
+        # Disputes still waiting for evidence whose provider deadline is near (or past).
+        "disputes_due": list(due_soon.select_related("merchant")[:5]),
+        "disputes_due_count": due_count, "disputes_due_more": due_more,
+        "disputes_due_hours": settings.DISPUTE_REMINDER_HOURS,
         "queues": queue_depths(),
         "last_verify": LedgerVerifyRun.objects.order_by("-id").first(),
         "job_runs": list(JobRun.objects.order_by("-started_at")[:5]),

@@ -36,8 +36,11 @@ from ledger.services import account_for, entry_post
 from ledger.verify import ledger_verify
 from payments import services as payments
 from payments.models import (
+    EVIDENCE_FILE_FIELDS,
     Dispute,
+    DisputeDecider,
     DisputeReason,
+    EvidenceFile,
     Payment,
     Refund,
     RefundReason,
@@ -59,7 +62,7 @@ PAYMENT_FIELDS = ("id", "merchant", "amount", "currency", "status", "amount_auth
                   "provider_reference")
 REFUND_FIELDS = ("id", "payment", "amount", "currency", "status", "reason", "failure_code")
 DISPUTE_FIELDS = ("id", "payment", "amount", "currency", "status", "reason", "due_by",
-                  "provider_reference", "closed_at")
+                  "provider_reference", "evidence_submitted_at", "closed_at", "decided_by")
 BREAK_FIELDS = ("id", "type", "key", "status", "provider", "payment_id", "resolution_note",
                 "resolved_at")
 INBOX_FIELDS = ("id", "provider", "provider_event_id", "type", "status", "attempts",
@@ -336,21 +339,62 @@ def _dispute_of_notice(dispute: Dispute, payment: Payment) -> Dispute:
 
 def dispute_evidence_submit(*, actor: Actor, dispute_id: str, evidence: dict[str, str]
                             ) -> Dispute:
-    """Contest: send the evidence (the dispute moves to under_review)."""
+    """Contest: stage the text given here beside the files already attached, then send it all
+    to the provider through the port (the dispute moves to under_review when it accepts). The
+    intent is audited in the transaction that opens the evidence attempt, the answer after."""
     _require(actor, "manage_dispute")
     evidence = {key: value.strip() for key, value in evidence.items() if (value or "").strip()}
-    if not evidence:
+    dispute = _dispute(dispute_id)
+    if not evidence and not dispute.evidence:
         raise InvalidRequest("Enter at least one piece of evidence (a summary, a tracking "
-                             "number or the customer communication).", param="evidence")
+                             "number or the customer communication), or attach a file.",
+                             param="evidence")
+    if evidence:
+        payments.dispute_evidence_update(merchant=dispute.merchant, dispute_id=dispute.id,
+                                         evidence=evidence, submit=False)
+    return _two_phase(
+        actor=actor, action="dispute.evidence", object_type="dispute", object_id=dispute.id,
+        note="; ".join(f"{key}: {value}" for key, value in evidence.items())[:2000],
+        call=lambda intent: payments.dispute_evidence_submit(
+            merchant=None, dispute_id=dispute.id, audit=lambda payment: intent(
+                Dispute.objects.get(pk=dispute.id))),
+        after=lambda done: snapshot(done, DISPUTE_FIELDS), fields=DISPUTE_FIELDS)
+
+
+def dispute_evidence_file_add(*, actor: Actor, dispute_id: str, field: str, content: bytes,
+                              filename: str) -> EvidenceFile:
+    """Attach a file to a dispute's evidence (checked and kept like the API's uploads); it goes
+    to the provider with the next submission."""
+    _require(actor, "manage_dispute")
+    if field not in EVIDENCE_FILE_FIELDS:
+        raise InvalidRequest("Choose what the file shows.", param="field")
     dispute = _dispute(dispute_id)
     with transaction.atomic():
         before = snapshot(dispute, DISPUTE_FIELDS)
-        dispute = payments.dispute_submit_evidence(merchant=dispute.merchant,
-                                                   dispute_id=dispute.id, evidence=evidence)
-        audit_record(actor=actor, action="dispute.evidence", object_type="dispute",
+        added = payments.file_create(merchant=dispute.merchant, content=content,
+                                     filename=filename, uploaded_by=f"staff:{actor.username}")
+        dispute = payments.dispute_evidence_update(merchant=dispute.merchant,
+                                                   dispute_id=dispute.id,
+                                                   evidence={field: added.id}, submit=False)
+        audit_record(actor=actor, action="dispute.evidence_file", object_type="dispute",
                      object_id=dispute.id, before=before,
-                     after={**snapshot(dispute, DISPUTE_FIELDS), "evidence": evidence})
-    return dispute
+                     after={field: added.id, "filename": added.filename, "size": added.size,
+                            "sha256": added.sha256})
+    return added
+
+
+def dispute_refresh(*, actor: Actor, dispute_id: str) -> Dispute:
+    """Ask the provider where the dispute stands now (what the dispute job does on its own
+    schedule); its answer, not the person, decides."""
+    _require(actor, "manage_dispute")
+    dispute = _dispute(dispute_id)
+    before = snapshot(dispute, DISPUTE_FIELDS)
+    done = payments.dispute_refresh(dispute_id=dispute.id)
+    done.refresh_from_db()
+    with transaction.atomic():
+        audit_record(actor=actor, action="dispute.refresh", object_type="dispute",
+                     object_id=dispute.id, before=before, after=snapshot(done, DISPUTE_FIELDS))
+    return done
 
 
 @dataclass(frozen=True)
@@ -388,7 +432,8 @@ def dispute_decision_record(*, actor: Actor, dispute_id: str, won: bool, note: s
     with transaction.atomic():
         before = {"dispute": snapshot(dispute, DISPUTE_FIELDS),
                   "payment": snapshot(dispute.payment, PAYMENT_FIELDS)}
-        dispute = payments.dispute_resolve(dispute_id=dispute.id, won=True)
+        dispute = payments.dispute_resolve(dispute_id=dispute.id, won=True,
+                                           decided_by=DisputeDecider.STAFF)
         dispute.payment.refresh_from_db()
         audit_record(actor=actor, action="dispute.won", object_type="dispute",
                      object_id=dispute.id, before=before,
@@ -674,9 +719,12 @@ def approval_decide(*, actor: Actor, approval_id: str, approve: bool, comment: s
 
 _IN_DATABASE: dict[str, Callable[[ApprovalRequest, Actor], dict[str, Any]]] = {
     ApprovalKind.LEDGER_ADJUSTMENT: _ledger_adjustment_post,
+    # A provider's "lost" letter recorded by staff, or the merchant's loss accepted by staff.
     ApprovalKind.DISPUTE_ACCEPT: lambda approval, actor: {
-        "dispute": payments.dispute_close(merchant=None,
-                                          dispute_id=approval.params["dispute_id"]).id},
+        "dispute": payments.dispute_resolve(
+            dispute_id=approval.params["dispute_id"], won=False,
+            decided_by=(DisputeDecider.STAFF if approval.params.get("decision") == "lost"
+                        else DisputeDecider.MERCHANT)).id},
 }
 
 

@@ -16,7 +16,7 @@ import hashlib
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
-__all__ = ["InvalidToken", "decrypt", "encrypt", "reencrypt"]
+__all__ = ["InvalidToken", "decrypt", "decrypt_bytes", "encrypt", "encrypt_bytes", "reencrypt"]
 
 
 def _dev_key(secret_key: str) -> bytes:
@@ -44,6 +44,15 @@ def encrypt(plaintext: str) -> str:
 def decrypt(token: str) -> str:
     """Raises InvalidToken if no configured key opens the token (a key was dropped too early)."""
     return _current().decrypt(token.encode("ascii")).decode()
+
+
+def encrypt_bytes(plaintext: bytes) -> bytes:
+    """Binary content (dispute evidence files at rest): the same keys, a Fernet token."""
+    return _current().encrypt(plaintext)
+
+
+def decrypt_bytes(token: bytes) -> bytes:
+    return _current().decrypt(token)
 
 
 def reencrypt(token: str) -> str:

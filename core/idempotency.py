@@ -181,9 +181,13 @@ class IdempotentMixin:
         if request.method != "POST" or raw is None:
             return
         key = _validate_key(raw)
-        fp = fingerprint(request.method, request.path, request.body)
+        fp = self.request_fingerprint(request)
         self._idempotency_row = _claim(request.user, key, request.method, request.path, fp)
         self._idempotency = {"idempotency_key": key, "idempotency_fingerprint": fp}
+
+    def request_fingerprint(self, request: Request) -> str:
+        """What makes two requests "the same" (a view with a non-JSON body overrides it)."""
+        return fingerprint(request.method, request.path, request.body)
 
     def idempotency(self, request: Request) -> dict[str, str]:
         """`idempotency_key` and `idempotency_fingerprint` for a create service, which keeps

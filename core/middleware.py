@@ -39,6 +39,15 @@ IDEMPOTENCY_HEADER = "HTTP_IDEMPOTENCY_KEY"
 # Ids are a short prefix and 24 characters, so no object lives at a longer path; refusing here
 # also keeps paths within what an idempotency record stores (300 characters).
 MAX_API_PATH = 256
+# Evidence uploads (POST /api/v1/files) are multipart: the file plus the form's boundaries and
+# its few short fields.
+FILE_UPLOAD_PATH = "/api/v1/files"
+FILE_UPLOAD_OVERHEAD = 16 * 1024
+
+
+def _is_file_upload(request: HttpRequest) -> bool:
+    return (request.method == "POST" and request.path == FILE_UPLOAD_PATH
+            and request.META.get("CONTENT_TYPE", "").lower().startswith("multipart/form-data"))
 
 
 class RequestIdMiddleware:
@@ -116,6 +125,16 @@ class RequestGuardMiddleware:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             declared = 0
+        if _is_file_upload(request):
+            # The one multipart route: up to one evidence file plus its form's few fields. The
+            # file's bytes are judged by the view (type by content, size); they are never
+            # parsed as text, logged or scanned here. Its form fields are scanned by the view.
+            upload_limit = settings.EVIDENCE_MAX_BYTES + FILE_UPLOAD_OVERHEAD
+            if declared > upload_limit:
+                raise PayloadTooLarge(f"Evidence files are limited to "
+                                      f"{settings.EVIDENCE_MAX_BYTES} bytes.",
+                                      code="file_too_large", param="file")
+            return
         if declared > limit:
             raise PayloadTooLarge(f"Request bodies are limited to {limit} bytes.")
         # The WSGI stream is limited to Content-Length, so this reads at most `limit` bytes.

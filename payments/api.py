@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+import hashlib
+import json
+from collections.abc import Callable
+
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -17,15 +23,20 @@ from core.api import (
     RetrieveView,
     list_of,
 )
-from core.errors import InvalidRequest
+from core.carddata import contains_card_data
+from core.errors import CardDataNotAllowed, InvalidRequest
+from core.idempotency import fingerprint
 from core.pagination import paginate
-from payments import selectors, services
-from payments.models import DisputeStatus
-from payments.payloads import dispute_to_dict, payment_to_dict, refund_to_dict
+from payments import files, selectors, services
+from payments.files import attachment_response
+from payments.models import Dispute, DisputeStatus, FilePurpose
+from payments.payloads import dispute_to_dict, file_to_dict, payment_to_dict, refund_to_dict
 from payments.serializers import (
     DisputeEvidenceInput,
     DisputeOutput,
     EmptyInput,
+    FileOutput,
+    FileUploadInput,
     PaymentCancelInput,
     PaymentCaptureInput,
     PaymentCreateInput,
@@ -142,16 +153,105 @@ class DisputeDetail(RetrieveView, plural="disputes", output=DisputeOutput,
                                "moves to `under_review`.")
     def post(self, request: Request, dispute_id: str) -> Response:
         data = self.validated(DisputeEvidenceInput, request)
-        dispute = services.dispute_submit_evidence(merchant=request.user, dispute_id=dispute_id,
-                                                   evidence=data["evidence"])
+        dispute = services.dispute_evidence_update(merchant=request.user, dispute_id=dispute_id,
+                                                   evidence=data["evidence"],
+                                                   submit=data["submit"])
         return Response(dispute_to_dict(dispute))
 
 
-class DisputeClose(ApiView):
-    @extend_schema(operation_id="disputes_close", request=None, parameters=[IDEMPOTENCY_HEADER],
-                   responses={200: DisputeOutput, **POST_ERRORS},
-                   description="Accept the dispute as lost: the amount is charged back.")
+class _DisputeAction(ApiView):
+    """A POST without a body that runs one dispute service and answers with the dispute."""
+
+    service: Callable[..., Dispute]
+
     def post(self, request: Request, dispute_id: str) -> Response:
         self.validated(EmptyInput, request)
-        dispute = services.dispute_close(merchant=request.user, dispute_id=dispute_id)
-        return Response(dispute_to_dict(dispute))
+        return Response(dispute_to_dict(type(self).service(merchant=request.user,
+                                                           dispute_id=dispute_id)))
+
+
+def _dispute_action_schema(operation_id: str, description: str) -> Callable[[type], type]:
+    return extend_schema_view(post=extend_schema(
+        operation_id=operation_id, request=None, parameters=[IDEMPOTENCY_HEADER],
+        responses={200: DisputeOutput, **POST_ERRORS}, description=description))
+
+
+@_dispute_action_schema("disputes_submit",
+                        "Send the staged evidence to the provider (once). Accepted: "
+                        "`under_review`; the provider's decision follows as `dispute.closed`. "
+                        "Refused (e.g. past its deadline): 502 with the provider's reason, the "
+                        "dispute unchanged.")
+class DisputeSubmit(_DisputeAction):
+    service = staticmethod(services.dispute_evidence_submit)
+
+
+@_dispute_action_schema("disputes_close",
+                        "Accept the dispute as lost: the amount is charged back.")
+class DisputeClose(_DisputeAction):
+    service = staticmethod(services.dispute_close)
+
+
+class FileCollection(ListView, plural="files", output=FileOutput, selector=selectors.file_list,
+                     render=file_to_dict):
+    """Evidence uploads: the API's one multipart route (the request guard lets only this path
+    through with a body over 16 KiB, up to EVIDENCE_MAX_BYTES)."""
+
+    parser_classes = [MultiPartParser]
+
+    def request_fingerprint(self, request: Request) -> str:
+        """Same purpose, name and bytes are the same upload, whatever the multipart boundary."""
+        upload = request.FILES.get("file")
+        digest = hashlib.sha256()
+        if upload is not None:
+            for chunk in upload.chunks():
+                digest.update(chunk)
+            upload.seek(0)
+        return fingerprint(request.method, request.path, json.dumps({
+            "purpose": request.POST.get("purpose", ""), "filename": getattr(upload, "name", ""),
+            "sha256": digest.hexdigest()}).encode())
+
+    @extend_schema(
+        operation_id="files_create", request={"multipart/form-data": FileUploadInput},
+        parameters=[IDEMPOTENCY_HEADER], responses={200: FileOutput, **POST_ERRORS},
+        description="Upload a dispute evidence file (multipart/form-data: `file`, `purpose` = "
+                    "`dispute_evidence`). PDF, PNG or JPEG, judged by content; at most 5 MiB "
+                    "by default (413 `file_too_large`). Name it in a dispute's evidence by id.")
+    def post(self, request: Request) -> Response:
+        fields = {name: request.POST.getlist(name) for name in request.POST}
+        uploads = request.FILES.getlist("file")
+        names = [upload.name for upload in uploads]
+        if contains_card_data([fields, names]):
+            raise CardDataNotAllowed("Card numbers may not be sent to this API.")
+        unknown = sorted(set(fields) - {"purpose"} | set(request.FILES) - {"file"})
+        if unknown:
+            raise InvalidRequest(f"Received unknown parameter: {unknown[0]}.", param=unknown[0],
+                                 code="parameter_unknown")
+        if len(uploads) != 1:
+            raise InvalidRequest("Send exactly one file, in the form field `file`.",
+                                 param="file", code="parameter_missing")
+        purpose = request.POST.get("purpose", "")
+        if purpose not in FilePurpose.values:
+            raise InvalidRequest(f"purpose must be one of {', '.join(FilePurpose.values)}.",
+                                 param="purpose")
+        content = files.read_limited(uploads[0].chunks())
+        created = services.file_create(merchant=request.user, content=content,
+                                       filename=uploads[0].name or "", uploaded_by="api",
+                                       purpose=purpose)
+        return Response(file_to_dict(created))
+
+
+class FileDetail(RetrieveView, plural="files", output=FileOutput, selector=selectors.file_get,
+                 render=file_to_dict):
+    pass
+
+
+class FileContents(ApiView):
+    @extend_schema(operation_id="files_download",
+                   responses={(200, "application/octet-stream"): bytes, **ERRORS},
+                   description="The file's bytes, always as an attachment (never rendered "
+                               "inline): Content-Disposition attachment, nosniff, a sandboxing "
+                               "Content-Security-Policy.")
+    def get(self, request: Request, file_id: str) -> HttpResponse:
+        found = selectors.file_get(merchant=request.user, file_id=file_id)
+        return attachment_response(files.load(found.storage_name), filename=found.filename,
+                                   content_type=found.content_type)

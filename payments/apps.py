@@ -8,6 +8,7 @@ class PaymentsConfig(AppConfig):
     name = "payments"
 
     def ready(self) -> None:
+        from payments import checks  # noqa: F401 - registers the evidence storage checks
         from payments.inbound import provider_event_apply
         from webhooks.inbound import register_event_applier
 

@@ -21,4 +21,4 @@ def provider_event_apply(event: InboundEvent, *, confirmed: Confirmed | None,
         dispute_reference=event.dispute_reference, reason=reason,
         confirmed_refunded=confirmed.refunded if confirmed else None,
         confirmed_disputed=confirmed.disputed if confirmed else None,
-        give_up_holding=give_up_holding)
+        give_up_holding=give_up_holding, evidence_due_by=event.evidence_due_by)

@@ -257,6 +257,7 @@ class AttemptKind(models.TextChoices):
     CAPTURE = "capture"
     VOID = "void"
     REFUND = "refund"
+    DISPUTE_EVIDENCE = "dispute_evidence"  # a dispute's evidence sent to the provider
 
 
 class AttemptStatus(models.TextChoices):
@@ -274,6 +275,8 @@ class PaymentAttempt(models.Model):
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="attempts")
     refund = models.ForeignKey(Refund, on_delete=models.PROTECT, related_name="attempts",
                                null=True, blank=True)
+    dispute = models.ForeignKey("Dispute", on_delete=models.PROTECT, related_name="attempts",
+                                null=True, blank=True)
     kind = models.CharField(max_length=16, choices=AttemptKind.choices)
     provider = models.CharField(max_length=32)
     amount = models.BigIntegerField()
@@ -292,6 +295,18 @@ class PaymentAttempt(models.Model):
             models.CheckConstraint(condition=Q(status__in=AttemptStatus.values),
                                    name="attempt_status_known"),
             models.CheckConstraint(condition=Q(amount__gte=0), name="attempt_amount_nonnegative"),
+            # Evidence attempts, and only they, belong to a dispute.
+            models.CheckConstraint(
+                condition=Q(kind=AttemptKind.DISPUTE_EVIDENCE, dispute__isnull=False)
+                | (~Q(kind=AttemptKind.DISPUTE_EVIDENCE) & Q(dispute__isnull=True)),
+                name="attempt_dispute_iff_evidence"),
+            # A dispute's evidence goes to the provider once: at most one submission that may
+            # have reached it (sent, answer unknown or accepted); a refused one may be retried.
+            models.UniqueConstraint(
+                fields=["dispute"], condition=Q(kind=AttemptKind.DISPUTE_EVIDENCE) & Q(
+                    status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN,
+                                AttemptStatus.APPROVED]),
+                name="attempt_one_evidence_submission_per_dispute"),
         ]
         indexes = [
             models.Index(fields=["payment", "created_at"], name="attempt_payment"),
@@ -323,6 +338,26 @@ class DisputeReason(models.TextChoices):
     GENERAL = "general"
 
 
+# What an evidence file shows (its field in the dispute's evidence), as at Stripe.
+EVIDENCE_FILE_FIELDS: dict[str, str] = {
+    "receipt": "Receipt",
+    "customer_communication": "Customer communication",
+    "shipping_documentation": "Shipping documentation",
+    "service_documentation": "Service documentation",
+    "refund_policy": "Refund policy",
+    "cancellation_policy": "Cancellation policy",
+    "uncategorized_file": "Other",
+}
+
+
+class DisputeDecider(models.TextChoices):
+    """Who set a closed dispute's outcome."""
+
+    PROVIDER = "provider"  # its notice or its lookup (the normal path)
+    MERCHANT = "merchant"  # accepted the loss (API close, or an approved back-office request)
+    STAFF = "staff"  # recorded from a provider letter outside the API (back-office)
+
+
 class Dispute(FSMModelMixin, models.Model):
     """A chargeback. Opening it holds the amount (available → disputed); lost charges it back,
     won releases it. `payment.amount_disputed` is the sum of its open and lost disputes."""
@@ -344,6 +379,12 @@ class Dispute(FSMModelMixin, models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=16, choices=DisputeDecider.choices, blank=True,
+                                  default="", db_default="")
+    # When the "evidence due soon" reminder went out (once per dispute).
+    reminded_at = models.DateTimeField(null=True, blank=True)
+    # When the dispute job last asked the provider where this dispute stands.
+    provider_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -351,6 +392,19 @@ class Dispute(FSMModelMixin, models.Model):
                                    name="dispute_amount_range"),
             models.CheckConstraint(condition=Q(status__in=DisputeStatus.values),
                                    name="dispute_status_known"),
+            # Closed exactly when decided, by someone we can name; under review only once
+            # evidence went out.
+            models.CheckConstraint(
+                condition=(Q(status__in=[DisputeStatus.WON, DisputeStatus.LOST],
+                             closed_at__isnull=False, decided_by__in=DisputeDecider.values)
+                           | Q(status__in=[DisputeStatus.NEEDS_RESPONSE,
+                                           DisputeStatus.UNDER_REVIEW],
+                               closed_at__isnull=True, decided_by="")),
+                name="dispute_closed_iff_decided"),
+            models.CheckConstraint(
+                condition=~Q(status=DisputeStatus.UNDER_REVIEW)
+                | Q(evidence_submitted_at__isnull=False),
+                name="dispute_under_review_has_evidence"),
             models.UniqueConstraint(fields=["provider", "provider_reference"],
                                     condition=~Q(provider_reference=""),
                                     name="dispute_provider_reference_unique"),
@@ -358,6 +412,9 @@ class Dispute(FSMModelMixin, models.Model):
         indexes = [
             models.Index(fields=["merchant", "-created_at", "-id"], name="dispute_merchant_recent"),
             models.Index(fields=["status", "due_by"], name="dispute_status_due"),
+            # The dispute job's lookups: open disputes, least recently asked first.
+            models.Index(fields=["provider_checked_at"], name="dispute_open_lookup",
+                         condition=Q(status__in=["needs_response", "under_review"])),
         ]
 
     def __str__(self) -> str:
@@ -369,8 +426,8 @@ class Dispute(FSMModelMixin, models.Model):
 
     @transition(field=status, source=[DisputeStatus.NEEDS_RESPONSE, DisputeStatus.UNDER_REVIEW],
                 target=DisputeStatus.UNDER_REVIEW)
-    def submit_evidence(self, evidence: dict) -> None:
-        self.evidence = {**self.evidence, **evidence}
+    def mark_under_review(self) -> None:
+        pass
 
     @transition(field=status, source=[DisputeStatus.NEEDS_RESPONSE, DisputeStatus.UNDER_REVIEW],
                 target=DisputeStatus.WON)
@@ -381,3 +438,54 @@ class Dispute(FSMModelMixin, models.Model):
                 target=DisputeStatus.LOST)
     def mark_lost(self) -> None:
         pass
+
+
+class FilePurpose(models.TextChoices):
+    DISPUTE_EVIDENCE = "dispute_evidence"
+
+
+class FileType(models.TextChoices):
+    """What an upload is, judged by its first bytes (never its name or declared type)."""
+
+    PDF = "application/pdf"
+    PNG = "image/png"
+    JPEG = "image/jpeg"
+
+
+# The database's own ceiling for one file; EVIDENCE_MAX_BYTES (default 5 MiB) is the real limit.
+FILE_SIZE_CEILING = 50 * 1024 * 1024
+
+
+class EvidenceFile(models.Model):
+    """A file a merchant (API) or staff (back-office) uploaded as dispute evidence. The bytes
+    live encrypted in EVIDENCE_STORAGE_DIR, outside anything the web server serves, under a
+    random name with no extension; this row says what they are. Immutable once written."""
+
+    id = PublicIdField(prefix="file")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="files")
+    purpose = models.CharField(max_length=32, choices=FilePurpose.choices)
+    content_type = models.CharField(max_length=32, choices=FileType.choices)
+    filename = models.CharField(max_length=255, help_text="As uploaded, cleaned; display only.")
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    storage_name = models.CharField(max_length=128, unique=True, editable=False)
+    uploaded_by = models.CharField(max_length=160,
+                                   help_text="'api' or 'staff:<username>'.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(size__gte=1, size__lte=FILE_SIZE_CEILING),
+                                   name="file_size_range"),
+            models.CheckConstraint(condition=Q(purpose__in=FilePurpose.values),
+                                   name="file_purpose_known"),
+            models.CheckConstraint(condition=Q(content_type__in=FileType.values),
+                                   name="file_type_known"),
+            models.CheckConstraint(condition=Q(sha256__regex=r"^[0-9a-f]{64}$"),
+                                   name="file_sha256_hex"),
+        ]
+        indexes = [models.Index(fields=["merchant", "-created_at", "-id"],
+                                name="file_merchant_recent")]
+
+    def __str__(self) -> str:
+        return self.id

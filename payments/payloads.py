@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
+
 from core.payloads import provider_object_to_dict, unix
-from payments.models import Dispute, Payment, Refund
+from payments.models import Dispute, DisputeStatus, EvidenceFile, FileType, Payment, Refund
+
+_FILE_TYPES = {FileType.PDF: "pdf", FileType.PNG: "png", FileType.JPEG: "jpg"}
 
 
 def payment_to_dict(payment: Payment) -> dict[str, Any]:
@@ -40,4 +44,19 @@ def dispute_to_dict(dispute: Dispute) -> dict[str, Any]:
     return _of_payment(dispute, "dispute", reason=dispute.reason, status=dispute.status,
                        evidence=dispute.evidence,
                        evidence_submitted=unix(dispute.evidence_submitted_at),
-                       due_by=unix(dispute.due_by))
+                       evidence_details={
+                           "due_by": unix(dispute.due_by),
+                           "has_evidence": bool(dispute.evidence),
+                           "submitted": dispute.evidence_submitted_at is not None,
+                           "past_due": (dispute.status == DisputeStatus.NEEDS_RESPONSE
+                                        and dispute.due_by <= timezone.now())},
+                       due_by=unix(dispute.due_by), decided_by=dispute.decided_by or None,
+                       closed=unix(dispute.closed_at))
+
+
+def file_to_dict(file: EvidenceFile) -> dict[str, Any]:
+    """An uploaded file's description (never its content: that is GET /v1/files/{id}/contents)."""
+    return {"id": file.id, "object": "file", "purpose": file.purpose,
+            "type": _FILE_TYPES[FileType(file.content_type)], "filename": file.filename,
+            "size": file.size, "sha256": file.sha256,
+            "url": f"/api/v1/files/{file.id}/contents", "created": unix(file.created_at)}

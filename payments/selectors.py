@@ -3,10 +3,11 @@ every app reads (`refundable_amount`)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
+from django.conf import settings
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
 
 from core.errors import NotFound
 from core.metrics import oldest_age_seconds
@@ -16,6 +17,8 @@ from payments.models import (
     AttemptKind,
     AttemptStatus,
     Dispute,
+    DisputeStatus,
+    EvidenceFile,
     Payment,
     PaymentAttempt,
     PaymentStatus,
@@ -78,6 +81,57 @@ def dispute_list(*, merchant: Merchant, payment_id: str | None = None,
     if status:
         rows = rows.filter(status=status)
     return rows
+
+
+def file_get(*, merchant: Merchant, file_id: str) -> EvidenceFile:
+    """One of this merchant's files, or 404 (another merchant's file is as missing as none)."""
+    found = EvidenceFile.objects.filter(merchant=merchant, pk=file_id).first()
+    if found is None:
+        raise NotFound(f"No such file: '{file_id}'.", param="id")
+    return found
+
+
+def file_list(*, merchant: Merchant) -> QuerySet[EvidenceFile]:
+    return EvidenceFile.objects.filter(merchant=merchant)
+
+
+def dispute_files(dispute: Dispute) -> list[EvidenceFile]:
+    """The files a dispute's evidence names, in field order."""
+    named = [value for value in dispute.evidence.values()
+             if isinstance(value, str) and value.startswith("file_")]
+    rows = {row.pk: row for row in EvidenceFile.objects.filter(merchant_id=dispute.merchant_id,
+                                                                pk__in=named)}
+    return [rows[file_id] for file_id in named if file_id in rows]
+
+
+OPEN_DISPUTE_STATUSES = (DisputeStatus.NEEDS_RESPONSE, DisputeStatus.UNDER_REVIEW)
+
+
+def disputes_due_for_lookup(*, now: datetime, limit: int) -> list[str]:
+    """Open disputes the provider knows (a case reference), not asked about for
+    DISPUTE_LOOKUP_MINUTES, never asked first, then least recently asked."""
+    cutoff = now - timedelta(minutes=settings.DISPUTE_LOOKUP_MINUTES)
+    rows = (Dispute.objects.filter(status__in=OPEN_DISPUTE_STATUSES)
+            .exclude(provider_reference="").exclude(provider="")
+            .filter(Q(provider_checked_at__isnull=True) | Q(provider_checked_at__lt=cutoff))
+            .order_by(F("provider_checked_at").asc(nulls_first=True), "id"))
+    return list(rows.values_list("id", flat=True)[:limit])
+
+
+def disputes_due_soon(*, now: datetime, merchant_id: str | None = None) -> QuerySet[Dispute]:
+    """Disputes still waiting for evidence whose deadline falls within
+    DISPUTE_REMINDER_HOURS (or has passed), soonest first: the back-office's queue."""
+    rows = Dispute.objects.filter(
+        status=DisputeStatus.NEEDS_RESPONSE,
+        due_by__lte=now + timedelta(hours=settings.DISPUTE_REMINDER_HOURS))
+    if merchant_id:
+        rows = rows.filter(merchant_id=merchant_id)
+    return rows.order_by("due_by", "id")
+
+
+def disputes_due_soon_unreminded(*, now: datetime) -> list[str]:
+    return list(disputes_due_soon(now=now).filter(reminded_at__isnull=True, due_by__gt=now)
+                .values_list("id", flat=True)[:1000])
 
 
 # Refunds that hold part of the captured amount: a pending one may still succeed.

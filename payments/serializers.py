@@ -3,6 +3,7 @@ OpenAPI schema (the bodies themselves come from payments.payloads)."""
 
 from __future__ import annotations
 
+from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 
 from core.serializers import (
@@ -12,7 +13,15 @@ from core.serializers import (
     ProviderObjectOutput,
     StrictSerializer,
 )
-from payments.models import CaptureMethod, Dispute, Payment, Refund, RefundReason
+from payments.models import (
+    CaptureMethod,
+    Dispute,
+    DisputeDecider,
+    FilePurpose,
+    Payment,
+    Refund,
+    RefundReason,
+)
 
 TOKEN_HELP = "A payment method token such as pm_card_visa; card numbers are never accepted."  # noqa: S105
 
@@ -84,13 +93,20 @@ class RefundOutput(serializers.Serializer):
 
 
 class DisputeEvidenceInput(StrictSerializer):
-    """Evidence text and references to files already uploaded elsewhere (ids or URLs)."""
+    """Evidence text, and files uploaded with POST /v1/files (purpose dispute_evidence) named
+    by id; `submit` (default true) sends it to the provider at once."""
 
     evidence = serializers.DictField(
         child=serializers.CharField(max_length=5000, allow_blank=True),
         help_text="e.g. {\"customer_communication\": \"…\", \"shipping_tracking_number\": "
-                  "\"…\", \"receipt_file\": \"file_…\"}",
+                  "\"…\", \"receipt\": \"file_…\"}. A value `file_…` must name one of your "
+                  "evidence files.",
     )
+    submit = serializers.BooleanField(
+        required=False, default=True,
+        help_text="true: send the evidence to the provider now (the dispute moves to "
+                  "under_review when it accepts it); false: only stage it, then POST "
+                  "/v1/disputes/{id}/submit.")
 
     def validate_evidence(self, value: dict[str, str]) -> dict[str, str]:
         if not value:
@@ -110,5 +126,34 @@ class DisputeOutput(serializers.Serializer):
     status = serializers.ChoiceField(choices=Dispute._meta.get_field("status").choices)
     evidence = serializers.DictField(child=serializers.CharField())
     evidence_submitted = serializers.IntegerField(allow_null=True)
+    evidence_details = inline_serializer("DisputeEvidenceDetails", fields={
+        "due_by": serializers.IntegerField(help_text="The provider's deadline (unix time)."),
+        "has_evidence": serializers.BooleanField(),
+        "submitted": serializers.BooleanField(),
+        "past_due": serializers.BooleanField()})
     due_by = serializers.IntegerField()
+    decided_by = serializers.ChoiceField(choices=DisputeDecider.choices, allow_null=True,
+                                         help_text="Who set the outcome: normally provider.")
+    closed = serializers.IntegerField(allow_null=True)
     created = serializers.IntegerField()
+
+
+class FileOutput(serializers.Serializer):
+    id = serializers.CharField(help_text="file_…")
+    object = serializers.CharField(default="file")
+    purpose = serializers.ChoiceField(choices=FilePurpose.choices)
+    type = serializers.ChoiceField(choices=["pdf", "png", "jpg"],
+                                   help_text="Judged by the file's content, not its name.")
+    filename = serializers.CharField()
+    size = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    url = serializers.CharField(help_text="Download (as an attachment, never inline).")
+    created = serializers.IntegerField()
+
+
+class FileUploadInput(serializers.Serializer):
+    """multipart/form-data: the file and its purpose."""
+
+    file = serializers.FileField(help_text="PDF, PNG or JPEG; at most EVIDENCE_MAX_BYTES "
+                                           "(5 MiB by default).")
+    purpose = serializers.ChoiceField(choices=FilePurpose.choices)

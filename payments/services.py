@@ -5,28 +5,44 @@ transaction (two-phase, so a crash at any point leaves a trace the janitor can r
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
 from core.breaks import BreakSpec, break_report
-from core.errors import InvalidRequest, NotFound, ProviderError, StateError, violated_constraint
+from core.errors import (
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ProviderError,
+    StateError,
+    violated_constraint,
+)
 from core.idempotency import same_request_or_422
 from core.models import Merchant
 from core.transactions import create_or_existing, task_send
 from ledger import flows as ledger
+from payments import files
 from payments.models import (
     FUNDS_CAPTURED,
     AttemptKind,
     AttemptStatus,
     CaptureMethod,
     Dispute,
+    DisputeDecider,
     DisputeReason,
+    DisputeStatus,
+    EvidenceFile,
+    FilePurpose,
     Payment,
     PaymentAttempt,
     PaymentStatus,
@@ -35,10 +51,20 @@ from payments.models import (
     RefundStatus,
 )
 from payments.payloads import dispute_to_dict, payment_to_dict, refund_to_dict
-from payments.selectors import refundable_amount, refunds_reserved
+from payments.selectors import (
+    disputes_due_for_lookup,
+    disputes_due_soon_unreminded,
+    refundable_amount,
+    refunds_reserved,
+)
 from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
+    DisputeEvidenceRequest,
+    DisputeResult,
+    DisputeRetrieveRequest,
+    DisputeState,
+    EvidenceDocument,
     Outcome,
     ProviderResult,
     ProviderStatus,
@@ -738,7 +764,7 @@ def payment_provider_event_apply(
     amount: int | None = None, currency: str = "", status: str = "", error_code: str = "",
     refund_reference: str = "", dispute_reference: str = "", reason: str = "",
     confirmed_refunded: int | None = None, confirmed_disputed: int | None = None,
-    give_up_holding: bool = False,
+    give_up_holding: bool = False, evidence_due_by: datetime | None = None,
 ) -> str:
     """Apply one verified provider webhook about a payment, refund or dispute through the normal
     services. Returns `applied` (including "already applied": duplicates and late events are
@@ -770,6 +796,9 @@ def payment_provider_event_apply(
             payment_void_record(attempt_id=attempt.id, result=ProviderResult(
                 outcome=Outcome.APPROVED, provider_reference=provider_reference))
         return APPLIED
+    if type in ("dispute.won", "dispute.lost"):
+        return _dispute_decision_apply(payment, provider, type, dispute_reference, amount,
+                                       currency, give_up_holding)
     if type not in ("refund.succeeded", "dispute.opened"):
         return IGNORED
     if payment.status in (PaymentStatus.FAILED, PaymentStatus.CANCELED):
@@ -825,7 +854,8 @@ def payment_provider_event_apply(
         return IGNORED
     try:
         dispute_open(payment_id=payment.id, amount=amount, provider_reference=dispute_reference,
-                     reason=reason if reason in DisputeReason.values else DisputeReason.GENERAL)
+                     reason=reason if reason in DisputeReason.values else DisputeReason.GENERAL,
+                     due_by=evidence_due_by)
     except StateError as exc:  # more than captured and not yet disputed: evidence, not money
         break_report(BreakSpec(
             type="amount_mismatch", key=f"dispute:{provider}:{dispute_reference or payment.id}",
@@ -834,6 +864,27 @@ def payment_provider_event_apply(
             provider_amount=amount, our_data={"reason": str(exc)},
             provider_data={"dispute_reference": dispute_reference, "amount": amount}))
     return APPLIED
+
+
+def _dispute_decision_apply(payment: Payment, provider: str, type: str, dispute_reference: str,
+                            amount: int | None, currency: str, give_up_holding: bool) -> str:
+    """The provider decided one of its disputes. A decision about a dispute we have not heard
+    of yet (its `dispute.opened` is late or reordered) waits for it; past the holding limit it
+    goes to people, since a decision on a case we never recorded means a notice was lost."""
+    status = DisputeState.WON if type == "dispute.won" else DisputeState.LOST
+    if dispute_provider_update(provider=provider, dispute_reference=dispute_reference,
+                               status=status, amount=amount, currency=currency) is not None:
+        return APPLIED
+    if not give_up_holding:
+        return HELD
+    break_report(BreakSpec(
+        type="status_mismatch", key=f"held:{type}:{provider}:{dispute_reference}",
+        provider=provider, payment_id=payment.id, provider_reference=payment.provider_reference,
+        currency=payment.currency, our_amount=payment.amount_disputed, provider_amount=amount,
+        our_data={"status": payment.status, "disputes": list(
+            payment.disputes.values_list("provider_reference", flat=True))},
+        provider_data={"type": type, "dispute_reference": dispute_reference}))
+    return IGNORED
 
 
 def _covered_by_lookup(payment: Payment, type: str, amount: int | None,
@@ -913,6 +964,10 @@ def payment_settle(*, payment_id: str, amount: int, fee: int) -> Payment:
 
 # -- disputes --------------------------------------------------------------------------------
 DISPUTE_RESPONSE_DAYS = 7
+# An evidence value that names a file: it must be one of this merchant's evidence files.
+FILE_ID = re.compile(r"^file_[A-Za-z0-9]{1,40}$")
+MAX_EVIDENCE_FIELDS = 20
+_DECIDED = {DisputeState.WON: True, DisputeState.LOST: False}
 
 
 def _dispute_event(dispute: Dispute, type: str) -> None:
@@ -924,6 +979,7 @@ def dispute_open(
     due_by: datetime | None = None, provider_reference: str = "",
 ) -> Dispute:
     """Open a chargeback (provider webhook, admin, simulator): the amount leaves available.
+    `due_by` is the provider's deadline for evidence when it gave one.
 
     Up to the captured amount not yet disputed, whatever has been refunded: a chargeback on
     refunded money is what the provider did, so it is recorded and a `provider_conflict` break
@@ -956,6 +1012,9 @@ def dispute_open(
         _report_overlap(payment, key=f"dispute:{dispute.id}",
                         fact=f"dispute {dispute.id} of {amount} opened on refunded money")
         _dispute_event(dispute, "dispute.created")
+        # A decision about this case that arrived before it (reordered notices) waits for it.
+        provider, reference = payment.provider, payment.provider_reference
+        transaction.on_commit(lambda: _release_held_events(provider, reference, payment_id))
     return dispute
 
 
@@ -970,28 +1029,180 @@ def _lock_dispute(*, merchant: Merchant | None, dispute_id: str) -> tuple[Disput
     return dispute, payment
 
 
-def dispute_submit_evidence(*, merchant: Merchant, dispute_id: str,
-                            evidence: dict[str, Any]) -> Dispute:
+# -- evidence files --------------------------------------------------------------------------
+def file_create(*, merchant: Merchant, content: bytes, filename: str, uploaded_by: str,
+                purpose: str = FilePurpose.DISPUTE_EVIDENCE) -> EvidenceFile:
+    """Keep one evidence file: its type judged by its bytes (PDF, PNG, JPEG; 400 otherwise),
+    at most EVIDENCE_MAX_BYTES (413), encrypted at rest under a random name. The bytes are
+    written first and removed again if the row is not committed, so nothing is half-kept."""
+    if purpose not in FilePurpose.values:
+        raise InvalidRequest(f"purpose must be one of {', '.join(FilePurpose.values)}.",
+                             param="purpose")
+    if len(content) > settings.EVIDENCE_MAX_BYTES:
+        raise PayloadTooLarge(f"Evidence files are limited to {settings.EVIDENCE_MAX_BYTES} "
+                              "bytes.", param="file", code="file_too_large")
+    kind = files.file_type_of(content)
+    storage_name = files.store(merchant.pk, content)
+    try:
+        return EvidenceFile.objects.create(
+            merchant=merchant, purpose=purpose, content_type=kind, size=len(content),
+            filename=files.clean_filename(filename), sha256=hashlib.sha256(content).hexdigest(),
+            storage_name=storage_name, uploaded_by=uploaded_by[:160])
+    except BaseException:
+        files.discard(storage_name)
+        raise
+
+
+def _evidence_checked(merchant: Merchant, evidence: dict[str, str]) -> dict[str, str]:
+    """Evidence values that name files must name this merchant's evidence files: another
+    merchant's file, or none, answers like a missing one (400, nothing changed)."""
+    named = {key: value for key, value in evidence.items() if FILE_ID.match(value or "")}
+    found = set(EvidenceFile.objects.filter(
+        merchant=merchant, purpose=FilePurpose.DISPUTE_EVIDENCE,
+        pk__in=list(named.values())).values_list("pk", flat=True))
+    for key, value in named.items():
+        if value not in found:
+            raise InvalidRequest(f"No such file: '{value}'. Upload it with POST /v1/files "
+                                 "(purpose dispute_evidence) first.",
+                                 param=f"evidence[{key}]", code="resource_missing")
+    return evidence
+
+
+def dispute_evidence_update(*, merchant: Merchant, dispute_id: str, evidence: dict[str, str],
+                            submit: bool = True) -> Dispute:
+    """Stage evidence (text, and files by id) on a dispute that still needs a response; with
+    `submit` (the default, as at Stripe) send it to the provider at once."""
+    evidence = _evidence_checked(merchant, evidence)
     with transaction.atomic():
         dispute, _ = _lock_dispute(merchant=merchant, dispute_id=dispute_id)
-        if not dispute.is_open:
-            raise StateError(f"This dispute is '{dispute.status}'; evidence can no longer be "
-                             "submitted.", code="dispute_closed", param="status")
-        dispute.submit_evidence(evidence)
-        dispute.evidence_submitted_at = timezone.now()
+        _require_needs_response(dispute)
+        merged = {**dispute.evidence, **evidence}
+        if len(merged) > MAX_EVIDENCE_FIELDS:
+            raise InvalidRequest(f"A dispute holds at most {MAX_EVIDENCE_FIELDS} evidence "
+                                 "fields.", param="evidence")
+        dispute.evidence = merged
         dispute.save()
         _dispute_event(dispute, "dispute.updated")
+    if submit:
+        return dispute_evidence_submit(merchant=merchant, dispute_id=dispute.id)
     return dispute
+
+
+def _require_needs_response(dispute: Dispute) -> None:
+    if dispute.status != DisputeStatus.NEEDS_RESPONSE:
+        message = ("its evidence was already submitted; the provider is deciding"
+                   if dispute.status == DisputeStatus.UNDER_REVIEW else "it is closed")
+        raise StateError(f"This dispute is '{dispute.status}': {message}.",
+                         code="dispute_closed" if not dispute.is_open
+                         else "dispute_evidence_submitted", param="status")
+
+
+def _evidence_attempt_open(dispute: Dispute, *, audit: AuditHook | None) -> PaymentAttempt:
+    with transaction.atomic():
+        dispute, payment = _lock_dispute(merchant=None, dispute_id=dispute.id)
+        sent = dispute.attempts.filter(status__in=[AttemptStatus.REQUESTED,
+                                                   AttemptStatus.UNKNOWN]).first()
+        if sent is not None:
+            raise StateError("This dispute's evidence is already on its way to the provider; "
+                             "its answer is awaited.", code="dispute_evidence_in_flight")
+        _require_needs_response(dispute)
+        if not dispute.evidence:
+            raise InvalidRequest("Add evidence before submitting it (text, or files uploaded "
+                                 "with purpose dispute_evidence).", param="evidence")
+        if not dispute.provider_reference:
+            raise StateError("This dispute has no provider case reference, so its evidence "
+                             "cannot be sent through the provider; contest it in the "
+                             "provider's portal.", code="dispute_not_at_provider")
+        if audit is not None:
+            audit(payment)
+        return PaymentAttempt.objects.create(
+            payment=payment, dispute=dispute, kind=AttemptKind.DISPUTE_EVIDENCE,
+            provider=dispute.provider, amount=dispute.amount)
+
+
+def _evidence_request(dispute: Dispute, attempt: PaymentAttempt) -> DisputeEvidenceRequest:
+    """The evidence as the port takes it: text fields, and each named file's bytes."""
+    named = {key: value for key, value in dispute.evidence.items() if FILE_ID.match(value)}
+    rows = {row.pk: row for row in EvidenceFile.objects.filter(
+        merchant_id=dispute.merchant_id, pk__in=list(named.values()))}
+    return DisputeEvidenceRequest(
+        idempotency_key=attempt.provider_idempotency_key,
+        dispute_reference=dispute.provider_reference,
+        provider_reference=dispute.payment.provider_reference,
+        text={key: value for key, value in dispute.evidence.items() if key not in named},
+        documents=tuple(EvidenceDocument(field=key, filename=rows[file_id].filename,
+                                         content_type=rows[file_id].content_type,
+                                         content=files.load(rows[file_id].storage_name))
+                        for key, file_id in sorted(named.items()) if file_id in rows))
+
+
+def dispute_evidence_submit(*, merchant: Merchant | None, dispute_id: str,
+                            audit: AuditHook | None = None) -> Dispute:
+    """Send the staged evidence to the provider, once: an evidence attempt is committed first
+    (its id is the provider idempotency key), the call runs outside any transaction, and the
+    answer is recorded after. Accepted: `under_review`. Refused (e.g. past the provider's
+    deadline): the dispute stays `needs_response` and the refusal is a 502 with its reason.
+    Unknown: the dispute job looks the dispute up until the provider says."""
+    rows = Dispute.objects.select_related("payment", "merchant")
+    if merchant is not None:
+        rows = rows.filter(merchant=merchant)
+    dispute = rows.filter(pk=dispute_id).first()
+    if dispute is None:
+        raise NotFound(f"No such dispute: '{dispute_id}'.", param="id")
+    attempt = _evidence_attempt_open(dispute, audit=audit)
+    result = provider_call(attempt.provider, "dispute_submit_evidence",
+                           _evidence_request(dispute, attempt))
+    dispute = dispute_evidence_record(attempt_id=attempt.id, result=result)
+    if result.outcome == Outcome.DECLINED:
+        raise ProviderError(f"The provider refused the evidence: "
+                            f"{result.error_message or result.error_code}",
+                            code=result.error_code or "provider_declined")
+    return dispute
+
+
+def dispute_evidence_record(*, attempt_id: str, result: DisputeResult) -> Dispute:
+    """Record the provider's answer to an evidence attempt (reply or lookup); a no-op once the
+    attempt has its answer. Accepted evidence moves the dispute to `under_review`; an answer
+    that already carries the decision applies it too."""
+    dispute_id = (PaymentAttempt.objects.filter(pk=attempt_id)
+                  .values_list("dispute_id", flat=True).get())
+    with transaction.atomic():
+        dispute, _ = _lock_dispute(merchant=None, dispute_id=dispute_id)
+        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
+            return dispute
+        received = result.outcome == Outcome.APPROVED or result.status in (
+            DisputeState.UNDER_REVIEW, DisputeState.WON, DisputeState.LOST)
+        outcome = Outcome.APPROVED if received else result.outcome
+        attempt_record(attempt, replace(result, outcome=outcome), statuses=_ATTEMPT_STATUS)
+        if received and dispute.status == DisputeStatus.NEEDS_RESPONSE:
+            _under_review(dispute)
+    if result.status in _DECIDED:
+        return dispute_provider_update(provider=dispute.provider,
+                                       dispute_reference=dispute.provider_reference,
+                                       status=result.status, amount=result.amount,
+                                       currency=result.currency) or dispute
+    return dispute
+
+
+def _under_review(dispute: Dispute) -> None:
+    dispute.mark_under_review()
+    dispute.evidence_submitted_at = timezone.now()
+    dispute.save()
+    _dispute_event(dispute, "dispute.updated")
 
 
 def dispute_close(*, merchant: Merchant | None, dispute_id: str) -> Dispute:
     """The merchant accepts the loss."""
-    return dispute_resolve(merchant=merchant, dispute_id=dispute_id, won=False)
+    return dispute_resolve(merchant=merchant, dispute_id=dispute_id, won=False,
+                           decided_by=DisputeDecider.MERCHANT)
 
 
-def dispute_resolve(*, dispute_id: str, won: bool, merchant: Merchant | None = None) -> Dispute:
+def dispute_resolve(*, dispute_id: str, won: bool, merchant: Merchant | None = None,
+                    decided_by: str = DisputeDecider.PROVIDER) -> Dispute:
     """The provider decided (or the merchant accepted): won releases the hold; lost charges it
-    back and moves the payment to `charged_back`."""
+    back and moves the payment to `charged_back`. Exactly once: a closed dispute is refused
+    here (409), by the dispute trigger, and by the ledger's one entry per (dispute, kind)."""
     with transaction.atomic():
         dispute, payment = _lock_dispute(merchant=merchant, dispute_id=dispute_id)
         if not dispute.is_open:
@@ -1001,6 +1212,7 @@ def dispute_resolve(*, dispute_id: str, won: bool, merchant: Merchant | None = N
                      "payment_id": payment.id, "currency": dispute.currency,
                      "amount": dispute.amount}
         dispute.closed_at = timezone.now()
+        dispute.decided_by = decided_by
         if won:
             dispute.mark_won()
             dispute.save()
@@ -1017,3 +1229,120 @@ def dispute_resolve(*, dispute_id: str, won: bool, merchant: Merchant | None = N
             _payment_event(payment, "payment.charged_back")
         _dispute_event(dispute, "dispute.closed")
     return dispute
+
+
+# -- what the provider says about a dispute (notice or lookup) --------------------------------
+def dispute_provider_update(*, provider: str, dispute_reference: str, status: str,
+                            amount: int | None = None, currency: str = "") -> Dispute | None:
+    """Apply where the provider says one of its disputes stands, whether a notice or a lookup
+    said it: the one home of that rule. Returns the dispute, or None when we hold no dispute of
+    that provider under that reference (the caller decides whether to wait for it).
+
+    The amount and currency it confirms must equal ours, else nothing moves and a break holds
+    both sides. Won releases the hold and lost charges it back, exactly once; the same decision
+    again (a duplicate or late notice, the next lookup) changes nothing; a different decision
+    about a closed dispute moves no money and goes to people as a `provider_conflict` break.
+    Under review records that the evidence arrived (any open evidence attempt is answered)."""
+    dispute = (Dispute.objects.select_related("payment", "merchant")
+               .filter(provider=provider, provider_reference=dispute_reference).first())
+    if not dispute_reference or dispute is None:
+        return None
+    wrong_amount = amount is not None and amount != dispute.amount
+    wrong_currency = bool(currency) and currency.lower() != dispute.currency
+    if wrong_amount or wrong_currency:
+        break_report(BreakSpec(
+            type="amount_mismatch" if wrong_amount else "currency_mismatch",
+            key=f"dispute:{provider}:{dispute_reference}:{status}", provider=provider,
+            payment_id=dispute.payment_id, provider_reference=dispute.payment.provider_reference,
+            currency=dispute.currency, our_amount=dispute.amount, provider_amount=amount,
+            our_data={"dispute": dispute.id, "currency": dispute.currency},
+            provider_data={"dispute_reference": dispute_reference, "status": status,
+                           "currency": currency}))
+        return dispute
+    if status == DisputeState.UNDER_REVIEW:
+        with transaction.atomic():
+            dispute, _ = _lock_dispute(merchant=None, dispute_id=dispute.id)
+            for attempt in dispute.attempts.select_for_update().filter(
+                    status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN]):
+                attempt_record(attempt, DisputeResult(outcome=Outcome.APPROVED,
+                                                      dispute_reference=dispute_reference),
+                               statuses=_ATTEMPT_STATUS)
+            if dispute.status == DisputeStatus.NEEDS_RESPONSE:
+                _under_review(dispute)
+        return dispute
+    if status not in _DECIDED:
+        return dispute
+    won = _DECIDED[DisputeState(status)]
+    if dispute.is_open:
+        try:
+            return dispute_resolve(dispute_id=dispute.id, won=won)
+        except StateError:  # closed meanwhile (a concurrent notice or lookup): compare below
+            dispute.refresh_from_db()
+    if dispute.status != (DisputeStatus.WON if won else DisputeStatus.LOST):
+        break_report(BreakSpec(
+            type="provider_conflict", key=f"dispute:{provider}:{dispute_reference}:{status}",
+            provider=provider, payment_id=dispute.payment_id,
+            provider_reference=dispute.payment.provider_reference, currency=dispute.currency,
+            our_amount=dispute.amount, provider_amount=amount,
+            our_data={"dispute": dispute.id, "status": dispute.status,
+                      "decided_by": dispute.decided_by},
+            provider_data={"dispute_reference": dispute_reference, "status": status}))
+    return dispute
+
+
+def dispute_refresh(*, dispute_id: str) -> Dispute:
+    """Ask the provider where a dispute stands (outside any transaction) and apply the answer
+    through `dispute_provider_update`; an evidence attempt without an answer is resolved by
+    it too. Used by the dispute job and the back-office's "ask the provider" button."""
+    dispute = Dispute.objects.select_related("payment").get(pk=dispute_id)
+    found: DisputeResult = provider_call(dispute.provider, "dispute_retrieve",
+                                         DisputeRetrieveRequest(
+                                             dispute_reference=dispute.provider_reference,
+                                             provider_reference=dispute.payment.provider_reference))
+    Dispute.objects.filter(pk=dispute.pk).update(provider_checked_at=timezone.now())
+    if found.outcome != Outcome.APPROVED or found.status in (DisputeState.NOT_FOUND,
+                                                             DisputeState.UNKNOWN):
+        return dispute
+    if found.dispute_reference and found.dispute_reference != dispute.provider_reference:
+        logger.warning("%s answered a lookup of dispute %s with case %s: ignored",
+                       dispute.provider, dispute.provider_reference, found.dispute_reference)
+        return dispute
+    return dispute_provider_update(provider=dispute.provider,
+                                   dispute_reference=dispute.provider_reference,
+                                   status=found.status, amount=found.amount,
+                                   currency=found.currency) or dispute
+
+
+def disputes_refresh_due(*, now: datetime | None = None, limit: int = 200) -> dict[str, int]:
+    """The dispute job's lookups: open disputes the provider knows, not asked about within
+    DISPUTE_LOOKUP_MINUTES, oldest answer first. A failed lookup is logged and retried on the
+    next run. Returns counts by the dispute's status after the lookup."""
+    counts: dict[str, int] = {}
+    for dispute_id in disputes_due_for_lookup(now=now or timezone.now(), limit=limit):
+        try:
+            status = dispute_refresh(dispute_id=dispute_id).status
+        except Exception:
+            logger.exception("looking up dispute %s at its provider failed; the next run "
+                             "tries again", dispute_id)
+            status = "error"
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def dispute_reminders_send(*, now: datetime | None = None) -> list[str]:
+    """Once per dispute: an open dispute still waiting for evidence whose provider deadline
+    falls within DISPUTE_REMINDER_HOURS gets a `dispute.evidence_due_soon` event (a webhook to
+    the merchant) and is marked reminded in the same transaction. Returns the disputes
+    reminded."""
+    now = now or timezone.now()
+    reminded = []
+    for dispute_id in disputes_due_soon_unreminded(now=now):
+        with transaction.atomic():
+            dispute, _ = _lock_dispute(merchant=None, dispute_id=dispute_id)
+            if dispute.reminded_at is not None or dispute.status != DisputeStatus.NEEDS_RESPONSE:
+                continue
+            dispute.reminded_at = now
+            dispute.save(update_fields=["reminded_at", "updated_at"])
+            _dispute_event(dispute, "dispute.evidence_due_soon")
+        reminded.append(dispute_id)
+    return reminded

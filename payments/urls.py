@@ -15,4 +15,8 @@ urlpatterns = [
     path("disputes", api.DisputeCollection.as_view()),
     path("disputes/<str:dispute_id>", api.DisputeDetail.as_view()),
     path("disputes/<str:dispute_id>/close", api.DisputeClose.as_view()),
+    path("disputes/<str:dispute_id>/submit", api.DisputeSubmit.as_view()),
+    path("files", api.FileCollection.as_view()),
+    path("files/<str:file_id>", api.FileDetail.as_view()),
+    path("files/<str:file_id>/contents", api.FileContents.as_view()),
 ]

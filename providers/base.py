@@ -9,6 +9,11 @@ Payouts and deposits (wallet movements) have their own port, `MovementProvider`:
 deposit is accepted `pending` and finishes later (`paid` / `confirmed` / `failed`), learned from a
 status lookup or a webhook.
 
+Disputes (chargebacks the cardholder's bank opened) are worked through the same port:
+`dispute_submit_evidence` sends the merchant's evidence once (its idempotency key is the
+evidence attempt's id) and `dispute_retrieve` answers where a dispute stands; the provider
+decides, and says so by notice (`dispute.won` / `dispute.lost`) or in a lookup.
+
 Every adapter also says what comes back from the provider unasked: its webhooks
 (`verify_webhook`, `parse_webhook` → `InboundEvent`) and its daily settlement file
 (`settlement_report` fetches it, `parse_settlement` reads it into `SettlementRow`s).
@@ -114,10 +119,11 @@ class ProviderResult:
 class InboundEvent:
     """A provider webhook in normalised form. `type` is one of payment.authorized,
     payment.captured, payment.declined, payment.voided, refund.succeeded, dispute.opened,
-    payout.paid, payout.failed, deposit.confirmed, deposit.failed. `provider_reference` is the
-    charge (or payout/deposit) reference; `amount` is the refund/dispute amount for those
-    events, the captured amount for payment.captured, the payment amount otherwise. `status` is
-    a ProviderStatus value for payment events and a MovementStatus value for the others."""
+    dispute.won, dispute.lost, payout.paid, payout.failed, deposit.confirmed, deposit.failed.
+    `provider_reference` is the charge (or payout/deposit) reference; `amount` is the
+    refund/dispute amount for those events, the captured amount for payment.captured, the
+    payment amount otherwise. `status` is a ProviderStatus value for payment events and a
+    MovementStatus value for the others."""
 
     provider: str
     event_id: str
@@ -131,6 +137,8 @@ class InboundEvent:
     refund_reference: str = ""
     dispute_reference: str = ""
     error_code: str = ""
+    # dispute.opened: when the provider needs the evidence by (its deadline, not ours).
+    evidence_due_by: datetime | None = None
     payload: dict[str, Any] = field(default_factory=dict)
 
 
@@ -160,6 +168,61 @@ class SettlementRow:
     fee: int = 0
     net: int = 0
     error: str = ""
+
+
+class DisputeState(enum.StrEnum):
+    """Where the provider says a dispute stands."""
+
+    NEEDS_RESPONSE = "needs_response"  # waiting for the merchant's evidence
+    UNDER_REVIEW = "under_review"  # evidence received, the card network is deciding
+    WON = "won"
+    LOST = "lost"
+    NOT_FOUND = "not_found"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class EvidenceDocument:
+    """One evidence file: `field` names what it proves (receipt, shipping_documentation, …)."""
+
+    field: str
+    filename: str
+    content_type: str  # application/pdf, image/png or image/jpeg (checked by content)
+    content: bytes
+
+
+@dataclass(frozen=True)
+class DisputeEvidenceRequest:
+    idempotency_key: str
+    dispute_reference: str  # the provider's case id
+    provider_reference: str  # the disputed charge
+    text: Mapping[str, str] = field(default_factory=dict)
+    documents: tuple[EvidenceDocument, ...] = ()
+
+
+@dataclass(frozen=True)
+class DisputeRetrieveRequest:
+    dispute_reference: str
+    provider_reference: str = ""
+
+
+@dataclass(frozen=True)
+class DisputeResult:
+    """The normalised answer of a dispute call or lookup (`outcome` as for payments: UNKNOWN
+    means sent and the answer lost; DECLINED means refused, e.g. evidence past its due date)."""
+
+    outcome: Outcome
+    dispute_reference: str = ""
+    provider_reference: str = ""
+    status: DisputeState = DisputeState.UNKNOWN
+    amount: int | None = None
+    currency: str = ""
+    evidence_due_by: datetime | None = None
+    error_code: str = ""
+    error_message: str = ""
+    retryable: bool = False
+    latency_ms: int = 0
+    exchange: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

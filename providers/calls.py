@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from django.utils import timezone
 
 from core import metrics
-from providers.base import MovementResult, MovementStatus, Outcome, ProviderResult
+from providers.base import DisputeResult, MovementResult, MovementStatus, Outcome, ProviderResult
 from providers.breaker import breaker_allow, breaker_record_result
 from providers.registry import UnknownProvider, get_provider
 
@@ -30,8 +30,10 @@ logger = logging.getLogger(__name__)
 MOVEMENT_OPERATIONS = frozenset({"payout_create", "payout_retrieve", "deposit_create",
                                  "deposit_retrieve"})
 PAYMENT_OPERATIONS = frozenset({"authorize", "capture", "void", "refund", "retrieve"})
+# Operations on a dispute; they answer with a DisputeResult.
+DISPUTE_OPERATIONS = frozenset({"dispute_submit_evidence", "dispute_retrieve"})
 
-Result = ProviderResult | MovementResult
+Result = ProviderResult | MovementResult | DisputeResult
 
 
 def supports(provider_code: str, operation: str) -> bool:
@@ -50,7 +52,7 @@ def provider_call(provider_code: str, operation: str, request: Any, *, gate: boo
     open breaker answers DECLINED, retryable, without sending, so the caller may fail over.
     Captures, voids, refunds and lookups of what already exists are always sent."""
     movement = operation in MOVEMENT_OPERATIONS
-    if operation not in MOVEMENT_OPERATIONS | PAYMENT_OPERATIONS:
+    if operation not in MOVEMENT_OPERATIONS | PAYMENT_OPERATIONS | DISPUTE_OPERATIONS:
         raise ValueError(f"{operation!r} is not a provider operation")
     if gate and not breaker_allow(provider_code):
         if movement:
@@ -67,7 +69,8 @@ def provider_call(provider_code: str, operation: str, request: Any, *, gate: boo
     except Exception:
         logger.exception("provider %s %s raised; treating the outcome as unknown",
                          provider_code, operation)
-        unknown = MovementResult if movement else ProviderResult
+        unknown: type[Result] = (MovementResult if movement else DisputeResult
+                                 if operation in DISPUTE_OPERATIONS else ProviderResult)
         result = unknown(
             outcome=Outcome.UNKNOWN, error_code="processing_error",
             error_message="The provider call failed unexpectedly; the outcome is unknown.")

@@ -27,6 +27,10 @@ from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
     DepositRequest,
+    DisputeEvidenceRequest,
+    DisputeResult,
+    DisputeRetrieveRequest,
+    DisputeState,
     InboundEvent,
     MalformedLine,
     MovementResult,
@@ -282,6 +286,44 @@ class SandboxProvider:
 
     def deposit_retrieve(self, provider_reference: str) -> MovementResult:
         return self._movement_retrieve("deposit", provider_reference)
+
+    # -- disputes ----------------------------------------------------------------------------
+    # The sandbox keeps no book of disputes (it sends no notices; a dispute reaches us from a
+    # person or a test): a case is `needs_response` until evidence arrives for it. Its decision
+    # is in the evidence, as in Stripe's test mode: `winning_evidence` anywhere in the text wins
+    # the dispute, `losing_evidence` loses it, anything else leaves it under review for good.
+    def dispute_submit_evidence(self, request: DisputeEvidenceRequest) -> DisputeResult:
+        started = time.monotonic()
+        text = " ".join(request.text.values())
+        decision = (DisputeState.WON if "winning_evidence" in text else
+                    DisputeState.LOST if "losing_evidence" in text else DisputeState.UNDER_REVIEW)
+        try:
+            with transaction.atomic():
+                SandboxOperation.objects.create(
+                    idempotency_key=request.idempotency_key, operation="dispute_evidence",
+                    result={"dispute_reference": request.dispute_reference,
+                            "provider_reference": request.provider_reference,
+                            "decision": decision.value,
+                            "documents": [document.field for document in request.documents]})
+        except IntegrityError:  # the same key again: the first submission stands
+            pass
+        answer = replace(self.dispute_retrieve(DisputeRetrieveRequest(
+            dispute_reference=request.dispute_reference)), status=DisputeState.UNDER_REVIEW)
+        return replace(answer, latency_ms=int((time.monotonic() - started) * 1000))
+
+    def dispute_retrieve(self, request: DisputeRetrieveRequest) -> DisputeResult:
+        submitted = (SandboxOperation.objects.filter(
+            operation="dispute_evidence", result__dispute_reference=request.dispute_reference)
+            .order_by("created_at").first())
+        if submitted is None:
+            return DisputeResult(outcome=Outcome.APPROVED,
+                                 dispute_reference=request.dispute_reference,
+                                 provider_reference=request.provider_reference,
+                                 status=DisputeState.NEEDS_RESPONSE)
+        return DisputeResult(outcome=Outcome.APPROVED, dispute_reference=request.dispute_reference,
+                             provider_reference=submitted.result["provider_reference"],
+                             status=DisputeState(submitted.result["decision"]),
+                             exchange={"response": submitted.result})
 
     # -- the sandbox sends nothing unasked: no webhooks, no settlement files ------------------
     def verify_webhook(self, *, headers: Mapping[str, str], body: bytes,

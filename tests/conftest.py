@@ -99,6 +99,15 @@ def make_payment(merchant, django_capture_on_commit_callbacks) -> Callable[..., 
     return _make
 
 
+@pytest.fixture
+def settled_payment(make_payment) -> Payment:
+    """A 100.00 USD payment captured and settled: its funds are in available."""
+    payment = make_payment(10000)
+    services.payment_settle(payment_id=payment.id, amount=10000, fee=0)
+    payment.refresh_from_db()
+    return payment
+
+
 @pytest.fixture(scope="session")
 def _running_simulator():
     from providers.simulator.control import running_simulator

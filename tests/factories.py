@@ -18,3 +18,11 @@ class MerchantFactory(factory.django.DjangoModelFactory):
 def merchant_with_key(**kwargs: object) -> tuple[Merchant, str]:
     merchant = MerchantFactory(**kwargs)
     return merchant, api_key_create(merchant=merchant).raw_key
+
+
+def balances_of(merchant: Merchant, currency: str = "usd") -> dict[str, int]:
+    """{kind: amount} of the merchant's ledger accounts in one currency (0 when none exists)."""
+    from ledger.selectors import balance_get
+
+    return {kind: sum(row["amount"] for row in rows if row["currency"] == currency)
+            for kind, rows in balance_get(merchant=merchant).items()}

@@ -51,7 +51,9 @@ def test_disputes_are_listed_by_due_date(client, make_payment):
 def test_evidence_then_a_won_decision_from_the_dispute_page(client, make_payment, merchant):
     _staff(client, "operator")
     payment = make_payment(10_000)
-    dispute = payments.dispute_open(payment_id=payment.id, amount=4000)
+    # Evidence goes to the provider (the sandbox), which knows the case by its reference.
+    dispute = payments.dispute_open(payment_id=payment.id, amount=4000,
+                                    provider_reference="cb_page")
     url = f"/admin/payments/dispute/{quote(dispute.id)}/"
     page = client.get(f"{url}change/").content.decode()
     assert "Merchant balances now (USD)" in page and "40.00 USD" in page
@@ -70,7 +72,8 @@ def test_evidence_then_a_won_decision_from_the_dispute_page(client, make_payment
     payment.refresh_from_db()
     assert payment.amount_disputed == 0
     assert list(AuditEntry.objects.filter(object_id=dispute.id).order_by("id")
-                .values_list("action", flat=True)) == ["dispute.evidence", "dispute.won"]
+                .values_list("action", flat=True)) == ["dispute.evidence",
+                                                        "dispute.evidence.result", "dispute.won"]
 
 
 def test_a_lost_decision_from_the_dispute_page_creates_an_approval(client, make_payment):

@@ -4,38 +4,24 @@ merchant submit evidence or accept the loss."""
 import pytest
 
 from core.errors import StateError
-from ledger.selectors import balance_get
 from payments import services
 from payments.models import Dispute
+from tests.factories import balances_of
 
 pytestmark = pytest.mark.django_db
 
 
-def _balances(merchant, currency="usd"):
-    """{kind: amount} of the merchant's accounts in one currency (0 when none exists)."""
-    return {kind: sum(row["amount"] for row in rows if row["currency"] == currency)
-            for kind, rows in balance_get(merchant=merchant).items()}
-
-
-@pytest.fixture
-def settled_payment(make_payment):
-    payment = make_payment(10000)
-    services.payment_settle(payment_id=payment.id, amount=10000, fee=0)
-    payment.refresh_from_db()
-    return payment
-
-
 def test_a_lost_dispute_charges_the_payment_back(merchant, settled_payment, api):
-    before = _balances(merchant)
+    before = balances_of(merchant)
     dispute = services.dispute_open(payment_id=settled_payment.id, amount=10000,
                                     reason="fraudulent", provider_reference="cb_1")
-    opened = _balances(merchant)
+    opened = balances_of(merchant)
     assert opened["available"] == before["available"] - 10000
     assert opened["disputed"] == 10000
     response = api.post(f"/disputes/{dispute.id}/close")
     assert response.status_code == 200
     assert response.json()["status"] == "lost"
-    after = _balances(merchant)
+    after = balances_of(merchant)
     assert after["available"] == before["available"] - 10000
     assert after["disputed"] == 0
     settled_payment.refresh_from_db()
@@ -43,10 +29,10 @@ def test_a_lost_dispute_charges_the_payment_back(merchant, settled_payment, api)
 
 
 def test_a_won_dispute_releases_the_hold(merchant, settled_payment):
-    before = _balances(merchant)
+    before = balances_of(merchant)
     dispute = services.dispute_open(payment_id=settled_payment.id)
     services.dispute_resolve(dispute_id=dispute.id, won=True)
-    after = _balances(merchant)
+    after = balances_of(merchant)
     assert after["available"] == before["available"]
     assert after["disputed"] == 0
     settled_payment.refresh_from_db()
@@ -59,11 +45,13 @@ def test_a_dispute_may_take_available_negative(merchant, make_payment):
     as at Stripe. Payouts can never do that (see the payout tests)."""
     payment = make_payment(5000)
     services.dispute_open(payment_id=payment.id)
-    assert _balances(merchant)["available"] == -5000
+    assert balances_of(merchant)["available"] == -5000
 
 
 def test_evidence_moves_the_dispute_under_review(api, settled_payment):
-    dispute = services.dispute_open(payment_id=settled_payment.id, amount=2500)
+    # The evidence goes to the provider (the sandbox here), so the case needs its reference.
+    dispute = services.dispute_open(payment_id=settled_payment.id, amount=2500,
+                                    provider_reference="cb_review")
     response = api.post(f"/disputes/{dispute.id}",
                         {"evidence": {"customer_communication": "They received it."}})
     assert response.status_code == 200

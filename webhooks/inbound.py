@@ -28,7 +28,15 @@ from django.utils import timezone
 
 from core import metrics
 from core.transactions import task_send
-from providers.base import InboundEvent, MovementStatus, Outcome, ProviderStatus, RetrieveRequest
+from providers.base import (
+    DisputeRetrieveRequest,
+    DisputeState,
+    InboundEvent,
+    MovementStatus,
+    Outcome,
+    ProviderStatus,
+    RetrieveRequest,
+)
 from providers.calls import provider_call
 from providers.registry import UnknownProvider, get_provider
 from webhooks.models import InboxStatus, ProviderEvent
@@ -145,6 +153,8 @@ def _confirm_by_lookup(provider: str, body: str) -> Confirmed:
                                  merchant_reference=found.merchant_reference,
                                  amount=found.amount, currency=found.currency,
                                  error_code=found.error_code))
+    if event.type in ("dispute.won", "dispute.lost"):
+        return _confirm_dispute_decision(provider, event)
     found = provider_call(provider, "retrieve", RetrieveRequest(
         provider_reference=event.provider_reference, merchant_reference=event.merchant_reference))
     if found.outcome == Outcome.UNKNOWN:
@@ -163,6 +173,23 @@ def _confirm_by_lookup(provider: str, body: str) -> Confirmed:
         provider_reference=found.provider_reference,
         merchant_reference=found.merchant_reference, amount=found.amount,
         currency=found.currency, error_code=found.error_code))
+
+
+def _confirm_dispute_decision(provider: str, event: InboundEvent) -> Confirmed:
+    """A decision notice that is only a hint: the provider's own lookup of the case says
+    whether it was decided, which way, for what amount and on which charge."""
+    if not event.dispute_reference:
+        return Confirmed(None)
+    found = provider_call(provider, "dispute_retrieve", DisputeRetrieveRequest(
+        dispute_reference=event.dispute_reference, provider_reference=event.provider_reference))
+    if found.outcome == Outcome.UNKNOWN:
+        raise LookupUnanswered(f"{provider} dispute lookup: {found.error_code}")
+    if found.status not in (DisputeState.WON, DisputeState.LOST):
+        return Confirmed(None)  # not decided (or not found): the notice proves nothing
+    return Confirmed(replace(event, type=f"dispute.{found.status.value}",
+                             provider_reference=found.provider_reference,
+                             dispute_reference=found.dispute_reference or event.dispute_reference,
+                             amount=found.amount, currency=found.currency))
 
 
 class EventApplier(Protocol):

@@ -12,11 +12,15 @@ from __future__ import annotations
 from datetime import datetime, time
 from typing import Any
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -30,6 +34,7 @@ from backoffice.forms import (
     CaptureForm,
     DisputeDecisionForm,
     DisputeOpenForm,
+    EvidenceFileForm,
     EvidenceForm,
     NoteForm,
     RefundForm,
@@ -43,12 +48,28 @@ from backoffice.selectors import (
     payment_story,
 )
 from core.money import format_amount
-from payments.models import Dispute, Payment, PaymentAttempt, PaymentStatus, Refund
-from payments.selectors import refundable_amount
+from payments import files
+from payments.files import attachment_response
+from payments.models import (
+    EVIDENCE_FILE_FIELDS,
+    AttemptKind,
+    Dispute,
+    Payment,
+    PaymentAttempt,
+    PaymentStatus,
+    Refund,
+)
+from payments.selectors import dispute_files, disputes_due_soon, refundable_amount
 
 
 def _amount(obj: Any) -> str:
     return format_amount(obj.amount, obj.currency)
+
+
+def _evidence_files(dispute: Dispute) -> list[tuple[str, Any]]:
+    """(evidence field, file) for each file the dispute's evidence names."""
+    by_id = {row.pk: row for row in dispute_files(dispute)}
+    return [(field, by_id[value]) for field, value in dispute.evidence.items() if value in by_id]
 
 
 class CurrencyFilter(ChoicesOnlyFilter):
@@ -263,13 +284,28 @@ class PaymentAttemptAdmin(TolerantIdsMixin, ReadOnlyAdmin):
 
 
 # -- disputes --------------------------------------------------------------------------------
+class DueSoonFilter(admin.SimpleListFilter):
+    """The dashboard's queue: still waiting for evidence, deadline near or past."""
+
+    title = "evidence due"
+    parameter_name = "due"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("soon", f"Within {settings.DISPUTE_REMINDER_HOURS} h or overdue")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "soon":
+            return queryset.filter(pk__in=disputes_due_soon(now=timezone.now()).values("pk"))
+        return queryset
+
+
 @admin.register(Dispute)
 class DisputeAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     """Disputes by due date: the first rows are the ones to answer first."""
 
     list_display = ("id", "payment_link", "merchant", "amount_display", "status", "reason",
                     "due_label", "created_at")
-    list_filter = ("status", "reason")
+    list_filter = (DueSoonFilter, "status", "reason")
     search_fields = ("=id", "=payment__id", "=provider_reference")
     list_select_related = ("merchant",)
     ordering = ("due_by",)
@@ -279,9 +315,10 @@ class DisputeAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     change_form_template = "admin/payments/dispute/change_form.html"
     readonly_fields = ("id", "payment", "merchant", "amount", "currency", "reason", "status",
                        "evidence", "evidence_submitted_at", "due_by", "provider",
-                       "provider_reference", "created_at", "updated_at", "closed_at")
+                       "provider_reference", "created_at", "updated_at", "closed_at",
+                       "decided_by", "reminded_at", "provider_checked_at")
     fieldsets = [("All fields", {"classes": ["collapse"], "fields": readonly_fields})]
-    action_names = ("evidence", "accept", "decide")
+    action_names = ("evidence", "file", "refresh", "accept", "decide")
 
     @admin.display(description="payment")
     def payment_link(self, dispute: Dispute) -> str:
@@ -324,6 +361,13 @@ class DisputeAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
                 object_type="dispute", object_id=dispute.id,
                 status=ApprovalStatus.PENDING).exists(),
             "evidence_form": EvidenceForm(),
+            "file_form": EvidenceFileForm(),
+            "evidence_files": [(EVIDENCE_FILE_FIELDS.get(field, field), found) for field, found
+                               in _evidence_files(dispute)],
+            "evidence_text": {key: value for key, value in dispute.evidence.items()
+                              if not str(value).startswith("file_")},
+            "submissions": list(PaymentAttempt.objects.filter(
+                dispute=dispute, kind=AttemptKind.DISPUTE_EVIDENCE).order_by("-created_at")),
             "decision_form": DisputeDecisionForm(),
             "accept_form": NoteForm(),
         }
@@ -337,6 +381,43 @@ class DisputeAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
             return f"Evidence sent; the dispute is {done.status}."
 
         return self._post(request, object_id, "manage_dispute", EvidenceForm, run)
+
+    def file_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Any, dispute: Dispute, data: dict[str, Any]) -> Outcome:
+            upload = data["file"]
+            added = services.dispute_evidence_file_add(
+                actor=actor, dispute_id=dispute.pk, field=data["field"],
+                content=files.read_limited(upload.chunks()), filename=upload.name or "")
+            return (f"{added.filename} ({added.size} bytes, {added.get_content_type_display()}) "
+                    f"attached as {EVIDENCE_FILE_FIELDS[data['field']].lower()}; it goes to the "
+                    "provider with the evidence.")
+
+        return self._post(request, object_id, "manage_dispute", EvidenceFileForm, run)
+
+    def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        def run(actor: Any, dispute: Dispute, data: dict[str, Any]) -> Outcome:
+            done = services.dispute_refresh(actor=actor, dispute_id=dispute.pk)
+            return f"The provider says dispute {done.id} is {done.status}."
+
+        return self._post(request, object_id, "manage_dispute", forms.Form, run)
+
+    def get_urls(self) -> list[Any]:
+        download = path("<path:object_id>/files/<str:file_id>/",
+                        self.admin_site.admin_view(self.download_view),
+                        name="payments_dispute_download")
+        return [download, *super().get_urls()]
+
+    def download_view(self, request: HttpRequest, object_id: str, file_id: str
+                      ) -> HttpResponse:
+        """An evidence file of this dispute, as an attachment only (never rendered inline)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        dispute = get_object_or_404(Dispute, pk=lookup_pk(Dispute, object_id))
+        found = next((row for _, row in _evidence_files(dispute) if row.pk == file_id), None)
+        if found is None:
+            raise Http404("This dispute's evidence names no such file.")
+        return attachment_response(files.load(found.storage_name), filename=found.filename,
+                                   content_type=found.content_type)
 
     def accept_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         def run(actor: Any, dispute: Dispute, data: dict[str, Any]) -> Outcome:

@@ -224,6 +224,16 @@ LEDGER_CHECKPOINT_SIGNING_KEY = env("LEDGER_CHECKPOINT_SIGNING_KEY",
 LEDGER_CHECKPOINT_PUBLIC_KEYS = env.list("LEDGER_CHECKPOINT_PUBLIC_KEYS", default=[])
 LEDGER_CHECKPOINT_DIR = env("LEDGER_CHECKPOINT_DIR", default=str(BASE_DIR / ".data" /
                                                                   "ledger-checkpoints"))
+# Dispute evidence files (payments/files.py): encrypted at rest in this folder, which must lie
+# outside anything a web server serves (STATIC_ROOT; a system check refuses overlap); at most
+# EVIDENCE_MAX_BYTES each (PDF, PNG or JPEG, judged by content).
+EVIDENCE_STORAGE_DIR = env("EVIDENCE_STORAGE_DIR", default=str(BASE_DIR / ".data" / "evidence"))
+EVIDENCE_MAX_BYTES = env.int("EVIDENCE_MAX_BYTES", default=5 * 1024 * 1024)
+# An open dispute whose evidence is due within this many hours is reminded of (once) and heads
+# the back-office's "due soon" queue.
+DISPUTE_REMINDER_HOURS = env.int("DISPUTE_REMINDER_HOURS", default=72)
+# The dispute job asks the provider about each open dispute at most this often.
+DISPUTE_LOOKUP_MINUTES = env.int("DISPUTE_LOOKUP_MINUTES", default=60)
 # provider_clearing:<provider> is split into this many rows (by merchant), summed on read.
 LEDGER_CLEARING_SHARDS = env.int("LEDGER_CLEARING_SHARDS", default=16)
 

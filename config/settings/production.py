@@ -28,6 +28,8 @@ METRICS_TOKEN = env("METRICS_TOKEN")  # required: /metrics is not public
 # development key or none (ledger.E001) and no export folder (ledger.E002).
 LEDGER_CHECKPOINT_SIGNING_KEY = env("LEDGER_CHECKPOINT_SIGNING_KEY", default="")
 LEDGER_CHECKPOINT_DIR = env("LEDGER_CHECKPOINT_DIR", default="")
+# Dispute evidence (payments.E001 refuses none at `check --deploy`; E002 a served folder).
+EVIDENCE_STORAGE_DIR = env("EVIDENCE_STORAGE_DIR", default="")
 
 # Providers: enabled explicitly, each one classified live or test explicitly; each enabled
 # one's endpoint, credentials and secrets required. A provider not in PROVIDERS_ENABLED is not

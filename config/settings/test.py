@@ -1,5 +1,7 @@
 """Settings for the test suite: real PostgreSQL, in-memory broker, fast password hashing."""
 
+import tempfile
+
 from config.settings.base import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -12,6 +14,9 @@ WEBHOOKS_ALLOW_LOOPBACK = False  # webhook tests switch it on per test
 # Checkpoints stay in the test database unless a test gives them a folder (tmp_path): files
 # from `make run` must never be read against a test database.
 LEDGER_CHECKPOINT_DIR = ""
+# Evidence files of the test run go to a throwaway folder, never .data/ of `make run`.
+EVIDENCE_STORAGE_DIR = env("EVIDENCE_STORAGE_DIR",  # noqa: F405
+                           default=tempfile.mkdtemp(prefix="clearhouse-test-evidence-"))
 
 # -- Back-office ------------------------------------------------------------------------------
 # No TOTP prompt and no lockout by default; the tests of those features switch them on.

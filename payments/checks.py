@@ -1,0 +1,45 @@
+"""Checks for dispute evidence storage: a folder set in production, and never one a web server
+serves (files there could be fetched, or run, by anyone who guesses a name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, register
+
+
+def _served_folders() -> list[Path]:
+    folders = [getattr(settings, "STATIC_ROOT", None), getattr(settings, "MEDIA_ROOT", None),
+               *getattr(settings, "STATICFILES_DIRS", ())]
+    return [Path(str(folder)).resolve() for folder in folders if folder]
+
+
+def _overlaps(one: Path, other: Path) -> bool:
+    return one == other or one.is_relative_to(other) or other.is_relative_to(one)
+
+
+@register()
+def check_evidence_storage(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    folder = str(getattr(settings, "EVIDENCE_STORAGE_DIR", "") or "")
+    if not folder:
+        return []
+    resolved = Path(folder).resolve()
+    served = [str(path) for path in _served_folders() if _overlaps(resolved, path)]
+    if served:
+        return [Error(
+            f"EVIDENCE_STORAGE_DIR ({resolved}) overlaps a folder the web server serves "
+            f"({', '.join(served)}): uploaded evidence could be fetched or run by URL.",
+            hint="Use a private folder outside STATIC_ROOT / MEDIA_ROOT / STATICFILES_DIRS.",
+            id="payments.E002")]
+    return []
+
+
+@register(deploy=True)
+def check_evidence_storage_set(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    if getattr(settings, "EVIDENCE_STORAGE_DIR", ""):
+        return []
+    return [Error("EVIDENCE_STORAGE_DIR is not set: dispute evidence uploads would fail.",
+                  hint="Point it at private, persistent storage (a volume no web server "
+                       "serves), shared by the web and worker processes.", id="payments.E001")]
