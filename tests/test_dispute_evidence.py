@@ -330,3 +330,10 @@ def test_the_dashboard_queues_disputes_near_their_deadline(client, soon_and_late
     queue = client.get("/admin/payments/dispute/", {"due": "soon"})
     assert [d.id for d in queue.context["cl"].result_list] == [soon.id]
     assert later.id not in queue.content.decode()
+
+
+def test_a_card_number_in_an_uploads_name_is_refused_and_nothing_kept(api):
+    response = upload(api, PDF, name="4242 4242 4242 4242.pdf")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "card_data_not_allowed"
+    assert EvidenceFile.objects.count() == 0
