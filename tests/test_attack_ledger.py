@@ -8,11 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import threading
-from collections import defaultdict
-from collections.abc import Callable
 from itertools import pairwise
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,17 +16,11 @@ from django.db import connection
 
 from ledger import flows
 from ledger.chain import (
-    GENESIS_HASH,
-    EntryLine,
-    account_label,
     body_digest,
     canonical,
     check_checkpoint,
     check_merchant_coverage,
-    entry_digest,
     key_id,
-    micros,
-    posting_hash,
 )
 from ledger.checkpoints import checkpoint_create, public_key_hex
 from ledger.models import Account, Checkpoint, JournalEntry
@@ -38,6 +28,12 @@ from ledger.services import EntrySpec, account_for, entries_post, entry_post
 from ledger.verify import ledger_verify
 from tests.conftest import Api
 from tests.factories import MerchantFactory, merchant_with_key
+from tests.ledger_tampering import (
+    as_table_owner,
+    flush_deferred,
+    rechain_everything,
+    run_threads,
+)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -45,13 +41,6 @@ from tests.factories import MerchantFactory, merchant_with_key
 def export(settings, tmp_path):
     settings.LEDGER_CHECKPOINT_DIR = str(tmp_path / "checkpoints")
     return tmp_path / "checkpoints" / str(connection.settings_dict["NAME"])
-
-
-def flush_deferred() -> None:
-    """Fire the deferred zero-sum triggers now, so later table-owner edits are not judged."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 @pytest.fixture
@@ -71,96 +60,12 @@ def books(merchant):
             "entries": list(JournalEntry.objects.order_by("sequence"))}
 
 
-def as_table_owner(*statements: tuple[str, list]) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = replica")
-        try:
-            for sql, params in statements:
-                cursor.execute(sql, params)
-        finally:
-            cursor.execute("SET session_replication_role = origin")
-
-
-def rechain_everything() -> None:
-    """The strongest table owner: after editing rows, recompute every entry digest, every
-    account chain (in created_at order), every balance_after and every account's balance,
-    version and head, so that every internal check passes again."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = replica")
-        try:
-            cursor.execute("SELECT id, kind, reference_type, reference_id, merchant_id, "
-                           "description, created_at FROM ledger_journalentry")
-            entries = {row[0]: row for row in cursor.fetchall()}
-            cursor.execute("SELECT id, COALESCE(merchant_id, ''), kind, provider, shard "
-                           "FROM ledger_account")
-            identity = {row[0]: (row[1], account_label(*row[2:])) for row in cursor.fetchall()}
-            cursor.execute("SELECT id, entry_id, account_id, amount, currency, created_at "
-                           "FROM ledger_posting ORDER BY account_id, created_at, account_version")
-            postings = cursor.fetchall()
-            lines: dict[str, list[EntryLine]] = defaultdict(list)
-            for pid, eid, account_id, amount, currency, _ in postings:
-                lines[eid].append(EntryLine(pid, account_id, amount, currency))
-            digests = {}
-            for eid, (_, kind, ref_type, ref_id, merchant_id, description, created_at) in \
-                    entries.items():
-                digests[eid] = entry_digest(
-                    entry_id=eid, kind=kind, reference_type=ref_type, reference_id=ref_id,
-                    merchant_id=merchant_id, description=description, created_at=created_at,
-                    lines=lines[eid])
-                cursor.execute("UPDATE ledger_journalentry SET hash = %s WHERE id = %s",
-                               [digests[eid], eid])
-            cursor.execute("UPDATE ledger_posting "
-                           "SET account_version = account_version + 1000000")
-            heads: dict[int, tuple[int, int, str]] = {}
-            for pid, eid, account_id, amount, currency, created_at in postings:
-                version, balance, prev = heads.get(account_id, (0, 0, GENESIS_HASH))
-                version, balance = version + 1, balance + amount
-                link = posting_hash(prev_hash=prev, account_id=account_id,
-                                    owner=identity[account_id][0],
-                                    label=identity[account_id][1], account_version=version,
-                                    posting_id=pid, entry_id=eid,
-                                    entry_hash=digests[eid], amount=amount, currency=currency,
-                                    balance_after=balance, created_at_us=micros(created_at))
-                cursor.execute("UPDATE ledger_posting SET account_version = %s, balance_after = "
-                               "%s, prev_hash = %s, hash = %s WHERE id = %s",
-                               [version, balance, prev, link, pid])
-                heads[account_id] = (version, balance, link)
-            cursor.execute("UPDATE ledger_account SET version = 0, balance = 0, head_hash = %s",
-                           [GENESIS_HASH])
-            for account_id, (version, balance, head) in heads.items():
-                cursor.execute("UPDATE ledger_account SET version = %s, balance = %s, "
-                               "head_hash = %s WHERE id = %s", [version, balance, head, account_id])
-        finally:
-            cursor.execute("SET session_replication_role = origin")
-
-
 def account(merchant, kind: str, currency: str = "usd") -> Account:
     return Account.objects.get(merchant=merchant, kind=kind, currency=currency)
 
 
 def checks_failed() -> list[str]:
     return [problem.check for problem in ledger_verify().problems]
-
-
-def run_threads(count: int, work: Callable[[int], Any]) -> list[BaseException]:
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait()
-            work(i)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
 
 
 # -- a table owner rewriting covered history, then recomputing everything --------------------
@@ -418,7 +323,7 @@ def test_concurrent_posts_and_batches_on_overlapping_accounts_keep_every_chain(s
                               f"b{i}-{n}-2"),
                 ])
 
-    errors = run_threads(6, work)
+    _, errors = run_threads(6, work)
     assert errors == []
     checkpoint_create()
     result = ledger_verify()
@@ -437,7 +342,7 @@ def test_two_checkpoints_at_once_get_consecutive_linked_numbers(settings, tmp_pa
     merchant = MerchantFactory()
     flows.post_capture(merchant=merchant, payment_id="pay_c", provider="sandbox",
                        currency="usd", amount=100)
-    errors = run_threads(4, lambda i: checkpoint_create())
+    _, errors = run_threads(4, lambda i: checkpoint_create())
     assert errors == []
     rows = list(Checkpoint.objects.order_by("number"))
     assert [row.number for row in rows] == [1, 2, 3, 4]

@@ -4,7 +4,7 @@ checkpoints, each seen failing before its fix: re-labelled accounts (type, owner
 deleted or replayed checkpoint files, an altered database copy, offline coverage that skipped
 unproven accounts, a checkpoint signed mid-verify, an irreversible migration run backwards, a
 crash between file and COMMIT, and two entries of one transaction deadlocking with a third.
-Helpers live in tests/test_attack_ledger.py."""
+Helpers live in tests/ledger_tampering.py and tests/test_attack_ledger.py."""
 
 from __future__ import annotations
 
@@ -22,24 +22,16 @@ from ledger.chain import check_merchant_coverage
 from ledger.checkpoints import checkpoint_create, public_key_hex
 from ledger.models import Account, Checkpoint, JournalEntry
 from ledger.verify import ledger_verify
+from tests.ledger_tampering import as_table_owner, delete_with_its_effect, flush_deferred
 from tests.test_attack_ledger import (  # noqa: F401  (fixtures)
     account,
-    as_table_owner,
     books,
     export,
-    flush_deferred,
 )
 
 
 def delete_newest_with_its_effect() -> JournalEntry:
-    newest = JournalEntry.objects.order_by("-sequence").first()
-    statements = [("UPDATE ledger_account SET balance = balance - %s, version = version - 1, "
-                   "head_hash = %s WHERE id = %s", [p.amount, p.prev_hash, p.account_id])
-                  for p in newest.postings.all()]
-    statements += [("DELETE FROM ledger_posting WHERE entry_id = %s", [newest.id]),
-                   ("DELETE FROM ledger_journalentry WHERE id = %s", [newest.id])]
-    as_table_owner(*statements)
-    return newest
+    return delete_with_its_effect(JournalEntry.objects.order_by("-sequence").first())
 
 
 # -- account identity is not bound by any hash nor compared with the checkpoint's leaf ---------

@@ -39,33 +39,10 @@ from ledger.services import (
 )
 from ledger.verify import ledger_verify
 from tests.factories import MerchantFactory
+from tests.ledger_tampering import run_threads
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def run_threads(count: int, work: Callable[[int], Any]) -> tuple[list[Any], list[BaseException]]:
-    """`work(i)` on `count` threads released together, each with its own connection."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = []
-    errors: list[BaseException] = []
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait()
-            results.append(work(i))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung (a deadlock?)"
-    return results, errors
-
-
 @contextmanager
 def other_connection(*, autocommit: bool = True) -> Iterator[Any]:
     """A second, independent connection to the same database (not this thread's)."""
@@ -595,14 +572,9 @@ def _post_in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str
     return thread, out
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("holder_ends", ["commit", "rollback"])
-def test_a_post_waiting_on_an_account_updated_meanwhile_still_locks_and_posts_it(holder_ends):
-    """EvalPlanQual: the waiter's locked scan must not drop the row the holder updated."""
-    merchant = MerchantFactory()
-    flows.post_capture(merchant=merchant, payment_id="pay_0", provider="sandbox",
-                       currency="usd", amount=100)
-    pending = Account.objects.get(merchant=merchant, kind="pending")
+def _wait_behind_a_capture(merchant, holder_ends: str, waiter: Callable[[], Any]) -> None:
+    """A holder posts a capture inside a longer transaction; `waiter` runs meanwhile and must
+    wait for its locks; then the holder commits or rolls back, and both must finish cleanly."""
     release = threading.Event()
 
     def holder() -> None:
@@ -615,13 +587,24 @@ def test_a_post_waiting_on_an_account_updated_meanwhile_still_locks_and_posts_it
 
     hold_thread, hold = _post_in_thread(holder)
     time.sleep(0.3)
-    wait_thread, waiter = _post_in_thread(lambda: flows.post_capture(
-        merchant=merchant, payment_id="pay_2", provider="sandbox", currency="usd", amount=1))
-    _wait_until_blocked(waiter["pid"])
+    wait_thread, waited = _post_in_thread(waiter)
+    _wait_until_blocked(waited["pid"])
     release.set()
     hold_thread.join(10)
     wait_thread.join(10)
-    assert "error" not in hold and "error" not in waiter, (hold, waiter)
+    assert "error" not in hold and "error" not in waited, (hold, waited)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("holder_ends", ["commit", "rollback"])
+def test_a_post_waiting_on_an_account_updated_meanwhile_still_locks_and_posts_it(holder_ends):
+    """EvalPlanQual: the waiter's locked scan must not drop the row the holder updated."""
+    merchant = MerchantFactory()
+    flows.post_capture(merchant=merchant, payment_id="pay_0", provider="sandbox",
+                       currency="usd", amount=100)
+    pending = Account.objects.get(merchant=merchant, kind="pending")
+    _wait_behind_a_capture(merchant, holder_ends, lambda: flows.post_capture(
+        merchant=merchant, payment_id="pay_2", provider="sandbox", currency="usd", amount=1))
     pending.refresh_from_db()
     expected = (111, 3) if holder_ends == "commit" else (101, 2)
     assert (pending.balance, pending.version) == expected
@@ -637,27 +620,10 @@ def test_a_post_waiting_on_another_transaction_creating_its_account_by_key(holde
     merchant = MerchantFactory()
     account_for(currency="usd", kind="provider_clearing", provider="sandbox",
                 shard=clearing_key(merchant=merchant, currency="usd", provider="sandbox").shard)
-    release = threading.Event()
-
-    def holder() -> None:
-        with transaction.atomic():
-            flows.post_capture(merchant=merchant, payment_id="pay_1", provider="sandbox",
-                               currency="usd", amount=10)
-            release.wait(10)
-            if holder_ends == "rollback":
-                transaction.set_rollback(True)
-
-    hold_thread, hold = _post_in_thread(holder)
-    time.sleep(0.3)
-    wait_thread, waiter = _post_in_thread(lambda: entry_post(
+    _wait_behind_a_capture(merchant, holder_ends, lambda: entry_post(
         kind="adjustment", reference_type="t", reference_id="w",
         lines=[(account_key(currency="usd", kind="fees"), -1),
                (account_key(merchant=merchant, currency="usd", kind="pending"), 1)]))
-    _wait_until_blocked(waiter["pid"])
-    release.set()
-    hold_thread.join(10)
-    wait_thread.join(10)
-    assert "error" not in hold and "error" not in waiter, (hold, waiter)
     pending = Account.objects.get(merchant=merchant, kind="pending")
     assert pending.balance == (11 if holder_ends == "commit" else 1)
     assert ledger_verify().ok

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
 from django.db import connection
 
-from ledger import flows
 from ledger.chain import (
     EntryLine,
     body_digest,
@@ -31,6 +30,12 @@ from ledger.chain import (
 from ledger.checkpoints import checkpoint_create, public_key_hex
 from ledger.models import Checkpoint, JournalEntry
 from ledger.verify import ledger_verify
+from tests.ledger_tampering import (
+    as_table_owner,
+    delete_with_its_effect,
+    flush_deferred,
+    post_books,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,37 +48,9 @@ def export(settings, tmp_path):
 
 @pytest.fixture
 def ledger(merchant):
-    common = {"merchant": merchant, "currency": "usd"}
-    flows.post_capture(payment_id="pay_1", provider="sandbox", amount=10_000, **common)
-    flows.post_settlement(payment_id="pay_1", amount=10_000, fee=320, **common)
-    flows.post_refund_created(refund_id="re_1", payment_id="pay_1", amount=1_000, **common)
-    flows.post_deposit_confirmed(deposit_id="dep_1", amount=2_000, **common)
-    with connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+    post_books(merchant, refund_succeeds=False, dispute=False, payout=False)
+    flush_deferred()
     return list(JournalEntry.objects.order_by("sequence"))
-
-
-def as_table_owner(*statements: tuple[str, list]) -> None:
-    """Edit with triggers off (session_replication_role = replica), as a table owner could."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = replica")
-        try:
-            for sql, params in statements:
-                cursor.execute(sql, params)
-        finally:
-            cursor.execute("SET session_replication_role = origin")
-
-
-def delete_with_its_effect(entry: JournalEntry) -> None:
-    """Remove the newest entry and undo it on every account: balances, versions and heads rewound,
-    so every chain, sum and balance_after is consistent again."""
-    statements = [("UPDATE ledger_account SET balance = balance - %s, version = version - 1, "
-                   "head_hash = %s WHERE id = %s", [p.amount, p.prev_hash, p.account_id])
-                  for p in entry.postings.all()]
-    statements += [("DELETE FROM ledger_posting WHERE entry_id = %s", [entry.id]),
-                   ("DELETE FROM ledger_journalentry WHERE id = %s", [entry.id])]
-    as_table_owner(*statements)
 
 
 def rewrite_with_recomputed_hashes(entry: JournalEntry, description: str) -> None:

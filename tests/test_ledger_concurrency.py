@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
-from typing import Any
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
 
 from core.errors import InsufficientFunds
@@ -24,32 +20,10 @@ from ledger.models import Account, JournalEntry, Posting
 from ledger.services import account_for, entry_post
 from ledger.verify import ledger_verify
 from tests.factories import MerchantFactory
+from tests.ledger_tampering import run_threads
 
 THREADS = 8
 STRESS_SECONDS = float(os.environ.get("LEDGER_STRESS_SECONDS", "10"))
-
-
-def run_threads(count: int, work: Callable[[int], Any]) -> tuple[list[Any], list[BaseException]]:
-    """Run `work(i)` on `count` threads released together; each thread has its own connection."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = []
-    errors: list[BaseException] = []
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait()
-            results.append(work(i))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results, errors
 
 
 def fifty_accounts() -> dict[str, list[Account]]:

@@ -11,6 +11,7 @@ from ledger import flows
 from ledger.models import Account
 from ledger.reports import period_report, trial_balance
 from ledger.verify import ledger_verify
+from tests.ledger_tampering import post_books
 
 
 @pytest.fixture
@@ -18,15 +19,8 @@ def month(merchant):
     """A merchant's month of movements. Postings carry the database clock, so the tests cut
     periods at the postings' own times rather than at frozen dates."""
     common = {"merchant": merchant, "currency": "usd"}
-    flows.post_capture(payment_id="pay_1", provider="sandbox", amount=10_000, **common)
-    flows.post_settlement(payment_id="pay_1", amount=10_000, fee=300, **common)
+    post_books(merchant, fee=300)
     flows.post_capture(payment_id="pay_2", provider="sandbox", amount=4_000, **common)
-    flows.post_refund_created(refund_id="re_1", payment_id="pay_1", amount=1_000, **common)
-    flows.post_refund_succeeded(refund_id="re_1", payment_id="pay_1", provider="sandbox",
-                                amount=1_000, **common)
-    flows.post_dispute_opened(dispute_id="dp_1", payment_id="pay_1", amount=500, **common)
-    flows.post_deposit_confirmed(deposit_id="dep_1", amount=2_000, **common)
-    flows.post_payout_created(payout_id="po_1", amount=3_000, **common)
     flows.post_payout_paid(payout_id="po_1", provider="sandbox", amount=3_000, **common)
     flows.post_capture(payment_id="pay_3", provider="sandbox", amount=700, **common)
     flows.post_settlement(payment_id="pay_3", amount=700, fee=21, **common)

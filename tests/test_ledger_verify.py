@@ -9,42 +9,24 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 
-from ledger import flows
 from ledger.chain import EntryLine, entry_digest
 from ledger.models import Account, JournalEntry
 from ledger.verify import ledger_verify
+from tests.ledger_tampering import as_table_owner, flush_deferred, post_books
 
 
 @pytest.fixture
 def ledger(merchant):
     """A small real ledger: capture, settlement with fee, refund, dispute, deposit, payout."""
-    common = {"merchant": merchant, "currency": "usd"}
-    flows.post_capture(payment_id="pay_1", provider="sandbox", amount=10_000, **common)
-    flows.post_settlement(payment_id="pay_1", amount=10_000, fee=320, **common)
-    flows.post_refund_created(refund_id="re_1", payment_id="pay_1", amount=1_000, **common)
-    flows.post_refund_succeeded(refund_id="re_1", payment_id="pay_1", provider="sandbox",
-                                amount=1_000, **common)
-    flows.post_dispute_opened(dispute_id="dp_1", payment_id="pay_1", amount=500, **common)
-    flows.post_deposit_confirmed(deposit_id="dep_1", amount=2_000, **common)
-    flows.post_payout_created(payout_id="po_1", amount=3_000, **common)
-    with connection.cursor() as cursor:
-        # Run the COMMIT-time checks now, so they judge the ledger as posted and not the
-        # tampering below when the test transaction ends.
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+    post_books(merchant)
+    flush_deferred()
     return list(JournalEntry.objects.order_by("sequence"))
 
 
 def tamper(sql: str, params: list | None = None) -> None:
     """Edit behind the triggers' back, as someone with superuser rights could."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = replica")
-        try:
-            cursor.execute(sql, params or [])
-        finally:
-            cursor.execute("SET session_replication_role = origin")
+    as_table_owner((sql, params or []))
 
 
 def verify_fails() -> str:
