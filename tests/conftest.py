@@ -14,6 +14,12 @@ from rest_framework.test import APIClient
 from payments import services
 from payments.models import Payment
 from tests.factories import merchant_with_key
+from tests.test_webhooks_support import (  # noqa: F401 (the webhook tests' fixtures, suite-wide)
+    dns_fixture,
+    loopback_allowed_fixture,
+    network_guard_fixture,
+    receivers_fixture,
+)
 
 # Stacks the tests start (tools/run.py, gunicorn, Celery) run with local settings, whose ledger
 # checkpoints would land in .data/ under the test database's name and outlive it: the next

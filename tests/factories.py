@@ -6,6 +6,8 @@ import factory
 
 from core.models import Merchant
 from core.services import api_key_create
+from payments.models import Payment
+from payments.services import payment_authorization_execute, payment_confirm, payment_create
 
 
 class MerchantFactory(factory.django.DjangoModelFactory):
@@ -26,3 +28,19 @@ def balances_of(merchant: Merchant, currency: str = "usd") -> dict[str, int]:
 
     return {kind: sum(row["amount"] for row in rows if row["currency"] == currency)
             for kind, rows in balance_get(merchant=merchant).items()}
+
+
+def pay(merchant: Merchant, *, amount: int = 1050, currency: str = "brl",
+        card: str = "pm_card_visa", capture_method: str = "automatic",
+        send: bool = True) -> Payment:
+    """Create and confirm a payment, then do what the worker's task does with its authorization
+    attempt (unless `send` is False: the attempt stays `requested`). A fresh read, not
+    refresh_from_db(): django-fsm's refresh toggles a class-level flag, which is not thread-safe
+    and this helper runs in threads."""
+    payment = payment_create(merchant=merchant, amount=amount, currency=currency,
+                             payment_method=card, capture_method=capture_method)
+    payment_confirm(merchant=merchant, payment_id=payment.id)
+    attempt = payment.attempts.first()  # none when confirming failed before any provider call
+    if send and attempt is not None:
+        payment_authorization_execute(attempt_id=attempt.id)
+    return Payment.objects.get(pk=payment.pk)

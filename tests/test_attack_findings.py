@@ -11,6 +11,7 @@ import pytest
 from payments import services
 from payments.models import Dispute, Refund
 from tests.conftest import routing_rule
+from tests.factories import pay
 from tests.provider_notices import available_balance, post_signed_cielo
 
 
@@ -74,11 +75,7 @@ def test_a_cielo_notice_cannot_credit_a_deposit_with_another_deposits_money(
 def test_a_fake_cielo_refund_notice_cannot_take_the_place_of_a_real_pending_refund(
         simulator, merchant, run_tasks_inline, django_capture_on_commit_callbacks):
     routing_rule("cielo")
-    payment = services.payment_create(merchant=merchant, amount=10_000, currency="brl",
-                                      payment_method="pm_card_visa")
-    with django_capture_on_commit_callbacks(execute=True):
-        services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    payment.refresh_from_db()
+    payment = pay(merchant, amount=10_000, currency="brl", card="pm_card_visa")
     simulator.control.configure("cielo", drop_rate=1.0, fault_operations=["refund"])
     refund = services.refund_create(merchant=merchant, payment_id=payment.id, amount=4000)
     assert refund.status == "pending"  # Cielo refunded 4000; its answer was lost

@@ -264,15 +264,23 @@ class ModelProvider:
 
         return bank._once(request.idempotency_key, build, LOST)
 
-    def capture(self, request):
+    def _on_charge(self, action, request, act):
+        """`act(charge, plan)` on the charge `request` names, unless it is unknown here or the
+        plan for this action declines it; once per idempotency key, like a real acquirer."""
         def build():
-            plan = self.bank.plans.pop(("capture", request.provider_reference), "approve")
+            plan = self.bank.plans.pop((action, request.provider_reference), "approve")
             charge = self._charge(request.provider_reference)
             if charge is None:
                 return _declined("not_found", request.provider_reference), False
             if plan in ("unavailable", "decline"):
                 return _declined("provider_unavailable" if plan == "unavailable"
                                  else "invalid_state", charge.reference), False
+            return act(charge, plan)
+
+        return self.bank._once(request.idempotency_key, build, LOST)
+
+    def capture(self, request):
+        def act(charge, plan):
             if charge.status != "authorized" or request.amount > charge.amount:
                 return _declined("invalid_state", charge.reference), False
             amount = request.amount
@@ -285,17 +293,10 @@ class ModelProvider:
                            status="captured")
             return _approved(charge, amount), plan == "lost"
 
-        return self.bank._once(request.idempotency_key, build, LOST)
+        return self._on_charge("capture", request, act)
 
     def void(self, request):
-        def build():
-            plan = self.bank.plans.pop(("void", request.provider_reference), "approve")
-            charge = self._charge(request.provider_reference)
-            if charge is None:
-                return _declined("not_found", request.provider_reference), False
-            if plan in ("unavailable", "decline"):
-                return _declined("provider_unavailable" if plan == "unavailable"
-                                 else "invalid_state", charge.reference), False
+        def act(charge, plan):
             if charge.status != "authorized":
                 return _declined("invalid_state", charge.reference), False
             charge.status = "voided"
@@ -304,17 +305,10 @@ class ModelProvider:
                            status="voided")
             return _approved(charge, charge.amount), plan == "lost"
 
-        return self.bank._once(request.idempotency_key, build, LOST)
+        return self._on_charge("void", request, act)
 
     def refund(self, request):
-        def build():
-            plan = self.bank.plans.pop(("refund", request.provider_reference), "approve")
-            charge = self._charge(request.provider_reference)
-            if charge is None:
-                return _declined("not_found", request.provider_reference), False
-            if plan in ("unavailable", "decline"):
-                return _declined("provider_unavailable" if plan == "unavailable"
-                                 else "invalid_state", charge.reference), False
+        def act(charge, plan):
             amount = request.amount
             if plan == "amount":
                 amount = _other_amount(amount) or amount
@@ -328,7 +322,7 @@ class ModelProvider:
                            refund_reference=reference, status="succeeded")
             return _approved(charge, amount, reference), plan == "lost"
 
-        return self.bank._once(request.idempotency_key, build, LOST)
+        return self._on_charge("refund", request, act)
 
     def retrieve(self, request):
         charge = self._charge(request.provider_reference) if request.provider_reference else None

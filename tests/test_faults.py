@@ -26,11 +26,7 @@ from providers.models import ProviderBreaker
 from reconciliation import jobs
 from tests.celery_workers import needs_redis_server, redis_url, start_worker, stop_workers, wait_for
 from tests.conftest import routing_rule
-from tests.test_webhooks_support import (  # noqa: F401 (fixtures)
-    loopback_allowed_fixture,
-    receivers_fixture,
-    subscribe,
-)
+from tests.test_webhooks_support import subscribe
 from webhooks import services as webhook_services
 from webhooks import tasks as webhook_tasks
 from webhooks.models import Event

@@ -10,19 +10,14 @@ from payments import services
 from payments.models import Payment, PaymentAttempt
 from providers.base import ProviderStatus
 from tests.conftest import routing_rule
+from tests.factories import pay
 
 PROVIDERS = ["cielo", "rede", "getnet"]
 
 
 def _pay(merchant, amount=1050, card="pm_card_visa", manual=False, currency="brl"):
-    payment = services.payment_create(merchant=merchant, amount=amount, currency=currency,
-                                      payment_method=card,
-                                      capture_method="manual" if manual else "automatic")
-    services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    services.payment_authorization_execute(attempt_id=payment.attempts.get().id)
-    # A fresh read, not refresh_from_db(): django-fsm's refresh toggles a class-level flag,
-    # which is not thread-safe and this helper runs in threads.
-    return Payment.objects.get(pk=payment.pk)
+    return pay(merchant, amount=amount, card=card, currency=currency,
+               capture_method="manual" if manual else "automatic")
 
 
 @pytest.mark.django_db

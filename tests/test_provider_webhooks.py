@@ -15,6 +15,7 @@ from providers.simulator.cielo import CieloDialect
 from providers.simulator.getnet import GetnetDialect
 from providers.simulator.rede import RedeDialect
 from tests.conftest import routing_rule
+from tests.factories import pay
 from webhooks import inbound
 from webhooks.models import Event, InboxStatus, ProviderEvent
 
@@ -43,11 +44,7 @@ def hooked(simulator, live_server, settings, run_tasks_inline):
 
 
 def _pay(merchant, card: str, amount: int = 1000) -> Payment:
-    payment = services.payment_create(merchant=merchant, amount=amount, currency="brl",
-                                      payment_method=card)
-    services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    services.payment_authorization_execute(attempt_id=payment.attempts.get().id)
-    return Payment.objects.get(pk=payment.pk)
+    return pay(merchant, card=card, amount=amount)
 
 
 def _deliveries_done(simulator, provider: str, types: set[str]) -> bool:

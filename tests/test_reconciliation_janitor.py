@@ -22,6 +22,7 @@ from reconciliation import janitor, jobs
 from reconciliation import services as recon_services
 from reconciliation.models import BreakType, JobRun, ReconciliationBreak, ReconciliationCheck
 from tests.conftest import routing_rule
+from tests.factories import pay
 from webhooks.models import Event, WebhookDelivery
 from webhooks.services import endpoint_create
 
@@ -29,12 +30,7 @@ T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 def _pay(merchant, card="pm_card_visa", amount=1050, send=True, capture_method="automatic"):
-    payment = services.payment_create(merchant=merchant, amount=amount, currency="brl",
-                                      payment_method=card, capture_method=capture_method)
-    services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    if send:  # what the worker's task does; without it the attempt stays `requested`
-        services.payment_authorization_execute(attempt_id=payment.attempts.get().id)
-    return Payment.objects.get(pk=payment.pk)
+    return pay(merchant, card=card, amount=amount, send=send, capture_method=capture_method)
 
 
 def _captures(payment_id: str) -> int:

@@ -18,10 +18,10 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from core.models import IdempotencyKey
-from payments import services
 from reconciliation import tasks
 from reconciliation.models import BreakType, JobRun, ReconciliationBreak
 from reconciliation.services import SCHEDULED_JOBS, schedule_sync
+from tests.factories import pay
 
 NAMES = {"recon-janitor", "recon-settlements", "ledger-verify", "idempotency-reap",
          "webhooks-sweep", "ledger-checkpoint"}
@@ -122,11 +122,7 @@ def test_webhooks_sweep_task_records_a_job_run():
 
 def _captured_payment(merchant) -> None:
     """A payment captured through the services (sandbox provider), so the ledger has entries."""
-    payment = services.payment_create(merchant=merchant, amount=2500, currency="usd",
-                                      payment_method="pm_card_visa")
-    services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    assert services.payment_authorization_execute(
-        attempt_id=payment.attempts.get().id).status == "captured"
+    assert pay(merchant, amount=2500, currency="usd").status == "captured"
 
 
 @pytest.mark.django_db

@@ -26,6 +26,7 @@ from reconciliation.models import (
 )
 from reconciliation.services import BreakSpec, breaks_open
 from tests.conftest import routing_rule
+from tests.factories import pay
 from webhooks.models import Event
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -33,11 +34,7 @@ DAY = T0.date()
 
 
 def _pay(merchant, amount, card="pm_card_visa"):
-    payment = services.payment_create(merchant=merchant, amount=amount, currency="brl",
-                                      payment_method=card)
-    services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    services.payment_authorization_execute(attempt_id=payment.attempts.get().id)
-    return Payment.objects.get(pk=payment.pk)
+    return pay(merchant, amount=amount, card=card)
 
 
 def _breaks() -> set[tuple[str, str]]:

@@ -14,13 +14,13 @@ from django.utils import timezone
 from kombu import Connection
 
 from ledger.models import JournalEntry
-from payments import services
 from payments.models import Payment
 from reconciliation import services as recon_services
 from reconciliation.models import JobRun, ReconciliationCheck
 from reconciliation.tasks import recon_janitor
 from tests.celery_workers import needs_redis_server, redis_url, start_worker, stop_workers, wait_for
 from tests.conftest import routing_rule
+from tests.factories import pay
 from webhooks.models import Event
 
 pytestmark = [pytest.mark.slow, needs_redis_server]
@@ -32,10 +32,7 @@ def test_a_worker_killed_mid_janitor_task_is_replaced_and_the_payment_captured_o
     simulator, merchant, redis_url
 ):
     routing_rule("cielo")
-    payment = services.payment_create(merchant=merchant, amount=4200, currency="brl",
-                                      payment_method="pm_card_drop")
-    services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    services.payment_authorization_execute(attempt_id=payment.attempts.get().id)
+    payment = pay(merchant, amount=4200, card="pm_card_drop")
     assert Payment.objects.get(pk=payment.pk).status == "authorization_requested"
     # Tracked and due now (the worker's clock cannot be moved 5 minutes ahead).
     recon_services.checks_discover(first_check_at=lambda since, status: since,

@@ -17,7 +17,7 @@ from providers.breaker import breaker_record_failure
 from providers.models import SandboxCharge, SandboxMovement
 from providers.routing import route
 from tests.conftest import Api, routing_rule
-from tests.factories import merchant_with_key
+from tests.factories import merchant_with_key, pay
 from wallet.models import Deposit, Payout
 
 pytestmark = pytest.mark.django_db
@@ -97,11 +97,7 @@ def test_a_live_merchant_routes_by_its_own_mode_in_the_test_suite_defaults(setti
 def test_a_live_payment_with_no_live_provider_fails_provider_unavailable(
         django_capture_on_commit_callbacks: Any) -> None:
     merchant, _ = _live_merchant()
-    payment = services.payment_create(merchant=merchant, amount=1000, currency="usd",
-                                      payment_method="pm_card_visa")
-    with django_capture_on_commit_callbacks(execute=True):
-        services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    payment.refresh_from_db()
+    payment = pay(merchant, amount=1000, currency="usd", card="pm_card_visa")
     assert (payment.status, payment.failure_code) == ("failed", "provider_unavailable")
     assert payment.failure_message.startswith("No live provider can take this payment")
     assert payment.provider == ""
@@ -150,11 +146,7 @@ def test_a_test_merchant_never_reaches_a_live_provider(
         django_capture_on_commit_callbacks: Any) -> None:
     merchant, _ = merchant_with_key()
     routing_rule("cielo")
-    payment = services.payment_create(merchant=merchant, amount=1000, currency="brl",
-                                      payment_method="pm_card_visa")
-    with django_capture_on_commit_callbacks(execute=True):
-        services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    payment.refresh_from_db()
+    payment = pay(merchant, amount=1000, currency="brl", card="pm_card_visa")
     assert payment.status == "captured"
     assert payment.provider == "sandbox"
     assert list(payment.attempts.values_list("provider", flat=True)) == ["sandbox"]

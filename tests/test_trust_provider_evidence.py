@@ -12,6 +12,7 @@ from payments.models import AttemptStatus, Dispute, Payment, Refund
 from providers.base import Outcome, ProviderResult, ProviderStatus
 from reconciliation.models import ReconciliationBreak
 from tests.conftest import routing_rule
+from tests.factories import pay
 from tests.provider_notices import available_balance, post_signed_cielo, wait_until
 from webhooks.models import InboxStatus, ProviderEvent
 
@@ -164,11 +165,7 @@ def test_an_approval_for_another_amount_or_currency_captures_nothing(
         return result
 
     monkeypatch.setattr(services, "provider_call", lying_provider)
-    payment = services.payment_create(merchant=merchant, amount=10_000, currency="usd",
-                                      payment_method="pm_card_visa")
-    with django_capture_on_commit_callbacks(execute=True):
-        services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    payment.refresh_from_db()
+    payment = pay(merchant, amount=10_000, currency="usd", card="pm_card_visa")
     assert payment.status == "authorization_requested"
     assert payment.amount_captured == 0
     attempt = payment.attempts.get()
@@ -341,11 +338,7 @@ def test_a_signed_but_false_cielo_deposit_notice_credits_nothing(simulator, merc
 def test_a_signed_but_false_cielo_refund_or_chargeback_notice_moves_nothing(
         simulator, merchant, run_tasks_inline, django_capture_on_commit_callbacks):
     routing_rule("cielo")
-    payment = services.payment_create(merchant=merchant, amount=7000, currency="brl",
-                                      payment_method="pm_card_visa")
-    with django_capture_on_commit_callbacks(execute=True):
-        services.payment_confirm(merchant=merchant, payment_id=payment.id)
-    payment.refresh_from_db()
+    payment = pay(merchant, amount=7000, currency="brl", card="pm_card_visa")
     assert (payment.status, payment.provider) == ("captured", "cielo")
     base = {"PaymentId": payment.provider_reference, "MerchantOrderId": payment.id,
             "Currency": "BRL"}

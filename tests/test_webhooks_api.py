@@ -7,17 +7,11 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from core import crypto
-from tests.test_webhooks_support import (  # noqa: F401 (fixtures)
-    dns_fixture,
-    loopback_allowed_fixture,
-    network_guard_fixture,
-    receivers_fixture,
-    subscribe,
-)
+from tests.test_webhooks_support import GUARDED, subscribe
 from webhooks import services
 from webhooks.models import DeliveryStatus, Event, WebhookDelivery, WebhookEndpoint
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("loopback_allowed")]
+pytestmark = GUARDED
 
 URL = "http://127.0.0.1:9/hook"  # never contacted: these tests do not sweep unless they say so
 

@@ -18,13 +18,7 @@ from kombu.exceptions import OperationalError
 
 from reconciliation import tasks as recon_tasks
 from tests.factories import MerchantFactory
-from tests.test_webhooks_support import (  # noqa: F401 (fixtures)
-    dns_fixture,
-    loopback_allowed_fixture,
-    network_guard_fixture,
-    receivers_fixture,
-    subscribe,
-)
+from tests.test_webhooks_support import GUARDED, subscribe
 from webhooks import delivery, services, tasks
 from webhooks.models import (
     DeliveryStatus,
@@ -37,7 +31,7 @@ from webhooks.models import (
 from webhooks.receiver import Reply
 from webhooks.verify import parse_header, verify_signature
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("loopback_allowed")]
+pytestmark = GUARDED
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

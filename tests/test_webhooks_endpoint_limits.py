@@ -15,17 +15,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from tests.factories import MerchantFactory
-from tests.test_webhooks_support import (  # noqa: F401 (fixtures)
-    dns_fixture,
-    loopback_allowed_fixture,
-    network_guard_fixture,
-    receivers_fixture,
-    subscribe,
-)
+from tests.test_webhooks_support import GUARDED, subscribe
 from webhooks import services
 from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("loopback_allowed")]
+pytestmark = GUARDED
 
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

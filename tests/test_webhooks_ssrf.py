@@ -8,7 +8,6 @@ import ipaddress
 
 import pytest
 
-from tests.test_webhooks_support import dns_fixture, network_guard_fixture  # noqa: F401
 from webhooks import delivery, ssrf
 from webhooks.models import WebhookEndpoint
 
@@ -49,6 +48,9 @@ REFUSED_URLS = [
     "http://split.example",  # one public and one private record (stub below)
     "http://mapped.example",  # an AAAA record that maps 127.0.0.1 (stub below)
 ]
+
+
+pytestmark = pytest.mark.usefixtures("network_guard")
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
-"""Shared fixtures for the webhook tests, imported by each tests/test_webhooks_*.py module as
-`<name>_fixture` (pytest registers them as `<name>`), so they apply to those modules only.
+"""Shared fixtures for the webhook tests, registered for the whole suite by tests/conftest.py;
+the guards apply where a module asks for them (`pytestmark = GUARDED`, the webhook modules).
 
-Two autouse guards make the SSRF promise testable: `network_guard` patches socket connect so
+Two guards make the SSRF promise testable: `network_guard` patches socket connect so
 that any connection outside 127.0.0.0/8 and ::1 fails loudly (and fails the test even if the
 code under test swallowed the error), and `dns` answers host names from a table, so no test
 ever asks a real resolver. A test may route one public (address, port) to a local receiver
@@ -21,6 +21,10 @@ from webhooks import services
 from webhooks.receiver import Receiver
 
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+# The webhook modules' marks: a database, no connection off loopback, a table for DNS, and the
+# loopback receivers allowed as endpoints.
+GUARDED = [pytest.mark.django_db, pytest.mark.usefixtures("network_guard", "dns",
+                                                           "loopback_allowed")]
 
 
 class NetworkGuard:
@@ -46,7 +50,7 @@ class NetworkGuard:
         raise AssertionError(f"a test tried to open a connection to {address!r}")
 
 
-@pytest.fixture(name="network_guard", autouse=True)
+@pytest.fixture(name="network_guard")
 def network_guard_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
     guard = NetworkGuard()
     real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
@@ -74,7 +78,7 @@ class FakeDns:
         self.names[name] = lambda: queue.pop(0) if len(queue) > 1 else queue[0]
 
 
-@pytest.fixture(name="dns", autouse=True)
+@pytest.fixture(name="dns")
 def dns_fixture(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
     fake = FakeDns()
     real = socket.getaddrinfo
