@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -114,6 +115,23 @@ def settled_payment(make_payment) -> Payment:
     return payment
 
 
+@contextmanager
+def adapters_pointed_at(running: Any, settings: Any, *, seed: str) -> Iterator[Any]:
+    """Reset the running simulator with `seed` and point the three adapters at it (short
+    timeouts) until the block ends."""
+    from providers import registry
+    from providers.conf import providers_from_env
+
+    running.control.reset(seed=seed)
+    settings.PROVIDERS = providers_from_env({"SIMULATOR_URL": running.base_url})
+    settings.PROVIDER_TIMEOUTS = {"connect": 1.0, "read": 2.0, "write": 1.0, "pool": 1.0}
+    registry.reset()
+    try:
+        yield running
+    finally:
+        registry.reset()
+
+
 @pytest.fixture(scope="session")
 def _running_simulator():
     from providers.simulator.control import running_simulator
@@ -126,15 +144,8 @@ def _running_simulator():
 def simulator(_running_simulator, settings):
     """The provider simulator over real HTTP on 127.0.0.1, reset for each test, with the three
     adapters pointed at it."""
-    from providers import registry
-    from providers.conf import providers_from_env
-
-    _running_simulator.control.reset(seed="clearhouse-tests")
-    settings.PROVIDERS = providers_from_env({"SIMULATOR_URL": _running_simulator.base_url})
-    settings.PROVIDER_TIMEOUTS = {"connect": 1.0, "read": 2.0, "write": 1.0, "pool": 1.0}
-    registry.reset()
-    yield _running_simulator
-    registry.reset()
+    with adapters_pointed_at(_running_simulator, settings, seed="clearhouse-tests"):
+        yield _running_simulator
     # Forget its scheduled webhooks too: a delayed or retried notice from this test must not
     # land in a later test's database (the live server outlives the test).
     _running_simulator.control.reset(seed="clearhouse-tests")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 
 from core.models import Merchant
 from core.services import api_key_create
@@ -44,3 +48,18 @@ def pay(merchant: Merchant, *, amount: int = 1050, currency: str = "brl",
     if send and attempt is not None:
         payment_authorization_execute(attempt_id=attempt.id)
     return Payment.objects.get(pk=payment.pk)
+
+
+STAFF_PASSWORD = "pw-12345678"
+
+
+def staff_user(role: str, name: str | None = None, *, client: Any = None,
+               password: str = STAFF_PASSWORD, **fields: Any) -> Any:
+    """A back-office user in the group `role` (named `name`, else after the role), read fresh
+    so no permissions are cached; logged in on the test `client` when one is given."""
+    user = get_user_model().objects.create_user(name or role, password=password,
+                                                is_staff=True, **fields)
+    user.groups.add(Group.objects.get(name=role))
+    if client is not None:
+        client.force_login(user)
+    return get_user_model().objects.get(pk=user.pk)

@@ -1,12 +1,9 @@
 """Shared by the ledger's tests: a small set of books, edits made behind the triggers' back as a
-table owner could, and threads released together, so each attack reads as its intent."""
+table owner could, so each attack reads as its intent."""
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
 
 from django.db import connection
 
@@ -115,27 +112,3 @@ def rechain_everything() -> None:
                                "head_hash = %s WHERE id = %s", [version, balance, head, account_id])
         finally:
             cursor.execute("SET session_replication_role = origin")
-
-
-def run_threads(count: int, work: Callable[[int], Any]) -> tuple[list[Any], list[BaseException]]:
-    """`work(i)` on `count` threads released together, each with its own connection."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = []
-    errors: list[BaseException] = []
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait()
-            results.append(work(i))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung (a deadlock?)"
-    return results, errors

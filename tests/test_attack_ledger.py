@@ -32,8 +32,8 @@ from tests.ledger_tampering import (
     as_table_owner,
     flush_deferred,
     rechain_everything,
-    run_threads,
 )
+from tests.threads import run_threads
 
 
 # -- helpers -----------------------------------------------------------------------------------

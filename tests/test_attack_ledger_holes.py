@@ -26,6 +26,7 @@ from tests.ledger_tampering import as_table_owner, delete_with_its_effect, flush
 from tests.test_attack_ledger import (  # noqa: F401  (fixtures)
     account,
     books,
+    coverage,
     export,
 )
 
@@ -137,13 +138,6 @@ def _stored_heads() -> list:
 
 
 # -- the offline verifier ------------------------------------------------------------------------
-@pytest.fixture
-def coverage(books, api):
-    checkpoint_create()
-    return api.get("/ledger/checkpoint").json(), api.get("/balance_transactions?limit=100").json()[
-        "data"]
-
-
 @pytest.mark.django_db
 def test_coverage_complains_when_the_proof_leaves_out_an_account_with_rewritten_rows(coverage):
     """A server that rewrote one account's history simply omits that account from the proof:

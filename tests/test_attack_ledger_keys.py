@@ -39,7 +39,7 @@ from ledger.services import (
 )
 from ledger.verify import ledger_verify
 from tests.factories import MerchantFactory
-from tests.ledger_tampering import run_threads
+from tests.threads import run_threads
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -172,14 +172,9 @@ def test_own_mode_deferred_constraint_failing_at_commit_leaves_nothing(monkeypat
     assert ledger_verify().ok
 
 
-@pytest.mark.django_db(transaction=True)
-def test_own_mode_ctrl_c_while_blocked_on_an_account_lock_rolls_back_the_accounts_it_made():
-    """Ctrl-C (SIGINT → KeyboardInterrupt) while the first round trip waits for a lock another
-    connection holds: psycopg cancels the query, entry_post rolls back the BEGIN it sent, and
-    the merchant account its INSERT … ON CONFLICT had created is gone with it."""
-    fees = account_for(currency="usd", kind="fees")
-    merchant = MerchantFactory()
-    before = counts_seen_from_outside()
+def ctrl_c_while_blocked(lock_sql: str, params: list, post: Callable[[], Any]) -> None:
+    """Another connection holds `lock_sql`'s row lock; `post()` waits on it and gets Ctrl-C
+    (SIGALRM → KeyboardInterrupt) after half a second, as a person at a terminal would."""
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -188,17 +183,29 @@ def test_own_mode_ctrl_c_while_blocked_on_an_account_lock_rolls_back_the_account
     try:
         with other_connection(autocommit=False) as other:
             with other.cursor() as cursor:
-                cursor.execute("SELECT id FROM ledger_account WHERE id = %s FOR UPDATE",
-                               [fees.pk])
+                cursor.execute(lock_sql, params)
             signal.setitimer(signal.ITIMER_REAL, 0.5)
             with pytest.raises(KeyboardInterrupt):
-                entry_post(kind="adjustment", reference_type="t", reference_id="1",
-                           lines=[(account_key(currency="usd", kind="fees"), -100),
-                                  (account_key(merchant=merchant, currency="usd",
-                                               kind="pending"), 100)])
+                post()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_own_mode_ctrl_c_while_blocked_on_an_account_lock_rolls_back_the_accounts_it_made():
+    """Ctrl-C (SIGINT → KeyboardInterrupt) while the first round trip waits for a lock another
+    connection holds: psycopg cancels the query, entry_post rolls back the BEGIN it sent, and
+    the merchant account its INSERT … ON CONFLICT had created is gone with it."""
+    fees = account_for(currency="usd", kind="fees")
+    merchant = MerchantFactory()
+    before = counts_seen_from_outside()
+    ctrl_c_while_blocked("SELECT id FROM ledger_account WHERE id = %s FOR UPDATE", [fees.pk],
+                         lambda: entry_post(
+                             kind="adjustment", reference_type="t", reference_id="1",
+                             lines=[(account_key(currency="usd", kind="fees"), -100),
+                                    (account_key(merchant=merchant, currency="usd",
+                                                 kind="pending"), 100)]))
     assert_clean_autocommit()
     assert counts_seen_from_outside() == before
     assert not Account.objects.filter(merchant=merchant).exists()
@@ -735,23 +742,10 @@ def test_own_mode_ctrl_c_while_the_second_round_trip_waits_commits_nothing():
     flows.post_capture(merchant=merchant, payment_id="pay_0", provider="sandbox",
                        currency="usd", amount=100)
     before = counts_seen_from_outside()
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    try:
-        with other_connection(autocommit=False) as other:
-            with other.cursor() as cursor:
-                cursor.execute(f"SELECT id FROM {Merchant._meta.db_table} WHERE id = %s "
-                               "FOR UPDATE", [merchant.pk])
-            signal.setitimer(signal.ITIMER_REAL, 0.5)
-            with pytest.raises(KeyboardInterrupt):
-                flows.post_capture(merchant=merchant, payment_id="pay_1", provider="sandbox",
-                                   currency="usd", amount=100)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    ctrl_c_while_blocked(f"SELECT id FROM {Merchant._meta.db_table} WHERE id = %s FOR UPDATE",
+                         [merchant.pk], lambda: flows.post_capture(
+                             merchant=merchant, payment_id="pay_1", provider="sandbox",
+                             currency="usd", amount=100))
     assert_clean_autocommit()
     assert counts_seen_from_outside() == before
     flows.post_capture(merchant=merchant, payment_id="pay_1", provider="sandbox",

@@ -7,8 +7,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
 
@@ -19,13 +17,11 @@ from core.errors import InvalidRequest, StateError
 from ledger.models import Account, JournalEntry
 from payments import services as payments
 from payments.models import Dispute, Refund
+from tests.factories import staff_user
 
 
 def _user(role: str, name: str | None = None):
-    user = get_user_model().objects.create_user(name or role, password="pw-12345678",
-                                                is_staff=True)
-    user.groups.add(Group.objects.get(name=role))
-    return get_user_model().objects.get(pk=user.pk)  # fresh: no cached permissions
+    return staff_user(role, name)
 
 
 def _actor(role: str, name: str | None = None) -> Actor:

@@ -16,15 +16,13 @@ from core.errors import StateError
 from payments import services as payments
 from payments.models import Refund
 from providers.models import RoutingRule
+from tests.factories import staff_user
 
 pytestmark = pytest.mark.django_db
 
 
 def _user(role: str, name: str | None = None):
-    user = get_user_model().objects.create_user(name or role, password="pw-12345678",
-                                                is_staff=True)
-    user.groups.add(Group.objects.get(name=role))
-    return user
+    return staff_user(role, name)
 
 
 def _entry() -> AuditEntry:

@@ -7,8 +7,6 @@ import time
 
 import pytest
 from django.conf import settings as django_settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.urls import reverse
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -20,6 +18,7 @@ from payments import services as payments
 from payments.models import Payment
 from reconciliation.models import BreakType
 from reconciliation.services import BreakSpec, breaks_open
+from tests.factories import staff_user
 from webhooks import services as webhooks
 from webhooks.models import WebhookEndpoint
 
@@ -28,10 +27,7 @@ PASSWORD = "correct-horse-battery"
 
 
 def _user(role: str, name: str | None = None):
-    user = get_user_model().objects.create_user(name or role, password=PASSWORD,
-                                                is_staff=True)
-    user.groups.add(Group.objects.get(name=role))
-    return user
+    return staff_user(role, name, password=PASSWORD)
 
 
 # -- the dashboard ---------------------------------------------------------------------------

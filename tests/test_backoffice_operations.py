@@ -8,8 +8,6 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.contrib.admin.utils import quote
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from backoffice.models import ApprovalRequest, AuditEntry, LedgerVerifyRun
@@ -18,6 +16,7 @@ from payments import services as payments
 from payments.models import Dispute
 from reconciliation.models import BreakAudit, BreakType, ReconciliationBreak
 from reconciliation.services import BreakSpec, breaks_open
+from tests.factories import staff_user
 from webhooks import services as webhooks
 from webhooks.models import ProviderEvent, WebhookDelivery
 
@@ -25,11 +24,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _staff(client, role: str, name: str | None = None):
-    user = get_user_model().objects.create_user(name or role, password="pw-12345678",
-                                                is_staff=True)
-    user.groups.add(Group.objects.get(name=role))
-    client.force_login(user)
-    return user
+    return staff_user(role, name, client=client)
 
 
 def _messages(response) -> str:

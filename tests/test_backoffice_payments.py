@@ -7,12 +7,11 @@ import re
 
 import pytest
 from django.contrib.admin.utils import quote
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 
 from backoffice.models import ApprovalRequest, AuditEntry
 from payments import services as payments
 from payments.models import Dispute, Payment, Refund
+from tests.factories import staff_user
 from webhooks import services as webhooks
 from webhooks.models import WebhookDelivery
 
@@ -20,11 +19,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _staff(client, role: str, name: str | None = None):
-    user = get_user_model().objects.create_user(name or role, password="pw-12345678",
-                                                is_staff=True)
-    user.groups.add(Group.objects.get(name=role))
-    client.force_login(user)
-    return user
+    return staff_user(role, name, client=client)
 
 
 def _url(payment: Payment, action: str = "") -> str:

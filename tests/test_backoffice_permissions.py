@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 
 from backoffice import services
 from backoffice.audit import Actor
@@ -15,6 +14,7 @@ from payments import services as payments
 from payments.models import Dispute, Payment, Refund
 from reconciliation.models import BreakType, ReconciliationBreak
 from reconciliation.services import BreakSpec, breaks_open
+from tests.factories import staff_user
 from webhooks import services as webhooks
 from webhooks.models import ProviderEvent, WebhookDelivery
 
@@ -22,10 +22,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _user(role: str, name: str | None = None):
-    user = get_user_model().objects.create_user(name or role, password="pw-12345678",
-                                                is_staff=True)
-    user.groups.add(Group.objects.get(name=role))
-    return user
+    return staff_user(role, name)
 
 
 def _state() -> dict[str, object]:

@@ -4,13 +4,11 @@ with time-machine, never slept."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
-from django.db import connection
 
 from providers.base import Outcome, ProviderResult
 from providers.breaker import (
@@ -21,6 +19,7 @@ from providers.breaker import (
 )
 from providers.models import BreakerState, ProviderBreaker, RoutingRule, RoutingTarget
 from providers.routing import route
+from tests.threads import run_threads
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -166,19 +165,6 @@ def test_concurrent_workers_get_exactly_one_half_open_probe() -> None:
     with time_machine.travel(START, tick=False) as clock:
         fail(3)
         clock.shift(timedelta(seconds=31))
-        answers: list[bool] = []
-        barrier = threading.Barrier(8)
-
-        def worker() -> None:
-            try:
-                barrier.wait()
-                answers.append(breaker_allow("cielo"))
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=worker) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        answers, errors = run_threads(8, lambda i: breaker_allow("cielo"))
+    assert not errors
     assert sorted(answers) == [False] * 7 + [True]

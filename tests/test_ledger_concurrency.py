@@ -20,7 +20,7 @@ from ledger.models import Account, JournalEntry, Posting
 from ledger.services import account_for, entry_post
 from ledger.verify import ledger_verify
 from tests.factories import MerchantFactory
-from tests.ledger_tampering import run_threads
+from tests.threads import run_threads
 
 THREADS = 8
 STRESS_SECONDS = float(os.environ.get("LEDGER_STRESS_SECONDS", "10"))

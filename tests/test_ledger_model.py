@@ -86,16 +86,22 @@ class LedgerModel(RuleBasedStateMachine):
         self.expected["available"] += amount - fee
         self.totals["fees"] += fee
 
+    def draw_from(self, data: st.DataObject, budget: str) -> tuple[str, int]:
+        """A payment with some `budget` left (refundable or disputable) and an amount within
+        it, taken off that budget."""
+        payment_id = data.draw(st.sampled_from(
+            sorted(k for k, p in self.payments.items() if p[budget])))
+        amount = data.draw(st.integers(1, self.payments[payment_id][budget]))
+        self.payments[payment_id][budget] -= amount
+        return payment_id, amount
+
     @precondition(lambda self: any(p["refundable"] for p in self.payments.values()))
     @rule(data=st.data())
     def refund_create(self, data: st.DataObject) -> None:
-        payment_id = data.draw(st.sampled_from(
-            sorted(k for k, p in self.payments.items() if p["refundable"])))
-        amount = data.draw(st.integers(1, self.payments[payment_id]["refundable"]))
+        payment_id, amount = self.draw_from(data, "refundable")
         refund_id = f"re_{next(ids)}"
         flows.post_refund_created(refund_id=refund_id, payment_id=payment_id, amount=amount,
                                   **self.on)
-        self.payments[payment_id]["refundable"] -= amount
         self.refunds[refund_id] = (payment_id, amount)
         self.move("available", "reserved", amount)
 
@@ -118,13 +124,10 @@ class LedgerModel(RuleBasedStateMachine):
     @precondition(lambda self: any(p["disputable"] for p in self.payments.values()))
     @rule(data=st.data())
     def dispute_open(self, data: st.DataObject) -> None:
-        payment_id = data.draw(st.sampled_from(
-            sorted(k for k, p in self.payments.items() if p["disputable"])))
-        amount = data.draw(st.integers(1, self.payments[payment_id]["disputable"]))
+        payment_id, amount = self.draw_from(data, "disputable")
         dispute_id = f"dp_{next(ids)}"
         flows.post_dispute_opened(dispute_id=dispute_id, payment_id=payment_id, amount=amount,
                                   **self.on)
-        self.payments[payment_id]["disputable"] -= amount
         self.disputes[dispute_id] = (payment_id, amount)
         self.move("available", "disputed", amount)
 

@@ -30,6 +30,7 @@ from providers.base import (
 )
 from providers.conf import providers_from_env
 from providers.simulator.control import RunningSimulator, WebhookRecorder, running_simulator
+from tests.conftest import adapters_pointed_at
 
 CODES = ["cielo", "rede", "getnet"]
 SECRETS = ["dev-cielo-merchant-key", "dev-rede-token", "dev-getnet-client-secret",
@@ -49,12 +50,8 @@ def running() -> Iterator[RunningSimulator]:
 
 @pytest.fixture
 def sim(running: RunningSimulator, settings: Any) -> Iterator[RunningSimulator]:
-    running.control.reset(seed="adapters")
-    settings.PROVIDERS = providers_from_env({"SIMULATOR_URL": running.base_url})
-    settings.PROVIDER_TIMEOUTS = {"connect": 1.0, "read": 2.0, "write": 1.0, "pool": 1.0}
-    registry.reset()
-    yield running
-    registry.reset()
+    with adapters_pointed_at(running, settings, seed="adapters"):
+        yield running
 
 
 def authorize(code: str, *, key: str = "att_1", method: str = "pm_card_visa",

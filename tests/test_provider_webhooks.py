@@ -16,21 +16,13 @@ from providers.simulator.getnet import GetnetDialect
 from providers.simulator.rede import RedeDialect
 from tests.conftest import routing_rule
 from tests.factories import pay
+from tests.provider_notices import wait_until as _wait
 from webhooks import inbound
 from webhooks.models import Event, InboxStatus, ProviderEvent
 
 DIALECTS = {"cielo": CieloDialect(), "rede": RedeDialect(), "getnet": GetnetDialect()}
 
 
-def _wait(condition, timeout: float = 20.0):
-    """Poll until `condition()` is truthy (the simulator sends on its own threads)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)  # waiting on another process's HTTP traffic, bounded by the deadline
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

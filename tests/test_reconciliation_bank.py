@@ -24,6 +24,7 @@ from reconciliation.models import (
     SettlementFile,
     SettlementLine,
 )
+from tests.factories import staff_user
 from wallet import services as wallet
 from wallet.models import Payout
 
@@ -350,13 +351,7 @@ def test_the_command_imports_once_and_refuses_a_bad_file(tmp_path: Path, capsys)
 
 # -- the back-office upload ------------------------------------------------------------------
 def _staff(client, role: str):
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
-
-    user = get_user_model().objects.create_user(role, password="pw-12345678", is_staff=True)
-    user.groups.add(Group.objects.get(name=role))
-    client.force_login(user)
-    return user
+    return staff_user(role, client=client)
 
 
 def _upload(client, content: bytes, name: str = "statement.csv"):

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 from django.contrib.admin.utils import quote
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 
 from backoffice import services as backoffice
 from backoffice.audit import Actor
@@ -17,6 +15,7 @@ from core.errors import StateError
 from payments import services as payments
 from payments.models import ACTION_STATUSES, PAYMENT_TRANSITIONS, Payment, PaymentStatus
 from payments.selectors import refundable_amount
+from tests.factories import staff_user
 
 ROOT = Path(__file__).resolve().parent.parent
 STATES = ["created", "authorized", "captured", "settled", "refunded", "charged_back", "failed"]
@@ -47,9 +46,7 @@ def payment_in(make_payment, merchant):
 
 
 def _staff(role: str):
-    user = get_user_model().objects.create_user(role, password="pw-12345678", is_staff=True)
-    user.groups.add(Group.objects.get(name=role))
-    return user
+    return staff_user(role)
 
 
 def _refused_for_state(call) -> bool:

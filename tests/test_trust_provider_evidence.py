@@ -67,16 +67,21 @@ def test_the_provider_that_captured_can_still_refund_by_our_payment_id(make_paym
     assert payment.amount_refunded == 1500
 
 
+def _chargeback_notice(payment, amount: int, reference: str) -> None:
+    """The sandbox tells us of a chargeback on `payment`; the notice is applied."""
+    outcome = services.payment_provider_event_apply(
+        provider="sandbox", type="dispute.opened", provider_reference=payment.provider_reference,
+        amount=amount, dispute_reference=reference)
+    assert outcome == services.APPLIED
+
+
 # -- finding 4: provider facts are always recordable; conflicts go to people -----------------
 @pytest.mark.django_db
 def test_a_chargeback_during_a_pending_refund_leaves_the_refund_recordable(
         make_payment, monkeypatch):
     payment = make_payment(amount=10_000)
     refund = _pending_refund(payment, monkeypatch)
-    outcome = services.payment_provider_event_apply(
-        provider="sandbox", type="dispute.opened", provider_reference=payment.provider_reference,
-        amount=10_000, dispute_reference="cb-1")
-    assert outcome == services.APPLIED
+    _chargeback_notice(payment, 10_000, "cb-1")
     payment.refresh_from_db()
     assert payment.amount_disputed == 10_000
     # The provider confirms the refund it made: it must be recorded, on every path.
@@ -98,10 +103,7 @@ def test_a_chargeback_on_a_fully_refunded_payment_is_recorded_and_can_be_lost(ma
     services.refund_create(merchant=payment.merchant, payment_id=payment.id)
     payment.refresh_from_db()
     assert payment.status == "refunded"
-    outcome = services.payment_provider_event_apply(
-        provider="sandbox", type="dispute.opened", provider_reference=payment.provider_reference,
-        amount=8_000, dispute_reference="cb-2")
-    assert outcome == services.APPLIED
+    _chargeback_notice(payment, 8_000, "cb-2")
     dispute = Dispute.objects.get(payment=payment)
     services.dispute_resolve(dispute_id=dispute.id, won=False)
     payment.refresh_from_db()
@@ -124,10 +126,7 @@ def test_a_merchant_still_cannot_refund_disputed_money(make_payment):
 @pytest.mark.django_db
 def test_a_dispute_above_the_captured_amount_moves_no_money_and_opens_a_break(make_payment):
     payment = make_payment(amount=5_000)
-    outcome = services.payment_provider_event_apply(
-        provider="sandbox", type="dispute.opened", provider_reference=payment.provider_reference,
-        amount=9_000, dispute_reference="cb-4")
-    assert outcome == services.APPLIED
+    _chargeback_notice(payment, 9_000, "cb-4")
     payment.refresh_from_db()
     assert payment.amount_disputed == 0
     assert ReconciliationBreak.objects.filter(type="amount_mismatch",

@@ -4,7 +4,6 @@ before anything happened; a lost answer resolved with the same key; statuses app
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -15,6 +14,7 @@ from ledger.verify import ledger_verify
 from providers import registry
 from providers.base import InboundEvent, MovementProvider
 from tests.conftest import routing_rule
+from tests.provider_notices import wait_until as _wait
 from wallet import services
 from wallet.models import Deposit, MovementAttempt, Payout
 from webhooks.models import Event
@@ -110,14 +110,20 @@ def test_a_deposit_the_provider_fails_adds_nothing(manual, merchant):
     assert _kinds(deposit.id) == []
 
 
-@pytest.mark.django_db
-def test_a_503_before_anything_happened_fails_the_payout_over(manual, merchant):
+def _payout_with_cielo_failing(manual, merchant, fault: str):
+    """A 1,000 payout, funded at getnet, routed cielo then rede, with cielo's payouts failing by
+    `fault` (a simulator rate set to 1.0)."""
     routing_rule("getnet")
     _fund(manual, merchant, "getnet", 10_000)
     routing_rule("cielo", "rede", priority=0)
-    manual.control.configure("cielo", unavailable_rate=1.0, fault_operations=["payout"])
-    payout = services.payout_create(merchant=merchant, amount=1000, currency="brl",
-                                    destination="ba_checking")
+    manual.control.configure("cielo", **{fault: 1.0}, fault_operations=["payout"])
+    return services.payout_create(merchant=merchant, amount=1000, currency="brl",
+                                  destination="ba_checking")
+
+
+@pytest.mark.django_db
+def test_a_503_before_anything_happened_fails_the_payout_over(manual, merchant):
+    payout = _payout_with_cielo_failing(manual, merchant, "unavailable_rate")
     assert (payout.status, payout.provider) == ("in_transit", "rede")
     attempts = list(payout.attempts.order_by("created_at").values_list("provider", "status"))
     assert attempts == [("cielo", "declined"), ("rede", "accepted")]
@@ -127,12 +133,7 @@ def test_a_503_before_anything_happened_fails_the_payout_over(manual, merchant):
 
 @pytest.mark.django_db
 def test_a_lost_answer_never_fails_over_and_the_same_key_resolves_it(manual, merchant):
-    routing_rule("getnet")
-    _fund(manual, merchant, "getnet", 10_000)
-    routing_rule("cielo", "rede", priority=0)
-    manual.control.configure("cielo", drop_rate=1.0, fault_operations=["payout"])
-    payout = services.payout_create(merchant=merchant, amount=1000, currency="brl",
-                                    destination="ba_checking")
+    payout = _payout_with_cielo_failing(manual, merchant, "drop_rate")
     assert (payout.status, payout.provider, payout.provider_reference) == (
         "pending", "cielo", "")
     attempt = payout.attempts.get()
@@ -220,15 +221,6 @@ def test_deposit_statuses_apply_once(manual, merchant):
     assert MovementAttempt.objects.get(deposit=deposit).status == "accepted"
 
 
-def _wait(condition, timeout: float = 20.0):
-    """Poll until `condition()` is truthy (the simulator sends webhooks on its own threads)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)  # waiting on another process's HTTP traffic, bounded by the deadline
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,19 +6,20 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from reconciliation import tasks as recon_tasks
 from tests.factories import MerchantFactory
 from tests.test_webhooks_support import GUARDED, subscribe
+from tests.threads import run_threads
 from webhooks import delivery, services, tasks
 from webhooks.models import (
     DeliveryStatus,
@@ -200,23 +201,7 @@ def test_concurrent_sweepers_never_send_a_row_twice(merchant, receivers):
     subscribe(merchant, rx)
     with transaction.atomic():
         events = [_record(merchant, object_id=f"pay_{n}") for n in range(120)]
-    barrier = threading.Barrier(3)
-    errors: list[BaseException] = []
-
-    def sweeper() -> None:
-        try:
-            barrier.wait()
-            services.delivery_sweep(batch_size=5, concurrency=1)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=sweeper) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    _, errors = run_threads(3, lambda i: services.delivery_sweep(batch_size=5, concurrency=1))
     assert not errors
     assert rx.event_counts() == {event.id: 1 for event in events}
     assert WebhookDeliveryAttempt.objects.count() == 120
@@ -321,18 +306,25 @@ def test_timeouts_and_refused_connections_are_logged_and_retried(merchant, recei
         assert row.endpoint.failing_since is not None
 
 
+def _deliver_to_a_public_name(merchant, dns, network_guard, receiver, url: str) -> None:
+    """An endpoint at `url`, whose host resolves to a public address played by the local
+    `receiver`; one event recorded and swept once."""
+    parts = urlsplit(url)
+    dns.answer(parts.hostname, "93.184.216.34")
+    network_guard.route(("93.184.216.34", parts.port or 80), ("127.0.0.1", receiver.port))
+    services.endpoint_create(merchant=merchant, url=url, enabled_events=["*"])
+    _record(merchant)
+    assert _sweep() == 1
+
+
 def test_redirects_are_not_followed(merchant, receivers, settings, dns, network_guard):
     """A public host answering 302 to a loopback URL: one failed attempt, the target of the
     redirect is never contacted. The public address is played by a local receiver."""
     settings.WEBHOOKS_ALLOW_LOOPBACK = False
     sentinel = receivers()
     public = receivers(default=Reply(status=302, headers=(("Location", sentinel.url),)))
-    dns.answer("hooks.merchant.example", "93.184.216.34")
-    network_guard.route(("93.184.216.34", 80), ("127.0.0.1", public.port))
-    services.endpoint_create(merchant=merchant, url="http://hooks.merchant.example/webhooks",
-                             enabled_events=["*"])
-    _record(merchant)
-    assert _sweep() == 1
+    _deliver_to_a_public_name(merchant, dns, network_guard, public,
+                              "http://hooks.merchant.example/webhooks")
 
     assert len(public.received) == 1 and sentinel.received == []
     assert public.received[0].headers["Host"] == "hooks.merchant.example"
@@ -414,12 +406,8 @@ def test_https_connects_to_the_vetted_ip_but_verifies_the_certificate_for_the_ho
     rx = receivers(tls=server_tls)
     monkeypatch.setattr(delivery, "_ssl_context",
                         lambda: ssl.create_default_context(cafile=cert_file))
-    dns.answer("hooks.merchant.example", "93.184.216.34")
-    network_guard.route(("93.184.216.34", 8443), ("127.0.0.1", rx.port))
-    services.endpoint_create(merchant=merchant, url="https://hooks.merchant.example:8443/hook",
-                             enabled_events=["*"])
-    _record(merchant)
-    assert _sweep() == 1
+    _deliver_to_a_public_name(merchant, dns, network_guard, rx,
+                              "https://hooks.merchant.example:8443/hook")
 
     attempt = WebhookDeliveryAttempt.objects.get()
     if delivered:

@@ -6,16 +6,16 @@ deliveries wait in the outbox, due, instead of being tried by every sweep and ta
 from __future__ import annotations
 
 import socket
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from tests.factories import MerchantFactory
 from tests.test_webhooks_support import GUARDED, subscribe
+from tests.threads import run_threads
 from webhooks import services
 from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 
@@ -137,24 +137,8 @@ def test_concurrent_claims_never_lease_more_than_the_endpoint_limit(merchant, se
         for index in range(60):
             _record(merchant, object_id=f"pay_{index}")
     WebhookEndpoint.objects.filter(pk=failing.pk).update(consecutive_failures=1)
-    barrier = threading.Barrier(8)
-    claimed: list[str] = []
-    errors: list[BaseException] = []
-
-    def claimer() -> None:
-        try:
-            barrier.wait()
-            claimed.extend(services._claim_due(limit=50, now=timezone.now()))
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=claimer) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results, errors = run_threads(8, lambda i: services._claim_due(limit=50, now=timezone.now()))
+    claimed = [delivery for batch in results for delivery in batch]
     assert not errors
     assert len(claimed) == len(set(claimed)) == services.FAILING_MAX_IN_FLIGHT
     leased = WebhookDelivery.objects.filter(endpoint=failing, locked_until__gt=timezone.now())

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from django.contrib.admin.utils import quote
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
@@ -24,6 +23,7 @@ from payments import services as payments
 from payments.models import Refund
 from reconciliation.models import BreakType, ReconciliationBreak
 from reconciliation.services import BreakSpec, breaks_open
+from tests.factories import staff_user
 from webhooks import services as webhooks
 from webhooks.models import WebhookEndpoint
 
@@ -32,10 +32,15 @@ PASSWORD = "correct-horse-battery"
 
 
 def _staff(role: str, name: str | None = None):
-    user = get_user_model().objects.create_user(name or role, password=PASSWORD, is_staff=True,
-                                                first_name=(name or role).title())
-    user.groups.add(Group.objects.get(name=role))
-    return user
+    return staff_user(role, name, password=PASSWORD, first_name=(name or role).title())
+
+
+def _refund_in_browser(page, amount: str, reason: str, note: str) -> None:
+    """Fill and send the refund form on a payment's page, as an operator does."""
+    page.fill("#bo-refund input[name=amount]", amount)
+    page.select_option("#bo-refund select[name=reason]", reason)
+    page.fill("#bo-refund textarea[name=note]", note)
+    page.click("#bo-refund button[type=submit]")
 
 
 def _login(page, live_server, username: str) -> None:
@@ -78,10 +83,7 @@ def test_an_operator_refunds_40_of_100_and_the_timeline_shows_it(browser_page, l
     _staff("operator", "olivia")
     _login(page, live_server, "olivia")
     page.goto(_payment_url(live_server, payment))
-    page.fill("#bo-refund input[name=amount]", "40.00")
-    page.select_option("#bo-refund select[name=reason]", "requested_by_customer")
-    page.fill("#bo-refund textarea[name=note]", "Ticket 4711: one item returned")
-    page.click("#bo-refund button[type=submit]")
+    _refund_in_browser(page, "40.00", "requested_by_customer", "Ticket 4711: one item returned")
     success = page.locator(".messagelist .success")
     success.wait_for()
     refund = Refund.objects.get(payment=payment)
@@ -106,10 +108,7 @@ def test_a_refund_over_the_threshold_needs_another_person_and_happens_once(
     _staff("approver", "amara")
     _login(page, live_server, "oscar")
     page.goto(_payment_url(live_server, payment))
-    page.fill("#bo-refund input[name=amount]", "600")
-    page.select_option("#bo-refund select[name=reason]", "duplicate")
-    page.fill("#bo-refund textarea[name=note]", "Charged twice, see ticket 812")
-    page.click("#bo-refund button[type=submit]")
+    _refund_in_browser(page, "600", "duplicate", "Charged twice, see ticket 812")
     warning = page.locator(".messagelist .warning")
     warning.wait_for()
     assert "Nothing has been refunded yet" in warning.inner_text()
