@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
 from django.db import connection
 
 from ledger import flows
 from ledger.chain import GENESIS_HASH, EntryLine, account_label, entry_digest, micros, posting_hash
 from ledger.models import JournalEntry
+
+
+@pytest.fixture(name="export")
+def export_fixture(settings, tmp_path):
+    """Checkpoints exported to a fresh folder; the path of this database's files in it."""
+    settings.LEDGER_CHECKPOINT_DIR = str(tmp_path / "checkpoints")
+    return tmp_path / "checkpoints" / str(connection.settings_dict["NAME"])
 
 
 def post_books(merchant, *, fee: int = 320, refund_succeeds: bool = True, dispute: bool = True,

@@ -12,7 +12,6 @@ from itertools import pairwise
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from django.db import connection
 
 from ledger import flows
 from ledger.chain import (
@@ -28,8 +27,9 @@ from ledger.services import EntrySpec, account_for, entries_post, entry_post
 from ledger.verify import ledger_verify
 from tests.conftest import Api
 from tests.factories import MerchantFactory, merchant_with_key
-from tests.ledger_tampering import (
+from tests.ledger_tampering import (  # noqa: F401 (export_fixture is the `export` fixture)
     as_table_owner,
+    export_fixture,
     flush_deferred,
     rechain_everything,
 )
@@ -37,12 +37,6 @@ from tests.threads import run_threads
 
 
 # -- helpers -----------------------------------------------------------------------------------
-@pytest.fixture
-def export(settings, tmp_path):
-    settings.LEDGER_CHECKPOINT_DIR = str(tmp_path / "checkpoints")
-    return tmp_path / "checkpoints" / str(connection.settings_dict["NAME"])
-
-
 @pytest.fixture
 def books(merchant):
     """Two merchants' activity: settled and unsettled captures, a refund, a deposit."""

@@ -22,12 +22,16 @@ from ledger.chain import check_merchant_coverage
 from ledger.checkpoints import checkpoint_create, public_key_hex
 from ledger.models import Account, Checkpoint, JournalEntry
 from ledger.verify import ledger_verify
-from tests.ledger_tampering import as_table_owner, delete_with_its_effect, flush_deferred
+from tests.ledger_tampering import (  # noqa: F401 (export_fixture is the `export` fixture)
+    as_table_owner,
+    delete_with_its_effect,
+    export_fixture,
+    flush_deferred,
+)
 from tests.test_attack_ledger import (  # noqa: F401  (fixtures)
     account,
     books,
     coverage,
-    export,
 )
 
 

@@ -100,11 +100,19 @@ def test_accept_as_lost_from_the_dispute_page_creates_an_approval(client, make_p
 
 
 # -- the approvals queue in the admin --------------------------------------------------------
-def test_the_approvals_queue_and_the_decision_page(client, make_payment):
+def _refund_asked_by_an_operator(client, make_payment) -> ApprovalRequest:
+    """An operator asks to refund 600.00 of a 1,000.00 payment: above the threshold, so it
+    waits for an approver."""
     payment = make_payment(100_000)
-    maker = _staff(client, "operator")
+    _staff(client, "operator")
     client.post(f"/admin/payments/payment/{quote(payment.id)}/refund/",
                 {"amount": "600", "reason": "duplicate", "note": "Charged twice"})
+    return ApprovalRequest.objects.get()
+
+
+def test_the_approvals_queue_and_the_decision_page(client, make_payment):
+    _refund_asked_by_an_operator(client, make_payment)
+    maker = ApprovalRequest.objects.get().requested_by
     queue = client.get("/admin/backoffice/approvalrequest/", {"status__exact": "pending"})
     (approval,) = queue.context["cl"].result_list
     mine = client.get(f"/admin/backoffice/approvalrequest/{quote(approval.id)}/change/").content
@@ -126,11 +134,7 @@ def test_the_approvals_queue_and_the_decision_page(client, make_payment):
 @pytest.mark.parametrize("decision", [None, "", "aprove", "yes"])
 def test_a_decision_other_than_approve_or_reject_changes_nothing(client, make_payment,
                                                                  decision):
-    payment = make_payment(100_000)
-    _staff(client, "operator")
-    client.post(f"/admin/payments/payment/{quote(payment.id)}/refund/",
-                {"amount": "600", "reason": "duplicate", "note": "Charged twice"})
-    approval = ApprovalRequest.objects.get()
+    approval = _refund_asked_by_an_operator(client, make_payment)
     _staff(client, "approver")
     body = {"comment": "looks fine"}
     if decision is not None:
@@ -148,11 +152,7 @@ def test_run_again_is_offered_only_five_minutes_after_the_decision(client, make_
                                                                    monkeypatch):
     from backoffice import services
 
-    payment = make_payment(100_000)
-    _staff(client, "operator")
-    client.post(f"/admin/payments/payment/{quote(payment.id)}/refund/",
-                {"amount": "600", "reason": "duplicate", "note": "Charged twice"})
-    approval = ApprovalRequest.objects.get()
+    approval = _refund_asked_by_an_operator(client, make_payment)
     _staff(client, "approver")
     url = f"/admin/backoffice/approvalrequest/{quote(approval.id)}/"
     with monkeypatch.context() as patched:  # decided; the run has not finished

@@ -4,14 +4,29 @@ search shape answered from an index (no sequential scan of payments_payment)."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.db import connection
 
-from tests.factories import MerchantFactory
+from tests.factories import MerchantFactory, staff_user
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 ROWS = 100_000
+
+
+def _insert_created_payments(cursor, merchant, count: int, *, id_sql: str, amount_sql: str,
+                             description_sql: str, provider: str, reference_sql: str,
+                             created_sql: str) -> None:
+    """`count` payments of `merchant` in one INSERT … SELECT over generate_series (i is the row
+    number in the SQL fragments), inserted as `created`, which the status trigger requires."""
+    cursor.execute(f"""
+        INSERT INTO payments_payment (
+            id, merchant_id, amount, currency, capture_method, payment_method, description,
+            metadata, status, amount_authorized, amount_captured, amount_refunded,
+            amount_disputed, provider, provider_reference, failure_code, failure_message,
+            idempotency_key, created_at, updated_at)
+        SELECT {id_sql}, %s, {amount_sql}, 'usd', 'automatic', 'pm_card_visa',
+               {description_sql}, '{{}}', 'created', 0, 0, 0, 0, %s, {reference_sql}, '', '',
+               '', {created_sql}, {created_sql}
+          FROM generate_series(1, %s) AS i""", [merchant.id, provider, count])
 
 
 @pytest.fixture
@@ -20,27 +35,15 @@ def many_payments(merchant):
     which the status trigger requires), plus three of a small merchant, then ANALYZE so the
     planner knows the table's size."""
     with connection.cursor() as cursor:
-        cursor.execute("""
-            INSERT INTO payments_payment (
-                id, merchant_id, amount, currency, capture_method, payment_method, description,
-                metadata, status, amount_authorized, amount_captured, amount_refunded,
-                amount_disputed, provider, provider_reference, failure_code, failure_message,
-                idempotency_key, created_at, updated_at)
-            SELECT 'pay_bulk' || lpad(i::text, 16, '0'), %s, 1000 + i, 'usd', 'automatic',
-                   'pm_card_visa', 'order ' || i, '{}', 'created', 0, 0, 0, 0,
-                   'sandbox', 'ref_' || i, '', '', '',
-                   now() - i * interval '1 second', now() - i * interval '1 second'
-              FROM generate_series(1, %s) AS i""", [merchant.id, ROWS])
+        _insert_created_payments(
+            cursor, merchant, ROWS, id_sql="'pay_bulk' || lpad(i::text, 16, '0')",
+            amount_sql="1000 + i", description_sql="'order ' || i", provider="sandbox",
+            reference_sql="'ref_' || i", created_sql="now() - i * interval '1 second'")
         small = MerchantFactory(name="Tiny Bakery")
-        cursor.execute("""
-            INSERT INTO payments_payment (
-                id, merchant_id, amount, currency, capture_method, payment_method, description,
-                metadata, status, amount_authorized, amount_captured, amount_refunded,
-                amount_disputed, provider, provider_reference, failure_code, failure_message,
-                idempotency_key, created_at, updated_at)
-            SELECT 'pay_tiny' || i, %s, 500, 'usd', 'automatic', 'pm_card_visa', 'croissant',
-                   '{}', 'created', 0, 0, 0, 0, '', '', '', '', '', now(), now()
-              FROM generate_series(1, 3) AS i""", [small.id])
+        _insert_created_payments(
+            cursor, small, 3, id_sql="'pay_tiny' || i", amount_sql="500",
+            description_sql="'croissant'", provider="", reference_sql="''",
+            created_sql="now()")
         cursor.execute("ANALYZE payments_payment")
         cursor.execute("ANALYZE core_merchant")
     return small
@@ -48,10 +51,7 @@ def many_payments(merchant):
 
 @pytest.fixture
 def viewer(client):
-    user = get_user_model().objects.create_user("vera", password="pw-12345678", is_staff=True)
-    user.groups.add(Group.objects.get(name="viewer"))
-    client.force_login(user)
-    return user
+    return staff_user("viewer", "vera", client=client)
 
 
 def _page(client, params: dict[str, str]):

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
-from django.db import connection
 
 from ledger.chain import (
     EntryLine,
@@ -30,20 +29,15 @@ from ledger.chain import (
 from ledger.checkpoints import checkpoint_create, public_key_hex
 from ledger.models import Checkpoint, JournalEntry
 from ledger.verify import ledger_verify
-from tests.ledger_tampering import (
+from tests.ledger_tampering import (  # noqa: F401 (export_fixture is the `export` fixture)
     as_table_owner,
     delete_with_its_effect,
+    export_fixture,
     flush_deferred,
     post_books,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def export(settings, tmp_path):
-    settings.LEDGER_CHECKPOINT_DIR = str(tmp_path / "checkpoints")
-    return tmp_path / "checkpoints" / str(connection.settings_dict["NAME"])
 
 
 @pytest.fixture
