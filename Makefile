@@ -6,13 +6,15 @@ UV := $(shell command -v uv 2>/dev/null || echo $(UV_BOOTSTRAP)/bin/uv)
 PY := .venv/bin/python
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: help install browsers run test lint bench db-start db-stop
+.PHONY: help install browsers compose-tool run test lint bench db-start db-stop smoke-production
 
 help:
 	@echo "make run     install, start PostgreSQL, migrate, seed, serve API + worker + beat"
 	@echo "make test    the whole suite against real PostgreSQL (DATABASE_URL or embedded)"
 	@echo "make lint    ruff and the import-linter contracts"
 	@echo "make bench   benchmarks (see docs/BENCHMARKS.md)"
+	@echo "make smoke-production  the production topology on this machine's PostgreSQL and"
+	@echo "             Redis (SMOKE_DATABASE_URL, SMOKE_REDIS_URL), checked end to end, stopped"
 
 $(UV_BOOTSTRAP)/bin/uv:
 	@mkdir -p .data
@@ -45,13 +47,27 @@ browsers:
 	  else echo "chromium not on PATH (needs root to install); the browser tests will skip"; fi; \
 	fi
 
-test: install db-start browsers
+# `docker compose config` validates docker-compose.yml in the tests; Debian's docker-compose
+# (v1, no engine needed for `config`) when no compose is on PATH and we may install it.
+compose-tool:
+	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq docker-compose || (apt-get update -qq && \
+	     apt-get install -y -qq docker-compose)) >/dev/null 2>&1 \
+	      || echo "docker-compose could not be installed; its validation test will skip"; \
+	  else echo "no docker compose (needs root to install); its validation test will skip"; fi; \
+	fi
+
+test: install db-start browsers compose-tool
 	$(PY) -m pytest -n $${PYTEST_WORKERS:-2} -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check . || true
 	.venv/bin/lint-imports
+
+smoke-production: install
+	$(PY) tools/smoke_production.py $(SMOKE_ARGS)
 
 bench: install db-start
 	$(UV) sync --frozen --group bench

@@ -2,10 +2,10 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
-from core import queues
+from core import metrics, queues
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -45,5 +45,10 @@ def _filesystem_broker_dirs(sender: Celery, **kwargs: object) -> None:
         if key in options:
             os.makedirs(options[key], exist_ok=True)
 
+
+# Every task counted and timed in the worker (core/metrics.py; summed with the web's counters
+# when PROMETHEUS_MULTIPROC_DIR is shared).
+signals.task_prerun.connect(metrics.task_started, weak=False, dispatch_uid="clearhouse-task-start")
+signals.task_postrun.connect(metrics.task_finished, weak=False, dispatch_uid="clearhouse-task-end")
 
 app.autodiscover_tasks()

@@ -10,10 +10,14 @@ class CoreConfig(AppConfig):
     def ready(self) -> None:
         from celery.signals import task_prerun
         from django.core.signals import request_started
+        from django.db.backends.signals import connection_created
 
-        from core import checks, schema  # noqa: F401  (deploy checks, OpenAPI auth extension)
+        from core import checks, metrics, schema  # noqa: F401  (deploy checks, OpenAPI auth)
         from core.db import forget_writes
 
         # Read-your-write pinning (core.db) lasts one request or one task.
         request_started.connect(forget_writes, dispatch_uid="core.db.forget_writes")
         task_prerun.connect(forget_writes, dispatch_uid="core.db.forget_writes")
+        # Every statement timed (clearhouse_db_query_duration_seconds), replicas included.
+        connection_created.connect(metrics.database_timing,
+                                   dispatch_uid="clearhouse-database-timing")

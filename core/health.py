@@ -1,7 +1,12 @@
-"""Liveness (`/healthz`) and readiness (`/readyz`: database and migrations, broker, Redis)."""
+"""Liveness (`/healthz`) and readiness (`/readyz`: database and migrations, broker, Redis), and
+the middleware that lets the orchestrator's own probes reach them."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable
+
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
@@ -58,3 +63,42 @@ def readyz(request: HttpRequest) -> JsonResponse:
     ready = all(check["ok"] or check.get("critical") is False for check in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks},
                         status=200 if ready else 503)
+
+
+PROBES: dict[str, Callable[[HttpRequest], JsonResponse]] = {"/healthz": healthz,
+                                                            "/readyz": readyz}
+# Headers a proxy adds: a request carrying one came from outside, whatever its socket says (a
+# proxy on the same host connects from 127.0.0.1).
+_PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+                  "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+class ProbeMiddleware:
+    """Answers an orchestrator's probe of /healthz or /readyz before host validation and the
+    TLS redirect: a Docker healthcheck asks `http://127.0.0.1:8000/readyz` (127.0.0.1 is no
+    allowed host, plain http would be redirected), a kubelet asks the pod's address from its
+    node. A probe is a GET or HEAD of exactly those paths from loopback or HEALTH_PROBE_NETWORKS
+    with no proxy header; every other request, those paths through the load balancer included,
+    goes through every check as before."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], object]) -> None:
+        self.get_response = get_response
+        self.networks = (*_LOOPBACK, *(ipaddress.ip_network(cidr, strict=False)
+                                       for cidr in settings.HEALTH_PROBE_NETWORKS))
+
+    def is_probe(self, request: HttpRequest) -> bool:
+        if request.method not in ("GET", "HEAD") or request.path_info not in PROBES:
+            return False
+        if any(header in request.META for header in _PROXY_HEADERS):
+            return False
+        try:
+            address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def __call__(self, request: HttpRequest) -> object:
+        if self.is_probe(request):
+            return PROBES[request.path_info](request)
+        return self.get_response(request)

@@ -2,9 +2,11 @@
 gauges each app registers (`gauge_register`) read from the database at scrape time (so every web
 process reports the same truth).
 
-Protected by `METRICS_TOKEN` (`Authorization: Bearer <token>`), required in production. Under
-gunicorn with several workers set `PROMETHEUS_MULTIPROC_DIR` so counters are summed across
-processes (prometheus_client's multiprocess mode).
+Protected by `METRICS_TOKEN` (`Authorization: Bearer <token>`), required in production. With
+`PROMETHEUS_MULTIPROC_DIR` set (before the process starts) every process writes its counters to
+that directory and `/metrics` sums them: each gunicorn worker's, and the Celery workers' when
+they share the directory (the authorizations and webhook deliveries happen there). Files are
+named by host and pid, so containers sharing one volume never write to the same file.
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
+import socket
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db.models import DurationField, ExpressionWrapper, Min, QuerySet
@@ -26,6 +32,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
@@ -33,6 +40,27 @@ from prometheus_client.registry import REGISTRY, Collector
 from core.queues import queue_depths
 
 logger = logging.getLogger(__name__)
+
+
+def process_identifier(pid: int | None = None) -> str:
+    """This process's name in PROMETHEUS_MULTIPROC_DIR: host and pid (no underscore, which
+    prometheus_client's file names use as a separator)."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    return f"{host}-{os.getpid() if pid is None else pid}"
+
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Before any metric exists: prometheus_client names files by pid alone, and pid 7 of the
+    # web container and pid 7 of a worker container would write to one file on a shared volume.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    values.ValueClass = values.MultiProcessValue(process_identifier)
+
+
+def process_dead(pid: int) -> None:
+    """gunicorn's child_exit: drop a dead worker's live gauges (its counters stay summed)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(process_identifier(pid))
+
 
 IDEMPOTENCY = Counter("clearhouse_idempotency_total",
                       "Idempotency-Key outcomes other than a first request",
@@ -50,6 +78,26 @@ INBOUND_REJECTED = Counter("clearhouse_inbound_webhooks_rejected_total",
 RATE_LIMIT_FAIL_OPEN = Counter("clearhouse_rate_limiter_fail_open_total",
                                "Requests let through because the rate limiter was unreachable")
 RATE_LIMITED = Counter("clearhouse_rate_limited_total", "Requests answered 429", ["kind"])
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+HTTP_REQUESTS = Counter("clearhouse_http_requests_total", "HTTP requests answered",
+                        ["method", "route", "status"])
+HTTP_DURATION = Histogram("clearhouse_http_request_duration_seconds",
+                          "Time to answer an HTTP request, by route", ["method", "route"],
+                          buckets=_LATENCY_BUCKETS)
+DB_QUERY_DURATION = Histogram("clearhouse_db_query_duration_seconds",
+                              "Time PostgreSQL took per statement, seen from the client",
+                              ["alias", "statement"],
+                              buckets=(0.0005, 0.001, 0.0025, *_LATENCY_BUCKETS))
+TASKS = Counter("clearhouse_celery_tasks_total", "Celery tasks finished, by task and state",
+                ["task", "state"])  # success | failure | retry
+TASK_DURATION = Histogram("clearhouse_celery_task_duration_seconds",
+                          "Time a Celery task ran in the worker", ["task"],
+                          buckets=_LATENCY_BUCKETS)
+# Every counter and histogram above: what a single process reports without the multiprocess
+# directory, and what the alert rules may name besides the registered gauges.
+PROCESS_METRICS = (IDEMPOTENCY, PROVIDER_CALLS, PROVIDER_LATENCY, WEBHOOK_DELIVERIES,
+                   INBOUND_REJECTED, RATE_LIMIT_FAIL_OPEN, RATE_LIMITED, HTTP_REQUESTS,
+                   HTTP_DURATION, DB_QUERY_DURATION, TASKS, TASK_DURATION)
 
 
 @dataclass
@@ -131,9 +179,91 @@ class _ProcessCounters(Collector):
     """This process's own counters and histograms (single-process mode)."""
 
     def collect(self):  # type: ignore[no-untyped-def]
-        for collector in (IDEMPOTENCY, PROVIDER_CALLS, PROVIDER_LATENCY, WEBHOOK_DELIVERIES,
-                          INBOUND_REJECTED, RATE_LIMIT_FAIL_OPEN, RATE_LIMITED):
+        for collector in PROCESS_METRICS:
             yield from collector.collect()
+
+
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def metric_names() -> set[str]:
+    """Every series name `/metrics` can report (the alert rules must name only these)."""
+    return {family.name + suffix for collector in PROCESS_METRICS
+            for family in collector.describe()
+            for suffix in _SUFFIXES.get(family.type, ("",))} | set(_GAUGES)
+
+
+def _route(request: HttpRequest) -> str:
+    """A bounded label: the URL pattern matched, never the path with its ids."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return "<static>" if request.path.startswith("/" + settings.STATIC_URL.lstrip("/")) else (
+            "<unmatched>")
+    route = match.route or match.view_name or "<unnamed>"
+    if route.startswith(settings.ADMIN_URL):  # the admin's address stays out of the metrics
+        route = "<admin>/" + route.removeprefix(settings.ADMIN_URL)
+    return route
+
+
+class HttpMetricsMiddleware:
+    """Counts every answered request and times it, by method and URL pattern."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        route = _route(request)
+        method = request.method if request.method in _METHODS else "other"
+        HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(method, route, str(response.status_code)).inc()
+        return response
+
+
+_TASK_STARTED: dict[str, float] = {}
+
+
+def task_started(task_id: str | None = None, **kwargs: object) -> None:
+    """Celery's task_prerun (connected in config/celery_app.py)."""
+    if task_id:
+        _TASK_STARTED[task_id] = time.perf_counter()
+
+
+def task_finished(task_id: str | None = None, task: Any = None, state: str | None = None,
+                  **kwargs: object) -> None:
+    """Celery's task_postrun: one count by final state, and the time it ran."""
+    started = _TASK_STARTED.pop(task_id or "", None)
+    name = getattr(task, "name", None) or "<unknown>"
+    TASKS.labels(name, (state or "unknown").lower()).inc()
+    if started is not None:
+        TASK_DURATION.labels(name).observe(time.perf_counter() - started)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_STATEMENTS = ("select", "insert", "update", "delete", "with")
+
+
+def _timed_statement(alias: str) -> Callable[..., Any]:
+    def wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool,
+                context: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            head = sql.lstrip()[:6].lower() if isinstance(sql, str) else ""
+            statement = next((word for word in _STATEMENTS if head.startswith(word)), "other")
+            DB_QUERY_DURATION.labels(alias, statement).observe(time.perf_counter() - started)
+
+    wrapper.clearhouse_timing = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def database_timing(sender: object, connection: Any, **kwargs: object) -> None:
+    """connection_created: time each statement of this connection (once per connection
+    object, which Django reconnects in place)."""
+    if not any(getattr(w, "clearhouse_timing", False) for w in connection.execute_wrappers):
+        connection.execute_wrappers.append(_timed_statement(connection.alias))
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -53,6 +53,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    # The orchestrator's own probes (loopback or HEALTH_PROBE_NETWORKS, not proxied) are
+    # answered before host validation and the TLS redirect; everything else goes on through.
+    "core.health.ProbeMiddleware",
+    "core.metrics.HttpMetricsMiddleware",  # request counts and durations per route
     "core.logging.RequestLogMiddleware",
     "core.middleware.RequestGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -111,7 +115,17 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+# Production and the image build (config/settings/build.py) serve STATIC_ROOT with WhiteNoise:
+# compressed, with content hashes in the names (collectstatic writes them and the manifest).
+WHITENOISE_STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# Probes from these networks (CIDRs, besides loopback) reach /healthz and /readyz without host
+# validation or the TLS redirect, e.g. the kubelet's node network; only when not proxied.
+HEALTH_PROBE_NETWORKS = env.list("HEALTH_PROBE_NETWORKS", default=[])
 
 ADMIN_URL = env("DJANGO_ADMIN_URL", default="admin/")
 

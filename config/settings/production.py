@@ -21,6 +21,14 @@ SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# A load balancer's plain-http health check with a valid Host is answered, not redirected (the
+# orchestrator's own probes never get this far: core.health.ProbeMiddleware).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Static files from gunicorn itself (WhiteNoise, right after SecurityMiddleware as it asks).
+STORAGES = WHITENOISE_STORAGES  # noqa: F405
+MIDDLEWARE = [item for name in MIDDLEWARE for item in (  # noqa: F405
+    (name, "whitenoise.middleware.WhiteNoiseMiddleware")
+    if name == "django.middleware.security.SecurityMiddleware" else (name,))]
 SESSION_COOKIE_AGE = 8 * 60 * 60
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS")  # required: webhook secrets at rest
 METRICS_TOKEN = env("METRICS_TOKEN")  # required: /metrics is not public

@@ -1,0 +1,56 @@
+"""`make smoke-production` passes: the production topology (gunicorn with several workers, a
+Celery worker, beat, the simulator) from deploy/demo.env on this machine's PostgreSQL and Redis,
+checked end to end by tools/smoke_production.py and stopped. Runs where PostgreSQL answers on
+127.0.0.1:5432 and Redis on 127.0.0.1:6379 (CI's services); skips elsewhere, saying so."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _smoke_database_url() -> str:
+    """A database of its own on the 5432 server, named after this run's (never the suite's)."""
+    given = urlsplit(os.environ.get("DATABASE_URL", ""))
+    if given.hostname in ("127.0.0.1", "localhost") and given.port == 5432 and given.path:
+        return urlunsplit(given._replace(path=given.path.rstrip("/") + "_smoke"))
+    return "postgres://postgres@127.0.0.1:5432/clearhouse_smoke"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (_answers(5432) and _answers(6379)),
+                    reason="needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379")
+def test_make_smoke_production_passes(tmp_path):
+    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/14"
+    result = subprocess.run(
+        ["make", "-s", "smoke-production", f"SMOKE_ARGS=--work-dir {tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=900,
+        env={**os.environ, "SMOKE_DATABASE_URL": _smoke_database_url(),
+             "SMOKE_REDIS_URL": redis_url})
+    logs = "".join(f"\n--- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
+                   for log in sorted((tmp_path / "logs").glob("*.log")))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:] + logs
+    assert result.stdout.rstrip().endswith("smoke-production passed")
+    figures = json.loads(result.stdout[result.stdout.index("{"):result.stdout.rindex("}") + 1])
+    http = figures["http_requests"]
+    assert http["scraped"] == http["sent"] == sum(http["per_process"].values())
+    assert sum(1 for count in http["per_process"].values() if count) >= 2
+    assert figures["worker_metrics"]["authorizations"] >= 1
+    assert figures["payment"]["provider"] == "cielo"
+    assert set(figures["stopped"]) == {"web", "worker", "beat", "simulator"}
