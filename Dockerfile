@@ -8,7 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 UV_PROJECT_ENVIRONMENT=/opt/ven
     PROMETHEUS_MULTIPROC_DIR=/var/lib/clearhouse/metrics
 RUN pip install --no-cache-dir uv && useradd --create-home --uid 10001 app \
     && mkdir -p /var/lib/clearhouse/metrics /var/lib/clearhouse/simulator \
-       /var/lib/clearhouse/ledger-checkpoints && chown -R app /var/lib/clearhouse
+       /var/lib/clearhouse/ledger-checkpoints /var/lib/clearhouse/evidence && chown -R app /var/lib/clearhouse
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY deploy/build.sh deploy/build.sh

@@ -220,6 +220,7 @@ def environment(args: argparse.Namespace, work: Path, ports: dict[str, int]) -> 
            "DJANGO_STATIC_ROOT": str(work / "static"),
            "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
            "LEDGER_CHECKPOINT_DIR": str(work / "ledger-checkpoints"),
+           "EVIDENCE_STORAGE_DIR": str(work / "evidence"),
            "GUNICORN_BIND": f"127.0.0.1:{ports['web']}", "GUNICORN_WORKERS": str(args.workers),
            "SIMULATOR_URL": simulator, "SIMULATOR_PORT": str(ports["simulator"]),
            # Notices to a host that only answers pay.example.com over https would be refused:
