@@ -251,8 +251,13 @@ def test_a_thousand_queued_events_drain_with_each_delivered_exactly_once(merchan
     assert not WebhookDelivery.objects.exclude(status=DeliveryStatus.DELIVERED).exists()
 
 
+@pytest.mark.parametrize("jitter", [None, 0.07], ids=["random", "last-try-inside-cool-down"])
 def test_failing_for_three_days_fails_the_delivery_and_disables_the_endpoint(
-        merchant, receivers):
+        merchant, receivers, monkeypatch, jitter):
+    """With jitter 0.07 the try before the last lands two minutes before the window's end, so
+    the endpoint's circuit is still open at the end: the last try waits for it, then fails."""
+    if jitter is not None:
+        monkeypatch.setattr(services.random, "uniform", lambda low, high: low + jitter * high)
     rx = receivers(default=Reply(status=503))
     watcher = receivers()
     issued = subscribe(merchant, rx, ["payment.captured"])
@@ -266,12 +271,17 @@ def test_failing_for_three_days_fails_the_delivery_and_disables_the_endpoint(
             if row.status != DeliveryStatus.PENDING:
                 break
             assert row.next_attempt_at <= row.created_at + timedelta(days=3)
-            traveller.move_to(row.next_attempt_at)
+            # The next try is due at next_attempt_at, and sent once the endpoint's circuit lets
+            # it: the jitter can put the try before the window's end within the cool-down.
+            circuit = WebhookEndpoint.objects.get(pk=issued.endpoint.pk).circuit_open_until
+            traveller.move_to(max(row.next_attempt_at, circuit or row.next_attempt_at))
 
     assert row.status == DeliveryStatus.FAILED
     attempts = list(row.attempts.order_by("number"))
     assert 10 <= len(attempts) == len(rx.received) <= 40
-    assert attempts[-1].started_at == row.created_at + timedelta(days=3)
+    deadline = row.created_at + timedelta(days=3)
+    assert deadline <= attempts[-1].started_at <= deadline + timedelta(
+        seconds=services.CIRCUIT_COOLDOWN_MAX_SECONDS)
     endpoint = WebhookEndpoint.objects.get(pk=issued.endpoint.pk)
     assert endpoint.status == EndpointStatus.DISABLED
     assert "3 days" in endpoint.disabled_reason
