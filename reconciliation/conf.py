@@ -31,6 +31,9 @@ _SPEC: dict[str, tuple[Any, Any]] = {
     "RECON_LEDGER_CHECKPOINT_INTERVAL_SECONDS": (300, int),
     "RECON_IDEMPOTENCY_REAP_CRONTAB": ("15 * * * *", str),
     "RECON_WEBHOOKS_SWEEP_INTERVAL_SECONDS": (30, int),
+    # The dispute job: providers' decisions by lookup (each open dispute at most every
+    # DISPUTE_LOOKUP_MINUTES) and the "evidence due soon" reminders.
+    "RECON_DISPUTES_INTERVAL_SECONDS": (900, int),
     "RECON_JOBRUN_RETENTION_DAYS": (90, int),
     # The bank leg (reconciliation/bank.py). A provider pays a settlement file's net within this
     # many days of the file's date, and a payout leaves the bank within this many days of its

@@ -14,6 +14,7 @@ from django.utils import timezone
 from core.idempotency import idempotency_reap
 from ledger.checkpoints import checkpoint_create
 from ledger.verify import ledger_verify
+from payments import services as payments
 from reconciliation import janitor, services, settlements
 from reconciliation.models import BreakType, JobRun
 from webhooks import services as webhooks
@@ -107,4 +108,18 @@ def webhooks_sweep_job(*, time_budget: float | None = WEBHOOKS_SWEEP_TIME_BUDGET
                        ) -> JobRun:
     with services.job_run(job="webhooks_sweep") as run:
         run.examined = webhooks.delivery_sweep(time_budget=time_budget)
+    return run
+
+
+def disputes_job() -> JobRun:
+    """Open disputes looked up at their providers (a decision found there is applied exactly
+    as a notice would be), then the once-per-dispute "evidence due soon" reminders."""
+    with services.job_run(job="recon_disputes") as run:
+        looked_up = payments.disputes_refresh_due()
+        reminded = payments.dispute_reminders_send()
+        run.examined = sum(looked_up.values())
+        run.fixed = looked_up.get("won", 0) + looked_up.get("lost", 0)
+        run.details = {"after_lookup": looked_up, "reminded": reminded}
+        run.error = (f"{looked_up['error']} lookups failed (see the log)"
+                     if looked_up.get("error") else "")
     return run

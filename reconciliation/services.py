@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -249,6 +249,10 @@ SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (
                  "Send due webhook deliveries (retries and lost first tries).",
                  interval_setting="RECON_WEBHOOKS_SWEEP_INTERVAL_SECONDS",
                  expires_with_interval=True),
+    ScheduledJob("recon-disputes", "reconciliation.tasks.recon_disputes",
+                 "Ask providers where open disputes stand (their decisions move the money); "
+                 "remind merchants of evidence due soon.",
+                 interval_setting="RECON_DISPUTES_INTERVAL_SECONDS", expires_with_interval=True),
 )
 
 
@@ -261,9 +265,11 @@ def crontab_fields(expression: str) -> dict[str, str]:
 
 
 def schedule_sync(*, models: dict[str, Any] | None = None,
-                  values: dict[str, Any] | None = None) -> list[str]:
-    """Create or reset every scheduled job's PeriodicTask from the settings (or `values`).
-    `models` lets the data migration pass its historical models. Returns the names written."""
+                  values: dict[str, Any] | None = None,
+                  names: Collection[str] | None = None) -> list[str]:
+    """Create or reset every scheduled job's PeriodicTask (or those in `names`) from the
+    settings (or `values`). `models` lets a data migration pass its historical models. Returns
+    the names written."""
     if models is None:
         from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
         models = {"PeriodicTask": PeriodicTask, "IntervalSchedule": IntervalSchedule,
@@ -271,6 +277,8 @@ def schedule_sync(*, models: dict[str, Any] | None = None,
     read = (values or {}).get
     written = []
     for job in SCHEDULED_JOBS:
+        if names is not None and job.name not in names:
+            continue
         defaults: dict[str, Any] = {"task": job.task, "description": job.description,
                                     "enabled": True, "interval": None, "crontab": None,
                                     "expire_seconds": None}

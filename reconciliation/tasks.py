@@ -47,3 +47,8 @@ def idempotency_reap() -> int:
 @shared_task(**TASK_OPTIONS)
 def webhooks_sweep() -> int:
     return jobs.webhooks_sweep_job().examined
+
+
+@shared_task(**TASK_OPTIONS)
+def recon_disputes() -> int:
+    return jobs.disputes_job().examined

@@ -337,3 +337,21 @@ def test_a_card_number_in_an_uploads_name_is_refused_and_nothing_kept(api):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "card_data_not_allowed"
     assert EvidenceFile.objects.count() == 0
+
+
+def test_beat_runs_the_dispute_job_which_applies_decisions_and_reminds(api, soon_and_later):
+    from django_celery_beat.models import PeriodicTask
+
+    from reconciliation import tasks
+    from reconciliation.models import JobRun
+
+    row = PeriodicTask.objects.get(name="recon-disputes")  # from reconciliation 0010
+    assert row.enabled and row.task == "reconciliation.tasks.recon_disputes"
+    soon, later = soon_and_later
+    api.post(f"/disputes/{later.id}", {"evidence": {"uncategorized_text": "losing_evidence"}})
+    assert tasks.recon_disputes() == 2  # both open disputes asked about
+    run = JobRun.objects.get(job="recon_disputes")
+    assert (run.fixed, run.details["reminded"], run.error) == (1, [soon.id], "")
+    later.refresh_from_db()
+    assert (later.status, later.decided_by) == ("lost", "provider")
+    assert tasks.recon_disputes() == 0  # asked within the hour: nothing due, nobody reminded
