@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from payments import services
 from payments.models import Dispute, EvidenceFile, PaymentAttempt
-from tests.factories import balances_of
+from tests.factories import balances_of, staff_user
 from webhooks.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -268,21 +268,12 @@ def test_disputes_near_their_deadline_are_reminded_once(soon_and_later):
 
 
 # -- the back-office ------------------------------------------------------------------------------
-def _operator(client, role: str = "operator"):
-    from django.contrib.auth.models import Group, User
-
-    user = User.objects.create_user(f"{role}-evidence", password="x", is_staff=True)
-    user.groups.add(Group.objects.get(name=role))
-    client.force_login(user)
-    return user
-
-
 def test_staff_attach_files_and_submit_and_only_the_provider_decides(client, dispute, merchant):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from backoffice.models import AuditEntry
 
-    _operator(client)
+    staff_user("operator", "operator-evidence", client=client)
     url = f"/admin/payments/dispute/{dispute.id}/"
     bad = client.post(f"{url}file/", {"field": "receipt", "file": SimpleUploadedFile(
         "receipt.pdf", b"<script>alert(1)</script>")}, follow=True)
@@ -311,7 +302,7 @@ def test_a_viewer_cannot_attach_files_and_files_of_other_disputes_are_404(
         client, dispute, api):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    _operator(client, "viewer")
+    staff_user("viewer", client=client)
     url = f"/admin/payments/dispute/{dispute.id}/"
     response = client.post(f"{url}file/", {"field": "receipt", "file": SimpleUploadedFile(
         "receipt.pdf", PDF)})
@@ -322,7 +313,7 @@ def test_a_viewer_cannot_attach_files_and_files_of_other_disputes_are_404(
 
 
 def test_the_dashboard_queues_disputes_near_their_deadline(client, soon_and_later):
-    _operator(client, "viewer")
+    staff_user("viewer", client=client)
     soon, later = soon_and_later
     page = client.get("/admin/")
     assert [d.id for d in page.context["dashboard"]["disputes_due"]] == [soon.id]
