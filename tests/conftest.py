@@ -46,6 +46,16 @@ class Api:
         return self.client.get(f"/api/v1{path}", params or {})
 
 
+def assert_error(response: Any, status: int, **expected: str) -> dict[str, Any]:
+    """`response` is a `status` error whose body's fields include `expected` (code="…",
+    param="…"); returns the error object for further checks."""
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    for field, value in expected.items():
+        assert error[field] == value, error
+    return error
+
+
 @pytest.fixture
 def merchant_and_key():
     return merchant_with_key()

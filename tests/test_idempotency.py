@@ -11,7 +11,7 @@ from django.db import connection
 from core.idempotency import idempotency_reap
 from core.models import IdempotencyKey
 from payments.models import Payment, PaymentAttempt
-from tests.conftest import Api
+from tests.conftest import Api, assert_error
 
 BODY = {"amount": 2500, "currency": "usd", "payment_method": "pm_card_visa"}
 
@@ -31,8 +31,7 @@ def test_same_key_same_body_replays_the_first_response(api):
 def test_same_key_different_body_is_422(api):
     api.post("/payments", BODY, key="order-2")
     response = api.post("/payments", {**BODY, "amount": 2600}, key="order-2")
-    assert response.status_code == 422
-    assert response.json()["error"]["type"] == "idempotency_error"
+    assert_error(response, 422, type="idempotency_error")
     assert Payment.objects.count() == 1
 
 
@@ -73,8 +72,7 @@ def test_a_key_still_in_flight_is_409(api, merchant):
         status="in_progress", locked_at=__import__("django.utils.timezone").utils.timezone.now(),
     )
     response = api.post("/payments", BODY, key="busy")
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "idempotency_key_in_use"
+    assert_error(response, 409, code="idempotency_key_in_use")
     assert Payment.objects.count() == 0
 
 
@@ -103,8 +101,7 @@ def test_a_crashed_request_is_resumed_without_a_duplicate(api, merchant):
 @pytest.mark.django_db
 def test_invalid_keys_are_400(api, key):
     response = api.post("/payments", BODY, key=key)
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == "Idempotency-Key"
+    assert_error(response, 400, param="Idempotency-Key")
     assert Payment.objects.count() == 0
 
 

@@ -5,6 +5,7 @@ import pytest
 from payments import services
 from payments.models import AttemptStatus, Payment, PaymentAttempt
 from payments.tasks import payment_authorize
+from tests.conftest import assert_error
 
 pytestmark = pytest.mark.django_db
 
@@ -63,8 +64,7 @@ def test_manual_capture_of_part_releases_the_rest(api, django_capture_on_commit_
 def test_capture_above_the_authorized_amount_is_400(api, make_payment):
     payment = make_payment(10000, state="authorized")
     response = api.post(f"/payments/{payment.id}/capture", {"amount": 10001})
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == "amount"
+    assert_error(response, 400, param="amount")
     payment.refresh_from_db()
     assert payment.status == "authorized"
 
@@ -81,8 +81,7 @@ def test_capture_of_a_canceled_payment_is_409_and_changes_nothing(api, make_paym
     payment = make_payment(state="created")
     assert api.post(f"/payments/{payment.id}/cancel").status_code == 200
     response = api.post(f"/payments/{payment.id}/capture")
-    assert response.status_code == 409
-    error = response.json()["error"]
+    error = assert_error(response, 409)
     assert error["type"] == "state_error"
     assert "canceled" in error["message"]
     payment.refresh_from_db()
@@ -92,8 +91,7 @@ def test_capture_of_a_canceled_payment_is_409_and_changes_nothing(api, make_paym
 def test_cancel_of_a_captured_payment_is_409(api, make_payment):
     payment = make_payment(state="captured")
     response = api.post(f"/payments/{payment.id}/cancel")
-    assert response.status_code == 409
-    assert "captured" in response.json()["error"]["message"]
+    assert "captured" in assert_error(response, 409)["message"]
     payment.refresh_from_db()
     assert payment.status == "captured"
 
@@ -111,8 +109,7 @@ def test_double_capture_is_409_and_the_amount_is_unchanged(api, make_payment):
 def test_confirm_twice_is_409(api, make_payment):
     payment = make_payment(state="captured")
     response = api.post(f"/payments/{payment.id}/confirm")
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "payment_unexpected_state"
+    assert_error(response, 409, code="payment_unexpected_state")
 
 
 def test_timeout_leaves_the_payment_awaiting_reconciliation_and_nothing_resends_it(

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from payments.models import Refund
-from tests.conftest import Api
+from tests.conftest import Api, assert_error
 
 
 @pytest.mark.django_db
@@ -29,8 +29,7 @@ def test_refund_above_the_remaining_amount_is_409(api, make_payment):
     payment = make_payment(10000)
     api.post("/refunds", {"payment": payment.id, "amount": 7000})
     response = api.post("/refunds", {"payment": payment.id, "amount": 3001})
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "amount_too_large"
+    assert_error(response, 409, code="amount_too_large")
     assert Refund.objects.count() == 1
 
 
@@ -38,8 +37,7 @@ def test_refund_above_the_remaining_amount_is_409(api, make_payment):
 def test_refund_of_an_uncaptured_payment_is_409(api, make_payment):
     payment = make_payment(state="authorized")
     response = api.post("/refunds", {"payment": payment.id})
-    assert response.status_code == 409
-    assert "authorized" in response.json()["error"]["message"]
+    assert "authorized" in assert_error(response, 409)["message"]
 
 
 @pytest.mark.django_db

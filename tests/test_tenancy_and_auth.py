@@ -4,14 +4,14 @@ import pytest
 from rest_framework.test import APIClient
 
 from core.services import api_key_create, api_key_revoke
+from tests.conftest import assert_error
 
 pytestmark = pytest.mark.django_db
 
 
 def test_missing_key_is_401_with_the_error_body():
     response = APIClient().get("/api/v1/payments")
-    assert response.status_code == 401
-    assert response.json()["error"]["type"] == "authentication_error"
+    assert_error(response, 401, type="authentication_error")
     assert response["Request-Id"].startswith("req_")
 
 
@@ -26,8 +26,7 @@ def test_revoked_key_is_401(merchant, api):
     for key in merchant.api_keys.all():
         api_key_revoke(api_key=key)
     response = api.get("/payments")
-    assert response.status_code == 401
-    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert_error(response, 401, code="invalid_api_key")
 
 
 def test_key_is_stored_only_as_a_hash(merchant):
@@ -41,8 +40,7 @@ def test_key_is_stored_only_as_a_hash(merchant):
 def test_another_merchants_payment_is_404_on_every_action(other_api, make_payment, action):
     payment = make_payment(state="authorized")
     response = other_api.post(f"/payments/{payment.id}/{action}")
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "resource_missing"
+    assert_error(response, 404, code="resource_missing")
     payment.refresh_from_db()
     assert payment.status == "authorized"
 
