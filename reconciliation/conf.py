@@ -34,6 +34,9 @@ _SPEC: dict[str, tuple[Any, Any]] = {
     # The dispute job: providers' decisions by lookup (each open dispute at most every
     # DISPUTE_LOOKUP_MINUTES) and the "evidence due soon" reminders.
     "RECON_DISPUTES_INTERVAL_SECONDS": (900, int),
+    # Monthly history partitions (core.partitions): daily, so a missed run heals the next day,
+    # three months ahead of need.
+    "RECON_HISTORY_PARTITIONS_CRONTAB": ("40 3 * * *", str),
     "RECON_JOBRUN_RETENTION_DAYS": (90, int),
     # The bank leg (reconciliation/bank.py). A provider pays a settlement file's net within this
     # many days of the file's date, and a payout leaves the bank within this many days of its

@@ -11,6 +11,7 @@ from datetime import date
 from django.db import connection
 from django.utils import timezone
 
+from core import partitions
 from core.idempotency import idempotency_reap
 from ledger.checkpoints import checkpoint_create
 from ledger.verify import ledger_verify
@@ -122,4 +123,15 @@ def disputes_job() -> JobRun:
         run.details = {"after_lookup": looked_up, "reminded": reminded}
         run.error = (f"{looked_up['error']} lookups failed (see the log)"
                      if looked_up.get("error") else "")
+    return run
+
+
+def history_partitions_job() -> JobRun:
+    """Create this month's and the next months' partitions of every partitioned history table
+    (events, core.partitions), so no insert ever lands in the DEFAULT partition."""
+    with services.job_run(job="history_partitions") as run:
+        created = partitions.months_ensure()
+        run.fixed = len(created)
+        run.examined = len(partitions.partitioned_tables())
+        run.details = {"created": created}
     return run

@@ -253,6 +253,9 @@ SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (
                  "Ask providers where open disputes stand (their decisions move the money); "
                  "remind merchants of evidence due soon.",
                  interval_setting="RECON_DISPUTES_INTERVAL_SECONDS", expires_with_interval=True),
+    ScheduledJob("history-partitions", "reconciliation.tasks.history_partitions",
+                 "Create the coming months' partitions of the history tables (events).",
+                 crontab_setting="RECON_HISTORY_PARTITIONS_CRONTAB"),
 )
 
 

@@ -52,3 +52,8 @@ def webhooks_sweep() -> int:
 @shared_task(**TASK_OPTIONS)
 def recon_disputes() -> int:
     return jobs.disputes_job().examined
+
+
+@shared_task(**TASK_OPTIONS)
+def history_partitions() -> int:
+    return jobs.history_partitions_job().fixed

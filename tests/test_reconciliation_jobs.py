@@ -24,13 +24,14 @@ from reconciliation.services import SCHEDULED_JOBS, schedule_sync
 from tests.factories import pay
 
 NAMES = {"recon-janitor", "recon-settlements", "ledger-verify", "idempotency-reap",
-         "webhooks-sweep", "ledger-checkpoint", "recon-disputes"}
+         "webhooks-sweep", "ledger-checkpoint", "recon-disputes", "history-partitions"}
 
 
 @pytest.mark.django_db
 def test_the_data_migration_creates_one_periodic_task_per_job_and_can_be_reversed(monkeypatch):
     migration = importlib.import_module("reconciliation.migrations.0002_beat_schedule")
-    names = NAMES - {"ledger-checkpoint", "recon-disputes"}  # added by 0008, 0010
+    names = NAMES - {"ledger-checkpoint", "recon-disputes",
+                     "history-partitions"}  # added by 0008, 0010, 0011
     PeriodicTask.objects.filter(name__in=names).delete()
     monkeypatch.setenv("RECON_JANITOR_INTERVAL_SECONDS", "5")
     migration.create_schedule(django_apps, None)
@@ -84,6 +85,7 @@ def test_recon_schedule_resets_intervals_from_settings_and_lists_them(settings):
     assert PeriodicTask.objects.get(name="recon-settlements").crontab.hour == "4"
     text = out.getvalue()
     assert "recon-janitor" in text and "every 7 seconds" in text
+    assert PeriodicTask.objects.filter(name__in=NAMES).count() == len(NAMES)
     assert PeriodicTask.objects.filter(name__in=NAMES).count() == len(NAMES)
 
 

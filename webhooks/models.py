@@ -126,7 +126,10 @@ class WebhookDelivery(models.Model):
     id = PublicIdField(prefix="wd")
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT,
                                  related_name="deliveries")
-    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="deliveries")
+    # No database foreign key: events are partitioned by month, and a partitioned table's unique
+    # keys include the partition key. The trigger webhooks_delivery_event_exists checks instead.
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="deliveries",
+                              db_constraint=False)
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices,
                               default=DeliveryStatus.PENDING)
     attempt_count = models.PositiveIntegerField(default=0)
