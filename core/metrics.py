@@ -186,11 +186,16 @@ class _ProcessCounters(Collector):
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
 
 
-def metric_names() -> set[str]:
-    """Every series name `/metrics` can report (the alert rules must name only these)."""
-    return {family.name + suffix for collector in PROCESS_METRICS
-            for family in collector.describe()
-            for suffix in _SUFFIXES.get(family.type, ("",))} | set(_GAUGES)
+def metric_labels() -> dict[str, set[str]]:
+    """Every series name `/metrics` can report, with its label names (the alert rules in
+    deploy/prometheus/alerts.yml must name only these; tests/test_alert_rules.py checks)."""
+    series = {name: set(gauge.labels) for name, gauge in _GAUGES.items()}
+    for collector in PROCESS_METRICS:
+        for family in collector.describe():
+            for suffix in _SUFFIXES[family.type]:
+                series[family.name + suffix] = set(collector._labelnames) | (
+                    {"le"} if suffix == "_bucket" else set())
+    return series
 
 
 def _route(request: HttpRequest) -> str:

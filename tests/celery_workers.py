@@ -42,7 +42,7 @@ _WORKER = (
     "app.conf.broker_transport_options = {'visibility_timeout': 10, "
     "'unacked_restore_interval': 1, 'unacked_restore_throttle': 1}; "
     "app.worker_main(['worker', '--pool', 'solo', '-l', 'WARNING', '-n', '{name}@localhost', "
-    "'--without-heartbeat', '--without-mingle', '--without-gossip'])"
+    "'--without-heartbeat', '--without-mingle', '--without-gossip'{queues}])"
 )
 
 
@@ -80,13 +80,17 @@ def database_url() -> str:
 
 
 def start_worker(name: str, *, broker_url: str, simulator_url: str,
-                 extra_env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    """One solo-pool worker on the test database and `broker_url`, output captured."""
+                 extra_env: Mapping[str, str] | None = None, queues: str = ""
+                 ) -> subprocess.Popen:
+    """One solo-pool worker on the test database and `broker_url`, output captured; `queues`
+    (comma-separated) instead of every queue of config/celery_app.py."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local",
            "DATABASE_URL": database_url(), "CELERY_BROKER_URL": broker_url,
            "REDIS_URL": "", "SIMULATOR_URL": simulator_url, "LOG_FORMAT": "console",
            **(extra_env or {})}
-    return subprocess.Popen([sys.executable, "-c", _WORKER.replace("{name}", name)],
+    code = _WORKER.replace("{name}", name).replace(
+        "{queues}", f", '-Q', {queues!r}" if queues else "")
+    return subprocess.Popen([sys.executable, "-c", code],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
