@@ -46,7 +46,7 @@ from payments.models import (
     RefundReason,
     RefundStatus,
 )
-from payments.selectors import RESERVING_REFUND_STATUSES, refundable_amount
+from payments.selectors import RESERVING_REFUND_STATUSES, SENT_TO_PROVIDER, refundable_amount
 from providers.registry import registered_codes
 from reconciliation import services as reconciliation
 from reconciliation.models import BreakStatus, ReconciliationBreak
@@ -419,6 +419,11 @@ def dispute_decision_record(*, actor: Actor, dispute_id: str, won: bool, note: s
     note = _text(note, param="note", message="Write where the provider's decision is "
                                               "recorded (notice id, date).")
     dispute = _dispute(dispute_id)
+    if dispute.attempts.filter(status__in=SENT_TO_PROVIDER).exists():
+        raise StateError("This dispute's evidence went to the provider through its API, so the "
+                         "provider's own decision closes it (by notice, or ask the provider "
+                         "from this page); it cannot be recorded by hand.",
+                         code="dispute_decided_by_provider")
     if not won:
         if not dispute.is_open:
             raise StateError(f"This dispute is already '{dispute.status}'.",

@@ -447,9 +447,9 @@ class FilePurpose(models.TextChoices):
 class FileType(models.TextChoices):
     """What an upload is, judged by its first bytes (never its name or declared type)."""
 
-    PDF = "application/pdf"
-    PNG = "image/png"
-    JPEG = "image/jpeg"
+    PDF = "application/pdf", "PDF"
+    PNG = "image/png", "PNG"
+    JPEG = "image/jpeg", "JPEG"
 
 
 # The database's own ceiling for one file; EVIDENCE_MAX_BYTES (default 5 MiB) is the real limit.

@@ -105,6 +105,8 @@ def dispute_files(dispute: Dispute) -> list[EvidenceFile]:
 
 
 OPEN_DISPUTE_STATUSES = (DisputeStatus.NEEDS_RESPONSE, DisputeStatus.UNDER_REVIEW)
+# An evidence attempt in one of these may have reached the provider: the case is its to decide.
+SENT_TO_PROVIDER = (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN, AttemptStatus.APPROVED)
 
 
 def disputes_due_for_lookup(*, now: datetime, limit: int) -> list[str]:

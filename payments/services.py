@@ -1100,9 +1100,8 @@ def _require_needs_response(dispute: Dispute) -> None:
 def _evidence_attempt_open(dispute: Dispute, *, audit: AuditHook | None) -> PaymentAttempt:
     with transaction.atomic():
         dispute, payment = _lock_dispute(merchant=None, dispute_id=dispute.id)
-        sent = dispute.attempts.filter(status__in=[AttemptStatus.REQUESTED,
-                                                   AttemptStatus.UNKNOWN]).first()
-        if sent is not None:
+        if dispute.attempts.filter(status__in=[AttemptStatus.REQUESTED,
+                                               AttemptStatus.UNKNOWN]).exists():
             raise StateError("This dispute's evidence is already on its way to the provider; "
                              "its answer is awaited.", code="dispute_evidence_in_flight")
         _require_needs_response(dispute)

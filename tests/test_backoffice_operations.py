@@ -61,12 +61,21 @@ def test_evidence_then_a_won_decision_from_the_dispute_page(client, make_payment
     missing = client.post(f"{url}decide/", {"outcome": "won", "note": "Letter 2026-03-01"},
                           follow=True)
     assert "Provider's decision reference: This field is required" in _messages(missing)
-    won = client.post(f"{url}decide/", {"outcome": "won", "note": "Letter 2026-03-01",
-                                        "decision_reference": "W-1"}, follow=True)
+    decision = {"outcome": "won", "note": "Letter 2026-03-01", "decision_reference": "W-1"}
+    # Its evidence went through the provider's API: the provider's decision closes it.
+    refused = client.post(f"{url}decide/", decision, follow=True)
+    assert "the provider's own decision closes it" in _messages(refused)
+    assert Dispute.objects.get(pk=dispute.id).status == "under_review"
+    # A case worked outside the API (the provider's letter): staff record its decision.
+    offline = payments.dispute_open(payment_id=payment.id, amount=1000,
+                                    provider_reference="cb_letter")
+    won = client.post(f"/admin/payments/dispute/{quote(offline.id)}/decide/", decision,
+                      follow=True)
     assert "released back to the merchant's available balance" in _messages(won)
     payment.refresh_from_db()
-    assert payment.amount_disputed == 0
-    assert list(AuditEntry.objects.filter(object_id=dispute.id).order_by("id")
+    assert payment.amount_disputed == 4000
+    assert Dispute.objects.get(pk=offline.id).decided_by == "staff"
+    assert list(AuditEntry.objects.filter(object_id__in=[dispute.id, offline.id]).order_by("id")
                 .values_list("action", flat=True)) == ["dispute.evidence",
                                                         "dispute.evidence.result", "dispute.won"]
 

@@ -346,3 +346,19 @@ def test_beat_runs_the_dispute_job_which_applies_decisions_and_reminds(api, soon
     later.refresh_from_db()
     assert (later.status, later.decided_by) == ("lost", "provider")
     assert tasks.recon_disputes() == 0  # asked within the hour: nothing due, nobody reminded
+
+
+def test_staff_cannot_record_a_decision_by_hand_once_the_evidence_went_to_the_provider(
+        api, dispute):
+    from backoffice import services as backoffice
+    from backoffice.audit import Actor
+    from core.errors import StateError
+
+    operator = staff_user("operator")
+    api.post(f"/disputes/{dispute.id}", {"evidence": {"uncategorized_text": "Delivered."}})
+    for won in (True, False):
+        with pytest.raises(StateError, match="provider's own decision"):
+            backoffice.dispute_decision_record(actor=Actor(user=operator), dispute_id=dispute.id,
+                                               won=won, note="letter", decision_reference="X")
+    dispute.refresh_from_db()
+    assert dispute.status == "under_review"

@@ -84,7 +84,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', core.ids.PublicIdField(editable=False, max_length=40, prefix='file', primary_key=True, serialize=False)),
                 ('purpose', models.CharField(choices=[('dispute_evidence', 'Dispute Evidence')], max_length=32)),
-                ('content_type', models.CharField(choices=[('application/pdf', 'Pdf'), ('image/png', 'Png'), ('image/jpeg', 'Jpeg')], max_length=32)),
+                ('content_type', models.CharField(choices=[('application/pdf', 'PDF'), ('image/png', 'PNG'), ('image/jpeg', 'JPEG')], max_length=32)),
                 ('filename', models.CharField(help_text='As uploaded, cleaned; display only.', max_length=255)),
                 ('size', models.BigIntegerField()),
                 ('sha256', models.CharField(max_length=64)),
