@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -17,28 +17,22 @@ from providers.base import (
     CaptureRequest,
     DepositRequest,
     InboundEvent,
-    MalformedLine,
-    MovementResult,
     MovementStatus,
-    Outcome,
     PayoutRequest,
     ProviderResult,
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
-    SettlementRow,
     VoidRequest,
     WebhookPayloadError,
 )
 from providers.http import (
     HttpAdapter,
     Sent,
-    fresh,
     parse_json_object,
     parse_time,
-    signature_matches,
 )
-from providers.settlement import CAPTURE, REFUND
+from providers.webhook_names import event_types
 
 STATUS = {
     0: ProviderStatus.PENDING, 1: ProviderStatus.AUTHORIZED, 2: ProviderStatus.CAPTURED,
@@ -54,46 +48,30 @@ ERROR_CODES = {  # Cielo error Code in a 4xx body → normalised code
     114: "invalid_request", 116: "invalid_request", 132: "provider_authentication_failed",
     307: "not_found", 308: "invalid_state", 901: "idempotency_conflict",
 }
-CHANGE_TYPES = {
-    "PaymentAuthorized": "payment.authorized", "PaymentCaptured": "payment.captured",
-    "PaymentDenied": "payment.declined", "PaymentVoided": "payment.voided",
-    "RefundConfirmed": "refund.succeeded", "ChargebackOpened": "dispute.opened",
-    "PayoutPaid": "payout.paid", "PayoutFailed": "payout.failed",
-    "DepositConfirmed": "deposit.confirmed", "DepositFailed": "deposit.failed",
-}
+CHANGE_TYPES = event_types("cielo")
 MOVEMENT_STATUS = {"Pending": MovementStatus.PENDING, "InTransit": MovementStatus.PENDING,
                    "Paid": MovementStatus.PAID, "Confirmed": MovementStatus.CONFIRMED,
                    "Failed": MovementStatus.FAILED}
 
 
-# -- settlement file ---------------------------------------------------------------------------
-CIELO_COLUMNS = ("DataVenda", "PaymentId", "MerchantOrderId", "Tipo", "Moeda", "ValorBruto",
-                 "Taxa", "ValorLiquido", "IdentificadorTransacao")
-CIELO_TYPES = {"Venda": CAPTURE, "Estorno": REFUND}
-
-
-def _settlement_cielo(line: SettlementRow, values: tuple[str, ...]) -> None:
-    sale_date, reference, order, kind_text, currency, gross, fee, net, identifier = values
-    kind = CIELO_TYPES.get(kind_text)
-    if kind is None:
-        raise MalformedLine(f"unknown Tipo {kind_text!r}")
-    line.provider_reference, line.merchant_reference = reference, order
-    line.refund_reference = identifier if kind == REFUND else ""
-    line.transaction_date = settlement.day_month_year(sale_date)
-    line.currency = settlement.read_currency(currency)
-    settlement.finish(line, kind, settlement.read_int(gross, "ValorBruto"),
-                      settlement.read_int(fee, "Taxa"), settlement.read_int(net, "ValorLiquido"))
-
-
-def read_settlement(lines: Iterable[str]) -> Iterator[SettlementRow]:
-    """`;`-separated, DD/MM/YYYY dates, integer cents; Venda (sale) or Estorno (refund)."""
-    return settlement.parse(lines, ";", CIELO_COLUMNS, _settlement_cielo)
+# -- settlement file: `;`-separated, DD/MM/YYYY dates, integer cents; Venda (sale) or Estorno
+SETTLEMENT = settlement.Layout(
+    delimiter=";", day="DataVenda", reference="PaymentId", order="MerchantOrderId",
+    kind="Tipo", currency="Moeda", refund="IdentificadorTransacao",
+    amounts=("ValorBruto", "Taxa", "ValorLiquido"),
+    kinds={"Venda": settlement.CAPTURE, "Estorno": settlement.REFUND},
+    read_day=settlement.day_month_year,
+    read_amounts=lambda values, currency: (
+        settlement.read_int(values[0], "ValorBruto"), settlement.read_int(values[1], "Taxa"),
+        settlement.read_int(values[2], "ValorLiquido")))
+read_settlement = SETTLEMENT.parse
 
 
 class CieloProvider(HttpAdapter):
     code = "cielo"
     parse_settlement = staticmethod(read_settlement)
     idempotency_header = "RequestId"
+    error_codes = ERROR_CODES
     # Cielo's real notification post is unsigned and carries only ids: a hint. What moves money
     # is our own lookup of the sale (or movement) it names (webhooks.inbound applies that).
     notices_need_lookup = True
@@ -102,31 +80,23 @@ class CieloProvider(HttpAdapter):
         config = self.config()
         return {"MerchantId": config["merchant_id"], "MerchantKey": config["merchant_key"]}
 
-    def _error(self, sent: Sent, reference: str = "") -> ProviderResult:
-        """Cielo lists its errors as [{"Code": 308, "Message": "…"}]; a bare 404 is not found."""
-        fallback = "not_found" if sent.status_code == 404 else "invalid_request"
-        return self.rejected(sent, ERROR_CODES.get(sent.field(0, "Code"), fallback),
-                             reference=reference)
+    def error_key(self, sent: Sent) -> Any:
+        """Cielo lists its errors as [{"Code": 308, "Message": "…"}]."""
+        return sent.field(0, "Code")
 
     def _sale(self, sent: Sent, payment: Mapping[str, Any], order_id: str = "") -> ProviderResult:
-        reference = str(payment.get("PaymentId", ""))
-        status = STATUS.get(payment.get("Status"), ProviderStatus.UNKNOWN)
-        if status == ProviderStatus.DECLINED:
-            return self.declined(sent, RETURN_CODES.get(str(payment.get("ReturnCode")),
-                                                        "card_declined"), reference=reference)
-        outcome = {ProviderStatus.PENDING: Outcome.PENDING,
-                   ProviderStatus.UNKNOWN: Outcome.UNKNOWN}.get(status, Outcome.APPROVED)
         amount = payment.get("CapturedAmount") or payment.get("Amount")
 
         def integer(value: Any) -> int | None:
             return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-        return self.result(sent, outcome=outcome, provider_reference=reference, status=status,
-                           amount=integer(amount),
-                           currency=str(payment.get("Currency", "")).lower(),
-                           amount_refunded=integer(payment.get("VoidedAmount")),
-                           amount_disputed=integer(payment.get("DisputedAmount")),
-                           merchant_reference=order_id)
+        return self.charge_answer(
+            sent, STATUS.get(payment.get("Status"), ProviderStatus.UNKNOWN),
+            decline_code=RETURN_CODES.get(str(payment.get("ReturnCode")), "card_declined"),
+            provider_reference=str(payment.get("PaymentId", "")), amount=integer(amount),
+            currency=str(payment.get("Currency", "")).lower(),
+            amount_refunded=integer(payment.get("VoidedAmount")),
+            amount_disputed=integer(payment.get("DisputedAmount")), merchant_reference=order_id)
 
     # -- the port -------------------------------------------------------------------------------
     def authorize(self, request: AuthorizeRequest) -> ProviderResult:
@@ -140,37 +110,26 @@ class CieloProvider(HttpAdapter):
             },
         }
         sent = self.send("POST", "/1/sales/", body=body, idempotency_key=request.idempotency_key)
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         payment = sent.field("Payment")
         if sent.status_code == 201 and isinstance(payment, dict):
             return self._sale(sent, payment)
-        return self._error(sent)
+        return self.failure(sent)
 
     def capture(self, request: CaptureRequest) -> ProviderResult:
         ref = request.provider_reference
         sent = self.send("PUT", f"/1/sales/{ref}/capture", params={"amount": str(request.amount)},
                          idempotency_key=request.idempotency_key)
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         if sent.status_code == 200 and sent.field("Status") == 2:
-            return self.result(sent, outcome=Outcome.APPROVED, provider_reference=ref,
-                               status=ProviderStatus.CAPTURED,
-                               amount=sent.field("CapturedAmount", default=request.amount))
-        return self._error(sent, ref)
+            return self.approved(sent, ProviderStatus.CAPTURED, ref,
+                                 sent.field("CapturedAmount", default=request.amount))
+        return self.failure(sent, ref)
 
     def void(self, request: VoidRequest) -> ProviderResult:
         ref = request.provider_reference
         sent = self.send("PUT", f"/1/sales/{ref}/void", idempotency_key=request.idempotency_key)
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         if sent.status_code == 200 and sent.field("Status") == 10:
-            return self.result(sent, outcome=Outcome.APPROVED, provider_reference=ref,
-                               status=ProviderStatus.VOIDED)
-        return self._error(sent, ref)
+            return self.approved(sent, ProviderStatus.VOIDED, ref)
+        return self.failure(sent, ref)
 
     def refund(self, request: RefundRequest) -> ProviderResult:
         """Cielo refunds through the void endpoint, with an amount. Like every adapter, an
@@ -178,15 +137,11 @@ class CieloProvider(HttpAdapter):
         ref = request.provider_reference
         sent = self.send("PUT", f"/1/sales/{ref}/void", params={"amount": str(request.amount)},
                          idempotency_key=request.idempotency_key)
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         refund_id = sent.field("RefundId")
         if sent.status_code == 200 and isinstance(refund_id, str):
-            return self.result(sent, outcome=Outcome.APPROVED, provider_reference=refund_id,
-                               status=ProviderStatus.REFUNDED,
-                               amount=sent.field("RefundAmount", default=request.amount))
-        return self._error(sent, ref)
+            return self.approved(sent, ProviderStatus.REFUNDED, refund_id,
+                                 sent.field("RefundAmount", default=request.amount))
+        return self.failure(sent, ref)
 
     def retrieve(self, request: RetrieveRequest) -> ProviderResult:
         ref = request.provider_reference
@@ -196,78 +151,52 @@ class CieloProvider(HttpAdapter):
         # call fetches the sale; the result keeps both exchanges and the summed latency.
         found = self.send("GET", "/1/sales", params={
             "merchantOrderId": request.merchant_reference})
-        failed = self.unanswered(found, mutation=False)
-        if failed is not None:
-            return failed
         ref = found.field("Payments", 0, "PaymentId", default="")
         if found.status_code != 200 or not ref:
-            return self._error(found)
+            return self.failure(found, mutation=False)
         result = self._get_sale(ref)
         return replace(result, latency_ms=result.latency_ms + found.latency_ms,
                        exchange={"lookup": found.exchange, **result.exchange})
 
     def _get_sale(self, ref: str) -> ProviderResult:
         sent = self.send("GET", f"/1/sales/{ref}")
-        failed = self.unanswered(sent, mutation=False)
-        if failed is not None:
-            return failed
         payment = sent.field("Payment")
         if sent.status_code == 200 and isinstance(payment, dict):
             return self._sale(sent, payment, str(sent.field("MerchantOrderId", default="")))
-        return self._error(sent, ref)
+        return self.failure(sent, ref, mutation=False)
 
-    # -- payouts and deposits --------------------------------------------------------------------
-    def _movement(self, sent: Sent, id_field: str, *, mutation: bool) -> MovementResult:
-        failed = self.movement_unanswered(sent, mutation=mutation)
-        if failed is not None:
-            return failed
-        reference = sent.field(id_field)
-        if sent.status_code not in (200, 201) or not isinstance(reference, str):
-            fallback = "not_found" if sent.status_code == 404 else "invalid_request"
-            return self.movement_rejected(sent, ERROR_CODES.get(sent.field(0, "Code"), fallback))
-        return self.movement_answer(
-            sent, reference=reference, amount=sent.field("Amount"),
-            status=MOVEMENT_STATUS.get(sent.field("Status"), MovementStatus.UNKNOWN),
-            currency=str(sent.field("Currency", default="")),
-            merchant_reference=str(sent.field("MerchantPayoutId", default="")
-                                   or sent.field("MerchantDepositId", default="")))
+    # -- payouts and deposits (the calls are HttpAdapter's) -----------------------------------
+    movement_paths = {"payout": "/1/payouts", "deposit": "/1/deposits"}
+    movement_ids = {"payout": "PayoutId", "deposit": "DepositId"}
 
-    def payout_create(self, request: PayoutRequest) -> MovementResult:
-        return self._movement(self.send("POST", "/1/payouts", body={
-            "MerchantPayoutId": request.merchant_reference, "Amount": request.amount,
-            "Currency": request.currency.upper(), "Destination": request.destination,
-        }, idempotency_key=request.idempotency_key), "PayoutId", mutation=True)
+    def movement_body(self, kind: str, request: PayoutRequest | DepositRequest
+                      ) -> dict[str, Any]:
+        body = {f"Merchant{kind.title()}Id": request.merchant_reference,
+                "Amount": request.amount, "Currency": request.currency.upper()}
+        if isinstance(request, PayoutRequest):
+            return {**body, "Destination": request.destination}
+        return {**body, "Method": request.method}
 
-    def payout_retrieve(self, provider_reference: str) -> MovementResult:
-        return self._movement(self.send("GET", f"/1/payouts/{provider_reference}"), "PayoutId",
-                              mutation=False)
-
-    def deposit_create(self, request: DepositRequest) -> MovementResult:
-        return self._movement(self.send("POST", "/1/deposits", body={
-            "MerchantDepositId": request.merchant_reference, "Amount": request.amount,
-            "Currency": request.currency.upper(), "Method": request.method,
-        }, idempotency_key=request.idempotency_key), "DepositId", mutation=True)
-
-    def deposit_retrieve(self, provider_reference: str) -> MovementResult:
-        return self._movement(self.send("GET", f"/1/deposits/{provider_reference}"),
-                              "DepositId", mutation=False)
+    def movement_fields(self, sent: Sent) -> dict[str, Any]:
+        return {"amount": sent.field("Amount"),
+                "status": MOVEMENT_STATUS.get(sent.field("Status"), MovementStatus.UNKNOWN),
+                "currency": str(sent.field("Currency", default="")),
+                "merchant_reference": str(sent.field("MerchantPayoutId", default="")
+                                          or sent.field("MerchantDepositId", default=""))}
 
     # -- inbound webhooks --------------------------------------------------------------------
-    def verify_webhook(self, *, headers: Mapping[str, str], body: bytes,
-                       now: float | None = None, tolerance_seconds: int = 300) -> bool:
+    def webhook_signature(self, headers: Mapping[str, str], body: bytes, secret: str
+                          ) -> tuple[float, str, list[str]] | None:
         """`Cielo-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` with
         `Cielo-Event-Timestamp: <unix seconds>`."""
-        lower = {k.lower(): v for k, v in headers.items()}
-        timestamp = lower.get("cielo-event-timestamp", "")
-        secret = self.config().get("webhook_secret", "")
-        if not secret or not (timestamp.isascii() and timestamp.isdigit()) or not fresh(
-                int(timestamp), now, tolerance_seconds):
-            return False
+        timestamp = headers.get("cielo-event-timestamp", "")
+        if not (timestamp.isascii() and timestamp.isdigit()):
+            return None
         expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body,
                             hashlib.sha256).hexdigest()
         given = [part.strip().removeprefix("sha256=")
-                 for part in lower.get("cielo-signature", "").split(",")]
-        return signature_matches(expected, given)
+                 for part in headers.get("cielo-signature", "").split(",")]
+        return int(timestamp), expected, given
 
     def parse_webhook(self, body: bytes) -> InboundEvent:
         data = parse_json_object(body)

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -21,15 +21,12 @@ from providers.base import (
     DepositRequest,
     InboundEvent,
     MalformedLine,
-    MovementResult,
     MovementStatus,
-    Outcome,
     PayoutRequest,
     ProviderResult,
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
-    SettlementRow,
     VoidRequest,
     WebhookPayloadError,
 )
@@ -37,12 +34,10 @@ from providers.http import (
     Delivery,
     HttpAdapter,
     Sent,
-    fresh,
     parse_json_object,
     parse_time,
-    signature_matches,
 )
-from providers.settlement import CAPTURE, REFUND
+from providers.webhook_names import event_types
 
 STATUS = {
     "AUTHORIZED": ProviderStatus.AUTHORIZED, "APPROVED": ProviderStatus.CAPTURED,
@@ -61,13 +56,7 @@ ERROR_CODES = {  # details[].error_code on any other 4xx → normalised code
     "PAYMENTS-404": "not_found", "PAYMENTS-409": "invalid_state",
     "IDEMPOTENCY-422": "idempotency_conflict",
 }
-EVENTS = {
-    "PAYMENT_AUTHORIZED": "payment.authorized", "PAYMENT_CONFIRMED": "payment.captured",
-    "PAYMENT_DENIED": "payment.declined", "PAYMENT_CANCELED": "payment.voided",
-    "REFUND_APPROVED": "refund.succeeded", "DISPUTE_OPENED": "dispute.opened",
-    "PAYOUT_PAID": "payout.paid", "PAYOUT_FAILED": "payout.failed",
-    "DEPOSIT_CONFIRMED": "deposit.confirmed", "DEPOSIT_FAILED": "deposit.failed",
-}
+EVENTS = event_types("getnet")
 MOVEMENT_STATUS = {"PENDING": MovementStatus.PENDING, "IN_TRANSIT": MovementStatus.PENDING,
                    "PAID": MovementStatus.PAID, "CONFIRMED": MovementStatus.CONFIRMED,
                    "FAILED": MovementStatus.FAILED}
@@ -99,39 +88,32 @@ def request_signature(secret: str, timestamp: str, method: str, raw_path: str,
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-# -- settlement file ---------------------------------------------------------------------------
-GETNET_COLUMNS = ("TRANSACTION_DATETIME", "PAYMENT_ID", "ORDER_ID", "REFUND_ID",
-                  "TRANSACTION_TYPE", "CURRENCY", "AMOUNT_VALUE", "AMOUNT_SCALE", "FEE_VALUE",
-                  "NET_VALUE")
-GETNET_TYPES = {"CAPTURE": CAPTURE, "REFUND": REFUND}
-
-
-def _settlement_getnet(line: SettlementRow, values: tuple[str, ...]) -> None:
-    at, payment_id, order_id, refund_id, kind_text, currency, value, scale_text, fee, net = values
-    kind = GETNET_TYPES.get(kind_text)
-    if kind is None:
-        raise MalformedLine(f"unknown TRANSACTION_TYPE {kind_text!r}")
-    line.provider_reference, line.merchant_reference = payment_id, order_id
-    line.refund_reference = refund_id if kind == REFUND else ""
-    line.transaction_date = settlement.iso_datetime_day(at)
-    currency = line.currency = settlement.read_currency(currency)
+# -- settlement file: `,`-separated, ISO 8601 UTC datetimes, integers at AMOUNT_SCALE digits
+def _getnet_amounts(values: tuple[str, ...], currency: str) -> tuple[int, int, int]:
+    value, scale_text, fee, net = values
     scale = settlement.read_int(scale_text, "AMOUNT_SCALE")
     if not 0 <= scale <= 6:
         raise MalformedLine(f"AMOUNT_SCALE {scale} is out of range")
-    settlement.finish(line, kind, *(
+    gross, fee_minor, net_minor = (
         settlement.scaled_minor(settlement.read_int(text, name), scale, currency, name)
-        for text, name in ((value, "AMOUNT_VALUE"), (fee, "FEE_VALUE"), (net, "NET_VALUE"))))
+        for text, name in ((value, "AMOUNT_VALUE"), (fee, "FEE_VALUE"), (net, "NET_VALUE")))
+    return gross, fee_minor, net_minor
 
 
-def read_settlement(lines: Iterable[str]) -> Iterator[SettlementRow]:
-    """`,`-separated, ISO 8601 UTC datetimes, integer values at AMOUNT_SCALE digits."""
-    return settlement.parse(lines, ",", GETNET_COLUMNS, _settlement_getnet)
+SETTLEMENT = settlement.Layout(
+    delimiter=",", day="TRANSACTION_DATETIME", reference="PAYMENT_ID", order="ORDER_ID",
+    kind="TRANSACTION_TYPE", currency="CURRENCY", refund="REFUND_ID",
+    amounts=("AMOUNT_VALUE", "AMOUNT_SCALE", "FEE_VALUE", "NET_VALUE"),
+    kinds={"CAPTURE": settlement.CAPTURE, "REFUND": settlement.REFUND},
+    read_day=settlement.iso_datetime_day, read_amounts=_getnet_amounts)
+read_settlement = SETTLEMENT.parse
 
 
 class GetnetProvider(HttpAdapter):
     code = "getnet"
     parse_settlement = staticmethod(read_settlement)
     idempotency_header = "Idempotency-Key"
+    error_codes = ERROR_CODES
 
     def __init__(self) -> None:
         super().__init__()
@@ -208,24 +190,17 @@ class GetnetProvider(HttpAdapter):
         return sent
 
     # -- answers -------------------------------------------------------------------------------
-    def _error(self, sent: Sent, reference: str = "") -> ProviderResult:
-        fallback = "not_found" if sent.status_code == 404 else "invalid_request"
-        return self.rejected(
-            sent, ERROR_CODES.get(str(sent.field("details", 0, "error_code")), fallback),
-            reference=reference)
+    def error_key(self, sent: Sent) -> Any:
+        return str(sent.field("details", 0, "error_code"))
 
     def _payment(self, sent: Sent, payment: Mapping[str, Any]) -> ProviderResult:
-        reference = str(payment.get("payment_id", ""))
-        status = STATUS.get(payment.get("status"), ProviderStatus.UNKNOWN)
-        if status == ProviderStatus.DECLINED:
-            return self.declined(sent, DECLINE_CODES.get(
-                str((payment.get("credit") or {}).get("reason_code")), "card_declined"),
-                reference=reference)
-        outcome = {ProviderStatus.PENDING: Outcome.PENDING,
-                   ProviderStatus.UNKNOWN: Outcome.UNKNOWN}.get(status, Outcome.APPROVED)
-        captured = from_scaled(payment.get("amount_captured"))
-        return self.result(sent, outcome=outcome, provider_reference=reference, status=status,
-                           amount=captured or from_scaled(payment.get("amount")))
+        return self.charge_answer(
+            sent, STATUS.get(payment.get("status"), ProviderStatus.UNKNOWN),
+            decline_code=DECLINE_CODES.get(str((payment.get("credit") or {}).get("reason_code")),
+                                           "card_declined"),
+            provider_reference=str(payment.get("payment_id", "")),
+            amount=from_scaled(payment.get("amount_captured"))
+            or from_scaled(payment.get("amount")))
 
     # -- the port -------------------------------------------------------------------------------
     def authorize(self, request: AuthorizeRequest) -> ProviderResult:
@@ -238,9 +213,6 @@ class GetnetProvider(HttpAdapter):
         }
         sent = self.send("POST", "/v1/payments/credit", body=body,
                          idempotency_key=request.idempotency_key)
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         if sent.status_code == 200 and sent.field("payment_id"):
             return self._payment(sent, sent.data)
         if sent.status_code == 402:
@@ -248,7 +220,7 @@ class GetnetProvider(HttpAdapter):
                 sent, DECLINE_CODES.get(str(sent.field("details", 0, "error_code")),
                                         "card_declined"),
                 reference=str(sent.field("payment_id", default="")))
-        return self._error(sent)
+        return self.failure(sent)
 
     def _operation(self, request: CaptureRequest | RefundRequest | VoidRequest, action: str,
                    body: dict[str, Any] | None) -> Sent:
@@ -259,34 +231,24 @@ class GetnetProvider(HttpAdapter):
     def capture(self, request: CaptureRequest) -> ProviderResult:
         sent = self._operation(request, "confirm",
                                {"amount": to_scaled(request.amount, request.currency)})
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         if sent.status_code == 200 and sent.field("status") == "CONFIRMED":
             return self._payment(sent, sent.data)
-        return self._error(sent, request.provider_reference)
+        return self.failure(sent, request.provider_reference)
 
     def void(self, request: VoidRequest) -> ProviderResult:
         sent = self._operation(request, "cancel", None)
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         if sent.status_code == 200 and sent.field("status") == "CANCELED":
             return self._payment(sent, sent.data)
-        return self._error(sent, request.provider_reference)
+        return self.failure(sent, request.provider_reference)
 
     def refund(self, request: RefundRequest) -> ProviderResult:
         sent = self._operation(request, "refund",
                                {"amount": to_scaled(request.amount, request.currency)})
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         refund_id = sent.field("refund_id")
         if sent.status_code == 200 and refund_id:
-            return self.result(sent, outcome=Outcome.APPROVED, provider_reference=str(refund_id),
-                               status=ProviderStatus.REFUNDED,
-                               amount=from_scaled(sent.field("amount")))
-        return self._error(sent, request.provider_reference)
+            return self.approved(sent, ProviderStatus.REFUNDED, str(refund_id),
+                                 from_scaled(sent.field("amount")))
+        return self.failure(sent, request.provider_reference)
 
     def retrieve(self, request: RetrieveRequest) -> ProviderResult:
         if request.provider_reference:
@@ -296,70 +258,45 @@ class GetnetProvider(HttpAdapter):
             sent = self.send("GET", "/v1/payments",
                              params={"order_id": request.merchant_reference})
             payment = sent.field("payments", 0)  # Getnet lists the live payment first
-        failed = self.unanswered(sent, mutation=False)
-        if failed is not None:
-            return failed
         if sent.status_code == 200 and isinstance(payment, dict):
             return self._payment(sent, payment)
         if sent.status_code == 200:  # an empty list: no payment for this order
             return self.declined(sent, "not_found", status=ProviderStatus.NOT_FOUND)
-        return self._error(sent, request.provider_reference)
+        return self.failure(sent, request.provider_reference, mutation=False)
 
-    # -- payouts and deposits --------------------------------------------------------------------
-    def _movement(self, sent: Sent, id_field: str, *, mutation: bool) -> MovementResult:
-        failed = self.movement_unanswered(sent, mutation=mutation)
-        if failed is not None:
-            return failed
-        reference = sent.field(id_field)
-        if sent.status_code != 200 or not isinstance(reference, str):
-            fallback = "not_found" if sent.status_code == 404 else "invalid_request"
-            return self.movement_rejected(sent, ERROR_CODES.get(
-                str(sent.field("details", 0, "error_code")), fallback))
-        return self.movement_answer(
-            sent, reference=reference, amount=from_scaled(sent.field("amount")),
-            status=MOVEMENT_STATUS.get(sent.field("status"), MovementStatus.UNKNOWN))
+    # -- payouts and deposits (the calls are HttpAdapter's) -----------------------------------
+    movement_paths = {"payout": "/v1/payouts", "deposit": "/v1/deposits"}
+    movement_ids = {"payout": "payout_id", "deposit": "deposit_id"}
+    movement_ok = (200,)
 
-    def payout_create(self, request: PayoutRequest) -> MovementResult:
-        return self._movement(self.send("POST", "/v1/payouts", body={
-            "seller_id": self.config()["seller_id"], "order_id": request.merchant_reference,
-            "amount": to_scaled(request.amount, request.currency),
-            "destination": {"bank_account_token": request.destination},
-        }, idempotency_key=request.idempotency_key), "payout_id", mutation=True)
+    def movement_body(self, kind: str, request: PayoutRequest | DepositRequest
+                      ) -> dict[str, Any]:
+        body = {"seller_id": self.config()["seller_id"], "order_id": request.merchant_reference,
+                "amount": to_scaled(request.amount, request.currency)}
+        if isinstance(request, PayoutRequest):
+            return {**body, "destination": {"bank_account_token": request.destination}}
+        return {**body, "method": request.method}
 
-    def payout_retrieve(self, provider_reference: str) -> MovementResult:
-        return self._movement(self.send("GET", f"/v1/payouts/{provider_reference}"),
-                              "payout_id", mutation=False)
-
-    def deposit_create(self, request: DepositRequest) -> MovementResult:
-        return self._movement(self.send("POST", "/v1/deposits", body={
-            "seller_id": self.config()["seller_id"], "order_id": request.merchant_reference,
-            "amount": to_scaled(request.amount, request.currency), "method": request.method,
-        }, idempotency_key=request.idempotency_key), "deposit_id", mutation=True)
-
-    def deposit_retrieve(self, provider_reference: str) -> MovementResult:
-        return self._movement(self.send("GET", f"/v1/deposits/{provider_reference}"),
-                              "deposit_id", mutation=False)
+    def movement_fields(self, sent: Sent) -> dict[str, Any]:
+        return {"amount": from_scaled(sent.field("amount")),
+                "status": MOVEMENT_STATUS.get(sent.field("status"), MovementStatus.UNKNOWN)}
 
     # -- inbound webhooks --------------------------------------------------------------------
-    def verify_webhook(self, *, headers: Mapping[str, str], body: bytes,
-                       now: float | None = None, tolerance_seconds: int = 300) -> bool:
+    def webhook_signature(self, headers: Mapping[str, str], body: bytes, secret: str
+                          ) -> tuple[float, str, list[str]] | None:
         """`X-Getnet-Webhook-Signature: t=<unix ms>,v1=<hex HMAC-SHA256(secret,
         "<t>." + hex(SHA-256(body)))>`; several `v1=` may appear while a secret rotates."""
-        lower = {k.lower(): v for k, v in headers.items()}
         parts = [p.strip().partition("=") for p in
-                 lower.get("x-getnet-webhook-signature", "").split(",")]
+                 headers.get("x-getnet-webhook-signature", "").split(",")]
         stamps = [value for key, _, value in parts if key == "t"]
         given = [value for key, _, value in parts if key == "v1"]
-        secret = self.config().get("webhook_secret", "")
         # Exactly one ASCII-numeric `t`: a second one is an attempt to confuse the parser.
-        if not secret or len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit()):
-            return False
+        if len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit()):
+            return None
         millis = stamps[0]
-        if not fresh(int(millis) / 1000, now, tolerance_seconds):
-            return False
         message = f"{millis}.{hashlib.sha256(body).hexdigest()}".encode()
         expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-        return signature_matches(expected, given)
+        return int(millis) / 1000, expected, given
 
     def parse_webhook(self, body: bytes) -> InboundEvent:
         data = parse_json_object(body)

@@ -22,9 +22,11 @@ from django.conf import settings
 
 from providers import conf
 from providers.base import (
+    DepositRequest,
     MovementResult,
     MovementStatus,
     Outcome,
+    PayoutRequest,
     ProviderResult,
     ProviderStatus,
     WebhookPayloadError,
@@ -99,11 +101,20 @@ def signature_matches(expected: str, candidates: list[str]) -> bool:
 
 
 class HttpAdapter:
-    """Base of the HTTP adapters. Subclasses add auth headers and their wire format."""
+    """Base of the HTTP adapters: the call, the answers every provider gives alike (no answer,
+    a refusal, a charge's status, a payout or deposit), and the payout/deposit calls themselves.
+    Subclasses add auth headers and their wire format."""
 
     code: ClassVar[str] = ""
     idempotency_header: ClassVar[str] = ""
     notices_need_lookup: ClassVar[bool] = False
+    # The provider's error code (as `error_key` reads it from a 4xx body) → normalised code.
+    error_codes: ClassVar[Mapping[Any, str]] = {}
+    # Payouts and deposits: each kind's collection path, the field naming the created one, and
+    # the HTTP statuses its create and lookup answer with.
+    movement_paths: ClassVar[Mapping[str, str]] = {}
+    movement_ids: ClassVar[Mapping[str, str]] = {}
+    movement_ok: ClassVar[tuple[int, ...]] = (200, 201)
 
     def __init__(self) -> None:
         self._client: httpx.Client | None = None
@@ -188,6 +199,11 @@ class HttpAdapter:
     def result(self, sent: Sent, **fields: Any) -> ProviderResult:
         return ProviderResult(latency_ms=sent.latency_ms, exchange=sent.exchange, **fields)
 
+    def approved(self, sent: Sent, status: ProviderStatus, reference: str,
+                 amount: int | None = None) -> ProviderResult:
+        return self.result(sent, outcome=Outcome.APPROVED, provider_reference=reference,
+                           status=status, amount=amount)
+
     def declined(self, sent: Sent, code: str, *, reference: str = "",
                  status: ProviderStatus = ProviderStatus.DECLINED) -> ProviderResult:
         err = error(code)
@@ -226,6 +242,35 @@ class HttpAdapter:
             return None
         return self.declined(sent, code) if mutation else self.unknown(sent, code)
 
+    def error_key(self, sent: Sent) -> Any:
+        """Where the provider puts its error code in a 4xx body (a key of `error_codes`)."""
+        raise NotImplementedError
+
+    def refusal_code(self, sent: Sent) -> str:
+        """The normalised code of the provider's refusal; a bare 404 is not found."""
+        fallback = "not_found" if sent.status_code == 404 else "invalid_request"
+        return self.error_codes.get(self.error_key(sent), fallback)
+
+    def failure(self, sent: Sent, reference: str = "", *, mutation: bool = True
+                ) -> ProviderResult:
+        """A call that did not succeed: no usable answer (`unanswered`) or the provider's
+        refusal (`rejected`, with the code `refusal_code` reads)."""
+        failed = self.unanswered(sent, mutation=mutation)
+        if failed is not None:
+            return failed
+        return self.rejected(sent, self.refusal_code(sent), reference=reference)
+
+    def charge_answer(self, sent: Sent, status: ProviderStatus, *, decline_code: str,
+                      provider_reference: str, **fields: Any) -> ProviderResult:
+        """A charge as the provider reports it: declined with `decline_code`, pending or unknown
+        as it says, approved in every other status."""
+        if status == ProviderStatus.DECLINED:
+            return self.declined(sent, decline_code, reference=provider_reference)
+        outcome = {ProviderStatus.PENDING: Outcome.PENDING,
+                   ProviderStatus.UNKNOWN: Outcome.UNKNOWN}.get(status, Outcome.APPROVED)
+        return self.result(sent, outcome=outcome, provider_reference=provider_reference,
+                           status=status, **fields)
+
     def rejected(self, sent: Sent, code: str, *, reference: str = "") -> ProviderResult:
         """A 4xx carrying the provider's error (mapped to `code`). Any other answer we could
         not read (a 2xx with an odd body) may mean it happened: UNKNOWN."""
@@ -252,6 +297,26 @@ class HttpAdapter:
     def movement_rejected(self, sent: Sent, code: str) -> MovementResult:
         return self._as_movement(sent, self.rejected(sent, code))
 
+    # -- inbound webhooks ---------------------------------------------------------------------
+    def verify_webhook(self, *, headers: Mapping[str, str], body: bytes,
+                       now: float | None = None, tolerance_seconds: int = 300) -> bool:
+        """True only for a notice signed with our webhook secret at a time inside the
+        ±`tolerance_seconds` window; `webhook_signature` reads the provider's headers."""
+        secret = self.config().get("webhook_secret", "")
+        signed = self.webhook_signature({k.lower(): v for k, v in headers.items()}, body,
+                                        secret) if secret else None
+        if signed is None:
+            return False
+        moment, expected, given = signed
+        return fresh(moment, now, tolerance_seconds) and signature_matches(expected, given)
+
+    def webhook_signature(self, headers: Mapping[str, str], body: bytes, secret: str
+                          ) -> tuple[float, str, list[str]] | None:
+        """From a notice's (lower-cased) headers: its signed time in Unix seconds, the signature
+        `secret` gives the body at that time, and the signatures the notice carries; None when
+        the headers cannot be read."""
+        raise NotImplementedError
+
     def settlement_report(self, day: date) -> bytes:
         """The provider's settlement file for `day`, as raw bytes (each in its own format)."""
         sent = self.send("GET", f"/settlements/{day.isoformat()}.csv", accept="text/csv")
@@ -270,6 +335,48 @@ class HttpAdapter:
         return self.movement(sent, outcome=outcome, provider_reference=reference,
                              status=status, amount=amount, currency=currency.lower(),
                              merchant_reference=merchant_reference)
+
+    # -- payouts and deposits: the same calls for every provider, in its own wire format ----
+    def movement_body(self, kind: str, request: PayoutRequest | DepositRequest
+                      ) -> dict[str, Any]:
+        """The create request's JSON for a payout or deposit (`kind`)."""
+        raise NotImplementedError
+
+    def movement_fields(self, sent: Sent) -> dict[str, Any]:
+        """`status` and `amount` (and `currency`, `merchant_reference` where the provider
+        says them) of a payout or deposit answer, for `movement_answer`."""
+        raise NotImplementedError
+
+    def _movement(self, sent: Sent, kind: str, *, mutation: bool) -> MovementResult:
+        failed = self.movement_unanswered(sent, mutation=mutation)
+        if failed is not None:
+            return failed
+        reference = sent.field(self.movement_ids[kind])
+        if sent.status_code not in self.movement_ok or not isinstance(reference, str):
+            return self.movement_rejected(sent, self.refusal_code(sent))
+        return self.movement_answer(sent, reference=reference, **self.movement_fields(sent))
+
+    def _movement_create(self, kind: str, request: PayoutRequest | DepositRequest
+                         ) -> MovementResult:
+        sent = self.send("POST", self.movement_paths[kind], body=self.movement_body(kind, request),
+                         idempotency_key=request.idempotency_key)
+        return self._movement(sent, kind, mutation=True)
+
+    def _movement_retrieve(self, kind: str, provider_reference: str) -> MovementResult:
+        sent = self.send("GET", f"{self.movement_paths[kind]}/{provider_reference}")
+        return self._movement(sent, kind, mutation=False)
+
+    def payout_create(self, request: PayoutRequest) -> MovementResult:
+        return self._movement_create("payout", request)
+
+    def payout_retrieve(self, provider_reference: str) -> MovementResult:
+        return self._movement_retrieve("payout", provider_reference)
+
+    def deposit_create(self, request: DepositRequest) -> MovementResult:
+        return self._movement_create("deposit", request)
+
+    def deposit_retrieve(self, provider_reference: str) -> MovementResult:
+        return self._movement_retrieve("deposit", provider_reference)
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

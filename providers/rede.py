@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -20,8 +20,6 @@ from providers.base import (
     CaptureRequest,
     DepositRequest,
     InboundEvent,
-    MalformedLine,
-    MovementResult,
     MovementStatus,
     Outcome,
     PayoutRequest,
@@ -29,19 +27,16 @@ from providers.base import (
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
-    SettlementRow,
     VoidRequest,
     WebhookPayloadError,
 )
 from providers.http import (
     HttpAdapter,
     Sent,
-    fresh,
     parse_json_object,
     parse_time,
-    signature_matches,
 )
-from providers.settlement import CAPTURE, REFUND
+from providers.webhook_names import event_types
 
 RETURN_CODES = {  # Rede returnCode on a declined authorization → normalised code
     "101": "card_declined", "105": "do_not_honor", "106": "issuer_unavailable",
@@ -52,13 +47,7 @@ ERROR_CODES = {  # Rede returnCode on any other 4xx → normalised code
     "401": "provider_authentication_failed", "37": "invalid_request", "78": "not_found",
     "42": "idempotency_conflict", "355": "invalid_state", "351": "invalid_request",
 }
-EVENTS = {
-    "transaction.authorized": "payment.authorized", "transaction.captured": "payment.captured",
-    "transaction.denied": "payment.declined", "transaction.canceled": "payment.voided",
-    "refund.done": "refund.succeeded", "chargeback.opened": "dispute.opened",
-    "payout.paid": "payout.paid", "payout.failed": "payout.failed",
-    "deposit.confirmed": "deposit.confirmed", "deposit.failed": "deposit.failed",
-}
+EVENTS = event_types("rede")
 MOVEMENT_STATUS = {"PENDING": MovementStatus.PENDING, "IN_TRANSIT": MovementStatus.PENDING,
                    "PAID": MovementStatus.PAID, "CONFIRMED": MovementStatus.CONFIRMED,
                    "FAILED": MovementStatus.FAILED}
@@ -81,45 +70,32 @@ def from_decimal_string(value: Any, currency: str) -> int | None:
     return int(minor) if minor == minor.to_integral_value() else None
 
 
-# -- settlement file ---------------------------------------------------------------------------
-REDE_COLUMNS = ("sale_date", "tid", "reference", "type", "currency", "gross_amount",
-                "mdr_amount", "net_amount", "refund_id")
-REDE_TYPES = {"sale": CAPTURE, "refund": REFUND}
-
-
-def _settlement_rede(line: SettlementRow, values: tuple[str, ...]) -> None:
-    sale_date, tid, reference, kind_text, currency, gross, fee, net, refund_id = values
-    kind = REDE_TYPES.get(kind_text)
-    if kind is None:
-        raise MalformedLine(f"unknown type {kind_text!r}")
-    line.provider_reference, line.merchant_reference = tid, reference
-    line.refund_reference = refund_id if kind == REFUND else ""
-    line.transaction_date = settlement.iso_day(sale_date)
-    currency = line.currency = settlement.read_currency(currency)
-    settlement.finish(line, kind, settlement.decimal_minor(gross, currency, "gross_amount"),
-                      settlement.decimal_minor(fee, currency, "mdr_amount"),
-                      settlement.decimal_minor(net, currency, "net_amount"))
-
-
-def read_settlement(lines: Iterable[str]) -> Iterator[SettlementRow]:
-    """`,`-separated, ISO dates, decimal strings with the currency's exponent ("-25.00")."""
-    return settlement.parse(lines, ",", REDE_COLUMNS, _settlement_rede)
+# -- settlement file: `,`-separated, ISO dates, decimal strings at the currency's exponent
+SETTLEMENT = settlement.Layout(
+    delimiter=",", day="sale_date", reference="tid", order="reference", kind="type",
+    currency="currency", refund="refund_id", amounts=("gross_amount", "mdr_amount", "net_amount"),
+    kinds={"sale": settlement.CAPTURE, "refund": settlement.REFUND},
+    read_day=settlement.iso_day,
+    read_amounts=lambda values, currency: (
+        settlement.decimal_minor(values[0], currency, "gross_amount"),
+        settlement.decimal_minor(values[1], currency, "mdr_amount"),
+        settlement.decimal_minor(values[2], currency, "net_amount")))
+read_settlement = SETTLEMENT.parse
 
 
 class RedeProvider(HttpAdapter):
     code = "rede"
     parse_settlement = staticmethod(read_settlement)
     idempotency_header = "X-Rede-Idempotency-Key"
+    error_codes = ERROR_CODES
 
     def auth_headers(self, method: str, url: httpx.URL, body: bytes) -> dict[str, str]:
         config = self.config()
         pair = base64.b64encode(f"{config['pv']}:{config['token']}".encode()).decode()
         return {"Authorization": f"Basic {pair}"}
 
-    def _error(self, sent: Sent, reference: str = "") -> ProviderResult:
-        fallback = "not_found" if sent.status_code == 404 else "invalid_request"
-        return self.rejected(sent, ERROR_CODES.get(str(sent.field("returnCode")), fallback),
-                             reference=reference)
+    def error_key(self, sent: Sent) -> Any:
+        return str(sent.field("returnCode"))
 
     def _transaction(self, sent: Sent) -> ProviderResult:
         """Rede's lookup: authorization.status plus the capture and refund records."""
@@ -145,8 +121,7 @@ class RedeProvider(HttpAdapter):
             case _:
                 return self.unknown(sent, "outcome_unknown", reference=reference)
         amount = from_decimal_string((capture or auth).get("amount"), currency)
-        return self.result(sent, outcome=Outcome.APPROVED, provider_reference=reference,
-                           status=status, amount=amount)
+        return self.approved(sent, status, reference, amount)
 
     # -- the port -------------------------------------------------------------------------------
     def authorize(self, request: AuthorizeRequest) -> ProviderResult:
@@ -159,62 +134,44 @@ class RedeProvider(HttpAdapter):
         }
         sent = self.send("POST", "/v1/transactions", body=body,
                          idempotency_key=request.idempotency_key)
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         code, tid = str(sent.field("returnCode")), str(sent.field("tid", default=""))
         if sent.status_code == 200 and code == APPROVED and tid:
             # Rede's answer carries no status: an approval is what we asked for.
-            return self.result(
-                sent, outcome=Outcome.APPROVED, provider_reference=tid,
-                status=ProviderStatus.CAPTURED if request.capture else ProviderStatus.AUTHORIZED,
-                amount=from_decimal_string(sent.field("amount"), request.currency))
+            return self.approved(
+                sent, ProviderStatus.CAPTURED if request.capture else ProviderStatus.AUTHORIZED,
+                tid, from_decimal_string(sent.field("amount"), request.currency))
         if sent.status_code == 402:
             return self.declined(sent, RETURN_CODES.get(code, "card_declined"), reference=tid)
-        return self._error(sent)
+        return self.failure(sent)
 
     def capture(self, request: CaptureRequest) -> ProviderResult:
         ref = request.provider_reference
         sent = self.send("PUT", f"/v1/transactions/{ref}",
                          body={"amount": to_decimal_string(request.amount, request.currency)},
                          idempotency_key=request.idempotency_key)
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         if sent.status_code == 200 and sent.field("returnCode") == APPROVED:
-            return self.result(sent, outcome=Outcome.APPROVED, provider_reference=ref,
-                               status=ProviderStatus.CAPTURED,
-                               amount=from_decimal_string(sent.field("amount"),
-                                                          request.currency))
-        return self._error(sent, ref)
+            return self.approved(sent, ProviderStatus.CAPTURED, ref,
+                                 from_decimal_string(sent.field("amount"), request.currency))
+        return self.failure(sent, ref)
 
     def void(self, request: VoidRequest) -> ProviderResult:
         ref = request.provider_reference
         sent = self.send("DELETE", f"/v1/transactions/{ref}",
                          idempotency_key=request.idempotency_key)
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         if sent.status_code == 200 and sent.field("returnCode") == CANCELLED:
-            return self.result(sent, outcome=Outcome.APPROVED, provider_reference=ref,
-                               status=ProviderStatus.VOIDED)
-        return self._error(sent, ref)
+            return self.approved(sent, ProviderStatus.VOIDED, ref)
+        return self.failure(sent, ref)
 
     def refund(self, request: RefundRequest) -> ProviderResult:
         ref = request.provider_reference
         sent = self.send("POST", f"/v1/transactions/{ref}/refunds",
                          body={"amount": to_decimal_string(request.amount, request.currency)},
                          idempotency_key=request.idempotency_key)
-        failed = self.unanswered(sent)
-        if failed is not None:
-            return failed
         refund_id = sent.field("refundId")
         if sent.status_code == 200 and sent.field("returnCode") == CANCELLED and refund_id:
-            return self.result(sent, outcome=Outcome.APPROVED, provider_reference=str(refund_id),
-                               status=ProviderStatus.REFUNDED,
-                               amount=from_decimal_string(sent.field("amount"),
-                                                          request.currency))
-        return self._error(sent, ref)
+            return self.approved(sent, ProviderStatus.REFUNDED, str(refund_id),
+                                 from_decimal_string(sent.field("amount"), request.currency))
+        return self.failure(sent, ref)
 
     def retrieve(self, request: RetrieveRequest) -> ProviderResult:
         if request.provider_reference:
@@ -222,68 +179,42 @@ class RedeProvider(HttpAdapter):
         else:
             sent = self.send("GET", "/v1/transactions",
                              params={"reference": request.merchant_reference})
-        failed = self.unanswered(sent, mutation=False)
-        if failed is not None:
-            return failed
         if sent.status_code == 200 and isinstance(sent.field("authorization"), dict):
             return self._transaction(sent)
-        return self._error(sent, request.provider_reference)
+        return self.failure(sent, request.provider_reference, mutation=False)
 
-    # -- payouts and deposits --------------------------------------------------------------------
-    def _movement(self, sent: Sent, id_field: str, *, mutation: bool) -> MovementResult:
-        failed = self.movement_unanswered(sent, mutation=mutation)
-        if failed is not None:
-            return failed
-        reference = sent.field(id_field)
-        if sent.status_code not in (200, 201) or not isinstance(reference, str):
-            fallback = "not_found" if sent.status_code == 404 else "invalid_request"
-            return self.movement_rejected(
-                sent, ERROR_CODES.get(str(sent.field("returnCode")), fallback))
-        return self.movement_answer(
-            sent, reference=reference,
-            amount=from_decimal_string(sent.field("amount"), str(sent.field("currency"))),
-            status=MOVEMENT_STATUS.get(sent.field("status"), MovementStatus.UNKNOWN))
+    # -- payouts and deposits (the calls are HttpAdapter's) -----------------------------------
+    movement_paths = {"payout": "/v1/payouts", "deposit": "/v1/deposits"}
+    movement_ids = {"payout": "payoutId", "deposit": "depositId"}
 
-    def payout_create(self, request: PayoutRequest) -> MovementResult:
-        return self._movement(self.send("POST", "/v1/payouts", body={
-            "reference": request.merchant_reference,
-            "amount": to_decimal_string(request.amount, request.currency),
-            "currency": request.currency.upper(), "bankAccount": request.destination,
-        }, idempotency_key=request.idempotency_key), "payoutId", mutation=True)
+    def movement_body(self, kind: str, request: PayoutRequest | DepositRequest
+                      ) -> dict[str, Any]:
+        body = {"reference": request.merchant_reference,
+                "amount": to_decimal_string(request.amount, request.currency),
+                "currency": request.currency.upper()}
+        if isinstance(request, PayoutRequest):
+            return {**body, "bankAccount": request.destination}
+        return {**body, "method": request.method}
 
-    def payout_retrieve(self, provider_reference: str) -> MovementResult:
-        return self._movement(self.send("GET", f"/v1/payouts/{provider_reference}"),
-                              "payoutId", mutation=False)
-
-    def deposit_create(self, request: DepositRequest) -> MovementResult:
-        return self._movement(self.send("POST", "/v1/deposits", body={
-            "reference": request.merchant_reference,
-            "amount": to_decimal_string(request.amount, request.currency),
-            "currency": request.currency.upper(), "method": request.method,
-        }, idempotency_key=request.idempotency_key), "depositId", mutation=True)
-
-    def deposit_retrieve(self, provider_reference: str) -> MovementResult:
-        return self._movement(self.send("GET", f"/v1/deposits/{provider_reference}"),
-                              "depositId", mutation=False)
+    def movement_fields(self, sent: Sent) -> dict[str, Any]:
+        return {"amount": from_decimal_string(sent.field("amount"), str(sent.field("currency"))),
+                "status": MOVEMENT_STATUS.get(sent.field("status"), MovementStatus.UNKNOWN)}
 
     # -- inbound webhooks --------------------------------------------------------------------
-    def verify_webhook(self, *, headers: Mapping[str, str], body: bytes,
-                       now: float | None = None, tolerance_seconds: int = 300) -> bool:
+    def webhook_signature(self, headers: Mapping[str, str], body: bytes, secret: str
+                          ) -> tuple[float, str, list[str]] | None:
         """`X-Rede-Signature: <base64 HMAC-SHA512(secret, "<timestamp>\\n<body>")>` with
         `X-Rede-Timestamp: <UTC RFC 3339, e.g. 2026-01-05T10:00:00Z>`."""
-        lower = {k.lower(): v for k, v in headers.items()}
-        timestamp = lower.get("x-rede-timestamp", "")
-        secret = self.config().get("webhook_secret", "")
+        timestamp = headers.get("x-rede-timestamp", "")
         try:
             moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
         except ValueError:
-            return False
-        if not secret or moment.tzinfo is None or not fresh(moment.timestamp(), now,
-                                                            tolerance_seconds):
-            return False
+            return None
+        if moment.tzinfo is None:
+            return None
         digest = hmac.new(secret.encode(), timestamp.encode() + b"\n" + body, hashlib.sha512)
         expected = base64.b64encode(digest.digest()).decode()
-        return signature_matches(expected, [lower.get("x-rede-signature", "").strip()])
+        return moment.timestamp(), expected, [headers.get("x-rede-signature", "").strip()]
 
     def parse_webhook(self, body: bytes) -> InboundEvent:
         payload = parse_json_object(body)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, replace
 from datetime import date
+from typing import TypeVar
 
 from django.db import IntegrityError, transaction
 
@@ -47,6 +48,8 @@ from providers.base import (
 )
 from providers.errors import error
 from providers.models import SandboxCharge, SandboxMovement, SandboxOperation
+
+Answer = TypeVar("Answer", ProviderResult, MovementResult)
 
 DECLINES = {
     "pm_card_declined": "card_declined",
@@ -106,10 +109,6 @@ def _movement_answer(movement: SandboxMovement) -> MovementResult:
     )
 
 
-def _movement_json(result: MovementResult) -> dict:
-    return {**asdict(result), "outcome": result.outcome.value, "status": result.status.value}
-
-
 def _movement_from_json(data: dict) -> MovementResult:
     return MovementResult(**{**data, "outcome": Outcome(data["outcome"]),
                              "status": MovementStatus(data["status"])})
@@ -119,32 +118,40 @@ class SandboxProvider:
     code = "sandbox"
     notices_need_lookup = False
 
-    def _once(self, key: str, operation: str, build: Callable[[], ProviderResult]
-              ) -> ProviderResult:
-        """Run `build` once per idempotency key; later calls replay the first answer."""
+    def _replayed(self, key: str, operation: str, build: Callable[[], tuple[Answer, Answer]],
+                  decode: Callable[[dict], Answer]) -> Answer:
+        """Run `build` once per idempotency key; later calls replay its answer. `build` returns
+        what this caller sees and what really happened, which is what is stored: an answer lost
+        on the way (a `timeout` token) is learnt by sending the same key again."""
         started = time.monotonic()
         existing = SandboxOperation.objects.filter(pk=key).first()
         if existing is not None:
-            return _from_json(existing.result)
+            return decode(existing.result)
         try:
             with transaction.atomic():
-                result = build()
-                # A timeout is what the *caller* sees; the sandbox itself did charge, so it
-                # remembers an approval and a retry with the same key learns the truth.
-                stored = result
-                if result.outcome == Outcome.UNKNOWN and result.provider_reference:
-                    stored = replace(result, outcome=Outcome.APPROVED, error_code="",
-                                     error_message="")
+                seen, true = build()
                 SandboxOperation.objects.create(
                     idempotency_key=key, operation=operation,
-                    result={**asdict(stored), "outcome": stored.outcome.value,
-                            "status": stored.status.value},
-                )
+                    result={**asdict(true), "outcome": true.outcome.value,
+                            "status": true.status.value})
         except IntegrityError:  # a concurrent call with the same key won; replay its answer
-            return _from_json(SandboxOperation.objects.get(pk=key).result)
-        if result.outcome == Outcome.UNKNOWN:
-            result = replace(result, provider_reference="", status=ProviderStatus.UNKNOWN)
-        return replace(result, latency_ms=int((time.monotonic() - started) * 1000))
+            return decode(SandboxOperation.objects.get(pk=key).result)
+        return replace(seen, latency_ms=int((time.monotonic() - started) * 1000))
+
+    def _once(self, key: str, operation: str, build: Callable[[], ProviderResult]
+              ) -> ProviderResult:
+        def seen_and_true() -> tuple[ProviderResult, ProviderResult]:
+            result = build()
+            if result.outcome != Outcome.UNKNOWN:
+                return result, result
+            # A timeout is what the *caller* sees; the sandbox itself did charge, so it
+            # remembers an approval and a retry with the same key learns the truth.
+            true = result
+            if result.provider_reference:
+                true = replace(result, outcome=Outcome.APPROVED, error_code="", error_message="")
+            return replace(result, provider_reference="", status=ProviderStatus.UNKNOWN), true
+
+        return self._replayed(key, operation, seen_and_true, _from_json)
 
     def authorize(self, request: AuthorizeRequest) -> ProviderResult:
         def build() -> ProviderResult:
@@ -166,49 +173,51 @@ class SandboxProvider:
 
         return self._once(request.idempotency_key, "authorize", build)
 
-    def _locked_charge(self, reference: str) -> SandboxCharge | None:
-        return SandboxCharge.objects.select_for_update().filter(pk=reference).first()
-
-    def capture(self, request: CaptureRequest) -> ProviderResult:
+    def _change_charge(self, request: CaptureRequest | VoidRequest | RefundRequest,
+                       operation: str, allowed: Callable[[SandboxCharge], bool],
+                       change: Callable[[SandboxCharge], ProviderResult]) -> ProviderResult:
+        """Once per key: lock the charge `request` names and `change` it when it is `allowed`
+        (else `invalid_request`; `not_found` when there is no such charge)."""
         def build() -> ProviderResult:
-            charge = self._locked_charge(request.provider_reference)
+            charge = (SandboxCharge.objects.select_for_update()
+                      .filter(pk=request.provider_reference).first())
             if charge is None:
                 return _declined("not_found", request.provider_reference)
-            if charge.status != ProviderStatus.AUTHORIZED or request.amount > charge.amount:
+            if not allowed(charge):
                 return _declined("invalid_request", charge.reference)
+            return change(charge)
+
+        return self._once(request.idempotency_key, operation, build)
+
+    def capture(self, request: CaptureRequest) -> ProviderResult:
+        def change(charge: SandboxCharge) -> ProviderResult:
             charge.status, charge.captured = ProviderStatus.CAPTURED, request.amount
             charge.save(update_fields=["status", "captured"])
             return _approved(charge, request.amount)
 
-        return self._once(request.idempotency_key, "capture", build)
+        return self._change_charge(request, "capture", lambda charge: (
+            charge.status == ProviderStatus.AUTHORIZED and request.amount <= charge.amount),
+            change)
 
     def void(self, request: VoidRequest) -> ProviderResult:
-        def build() -> ProviderResult:
-            charge = self._locked_charge(request.provider_reference)
-            if charge is None:
-                return _declined("not_found", request.provider_reference)
-            if charge.status != ProviderStatus.AUTHORIZED:
-                return _declined("invalid_request", charge.reference)
+        def change(charge: SandboxCharge) -> ProviderResult:
             charge.status = ProviderStatus.VOIDED
             charge.save(update_fields=["status"])
             return _approved(charge, charge.amount)
 
-        return self._once(request.idempotency_key, "void", build)
+        return self._change_charge(
+            request, "void", lambda charge: charge.status == ProviderStatus.AUTHORIZED, change)
 
     def refund(self, request: RefundRequest) -> ProviderResult:
-        def build() -> ProviderResult:
-            charge = self._locked_charge(request.provider_reference)
-            if charge is None:
-                return _declined("not_found", request.provider_reference)
-            if charge.refunded + request.amount > charge.captured:
-                return _declined("invalid_request", charge.reference)
+        def change(charge: SandboxCharge) -> ProviderResult:
             charge.refunded += request.amount
             if charge.refunded == charge.captured:
                 charge.status = ProviderStatus.REFUNDED
             charge.save(update_fields=["refunded", "status"])
             return _approved(charge, request.amount, f"sbxr_{request.idempotency_key[-24:]}")
 
-        return self._once(request.idempotency_key, "refund", build)
+        return self._change_charge(request, "refund", lambda charge: (
+            charge.refunded + request.amount <= charge.captured), change)
 
     def retrieve(self, request: RetrieveRequest) -> ProviderResult:
         charges = SandboxCharge.objects.all()
@@ -225,23 +234,16 @@ class SandboxProvider:
     def _movement_once(self, key: str, operation: str,
                        build: Callable[[], tuple[MovementResult, bool]]) -> MovementResult:
         """`_once` for movements. `build` returns the true answer and whether the caller loses
-        it (a `timeout` token): the true one is stored, so the same key sent again learns it."""
-        started = time.monotonic()
-        existing = SandboxOperation.objects.filter(pk=key).first()
-        if existing is not None:
-            return _movement_from_json(existing.result)
-        try:
-            with transaction.atomic():
-                result, lost = build()
-                SandboxOperation.objects.create(idempotency_key=key, operation=operation,
-                                                result=_movement_json(result))
-        except IntegrityError:  # a concurrent call with the same key won; replay its answer
-            return _movement_from_json(SandboxOperation.objects.get(pk=key).result)
-        if lost:
+        it (a `timeout` token)."""
+        def seen_and_true() -> tuple[MovementResult, MovementResult]:
+            result, lost = build()
+            if not lost:
+                return result, result
             err = error("timeout")
-            result = MovementResult(outcome=Outcome.UNKNOWN, status=MovementStatus.UNKNOWN,
-                                    error_code=err.code, error_message=err.message)
-        return replace(result, latency_ms=int((time.monotonic() - started) * 1000))
+            return MovementResult(outcome=Outcome.UNKNOWN, status=MovementStatus.UNKNOWN,
+                                  error_code=err.code, error_message=err.message), result
+
+        return self._replayed(key, operation, seen_and_true, _movement_from_json)
 
     def payout_create(self, request: PayoutRequest) -> MovementResult:
         def build() -> tuple[MovementResult, bool]:

@@ -4,7 +4,8 @@ its own columns and how a line's values become a `SettlementRow` (its `parse_set
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -118,3 +119,39 @@ def iso_day(text: str) -> date:
 @lru_cache(maxsize=4096)
 def iso_datetime_day(text: str) -> date:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one provider writes its settlement file: the delimiter; the columns holding the sale
+    day, the charge's reference, our order id, the line's type, the currency and the refund's
+    reference; its words for a capture and a refund; and how it writes days and amounts.
+    `amounts` are the columns `read_amounts` turns into (gross, fee, net) minor units."""
+
+    delimiter: str
+    day: str
+    reference: str
+    order: str
+    kind: str
+    currency: str
+    refund: str
+    amounts: tuple[str, ...]
+    kinds: Mapping[str, str]  # the provider's type word → CAPTURE or REFUND
+    read_day: Callable[[str], date]
+    read_amounts: Callable[[tuple[str, ...], str], tuple[int, int, int]]
+
+    def parse(self, lines: Iterable[str]) -> Iterator[SettlementRow]:
+        columns = (self.day, self.reference, self.order, self.kind, self.currency, self.refund,
+                   *self.amounts)
+        return parse(lines, self.delimiter, columns, self._fill)
+
+    def _fill(self, line: SettlementRow, values: tuple[str, ...]) -> None:
+        day, reference, order, kind_text, currency, refund, *amounts = values
+        kind = self.kinds.get(kind_text)
+        if kind is None:
+            raise MalformedLine(f"unknown {self.kind} {kind_text!r}")
+        line.provider_reference, line.merchant_reference = reference, order
+        line.refund_reference = refund if kind == REFUND else ""
+        line.transaction_date = self.read_day(day)
+        line.currency = read_currency(currency)
+        finish(line, kind, *self.read_amounts(tuple(amounts), line.currency))

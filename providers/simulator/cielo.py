@@ -18,12 +18,12 @@ from providers.simulator.wire import (
     Reply,
     Request,
     iso,
-    pick_charge_for_order,
     require_currency,
     require_int,
     require_str,
     routes,
 )
+from providers.webhook_names import event_names
 
 STATUS = {"authorized": 1, "captured": 2, "declined": 3, "voided": 10, "refunded": 11}
 RETURN_CODES = {
@@ -36,13 +36,7 @@ ERRORS = {  # kind → (HTTP status, Cielo error code)
     "idempotency_mismatch": (409, 901), "invalid_state": (400, 308),
     "invalid_amount": (400, 116), "unavailable": (503, 503), "server_error": (500, 500),
 }
-CHANGE_TYPES = {
-    "payment.authorized": "PaymentAuthorized", "payment.captured": "PaymentCaptured",
-    "payment.declined": "PaymentDenied", "payment.voided": "PaymentVoided",
-    "refund.succeeded": "RefundConfirmed", "dispute.opened": "ChargebackOpened",
-    "payout.paid": "PayoutPaid", "payout.failed": "PayoutFailed",
-    "deposit.confirmed": "DepositConfirmed", "deposit.failed": "DepositFailed",
-}
+CHANGE_TYPES = event_names("cielo")
 MOVEMENT_STATUS = {"pending": "Pending", "in_transit": "InTransit", "paid": "Paid",
                    "confirmed": "Confirmed", "failed": "Failed"}
 
@@ -88,13 +82,12 @@ class CieloDialect(Dialect):
         ("POST", r"/1/sales/?", "authorize"),
         ("PUT", r"/1/sales/(?P<ref>[^/]+)/capture", "capture"),
         ("PUT", r"/1/sales/(?P<ref>[^/]+)/void", "void_or_refund"),
-        ("GET", r"/1/sales/(?P<ref>[^/]+)", "get_sale"),
+        ("GET", r"/1/sales/(?P<ref>[^/]+)", "get_charge"),
         ("GET", r"/1/sales/?", "find_sales"),
-        ("POST", r"/1/payouts/?", "payout"),
-        ("GET", r"/1/payouts/(?P<ref>[^/]+)", "get_payout"),
-        ("POST", r"/1/deposits/?", "deposit"),
-        ("GET", r"/1/deposits/(?P<ref>[^/]+)", "get_deposit"),
+        movements="/1",
     )
+    errors = ERRORS
+    charge_not_found = "Transaction not found."
 
     def authenticate(self, request: Request, book: Book) -> Reply | None:
         creds = book.config.credentials
@@ -103,10 +96,8 @@ class CieloDialect(Dialect):
             return None
         return self.error("unauthorized", "MerchantId or MerchantKey is invalid.")
 
-    def error(self, kind: str, message: str) -> Reply:
-        status, code = ERRORS[kind]
-        headers = {"Retry-After": "1"} if status == 503 else {}
-        return Reply.json(status, [{"Code": code, "Message": message}], headers)
+    def error_body(self, status: int, message: str, *codes: Any) -> Any:
+        return [{"Code": codes[0], "Message": message}]
 
     # -- payments ------------------------------------------------------------------------------
     def authorize(self, request: Request, book: Book) -> Mutation:
@@ -137,7 +128,8 @@ class CieloDialect(Dialect):
 
         return Mutation("authorize", apply, render, payment_method=token)
 
-    def _amount_param(self, request: Request) -> int | None:
+    def requested_amount(self, request: Request, book: Book) -> int | None:
+        """Cielo takes the amount of a capture or refund as a query parameter, in cents."""
         raw = request.query.get("amount")
         if raw is None:
             return None
@@ -145,67 +137,42 @@ class CieloDialect(Dialect):
             raise BadRequest("amount must be an integer number of cents.", "amount")
         return require_int(int(raw), "amount")
 
-    def capture(self, request: Request, book: Book) -> Mutation:
-        amount, ref = self._amount_param(request), request.params["ref"]
-
-        def render(result: Result) -> Reply:
-            if result.kind != "ok":
-                return self.failure(result)
-            return Reply.json(200, {"Status": 2, "ReasonCode": 0, "ReasonMessage": "Successful",
-                                    "ProviderReturnCode": "6",
-                                    "ProviderReturnMessage": "Operation Successful",
-                                    "CapturedAmount": result.charge.captured})
-
-        return Mutation("capture", lambda draws: book.capture(ref, amount), render)
+    def captured(self, result: Result) -> Reply:
+        return Reply.json(200, {"Status": 2, "ReasonCode": 0, "ReasonMessage": "Successful",
+                                "ProviderReturnCode": "6",
+                                "ProviderReturnMessage": "Operation Successful",
+                                "CapturedAmount": result.charge.captured})
 
     def void_or_refund(self, request: Request, book: Book) -> Mutation:
         """Cielo's one cancel endpoint: without `amount` it voids an authorization, with
         `amount` it refunds (part of) a captured sale."""
-        amount, ref = self._amount_param(request), request.params["ref"]
-        if amount is None:
-            def render_void(result: Result) -> Reply:
-                if result.kind != "ok":
-                    return self.failure(result)
-                return Reply.json(200, {"Status": 10, "ReasonCode": 0,
-                                        "ReasonMessage": "Successful",
-                                        "ProviderReturnCode": "9",
-                                        "ProviderReturnMessage": "Operation Successful"})
+        if self.requested_amount(request, book) is None:
+            return self.void(request, book)
+        return self.refund(request, book)
 
-            return Mutation("void", lambda draws: book.void(ref), render_void)
+    def voided(self, result: Result) -> Reply:
+        return Reply.json(200, {"Status": 10, "ReasonCode": 0, "ReasonMessage": "Successful",
+                                "ProviderReturnCode": "9",
+                                "ProviderReturnMessage": "Operation Successful"})
 
-        def apply(draws: Draws) -> Result:
-            return book.refund(ref, amount, book.new_uuid())
+    def refunded(self, result: Result) -> Reply:
+        return Reply.json(200, {"Status": STATUS[result.charge.status], "ReasonCode": 0,
+                                "ReasonMessage": "Successful", "ProviderReturnCode": "9",
+                                "ProviderReturnMessage": "Operation Successful",
+                                "RefundId": result.refund.reference,
+                                "RefundAmount": result.refund.amount,
+                                "VoidedAmount": result.charge.refunded})
 
-        def render(result: Result) -> Reply:
-            if result.kind != "ok":
-                return self.failure(result)
-            return Reply.json(200, {"Status": STATUS[result.charge.status], "ReasonCode": 0,
-                                    "ReasonMessage": "Successful", "ProviderReturnCode": "9",
-                                    "ProviderReturnMessage": "Operation Successful",
-                                    "RefundId": result.refund.reference,
-                                    "RefundAmount": result.refund.amount,
-                                    "VoidedAmount": result.charge.refunded})
-
-        return Mutation("refund", apply, render)
-
-    def get_sale(self, request: Request, book: Book) -> Reply:
-        charge = book.charge(request.params["ref"])
-        if charge is None:
-            return self.error("not_found", "Transaction not found.")
-        return Reply.json(200, _sale(charge))
+    def charge_body(self, charge: Charge) -> dict[str, Any]:
+        return _sale(charge)
 
     def find_sales(self, request: Request, book: Book) -> Reply:
-        order_id = request.query.get("merchantOrderId", "")
-        if not order_id:
-            raise BadRequest("merchantOrderId is required.", "merchantOrderId")
-        charges = book.charges_for_order(order_id)
+        charges = self.order_charges(request, book, "merchantOrderId")
         if not charges:
             return self.error("not_found", "No sales for this MerchantOrderId.")
         # Like Cielo, the list holds ids only (live one first); the caller fetches the sale.
-        best = pick_charge_for_order(charges)
-        ordered = [best, *[c for c in reversed(charges) if c is not best]]
         return Reply.json(200, {"Payments": [
-            {"PaymentId": c.reference, "ReceivedDate": iso(c.created_at)} for c in ordered]})
+            {"PaymentId": c.reference, "ReceivedDate": iso(c.created_at)} for c in charges]})
 
     # -- payouts and deposits --------------------------------------------------------------------
     def movement_request(self, request: Request, book: Book, kind: str

@@ -23,12 +23,12 @@ from providers.simulator.wire import (
     Reply,
     Request,
     iso,
-    pick_charge_for_order,
     require_currency,
     require_str,
     routes,
     scaled_to_minor,
 )
+from providers.webhook_names import event_names
 
 TOKEN_TTL_SECONDS = 3600
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -50,13 +50,7 @@ ERRORS = {  # kind → (HTTP status, error_code, name)
     "unavailable": (503, "SERVICE-503", "ServiceUnavailable"),
     "server_error": (500, "GENERIC-500", "InternalServerError"),
 }
-EVENTS = {
-    "payment.authorized": "PAYMENT_AUTHORIZED", "payment.captured": "PAYMENT_CONFIRMED",
-    "payment.declined": "PAYMENT_DENIED", "payment.voided": "PAYMENT_CANCELED",
-    "refund.succeeded": "REFUND_APPROVED", "dispute.opened": "DISPUTE_OPENED",
-    "payout.paid": "PAYOUT_PAID", "payout.failed": "PAYOUT_FAILED",
-    "deposit.confirmed": "DEPOSIT_CONFIRMED", "deposit.failed": "DEPOSIT_FAILED",
-}
+EVENTS = event_names("getnet")
 
 
 def _money(amount: int, currency: str) -> dict[str, Any]:
@@ -115,13 +109,13 @@ class GetnetDialect(Dialect):
         ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/confirm", "capture"),
         ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/cancel", "void"),
         ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/refund", "refund"),
-        ("GET", r"/v1/payments/(?P<ref>[^/]+)", "get_payment"),
+        ("GET", r"/v1/payments/(?P<ref>[^/]+)", "get_charge"),
         ("GET", r"/v1/payments/?", "find_payments"),
-        ("POST", r"/v1/payouts/?", "payout"),
-        ("GET", r"/v1/payouts/(?P<ref>[^/]+)", "get_payout"),
-        ("POST", r"/v1/deposits/?", "deposit"),
-        ("GET", r"/v1/deposits/(?P<ref>[^/]+)", "get_deposit"),
+        movements="/v1",
     )
+    errors = ERRORS
+    charge_not_found = "Payment not found."
+    amount_from_wire = staticmethod(scaled_to_minor)
 
     def authenticate(self, request: Request, book: Book) -> Reply | None:
         creds = book.config.credentials
@@ -152,12 +146,12 @@ class GetnetDialect(Dialect):
     def error(self, kind: str, message: str) -> Reply:
         if kind == "unauthorized":
             return self._oauth_error("invalid_token", message)
-        status, code, name = ERRORS[kind]
-        headers = {"Retry-After": "1"} if status == 503 else {}
-        return Reply.json(status, {
-            "message": message, "name": name, "status_code": status,
-            "details": [{"status": "ERROR", "error_code": code, "description": message}],
-        }, headers)
+        return super().error(kind, message)
+
+    def error_body(self, status: int, message: str, *codes: Any) -> Any:
+        code, name = codes
+        return {"message": message, "name": name, "status_code": status,
+                "details": [{"status": "ERROR", "error_code": code, "description": message}]}
 
     def token(self, request: Request, book: Book) -> Reply:
         form = parse_qs(request.body.decode("utf-8", "replace"))
@@ -168,19 +162,21 @@ class GetnetDialect(Dialect):
         return Reply.json(200, {"access_token": token, "token_type": "Bearer",
                                 "expires_in": TOKEN_TTL_SECONDS, "scope": "oob"})
 
-    def _seller(self, data: dict[str, Any], book: Book) -> None:
+    def _seller_amount(self, data: dict[str, Any], book: Book) -> tuple[int, str]:
+        """The request's seller must be these credentials'; its `amount` object → (minor
+        units, currency)."""
         if data.get("seller_id") != book.config.credentials["seller_id"]:
             raise BadRequest("seller_id does not belong to these credentials.", "seller_id")
-
-    # -- payments ------------------------------------------------------------------------------
-    def authorize(self, request: Request, book: Book) -> Mutation:
-        data = request.json()
-        self._seller(data, book)
         raw_amount = data.get("amount")
         currency = require_currency(
             raw_amount.get("currency", "BRL") if isinstance(raw_amount, dict) else None,
             "amount.currency")
-        amount = scaled_to_minor(raw_amount, currency, "amount")
+        return scaled_to_minor(raw_amount, currency, "amount"), currency
+
+    # -- payments ------------------------------------------------------------------------------
+    def authorize(self, request: Request, book: Book) -> Mutation:
+        data = request.json()
+        amount, currency = self._seller_amount(data, book)
         order = data.get("order")
         order_id = require_str(order if isinstance(order, dict) else {}, "order_id")
         credit = data.get("credit")
@@ -214,80 +210,35 @@ class GetnetDialect(Dialect):
 
         return Mutation("authorize", apply, render, payment_method=token)
 
-    def _amount(self, request: Request, book: Book) -> int | None:
-        data = request.json()
-        charge = book.charge(request.params["ref"])
-        if "amount" not in data or charge is None:
-            return None
-        return scaled_to_minor(data["amount"], charge.currency, "amount")
+    def captured(self, result: Result) -> Reply:
+        return Reply.json(200, {**_payment(result.charge), "credit_confirm": {
+            "confirm_date": iso(result.charge.captured_at),
+            "message": "Credit transaction confirmed successfully"}})
 
-    def capture(self, request: Request, book: Book) -> Mutation:
-        ref, amount = request.params["ref"], self._amount(request, book)
+    def voided(self, result: Result) -> Reply:
+        return Reply.json(200, {**_payment(result.charge), "credit_cancel": {
+            "message": "Credit transaction cancelled successfully"}})
 
-        def render(result: Result) -> Reply:
-            if result.kind != "ok":
-                return self.failure(result)
-            return Reply.json(200, {**_payment(result.charge), "credit_confirm": {
-                "confirm_date": iso(result.charge.captured_at),
-                "message": "Credit transaction confirmed successfully"}})
+    def refunded(self, result: Result) -> Reply:
+        charge, refund = result.charge, result.refund
+        return Reply.json(200, {"payment_id": charge.reference, "refund_id": refund.reference,
+                                "status": _status(charge.snapshot()),
+                                "amount": _money(refund.amount, charge.currency),
+                                "refunded_at": iso(refund.created_at)})
 
-        return Mutation("capture", lambda draws: book.capture(ref, amount), render)
-
-    def void(self, request: Request, book: Book) -> Mutation:
-        ref = request.params["ref"]
-
-        def render(result: Result) -> Reply:
-            if result.kind != "ok":
-                return self.failure(result)
-            return Reply.json(200, {**_payment(result.charge), "credit_cancel": {
-                "message": "Credit transaction cancelled successfully"}})
-
-        return Mutation("void", lambda draws: book.void(ref), render)
-
-    def refund(self, request: Request, book: Book) -> Mutation:
-        ref, amount = request.params["ref"], self._amount(request, book)
-
-        def render(result: Result) -> Reply:
-            if result.kind != "ok":
-                return self.failure(result)
-            charge, refund = result.charge, result.refund
-            return Reply.json(200, {"payment_id": charge.reference,
-                                    "refund_id": refund.reference,
-                                    "status": _status(charge.snapshot()),
-                                    "amount": _money(refund.amount, charge.currency),
-                                    "refunded_at": iso(refund.created_at)})
-
-        return Mutation("refund", lambda draws: book.refund(ref, amount, book.new_uuid()),
-                        render)
-
-    def get_payment(self, request: Request, book: Book) -> Reply:
-        charge = book.charge(request.params["ref"])
-        if charge is None:
-            return self.error("not_found", "Payment not found.")
-        return Reply.json(200, _payment(charge))
+    def charge_body(self, charge: Charge) -> dict[str, Any]:
+        return _payment(charge)
 
     def find_payments(self, request: Request, book: Book) -> Reply:
-        order_id = request.query.get("order_id", "")
-        if not order_id:
-            raise BadRequest("order_id is required.", "order_id")
-        charges = book.charges_for_order(order_id)
-        ordered = []
-        if charges:
-            best = pick_charge_for_order(charges)
-            ordered = [best, *[c for c in reversed(charges) if c is not best]]
-        return Reply.json(200, {"payments": [_payment(c) for c in ordered],
-                                "total": len(ordered)})
+        charges = self.order_charges(request, book, "order_id")
+        return Reply.json(200, {"payments": [_payment(c) for c in charges],
+                                "total": len(charges)})
 
     # -- payouts and deposits --------------------------------------------------------------------
     def movement_request(self, request: Request, book: Book, kind: str
                          ) -> tuple[str, int, str, str]:
         data = request.json()
-        self._seller(data, book)
-        raw_amount = data.get("amount")
-        currency = require_currency(
-            raw_amount.get("currency", "BRL") if isinstance(raw_amount, dict) else None,
-            "amount.currency")
-        amount = scaled_to_minor(raw_amount, currency, "amount")
+        amount, currency = self._seller_amount(data, book)
         order_id = require_str(data, "order_id")
         if kind == "payout":
             destination = data.get("destination")

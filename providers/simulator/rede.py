@@ -21,11 +21,11 @@ from providers.simulator.wire import (
     decimal_to_minor,
     iso,
     minor_to_decimal,
-    pick_charge_for_order,
     require_currency,
     require_str,
     routes,
 )
+from providers.webhook_names import event_names
 
 RETURN_CODES = {  # decline reason → (returnCode, returnMessage)
     "card_declined": ("101", "Unauthorized. Problems on the card, contact the issuer."),
@@ -43,13 +43,7 @@ ERRORS = {  # kind → (HTTP status, returnCode)
 }
 AUTH_STATUS = {"authorized": "Approved", "captured": "Approved", "refunded": "Canceled",
                "voided": "Canceled", "declined": "Denied"}
-EVENTS = {
-    "payment.authorized": "transaction.authorized", "payment.captured": "transaction.captured",
-    "payment.declined": "transaction.denied", "payment.voided": "transaction.canceled",
-    "refund.succeeded": "refund.done", "dispute.opened": "chargeback.opened",
-    "payout.paid": "payout.paid", "payout.failed": "payout.failed",
-    "deposit.confirmed": "deposit.confirmed", "deposit.failed": "deposit.failed",
-}
+EVENTS = event_names("rede")
 
 
 def _money(amount: int, currency: str) -> str:
@@ -96,13 +90,13 @@ class RedeDialect(Dialect):
         ("PUT", r"/v1/transactions/(?P<ref>[^/]+)", "capture"),
         ("DELETE", r"/v1/transactions/(?P<ref>[^/]+)", "void"),
         ("POST", r"/v1/transactions/(?P<ref>[^/]+)/refunds", "refund"),
-        ("GET", r"/v1/transactions/(?P<ref>[^/]+)", "get_transaction"),
+        ("GET", r"/v1/transactions/(?P<ref>[^/]+)", "get_charge"),
         ("GET", r"/v1/transactions/?", "find_transaction"),
-        ("POST", r"/v1/payouts/?", "payout"),
-        ("GET", r"/v1/payouts/(?P<ref>[^/]+)", "get_payout"),
-        ("POST", r"/v1/deposits/?", "deposit"),
-        ("GET", r"/v1/deposits/(?P<ref>[^/]+)", "get_deposit"),
+        movements="/v1",
     )
+    errors = ERRORS
+    charge_not_found = "Transaction does not exist."
+    amount_from_wire = staticmethod(decimal_to_minor)
 
     def authenticate(self, request: Request, book: Book) -> Reply | None:
         creds = book.config.credentials
@@ -111,10 +105,8 @@ class RedeDialect(Dialect):
             return None
         return self.error("unauthorized", "Unauthorized. Check affiliation (PV) and token.")
 
-    def error(self, kind: str, message: str) -> Reply:
-        status, code = ERRORS[kind]
-        headers = {"Retry-After": "1"} if status == 503 else {}
-        return Reply.json(status, {"returnCode": code, "returnMessage": message}, headers)
+    def error_body(self, status: int, message: str, *codes: Any) -> Any:
+        return {"returnCode": codes[0], "returnMessage": message}
 
     # -- payments ------------------------------------------------------------------------------
     def authorize(self, request: Request, book: Book) -> Mutation:
@@ -149,69 +141,33 @@ class RedeDialect(Dialect):
 
         return Mutation("authorize", apply, render, payment_method=token)
 
-    def _amount(self, request: Request, book: Book) -> int | None:
-        data = request.json()
-        charge = book.charge(request.params["ref"])
-        if "amount" not in data or charge is None:
-            return None
-        return decimal_to_minor(data["amount"], charge.currency, "amount")
+    def captured(self, result: Result) -> Reply:
+        charge = result.charge
+        return Reply.json(200, {"returnCode": "00", "returnMessage": "Success.",
+                                "tid": charge.reference, "nsu": charge.proof_of_sale,
+                                "dateTime": iso(charge.captured_at),
+                                "amount": _money(charge.captured, charge.currency)})
 
-    def capture(self, request: Request, book: Book) -> Mutation:
-        ref, amount = request.params["ref"], self._amount(request, book)
+    def voided(self, result: Result) -> Reply:
+        return Reply.json(200, {"returnCode": "359", "returnMessage": "Cancellation successful.",
+                                "tid": result.charge.reference})
 
-        def render(result: Result) -> Reply:
-            if result.kind != "ok":
-                return self.failure(result)
-            charge = result.charge
-            return Reply.json(200, {"returnCode": "00", "returnMessage": "Success.",
-                                    "tid": charge.reference, "nsu": charge.proof_of_sale,
-                                    "dateTime": iso(charge.captured_at),
-                                    "amount": _money(charge.captured, charge.currency)})
+    def refunded(self, result: Result) -> Reply:
+        charge, refund = result.charge, result.refund
+        return Reply.json(200, {"returnCode": "359", "returnMessage": "Refund successful.",
+                                "refundId": refund.reference, "tid": charge.reference,
+                                "nsu": charge.proof_of_sale,
+                                "refundDateTime": iso(refund.created_at),
+                                "amount": _money(refund.amount, charge.currency)})
 
-        return Mutation("capture", lambda draws: book.capture(ref, amount), render)
-
-    def void(self, request: Request, book: Book) -> Mutation:
-        ref = request.params["ref"]
-
-        def render(result: Result) -> Reply:
-            if result.kind != "ok":
-                return self.failure(result)
-            return Reply.json(200, {"returnCode": "359",
-                                    "returnMessage": "Cancellation successful.",
-                                    "tid": result.charge.reference})
-
-        return Mutation("void", lambda draws: book.void(ref), render)
-
-    def refund(self, request: Request, book: Book) -> Mutation:
-        ref, amount = request.params["ref"], self._amount(request, book)
-
-        def render(result: Result) -> Reply:
-            if result.kind != "ok":
-                return self.failure(result)
-            charge, refund = result.charge, result.refund
-            return Reply.json(200, {"returnCode": "359", "returnMessage": "Refund successful.",
-                                    "refundId": refund.reference, "tid": charge.reference,
-                                    "nsu": charge.proof_of_sale,
-                                    "refundDateTime": iso(refund.created_at),
-                                    "amount": _money(refund.amount, charge.currency)})
-
-        return Mutation("refund", lambda draws: book.refund(ref, amount, book.new_uuid()),
-                        render)
-
-    def get_transaction(self, request: Request, book: Book) -> Reply:
-        charge = book.charge(request.params["ref"])
-        if charge is None:
-            return self.error("not_found", "Transaction does not exist.")
-        return Reply.json(200, _transaction(charge))
+    def charge_body(self, charge: Charge) -> dict[str, Any]:
+        return _transaction(charge)
 
     def find_transaction(self, request: Request, book: Book) -> Reply:
-        order_id = request.query.get("reference", "")
-        if not order_id:
-            raise BadRequest("reference is required.", "reference")
-        charges = book.charges_for_order(order_id)
+        charges = self.order_charges(request, book, "reference")
         if not charges:
             return self.error("not_found", "Transaction does not exist.")
-        return Reply.json(200, _transaction(pick_charge_for_order(charges)))
+        return Reply.json(200, _transaction(charges[0]))
 
     # -- payouts and deposits --------------------------------------------------------------------
     def movement_request(self, request: Request, book: Book, kind: str

@@ -79,7 +79,12 @@ class Route:
     handler: str
 
 
-def routes(*table: tuple[str, str, str]) -> list[Route]:
+def routes(*table: tuple[str, str, str], movements: str = "") -> list[Route]:
+    """The route table; `movements` is the prefix under which the dialect serves the payout
+    and deposit endpoints every provider has (`<prefix>/payouts`, `<prefix>/deposits`)."""
+    for kind in ("payout", "deposit") if movements else ():
+        table += (("POST", rf"{movements}/{kind}s/?", kind),
+                  ("GET", rf"{movements}/{kind}s/(?P<ref>[^/]+)", f"get_{kind}"))
     return [Route(method, re.compile(f"^{pattern}$"), handler)
             for method, pattern, handler in table]
 
@@ -101,9 +106,17 @@ class Dialect:
     def authenticate(self, request: Request, book: Book) -> Reply | None:
         raise NotImplementedError
 
+    # kind → (HTTP status, the provider's error code, …): what `error_body` is given
+    errors: dict[str, tuple[Any, ...]] = {}
+
     def error(self, kind: str, message: str) -> Reply:
         """kind: unauthorized, invalid_request, not_found, idempotency_mismatch, unavailable,
-        server_error, invalid_state, invalid_amount."""
+        server_error, invalid_state, invalid_amount. A 503 asks to retry after a second."""
+        status, *codes = self.errors[kind]
+        return Reply.json(status, self.error_body(status, message, *codes),
+                          {"Retry-After": "1"} if status == 503 else {})
+
+    def error_body(self, status: int, message: str, *codes: Any) -> Any:
         raise NotImplementedError
 
     def webhook_payload(self, event: SimEvent, book: Book) -> dict[str, Any]:
@@ -154,6 +167,72 @@ class Dialect:
 
     def get_deposit(self, request: Request, book: Book) -> Reply:
         return self._movement_get(request, book, "deposit")
+
+    # -- a charge: capture, void and refund it, look it up --------------------------------------
+    charge_not_found: str = "No transaction with this reference."
+
+    def amount_from_wire(self, value: Any, currency: str, name: str) -> int:
+        """The dialect's amount codec (decimal string, scaled object, …) → minor units."""
+        raise NotImplementedError
+
+    def requested_amount(self, request: Request, book: Book) -> int | None:
+        """The `amount` of a capture or refund body, in the charge's currency; None when the
+        body has none (all of it) or the charge is unknown (the book answers not_found)."""
+        data = request.json()
+        charge = book.charge(request.params["ref"])
+        if "amount" not in data or charge is None:
+            return None
+        return self.amount_from_wire(data["amount"], charge.currency, "amount")
+
+    def _on_charge(self, operation: str, apply: Apply,
+                   reply: Callable[[Result], Reply]) -> Mutation:
+        """A mutation of one charge: `reply` renders success, `failure` everything else."""
+        return Mutation(operation, apply, lambda result: reply(result) if result.kind == "ok"
+                        else self.failure(result))
+
+    def capture(self, request: Request, book: Book) -> Mutation:
+        ref, amount = request.params["ref"], self.requested_amount(request, book)
+        return self._on_charge("capture", lambda draws: book.capture(ref, amount),
+                               self.captured)
+
+    def void(self, request: Request, book: Book) -> Mutation:
+        ref = request.params["ref"]
+        return self._on_charge("void", lambda draws: book.void(ref), self.voided)
+
+    def refund(self, request: Request, book: Book) -> Mutation:
+        ref, amount = request.params["ref"], self.requested_amount(request, book)
+        return self._on_charge("refund", lambda draws: book.refund(ref, amount, book.new_uuid()),
+                               self.refunded)
+
+    def captured(self, result: Result) -> Reply:
+        raise NotImplementedError
+
+    def voided(self, result: Result) -> Reply:
+        raise NotImplementedError
+
+    def refunded(self, result: Result) -> Reply:
+        raise NotImplementedError
+
+    def charge_body(self, charge: Charge) -> dict[str, Any]:
+        """The dialect's lookup answer for one charge."""
+        raise NotImplementedError
+
+    def get_charge(self, request: Request, book: Book) -> Reply:
+        charge = book.charge(request.params["ref"])
+        if charge is None:
+            return self.error("not_found", self.charge_not_found)
+        return Reply.json(200, self.charge_body(charge))
+
+    def order_charges(self, request: Request, book: Book, param: str) -> list[Charge]:
+        """The charges of the order named by query parameter `param`, the live one first."""
+        order_id = request.query.get(param, "")
+        if not order_id:
+            raise BadRequest(f"{param} is required.", param)
+        charges = book.charges_for_order(order_id)
+        if not charges:
+            return []
+        best = pick_charge_for_order(charges)
+        return [best, *[c for c in reversed(charges) if c is not best]]
 
     def failure(self, result: Result) -> Reply:
         """The non-ok kinds every dialect answers the same way (in its own error format)."""
