@@ -88,17 +88,21 @@ def _child(index: int, factory: OperationFactory, duration: float, barrier: Any,
         pipe.close()
 
 
-def run_clients(clients: int, duration: float, factory: OperationFactory) -> ClientsResult:
-    """Fork `clients` processes, each running factory(index)(sequence) for `duration` seconds."""
+def fork_together(count: int, target: Callable[..., None],
+                  args: Callable[[int], tuple[Any, ...]], *, start_timeout: float,
+                  died: Any) -> tuple[list[Any], float]:
+    """Fork `count` processes running target(*args(index), barrier, pipe), released together
+    by the barrier; each sends one report through its pipe. Returns the reports (`died` for a
+    process that sent none) and the seconds from release to the last report."""
     from django.db import connections
 
     connections.close_all()  # a forked child must never share the parent's socket
     context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(clients + 1)
+    barrier = context.Barrier(count + 1)
     pipes, processes = [], []
-    for index in range(clients):
+    for index in range(count):
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_child, args=(index, factory, duration, barrier, sender),
+        process = context.Process(target=target, args=(*args(index), barrier, sender),
                                   daemon=True)
         process.start()
         sender.close()
@@ -106,17 +110,28 @@ def run_clients(clients: int, duration: float, factory: OperationFactory) -> Cli
         processes.append(process)
     # A child that failed to start breaks the barrier; its report below says why.
     with contextlib.suppress(threading.BrokenBarrierError):
-        barrier.wait(timeout=120)
-    result = ClientsResult(clients=clients, seconds=0.0, operations=0)
+        barrier.wait(timeout=start_timeout)
+    started = time.perf_counter()
+    reports = []
     for receiver in pipes:
         try:
-            done, elapsed, errors, latencies = receiver.recv()
+            reports.append(receiver.recv())
         except EOFError:
-            done, elapsed, errors, latencies = 0, 0.0, {"client_died": 1}, []
+            reports.append(died)
+    elapsed = time.perf_counter() - started
+    for process in processes:
+        process.join(timeout=60)
+    return reports, elapsed
+
+
+def run_clients(clients: int, duration: float, factory: OperationFactory) -> ClientsResult:
+    """Fork `clients` processes, each running factory(index)(sequence) for `duration` seconds."""
+    reports, _ = fork_together(clients, _child, lambda index: (index, factory, duration),
+                               start_timeout=120, died=(0, 0.0, {"client_died": 1}, []))
+    result = ClientsResult(clients=clients, seconds=0.0, operations=0)
+    for done, elapsed, errors, latencies in reports:
         result.operations += done
         result.seconds = max(result.seconds, elapsed)
         result.errors.update(errors)
         result.latencies_ms.extend(latencies)
-    for process in processes:
-        process.join(timeout=60)
     return result

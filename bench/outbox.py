@@ -12,9 +12,7 @@ receiver saw each event exactly once with a valid signature.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing
 import subprocess
 import sys
 import threading
@@ -23,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench import gates
+from bench.clients import fork_together
 from bench.runtime import ROOT, Plan, child_env
 from bench.stats import median, ratio
 
@@ -100,32 +99,9 @@ def _sweeper(barrier: Any, pipe: Any) -> None:
 
 
 def _drain(workers: int) -> dict[str, Any]:
-    from django.db import connections
-
-    connections.close_all()  # children open their own connections
-    context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(workers + 1)
-    pipes, processes = [], []
-    for _ in range(workers):
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_sweeper, args=(barrier, sender), daemon=True)
-        process.start()
-        sender.close()
-        pipes.append(receiver)
-        processes.append(process)
-    # A worker that failed to start breaks the barrier; its report says why.
-    with contextlib.suppress(threading.BrokenBarrierError):
-        barrier.wait(timeout=60)
-    started = time.perf_counter()
-    reports = []
-    for pipe in pipes:
-        try:
-            reports.append(pipe.recv())
-        except EOFError:
-            reports.append({"attempts": 0, "seconds": 0.0, "error": "worker died"})
-    elapsed = time.perf_counter() - started
-    for process in processes:
-        process.join(timeout=60)
+    reports, elapsed = fork_together(
+        workers, _sweeper, lambda index: (), start_timeout=60,
+        died={"attempts": 0, "seconds": 0.0, "error": "worker died"})
     attempts = sum(r["attempts"] for r in reports)
     return {"attempts": attempts, "seconds": round(elapsed, 3),
             "per_second": round(attempts / elapsed, 1) if elapsed else None,

@@ -47,11 +47,13 @@ def list_of(item: type[serializers.Serializer], name: str) -> serializers.Serial
     })
 
 
-def _error(description: str, example: dict[str, Any], *, name: str | None = None
-           ) -> OpenApiResponse:
+def _error(description: str, type: str, code: str, message: str, param: str | None = None,
+           *, name: str | None = None) -> OpenApiResponse:
+    """A documented error answer, with an example body of that type, code, message and param."""
+    example = {"type": type, "code": code, "message": message, "param": param,
+               "request_id": "req_…"}
     return OpenApiResponse(ErrorSerializer, description=description, examples=[
-        OpenApiExample(name or description, value={"error": {**example, "request_id": "req_…"}},
-                       response_only=True)
+        OpenApiExample(name or description, value={"error": example}, response_only=True)
     ])
 
 
@@ -65,41 +67,32 @@ STRICT_INPUT = (
 
 
 ERRORS = {
-    400: _error(STRICT_INPUT, {"type": "invalid_request_error", "code": "parameter_invalid",
-                               "message": "Amount must be between 1 and 99999999999.",
-                               "param": "amount"}, name="Invalid request"),
-    429: _error("Rate limited (see Retry-After)", {
-        "type": "rate_limit_error", "code": "rate_limited",
-        "message": "Too many requests with this API key; retry after the Retry-After seconds.",
-        "param": None}),
-    401: _error("Missing or invalid API key", {"type": "authentication_error",
-                                               "code": "invalid_api_key",
-                                               "message": "Invalid or revoked API key.",
-                                               "param": None}),
-    404: _error("Not found (or another merchant's object)", {
-        "type": "invalid_request_error", "code": "resource_missing",
-        "message": "No such payment: 'pay_…'.", "param": "id"}),
+    400: _error(STRICT_INPUT, "invalid_request_error", "parameter_invalid",
+                "Amount must be between 1 and 99999999999.", "amount", name="Invalid request"),
+    429: _error("Rate limited (see Retry-After)", "rate_limit_error", "rate_limited",
+                "Too many requests with this API key; retry after the Retry-After seconds."),
+    401: _error("Missing or invalid API key", "authentication_error", "invalid_api_key",
+                "Invalid or revoked API key."),
+    404: _error("Not found (or another merchant's object)", "invalid_request_error",
+                "resource_missing", "No such payment: 'pay_…'.", "id"),
 }
 POST_ERRORS = {
     **ERRORS,
-    409: _error("Invalid state, or the same Idempotency-Key still in flight", {
-        "type": "state_error", "code": "payment_unexpected_state",
-        "message": "This payment is 'canceled'; it cannot be captured.", "param": "status"}),
-    413: _error("Body over 16 KiB", {"type": "invalid_request_error",
-                                     "code": "request_too_large",
-                                     "message": "Request bodies are limited to 16384 bytes.",
-                                     "param": None}),
-    415: _error("Body not application/json (UTF-8, no other charset)", {
-        "type": "invalid_request_error", "code": "unsupported_media_type",
-        "message": "Send the body as application/json.", "param": None}, name="Body not JSON"),
-    502: _error("The provider declined or did not answer an operation made synchronously", {
-        "type": "provider_error", "code": "provider_outcome_unknown",
-        "message": "The provider did not confirm the capture; its outcome is unknown.",
-        "param": None}),
-    422: _error("Idempotency-Key reused with different parameters", {
-        "type": "idempotency_error", "code": "idempotency_key_reused",
-        "message": "This Idempotency-Key was already used with different parameters.",
-        "param": "Idempotency-Key"}),
+    409: _error("Invalid state, or the same Idempotency-Key still in flight", "state_error",
+                "payment_unexpected_state",
+                "This payment is 'canceled'; it cannot be captured.", "status"),
+    413: _error("Body over 16 KiB", "invalid_request_error", "request_too_large",
+                "Request bodies are limited to 16384 bytes."),
+    415: _error("Body not application/json (UTF-8, no other charset)", "invalid_request_error",
+                "unsupported_media_type", "Send the body as application/json.",
+                name="Body not JSON"),
+    502: _error("The provider declined or did not answer an operation made synchronously",
+                "provider_error", "provider_outcome_unknown",
+                "The provider did not confirm the capture; its outcome is unknown."),
+    422: _error("Idempotency-Key reused with different parameters", "idempotency_error",
+                "idempotency_key_reused",
+                "This Idempotency-Key was already used with different parameters.",
+                "Idempotency-Key"),
 }
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", location=OpenApiParameter.HEADER, required=False,

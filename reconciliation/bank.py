@@ -14,7 +14,7 @@ import hashlib
 import io
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 from xml.etree.ElementTree import Element, TreeBuilder
@@ -42,16 +42,13 @@ from reconciliation.models import (
     ReconciliationBreak,
     SettlementLine,
 )
-from wallet.models import Payout, PayoutStatus
+from wallet import selectors as wallet_reads
+from wallet.selectors import PAYOUT_DEBITED
 
 MAX_STATEMENT_BYTES = 20 * 1024 * 1024
 REFUSED = "bank_statement_refused"
 AMOUNT = re.compile(r"^\d{1,15}(\.\d{1,3})?$")  # unsigned: the direction gives the sign
 CAMT053 = re.compile(r"^urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.\d{2}$")
-# A payout leaves the bank when the provider has it: before that, no debit is expected.
-PAYOUT_DEBITED = (PayoutStatus.IN_TRANSIT.value, PayoutStatus.PAID.value)
-PAYOUT_FIELDS = ("id", "merchant_id", "status", "amount", "currency", "provider",
-                 "provider_reference", "created_at", "completed_at")
 
 
 def _refuse(message: str) -> InvalidRequest:
@@ -403,10 +400,9 @@ def deposits_between(*, since: date, until: date) -> list[Deposit]:
 
 
 def payout_rows(*conditions: Any, **lookups: Any) -> list[dict[str, Any]]:
-    """Payouts of the bank account's mode, as plain rows."""
-    return list(Payout.objects.filter(*conditions, **lookups,
-                                      merchant__is_live=setting("RECON_BANK_LIVEMODE"))
-                .order_by("created_at", "id").values(*PAYOUT_FIELDS))
+    """Payouts of the bank account's mode (live or test merchants'), as plain rows."""
+    return wallet_reads.payout_rows(*conditions, livemode=setting("RECON_BANK_LIVEMODE"),
+                                    **lookups)
 
 
 def _claimed_deposits() -> set[tuple[str, str]]:
@@ -693,13 +689,8 @@ def bank_rematch() -> int:
 
 # -- the service -----------------------------------------------------------------------------
 @dataclass
-class BankImportResult:
+class BankImportResult(services.ImportCounts):
     statement: BankStatement
-    created: bool
-    lines: int = 0
-    matched: int = 0
-    breaks: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
 
 
 def bank_statement_import(*, content: bytes, format: str | None = None,

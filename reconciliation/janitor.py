@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from payments import selectors as payment_reads
 from payments import services as payments
-from payments.models import AttemptStatus, PaymentStatus, RefundStatus
+from payments.models import AttemptStatus, PaymentAttempt, PaymentStatus, RefundStatus
 from providers.base import Outcome, ProviderResult, ProviderStatus, RetrieveRequest
 from providers.calls import provider_call
 from reconciliation import services
@@ -76,9 +76,12 @@ def next_check_at(*, stuck_since: datetime, now: datetime) -> datetime | None:
 
 
 # -- one check -------------------------------------------------------------------------------
-def _check_payment(payment_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
-    attempt = payment_reads.latest_authorize_attempt(payment_id=payment_id)
-    if attempt is None or attempt.payment.status != PaymentStatus.AUTHORIZATION_REQUESTED:
+def _before_asking(attempt: PaymentAttempt | None, waiting: bool, grace: timedelta
+                   ) -> tuple[CheckOutcome, str] | None:
+    """What a check of a payment or refund finds without asking the provider: answered already
+    (no attempt, or the object no longer `waiting`), an answer in progress, or a request still
+    inside its grace period. None: ask."""
+    if attempt is None or not waiting:
         return CheckOutcome("already_answered", answered=True), ""
     if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
         # Failover opened a newer attempt, or an answer is being recorded: look again later.
@@ -86,6 +89,17 @@ def _check_payment(payment_id: str, grace: timedelta) -> tuple[CheckOutcome, str
     if (attempt.status == AttemptStatus.REQUESTED
             and attempt.created_at > timezone.now() - grace):
         return CheckOutcome("in_flight", answered=False), attempt.id
+    return None
+
+
+def _check_payment(payment_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
+    """An authorization without an answer: ask the provider, and send it now (same key) if the
+    provider never saw it."""
+    attempt = payment_reads.latest_authorize_attempt(payment_id=payment_id)
+    found = _before_asking(attempt, attempt is not None and (
+        attempt.payment.status == PaymentStatus.AUTHORIZATION_REQUESTED), grace)
+    if found is not None:
+        return found
     _, said = payments.payment_authorization_lookup(attempt_id=attempt.id)
     sent = said == ProviderStatus.NOT_FOUND and attempt.status == AttemptStatus.REQUESTED
     if sent:
@@ -118,23 +132,22 @@ def _refund_answer(refund_id: str, attempt_status: str) -> ProviderResult | None
 
 
 def _check_refund(refund_id: str, grace: timedelta) -> tuple[CheckOutcome, str]:
+    """A refund without an answer: re-send a request that may never have left, else ask the
+    provider whether the charge shows it."""
     attempt = payment_reads.latest_refund_attempt(refund_id=refund_id)
-    if attempt is None or attempt.refund.status != RefundStatus.PENDING:
-        return CheckOutcome("already_answered", answered=True), ""
-    if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
-        return CheckOutcome("in_progress", answered=False), attempt.id
+    found = _before_asking(attempt, attempt is not None and (
+        attempt.refund.status == RefundStatus.PENDING), grace)
+    if found is not None:
+        return found
     refund = attempt.refund
-    if attempt.status == AttemptStatus.REQUESTED:
-        if attempt.created_at > timezone.now() - grace:
-            return CheckOutcome("in_flight", answered=False), attempt.id
-        if refund.idempotency_key:
-            # Never answered, maybe never sent: the refund's own resume path sends the same
-            # attempt (same provider key) again, which the provider de-duplicates.
-            refund = payments.refund_create(
-                merchant=attempt.payment.merchant, payment_id=attempt.payment_id,
-                idempotency_key=refund.idempotency_key)
-            return CheckOutcome(f"sent:{refund.status}",
-                                answered=refund.status != RefundStatus.PENDING), attempt.id
+    if attempt.status == AttemptStatus.REQUESTED and refund.idempotency_key:
+        # Never answered, maybe never sent: the refund's own resume path sends the same
+        # attempt (same provider key) again, which the provider de-duplicates.
+        refund = payments.refund_create(
+            merchant=attempt.payment.merchant, payment_id=attempt.payment_id,
+            idempotency_key=refund.idempotency_key)
+        return CheckOutcome(f"sent:{refund.status}",
+                            answered=refund.status != RefundStatus.PENDING), attempt.id
     answer = _refund_answer(refund_id, attempt.status)
     if answer is None:
         return CheckOutcome("not_definite", answered=False), attempt.id

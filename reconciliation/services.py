@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,19 @@ from reconciliation.models import (
     ReconciliationBreak,
     ReconciliationCheck,
 )
+
+
+# -- what an import found -------------------------------------------------------------------
+@dataclass(kw_only=True)
+class ImportCounts:
+    """What importing one file (a settlement file, a bank statement) found: whether it was new,
+    its lines, how many matched, the breaks it opened, and its lines per match status."""
+
+    created: bool
+    lines: int = 0
+    matched: int = 0
+    breaks: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
 
 
 # -- job runs --------------------------------------------------------------------------------

@@ -61,13 +61,8 @@ PARSERS: dict[str, Callable[[Iterable[str]], Iterator[SettlementRow]]] = {
 
 # -- matching --------------------------------------------------------------------------------
 @dataclass
-class ImportResult:
+class ImportResult(services.ImportCounts):
     file: SettlementFile
-    created: bool
-    lines: int = 0
-    matched: int = 0
-    breaks: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
 
 
 def _line_data(file_id: str, line: SettlementRow) -> dict[str, Any]:
@@ -95,54 +90,46 @@ class _Matcher:
             provider_data=_line_data(self.file.id, line),
         )
 
-    def _judge_capture(self, line: SettlementRow, payment: dict | None, duplicate: bool
-                       ) -> tuple[str, BreakSpec | None]:
-        key = f"{self.provider}:capture:{line.provider_reference}"
-        if payment is None:
+    def _judge(self, line: SettlementRow, key: str, duplicate: bool,
+               ours: dict[str, Any] | None, settled: bool) -> tuple[str, BreakSpec | None]:
+        """One line against our object: `ours` holds it (`ours`, `our_amount` and its ids) for
+        a break, None when we have none; `settled` says its status is one the line confirms."""
+        if ours is None:
             if duplicate:
                 return MatchStatus.DUPLICATE, self._problem(
                     line, BreakType.DUPLICATE_LINE, f"{self.file.id}:{line.line_number}")
             return MatchStatus.MISSING_INTERNALLY, self._problem(
                 line, BreakType.MISSING_INTERNALLY, key)
-        ours = {"ours": payment, "our_amount": payment["amount_captured"],
-                "payment_id": payment["id"]}
         if duplicate:
             return MatchStatus.DUPLICATE, self._problem(
                 line, BreakType.DUPLICATE_LINE, f"{self.file.id}:{line.line_number}", **ours)
-        if payment["status"] not in selectors.SETTLEABLE:
+        if not settled:
             problem = BreakType.STATUS_MISMATCH
-        elif line.currency != payment["currency"]:
+        elif line.currency != ours["ours"]["currency"]:
             problem = BreakType.CURRENCY_MISMATCH
-        elif (line.gross != payment["amount_captured"] or line.fee > line.gross
+        elif (line.gross != ours["our_amount"] or line.fee > line.gross
               or line.net != line.gross - line.fee):
             problem = BreakType.AMOUNT_MISMATCH
         else:
             return MatchStatus.MATCHED, None
         return MatchStatus.MISMATCHED, self._problem(line, problem, key, **ours)
 
+    def _judge_capture(self, line: SettlementRow, payment: dict | None, duplicate: bool
+                       ) -> tuple[str, BreakSpec | None]:
+        return self._judge(
+            line, f"{self.provider}:capture:{line.provider_reference}", duplicate,
+            None if payment is None else {"ours": payment, "our_amount": payment["amount_captured"],
+                                          "payment_id": payment["id"]},
+            settled=payment is not None and payment["status"] in selectors.SETTLEABLE)
+
     def _judge_refund(self, line: SettlementRow, refund: dict | None, duplicate: bool
                       ) -> tuple[str, BreakSpec | None]:
-        key = f"{self.provider}:refund:{line.refund_reference}"
-        if refund is None:
-            if duplicate:
-                return MatchStatus.DUPLICATE, self._problem(
-                    line, BreakType.DUPLICATE_LINE, f"{self.file.id}:{line.line_number}")
-            return MatchStatus.MISSING_INTERNALLY, self._problem(
-                line, BreakType.MISSING_INTERNALLY, key)
-        ours = {"ours": refund, "our_amount": refund["amount"],
-                "payment_id": refund["payment_id"], "refund_id": refund["id"]}
-        if duplicate:
-            return MatchStatus.DUPLICATE, self._problem(
-                line, BreakType.DUPLICATE_LINE, f"{self.file.id}:{line.line_number}", **ours)
-        if refund["status"] != "succeeded":
-            problem = BreakType.STATUS_MISMATCH
-        elif line.currency != refund["currency"]:
-            problem = BreakType.CURRENCY_MISMATCH
-        elif line.gross != refund["amount"] or line.net != line.gross - line.fee:
-            problem = BreakType.AMOUNT_MISMATCH
-        else:
-            return MatchStatus.MATCHED, None
-        return MatchStatus.MISMATCHED, self._problem(line, problem, key, **ours)
+        return self._judge(
+            line, f"{self.provider}:refund:{line.refund_reference}", duplicate,
+            None if refund is None else {"ours": refund, "our_amount": refund["amount"],
+                                         "payment_id": refund["payment_id"],
+                                         "refund_id": refund["id"]},
+            settled=refund is not None and refund["status"] == "succeeded")
 
     def add(self, batch: list[SettlementRow]) -> None:
         captures = selectors.capture_candidates(provider=self.provider, lines=[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db.models import QuerySet
 
@@ -55,3 +56,17 @@ def deposit_ids_to_refresh(*, unchanged_since: datetime, limit: int = 500) -> li
     return list(
         Deposit.objects.filter(status=DepositStatus.PENDING, updated_at__lt=unchanged_since)
         .order_by("updated_at").values_list("pk", flat=True)[:limit])
+
+
+# A payout has left the merchant's bank account once the provider has it: from then on the
+# bank statement must show its debit.
+PAYOUT_DEBITED = (PayoutStatus.IN_TRANSIT.value, PayoutStatus.PAID.value)
+PAYOUT_ROW_FIELDS = ("id", "merchant_id", "status", "amount", "currency", "provider",
+                     "provider_reference", "created_at", "completed_at")
+
+
+def payout_rows(*conditions: Any, livemode: bool, **lookups: Any) -> list[dict[str, Any]]:
+    """Payouts of live or test merchants matching the caller's conditions, as plain rows,
+    oldest first (bank reconciliation matches statement debits against them)."""
+    return list(Payout.objects.filter(*conditions, **lookups, merchant__is_live=livemode)
+                .order_by("created_at", "id").values(*PAYOUT_ROW_FIELDS))
