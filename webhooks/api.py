@@ -31,18 +31,20 @@ from webhooks.serializers import (
 )
 
 
-# Output shapes, for the OpenAPI schema only (views render plain dicts from serializers.py).
-class EventOutput(serializers.Serializer):
+# Output shapes, for the OpenAPI schema only (views render plain dicts from payloads.py and
+# serializers.py). Each object opens with its id and its kind, as every API object does.
+class _ObjectOutput(serializers.Serializer):
     id = serializers.CharField()
     object = serializers.CharField()
+
+
+class EventOutput(_ObjectOutput):
     type = serializers.CharField()
     created = serializers.IntegerField()
     data = serializers.DictField()
 
 
-class WebhookEndpointOutput(serializers.Serializer):
-    id = serializers.CharField()
-    object = serializers.CharField()
+class WebhookEndpointOutput(_ObjectOutput):
     url = serializers.CharField()
     enabled_events = serializers.ListField(child=serializers.CharField())
     description = serializers.CharField()
@@ -58,9 +60,7 @@ class WebhookEndpointWithSecretOutput(WebhookEndpointOutput):
     secret = serializers.CharField(help_text="`whsec_…`: shown only in this response.")
 
 
-class WebhookEndpointDeletedOutput(serializers.Serializer):
-    id = serializers.CharField()
-    object = serializers.CharField()
+class WebhookEndpointDeletedOutput(_ObjectOutput):
     deleted = serializers.BooleanField()
 
 
@@ -74,9 +74,7 @@ class WebhookDeliveryAttemptOutput(serializers.Serializer):
     succeeded = serializers.BooleanField()
 
 
-class WebhookDeliveryOutput(serializers.Serializer):
-    id = serializers.CharField()
-    object = serializers.CharField()
+class WebhookDeliveryOutput(_ObjectOutput):
     endpoint = serializers.CharField()
     event = serializers.CharField()
     event_type = serializers.CharField()
