@@ -30,6 +30,7 @@ from core.errors import ClearhouseError, InvalidRequest, NotFound, StateError
 from core.ids import new_id
 from core.models import Merchant
 from core.money import CURRENCIES, MAX_AMOUNT, format_amount
+from core.selectors import one_or_404
 from core.transactions import task_send
 from ledger.models import AccountKind, EntryKind
 from ledger.services import account_for, entry_post
@@ -90,17 +91,12 @@ def _text(value: str | None, *, param: str, message: str) -> str:
 
 
 def _payment(payment_id: str) -> Payment:
-    payment = Payment.objects.select_related("merchant").filter(pk=payment_id).first()
-    if payment is None:
-        raise NotFound(f"No such payment: '{payment_id}'.", param="id")
-    return payment
+    return one_or_404(Payment.objects.select_related("merchant"), payment_id, noun="payment")
 
 
 def _dispute(dispute_id: str) -> Dispute:
-    dispute = Dispute.objects.select_related("merchant", "payment").filter(pk=dispute_id).first()
-    if dispute is None:
-        raise NotFound(f"No such dispute: '{dispute_id}'.", param="id")
-    return dispute
+    return one_or_404(Dispute.objects.select_related("merchant", "payment"), dispute_id,
+                      noun="dispute")
 
 
 def _two_phase(*, actor: Actor, action: str, object_type: str, object_id: str, note: str,
@@ -505,10 +501,8 @@ def payment_webhook_resend_latest(*, actor: Actor, payment_id: str) -> list[Webh
 def delivery_resend(*, actor: Actor, delivery_id: str) -> list[WebhookDelivery]:
     """The same event again to the same endpoint (a new delivery with its own attempts)."""
     _require(actor, "resend_webhook")
-    row = (WebhookDelivery.objects.select_related("endpoint__merchant")
-           .filter(pk=delivery_id).first())
-    if row is None:
-        raise NotFound(f"No such webhook delivery: '{delivery_id}'.", param="id")
+    row = one_or_404(WebhookDelivery.objects.select_related("endpoint__merchant"), delivery_id,
+                     noun="webhook delivery")
     with transaction.atomic():
         deliveries = webhooks.event_resend(merchant=row.endpoint.merchant, event_id=row.event_id,
                                            endpoint_id=row.endpoint_id)
@@ -523,9 +517,7 @@ def provider_event_replay_by_staff(*, actor: Actor, event_id: int) -> str | None
     """Run a failed or held inbound provider event again (its services may call a provider,
     hence the two-step audit)."""
     _require(actor, "replay_provider_event")
-    row = ProviderEvent.objects.filter(pk=event_id).first()
-    if row is None:
-        raise NotFound(f"No such provider event: '{event_id}'.", param="id")
+    row = one_or_404(ProviderEvent.objects.all(), event_id, noun="provider event")
     if row.status not in (InboxStatus.FAILED, InboxStatus.HELD):
         raise StateError(f"This event is '{row.status}'; only failed or held events can be "
                          "replayed.", code="not_replayable")
@@ -699,9 +691,8 @@ def approval_decide(*, actor: Actor, approval_id: str, approve: bool, comment: s
     comment = _text(comment, param="comment", message="Write why you approve or reject it; "
                                                       "the requester and auditors read it.")
     with transaction.atomic():
-        approval = ApprovalRequest.objects.select_for_update().filter(pk=approval_id).first()
-        if approval is None:
-            raise NotFound(f"No such approval request: '{approval_id}'.", param="id")
+        approval = one_or_404(ApprovalRequest.objects.select_for_update(), approval_id,
+                              noun="approval request")
         if approval.status != ApprovalStatus.PENDING:
             raise StateError(f"This request is already '{approval.get_status_display()}'; "
                              "nothing was changed.", code="approval_decided")

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
-from core.errors import NotFound
 from core.models import Merchant
+from core.selectors import narrowed, one_or_404
 from ledger.models import MERCHANT_KINDS, Account, JournalEntry, Posting
 
 
@@ -25,22 +25,12 @@ def posting_list(
     *, merchant: Merchant, currency: str | None = None, type: str | None = None,
     balance_type: str | None = None,
 ) -> QuerySet[Posting]:
-    rows = Posting.objects.select_related("entry", "account").filter(merchant=merchant)
-    if currency:
-        rows = rows.filter(currency=currency)
-    if type:
-        rows = rows.filter(entry__kind=type)
-    if balance_type:
-        rows = rows.filter(account__kind=balance_type)
-    return rows
+    return narrowed(Posting.objects.select_related("entry", "account").filter(merchant=merchant),
+                    currency=currency, entry__kind=type, account__kind=balance_type)
 
 
 def posting_get(*, merchant: Merchant, posting_id: str) -> Posting:
-    posting = (Posting.objects.select_related("entry", "account")
-               .filter(merchant=merchant, pk=posting_id).first())
-    if posting is None:
-        raise NotFound(f"No such balance transaction: '{posting_id}'.", param="id")
-    return posting
+    return one_or_404(posting_list(merchant=merchant), posting_id, noun="balance transaction")
 
 
 def entry_list_for(*, reference_type: str, reference_ids: Iterable[str]) -> QuerySet[JournalEntry]:

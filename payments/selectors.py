@@ -9,9 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
 
-from core.errors import NotFound
 from core.metrics import oldest_age_seconds
 from core.models import Merchant
+from core.selectors import narrowed, one_or_404
 from payments.models import (
     ACTION_STATUSES,
     AttemptKind,
@@ -28,59 +28,33 @@ from payments.models import (
 
 
 def payment_get(*, merchant: Merchant, payment_id: str) -> Payment:
-    payment = (
-        Payment.objects.select_related("merchant")
-        .filter(merchant=merchant, pk=payment_id)
-        .first()
-    )
-    if payment is None:
-        raise NotFound(f"No such payment: '{payment_id}'.", param="id")
-    return payment
+    return one_or_404(payment_list(merchant=merchant), payment_id, noun="payment")
 
 
 def payment_list(
     *, merchant: Merchant, status: str | None = None, created_gte: datetime | None = None,
     created_lt: datetime | None = None,
 ) -> QuerySet[Payment]:
-    rows = Payment.objects.select_related("merchant").filter(merchant=merchant)
-    if status:
-        rows = rows.filter(status=status)
-    if created_gte:
-        rows = rows.filter(created_at__gte=created_gte)
-    if created_lt:
-        rows = rows.filter(created_at__lt=created_lt)
-    return rows
+    return narrowed(Payment.objects.select_related("merchant").filter(merchant=merchant),
+                    status=status, created_at__gte=created_gte, created_at__lt=created_lt)
 
 
 def refund_get(*, merchant: Merchant, refund_id: str) -> Refund:
-    refund = Refund.objects.filter(merchant=merchant, pk=refund_id).first()
-    if refund is None:
-        raise NotFound(f"No such refund: '{refund_id}'.", param="id")
-    return refund
+    return one_or_404(refund_list(merchant=merchant), refund_id, noun="refund")
 
 
 def refund_list(*, merchant: Merchant, payment_id: str | None = None) -> QuerySet[Refund]:
-    rows = Refund.objects.filter(merchant=merchant)
-    if payment_id:
-        rows = rows.filter(payment_id=payment_id)
-    return rows
+    return narrowed(Refund.objects.filter(merchant=merchant), payment_id=payment_id)
 
 
 def dispute_get(*, merchant: Merchant, dispute_id: str) -> Dispute:
-    dispute = Dispute.objects.filter(merchant=merchant, pk=dispute_id).first()
-    if dispute is None:
-        raise NotFound(f"No such dispute: '{dispute_id}'.", param="id")
-    return dispute
+    return one_or_404(dispute_list(merchant=merchant), dispute_id, noun="dispute")
 
 
 def dispute_list(*, merchant: Merchant, payment_id: str | None = None,
                  status: str | None = None) -> QuerySet[Dispute]:
-    rows = Dispute.objects.filter(merchant=merchant)
-    if payment_id:
-        rows = rows.filter(payment_id=payment_id)
-    if status:
-        rows = rows.filter(status=status)
-    return rows
+    return narrowed(Dispute.objects.filter(merchant=merchant), payment_id=payment_id,
+                    status=status)
 
 
 def file_get(*, merchant: Merchant, file_id: str) -> EvidenceFile:

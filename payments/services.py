@@ -29,6 +29,7 @@ from core.errors import (
 )
 from core.idempotency import same_request_or_422
 from core.models import Merchant
+from core.selectors import one_or_404
 from core.transactions import create_or_existing, task_send
 from ledger import flows as ledger
 from payments import files
@@ -98,10 +99,7 @@ def _lock_payment(*, merchant: Merchant | None, payment_id: str) -> Payment:
     rows = Payment.objects.select_for_update(of=("self",)).select_related("merchant")
     if merchant is not None:
         rows = rows.filter(merchant=merchant)
-    payment = rows.filter(pk=payment_id).first()
-    if payment is None:
-        raise NotFound(f"No such payment: '{payment_id}'.", param="id")
-    return payment
+    return one_or_404(rows, payment_id, noun="payment")
 
 
 def _payment_event(payment: Payment, type: str) -> None:

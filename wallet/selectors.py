@@ -7,39 +7,27 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from core.errors import NotFound
 from core.models import Merchant
+from core.selectors import narrowed, one_or_404
 from wallet.models import Deposit, DepositStatus, Payout, PayoutStatus
 
 
 def deposit_get(*, merchant: Merchant, deposit_id: str) -> Deposit:
-    deposit = Deposit.objects.select_related("merchant").filter(
-        merchant=merchant, pk=deposit_id).first()
-    if deposit is None:
-        raise NotFound(f"No such deposit: '{deposit_id}'.", param="id")
-    return deposit
+    return one_or_404(deposit_list(merchant=merchant), deposit_id, noun="deposit")
 
 
 def deposit_list(*, merchant: Merchant, status: str | None = None) -> QuerySet[Deposit]:
-    rows = Deposit.objects.select_related("merchant").filter(merchant=merchant)
-    if status:
-        rows = rows.filter(status=status)
-    return rows
+    return narrowed(Deposit.objects.select_related("merchant").filter(merchant=merchant),
+                    status=status)
 
 
 def payout_get(*, merchant: Merchant, payout_id: str) -> Payout:
-    payout = Payout.objects.select_related("merchant").filter(
-        merchant=merchant, pk=payout_id).first()
-    if payout is None:
-        raise NotFound(f"No such payout: '{payout_id}'.", param="id")
-    return payout
+    return one_or_404(payout_list(merchant=merchant), payout_id, noun="payout")
 
 
 def payout_list(*, merchant: Merchant, status: str | None = None) -> QuerySet[Payout]:
-    rows = Payout.objects.select_related("merchant").filter(merchant=merchant)
-    if status:
-        rows = rows.filter(status=status)
-    return rows
+    return narrowed(Payout.objects.select_related("merchant").filter(merchant=merchant),
+                    status=status)
 
 
 def payout_ids_to_refresh(*, unchanged_since: datetime, limit: int = 500) -> list[str]:

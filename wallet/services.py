@@ -22,9 +22,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.breaks import BreakSpec, break_report
-from core.errors import NotFound, ProviderError, violated_constraint
+from core.errors import ProviderError, violated_constraint
 from core.idempotency import same_request_or_422
 from core.models import Merchant
+from core.selectors import one_or_404
 from core.transactions import create_or_existing
 from ledger import flows as ledger
 from providers.base import (
@@ -218,11 +219,8 @@ def _as_status(value: str | MovementStatus) -> MovementStatus:
 
 # -- the shared two-phase machinery ------------------------------------------------------------
 def _lock(spec: _Spec, pk: str) -> Movement:
-    row = (spec.model.objects.select_for_update(of=("self",)).select_related("merchant")
-           .filter(pk=pk).first())
-    if row is None:
-        raise NotFound(f"No such {spec.kind}: '{pk}'.", param="id")
-    return row
+    return one_or_404(spec.model.objects.select_for_update(of=("self",))
+                      .select_related("merchant"), pk, noun=spec.kind)
 
 
 def _set_reference(row: Movement, provider_reference: str) -> None:
@@ -446,9 +444,7 @@ def _apply_status_now(spec: _Spec, *, provider: str, provider_reference: str,
 
 
 def _refresh(spec: _Spec, row_id: str) -> Movement:
-    row = spec.model.objects.select_related("merchant").filter(pk=row_id).first()
-    if row is None:
-        raise NotFound(f"No such {spec.kind}: '{row_id}'.", param="id")
+    row = one_or_404(spec.model.objects.select_related("merchant"), row_id, noun=spec.kind)
     if row.is_final:
         return row
     if row.provider_reference:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Now
 
-from core.errors import NotFound
 from core.metrics import oldest_age_seconds
 from core.models import Merchant
+from core.selectors import narrowed, one_or_404
 from webhooks.models import (
     WILDCARD,
     DeliveryStatus,
@@ -22,20 +22,12 @@ from webhooks.models import (
 
 
 def event_get(*, merchant: Merchant, event_id: str) -> Event:
-    event = Event.objects.filter(merchant=merchant, pk=event_id).first()
-    if event is None:
-        raise NotFound(f"No such event: '{event_id}'.", param="id")
-    return event
+    return one_or_404(Event.objects.filter(merchant=merchant), event_id, noun="event")
 
 
 def event_list(*, merchant: Merchant, type: str | None = None, object_id: str | None = None
                ) -> QuerySet[Event]:
-    rows = Event.objects.filter(merchant=merchant)
-    if type:
-        rows = rows.filter(type=type)
-    if object_id:
-        rows = rows.filter(object_id=object_id)
-    return rows
+    return narrowed(Event.objects.filter(merchant=merchant), type=type, object_id=object_id)
 
 
 def endpoint_list(*, merchant: Merchant) -> QuerySet[WebhookEndpoint]:
@@ -43,10 +35,8 @@ def endpoint_list(*, merchant: Merchant) -> QuerySet[WebhookEndpoint]:
 
 
 def endpoint_get(*, merchant: Merchant, endpoint_id: str, param: str = "id") -> WebhookEndpoint:
-    endpoint = endpoint_list(merchant=merchant).filter(pk=endpoint_id).first()
-    if endpoint is None:
-        raise NotFound(f"No such webhook endpoint: '{endpoint_id}'.", param=param)
-    return endpoint
+    return one_or_404(endpoint_list(merchant=merchant), endpoint_id, noun="webhook endpoint",
+                      param=param)
 
 
 def endpoint_ids_subscribed(*, merchant: Merchant, type: str) -> list[str]:

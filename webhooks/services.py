@@ -28,9 +28,10 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core import crypto, metrics
-from core.errors import InvalidRequest, NotFound, StateError
+from core.errors import InvalidRequest, StateError
 from core.idempotency import same_request_or_422
 from core.models import Merchant
+from core.selectors import one_or_404
 from core.transactions import task_send
 from webhooks import delivery, selectors, ssrf
 from webhooks.models import (
@@ -93,11 +94,9 @@ def _vet_url(url: str) -> None:
 
 
 def _lock_endpoint(*, merchant: Merchant, endpoint_id: str) -> WebhookEndpoint:
-    endpoint = (WebhookEndpoint.objects.select_for_update()
-                .filter(merchant=merchant, pk=endpoint_id, deleted_at__isnull=True).first())
-    if endpoint is None:
-        raise NotFound(f"No such webhook endpoint: '{endpoint_id}'.", param="id")
-    return endpoint
+    return one_or_404(WebhookEndpoint.objects.select_for_update()
+                      .filter(merchant=merchant, deleted_at__isnull=True), endpoint_id,
+                      noun="webhook endpoint")
 
 
 def _disable(endpoint: WebhookEndpoint, *, reason: str, now: datetime) -> None:
