@@ -96,6 +96,15 @@ class NoteForm(forms.Form):
                            widget=forms.Textarea(attrs={"rows": 2}))
 
 
+class OptionalNoteForm(NoteForm):
+    """For an action that needs no input (resend, replay): the note may stay empty, and the form
+    still carries the CSRF-protected POST."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["note"].required = False
+
+
 class DisputeOpenForm(_CurrencyForm):
     provider_reference = forms.CharField(label="Provider's case reference", max_length=128,
                                          help_text="As printed on the provider's notice.")

@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission
 from django.contrib.messages.storage.fallback import FallbackStorage
 from django.db import IntegrityError
 
+from backoffice import admin_base
 from backoffice.admin.reconciliation import (
     JobRunAdmin,
     ReconciliationBreakAdmin,
@@ -178,6 +179,6 @@ def test_a_files_page_shows_its_own_problem_lines_first_and_at_most_a_page_of_th
     formset = inline.get_formset(request, second)(**kwargs)
     shown = [form.instance.line_number for form in formset.forms]
     assert shown == [2, 3, 4, 1]  # problems first, the matched line last, only this file
-    monkeypatch.setattr(recon_admin, "INLINE_LINES", 2)
+    monkeypatch.setattr(admin_base, "INLINE_LINES", 2)  # the limit every lines inline shares
     assert inline.lines_of(second).count() == 2
     assert "garbage" in file_admin.preview(second)

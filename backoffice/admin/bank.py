@@ -5,19 +5,21 @@ audit row with it."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.db import transaction
-from django.db.models import Case, IntegerField, QuerySet, Value, When
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import reverse
 
 from backoffice.action_views import require_perm
-from backoffice.admin_base import ReadOnlyAdmin, ReadOnlyAdminMixin
+from backoffice.admin_base import (
+    ExtraPagesMixin,
+    ProblemsFirstLinesAdmin,
+    ProblemsFirstLinesInline,
+    ReadOnlyAdmin,
+)
 from backoffice.audit import audit_record, snapshot
 from backoffice.services import BREAK_CLOSE_PERMISSIONS
 from core.errors import ClearhouseError
@@ -43,32 +45,18 @@ class BankStatementUploadForm(forms.Form):
         return upload.read()
 
 
-INLINE_LINES = 200  # a statement may hold thousands of lines: problems first, then these
-
-
-class BankLineInline(ReadOnlyAdminMixin, admin.TabularInline):
+class BankLineInline(ProblemsFirstLinesInline):
     model = BankLine
+    parent_field, matched = "statement", BankMatch.MATCHED
     fields = ("line_number", "booking_date", "direction", "amount", "currency", "status",
               "settlement_file", "payout_id", "bank_reference", "end_to_end_id",
               "counterparty", "remittance_info")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-    verbose_name_plural = f"lines (problems first, at most {INLINE_LINES})"
-
-    @staticmethod
-    def lines_of(statement: BankStatement) -> QuerySet[BankLine]:
-        """The first lines, problems first; the limit rides in a subquery because the formset
-        filters the queryset again (a sliced queryset cannot be filtered)."""
-        problems_first = Case(When(status=BankMatch.MATCHED, then=Value(1)), default=Value(0),
-                              output_field=IntegerField())
-        rows = BankLine.objects.filter(statement=statement).annotate(rank=problems_first)
-        first = rows.order_by("rank", "line_number").values("pk")[:INLINE_LINES]
-        return rows.filter(pk__in=first).order_by("rank", "line_number")
 
 
 @admin.register(BankStatement)
-class BankStatementAdmin(ReadOnlyAdmin):
+class BankStatementAdmin(ExtraPagesMixin, ProblemsFirstLinesAdmin, ReadOnlyAdmin):
+    extra_pages = (("upload/", "upload_view", "reconciliation_bankstatement_upload"),)
     list_display = ("id", "account", "statement_id", "currency", "from_date", "to_date",
                     "line_count", "imported_by", "imported_at")
     list_filter = ("currency", "format")
@@ -80,18 +68,6 @@ class BankStatementAdmin(ReadOnlyAdmin):
     ordering = ("-imported_at",)
     inlines = [BankLineInline]
     change_list_template = "admin/reconciliation/bankstatement/change_list.html"
-
-    def get_formset_kwargs(self, request: HttpRequest, obj: BankStatement | None,
-                           inline: admin.options.InlineModelAdmin, prefix: str
-                           ) -> dict[str, Any]:
-        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
-        if isinstance(inline, BankLineInline) and obj is not None:
-            kwargs["queryset"] = inline.lines_of(obj)
-        return kwargs
-
-    def get_urls(self) -> list[URLPattern]:
-        return [path("upload/", self.admin_site.admin_view(self.upload_view),
-                     name="reconciliation_bankstatement_upload"), *super().get_urls()]
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         actor = require_perm(request, *IMPORT_PERMISSIONS)  # 403 before the file is read

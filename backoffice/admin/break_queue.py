@@ -19,12 +19,11 @@ from django.utils import timezone
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
 from backoffice.admin.reconciliation import ReconciliationBreakAdmin
-from backoffice.admin_base import status_badge
+from backoffice.admin_base import LargeTableMixin, StatusBadgeMixin
 from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.audit import Actor
 from backoffice.forms import BreakCloseForm
-from backoffice.paginator import CappedCountPaginator
 from core.money import format_amount
 from reconciliation.models import BreakStatus, ReconciliationBreak
 
@@ -51,18 +50,13 @@ def _money(amount: int | None, currency: str) -> str:
     return format_amount(amount, currency) if amount is not None and currency else "—"
 
 
-class BreakQueueAdmin(ObjectActionsMixin, TolerantIdsMixin, ReconciliationBreakAdmin):
+class BreakQueueAdmin(LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin, TolerantIdsMixin,
+                      ReconciliationBreakAdmin):
     list_display = ("id", "type", "status_label", "provider", "payment_id", "our_side",
                     "provider_side", "age")
     list_filter = ("status", "type", ProviderFilter, AgeFilter)
-    show_full_result_count = False
-    paginator = CappedCountPaginator
     change_form_template = "admin/backoffice/break_change_form.html"
     action_names = ("close",)
-
-    @admin.display(description="status", ordering="status")
-    def status_label(self, brk: ReconciliationBreak) -> str:
-        return status_badge(brk.status, brk.get_status_display())
 
     @admin.display(description="our amount", ordering="our_amount")
     def our_side(self, brk: ReconciliationBreak) -> str:

@@ -15,13 +15,12 @@ from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 
-from backoffice.admin_base import ReadOnlyAdminMixin
+from backoffice.admin_base import ExtraPagesMixin, LargeTableMixin, ReadOnlyAdminMixin
 from backoffice.admin_ids import TolerantIdsMixin
 from backoffice.balances import merchant_balances
-from backoffice.paginator import CappedCountPaginator
 from core.money import format_amount
 from ledger.models import Account, Checkpoint, JournalEntry, Posting
 from ledger.selectors import entry_list_for
@@ -81,7 +80,8 @@ class PostingInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(Account)
-class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AccountAdmin(ExtraPagesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    extra_pages = (("balances/", "balances_view", "ledger_account_balances"),)
     list_display = ("id", "owner", "label", "currency", "balance_display", "version",
                     "created_at")
     list_filter = ("kind", "currency")
@@ -107,11 +107,6 @@ class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def balance_display(self, account: Account) -> str:
         return format_amount(account.balance, account.currency)
 
-    def get_urls(self) -> list[URLPattern]:
-        balances = self.admin_site.admin_view(self.balances_view)
-        return [path("balances/", balances, name="ledger_account_balances"),
-                *super().get_urls()]
-
     def balances_view(self, request: HttpRequest) -> HttpResponse:
         """Pending, available, reserved and disputed side by side, per merchant and currency."""
         if not self.has_view_permission(request):
@@ -125,7 +120,7 @@ class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(JournalEntry)
-class JournalEntryAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class JournalEntryAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "sequence", "kind", "reference", "merchant", "created_at")
     list_filter = ("kind",)
     search_fields = ("=id", "=reference_id", "=merchant__id")
@@ -136,8 +131,6 @@ class JournalEntryAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     fields = readonly_fields
     inlines = [PostingInline]
     ordering = ("-sequence",)
-    show_full_result_count = False  # a count(*) over millions of entries on every page view
-    paginator = CappedCountPaginator
 
     @admin.display(description="reference")
     def reference(self, entry: JournalEntry) -> str:
@@ -145,7 +138,7 @@ class JournalEntryAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Posting)
-class PostingAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class PostingAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "entry", "account", "amount_display", "balance_after_display",
                     "created_at")
     list_filter = ("currency",)
@@ -154,8 +147,6 @@ class PostingAdmin(TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = ("id", "entry", "account", "merchant", "amount", "currency",
                        "balance_after", "created_at", "account_version", "prev_hash", "hash")
     ordering = ("-created_at", "-id")
-    show_full_result_count = False
-    paginator = CappedCountPaginator
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, posting: Posting) -> str:

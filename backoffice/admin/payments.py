@@ -26,7 +26,12 @@ from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
-from backoffice.admin_base import ChoicesOnlyFilter, ReadOnlyAdmin, status_badge
+from backoffice.admin_base import (
+    ChoicesOnlyFilter,
+    LargeTableMixin,
+    ReadOnlyAdmin,
+    StatusBadgeMixin,
+)
 from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.balances import merchant_balance
@@ -37,10 +42,10 @@ from backoffice.forms import (
     EvidenceFileForm,
     EvidenceForm,
     NoteForm,
+    OptionalNoteForm,
     RefundForm,
 )
 from backoffice.models import ApprovalRequest, ApprovalStatus
-from backoffice.paginator import CappedCountPaginator
 from backoffice.selectors import (
     entries_for,
     payment_currencies,
@@ -92,7 +97,8 @@ class StatusFilter(ChoicesOnlyFilter):
 
 # -- payments --------------------------------------------------------------------------------
 @admin.register(Payment)
-class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
+class PaymentAdmin(LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin, TolerantIdsMixin,
+                   ReadOnlyAdmin):
     list_display = ("id", "merchant_name", "amount_display", "status_label", "provider",
                     "created_at")
     list_filter = (StatusFilter, ProviderFilter, CurrencyFilter,
@@ -101,8 +107,6 @@ class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     search_help_text = ("Payment id (pay_…), refund id (re_…), dispute id (dp_…), merchant id "
                         "(acct_…) or name, provider reference, or description.")
     list_select_related = ("merchant",)
-    show_full_result_count = False  # COUNT(*) over millions of rows is not worth it
-    paginator = CappedCountPaginator
     ordering = ("-created_at",)
     actions = None
     change_form_template = "admin/payments/payment/change_form.html"
@@ -121,10 +125,6 @@ class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, payment: Payment) -> str:
         return _amount(payment)
-
-    @admin.display(description="status", ordering="status")
-    def status_label(self, payment: Payment) -> str:
-        return status_badge(payment.status, payment.get_status_display())
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Payment],
                            search_term: str) -> tuple[QuerySet[Payment], bool]:
@@ -244,27 +244,17 @@ class PaymentAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
             return (f"Queued {len(deliveries)} new webhook deliver"
                     f"{'y' if len(deliveries) == 1 else 'ies'} of the latest event.")
 
-        return self._post(request, object_id, "resend_webhook", _EmptyForm, run)
-
-
-class _EmptyForm(NoteForm):
-    """Resend needs no input; the form only carries the CSRF-protected POST."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["note"].required = False
+        return self._post(request, object_id, "resend_webhook", OptionalNoteForm, run)
 
 
 # -- refunds and attempts --------------------------------------------------------------------
 @admin.register(Refund)
-class RefundAdmin(TolerantIdsMixin, ReadOnlyAdmin):
+class RefundAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdmin):
     list_display = ("id", "payment", "merchant", "amount_display", "status", "reason",
                     "created_at")
     list_filter = ("status", "reason")
     search_fields = ("=id", "=payment__id", "=provider_reference")
     list_select_related = ("merchant", "payment")
-    show_full_result_count = False
-    paginator = CappedCountPaginator
     ordering = ("-created_at",)
 
     @admin.display(description="amount", ordering="amount")
@@ -273,13 +263,11 @@ class RefundAdmin(TolerantIdsMixin, ReadOnlyAdmin):
 
 
 @admin.register(PaymentAttempt)
-class PaymentAttemptAdmin(TolerantIdsMixin, ReadOnlyAdmin):
+class PaymentAttemptAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdmin):
     list_display = ("id", "payment", "kind", "provider", "amount", "status", "error_code",
                     "latency_ms", "created_at")
     list_filter = ("kind", "status")
     search_fields = ("=id", "=payment__id", "=provider_reference")
-    show_full_result_count = False
-    paginator = CappedCountPaginator
     ordering = ("-created_at",)
 
 
@@ -300,7 +288,7 @@ class DueSoonFilter(admin.SimpleListFilter):
 
 
 @admin.register(Dispute)
-class DisputeAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
+class DisputeAdmin(LargeTableMixin, ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     """Disputes by due date: the first rows are the ones to answer first."""
 
     list_display = ("id", "payment_link", "merchant", "amount_display", "status", "reason",
@@ -309,8 +297,6 @@ class DisputeAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     search_fields = ("=id", "=payment__id", "=provider_reference")
     list_select_related = ("merchant",)
     ordering = ("due_by",)
-    show_full_result_count = False
-    paginator = CappedCountPaginator
     actions = None
     change_form_template = "admin/payments/dispute/change_form.html"
     readonly_fields = ("id", "payment", "merchant", "amount", "currency", "reason", "status",

@@ -4,16 +4,18 @@ note (registered as the back-office's queue, `backoffice.admin.break_queue`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
-from backoffice.admin_base import ReadOnlyAdminMixin
+from backoffice.admin_base import (
+    ProblemsFirstLinesAdmin,
+    ProblemsFirstLinesInline,
+    ReadOnlyAdminMixin,
+)
 from core.errors import ClearhouseError
 from reconciliation.models import (
     BreakAudit,
@@ -27,8 +29,6 @@ from reconciliation.models import (
 )
 from reconciliation.selectors import settlement_file_head
 from reconciliation.services import break_resolve
-
-INLINE_LINES = 200  # a file may hold 100,000 lines: the page shows problems first, then these
 
 
 @admin.register(JobRun)
@@ -62,28 +62,16 @@ class ReconciliationCheckAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ("-created_at",)
 
 
-class SettlementLineInline(ReadOnlyAdminMixin, admin.TabularInline):
+class SettlementLineInline(ProblemsFirstLinesInline):
     model = SettlementLine
+    parent_field, matched = "file", MatchStatus.MATCHED
     fields = ("line_number", "type", "status", "provider_reference", "refund_reference",
               "currency", "gross", "fee", "net", "payment_id", "refund_id", "settled_at")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-    verbose_name_plural = f"lines (problems first, at most {INLINE_LINES})"
-
-    @staticmethod
-    def lines_of(file: SettlementFile) -> QuerySet[SettlementLine]:
-        """The file's first lines, problems first. A subquery carries the limit because the
-        inline formset filters the queryset again (a sliced queryset cannot be filtered)."""
-        problems_first = Case(When(status=MatchStatus.MATCHED, then=Value(1)), default=Value(0),
-                              output_field=IntegerField())
-        rows = SettlementLine.objects.filter(file=file).annotate(rank=problems_first)
-        first = rows.order_by("rank", "line_number").values("pk")[:INLINE_LINES]
-        return rows.filter(pk__in=first).order_by("rank", "line_number")
 
 
 @admin.register(SettlementFile)
-class SettlementFileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SettlementFileAdmin(ProblemsFirstLinesAdmin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "provider", "file_date", "line_count", "size_bytes", "imported_at")
     list_filter = ("provider", "file_date")
     search_fields = ("=id", "=checksum")
@@ -92,15 +80,6 @@ class SettlementFileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     readonly_fields = fields
     ordering = ("-file_date", "provider")
     inlines = [SettlementLineInline]
-
-    def get_formset_kwargs(self, request: HttpRequest, obj: SettlementFile | None,
-                           inline: admin.options.InlineModelAdmin, prefix: str
-                           ) -> dict[str, Any]:
-        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
-        if (isinstance(inline, SettlementLineInline) and obj is not None
-                and inline.has_view_or_change_permission(request, obj)):
-            kwargs["queryset"] = inline.lines_of(obj)
-        return kwargs
 
     @admin.display(description="raw file (first 2 KB)")
     def preview(self, file: SettlementFile) -> str:

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import reverse
 from django.utils.html import format_html
 from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -27,7 +27,13 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome, require_perm
 from backoffice.admin_audit import AuditedModelAdmin
-from backoffice.admin_base import ReadOnlyAdmin, status_badge
+from backoffice.admin_base import (
+    ExtraPagesMixin,
+    LargeTableMixin,
+    ReadOnlyAdmin,
+    StatusBadgeMixin,
+    status_badge,
+)
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.audit import AUDIT_ACTIONS, Actor, audit_record, snapshot
 from backoffice.forms import ApprovalDecisionForm, ApprovalVerdictForm, LedgerAdjustmentForm
@@ -39,7 +45,6 @@ from backoffice.models import (
     LedgerVerifyRun,
     VerifyStatus,
 )
-from backoffice.paginator import CappedCountPaginator
 from core.errors import ClearhouseError
 from core.money import format_amount
 
@@ -68,9 +73,12 @@ def approval_summary(approval: ApprovalRequest) -> str:
 
 
 @admin.register(ApprovalRequest)
-class ApprovalRequestAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
+class ApprovalRequestAdmin(ExtraPagesMixin, LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin,
+                           TolerantIdsMixin, ReadOnlyAdmin):
     """The approvals queue: oldest pending first when filtered to pending."""
 
+    extra_pages = (("ledger-adjustment/", "ledger_adjustment_view",
+                    "backoffice_ledger_adjustment"),)
     list_display = ("id", "kind_label", "status_label", "merchant_name", "amount_display",
                     "requested_by", "requested_at", "decided_by")
     list_filter = ("status", "kind")
@@ -78,8 +86,6 @@ class ApprovalRequestAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     search_help_text = "Request id (apr_…) or the id it is about (pay_…, dp_…)."
     list_select_related = ("merchant", "requested_by", "decided_by")
     ordering = ("-requested_at",)
-    show_full_result_count = False
-    paginator = CappedCountPaginator
     actions = None
     change_form_template = "admin/backoffice/approvalrequest/change_form.html"
     change_list_template = "admin/backoffice/approvalrequest/change_list.html"
@@ -98,18 +104,9 @@ class ApprovalRequestAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     def kind_label(self, approval: ApprovalRequest) -> str:
         return approval.get_kind_display()
 
-    @admin.display(description="status", ordering="status")
-    def status_label(self, approval: ApprovalRequest) -> str:
-        return status_badge(approval.status, approval.get_status_display())
-
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, approval: ApprovalRequest) -> str:
         return format_amount(approval.amount, approval.currency)
-
-    def get_urls(self) -> list[URLPattern]:
-        form = self.admin_site.admin_view(self.ledger_adjustment_view)
-        return [path("ledger-adjustment/", form, name="backoffice_ledger_adjustment"),
-                *super().get_urls()]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None
                         ) -> HttpResponse:
@@ -239,7 +236,7 @@ class StaffFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdmin):
+class AuditEntryAdmin(LargeTableMixin, ReadOnlyAdmin):
     """Append-only: no one, not even a superuser, adds, edits or deletes a row here (and the
     database refuses UPDATE and DELETE anyway)."""
 
@@ -249,8 +246,6 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     search_fields = ("=object_id", "=actor_username", "=request_id")
     search_help_text = "The object's id (pay_…, apr_…, brk_…), a username or a request id."
     ordering = ("-id",)
-    show_full_result_count = False
-    paginator = CappedCountPaginator
     actions = None
     readonly_fields = ("id", "created_at", "actor", "actor_username", "ip_address", "user_agent",
                        "request_id", "action", "object_type", "object_id", "note",
@@ -280,7 +275,8 @@ class AuditEntryAdmin(ReadOnlyAdmin):
 
 # -- ledger verification ---------------------------------------------------------------------
 @admin.register(LedgerVerifyRun)
-class LedgerVerifyRunAdmin(ReadOnlyAdmin):
+class LedgerVerifyRunAdmin(ExtraPagesMixin, ReadOnlyAdmin):
+    extra_pages = (("start/", "start_view", "backoffice_ledgerverifyrun_start"),)
     list_display = ("id", "status_label", "requested_by", "requested_at", "finished_at",
                     "entries", "postings", "accounts")
     list_filter = ("status",)
@@ -298,11 +294,6 @@ class LedgerVerifyRunAdmin(ReadOnlyAdmin):
     @admin.display(description="report")
     def report_text(self, run: LedgerVerifyRun) -> str:
         return format_html("<pre class='bo-pre'>{}</pre>", run.report or "—")
-
-    def get_urls(self) -> list[URLPattern]:
-        start = self.admin_site.admin_view(self.start_view)
-        return [path("start/", start, name="backoffice_ledgerverifyrun_start"),
-                *super().get_urls()]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None
                         ) -> HttpResponse:

@@ -33,25 +33,24 @@ class DepositAttemptInline(_AttemptInline):
     fk_name = "deposit"
 
 
-@admin.register(Payout)
-class PayoutAdmin(ReadOnlyAdmin):
+class _MovementAdmin(ReadOnlyAdmin):
+    """Payouts and deposits list, filter and search alike; each shows its own attempts."""
+
     list_display = ("id", "merchant", "amount", "currency", "status", "provider", "created_at")
     list_filter = ("status", "provider", "currency", "created_at")
     search_fields = ("=id", "=provider_reference", "=merchant__id", "merchant__name")
     list_select_related = ("merchant",)
     show_full_result_count = False
     date_hierarchy = "created_at"
+
+
+@admin.register(Payout)
+class PayoutAdmin(_MovementAdmin):
     inlines = [PayoutAttemptInline]
 
 
 @admin.register(Deposit)
-class DepositAdmin(ReadOnlyAdmin):
-    list_display = ("id", "merchant", "amount", "currency", "status", "provider", "created_at")
-    list_filter = ("status", "provider", "currency", "created_at")
-    search_fields = ("=id", "=provider_reference", "=merchant__id", "merchant__name")
-    list_select_related = ("merchant",)
-    show_full_result_count = False
-    date_hierarchy = "created_at"
+class DepositAdmin(_MovementAdmin):
     inlines = [DepositAttemptInline]
 
 

@@ -17,12 +17,11 @@ from django.utils.html import format_html
 
 from backoffice import services
 from backoffice.action_views import ObjectActionsMixin, Outcome
-from backoffice.admin_base import ReadOnlyAdmin, status_badge
+from backoffice.admin_base import LargeTableMixin, ReadOnlyAdmin, StatusBadgeMixin
 from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin
 from backoffice.audit import Actor
-from backoffice.forms import NoteForm
-from backoffice.paginator import CappedCountPaginator
+from backoffice.forms import OptionalNoteForm
 from core.carddata import redact_card_numbers
 from core.errors import ClearhouseError
 from webhooks.models import (
@@ -47,22 +46,14 @@ def _say_if_capped(model_admin: admin.ModelAdmin, request: HttpRequest, queryset
                                           "for the rest.", messages.WARNING)
 
 
-class _OptionalNote(NoteForm):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["note"].required = False
-
-
 @admin.register(Event)
-class EventAdmin(TolerantIdsMixin, ReadOnlyAdmin):
+class EventAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdmin):
     list_display = ["id", "type", "object_id", "merchant", "created_at"]
     search_fields = ["=id", "=object_id", "=merchant__id"]
     search_help_text = "Event id (evt_…), the object's id (pay_…, re_…) or a merchant id."
     readonly_fields = ["id", "merchant", "type", "object_type", "object_id", "data", "created_at"]
     list_select_related = ["merchant"]
     ordering = ["-created_at"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
 
 
 @admin.register(WebhookEndpoint)
@@ -95,7 +86,8 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
+class WebhookDeliveryAdmin(LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin, TolerantIdsMixin,
+                           ReadOnlyAdmin):
     list_display = ["id", "event_type", "endpoint", "status_label", "attempt_count",
                     "last_status_code", "next_attempt_at", "created_at"]
     list_filter = ["status"]
@@ -108,18 +100,12 @@ class WebhookDeliveryAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     inlines = [AttemptInline]
     actions = ["resend"]
     ordering = ["-created_at"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
     change_form_template = "admin/webhooks/webhookdelivery/change_form.html"
     action_names = ("resend",)
 
     @admin.display(description="event")
     def event_type(self, obj: WebhookDelivery) -> str:
         return obj.event.type
-
-    @admin.display(description="status", ordering="status")
-    def status_label(self, obj: WebhookDelivery) -> str:
-        return status_badge(obj.status, obj.get_status_display())
 
     def has_resend_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("backoffice.resend_webhook")
@@ -152,11 +138,11 @@ class WebhookDeliveryAdmin(ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
             made = services.delivery_resend(actor=actor, delivery_id=row.pk)
             return f"Queued {len(made)} new delivery of {row.event_id} to {row.endpoint_id}."
 
-        return self._post(request, object_id, "resend_webhook", _OptionalNote, run)
+        return self._post(request, object_id, "resend_webhook", OptionalNoteForm, run)
 
 
 @admin.register(ProviderEvent)
-class ProviderEventAdmin(ObjectActionsMixin, ReadOnlyAdmin):
+class ProviderEventAdmin(LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin, ReadOnlyAdmin):
     """The inbound provider inbox: what arrived, how processing went, and replay for the rows
     that failed or still wait."""
 
@@ -172,14 +158,8 @@ class ProviderEventAdmin(ObjectActionsMixin, ReadOnlyAdmin):
     fields = readonly_fields
     actions = ["replay"]
     ordering = ["-received_at"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
     change_form_template = "admin/webhooks/providerevent/change_form.html"
     action_names = ("replay",)
-
-    @admin.display(description="status", ordering="status")
-    def status_label(self, obj: ProviderEvent) -> str:
-        return status_badge(obj.status, obj.get_status_display())
 
     @admin.display(description="raw body")
     def body(self, obj: ProviderEvent) -> str:
@@ -216,4 +196,4 @@ class ProviderEventAdmin(ObjectActionsMixin, ReadOnlyAdmin):
             return (messages.WARNING, f"Replayed, but the event is {outcome or 'busy'}: see "
                                       "its last error below.")
 
-        return self._post(request, object_id, "replay_provider_event", _OptionalNote, run)
+        return self._post(request, object_id, "replay_provider_event", OptionalNoteForm, run)
