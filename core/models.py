@@ -1,9 +1,14 @@
-"""Merchants, their API keys (stored hashed) and the idempotency keys of their requests."""
+"""Merchants, their API keys (stored hashed) and the idempotency keys of their requests; and what
+the apps' money tables share: the rules PostgreSQL keeps on every payment, refund, deposit and
+payout, and the columns of every provider attempt row."""
+
+from collections.abc import Iterable
 
 from django.db import models
 from django.db.models import Q
 
 from core.ids import PublicIdField
+from core.money import MAX_AMOUNT
 
 
 class Merchant(models.Model):
@@ -74,3 +79,74 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status})"
+
+
+# An attempt stays open while it is requested (committed, maybe sent) or unknown (sent, answer
+# lost): only then may an answer still be recorded. Every app's AttemptStatus has these two
+# values; plain strings, so migrations serialise them as literals.
+OPEN_ATTEMPT_STATUSES = ("requested", "unknown")
+
+
+class ProviderAttempt(models.Model):
+    """One call to a provider, committed before the call so a crash leaves a trace; its id is the
+    provider idempotency key, so sending the same attempt again can never move money twice.
+    Each app adds what the attempt is for and its own `status` choices."""
+
+    provider = models.CharField(max_length=32)
+    amount = models.BigIntegerField()
+    provider_reference = models.CharField(max_length=128, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.CharField(max_length=500, blank=True, default="")
+    exchange = models.JSONField(default=dict, blank=True, help_text="Redacted request/response.")
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+    @property
+    def provider_idempotency_key(self) -> str:
+        return self.id
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_ATTEMPT_STATUSES
+
+
+# The rules of every merchant object that moves money (payment, refund, deposit, payout), named
+# `<name>_…`, kept by PostgreSQL.
+def money_object_constraints(name: str, statuses: Iterable[str], *, sent_to_provider: bool
+                             ) -> list[models.BaseConstraint]:
+    """Its amount within range, a known status, one row per merchant and Idempotency-Key. An
+    object sent to a provider under its own reference (not a refund, which follows its payment)
+    also has a lower-case ISO 4217 currency and one row per provider reference."""
+    rules = [
+        models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
+                               name=f"{name}_amount_range"),
+        models.CheckConstraint(condition=Q(status__in=list(statuses)),
+                               name=f"{name}_status_known"),
+        models.UniqueConstraint(fields=["merchant", "idempotency_key"],
+                                condition=~Q(idempotency_key=""),
+                                name=f"{name}_idempotency_key_per_merchant"),
+    ]
+    if sent_to_provider:
+        rules += [
+            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"),
+                                   name=f"{name}_currency_format"),
+            models.UniqueConstraint(fields=["provider", "provider_reference"],
+                                    condition=~Q(provider_reference=""),
+                                    name=f"{name}_provider_reference_unique"),
+        ]
+    return rules
+
+
+def money_object_indexes(name: str) -> list[models.Index]:
+    """A merchant's newest first (the API's lists), and by status and age (the janitor)."""
+    return [
+        models.Index(fields=["merchant", "-created_at", "-id"], name=f"{name}_merchant_recent"),
+        models.Index(fields=["status", "updated_at"], name=f"{name}_status_age"),
+    ]

@@ -117,25 +117,42 @@ def post_settlement(
 
 
 # -- refunds ---------------------------------------------------------------------------------
-def post_refund_created(
+def _refund_reserved(
     *, merchant: Merchant, refund_id: str, payment_id: str, currency: str, amount: int
-) -> JournalEntry:
-    """Reserve the refund out of available, which may go negative (the merchant owes it)."""
-    return _move(kind=EntryKind.REFUND_CREATED, merchant=merchant, reference_type="refund",
+) -> EntrySpec:
+    return _spec(kind=EntryKind.REFUND_CREATED, merchant=merchant, reference_type="refund",
                  reference_id=refund_id, description=f"Refund {refund_id} of {payment_id}",
                  source=_mine(merchant, currency, K.AVAILABLE),
                  target=_mine(merchant, currency, K.RESERVED), amount=amount,
                  allow_negative=MAY_GO_NEGATIVE)
 
 
+def _refund_sent(
+    *, merchant: Merchant, refund_id: str, payment_id: str, provider: str, currency: str,
+    amount: int,
+) -> EntrySpec:
+    return _spec(kind=EntryKind.REFUND_SUCCEEDED, merchant=merchant, reference_type="refund",
+                 reference_id=refund_id, description=f"Refund {refund_id} of {payment_id} sent",
+                 source=_mine(merchant, currency, K.RESERVED),
+                 target=_clearing(merchant, currency, provider), amount=amount)
+
+
+def post_refund_created(
+    *, merchant: Merchant, refund_id: str, payment_id: str, currency: str, amount: int
+) -> JournalEntry:
+    """Reserve the refund out of available, which may go negative (the merchant owes it)."""
+    return entries_post([_refund_reserved(merchant=merchant, refund_id=refund_id,
+                                          payment_id=payment_id, currency=currency,
+                                          amount=amount)])[0]
+
+
 def post_refund_succeeded(
     *, merchant: Merchant, refund_id: str, payment_id: str, provider: str, currency: str,
     amount: int,
 ) -> JournalEntry:
-    return _move(kind=EntryKind.REFUND_SUCCEEDED, merchant=merchant, reference_type="refund",
-                 reference_id=refund_id, description=f"Refund {refund_id} of {payment_id} sent",
-                 source=_mine(merchant, currency, K.RESERVED),
-                 target=_clearing(merchant, currency, provider), amount=amount)
+    return entries_post([_refund_sent(merchant=merchant, refund_id=refund_id,
+                                      payment_id=payment_id, provider=provider,
+                                      currency=currency, amount=amount)])[0]
 
 
 def post_refund_recorded(
@@ -146,16 +163,9 @@ def post_refund_recorded(
     entries' accounts are locked together in one order. Two entry_post calls in one transaction
     would lock (available, reserved) and then clearing, while a concurrent refund_succeeded
     locks clearing (a lower id) and then reserved: a deadlock."""
-    created = _spec(kind=EntryKind.REFUND_CREATED, merchant=merchant, reference_type="refund",
-                    reference_id=refund_id, description=f"Refund {refund_id} of {payment_id}",
-                    source=_mine(merchant, currency, K.AVAILABLE),
-                    target=_mine(merchant, currency, K.RESERVED), amount=amount,
-                    allow_negative=MAY_GO_NEGATIVE)
-    sent = _spec(kind=EntryKind.REFUND_SUCCEEDED, merchant=merchant, reference_type="refund",
-                 reference_id=refund_id, description=f"Refund {refund_id} of {payment_id} sent",
-                 source=_mine(merchant, currency, K.RESERVED),
-                 target=_clearing(merchant, currency, provider), amount=amount)
-    return entries_post([created, sent])
+    refund = {"merchant": merchant, "refund_id": refund_id, "payment_id": payment_id,
+              "currency": currency, "amount": amount}
+    return entries_post([_refund_reserved(**refund), _refund_sent(**refund, provider=provider)])
 
 
 def post_refund_failed(

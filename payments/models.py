@@ -10,7 +10,12 @@ from django.db.models import F, Q
 from django_fsm import FSMField, FSMModelMixin, transition
 
 from core.ids import PublicIdField
-from core.models import Merchant
+from core.models import (
+    Merchant,
+    ProviderAttempt,
+    money_object_constraints,
+    money_object_indexes,
+)
 from core.money import MAX_AMOUNT
 
 
@@ -94,10 +99,7 @@ class Payment(FSMModelMixin, models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
-                                   name="payment_amount_range"),
-            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"),
-                                   name="payment_currency_format"),
+            *money_object_constraints("payment", PaymentStatus.values, sent_to_provider=True),
             models.CheckConstraint(
                 condition=Q(amount_authorized__gte=0, amount_authorized__lte=F("amount")),
                 name="payment_authorized_within_amount"),
@@ -113,22 +115,13 @@ class Payment(FSMModelMixin, models.Model):
             # Refunded + disputed may exceed captured: a chargeback on money already refunded is
             # a provider fact we record (with a break for staff to contest), never refuse. What
             # a merchant may *request* stays within captured − disputed (refund guard trigger).
-            models.CheckConstraint(condition=Q(status__in=PaymentStatus.values),
-                                   name="payment_status_known"),
             models.CheckConstraint(condition=Q(capture_method__in=CaptureMethod.values),
                                    name="payment_capture_method_known"),
-            models.UniqueConstraint(fields=["merchant", "idempotency_key"],
-                                    condition=~Q(idempotency_key=""),
-                                    name="payment_idempotency_key_per_merchant"),
-            models.UniqueConstraint(fields=["provider", "provider_reference"],
-                                    condition=~Q(provider_reference=""),
-                                    name="payment_provider_reference_unique"),
         ]
         indexes = [
-            models.Index(fields=["merchant", "-created_at", "-id"], name="payment_merchant_recent"),
+            *money_object_indexes("payment"),
             models.Index(fields=["merchant", "status", "-created_at"],
                          name="payment_merchant_status"),
-            models.Index(fields=["status", "updated_at"], name="payment_status_age"),
         ]
 
     def __str__(self) -> str:
@@ -223,19 +216,12 @@ class Refund(FSMModelMixin, models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
-                                   name="refund_amount_range"),
+            *money_object_constraints("refund", RefundStatus.values, sent_to_provider=False),
             models.CheckConstraint(condition=Q(origin__in=RefundOrigin.values),
                                    name="refund_origin_known"),
-            models.CheckConstraint(condition=Q(status__in=RefundStatus.values),
-                                   name="refund_status_known"),
-            models.UniqueConstraint(fields=["merchant", "idempotency_key"],
-                                    condition=~Q(idempotency_key=""),
-                                    name="refund_idempotency_key_per_merchant"),
         ]
         indexes = [
-            models.Index(fields=["merchant", "-created_at", "-id"], name="refund_merchant_recent"),
-            models.Index(fields=["status", "updated_at"], name="refund_status_age"),
+            *money_object_indexes("refund"),
             # Settlement matching and provider webhooks find refunds by the provider's reference.
             models.Index(fields=["provider_reference"], name="refund_provider_reference"),
         ]
@@ -267,9 +253,8 @@ class AttemptStatus(models.TextChoices):
     UNKNOWN = "unknown"  # sent, answer lost: only a status lookup may resolve it
 
 
-class PaymentAttempt(models.Model):
-    """One call to a provider. Committed before the call, so a crash leaves a trace, and its id
-    is the provider idempotency key, so a retry of the same attempt can never charge twice."""
+class PaymentAttempt(ProviderAttempt):
+    """One call to a provider for a payment or a refund (core.models.ProviderAttempt)."""
 
     id = PublicIdField(prefix="att")
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="attempts")
@@ -278,17 +263,8 @@ class PaymentAttempt(models.Model):
     dispute = models.ForeignKey("Dispute", on_delete=models.PROTECT, related_name="attempts",
                                 null=True, blank=True)
     kind = models.CharField(max_length=16, choices=AttemptKind.choices)
-    provider = models.CharField(max_length=32)
-    amount = models.BigIntegerField()
     status = models.CharField(max_length=16, choices=AttemptStatus.choices,
                               default=AttemptStatus.REQUESTED)
-    provider_reference = models.CharField(max_length=128, blank=True, default="")
-    error_code = models.CharField(max_length=64, blank=True, default="")
-    error_message = models.CharField(max_length=500, blank=True, default="")
-    exchange = models.JSONField(default=dict, blank=True, help_text="Redacted request/response.")
-    latency_ms = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -312,13 +288,6 @@ class PaymentAttempt(models.Model):
             models.Index(fields=["payment", "created_at"], name="attempt_payment"),
             models.Index(fields=["status", "created_at"], name="attempt_status_age"),
         ]
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.id} ({self.status})"
-
-    @property
-    def provider_idempotency_key(self) -> str:
-        return self.id
 
 
 class DisputeStatus(models.TextChoices):

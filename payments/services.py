@@ -28,7 +28,7 @@ from core.errors import (
     violated_constraint,
 )
 from core.idempotency import same_request_or_422
-from core.models import Merchant
+from core.models import OPEN_ATTEMPT_STATUSES, Merchant
 from core.selectors import one_or_404
 from core.transactions import create_or_existing, task_send
 from ledger import flows as ledger
@@ -332,26 +332,31 @@ def _authorization_record(*, attempt_id: str, result: ProviderResult
     routed provider (failover) and return its id. Never fails over after an unknown outcome.
     A provider reference that collides with one we hold becomes a break (no extra query on the
     normal path: the unique constraint detects it)."""
-    payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
     try:
-        return _authorization_apply(payment_id=payment_id, attempt_id=attempt_id, result=result)
+        return _authorization_apply(attempt_id=attempt_id, result=result)
     except IntegrityError as exc:
         if violated_constraint(exc) != "payment_provider_reference_unique":
             raise
     with transaction.atomic():
-        payment = _lock_payment(merchant=None, payment_id=payment_id)
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
-        if attempt.status in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
+        payment, attempt = _lock_attempt(attempt_id)
+        if attempt.is_open:
             _report_collision(payment, attempt, result)
     return payment, None
 
 
-def _authorization_apply(*, payment_id: str, attempt_id: str, result: ProviderResult
+def _lock_attempt(attempt_id: str) -> tuple[Payment, PaymentAttempt]:
+    """Lock an attempt's payment, then the attempt: payment first, the order every writer of a
+    payment takes."""
+    payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
+    payment = _lock_payment(merchant=None, payment_id=payment_id)
+    return payment, PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+
+
+def _authorization_apply(*, attempt_id: str, result: ProviderResult
                          ) -> tuple[Payment, str | None]:
     with transaction.atomic():
-        payment = _lock_payment(merchant=None, payment_id=payment_id)
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
-        if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
+        payment, attempt = _lock_attempt(attempt_id)
+        if not attempt.is_open:
             return payment, None
         if result.outcome == Outcome.UNKNOWN and attempt.status == AttemptStatus.UNKNOWN:
             return payment, None
@@ -407,7 +412,7 @@ def payment_authorization_lookup(*, attempt_id: str) -> tuple[Payment, ProviderS
     so the janitor can decide what to do with `not_found` / `unknown`."""
     attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
     payment = attempt.payment
-    if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
+    if not attempt.is_open:
         return payment, ProviderStatus.UNKNOWN
     found = provider_call(attempt.provider, "retrieve", RetrieveRequest(
         provider_reference=attempt.provider_reference, merchant_reference=payment.id))
@@ -428,7 +433,7 @@ def _open_attempt(payment: Payment, kind: str, amount: int, refund: Refund | Non
                   ) -> PaymentAttempt:
     busy = payment.attempts.filter(
         kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID],
-        status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN],
+        status__in=OPEN_ATTEMPT_STATUSES,
     )
     if kind != AttemptKind.REFUND and busy.exists():
         raise StateError("A capture or cancel of this payment is already in progress.",
@@ -492,13 +497,9 @@ def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None =
 
 
 def payment_capture_record(*, attempt_id: str, result: ProviderResult) -> Payment:
-    payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
     with transaction.atomic():
-        payment = _lock_payment(merchant=None, payment_id=payment_id)
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
-        if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
-            return payment
-        if _mismatch(payment, attempt, result):
+        payment, attempt = _lock_attempt(attempt_id)
+        if not attempt.is_open or _mismatch(payment, attempt, result):
             return payment
         _record_attempt(attempt, result)
         if result.outcome == Outcome.APPROVED and payment.status == PaymentStatus.AUTHORIZED:
@@ -526,11 +527,9 @@ def payment_cancel(*, merchant: Merchant, payment_id: str, audit: AuditHook | No
 
 
 def payment_void_record(*, attempt_id: str, result: ProviderResult) -> Payment:
-    payment_id = PaymentAttempt.objects.values_list("payment_id", flat=True).get(pk=attempt_id)
     with transaction.atomic():
-        payment = _lock_payment(merchant=None, payment_id=payment_id)
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
-        if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
+        payment, attempt = _lock_attempt(attempt_id)
+        if not attempt.is_open:
             return payment
         _record_attempt(attempt, result)
         if result.outcome == Outcome.APPROVED and payment.status == PaymentStatus.AUTHORIZED:
@@ -553,7 +552,7 @@ def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatu
     attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
     payment = attempt.payment
     if (attempt.kind not in OPERATION_DONE
-            or attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN)):
+            or not attempt.is_open):
         return payment, ProviderStatus.UNKNOWN
     found = provider_call(attempt.provider, "retrieve", RetrieveRequest(
         provider_reference=payment.provider_reference, merchant_reference=payment.id))
@@ -573,7 +572,7 @@ def payment_operation_execute(*, attempt_id: str) -> Payment:
     """Send a capture or void attempt that has no answer again, with its own provider key."""
     attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
     if (attempt.kind not in OPERATION_DONE or attempt.payment.status != PaymentStatus.AUTHORIZED
-            or attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN)):
+            or not attempt.is_open):
         return attempt.payment
     return _operation_send(attempt.payment, attempt)[0]
 
@@ -645,7 +644,7 @@ def refund_record(*, attempt_id: str, result: ProviderResult) -> Refund:
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
         refund = Refund.objects.select_for_update().get(pk=attempt_row["refund_id"])
         refund.payment = payment
-        if attempt.status not in (AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN):
+        if not attempt.is_open:
             return refund
         if _mismatch(payment, attempt, result):
             return refund
@@ -753,7 +752,7 @@ def _payment_for_event(provider: str, provider_reference: str, merchant_referenc
 
 def _open_attempt_of(payment: Payment, provider: str, kind: str) -> PaymentAttempt | None:
     return (payment.attempts.filter(provider=provider, kind=kind,
-                                    status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN])
+                                    status__in=OPEN_ATTEMPT_STATUSES)
             .order_by("-created_at").first())
 
 
@@ -918,7 +917,7 @@ def _refund_event_apply(payment: Payment, provider: str, amount: int | None,
         return APPLIED
     attempt = (payment.attempts.filter(kind=AttemptKind.REFUND, amount=amount, provider=provider,
                                        refund__status=RefundStatus.PENDING,
-                                       status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN])
+                                       status__in=OPEN_ATTEMPT_STATUSES)
                .order_by("created_at").first())
     if confirmed_refunded is not None:
         totals = {row["status"]: row["total"] for row in payment.refunds.filter(

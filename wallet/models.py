@@ -15,8 +15,13 @@ from django.db.models import Q
 from django_fsm import FSMField, FSMModelMixin, transition
 
 from core.ids import PublicIdField
-from core.models import Merchant
-from core.money import MAX_AMOUNT
+from core.models import (
+    OPEN_ATTEMPT_STATUSES,
+    Merchant,
+    ProviderAttempt,
+    money_object_constraints,
+    money_object_indexes,
+)
 
 
 class DepositStatus(models.TextChoices):
@@ -68,23 +73,7 @@ class Movement(FSMModelMixin, models.Model):
 
     class Meta:
         abstract = True
-        constraints = [
-            models.CheckConstraint(condition=Q(amount__gte=1, amount__lte=MAX_AMOUNT),
-                                   name="%(class)s_amount_range"),
-            models.CheckConstraint(condition=Q(currency__regex=r"^[a-z]{3}$"),
-                                   name="%(class)s_currency_format"),
-            models.UniqueConstraint(fields=["merchant", "idempotency_key"],
-                                    condition=~Q(idempotency_key=""),
-                                    name="%(class)s_idempotency_key_per_merchant"),
-            models.UniqueConstraint(fields=["provider", "provider_reference"],
-                                    condition=~Q(provider_reference=""),
-                                    name="%(class)s_provider_reference_unique"),
-        ]
-        indexes = [
-            models.Index(fields=["merchant", "-created_at", "-id"],
-                         name="%(class)s_merchant_recent"),
-            models.Index(fields=["status", "updated_at"], name="%(class)s_status_age"),
-        ]
+        indexes = money_object_indexes("%(class)s")
 
     def __str__(self) -> str:
         return self.id
@@ -98,9 +87,8 @@ class Deposit(Movement):
                       protected=True)
 
     class Meta(Movement.Meta):
-        constraints = [*Movement.Meta.constraints,
-                       models.CheckConstraint(condition=Q(status__in=DepositStatus.values),
-                                              name="deposit_status_known")]
+        constraints = money_object_constraints("deposit", DepositStatus.values,
+                                               sent_to_provider=True)
 
     @property
     def is_final(self) -> bool:
@@ -123,9 +111,8 @@ class Payout(Movement):
                       protected=True)
 
     class Meta(Movement.Meta):
-        constraints = [*Movement.Meta.constraints,
-                       models.CheckConstraint(condition=Q(status__in=PayoutStatus.values),
-                                              name="payout_status_known")]
+        constraints = money_object_constraints("payout", PayoutStatus.values,
+                                               sent_to_provider=True)
 
     @property
     def is_final(self) -> bool:
@@ -157,13 +144,8 @@ class AttemptStatus(models.TextChoices):
     UNKNOWN = "unknown"  # sent, answer lost: only the same key again or a lookup resolves it
 
 
-# Plain strings, so migrations serialise them as literals.
-OPEN_ATTEMPT_STATUSES = (AttemptStatus.REQUESTED.value, AttemptStatus.UNKNOWN.value)
-
-
-class MovementAttempt(models.Model):
-    """One create call to a provider for a deposit or a payout. Committed before the call, and
-    its id is the provider idempotency key, so sending it again can never move money twice."""
+class MovementAttempt(ProviderAttempt):
+    """One create call to a provider for a deposit or a payout (core.models.ProviderAttempt)."""
 
     id = PublicIdField(prefix="mvat")
     kind = models.CharField(max_length=16, choices=MovementKind.choices)
@@ -171,17 +153,8 @@ class MovementAttempt(models.Model):
                                 null=True, blank=True)
     payout = models.ForeignKey(Payout, on_delete=models.PROTECT, related_name="attempts",
                                null=True, blank=True)
-    provider = models.CharField(max_length=32)
-    amount = models.BigIntegerField()
     status = models.CharField(max_length=16, choices=AttemptStatus.choices,
                               default=AttemptStatus.REQUESTED)
-    provider_reference = models.CharField(max_length=128, blank=True, default="")
-    error_code = models.CharField(max_length=64, blank=True, default="")
-    error_message = models.CharField(max_length=500, blank=True, default="")
-    exchange = models.JSONField(default=dict, blank=True, help_text="Redacted request/response.")
-    latency_ms = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -202,10 +175,3 @@ class MovementAttempt(models.Model):
                                     name="movement_attempt_one_open_per_payout"),
         ]
         indexes = [models.Index(fields=["status", "created_at"], name="movement_attempt_age")]
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.id} ({self.status})"
-
-    @property
-    def provider_idempotency_key(self) -> str:
-        return self.id

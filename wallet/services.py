@@ -201,7 +201,7 @@ def _record_attempt(attempt: MovementAttempt, result: MovementResult) -> None:
 
 def _is_news(attempt: MovementAttempt, result: MovementResult, *, resend: bool) -> bool:
     """Whether an answer may change an attempt that is still open."""
-    if attempt.status not in OPEN_ATTEMPT_STATUSES:
+    if not attempt.is_open:
         return False
     if result.outcome == Outcome.UNKNOWN and attempt.status == AttemptStatus.UNKNOWN:
         return False
@@ -312,7 +312,7 @@ def _record(spec: _Spec, *, attempt_id: str, result: MovementResult, resend: boo
     with transaction.atomic():
         row = _lock(spec, row_id)
         attempt = MovementAttempt.objects.select_for_update().get(pk=attempt_id)
-        if attempt.status in OPEN_ATTEMPT_STATUSES:
+        if attempt.is_open:
             _report_collision(spec, row, provider=attempt.provider,
                               reference=result.provider_reference,
                               details={"status": result.status.value, "amount": result.amount})

@@ -8,15 +8,16 @@ sends nothing twice.
 
 from celery import shared_task
 
+from core.tasks_base import service_task
 from webhooks import inbound, services
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@service_task
 def webhook_deliver(delivery_id: str) -> None:
     services.delivery_execute(delivery_id=delivery_id)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@service_task
 def provider_event_process(event_id: int) -> None:
     inbound.provider_event_process(event_id=event_id)
 
