@@ -71,11 +71,11 @@ def capture_merchants(ids: list[int], count: int) -> list[str]:
     times an account's creation."""
     from core.services import merchant_create
     from ledger.models import AccountKind
-    from ledger.services import account_for, clearing_account_for
+    from ledger.services import account_for, account_row, clearing_key
 
     merchants = [merchant_create(name=f"Bench capture merchant {i}")[0] for i in range(count)]
     for merchant in merchants:
-        clearing_account_for(merchant=merchant, currency=CURRENCY, provider=CAPTURE_PROVIDER)
+        account_row(clearing_key(merchant=merchant, currency=CURRENCY, provider=CAPTURE_PROVIDER))
     # Shard 0 is the one unsplit row every capture uses when LEDGER_CLEARING_SHARDS is 1.
     account_for(currency=CURRENCY, kind=AccountKind.PROVIDER_CLEARING, provider=CAPTURE_PROVIDER)
     return sorted(merchant.pk for merchant in merchants)
@@ -151,13 +151,13 @@ def capture_factory(merchant_ids: list[str], tag: str, shards: int | None = None
         from core.models import Merchant
         from ledger.flows import post_capture
         from ledger.models import AccountKind, EntryKind
-        from ledger.services import account_for, clearing_account_for, entry_post
+        from ledger.services import account_for, account_row, clearing_key, entry_post
 
         if shards is not None:
             settings.LEDGER_CLEARING_SHARDS = shards
         merchants = list(Merchant.objects.filter(pk__in=merchant_ids).order_by("pk"))
-        accounts = {m.pk: (clearing_account_for(merchant=m, currency=CURRENCY,
-                                                provider=CAPTURE_PROVIDER),
+        accounts = {m.pk: (account_row(clearing_key(merchant=m, currency=CURRENCY,
+                                                    provider=CAPTURE_PROVIDER)),
                            account_for(merchant=m, currency=CURRENCY, kind=AccountKind.PENDING))
                     for m in merchants} if resolved else {}
         rng = random.Random(f"{tag}-{index}")

@@ -49,7 +49,6 @@ from ledger.services import (
     entry_post,
 )
 
-K = AccountKind
 MAY_GO_NEGATIVE = frozenset({AccountKind.AVAILABLE.value})
 
 
@@ -60,7 +59,7 @@ def _positive(amount: int) -> int:
 
 
 # Accounts by key: entry_post finds (or creates) and locks them in one round trip.
-def _mine(merchant: Merchant, currency: str, kind: str) -> AccountKey:
+def _merchant_account(merchant: Merchant, currency: str, kind: str) -> AccountKey:
     return account_key(merchant=merchant, currency=currency, kind=kind)
 
 
@@ -95,7 +94,7 @@ def post_capture(
     return _move(kind=EntryKind.CAPTURE, merchant=merchant, reference_type="payment",
                  reference_id=payment_id, description=f"Capture of {payment_id}",
                  source=_clearing(merchant, currency, provider),
-                 target=_mine(merchant, currency, K.PENDING),
+                 target=_merchant_account(merchant, currency, AccountKind.PENDING),
                  amount=amount)
 
 
@@ -106,11 +105,11 @@ def post_settlement(
     amount = _positive(amount)
     if isinstance(fee, bool) or not isinstance(fee, int) or not 0 <= fee <= amount:
         raise ValueError(f"fee {fee!r} must be an int from 0 to the settled amount")
-    lines = [(_mine(merchant, currency, K.PENDING), -amount)]
+    lines = [(_merchant_account(merchant, currency, AccountKind.PENDING), -amount)]
     if amount - fee:
-        lines.append((_mine(merchant, currency, K.AVAILABLE), amount - fee))
+        lines.append((_merchant_account(merchant, currency, AccountKind.AVAILABLE), amount - fee))
     if fee:
-        lines.append((_platform(currency, K.FEES), fee))
+        lines.append((_platform(currency, AccountKind.FEES), fee))
     return entry_post(kind=EntryKind.SETTLEMENT, lines=lines, reference_type="payment",
                       reference_id=payment_id, merchant=merchant,
                       description=f"Settlement of {payment_id} (fee {fee})")
@@ -122,8 +121,8 @@ def _refund_reserved(
 ) -> EntrySpec:
     return _spec(kind=EntryKind.REFUND_CREATED, merchant=merchant, reference_type="refund",
                  reference_id=refund_id, description=f"Refund {refund_id} of {payment_id}",
-                 source=_mine(merchant, currency, K.AVAILABLE),
-                 target=_mine(merchant, currency, K.RESERVED), amount=amount,
+                 source=_merchant_account(merchant, currency, AccountKind.AVAILABLE),
+                 target=_merchant_account(merchant, currency, AccountKind.RESERVED), amount=amount,
                  allow_negative=MAY_GO_NEGATIVE)
 
 
@@ -133,7 +132,7 @@ def _refund_sent(
 ) -> EntrySpec:
     return _spec(kind=EntryKind.REFUND_SUCCEEDED, merchant=merchant, reference_type="refund",
                  reference_id=refund_id, description=f"Refund {refund_id} of {payment_id} sent",
-                 source=_mine(merchant, currency, K.RESERVED),
+                 source=_merchant_account(merchant, currency, AccountKind.RESERVED),
                  target=_clearing(merchant, currency, provider), amount=amount)
 
 
@@ -174,8 +173,8 @@ def post_refund_failed(
     return _move(kind=EntryKind.REFUND_FAILED, merchant=merchant, reference_type="refund",
                  reference_id=refund_id,
                  description=f"Refund {refund_id} of {payment_id} failed; released",
-                 source=_mine(merchant, currency, K.RESERVED),
-                 target=_mine(merchant, currency, K.AVAILABLE), amount=amount)
+                 source=_merchant_account(merchant, currency, AccountKind.RESERVED),
+                 target=_merchant_account(merchant, currency, AccountKind.AVAILABLE), amount=amount)
 
 
 # -- disputes --------------------------------------------------------------------------------
@@ -185,8 +184,8 @@ def post_dispute_opened(
     """Hold the disputed amount; available may go negative, as at Stripe."""
     return _move(kind=EntryKind.DISPUTE_OPENED, merchant=merchant, reference_type="dispute",
                  reference_id=dispute_id, description=f"Dispute {dispute_id} on {payment_id}",
-                 source=_mine(merchant, currency, K.AVAILABLE),
-                 target=_mine(merchant, currency, K.DISPUTED), amount=amount,
+                 source=_merchant_account(merchant, currency, AccountKind.AVAILABLE),
+                 target=_merchant_account(merchant, currency, AccountKind.DISPUTED), amount=amount,
                  allow_negative=MAY_GO_NEGATIVE)
 
 
@@ -195,8 +194,8 @@ def post_dispute_won(
 ) -> JournalEntry:
     return _move(kind=EntryKind.DISPUTE_WON, merchant=merchant, reference_type="dispute",
                  reference_id=dispute_id, description=f"Dispute {dispute_id} on {payment_id} won",
-                 source=_mine(merchant, currency, K.DISPUTED),
-                 target=_mine(merchant, currency, K.AVAILABLE), amount=amount)
+                 source=_merchant_account(merchant, currency, AccountKind.DISPUTED),
+                 target=_merchant_account(merchant, currency, AccountKind.AVAILABLE), amount=amount)
 
 
 def post_dispute_lost(
@@ -206,7 +205,7 @@ def post_dispute_lost(
     return _move(kind=EntryKind.DISPUTE_LOST, merchant=merchant, reference_type="dispute",
                  reference_id=dispute_id,
                  description=f"Dispute {dispute_id} on {payment_id} lost; charged back",
-                 source=_mine(merchant, currency, K.DISPUTED),
+                 source=_merchant_account(merchant, currency, AccountKind.DISPUTED),
                  target=_clearing(merchant, currency, provider), amount=amount)
 
 
@@ -216,8 +215,8 @@ def post_deposit_confirmed(
 ) -> JournalEntry:
     return _move(kind=EntryKind.DEPOSIT_CONFIRMED, merchant=merchant, reference_type="deposit",
                  reference_id=deposit_id, description=f"Deposit {deposit_id}",
-                 source=_platform(currency, K.DEPOSITS_CLEARING),
-                 target=_mine(merchant, currency, K.AVAILABLE), amount=amount)
+                 source=_platform(currency, AccountKind.DEPOSITS_CLEARING),
+                 target=_merchant_account(merchant, currency, AccountKind.AVAILABLE), amount=amount)
 
 
 def post_payout_created(
@@ -226,8 +225,8 @@ def post_payout_created(
     """Reserve the payout. Raises InsufficientFunds (409) rather than overdraw available."""
     return _move(kind=EntryKind.PAYOUT_CREATED, merchant=merchant, reference_type="payout",
                  reference_id=payout_id, description=f"Payout {payout_id}",
-                 source=_mine(merchant, currency, K.AVAILABLE),
-                 target=_mine(merchant, currency, K.RESERVED), amount=amount)
+                 source=_merchant_account(merchant, currency, AccountKind.AVAILABLE),
+                 target=_merchant_account(merchant, currency, AccountKind.RESERVED), amount=amount)
 
 
 def post_payout_in_transit(
@@ -235,8 +234,8 @@ def post_payout_in_transit(
 ) -> JournalEntry:
     return _move(kind=EntryKind.PAYOUT_IN_TRANSIT, merchant=merchant, reference_type="payout",
                  reference_id=payout_id, description=f"Payout {payout_id} in transit",
-                 source=_mine(merchant, currency, K.RESERVED),
-                 target=_platform(currency, K.PAYOUTS_IN_TRANSIT),
+                 source=_merchant_account(merchant, currency, AccountKind.RESERVED),
+                 target=_platform(currency, AccountKind.PAYOUTS_IN_TRANSIT),
                  amount=amount)
 
 
@@ -247,8 +246,8 @@ def _payout_holding(merchant: Merchant, payout_id: str, currency: str) -> Accoun
         reference_type="payout", reference_id=payout_id, kind=EntryKind.PAYOUT_IN_TRANSIT,
     ).exists()
     if in_transit:
-        return _platform(currency, K.PAYOUTS_IN_TRANSIT)
-    return _mine(merchant, currency, K.RESERVED)
+        return _platform(currency, AccountKind.PAYOUTS_IN_TRANSIT)
+    return _merchant_account(merchant, currency, AccountKind.RESERVED)
 
 
 def post_payout_paid(
@@ -266,4 +265,4 @@ def post_payout_failed(
     return _move(kind=EntryKind.PAYOUT_FAILED, merchant=merchant, reference_type="payout",
                  reference_id=payout_id, description=f"Payout {payout_id} failed; released",
                  source=_payout_holding(merchant, payout_id, currency),
-                 target=_mine(merchant, currency, K.AVAILABLE), amount=amount)
+                 target=_merchant_account(merchant, currency, AccountKind.AVAILABLE), amount=amount)

@@ -23,7 +23,7 @@ the last step: the account locks are held until COMMIT, so a hot account (a merc
 
 Hot platform accounts: `provider_clearing:<provider>` is credited or debited by every capture,
 refund and payout, so it is split into LEDGER_CLEARING_SHARDS rows chosen by merchant
-(`clearing_account_for`), summed on read. A merchant's own accounts are one row each; a
+(`clearing_key`), summed on read. A merchant's own accounts are one row each; a
 merchant that posts faster than one row allows batches its entries with `entries_post`.
 """
 
@@ -130,32 +130,29 @@ def clearing_key(*, merchant: Merchant | None, currency: str, provider: str) -> 
                        shard=clearing_shard(merchant))
 
 
-def clearing_account_for(*, merchant: Merchant | None, currency: str, provider: str) -> Account:
-    """The row of `clearing_key`, created on first use."""
-    key = clearing_key(merchant=merchant, currency=currency, provider=provider)
-    return account_for(currency=currency, kind=key.kind, provider=provider, shard=key.shard)
-
-
 def account_for(
     *, merchant: Merchant | None = None, currency: str, kind: str, provider: str = "",
     shard: int = 0,
 ) -> Account:
-    """The account for (merchant, currency, kind, provider, shard), created on first use.
+    """The account for (merchant, currency, kind, provider, shard), created on first use."""
+    return account_row(account_key(merchant=merchant, currency=currency, kind=kind,
+                                   provider=provider, shard=shard))
+
+
+def account_row(key: AccountKey) -> Account:
+    """The row a key names (`account_key`, or `clearing_key` for a merchant's clearing shard),
+    created on first use.
 
     Race-safe without a savepoint: INSERT … ON CONFLICT DO NOTHING waits for a concurrent
     inserter to commit, after which the re-read (a new READ COMMITTED snapshot) finds its row.
     Posting does not need this (lines may name an `AccountKey`); reads and tests do.
     """
-    account_key(merchant=merchant, currency=currency, kind=kind, provider=provider, shard=shard)
-    rows = Account.objects.filter(merchant=merchant, currency=currency, kind=kind,
-                                  provider=provider, shard=shard)
+    columns = {"merchant_id": key.merchant_id, "currency": key.currency, "kind": key.kind,
+               "provider": key.provider, "shard": key.shard}
+    rows = Account.objects.filter(**columns)
     account = rows.first()
     if account is None:
-        Account.objects.bulk_create(
-            [Account(merchant=merchant, currency=currency, kind=kind, provider=provider,
-                     shard=shard)],
-            ignore_conflicts=True,
-        )
+        Account.objects.bulk_create([Account(**columns)], ignore_conflicts=True)
         account = rows.get()
     return account
 

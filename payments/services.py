@@ -497,13 +497,22 @@ def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None =
 
 
 def payment_capture_record(*, attempt_id: str, result: ProviderResult) -> Payment:
+    return _operation_record(attempt_id, result, check_amounts=True,
+                             approved=lambda payment, attempt: _capture(payment, attempt.amount))
+
+
+def _operation_record(attempt_id: str, result: ProviderResult, *, check_amounts: bool,
+                      approved: Callable[[Payment, PaymentAttempt], None]) -> Payment:
+    """Record the answer to a capture or void attempt still open; an approval applies
+    (`approved`) only to a payment still authorized. A capture's answer must also agree with
+    what was asked (`check_amounts`: a mismatch is a break, not money)."""
     with transaction.atomic():
         payment, attempt = _lock_attempt(attempt_id)
-        if not attempt.is_open or _mismatch(payment, attempt, result):
+        if not attempt.is_open or (check_amounts and _mismatch(payment, attempt, result)):
             return payment
         _record_attempt(attempt, result)
         if result.outcome == Outcome.APPROVED and payment.status == PaymentStatus.AUTHORIZED:
-            _capture(payment, attempt.amount)
+            approved(payment, attempt)
     return payment
 
 
@@ -514,9 +523,7 @@ def payment_cancel(*, merchant: Merchant, payment_id: str, audit: AuditHook | No
         if audit is not None and payment.allows("cancel"):
             audit(payment)
         if payment.status == PaymentStatus.CREATED:
-            payment.mark_canceled()
-            payment.save()
-            _payment_event(payment, "payment.canceled")
+            _cancel(payment)
             return payment
         if not payment.allows("cancel"):
             raise _state_error(payment, "canceled")
@@ -527,16 +534,14 @@ def payment_cancel(*, merchant: Merchant, payment_id: str, audit: AuditHook | No
 
 
 def payment_void_record(*, attempt_id: str, result: ProviderResult) -> Payment:
-    with transaction.atomic():
-        payment, attempt = _lock_attempt(attempt_id)
-        if not attempt.is_open:
-            return payment
-        _record_attempt(attempt, result)
-        if result.outcome == Outcome.APPROVED and payment.status == PaymentStatus.AUTHORIZED:
-            payment.mark_canceled()
-            payment.save()
-            _payment_event(payment, "payment.canceled")
-    return payment
+    return _operation_record(attempt_id, result, check_amounts=False,
+                             approved=lambda payment, attempt: _cancel(payment))
+
+
+def _cancel(payment: Payment) -> None:
+    payment.mark_canceled()
+    payment.save()
+    _payment_event(payment, "payment.canceled")
 
 
 # What a status lookup may say once a capture or void attempt has happened. A charge refunded

@@ -81,6 +81,7 @@ class _Spec:
     # Moves a locked row to what the provider says (never backwards), in the caller's
     # transaction, with its ledger entry and events.
     advance: Callable[..., None]
+    event: Callable[[Any, str], None]  # records an event about the row (`<kind>.created`, …)
 
 
 def _payout_request(payout: Payout, attempt: MovementAttempt) -> PayoutRequest:
@@ -164,13 +165,13 @@ PAYOUT = _Spec(kind=MovementKind.PAYOUT, model=Payout, id_prefix="po_",
                create="payout_create", retrieve="payout_retrieve",
                acted_on=(MovementStatus.PENDING, MovementStatus.PAID, MovementStatus.FAILED),
                request=_payout_request,
-               advance=_payout_advance)
+               advance=_payout_advance, event=_payout_event)
 DEPOSIT = _Spec(kind=MovementKind.DEPOSIT, model=Deposit, id_prefix="dep_",
                 create="deposit_create", retrieve="deposit_retrieve",
                 acted_on=(MovementStatus.PENDING, MovementStatus.CONFIRMED,
                           MovementStatus.FAILED),
                 request=_deposit_request,
-                advance=_deposit_advance)
+                advance=_deposit_advance, event=_deposit_event)
 
 
 # -- provider calls --------------------------------------------------------------------------
@@ -464,13 +465,16 @@ def _refresh(spec: _Spec, row_id: str) -> Movement:
     return _resend(spec, attempt, row, gate=True)
 
 
-def _create(spec: _Spec, *, merchant: Merchant, currency: str, amount: int,
-            idempotency_key: str, idempotency_fingerprint: str,
-            insert: Callable[[str], tuple[Movement, MovementAttempt]]) -> Movement:
-    """Insert a movement with its attempt (`insert(provider)`, in one transaction) and send it.
-    A retry whose idempotency key already made one (found first, or caught by the unique
-    (merchant, idempotency_key) after a request that died after committing) carries on with
-    that one: a never-answered attempt is sent again with the same key."""
+def _create(spec: _Spec, *, merchant: Merchant, currency: str, amount: int, description: str,
+            metadata: dict[str, str] | None, idempotency_key: str, idempotency_fingerprint: str,
+            own: dict[str, str], reserve: Callable[[Movement], object] | None = None
+            ) -> Movement:
+    """Insert a movement (with its `own` fields) and its attempt and `<kind>.created` event,
+    then `reserve` (last: it takes the balance locks and the ledger's chain lock until COMMIT),
+    in one transaction, and send it. A retry whose idempotency key already made one (found
+    first, or caught by the unique (merchant, idempotency_key) after a request that died after
+    committing) carries on with that one: a never-answered attempt is sent again with the same
+    key."""
     def existing() -> tuple[Movement, None] | None:
         found = idempotency_key and spec.model.objects.select_related("merchant").filter(
             merchant=merchant, idempotency_key=idempotency_key).first()
@@ -482,7 +486,16 @@ def _create(spec: _Spec, *, merchant: Merchant, currency: str, amount: int,
 
         def create() -> tuple[Movement, MovementAttempt]:
             with transaction.atomic():
-                return insert(provider)
+                row = spec.model.objects.create(
+                    merchant=merchant, amount=amount, currency=currency, **own,
+                    description=description, metadata=metadata or {}, provider=provider,
+                    idempotency_key=idempotency_key,
+                    idempotency_fingerprint=idempotency_fingerprint)
+                attempt = _open_attempt(spec, row)
+                spec.event(row, f"{spec.kind}.created")
+                if reserve is not None:
+                    reserve(row)
+                return row, attempt
 
         made = create_or_existing(create, existing)
     row, attempt = made
@@ -500,21 +513,14 @@ def payout_create(
     The reserve (available → reserved) runs under the merchant's balance row locks and refuses
     to overdraw: InsufficientFunds (409 `insufficient_funds`) rolls everything back, so a
     refused payout leaves no row, no event and no entry."""
-    def insert(provider: str) -> tuple[Payout, MovementAttempt]:
-        payout = Payout.objects.create(
-            merchant=merchant, amount=amount, currency=currency, destination=destination,
-            description=description, metadata=metadata or {}, provider=provider,
-            idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint)
-        attempt = _open_attempt(PAYOUT, payout)
-        _payout_event(payout, "payout.created")
-        # Last: it takes the balance locks and the ledger's chain lock until COMMIT.
+    def reserve(payout: Movement) -> None:
         ledger.post_payout_created(merchant=merchant, payout_id=payout.id, currency=currency,
                                    amount=amount)
-        return payout, attempt
 
     return _create(PAYOUT, merchant=merchant, currency=currency, amount=amount,
-                   idempotency_key=idempotency_key,
-                   idempotency_fingerprint=idempotency_fingerprint, insert=insert)
+                   description=description, metadata=metadata, idempotency_key=idempotency_key,
+                   idempotency_fingerprint=idempotency_fingerprint,
+                   own={"destination": destination}, reserve=reserve)
 
 
 def payout_refresh(*, payout_id: str) -> Payout:
@@ -532,18 +538,10 @@ def deposit_create(
 ) -> Deposit:
     """Create a pending deposit and ask the provider to collect it. Funds reach `available` only
     when the provider confirms (its reply, a webhook or the janitor's lookup)."""
-    def insert(provider: str) -> tuple[Deposit, MovementAttempt]:
-        deposit = Deposit.objects.create(
-            merchant=merchant, amount=amount, currency=currency, method=method,
-            description=description, metadata=metadata or {}, provider=provider,
-            idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint)
-        attempt = _open_attempt(DEPOSIT, deposit)
-        _deposit_event(deposit, "deposit.created")
-        return deposit, attempt
-
     return _create(DEPOSIT, merchant=merchant, currency=currency, amount=amount,
+                   description=description, metadata=metadata, own={"method": method},
                    idempotency_key=idempotency_key,
-                   idempotency_fingerprint=idempotency_fingerprint, insert=insert)
+                   idempotency_fingerprint=idempotency_fingerprint)
 
 
 def deposit_refresh(*, deposit_id: str) -> Deposit:
