@@ -59,10 +59,7 @@ def dispute_list(*, merchant: Merchant, payment_id: str | None = None,
 
 def file_get(*, merchant: Merchant, file_id: str) -> EvidenceFile:
     """One of this merchant's files, or 404 (another merchant's file is as missing as none)."""
-    found = EvidenceFile.objects.filter(merchant=merchant, pk=file_id).first()
-    if found is None:
-        raise NotFound(f"No such file: '{file_id}'.", param="id")
-    return found
+    return one_or_404(file_list(merchant=merchant), file_id, noun="file")
 
 
 def file_list(*, merchant: Merchant) -> QuerySet[EvidenceFile]:

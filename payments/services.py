@@ -1147,9 +1147,7 @@ def dispute_evidence_submit(*, merchant: Merchant | None, dispute_id: str,
     rows = Dispute.objects.select_related("payment", "merchant")
     if merchant is not None:
         rows = rows.filter(merchant=merchant)
-    dispute = rows.filter(pk=dispute_id).first()
-    if dispute is None:
-        raise NotFound(f"No such dispute: '{dispute_id}'.", param="id")
+    dispute = one_or_404(rows, dispute_id, noun="dispute")
     attempt = _evidence_attempt_open(dispute, audit=audit)
     result = provider_call(attempt.provider, "dispute_submit_evidence",
                            _evidence_request(dispute, attempt))
