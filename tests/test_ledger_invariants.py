@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
@@ -47,6 +51,18 @@ def accounts(merchant):
             account_for(currency="usd", kind="provider_clearing", provider="sandbox"))
 
 
+@contextmanager
+def refused(match: str, *, error: type[Exception] = IntegrityError,
+            at_commit: bool = False) -> Iterator[Any]:
+    """The raw SQL run in the block is refused by PostgreSQL with `error` matching `match`: at
+    once, or when the deferred COMMIT-time checks run (`at_commit`); nothing of it stays."""
+    with connection.cursor() as cursor, pytest.raises(error, match=match):
+        with transaction.atomic():
+            yield cursor
+            if at_commit:
+                check_deferred_now(cursor)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_raw_unbalanced_entry_is_accepted_statement_by_statement_but_fails_at_commit(accounts):
     pending, clearing = accounts
@@ -75,31 +91,25 @@ def test_raw_balanced_entry_commits(accounts):
 @pytest.mark.django_db
 def test_entry_with_one_posting_is_refused(accounts):
     pending, _ = accounts
-    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="has 1 posting"):
-        with transaction.atomic():
-            raw_entry(cursor, "txn_single")
-            raw_posting(cursor, "bt_raw1", "txn_single", pending, 1000)
-            check_deferred_now(cursor)
+    with refused("has 1 posting", at_commit=True) as cursor:
+        raw_entry(cursor, "txn_single")
+        raw_posting(cursor, "bt_raw1", "txn_single", pending, 1000)
 
 
 @pytest.mark.django_db
 def test_entry_without_postings_is_refused():
-    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="has 0 posting"):
-        with transaction.atomic():
-            raw_entry(cursor, "txn_empty")
-            check_deferred_now(cursor)
+    with refused("has 0 posting", at_commit=True) as cursor:
+        raw_entry(cursor, "txn_empty")
 
 
 @pytest.mark.django_db
 def test_entry_balanced_in_total_but_not_per_currency_is_refused(merchant):
     usd = account_for(merchant=merchant, currency="usd", kind="pending")
     eur = account_for(merchant=merchant, currency="eur", kind="pending")
-    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="not zero"):
-        with transaction.atomic():
-            raw_entry(cursor, "txn_fx")
-            raw_posting(cursor, "bt_raw1", "txn_fx", usd, 500)
-            raw_posting(cursor, "bt_raw2", "txn_fx", eur, -500)
-            check_deferred_now(cursor)
+    with refused("not zero", at_commit=True) as cursor:
+        raw_entry(cursor, "txn_fx")
+        raw_posting(cursor, "bt_raw1", "txn_fx", usd, 500)
+        raw_posting(cursor, "bt_raw2", "txn_fx", eur, -500)
 
 
 @pytest.fixture
@@ -118,32 +128,29 @@ def posted(merchant):
     "DELETE FROM ledger_journalentry",
 ])
 def test_raw_update_or_delete_of_postings_and_entries_is_refused(posted, sql):
-    with connection.cursor() as cursor, pytest.raises(DatabaseError, match="immutable"):
-        with transaction.atomic():
-            cursor.execute(sql)
+    with refused("immutable", error=DatabaseError) as cursor:
+        cursor.execute(sql)
     assert Posting.objects.filter(entry=posted).count() == 2
 
 
 @pytest.mark.django_db
 def test_posting_in_another_currency_than_its_account_is_refused(accounts):
     pending, _ = accounts
-    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="currency eur"):
-        with transaction.atomic():
-            raw_entry(cursor, "txn_ccy")
-            raw_posting(cursor, "bt_raw1", "txn_ccy", pending, 1000, currency="eur")
+    with refused("currency eur") as cursor:
+        raw_entry(cursor, "txn_ccy")
+        raw_posting(cursor, "bt_raw1", "txn_ccy", pending, 1000, currency="eur")
 
 
 @pytest.mark.django_db
 def test_posting_with_wrong_balance_after_is_refused(accounts):
     pending, _ = accounts
-    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="balance_after"):
-        with transaction.atomic():
-            raw_entry(cursor, "txn_after")
-            cursor.execute(
-                "INSERT INTO ledger_posting (id, entry_id, account_id, merchant_id, amount, "
-                "currency, balance_after, created_at, account_version, prev_hash, hash) "
-                "VALUES ('bt_x', 'txn_after', %s, %s, 10, 'usd', 999, now(), 1, "
-                "repeat('0', 64), repeat('e', 64))", [pending.id, pending.merchant_id])
+    with refused("balance_after") as cursor:
+        raw_entry(cursor, "txn_after")
+        cursor.execute(
+            "INSERT INTO ledger_posting (id, entry_id, account_id, merchant_id, amount, "
+            "currency, balance_after, created_at, account_version, prev_hash, hash) "
+            "VALUES ('bt_x', 'txn_after', %s, %s, 10, 'usd', 999, now(), 1, "
+            "repeat('0', 64), repeat('e', 64))", [pending.id, pending.merchant_id])
 
 
 @pytest.mark.django_db
@@ -165,11 +172,10 @@ def test_account_cannot_be_created_with_a_balance(merchant):
 def test_reserved_balance_can_never_go_negative_even_from_raw_sql(merchant):
     reserved = account_for(merchant=merchant, currency="usd", kind="reserved")
     fees = account_for(currency="usd", kind="fees")
-    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="reserved_nonneg"):
-        with transaction.atomic():
-            raw_entry(cursor, "txn_res", kind="reversal")
-            raw_posting(cursor, "bt_raw1", "txn_res", reserved, -1)
-            raw_posting(cursor, "bt_raw2", "txn_res", fees, 1)
+    with refused("reserved_nonneg") as cursor:
+        raw_entry(cursor, "txn_res", kind="reversal")
+        raw_posting(cursor, "bt_raw1", "txn_res", reserved, -1)
+        raw_posting(cursor, "bt_raw2", "txn_res", fees, 1)
 
 
 @pytest.mark.django_db
@@ -203,21 +209,19 @@ def test_posting_that_does_not_link_to_its_accounts_chain_head_is_refused(posted
                                                                             prev):
     pending = Account.objects.get(kind="pending")
     assert pending.version == 1
-    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="chain link"):
-        with transaction.atomic():
-            raw_entry(cursor, "txn_fork")
-            cursor.execute(
-                "INSERT INTO ledger_posting (id, entry_id, account_id, merchant_id, amount, "
-                "currency, balance_after, created_at, account_version, prev_hash, hash) "
-                f"SELECT 'bt_fork', 'txn_fork', a.id, a.merchant_id, 5, a.currency, "
-                f"a.balance + 5, now(), {version}, {prev}, repeat('e', 64) "
-                "FROM ledger_account a WHERE a.id = %s", [pending.pk])
+    with refused("chain link") as cursor:
+        raw_entry(cursor, "txn_fork")
+        cursor.execute(
+            "INSERT INTO ledger_posting (id, entry_id, account_id, merchant_id, amount, "
+            "currency, balance_after, created_at, account_version, prev_hash, hash) "
+            f"SELECT 'bt_fork', 'txn_fork', a.id, a.merchant_id, 5, a.currency, "
+            f"a.balance + 5, now(), {version}, {prev}, repeat('e', 64) "
+            "FROM ledger_account a WHERE a.id = %s", [pending.pk])
 
 
 @pytest.mark.django_db
 def test_chain_head_changes_only_through_a_posting(posted):
     pending = Account.objects.get(kind="pending")
-    with connection.cursor() as cursor, pytest.raises(IntegrityError, match="chain heads"):
-        with transaction.atomic():
-            cursor.execute("UPDATE ledger_account SET head_hash = repeat('0', 64) WHERE id = %s",
-                           [pending.pk])
+    with refused("chain heads") as cursor:
+        cursor.execute("UPDATE ledger_account SET head_hash = repeat('0', 64) WHERE id = %s",
+                       [pending.pk])

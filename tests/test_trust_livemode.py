@@ -16,7 +16,7 @@ from providers import registry
 from providers.breaker import breaker_record_failure
 from providers.models import SandboxCharge, SandboxMovement
 from providers.routing import route
-from tests.conftest import Api, routing_rule
+from tests.conftest import Api, assert_error, routing_rule
 from tests.factories import merchant_with_key, pay
 from wallet.models import Deposit, Payout
 
@@ -121,24 +121,17 @@ def test_a_live_payment_whose_live_breakers_are_open_fails_and_never_reaches_the
     assert not SandboxCharge.objects.exists()
 
 
-def test_a_live_deposit_with_no_live_provider_is_refused_provider_unavailable() -> None:
+@pytest.mark.parametrize("path, body, model", [
+    ("/deposits", {"amount": 5_000_000, "currency": "usd", "method": "pix"}, Deposit),
+    ("/payouts", {"amount": 100, "currency": "usd", "destination": "ba_123"}, Payout),
+], ids=["deposit", "payout"])
+def test_a_live_movement_with_no_live_provider_is_refused_provider_unavailable(
+        path, body, model) -> None:
     _, raw_key = _live_merchant()
-    response = Api(raw_key).post("/deposits", {"amount": 5_000_000, "currency": "usd",
-                                               "method": "pix"}, key="dep-live-1")
-    assert response.status_code == 502, response.json()
-    assert response.json()["error"]["code"] == "provider_unavailable"
-    assert "No live deposit provider" in response.json()["error"]["message"]
-    assert not Deposit.objects.exists()
-    assert not SandboxMovement.objects.exists()
-
-
-def test_a_live_payout_with_no_live_provider_is_refused_provider_unavailable() -> None:
-    _, raw_key = _live_merchant()
-    response = Api(raw_key).post("/payouts", {"amount": 100, "currency": "usd",
-                                              "destination": "ba_123"}, key="po-live-1")
-    assert response.status_code == 502, response.json()
-    assert response.json()["error"]["code"] == "provider_unavailable"
-    assert not Payout.objects.exists()
+    response = Api(raw_key).post(path, body, key="live-movement-1")
+    error = assert_error(response, 502, code="provider_unavailable")
+    assert f"No live {path.strip('/').removesuffix('s')} provider" in error["message"]
+    assert not model.objects.exists()
     assert not SandboxMovement.objects.exists()
 
 
