@@ -93,7 +93,6 @@ def nats_messages(url: str, stream: str, *, durable: str, stop_when_idle: bool =
                   ) -> Iterator[tuple[dict[str, Any], Callable[[], None]]]:
     """(message, ack) pairs from a durable JetStream pull consumer, in stream order."""
     import nats
-    from nats.errors import TimeoutError as NatsTimeout
 
     loop = asyncio.new_event_loop()
     connection = loop.run_until_complete(nats.connect(url))
@@ -103,7 +102,7 @@ def nats_messages(url: str, stream: str, *, durable: str, stop_when_idle: bool =
         while True:
             try:
                 batch = loop.run_until_complete(subscription.fetch(500, timeout=1))
-            except NatsTimeout:
+            except TimeoutError:  # nats.errors.TimeoutError, or asyncio's when part came
                 if stop_when_idle:
                     return
                 continue
