@@ -40,6 +40,7 @@ class BackofficeAccess(models.Model):
             ("request_ledger_adjustment", "Request manual ledger adjustments"),
             ("run_ledger_verify", "Run the ledger verification"),
             ("approve_request", "Approve or reject requests made by another person"),
+            ("export_data", "Export lists and reports as CSV or XLSX (every export is audited)"),
         ]
 
     def __str__(self) -> str:

@@ -19,13 +19,15 @@ VIEWER, OPERATOR, APPROVER, ADMIN = "viewer", "operator", "approver", "admin"
 # "viewer: read everything" — every model of these apps, through their view permission.
 VIEW_APPS = ("core", "payments", "ledger", "webhooks", "providers", "reconciliation", "wallet",
              "backoffice")
+# Exports take whole tables out of the building: finance roles (operator, approver, admin) may,
+# a viewer reads on screen only. Each export writes an audit row (backoffice.exports).
 
 OPERATOR_ACTIONS = (
     "refund_payment", "capture_payment", "cancel_payment", "open_dispute", "manage_dispute",
     "accept_dispute", "resend_webhook", "replay_provider_event", "resolve_break",
-    "request_ledger_adjustment", "run_ledger_verify",
+    "request_ledger_adjustment", "run_ledger_verify", "export_data",
 )
-APPROVER_ACTIONS = ("approve_request", "run_ledger_verify")
+APPROVER_ACTIONS = ("approve_request", "run_ledger_verify", "export_data")
 
 # What only an admin may edit: staff accounts and roles, merchants and their keys, routing
 # rules (data that steers live traffic) and staff TOTP devices. Never a money row.

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils import timezone
 
@@ -274,3 +276,62 @@ def dashboard(*, now: datetime | None = None) -> dict[str, Any]:
         "last_verify": LedgerVerifyRun.objects.order_by("-id").first(),
         "job_runs": list(JobRun.objects.order_by("-started_at")[:5]),
     }
+
+
+# -- trends (the dashboard's charts) ---------------------------------------------------------
+TREND_DAYS = 14
+TREND_CURRENCIES = 3  # volume charts: the currencies with the most captured volume
+
+
+@dataclass
+class Trends:
+    days: list[date]
+    # currency → provider → captured volume (minor units) of payments created each day
+    volume: dict[str, dict[str, list[int]]]
+    # provider → succeeded ÷ (succeeded + failed) in % each day; None when nothing was decided
+    success: dict[str, list[float | None]]
+    open_breaks: list[int]  # breaks open at the end of each day
+
+
+def trends(*, days: int = TREND_DAYS, now: datetime | None = None) -> Trends:
+    """Daily figures for the last `days` UTC days, today included. Payments are read as the
+    dashboard's table reads them (the (status, updated_at) index, created in the window);
+    breaks by their open interval [created_at, resolved_at)."""
+    today = (now or timezone.now()).astimezone(UTC).date()
+    first = today - timedelta(days=days - 1)
+    start = datetime.combine(first, time.min, tzinfo=UTC)
+    index = {first + timedelta(days=n): n for n in range(days)}
+    rows = (Payment.objects.filter(status__in=PaymentStatus.values, updated_at__gte=start,
+                                   created_at__gte=start)
+            .annotate(day=TruncDate("created_at", tzinfo=UTC))
+            .values("day", "provider", "currency")
+            .annotate(ok=Count("id", filter=Q(status__in=SUCCEEDED)),
+                      ko=Count("id", filter=Q(status=PaymentStatus.FAILED)),
+                      volume=Sum("amount_captured"))
+            .order_by())
+    volume: dict[str, dict[str, list[int]]] = {}
+    decided: dict[str, list[list[int]]] = {}
+    for row in rows:
+        n = index.get(row["day"])
+        if n is None:
+            continue
+        provider = row["provider"] or "(none yet)"
+        per_day = volume.setdefault(row["currency"], {}).setdefault(provider, [0] * days)
+        per_day[n] += row["volume"] or 0
+        counts = decided.setdefault(provider, [[0, 0] for _ in range(days)])
+        counts[n][0] += row["ok"]
+        counts[n][1] += row["ko"]
+    busiest = sorted(volume, key=lambda cur: -sum(map(sum, volume[cur].values())))
+    success = {provider: [round(100 * ok / (ok + ko), 1) if ok + ko else None
+                          for ok, ko in counts] for provider, counts in sorted(decided.items())}
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            SELECT count(b.id) FROM generate_series(%s::date, %s::date, interval '1 day') AS d
+              LEFT JOIN {ReconciliationBreak._meta.db_table} b
+                ON b.created_at < d + interval '1 day'
+               AND (b.resolved_at IS NULL OR b.resolved_at >= d + interval '1 day')
+             GROUP BY d ORDER BY d""", [first, today])  # noqa: S608 (a model's table name)
+        open_breaks = [count for (count,) in cursor.fetchall()]
+    return Trends(days=list(index), success=success, open_breaks=open_breaks,
+                  volume={cur: dict(sorted(volume[cur].items()))
+                          for cur in busiest[:TREND_CURRENCIES]})

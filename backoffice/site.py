@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import URLPattern
 from django_otp.admin import OTPAdminAuthenticationForm
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -60,9 +61,17 @@ class BackofficeAdminSite(admin.AdminSite):
             return bool(is_verified and is_verified())
         return True
 
+    def get_urls(self) -> list[URLPattern]:
+        from backoffice.reports import report_urls
+
+        return [*report_urls(self), *super().get_urls()]
+
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None
               ) -> TemplateResponse:
-        from backoffice.selectors import dashboard
+        from backoffice.charts import dashboard_charts
+        from backoffice.reports import report_index_links
+        from backoffice.selectors import dashboard, trends
 
-        context = {**(extra_context or {}), "dashboard": dashboard()}
+        context = {**(extra_context or {}), "dashboard": dashboard(),
+                   "charts": dashboard_charts(trends()), "reports": report_index_links()}
         return super().index(request, extra_context=context)

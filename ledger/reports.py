@@ -224,3 +224,80 @@ def payout_postings(*, merchant: Merchant, payout_id: str) -> QuerySet[Posting]:
     return (Posting.objects.select_related("entry", "account")
             .filter(account_id=own["account_id"], account_version__gt=previous or 0,
                     account_version__lte=own["account_version"]))
+
+
+# -- per provider ----------------------------------------------------------------------------
+@dataclass
+class ProviderMovements:
+    """What went through one provider in one currency over a period, as the ledger has it."""
+
+    provider: str
+    currency: str
+    counts: dict[str, int] = field(default_factory=dict)  # entry kind → entries
+    clearing: dict[str, int] = field(default_factory=dict)  # entry kind → Σ clearing postings
+    settled_net: int = 0  # credited to merchants' available balances by settlements
+    fees: int = 0  # kept by the platform from those settlements
+
+    @property
+    def settled_gross(self) -> int:
+        return self.settled_net + self.fees
+
+    @property
+    def clearing_total(self) -> int:
+        """The period's change of the provider's clearing balance (negative: it owes us more)."""
+        return sum(self.clearing.values())
+
+
+# Each provider_clearing posting of the period, by the entry kind that made it. The accounts are
+# found first (a few rows) so each is read through its (account, version) index.
+_PROVIDER_CLEARING_SQL = """
+    SELECT a.provider, p.currency, e.kind, sum(p.amount), count(*)
+      FROM ledger_posting p JOIN ledger_account a ON a.id = p.account_id
+      JOIN ledger_journalentry e ON e.id = p.entry_id
+     WHERE p.account_id = ANY(ARRAY(SELECT id FROM ledger_account WHERE kind = %s))
+       AND p.created_at >= %s AND p.created_at < %s
+     GROUP BY 1, 2, 3"""
+# Settlements of the period, attributed to the provider that captured the payment (the clearing
+# account of the payment's capture entry): the net to merchants and the platform's fee.
+_PROVIDER_SETTLEMENTS_SQL = """
+    SELECT ca.provider, p.currency,
+           COALESCE(sum(p.amount) FILTER (WHERE pa.kind = %s), 0),
+           COALESCE(sum(p.amount) FILTER (WHERE pa.kind = %s), 0),
+           count(DISTINCT e.id)
+      FROM ledger_journalentry e
+      JOIN ledger_posting p ON p.entry_id = e.id
+      JOIN ledger_account pa ON pa.id = p.account_id
+      JOIN ledger_journalentry c ON c.kind = %s AND c.reference_type = 'payment'
+                                AND c.reference_id = e.reference_id
+      JOIN ledger_posting cp ON cp.entry_id = c.id
+      JOIN ledger_account ca ON ca.id = cp.account_id AND ca.kind = %s
+     WHERE e.kind = %s AND p.created_at >= %s AND p.created_at < %s
+     GROUP BY 1, 2"""
+
+
+def provider_report(*, start: datetime, end: datetime) -> list[ProviderMovements]:
+    """Per provider and currency over [start, end): captures, refunds, charge-backs and payouts
+    through its clearing account, and the settlements of its payments (gross, fee, net). Run it
+    in `one_snapshot()` for figures that agree with each other while money moves."""
+    if end <= start:
+        raise ValueError("a period ends after it starts")
+    rows: dict[tuple[str, str], ProviderMovements] = {}
+
+    def row(provider: str, currency: str) -> ProviderMovements:
+        return rows.setdefault((provider, currency), ProviderMovements(provider, currency))
+
+    with connection.cursor() as cursor:
+        cursor.execute(_PROVIDER_CLEARING_SQL,
+                       [AccountKind.PROVIDER_CLEARING.value, start, end])
+        for provider, currency, kind, amount, count in cursor.fetchall():
+            target = row(provider, currency)
+            target.clearing[kind] = int(amount)
+            target.counts[kind] = count
+        cursor.execute(_PROVIDER_SETTLEMENTS_SQL, [
+            AccountKind.AVAILABLE.value, AccountKind.FEES.value, EntryKind.CAPTURE.value,
+            AccountKind.PROVIDER_CLEARING.value, EntryKind.SETTLEMENT.value, start, end])
+        for provider, currency, net, fees, count in cursor.fetchall():
+            target = row(provider, currency)
+            target.settled_net, target.fees = int(net), int(fees)
+            target.counts[EntryKind.SETTLEMENT.value] = count
+    return [rows[key] for key in sorted(rows)]

@@ -6,27 +6,10 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from tests.factories import MerchantFactory, staff_user
+from tests.factories import MerchantFactory, created_payments_insert, staff_user
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 ROWS = 100_000
-
-
-def _insert_created_payments(cursor, merchant, count: int, *, id_sql: str, amount_sql: str,
-                             description_sql: str, provider: str, reference_sql: str,
-                             created_sql: str) -> None:
-    """`count` payments of `merchant` in one INSERT … SELECT over generate_series (i is the row
-    number in the SQL fragments), inserted as `created`, which the status trigger requires."""
-    cursor.execute(f"""
-        INSERT INTO payments_payment (
-            id, merchant_id, amount, currency, capture_method, payment_method, description,
-            metadata, status, amount_authorized, amount_captured, amount_refunded,
-            amount_disputed, provider, provider_reference, failure_code, failure_message,
-            idempotency_key, created_at, updated_at)
-        SELECT {id_sql}, %s, {amount_sql}, 'usd', 'automatic', 'pm_card_visa',
-               {description_sql}, '{{}}', 'created', 0, 0, 0, 0, %s, {reference_sql}, '', '',
-               '', {created_sql}, {created_sql}
-          FROM generate_series(1, %s) AS i""", [merchant.id, provider, count])
 
 
 @pytest.fixture
@@ -35,12 +18,12 @@ def many_payments(merchant):
     which the status trigger requires), plus three of a small merchant, then ANALYZE so the
     planner knows the table's size."""
     with connection.cursor() as cursor:
-        _insert_created_payments(
+        created_payments_insert(
             cursor, merchant, ROWS, id_sql="'pay_bulk' || lpad(i::text, 16, '0')",
             amount_sql="1000 + i", description_sql="'order ' || i", provider="sandbox",
             reference_sql="'ref_' || i", created_sql="now() - i * interval '1 second'")
         small = MerchantFactory(name="Tiny Bakery")
-        _insert_created_payments(
+        created_payments_insert(
             cursor, small, 3, id_sql="'pay_tiny' || i", amount_sql="500",
             description_sql="'croissant'", provider="", reference_sql="''",
             created_sql="now()")

@@ -21,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 from backoffice.admin_base import ExtraPagesMixin, LargeTableMixin, ReadOnlyAdminMixin
 from backoffice.admin_ids import TolerantIdsMixin
 from backoffice.balances import merchant_balances
+from backoffice.exports import Column, ExportMixin, columns, money
 from core.money import format_amount
 from ledger.models import Account, Checkpoint, JournalEntry, Posting
 from ledger.selectors import entry_list_for
@@ -138,7 +139,8 @@ class JournalEntryAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdminMixin, a
 
 
 @admin.register(Posting)
-class PostingAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class PostingAdmin(ExportMixin, LargeTableMixin, TolerantIdsMixin, ReadOnlyAdminMixin,
+                   admin.ModelAdmin):
     list_display = ("id", "entry", "account", "amount_display", "balance_after_display",
                     "created_at")
     list_filter = ("currency",)
@@ -146,6 +148,12 @@ class PostingAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdminMixin, admin.
     list_select_related = ("entry", "account", "account__merchant")
     readonly_fields = ("id", "entry", "account", "merchant", "amount", "currency",
                        "balance_after", "created_at", "account_version", "prev_hash", "hash")
+    # A balance transaction per row, as a merchant's finance team reconciles them.
+    export_columns = columns(
+        "id", "created_at", "entry_id", Column("type", "entry__kind"),
+        "entry__reference_type", "entry__reference_id", "merchant_id",
+        Column("balance_type", "account__kind"), Column("provider", "account__provider"),
+        "currency", money(), money("balance_after"), "account_version")
     ordering = ("-created_at", "-id")
 
     @admin.display(description="amount", ordering="amount")

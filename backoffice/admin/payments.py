@@ -35,6 +35,7 @@ from backoffice.admin_base import (
 from backoffice.admin_filters import ProviderFilter
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.balances import merchant_balance
+from backoffice.exports import ExportMixin, columns, money
 from backoffice.forms import (
     CaptureForm,
     DisputeDecisionForm,
@@ -97,8 +98,8 @@ class StatusFilter(ChoicesOnlyFilter):
 
 # -- payments --------------------------------------------------------------------------------
 @admin.register(Payment)
-class PaymentAdmin(LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin, TolerantIdsMixin,
-                   ReadOnlyAdmin):
+class PaymentAdmin(ExportMixin, LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin,
+                   TolerantIdsMixin, ReadOnlyAdmin):
     list_display = ("id", "merchant_name", "amount_display", "status_label", "provider",
                     "created_at")
     list_filter = (StatusFilter, ProviderFilter, CurrencyFilter,
@@ -117,6 +118,11 @@ class PaymentAdmin(LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin, Tolera
         "created_at", "updated_at"]})]
     readonly_fields = fieldsets[0][1]["fields"]
     action_names = ("refund", "capture", "cancel", "dispute", "resend")
+    export_columns = columns(
+        "id", "merchant_id", "merchant__name", "created_at", "updated_at", "status",
+        "currency", money(), money("amount_authorized"), money("amount_captured"),
+        money("amount_refunded"), money("amount_disputed"), "capture_method",
+        "payment_method", "provider", "provider_reference", "failure_code", "description")
 
     @admin.display(description="merchant", ordering="merchant__name")
     def merchant_name(self, payment: Payment) -> str:
@@ -249,12 +255,15 @@ class PaymentAdmin(LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin, Tolera
 
 # -- refunds and attempts --------------------------------------------------------------------
 @admin.register(Refund)
-class RefundAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdmin):
+class RefundAdmin(ExportMixin, LargeTableMixin, TolerantIdsMixin, ReadOnlyAdmin):
     list_display = ("id", "payment", "merchant", "amount_display", "status", "reason",
                     "created_at")
     list_filter = ("status", "reason")
     search_fields = ("=id", "=payment__id", "=provider_reference")
     list_select_related = ("merchant", "payment")
+    export_columns = columns("id", "payment_id", "merchant_id", "merchant__name", "created_at",
+                             "status", "currency", money(), "reason", "origin",
+                             "payment__provider", "provider_reference", "failure_code")
     ordering = ("-created_at",)
 
     @admin.display(description="amount", ordering="amount")
@@ -288,7 +297,8 @@ class DueSoonFilter(admin.SimpleListFilter):
 
 
 @admin.register(Dispute)
-class DisputeAdmin(LargeTableMixin, ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
+class DisputeAdmin(ExportMixin, LargeTableMixin, ObjectActionsMixin, TolerantIdsMixin,
+                   ReadOnlyAdmin):
     """Disputes by due date: the first rows are the ones to answer first."""
 
     list_display = ("id", "payment_link", "merchant", "amount_display", "status", "reason",
@@ -305,6 +315,10 @@ class DisputeAdmin(LargeTableMixin, ObjectActionsMixin, TolerantIdsMixin, ReadOn
                        "decided_by", "reminded_at", "provider_checked_at")
     fieldsets = [("All fields", {"classes": ["collapse"], "fields": readonly_fields})]
     action_names = ("evidence", "file", "refresh", "accept", "decide")
+    export_columns = columns("id", "payment_id", "merchant_id", "merchant__name", "created_at",
+                             "status", "reason", "currency", money(), "due_by",
+                             "evidence_submitted_at", "closed_at", "provider",
+                             "provider_reference")
 
     @admin.display(description="payment")
     def payment_link(self, dispute: Dispute) -> str:

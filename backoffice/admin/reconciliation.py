@@ -16,6 +16,7 @@ from backoffice.admin_base import (
     ProblemsFirstLinesInline,
     ReadOnlyAdminMixin,
 )
+from backoffice.exports import Column, ExportMixin, columns
 from core.errors import ClearhouseError
 from reconciliation.models import (
     BreakAudit,
@@ -88,11 +89,16 @@ class SettlementFileAdmin(ProblemsFirstLinesAdmin, ReadOnlyAdminMixin, admin.Mod
 
 
 @admin.register(SettlementLine)
-class SettlementLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SettlementLineAdmin(ExportMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("file", "line_number", "type", "status", "provider_reference", "currency",
                     "gross", "fee", "payment_id", "settled_at")
     list_filter = ("provider", "status", "type")
     search_fields = ("=provider_reference", "=refund_reference", "=payment_id", "=file__id")
+    export_columns = columns(
+        "file_id", "line_number", "provider", "type", "status", "provider_reference",
+        "refund_reference", "merchant_reference", "transaction_date", "settled_at", "currency",
+        *(Column(name, name, currency="currency") for name in ("gross", "fee", "net")),
+        "payment_id", "refund_id")
     show_full_result_count = False
     ordering = ("-id",)
 
@@ -112,7 +118,7 @@ class ResolveForm(forms.Form):
                            help_text="Required: what was found and what was done.")
 
 
-class ReconciliationBreakAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ReconciliationBreakAdmin(ExportMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "type", "status", "provider", "payment_id", "provider_reference",
                     "currency", "our_amount", "provider_amount", "created_at")
     list_filter = ("status", "type", "provider")
@@ -125,6 +131,11 @@ class ReconciliationBreakAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ("-created_at",)
     inlines = [BreakAuditInline]
     actions = ["resolve_breaks"]
+    export_columns = columns(
+        "id", "created_at", "type", "status", "provider", "payment_id", "refund_id",
+        "provider_reference", "refund_reference", "currency",
+        *(Column(name, name, currency="currency") for name in ("our_amount", "provider_amount")),
+        "resolved_by__username", "resolved_at", "resolution_note", "key")
 
     def has_resolve_permission(self, request: HttpRequest) -> bool:
         # The change form stays read-only; closing a break needs the model's change permission.

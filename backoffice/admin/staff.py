@@ -36,6 +36,7 @@ from backoffice.admin_base import (
 )
 from backoffice.admin_ids import TolerantIdsMixin, lookup_pk
 from backoffice.audit import AUDIT_ACTIONS, Actor, audit_record, snapshot
+from backoffice.exports import ExportMixin, columns, money
 from backoffice.forms import ApprovalDecisionForm, ApprovalVerdictForm, LedgerAdjustmentForm
 from backoffice.models import (
     ApprovalKind,
@@ -73,8 +74,8 @@ def approval_summary(approval: ApprovalRequest) -> str:
 
 
 @admin.register(ApprovalRequest)
-class ApprovalRequestAdmin(ExtraPagesMixin, LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin,
-                           TolerantIdsMixin, ReadOnlyAdmin):
+class ApprovalRequestAdmin(ExportMixin, ExtraPagesMixin, LargeTableMixin, StatusBadgeMixin,
+                           ObjectActionsMixin, TolerantIdsMixin, ReadOnlyAdmin):
     """The approvals queue: oldest pending first when filtered to pending."""
 
     extra_pages = (("ledger-adjustment/", "ledger_adjustment_view",
@@ -84,6 +85,11 @@ class ApprovalRequestAdmin(ExtraPagesMixin, LargeTableMixin, StatusBadgeMixin, O
     list_filter = ("status", "kind")
     search_fields = ("=id", "=object_id")
     search_help_text = "Request id (apr_…) or the id it is about (pay_…, dp_…)."
+    export_columns = columns(
+        "id", "requested_at", "kind", "status", "merchant_id", "merchant__name", "object_type",
+        "object_id", "currency", money(), "reason", "requested_by__username",
+        "decided_by__username", "decided_at", "decision_comment", "executed_at", "error",
+        "params", "result")
     list_select_related = ("merchant", "requested_by", "decided_by")
     ordering = ("-requested_at",)
     actions = None
@@ -236,7 +242,7 @@ class StaffFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(LargeTableMixin, ReadOnlyAdmin):
+class AuditEntryAdmin(ExportMixin, LargeTableMixin, ReadOnlyAdmin):
     """Append-only: no one, not even a superuser, adds, edits or deletes a row here (and the
     database refuses UPDATE and DELETE anyway)."""
 
@@ -245,6 +251,9 @@ class AuditEntryAdmin(LargeTableMixin, ReadOnlyAdmin):
     list_filter = (ActionFilter, StaffFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("=object_id", "=actor_username", "=request_id")
     search_help_text = "The object's id (pay_…, apr_…, brk_…), a username or a request id."
+    export_columns = columns("id", "created_at", "actor_username", "ip_address", "request_id",
+                             "action", "object_type", "object_id", "note", "before", "after",
+                             "user_agent")
     ordering = ("-id",)
     actions = None
     readonly_fields = ("id", "created_at", "actor", "actor_username", "ip_address", "user_agent",

@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from backoffice.admin_base import ReadOnlyAdmin
+from backoffice.exports import ExportMixin, columns, money
 from wallet.models import Deposit, MovementAttempt, Payout
 
 ATTEMPT_FIELDS = ("id", "provider", "amount", "status", "provider_reference", "error_code",
@@ -33,9 +34,13 @@ class DepositAttemptInline(_AttemptInline):
     fk_name = "deposit"
 
 
-class _MovementAdmin(ReadOnlyAdmin):
-    """Payouts and deposits list, filter and search alike; each shows its own attempts."""
+class _MovementAdmin(ExportMixin, ReadOnlyAdmin):
+    """Payouts and deposits list, filter, search and export alike; each shows its own
+    attempts."""
 
+    export_columns = columns("id", "merchant_id", "merchant__name", "created_at", "status",
+                             "currency", money(), "provider", "provider_reference",
+                             "completed_at", "failure_code", "description")
     list_display = ("id", "merchant", "amount", "currency", "status", "provider", "created_at")
     list_filter = ("status", "provider", "currency", "created_at")
     search_fields = ("=id", "=provider_reference", "=merchant__id", "merchant__name")
