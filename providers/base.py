@@ -87,8 +87,21 @@ class RetrieveRequest:
     merchant_reference: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class CallResult:
+    """What every provider call answers besides its own fields (each result's `outcome`):
+    the normalised error, whether another provider may be tried, the latency, and the redacted
+    request/response kept for operators."""
+
+    error_code: str = ""
+    error_message: str = ""
+    retryable: bool = False
+    latency_ms: int = 0
+    exchange: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
-class ProviderResult:
+class ProviderResult(CallResult):
     """The normalised answer of any operation.
 
     `error_code` comes from the normalised table in `providers.errors`; `retryable` says whether
@@ -108,11 +121,6 @@ class ProviderResult:
     # Our id as the provider holds it (its merchant order id), when a lookup says: a notice that
     # is only a hint is bound to this, never to the id the notice itself names.
     merchant_reference: str = ""
-    error_code: str = ""
-    error_message: str = ""
-    retryable: bool = False
-    latency_ms: int = 0
-    exchange: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,7 @@ class DisputeRetrieveRequest:
 
 
 @dataclass(frozen=True)
-class DisputeResult:
+class DisputeResult(CallResult):
     """The normalised answer of a dispute call or lookup (`outcome` as for payments: UNKNOWN
     means sent and the answer lost; DECLINED means refused, e.g. evidence past its due date)."""
 
@@ -218,11 +226,6 @@ class DisputeResult:
     amount: int | None = None
     currency: str = ""
     evidence_due_by: datetime | None = None
-    error_code: str = ""
-    error_message: str = ""
-    retryable: bool = False
-    latency_ms: int = 0
-    exchange: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -292,7 +295,7 @@ class DepositRequest:
 
 
 @dataclass(frozen=True)
-class MovementResult:
+class MovementResult(CallResult):
     """The normalised answer of a payout or deposit call or lookup; `outcome` as for payments
     (PENDING: accepted, not finished; UNKNOWN: sent, answer lost)."""
 
@@ -302,11 +305,6 @@ class MovementResult:
     amount: int | None = None
     currency: str = ""  # lower-case ISO 4217 when the provider said; compared with ours
     merchant_reference: str = ""  # our payout/deposit id as the provider holds it (lookups)
-    error_code: str = ""
-    error_message: str = ""
-    retryable: bool = False
-    latency_ms: int = 0
-    exchange: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
