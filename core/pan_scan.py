@@ -43,7 +43,11 @@ def scan_database(*, exclude: Iterable[str] = ()) -> list[Hit]:
     skip = set(exclude)
     hits: list[Hit] = []
     with connection.cursor() as cursor:
-        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        # A partitioned table's rows are read through it, not once more through each partition
+        # (a detached month is a plain table again, and scanned).
+        cursor.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                       "ON n.oid = c.relnamespace AND n.nspname = current_schema() "
+                       "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition")
         tables = [row[0] for row in cursor.fetchall() if row[0] not in skip]
         for table in tables:
             cursor.execute(

@@ -184,3 +184,14 @@ def test_the_migration_keeps_existing_events_in_their_months_and_the_stream_goes
     sink = Recorder()
     stream.relay_once(sink)
     assert sink.published == ["evt_old0", "evt_old1", "evt_old2", new.id]
+
+
+@pytest.mark.django_db
+@pytest.mark.planted_card_number
+def test_the_card_number_scan_reads_a_partitioned_table_once(merchant):
+    from core.pan_scan import scan_database
+
+    event = event_record(merchant=merchant, type="payment.created",
+                         obj={"object": "payment", "id": "pay_pan"})
+    Event.objects.filter(pk=event.pk).update(data={"note": "Card 4111 1111 1111 1111"})
+    assert [hit.where for hit in scan_database()] == [TABLE]  # not again per partition
