@@ -5,6 +5,7 @@ import os
 from celery import Celery, signals
 from kombu import Queue
 
+from config import observability
 from core import metrics, queues
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
@@ -50,5 +51,10 @@ def _filesystem_broker_dirs(sender: Celery, **kwargs: object) -> None:
 # when PROMETHEUS_MULTIPROC_DIR is shared).
 signals.task_prerun.connect(metrics.task_started, weak=False, dispatch_uid="clearhouse-task-start")
 signals.task_postrun.connect(metrics.task_finished, weak=False, dispatch_uid="clearhouse-task-end")
+
+# Tracing and Sentry in each pool process, after the fork (off unless configured).
+signals.worker_process_init.connect(
+    lambda **kwargs: observability.setup("clearhouse-worker"), weak=False,
+    dispatch_uid="clearhouse-observability")
 
 app.autodiscover_tasks()

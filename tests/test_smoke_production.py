@@ -54,3 +54,9 @@ def test_make_smoke_production_passes(tmp_path):
     assert figures["worker_metrics"]["authorizations"] >= 1
     assert figures["payment"]["provider"] == "cielo"
     assert set(figures["stopped"]) == {"web", "worker", "beat", "simulator"}
+    # One trace from the API request through the task to the provider's HTTP call (the dev
+    # install has the observability group; the smoke tool says so where it is missing).
+    spans = figures["trace"]["spans"]
+    assert {"clearhouse-web: POST api/v1/payments",
+            "clearhouse-worker: run/payments.tasks.payment_authorize",
+            "clearhouse-worker: POST"} <= set(spans), spans

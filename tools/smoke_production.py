@@ -107,6 +107,63 @@ def until(condition: Callable[[], Any], timeout: float, what: str,
         time.sleep(0.25)  # polling the processes we started, bounded by the deadline
 
 
+class TraceCollector:
+    """An OTLP/HTTP receiver on 127.0.0.1: every span the processes export, by trace."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list[dict[str, str]] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+                for resource in request.resource_spans:
+                    service = next((a.value.string_value for a in resource.resource.attributes
+                                    if a.key == "service.name"), "")
+                    for scope in resource.scope_spans:
+                        collector.spans.extend(
+                            {"trace": span.trace_id.hex(), "service": service,
+                             "name": span.name, "kind": str(span.kind)}
+                            for span in scope.spans)
+                answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def trace_of(self, service: str, name: str) -> list[dict[str, str]]:
+        """Every span of the first trace that has a `service` span called `name`."""
+        first = next((s["trace"] for s in list(self.spans)
+                      if s["service"] == service and s["name"] == name), None)
+        return [s for s in list(self.spans) if s["trace"] == first] if first else []
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def tracing_available() -> bool:
+    try:
+        import opentelemetry.proto.collector.trace.v1.trace_service_pb2
+        import opentelemetry.sdk
+    except ImportError:
+        return False
+    return bool(opentelemetry.sdk and opentelemetry.proto)
+
+
 def recreate_database(url: str) -> None:
     import psycopg
 
@@ -258,6 +315,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     key = boot["merchant"]["api_key"]
     figures["setup_seconds"] = round(time.monotonic() - started, 1)
 
+    traces = TraceCollector() if tracing_available() else None
+    if traces is not None:  # config/observability.py: off unless this is set
+        env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": traces.url, "OTEL_BSP_SCHEDULE_DELAY": "200"})
     topology = Topology(env, work / "logs")
     try:
         topology.start("web", [PY, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"])
@@ -270,8 +330,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      str(ports["simulator"]), "--state-file",
                                      str(work / "simulator.pickle")])
         figures.update(checks(base, key, env, topology, work))
+        figures["trace"] = trace_check(traces, topology) if traces else "opentelemetry not " \
+            "installed: the trace check did not run (uv sync --group observability)"
     finally:
         figures["stopped"] = topology.stop()
+        if traces is not None:
+            traces.stop()
     check(all(code == 0 or code == -signal.SIGTERM for code in figures["stopped"].values()),
           f"a process did not stop cleanly: {figures['stopped']}")
     figures["total_seconds"] = round(time.monotonic() - started, 1)
@@ -372,6 +436,23 @@ def checks(base: str, key: str, env: dict[str, str], topology: Topology, work: P
     figures["worker_metrics"] = {"authorizations": authorizations, "by_process": by_process,
                                  "celery_tasks_succeeded": tasks}
     return figures
+
+
+def trace_check(traces: TraceCollector, topology: Topology) -> dict[str, Any]:
+    """One trace from the API request through the Celery task to the provider's HTTP call."""
+    wanted = {("clearhouse-web", "2"), ("clearhouse-worker", "1"), ("clearhouse-worker", "3")}
+
+    def whole() -> list[dict[str, str]] | None:  # kinds: 1 internal, 2 server, 3 client, …
+        spans = traces.trace_of("clearhouse-web", "POST api/v1/payments")
+        seen = {(s["service"], s["kind"]) for s in spans} | {
+            (s["service"], "1") for s in spans if s["name"].startswith("run/")}
+        return spans if wanted <= seen else None
+
+    spans = until(whole, 30, "one trace from web through the worker to the provider call",
+                  topology.alive)
+    names = sorted({f"{s['service']}: {s['name']}" for s in spans})
+    check(any("run/payments.tasks.payment_authorize" in name for name in names), names)
+    return {"trace_id": spans[0]["trace"], "spans": names}
 
 
 def main(argv: list[str] | None = None) -> int:
