@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from django.urls import URLPattern, path
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -212,3 +213,15 @@ class ListView(ApiView):
                                           **data)))
 
         cls.post = post
+
+
+def resource_urls(plural: str, id_name: str, *, collection: type[APIView] | None = None,
+                  detail: type[APIView] | None = None, **actions: type[APIView]
+                  ) -> list[URLPattern]:
+    """A resource's routes in the API's one URL shape: `<plural>` (list, create),
+    `<plural>/<id>` (retrieve, update, delete) and `<plural>/<id>/<action>` (one POST each)."""
+    one = f"{plural}/<str:{id_name}>"
+    routes = [path(plural, collection.as_view())] if collection is not None else []
+    if detail is not None:
+        routes.append(path(one, detail.as_view()))
+    return routes + [path(f"{one}/{action}", view.as_view()) for action, view in actions.items()]

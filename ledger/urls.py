@@ -2,12 +2,14 @@
 
 from django.urls import path
 
+from core.api import resource_urls
 from ledger import api
 
 urlpatterns = [
     path("balance", api.BalanceDetail.as_view()),
     path("balance/report", api.BalanceReport.as_view()),
-    path("balance_transactions", api.BalanceTransactionCollection.as_view()),
-    path("balance_transactions/<str:posting_id>", api.BalanceTransactionDetail.as_view()),
+    *resource_urls("balance_transactions", "posting_id",
+                   collection=api.BalanceTransactionCollection,
+                   detail=api.BalanceTransactionDetail),
     path("ledger/checkpoint", api.CheckpointDetail.as_view()),
 ]

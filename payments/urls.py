@@ -1,22 +1,16 @@
-"""URL routes for payments and refunds under /api/v1/."""
+"""URL routes for payments, refunds, disputes and evidence files under /api/v1/."""
 
-from django.urls import path
-
+from core.api import resource_urls
 from payments import api
 
 urlpatterns = [
-    path("payments", api.PaymentCollection.as_view()),
-    path("payments/<str:payment_id>", api.PaymentDetail.as_view()),
-    path("payments/<str:payment_id>/confirm", api.PaymentConfirm.as_view()),
-    path("payments/<str:payment_id>/capture", api.PaymentCapture.as_view()),
-    path("payments/<str:payment_id>/cancel", api.PaymentCancel.as_view()),
-    path("refunds", api.RefundCollection.as_view()),
-    path("refunds/<str:refund_id>", api.RefundDetail.as_view()),
-    path("disputes", api.DisputeCollection.as_view()),
-    path("disputes/<str:dispute_id>", api.DisputeDetail.as_view()),
-    path("disputes/<str:dispute_id>/close", api.DisputeClose.as_view()),
-    path("disputes/<str:dispute_id>/submit", api.DisputeSubmit.as_view()),
-    path("files", api.FileCollection.as_view()),
-    path("files/<str:file_id>", api.FileDetail.as_view()),
-    path("files/<str:file_id>/contents", api.FileContents.as_view()),
+    *resource_urls("payments", "payment_id", collection=api.PaymentCollection,
+                   detail=api.PaymentDetail, confirm=api.PaymentConfirm,
+                   capture=api.PaymentCapture, cancel=api.PaymentCancel),
+    *resource_urls("refunds", "refund_id", collection=api.RefundCollection,
+                   detail=api.RefundDetail),
+    *resource_urls("disputes", "dispute_id", collection=api.DisputeCollection,
+                   detail=api.DisputeDetail, close=api.DisputeClose, submit=api.DisputeSubmit),
+    *resource_urls("files", "file_id", collection=api.FileCollection, detail=api.FileDetail,
+                   contents=api.FileContents),
 ]

@@ -1,12 +1,11 @@
 """URL routes for deposits and payouts under /api/v1/."""
 
-from django.urls import path
-
+from core.api import resource_urls
 from wallet import api
 
 urlpatterns = [
-    path("deposits", api.DepositCollection.as_view()),
-    path("deposits/<str:deposit_id>", api.DepositDetail.as_view()),
-    path("payouts", api.PayoutCollection.as_view()),
-    path("payouts/<str:payout_id>", api.PayoutDetail.as_view()),
+    *resource_urls("deposits", "deposit_id", collection=api.DepositCollection,
+                   detail=api.DepositDetail),
+    *resource_urls("payouts", "payout_id", collection=api.PayoutCollection,
+                   detail=api.PayoutDetail),
 ]

@@ -1,17 +1,13 @@
 """URL routes for events and webhook endpoints under /api/v1/."""
 
-from django.urls import path
-
+from core.api import resource_urls
 from webhooks import api
 
 urlpatterns = [
-    path("events", api.EventCollection.as_view()),
-    path("events/<str:event_id>", api.EventDetail.as_view()),
-    path("events/<str:event_id>/resend", api.EventResend.as_view()),
-    path("webhook_endpoints", api.WebhookEndpointCollection.as_view()),
-    path("webhook_endpoints/<str:endpoint_id>", api.WebhookEndpointDetail.as_view()),
-    path("webhook_endpoints/<str:endpoint_id>/rotate_secret",
-         api.WebhookEndpointRotateSecret.as_view()),
-    path("webhook_endpoints/<str:endpoint_id>/deliveries",
-         api.WebhookEndpointDeliveries.as_view()),
+    *resource_urls("events", "event_id", collection=api.EventCollection,
+                   detail=api.EventDetail, resend=api.EventResend),
+    *resource_urls("webhook_endpoints", "endpoint_id", collection=api.WebhookEndpointCollection,
+                   detail=api.WebhookEndpointDetail,
+                   rotate_secret=api.WebhookEndpointRotateSecret,
+                   deliveries=api.WebhookEndpointDeliveries),
 ]
