@@ -67,7 +67,6 @@ class BankStatementAdmin(ExtraPagesMixin, ProblemsFirstLinesAdmin, ReadOnlyAdmin
                        "line_count", "imported_by", "imported_at")
     ordering = ("-imported_at",)
     inlines = [BankLineInline]
-    change_list_template = "admin/reconciliation/bankstatement/change_list.html"
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:
         actor = require_perm(request, *IMPORT_PERMISSIONS)  # 403 before the file is read

@@ -93,7 +93,6 @@ class AccountAdmin(ExtraPagesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                        "balance_display", "version", "head_hash", "created_at")
     fields = readonly_fields
     ordering = ("id",)
-    change_list_template = "admin/ledger/account/change_list.html"
 
     @admin.display(description="owner", ordering="merchant__name")
     def owner(self, account: Account) -> str:

@@ -110,7 +110,6 @@ class PaymentAdmin(ExportMixin, LargeTableMixin, StatusBadgeMixin, ObjectActions
     list_select_related = ("merchant",)
     ordering = ("-created_at",)
     actions = None
-    change_form_template = "admin/payments/payment/change_form.html"
     fieldsets = [("All fields", {"classes": ["collapse"], "fields": [
         "id", "merchant", "amount", "currency", "status", "capture_method", "payment_method",
         "description", "metadata", "amount_authorized", "amount_captured", "amount_refunded",
@@ -308,7 +307,6 @@ class DisputeAdmin(ExportMixin, LargeTableMixin, ObjectActionsMixin, TolerantIds
     list_select_related = ("merchant",)
     ordering = ("due_by",)
     actions = None
-    change_form_template = "admin/payments/dispute/change_form.html"
     readonly_fields = ("id", "payment", "merchant", "amount", "currency", "reason", "status",
                        "evidence", "evidence_submitted_at", "due_by", "provider",
                        "provider_reference", "created_at", "updated_at", "closed_at",

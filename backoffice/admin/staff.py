@@ -93,8 +93,6 @@ class ApprovalRequestAdmin(ExportMixin, ExtraPagesMixin, LargeTableMixin, Status
     list_select_related = ("merchant", "requested_by", "decided_by")
     ordering = ("-requested_at",)
     actions = None
-    change_form_template = "admin/backoffice/approvalrequest/change_form.html"
-    change_list_template = "admin/backoffice/approvalrequest/change_list.html"
     readonly_fields = ("id", "kind", "status", "merchant", "object_type", "object_id", "amount",
                        "currency", "params", "reason", "requested_by", "requested_at",
                        "decided_by", "decided_at", "decision_comment", "executed_at", "result",
@@ -293,7 +291,6 @@ class LedgerVerifyRunAdmin(ExtraPagesMixin, ReadOnlyAdmin):
     readonly_fields = ("id", "status", "requested_by", "requested_at", "started_at",
                        "finished_at", "entries", "postings", "accounts", "report_text")
     fields = readonly_fields
-    change_list_template = "admin/backoffice/ledgerverifyrun/change_list.html"
     actions = None
 
     @admin.display(description="result", ordering="status")

@@ -100,7 +100,6 @@ class WebhookDeliveryAdmin(LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin
     inlines = [AttemptInline]
     actions = ["resend"]
     ordering = ["-created_at"]
-    change_form_template = "admin/webhooks/webhookdelivery/change_form.html"
     action_names = ("resend",)
 
     @admin.display(description="event")
@@ -158,7 +157,6 @@ class ProviderEventAdmin(LargeTableMixin, StatusBadgeMixin, ObjectActionsMixin, 
     fields = readonly_fields
     actions = ["replay"]
     ordering = ["-received_at"]
-    change_form_template = "admin/webhooks/providerevent/change_form.html"
     action_names = ("replay",)
 
     @admin.display(description="raw body")
