@@ -20,13 +20,19 @@ def _overlaps(one: Path, other: Path) -> bool:
     return one == other or one.is_relative_to(other) or other.is_relative_to(one)
 
 
+def served_overlaps(folder: str) -> list[str]:
+    """The served folders (STATIC_ROOT, MEDIA_ROOT, STATICFILES_DIRS) `folder` overlaps."""
+    resolved = Path(folder).resolve()
+    return [str(path) for path in _served_folders() if _overlaps(resolved, path)]
+
+
 @register()
 def check_evidence_storage(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
     folder = str(getattr(settings, "EVIDENCE_STORAGE_DIR", "") or "")
     if not folder:
         return []
     resolved = Path(folder).resolve()
-    served = [str(path) for path in _served_folders() if _overlaps(resolved, path)]
+    served = served_overlaps(folder)
     if served:
         return [Error(
             f"EVIDENCE_STORAGE_DIR ({resolved}) overlaps a folder the web server serves "

@@ -15,6 +15,7 @@ from django.http import HttpResponse
 
 from core import crypto
 from core.errors import InvalidRequest, PayloadTooLarge
+from payments.checks import served_overlaps
 from payments.models import FileType
 
 # The first bytes of each accepted type, and how a complete file of that type ends (a truncated
@@ -74,9 +75,15 @@ def clean_filename(name: str) -> str:
 
 
 def _root() -> Path:
+    """The evidence folder, refused (fail closed) when unset or inside a served folder: gunicorn
+    runs no system checks, so payments.E002 alone would not stop a misconfigured deploy."""
     folder = settings.EVIDENCE_STORAGE_DIR
     if not folder:
         raise RuntimeError("EVIDENCE_STORAGE_DIR is not set; evidence files cannot be stored.")
+    served = served_overlaps(folder)
+    if served:
+        raise RuntimeError(f"EVIDENCE_STORAGE_DIR ({folder}) overlaps a served folder "
+                           f"({', '.join(served)}); evidence files are neither kept nor read.")
     return Path(folder)
 
 

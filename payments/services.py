@@ -53,6 +53,7 @@ from payments.models import (
 )
 from payments.payloads import dispute_to_dict, payment_to_dict, refund_to_dict
 from payments.selectors import (
+    SENT_TO_PROVIDER,
     disputes_due_for_lookup,
     disputes_due_soon_unreminded,
     refundable_amount,
@@ -854,6 +855,8 @@ def payment_provider_event_apply(
         logger.warning("%s dispute notice for %s without a dispute reference: ignored",
                        provider, payment.id)
         return IGNORED
+    if _names_another_payments_dispute(payment, provider, type, dispute_reference, amount):
+        return IGNORED
     try:
         dispute_open(payment_id=payment.id, amount=amount, provider_reference=dispute_reference,
                      reason=reason if reason in DisputeReason.values else DisputeReason.GENERAL,
@@ -874,6 +877,8 @@ def _dispute_decision_apply(payment: Payment, provider: str, type: str, dispute_
     of yet (its `dispute.opened` is late or reordered) waits for it; past the holding limit it
     goes to people, since a decision on a case we never recorded means a notice was lost."""
     status = DisputeState.WON if type == "dispute.won" else DisputeState.LOST
+    if _names_another_payments_dispute(payment, provider, type, dispute_reference, amount):
+        return IGNORED
     if dispute_provider_update(provider=provider, dispute_reference=dispute_reference,
                                status=status, amount=amount, currency=currency) is not None:
         return APPLIED
@@ -887,6 +892,26 @@ def _dispute_decision_apply(payment: Payment, provider: str, type: str, dispute_
             payment.disputes.values_list("provider_reference", flat=True))},
         provider_data={"type": type, "dispute_reference": dispute_reference}))
     return IGNORED
+
+
+def _names_another_payments_dispute(payment: Payment, provider: str, type: str,
+                                    dispute_reference: str, amount: int | None) -> bool:
+    """A notice about this payment naming a case we hold on another payment contradicts itself:
+    nothing moves, and a `provider_conflict` break on the case's payment says so."""
+    dispute = (Dispute.objects.select_related("payment")
+               .filter(provider=provider, provider_reference=dispute_reference)
+               .exclude(payment=payment).first()) if dispute_reference else None
+    if dispute is None:
+        return False
+    break_report(BreakSpec(
+        type="provider_conflict", key=f"dispute:{provider}:{dispute_reference}:{type}:{payment.id}",
+        provider=provider, payment_id=dispute.payment_id,
+        provider_reference=dispute.payment.provider_reference, currency=dispute.currency,
+        our_amount=dispute.amount, provider_amount=amount,
+        our_data={"dispute": dispute.id, "payment": dispute.payment_id, "status": dispute.status},
+        provider_data={"type": type, "dispute_reference": dispute_reference,
+                       "payment": payment.id, "provider_reference": payment.provider_reference}))
+    return True
 
 
 def _covered_by_lookup(payment: Payment, type: str, amount: int | None,
@@ -1207,6 +1232,11 @@ def dispute_resolve(*, dispute_id: str, won: bool, merchant: Merchant | None = N
         if not dispute.is_open:
             raise StateError(f"This dispute is already '{dispute.status}'.",
                              code="dispute_closed", param="status")
+        if (decided_by != DisputeDecider.PROVIDER
+                and dispute.attempts.filter(status__in=SENT_TO_PROVIDER).exists()):
+            raise StateError("This dispute's evidence went to the provider through its API, so "
+                             "only the provider's decision closes it (by notice or lookup).",
+                             code="dispute_decided_by_provider", param="status")
         flow_args = {"merchant": payment.merchant, "dispute_id": dispute.id,
                      "payment_id": payment.id, "currency": dispute.currency,
                      "amount": dispute.amount}
@@ -1306,6 +1336,13 @@ def dispute_refresh(*, dispute_id: str) -> Dispute:
         logger.warning("%s answered a lookup of dispute %s with case %s: ignored",
                        dispute.provider, dispute.provider_reference, found.dispute_reference)
         return dispute
+    lost_answer = dispute.attempts.filter(status__in=OPEN_ATTEMPT_STATUSES).first()
+    if found.status == DisputeState.NEEDS_RESPONSE and lost_answer is not None:
+        # The evidence call's answer was lost and the provider never got it: send the same
+        # evidence again under the same idempotency key (never a second submission).
+        result = provider_call(dispute.provider, "dispute_submit_evidence",
+                               _evidence_request(dispute, lost_answer))
+        return dispute_evidence_record(attempt_id=lost_answer.id, result=result)
     return dispute_provider_update(provider=dispute.provider,
                                    dispute_reference=dispute.provider_reference,
                                    status=found.status, amount=found.amount,
