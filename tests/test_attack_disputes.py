@@ -12,7 +12,7 @@ from django.test import Client
 
 from backoffice import services as backoffice
 from backoffice.audit import Actor
-from core.errors import StateError
+from core.errors import ClearhouseError, StateError
 from ledger.verify import ledger_verify
 from payments import services
 from payments.checks import check_evidence_storage, check_evidence_storage_set
@@ -21,6 +21,7 @@ from providers.sandbox import SandboxProvider
 from reconciliation.models import ReconciliationBreak
 from tests.factories import balances_of, merchant_with_key, staff_user
 from tests.test_dispute_evidence import PDF, upload
+from tests.threads import run_threads
 
 pytestmark = pytest.mark.django_db
 
@@ -154,6 +155,49 @@ def test_a_lost_answer_is_sent_again_with_the_same_key_until_the_provider_says(
     assert PaymentAttempt.objects.get(dispute=dispute).status == "approved"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_submits_racing_send_the_evidence_once(settled_payment):
+    dispute = services.dispute_open(payment_id=settled_payment.id, amount=4000,
+                                    provider_reference="sbx_dp_race")
+    services.dispute_evidence_update(merchant=dispute.merchant, dispute_id=dispute.id,
+                                     evidence={"text": "Delivered."}, submit=False)
+    results, errors = run_threads(4, lambda _: services.dispute_evidence_submit(
+        merchant=dispute.merchant, dispute_id=dispute.id).status)
+    assert results == ["under_review"]
+    assert len(errors) == 3 and all(isinstance(error, ClearhouseError) for error in errors)
+    assert PaymentAttempt.objects.filter(dispute=dispute).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_approved_loss_racing_the_evidence_submission_never_both(settled_payment):
+    """Staff's "lost" letter approved at the moment the merchant submits evidence: either the
+    evidence is refused (the case was closed by hand first) or the approval fails; a case sent
+    to the provider is never closed by staff."""
+    dispute = services.dispute_open(payment_id=settled_payment.id, amount=4000,
+                                    provider_reference="sbx_dp_race2")
+    services.dispute_evidence_update(merchant=dispute.merchant, dispute_id=dispute.id,
+                                     evidence={"text": "Delivered."}, submit=False)
+    operator, approver = Actor(user=staff_user("operator")), Actor(user=staff_user("approver"))
+    approval = backoffice.dispute_decision_record(
+        actor=operator, dispute_id=dispute.id, won=False, note="letter",
+        decision_reference="L-2").approval
+
+    def work(index: int):
+        if index == 0:
+            return services.dispute_evidence_submit(merchant=dispute.merchant,
+                                                    dispute_id=dispute.id).status
+        return backoffice.approval_decide(actor=approver, approval_id=approval.id,
+                                          approve=True, comment="letter seen").status
+
+    _results, errors = run_threads(2, work)
+    dispute.refresh_from_db()
+    sent = PaymentAttempt.objects.filter(dispute=dispute).exists()
+    assert (dispute.status, dispute.decided_by, sent) in (
+        ("under_review", "", True), ("lost", "staff", False))
+    assert all(isinstance(error, ClearhouseError) for error in errors)
+    assert ledger_verify().ok
+
+
 # -- only the provider decides a case that went through it ---------------------------------------
 def test_a_lost_decision_requested_before_the_evidence_went_out_cannot_be_approved_after(
         api, merchant, dispute):
@@ -223,6 +267,18 @@ def test_a_decision_naming_another_payments_dispute_moves_nothing_and_opens_a_br
                                               payment_id=dispute.payment_id).count() == 1
     _money_moved_once(merchant, available=10000 - 4000, disputed=4000)
     _money_moved_once(other, available=10000)
+
+
+def test_a_chargeback_notice_naming_another_payments_case_opens_nothing(
+        merchant, settled_payment, dispute, make_payment):
+    second = make_payment(10000)
+    services.payment_settle(payment_id=second.id, amount=10000, fee=0)
+    second.refresh_from_db()
+    assert _decide(second.provider_reference, "sbx_dp_att", "dispute.opened",
+                   amount=4000) != "applied"
+    assert not Dispute.objects.filter(payment=second).exists()
+    assert ReconciliationBreak.objects.filter(type="provider_conflict").count() == 1
+    _money_moved_once(merchant, available=20000 - 4000, disputed=4000)
 
 
 def test_a_decision_before_its_dispute_is_held_then_applied_once(
