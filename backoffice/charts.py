@@ -15,7 +15,7 @@ from core.money import format_amount
 # Colour-blind-safe palette (Okabe–Ito), one colour per series in order.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 64, 12, 14, 46  # margins: y labels left, x labels and legend below
+LEFT, RIGHT, TOP, BOTTOM = 100, 24, 14, 46  # margins: y labels left, x labels and legend below
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ def _nice_ceiling(value: float) -> float:
 
 
 def line_chart(*, title: str, labels: Sequence[str], series: Sequence[Series],
-               y_format: Callable[[float], str] = lambda v: f"{v:,.0f}",
+               y_format: Callable[[float], str] = lambda v: (
+                   f"{v:,.0f}" if v == int(v) else f"{v:,.1f}"),
                y_max: float | None = None) -> SafeString:
     """An accessible SVG (role=img, a <title>, each point's value in a tooltip) with a y axis
     from 0, one x label per few days, and a legend."""
@@ -62,7 +63,8 @@ def line_chart(*, title: str, labels: Sequence[str], series: Sequence[Series],
     every = max(1, count // 7)
     xlabels = format_html_join("", '<text x="{}" y="{}" text-anchor="middle">{}</text>',
                                ((at(x(i)), HEIGHT - BOTTOM + 16, label)
-                                for i, label in enumerate(labels) if i % every == 0))
+                                for i, label in enumerate(labels)
+                                if (count - 1 - i) % every == 0))  # today is always labelled
     lines, legend = [], []
     for n, line in enumerate(series):
         colour = PALETTE[n % len(PALETTE)]

@@ -222,7 +222,8 @@ def test_a_break_is_resolved_with_a_note_and_leaves_an_audit_row(browser_page, l
     assert row.note.startswith("Acquirer fee") and row.after["status"] == "resolved"
 
 
-def test_the_dashboard(browser_page, live_server, make_payment, merchant, settings, shot):
+def test_the_dashboard(browser_page, live_server, make_payment, merchant, settings, shot,
+                       screenshots):
     page = browser_page
     for amount in (12_000, 4_550, 89_900, 2_500):
         make_payment(amount)
@@ -251,3 +252,6 @@ def test_the_dashboard(browser_page, live_server, make_payment, merchant, settin
     assert "83.3%" in dashboard  # usd: 5 captured, 1 declined (the waiting ones not counted)
     assert "3,589.50 USD" in dashboard and "31.00 BRL" in dashboard
     shot(page, "dashboard.png")
+    trends = page.locator("#bo-trends")  # the charts: inline SVG drawn by the server
+    assert trends.locator("svg.bo-chart").count() == 4  # USD and BRL volume, success, breaks
+    trends.screenshot(path=str(screenshots / "dashboard-trends.png"))
