@@ -20,6 +20,7 @@ from django.db import connection, transaction
 logger = logging.getLogger(__name__)
 
 MONTHS_AHEAD = 3
+_DETACHABLE: set[str] = set()
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -119,9 +120,18 @@ def months_ensure(*, months_ahead: int = MONTHS_AHEAD, today: date | None = None
     return created
 
 
+def detachable_register(table: str) -> None:
+    """Let `month_detach` retire `table`'s old months (an app registers its own tables; the
+    ledger registers none: ledger_verify sums every posting ever made)."""
+    _DETACHABLE.add(table)
+
+
 def month_detach(table: str, month: date) -> str:
     """Detach `month`'s partition from `table`: its rows leave every query of the table (and
     the API) but stay in a plain table of the same name, to archive (pg_dump -t) and drop."""
+    if table not in _DETACHABLE:
+        raise ValueError(f"{table}'s months may not be detached (only "
+                         f"{', '.join(sorted(_DETACHABLE)) or 'none'})")
     name = partition_name(_checked(table), _month(month))
     if name not in {p.name for p in partitions_list(table)}:
         raise ValueError(f"{table} has no attached partition for {month:%Y-%m}")
@@ -132,31 +142,53 @@ def month_detach(table: str, month: date) -> str:
 
 @dataclass(frozen=True)
 class _Definition:
-    """What `CREATE TABLE … (LIKE …)` does not copy: indexes, foreign keys, triggers."""
+    """What `CREATE TABLE … (LIKE …)` does not copy: indexes, unique constraints, foreign keys,
+    triggers."""
 
     indexes: list[str]
+    uniques: list[tuple[str, str]]
     foreign_keys: list[tuple[str, str]]
     triggers: list[str]
 
 
 def _definition(table: str) -> _Definition:
     with connection.cursor() as cursor:
+        # Indexes that back a constraint come back with their constraint, below.
         cursor.execute("""SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()
-                           AND tablename = %s AND indexname <> %s""", [table, f"{table}_pkey"])
+                           AND tablename = %s AND indexname NOT IN (
+                               SELECT conindid::regclass::text FROM pg_constraint
+                                WHERE conrelid = %s::regclass AND contype IN ('p', 'u'))""",
+                       [table, table])
         indexes = [row[0] for row in cursor.fetchall()]
-        cursor.execute("""SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-                           WHERE conrelid = %s::regclass AND contype = 'f'""", [table])
-        foreign_keys = cursor.fetchall()
+        constraints = {}
+        for kind in ("u", "f"):
+            cursor.execute("""SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+                               WHERE conrelid = %s::regclass AND contype = %s
+                               ORDER BY conname""", [table, kind])
+            constraints[kind] = cursor.fetchall()
         cursor.execute("""SELECT pg_get_triggerdef(oid) FROM pg_trigger
                            WHERE tgrelid = %s::regclass AND NOT tgisinternal
                              AND tgparentid = 0""", [table])
-        return _Definition(indexes, foreign_keys, [row[0] for row in cursor.fetchall()])
+        return _Definition(indexes, constraints["u"], constraints["f"],
+                           [row[0] for row in cursor.fetchall()])
 
 
-def _rebuild(table: str, *, partition_by: str | None, key: tuple[str, ...],
+def _unique_with(definition: str, column: str, *, partitioned: bool) -> str:
+    """`UNIQUE (a, b)` → `UNIQUE (a, b, column)` for a partitioned table (its unique keys must
+    hold the partition key), and back for a plain one."""
+    head, columns = definition.split("(", 1)
+    names = [name.strip() for name in columns.rsplit(")", 1)[0].split(",")]
+    names = [name for name in names if name.strip('"') != column]
+    if partitioned:
+        names.append(column)
+    return f"{head}({', '.join(names)})"
+
+
+def _rebuild(table: str, *, partition_by: str | None, key: tuple[str, ...], column: str,
              months: tuple[date, date] | None = None) -> None:
     """Copy `table` into a new table of the same name (partitioned by month on `partition_by`,
-    or plain), with `key` as its primary key and the old one's definition."""
+    or plain), with `key` as its primary key and the old one's definition; unique constraints
+    gain (or lose) the month `column`."""
     definition = _definition(_checked(table))
     old = f"{table}_before_rebuild"
     partitioned = f' PARTITION BY RANGE ("{partition_by}")' if partition_by else ""
@@ -179,6 +211,9 @@ def _rebuild(table: str, *, partition_by: str | None, key: tuple[str, ...],
                        f"PRIMARY KEY ({columns})")
         for statement in definition.indexes:
             cursor.execute(statement)
+        for name, constraint in definition.uniques:
+            cursor.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" '
+                           f"{_unique_with(constraint, column, partitioned=bool(partition_by))}")
         for name, constraint in definition.foreign_keys:
             cursor.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {constraint}')
         for statement in definition.triggers:
@@ -201,10 +236,12 @@ def table_partition_by_month(table: str, column: str, *, keep_unique: str,
     for _ in range(MONTHS_AHEAD):
         last = _next_month(last)
     first = _month(oldest.astimezone(UTC).date() if oldest else now)
-    _rebuild(table, partition_by=column, key=(keep_unique, column), months=(first, last))
+    _rebuild(table, partition_by=column, key=(keep_unique, column), column=column,
+             months=(first, last))
 
 
-def table_unpartition(table: str, *, primary_key: str) -> None:
+def table_unpartition(table: str, *, primary_key: str, column: str = "created_at") -> None:
     """The reverse of `table_partition_by_month` (the attached partitions' rows): a plain
-    table again, keyed by `primary_key`, with the same indexes, foreign keys and triggers."""
-    _rebuild(table, partition_by=None, key=(primary_key,))
+    table again, keyed by `primary_key`, with the same indexes, foreign keys and triggers, and
+    its unique constraints without the month `column`."""
+    _rebuild(table, partition_by=None, key=(primary_key,), column=column)

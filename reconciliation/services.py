@@ -267,7 +267,8 @@ SCHEDULED_JOBS: tuple[ScheduledJob, ...] = (
                  "remind merchants of evidence due soon.",
                  interval_setting="RECON_DISPUTES_INTERVAL_SECONDS", expires_with_interval=True),
     ScheduledJob("history-partitions", "reconciliation.tasks.history_partitions",
-                 "Create the coming months' partitions of the history tables (events).",
+                 "Create the coming months' partitions of the history tables (events, "
+                 "postings).",
                  crontab_setting="RECON_HISTORY_PARTITIONS_CRONTAB"),
 )
 

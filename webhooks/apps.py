@@ -10,12 +10,14 @@ class WebhooksConfig(AppConfig):
 
     def ready(self) -> None:
         from core.metrics import gauge_register, oldest_work_register
+        from core.partitions import detachable_register
         from webhooks import selectors
 
         def queue() -> list[tuple[tuple[str], float]]:
             count, oldest_seconds = selectors.pending_deliveries()
             return [(("count",), count), (("oldest_age_seconds",), oldest_seconds)]
 
+        detachable_register("webhooks_event")  # old months may be archived (OPERATIONS)
         gauge_register("clearhouse_webhook_queue", "Pending outbound deliveries", ["measure"],
                        queue)
         gauge_register("clearhouse_provider_inbox", "Inbound provider events", ["status"],
