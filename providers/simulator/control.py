@@ -64,6 +64,13 @@ class ControlClient:
         return self._call("POST", f"/{provider}/disputes",
                           {"reference": reference, "amount": amount, "reason": reason})
 
+    def disputes(self, provider: str = "") -> list[dict[str, Any]]:
+        return self._call("GET", f"/disputes?provider={provider}")["disputes"]
+
+    def decide_dispute(self, provider: str, reference: str, *, won: bool | None = None
+                       ) -> dict[str, Any]:
+        return self._call("POST", f"/{provider}/disputes/{reference}/decide", {"won": won})
+
     def complete(self, provider: str, kind: str, reference: str, *, succeed: bool = True
                  ) -> dict[str, Any]:
         return self._call("POST", f"/{provider}/{kind}s/{reference}/complete",

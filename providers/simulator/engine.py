@@ -79,6 +79,12 @@ class ProviderConfig:
     webhook_retry_ms: int = 500
     async_completion_ms: int | None = 200  # payouts and deposits; None: only via control API
     payout_fail_rate: float = 0.0
+    # Disputes: the evidence deadline after opening, how long the network takes to decide once
+    # evidence arrived (None: only via the control API), and the odds of winning when the
+    # evidence does not decide it (`winning_evidence` / `losing_evidence` in the text do).
+    dispute_response_days: int = 7
+    dispute_decision_ms: int | None = 300
+    dispute_win_rate: float = 0.5
     fee_bps: int = 0
     fee_fixed: int = 0
     credentials: dict[str, str] = field(default_factory=dict)
@@ -95,8 +101,9 @@ class ProviderConfig:
                     and 0 <= value <= 1):
                 raise ConfigError(f"{name} must be a number between 0 and 1")
             if (name.endswith("_ms") or name in ("fee_bps", "fee_fixed", "webhook_duplicates",
-                                                 "webhook_max_attempts")):
-                nullable = name == "async_completion_ms"
+                                                 "webhook_max_attempts",
+                                                 "dispute_response_days")):
+                nullable = name in ("async_completion_ms", "dispute_decision_ms")
                 if not ((nullable and value is None)
                         or (isinstance(value, int) and not isinstance(value, bool)
                             and value >= 0)):
@@ -252,13 +259,45 @@ class Movement:
 
 
 @dataclass
+class DisputeCase:
+    """A chargeback the cardholder's bank opened on a charge, and where it stands:
+    needs_response → under_review (evidence received) → won | lost; lost also when the
+    deadline passes without evidence."""
+
+    provider: str
+    reference: str
+    charge_reference: str
+    order_id: str
+    amount: int
+    currency: str
+    reason: str
+    status: str
+    opened_at: datetime
+    evidence_due_by: datetime
+    evidence: dict[str, str] = field(default_factory=dict)
+    documents: list[dict[str, Any]] = field(default_factory=list)  # field, name, type, size, sha
+    submitted_at: datetime | None = None
+    decided_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in ("needs_response", "under_review")
+
+    def snapshot(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("opened_at", "evidence_due_by", "submitted_at", "decided_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+
+@dataclass
 class SimEvent:
     """Something a provider tells its merchant through a webhook, before any wire format."""
 
     id: str
     provider: str
     type: str  # payment.authorized|captured|declined|voided, refund.succeeded, dispute.opened,
-    #            payout.paid|failed, deposit.confirmed
+    #            dispute.won|lost, payout.paid|failed, deposit.confirmed
     occurred_at: datetime
     charge: dict[str, Any] | None = None
     refund: dict[str, Any] | None = None
@@ -274,6 +313,7 @@ class Result:
     charge: Charge | None = None
     refund: RefundRecord | None = None
     movement: Movement | None = None
+    dispute: DisputeCase | None = None
     reason: str = ""
     events: list[SimEvent] = field(default_factory=list)
 
@@ -370,6 +410,7 @@ class Book:
         self.idempotency = IdempotencyStore()
         self.charges: dict[str, Charge] = {}
         self.movements: dict[str, Movement] = {}
+        self.disputes: dict[str, DisputeCase] = {}
         self.tokens: dict[str, float] = {}  # bearer tokens issued (Getnet) → monotonic expiry
 
     # -- identifiers ---------------------------------------------------------------------------
@@ -472,10 +513,67 @@ class Book:
         if not 0 < amount <= charge.captured - charge.disputed:
             return Result("invalid_amount", charge=charge)
         charge.disputed += amount
-        dispute = {"reference": self.new_uuid(), "amount": amount, "reason": reason,
-                   "opened_at": self.clock.now().isoformat()}
-        return Result("ok", charge=charge, events=[
-            self.event("dispute.opened", charge=charge.snapshot(), dispute=dispute)])
+        now = self.clock.now()
+        case = DisputeCase(
+            provider=self.provider, reference=self.new_uuid(), charge_reference=charge.reference,
+            order_id=charge.order_id, amount=amount, currency=charge.currency, reason=reason,
+            status="needs_response", opened_at=now,
+            evidence_due_by=now + timedelta(days=self.config.dispute_response_days))
+        self.disputes[case.reference] = case
+        return Result("ok", charge=charge, dispute=case, events=[
+            self.event("dispute.opened", charge=charge.snapshot(),
+                       dispute=self._dispute_notice(case))])
+
+    @staticmethod
+    def _dispute_notice(case: DisputeCase) -> dict[str, Any]:
+        return {"reference": case.reference, "amount": case.amount, "reason": case.reason,
+                "status": case.status, "opened_at": case.opened_at.isoformat(),
+                "evidence_due_by": case.evidence_due_by.isoformat()}
+
+    def dispute_case(self, reference: str) -> tuple[DisputeCase | None, list[SimEvent]]:
+        """A case as it stands now: one still waiting for evidence past its deadline is lost
+        (the network decides against a merchant who did not answer), with its event."""
+        case = self.disputes.get(reference)
+        if case is None or case.status != "needs_response":
+            return case, []
+        if self.clock.now() <= case.evidence_due_by:
+            return case, []
+        return case, self.dispute_decide(case, won=False).events
+
+    def dispute_submit(self, reference: str, evidence: dict[str, str],
+                       documents: list[dict[str, Any]]) -> Result:
+        """The merchant's evidence, once, before the deadline: the case goes under review."""
+        case, events = self.dispute_case(reference)
+        if case is None:
+            return Result("not_found")
+        charge = self.charges[case.charge_reference]
+        if case.status != "needs_response":
+            reason = "past_due" if events else (
+                "already_submitted" if case.status == "under_review" else "closed")
+            return Result("invalid_state", charge=charge, dispute=case, reason=reason,
+                          events=events)
+        case.status, case.submitted_at = "under_review", self.clock.now()
+        case.evidence, case.documents = dict(evidence), list(documents)
+        return Result("ok", charge=charge, dispute=case)
+
+    def dispute_decide(self, case: DisputeCase, won: bool | None = None) -> Result:
+        """The network's decision (by timer, deadline or control API), once. Unless told, the
+        evidence decides (`winning_evidence` / `losing_evidence`), else a seeded draw. Won gives
+        the held amount back to the merchant: the charge's disputed total drops."""
+        charge = self.charges[case.charge_reference]
+        if not case.is_open:
+            return Result("invalid_state", charge=charge, dispute=case)
+        if won is None:
+            text = " ".join(case.evidence.values())
+            won = ("winning_evidence" in text or (
+                "losing_evidence" not in text
+                and self.webhook_rng.random() < self.config.dispute_win_rate))
+        case.status, case.decided_at = ("won" if won else "lost"), self.clock.now()
+        if won:
+            charge.disputed -= case.amount
+        return Result("ok", charge=charge, dispute=case, events=[
+            self.event(f"dispute.{case.status}", charge=charge.snapshot(),
+                       dispute=self._dispute_notice(case))])
 
     def movement_create(self, *, kind: str, reference: str, order_id: str, amount: int,
                         currency: str, target: str) -> Result:

@@ -23,6 +23,7 @@ from providers.simulator.engine import (
     Book,
     Clock,
     ConfigError,
+    DisputeCase,
     Draws,
     Fault,
     IdempotencyStore,
@@ -37,7 +38,8 @@ from providers.simulator.webhooks import Scheduler, WebhookSender
 from providers.simulator.wire import BadRequest, Dialect, Mutation, Reply, Request
 
 logger = logging.getLogger(__name__)
-MAX_BODY_BYTES = 64 * 1024
+# Dispute evidence carries its files (base64 in JSON): room for several of Clearhouse's 5 MiB.
+MAX_BODY_BYTES = 32 * 1024 * 1024
 DROP = Reply(0, b"")  # sentinel: reset the connection instead of answering
 SETTLEMENT_PATH = re.compile(r"^/settlements/(?P<day>\d{4}-\d{2}-\d{2})\.csv$")
 
@@ -189,6 +191,20 @@ class Simulator:
             movement = result.movement
             self.scheduler.call_later(delay_ms / 1000,
                                       lambda: self.complete_movement(book, movement))
+        decide_ms = book.config.dispute_decision_ms
+        case = result.dispute
+        if (case is not None and result.kind == "ok" and case.status == "under_review"
+                and decide_ms is not None):
+            self.scheduler.call_later(decide_ms / 1000, lambda: self.decide_dispute(book, case))
+
+    def decide_dispute(self, book: Book, case: DisputeCase, won: bool | None = None) -> Result:
+        with self.lock:
+            if self.books.get(book.provider) is not book:  # reset since it was scheduled
+                return Result("not_found")
+            result = book.dispute_decide(case, won=won)
+            self.webhooks.emit(book, result.events)
+        self.save()
+        return result
 
     def complete_movement(self, book: Book, movement: Movement,
                           succeed: bool | None = None) -> Result:
@@ -226,6 +242,8 @@ class Simulator:
             ("GET", r"/(?P<provider>\w+)/config", self._c_config),
             ("POST", r"/(?P<provider>\w+)/config", self._c_config),
             ("POST", r"/(?P<provider>\w+)/disputes", self._c_dispute),
+            ("GET", r"/disputes", self._c_disputes),
+            ("POST", r"/(?P<provider>\w+)/disputes/(?P<ref>[^/]+)/decide", self._c_decide),
             ("POST", r"/(?P<provider>\w+)/(?P<kind>payout|deposit)s/(?P<ref>[^/]+)/complete",
              self._c_complete),
             ("GET", r"/(?P<provider>\w+)/settlements/(?P<day>[\d-]+)\.csv",
@@ -297,6 +315,27 @@ class Simulator:
             self.webhooks.emit(book, result.events)
             return Reply.json(200, {"event_id": result.events[0].id,
                                     "dispute": result.events[0].dispute})
+
+    def _c_disputes(self, request: Request) -> Reply:
+        provider = request.query.get("provider")
+        with self.lock:
+            return Reply.json(200, {"disputes": [
+                case.snapshot() for book in self.books.values()
+                if not provider or book.provider == provider for case in book.disputes.values()]})
+
+    def _c_decide(self, request: Request, provider: str, ref: str) -> Reply:
+        """The network decides now: `{"won": true|false}`, or null to let the evidence (or the
+        seeded draw) decide."""
+        won = request.json().get("won")
+        book = self.books[provider]
+        with self.lock:
+            case = book.disputes.get(ref)
+        if case is None:
+            return Reply.json(404, {"error": f"no dispute {ref}"})
+        result = self.decide_dispute(book, case, won=None if won is None else bool(won))
+        if result.kind != "ok":
+            return Reply.json(409, {"error": result.kind, "status": case.status})
+        return Reply.json(200, case.snapshot())
 
     def _c_complete(self, request: Request, provider: str, kind: str, ref: str) -> Reply:
         succeed = request.json().get("succeed", True)
