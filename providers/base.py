@@ -246,6 +246,10 @@ class Provider(Protocol):
 
     def retrieve(self, request: RetrieveRequest) -> ProviderResult: ...
 
+    def dispute_submit_evidence(self, request: DisputeEvidenceRequest) -> DisputeResult: ...
+
+    def dispute_retrieve(self, request: DisputeRetrieveRequest) -> DisputeResult: ...
+
     # -- what the provider sends unasked ------------------------------------------------------
     def verify_webhook(self, *, headers: Mapping[str, str], body: bytes,
                        now: float | None = None, tolerance_seconds: int = 300) -> bool:

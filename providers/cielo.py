@@ -16,6 +16,8 @@ from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
     DepositRequest,
+    DisputeEvidenceRequest,
+    DisputeState,
     InboundEvent,
     MovementStatus,
     PayoutRequest,
@@ -29,6 +31,7 @@ from providers.base import (
 from providers.http import (
     HttpAdapter,
     Sent,
+    encoded,
     parse_json_object,
     parse_time,
 )
@@ -184,6 +187,31 @@ class CieloProvider(HttpAdapter):
                 "merchant_reference": str(sent.field("MerchantPayoutId", default="")
                                           or sent.field("MerchantDepositId", default=""))}
 
+    # -- disputes (Cielo's chargebacks; the calls are HttpAdapter's) ---------------------------
+    dispute_statuses = {"AwaitingDocuments": DisputeState.NEEDS_RESPONSE,
+                        "UnderAnalysis": DisputeState.UNDER_REVIEW,
+                        "Reversed": DisputeState.WON, "Accepted": DisputeState.LOST}
+
+    def dispute_path(self, dispute_reference: str) -> str:
+        return f"/1/chargebacks/{dispute_reference}"
+
+    def dispute_evidence_path(self, dispute_reference: str) -> str:
+        return f"/1/chargebacks/{dispute_reference}/evidence"
+
+    def dispute_evidence_body(self, request: DisputeEvidenceRequest) -> dict[str, Any]:
+        return {"Evidence": {"Text": dict(request.text), "Documents": [
+            {"Type": doc.field, "FileName": doc.filename, "ContentType": doc.content_type,
+             "Content": encoded(doc)} for doc in request.documents]}}
+
+    def dispute_fields(self, sent: Sent) -> dict[str, Any]:
+        return {"dispute_reference": sent.field("ChargebackId"),
+                "provider_reference": sent.field("PaymentId"), "amount": sent.field("Amount"),
+                "currency": str(sent.field("Currency", default="")).lower(),
+                "status": sent.field("Status"), "evidence_due_by": sent.field("EvidenceDueDate")}
+
+    def provider_message(self, sent: Sent) -> str:
+        return str(sent.field(0, "Message", default="") or "")
+
     # -- inbound webhooks --------------------------------------------------------------------
     def webhook_signature(self, headers: Mapping[str, str], body: bytes, secret: str
                           ) -> tuple[float, str, list[str]] | None:
@@ -215,7 +243,7 @@ class CieloProvider(HttpAdapter):
             amount = data.get("CapturedAmount", amount)
         elif type == "refund.succeeded":
             amount = data.get("RefundAmount")
-        elif type == "dispute.opened":
+        elif type.startswith("dispute."):
             amount = data.get("ChargebackAmount")
         return InboundEvent(
             provider=self.code, event_id=str(data["NotificationId"]), type=type,
@@ -228,5 +256,7 @@ class CieloProvider(HttpAdapter):
             dispute_reference=str(data.get("ChargebackId", "")),
             error_code=RETURN_CODES.get(str(data.get("ReturnCode")), "card_declined")
             if type == "payment.declined" else "",
+            evidence_due_by=parse_time(data["EvidenceDueDate"])
+            if isinstance(data.get("EvidenceDueDate"), str) else None,
             payload=data,
         )

@@ -19,6 +19,8 @@ from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
     DepositRequest,
+    DisputeEvidenceRequest,
+    DisputeState,
     InboundEvent,
     MalformedLine,
     MovementStatus,
@@ -34,6 +36,7 @@ from providers.http import (
     Delivery,
     HttpAdapter,
     Sent,
+    encoded,
     parse_json_object,
     parse_time,
 )
@@ -298,12 +301,43 @@ class GetnetProvider(HttpAdapter):
         expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
         return int(millis) / 1000, expected, given
 
+    # -- disputes (the calls are HttpAdapter's) ------------------------------------------------
+    dispute_statuses = {"WAITING_EVIDENCE": DisputeState.NEEDS_RESPONSE,
+                        "UNDER_REVIEW": DisputeState.UNDER_REVIEW, "WON": DisputeState.WON,
+                        "LOST": DisputeState.LOST}
+
+    def dispute_path(self, dispute_reference: str) -> str:
+        return f"/v1/disputes/{dispute_reference}"
+
+    def dispute_evidence_path(self, dispute_reference: str) -> str:
+        return f"/v1/disputes/{dispute_reference}/evidence"
+
+    def dispute_evidence_body(self, request: DisputeEvidenceRequest) -> dict[str, Any]:
+        return {"seller_id": self.config()["seller_id"], "evidence": {
+            "text": dict(request.text), "files": [
+                {"category": doc.field, "file_name": doc.filename,
+                 "content_type": doc.content_type, "content_base64": encoded(doc)}
+                for doc in request.documents]}}
+
+    def dispute_fields(self, sent: Sent) -> dict[str, Any]:
+        amount = sent.field("amount")
+        return {"dispute_reference": sent.field("dispute_id"),
+                "provider_reference": sent.field("payment_id"), "amount": from_scaled(amount),
+                "currency": str((amount or {}).get("currency", "")).lower()
+                if isinstance(amount, dict) else "",
+                "status": sent.field("status"),
+                "evidence_due_by": sent.field("evidence_due_date")}
+
+    def provider_message(self, sent: Sent) -> str:
+        return str(sent.field("message", default="") or "")
+
     def parse_webhook(self, body: bytes) -> InboundEvent:
         data = parse_json_object(body)
         type = EVENTS.get(data.get("event_type", ""))
         if type is None or not data.get("notification_id"):
             raise WebhookPayloadError(f"Unknown Getnet event {data.get('event_type')!r}.")
         payment = data.get("payment") or {}
+        dispute = data.get("dispute") or {}
         kind = type.partition(".")[0]
         status = ""
         if kind in ("payout", "deposit"):
@@ -320,15 +354,18 @@ class GetnetProvider(HttpAdapter):
             status = STATUS.get(payment.get("status"), ProviderStatus.UNKNOWN).value
             amount = {"payment.captured": from_scaled(payment.get("amount_captured")),
                       "refund.succeeded": from_scaled((data.get("refund") or {}).get("amount")),
-                      "dispute.opened": from_scaled((data.get("dispute") or {}).get("amount")),
                       }.get(type, from_scaled(payment.get("amount")))
+            if kind == "dispute":
+                amount = from_scaled(dispute.get("amount"))
         return InboundEvent(
             provider=self.code, event_id=str(data["notification_id"]), type=type,
             occurred_at=parse_time(data.get("created_at")), provider_reference=str(reference),
             merchant_reference=str(merchant_reference), amount=amount, currency=currency,
             status=status, refund_reference=str((data.get("refund") or {}).get("refund_id", "")),
-            dispute_reference=str((data.get("dispute") or {}).get("dispute_id", "")),
+            dispute_reference=str(dispute.get("dispute_id", "")),
             error_code=DECLINE_CODES.get(str(payment.get("error_code")), "card_declined")
             if type == "payment.declined" else "",
+            evidence_due_by=parse_time(dispute["evidence_due_date"])
+            if isinstance(dispute.get("evidence_due_date"), str) else None,
             payload=data,
         )

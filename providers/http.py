@@ -7,6 +7,7 @@ payouts and deposits, inbound webhooks and settlement files.
 
 from __future__ import annotations
 
+import base64
 import enum
 import hmac
 import json
@@ -23,6 +24,11 @@ from django.conf import settings
 from providers import conf
 from providers.base import (
     DepositRequest,
+    DisputeEvidenceRequest,
+    DisputeResult,
+    DisputeRetrieveRequest,
+    DisputeState,
+    EvidenceDocument,
     MovementResult,
     MovementStatus,
     Outcome,
@@ -45,11 +51,15 @@ SECRET_FIELDS = frozenset({
 })
 REDACTED = "[redacted]"
 MAX_TEXT_IN_EXCHANGE = 2000
+# Evidence files travel base64 in these fields: an attempt keeps their size, never their bytes.
+BULKY_FIELDS = frozenset({"content", "content_base64"})
 
 
 def redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: REDACTED if str(k).lower() in SECRET_FIELDS else redact(v)
+        return {k: REDACTED if str(k).lower() in SECRET_FIELDS else
+                f"[{len(v)} base64 characters]" if str(k).lower() in BULKY_FIELDS
+                and isinstance(v, str) else redact(v)
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
@@ -377,6 +387,64 @@ class HttpAdapter:
 
     def deposit_retrieve(self, provider_reference: str) -> MovementResult:
         return self._movement_retrieve("deposit", provider_reference)
+
+
+    # -- disputes: the same two calls for every provider, in its own wire format ------------
+    # The provider's dispute status (as `dispute_fields` reads it) → where the case stands.
+    dispute_statuses: ClassVar[Mapping[str, DisputeState]] = {}
+
+    def dispute_path(self, dispute_reference: str) -> str:
+        """The case's URL path; its evidence goes to `dispute_evidence_path`."""
+        raise NotImplementedError
+
+    def dispute_evidence_path(self, dispute_reference: str) -> str:
+        raise NotImplementedError
+
+    def dispute_evidence_body(self, request: DisputeEvidenceRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def dispute_fields(self, sent: Sent) -> dict[str, Any]:
+        """`dispute_reference`, `provider_reference` (the charge), `amount`, `currency`,
+        `status` (the provider's word) and `evidence_due_by` of a case answer."""
+        raise NotImplementedError
+
+    def _dispute(self, sent: Sent, *, mutation: bool) -> DisputeResult:
+        failed = self.unanswered(sent, mutation=mutation)
+        if failed is None and sent.status_code != 200:
+            failed = self.rejected(sent, self.refusal_code(sent))
+        if failed is not None:
+            return DisputeResult(
+                outcome=failed.outcome, status=DisputeState.NOT_FOUND
+                if failed.status == ProviderStatus.NOT_FOUND else DisputeState.UNKNOWN,
+                error_code=failed.error_code, error_message=self.provider_message(sent)
+                or failed.error_message, retryable=failed.retryable,
+                latency_ms=sent.latency_ms, exchange=sent.exchange)
+        fields = self.dispute_fields(sent)
+        amount, due = fields.pop("amount"), fields.pop("evidence_due_by")
+        return DisputeResult(
+            outcome=Outcome.APPROVED, latency_ms=sent.latency_ms, exchange=sent.exchange,
+            status=self.dispute_statuses.get(fields.pop("status"), DisputeState.UNKNOWN),
+            amount=amount if isinstance(amount, int) else None,
+            evidence_due_by=parse_time(due) if isinstance(due, str) else None,
+            **{key: str(value or "") for key, value in fields.items()})
+
+    def provider_message(self, sent: Sent) -> str:
+        """The provider's own words about a refusal, when it gave any (shown to staff)."""
+        return ""
+
+    def dispute_submit_evidence(self, request: DisputeEvidenceRequest) -> DisputeResult:
+        sent = self.send("POST", self.dispute_evidence_path(request.dispute_reference),
+                         body=self.dispute_evidence_body(request),
+                         idempotency_key=request.idempotency_key)
+        return self._dispute(sent, mutation=True)
+
+    def dispute_retrieve(self, request: DisputeRetrieveRequest) -> DisputeResult:
+        return self._dispute(self.send("GET", self.dispute_path(request.dispute_reference)),
+                             mutation=False)
+
+
+def encoded(document: EvidenceDocument) -> str:
+    return base64.b64encode(document.content).decode("ascii")
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

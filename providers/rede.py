@@ -19,6 +19,8 @@ from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
     DepositRequest,
+    DisputeEvidenceRequest,
+    DisputeState,
     InboundEvent,
     MovementStatus,
     Outcome,
@@ -33,6 +35,7 @@ from providers.base import (
 from providers.http import (
     HttpAdapter,
     Sent,
+    encoded,
     parse_json_object,
     parse_time,
 )
@@ -216,6 +219,33 @@ class RedeProvider(HttpAdapter):
         expected = base64.b64encode(digest.digest()).decode()
         return moment.timestamp(), expected, [headers.get("x-rede-signature", "").strip()]
 
+    # -- disputes (Rede's chargebacks; the calls are HttpAdapter's) ----------------------------
+    dispute_statuses = {"PENDING_DEFENSE": DisputeState.NEEDS_RESPONSE,
+                        "IN_ANALYSIS": DisputeState.UNDER_REVIEW, "WON": DisputeState.WON,
+                        "LOST": DisputeState.LOST}
+
+    def dispute_path(self, dispute_reference: str) -> str:
+        return f"/v1/chargebacks/{dispute_reference}"
+
+    def dispute_evidence_path(self, dispute_reference: str) -> str:
+        return f"/v1/chargebacks/{dispute_reference}/defense"
+
+    def dispute_evidence_body(self, request: DisputeEvidenceRequest) -> dict[str, Any]:
+        return {"text": dict(request.text), "documents": [
+            {"type": doc.field, "fileName": doc.filename, "mimeType": doc.content_type,
+             "content": encoded(doc)} for doc in request.documents]}
+
+    def dispute_fields(self, sent: Sent) -> dict[str, Any]:
+        currency = str(sent.field("currency", default="")).lower()
+        return {"dispute_reference": sent.field("chargebackId"),
+                "provider_reference": sent.field("tid"),
+                "amount": from_decimal_string(sent.field("amount"), currency),
+                "currency": currency, "status": sent.field("status"),
+                "evidence_due_by": sent.field("dueDate")}
+
+    def provider_message(self, sent: Sent) -> str:
+        return str(sent.field("returnMessage", default="") or "")
+
     def parse_webhook(self, body: bytes) -> InboundEvent:
         payload = parse_json_object(body)
         type = EVENTS.get(payload.get("event", ""))
@@ -223,6 +253,7 @@ class RedeProvider(HttpAdapter):
         if type is None or not payload.get("id") or not isinstance(data, dict):
             raise WebhookPayloadError(f"Unknown Rede event {payload.get('event')!r}.")
         currency = str(data.get("currency", "")).lower()
+        due = (data.get("chargeback") or {}).get("dueDate")
         if type.startswith(("payout", "deposit")):
             reference = data.get("payoutId") or data.get("depositId", "")
             status = MOVEMENT_STATUS.get(data.get("status"), MovementStatus.UNKNOWN).value
@@ -236,8 +267,9 @@ class RedeProvider(HttpAdapter):
                       }.get(payload["event"], ProviderStatus.UNKNOWN).value
             amount_text = {"payment.captured": data.get("capturedAmount"),
                            "refund.succeeded": data.get("refundAmount"),
-                           "dispute.opened": (data.get("chargeback") or {}).get("amount"),
                            }.get(type, data.get("amount"))
+            if type.startswith("dispute."):
+                amount_text = (data.get("chargeback") or {}).get("amount")
             if type in ("refund.succeeded", "dispute.opened"):
                 status = {"Approved": ProviderStatus.CAPTURED,
                           "Canceled": ProviderStatus.REFUNDED}.get(
@@ -251,5 +283,6 @@ class RedeProvider(HttpAdapter):
             dispute_reference=str((data.get("chargeback") or {}).get("id", "")),
             error_code=RETURN_CODES.get(str(data.get("returnCode")), "card_declined")
             if type == "payment.declined" else "",
+            evidence_due_by=parse_time(due) if isinstance(due, str) else None,
             payload=payload,
         )

@@ -11,6 +11,8 @@ EVENT_NAMES = {  # our event type → (Cielo ChangeType, Rede event, Getnet even
     "payment.voided": ("PaymentVoided", "transaction.canceled", "PAYMENT_CANCELED"),
     "refund.succeeded": ("RefundConfirmed", "refund.done", "REFUND_APPROVED"),
     "dispute.opened": ("ChargebackOpened", "chargeback.opened", "DISPUTE_OPENED"),
+    "dispute.won": ("ChargebackReversed", "chargeback.won", "DISPUTE_WON"),
+    "dispute.lost": ("ChargebackAccepted", "chargeback.lost", "DISPUTE_LOST"),
     "payout.paid": ("PayoutPaid", "payout.paid", "PAYOUT_PAID"),
     "payout.failed": ("PayoutFailed", "payout.failed", "PAYOUT_FAILED"),
     "deposit.confirmed": ("DepositConfirmed", "deposit.confirmed", "DEPOSIT_CONFIRMED"),

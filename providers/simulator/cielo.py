@@ -10,7 +10,15 @@ import io
 from datetime import date, timedelta
 from typing import Any
 
-from providers.simulator.engine import Book, Charge, Draws, Movement, Result, SimEvent
+from providers.simulator.engine import (
+    Book,
+    Charge,
+    DisputeCase,
+    Draws,
+    Movement,
+    Result,
+    SimEvent,
+)
 from providers.simulator.wire import (
     BadRequest,
     Dialect,
@@ -18,6 +26,8 @@ from providers.simulator.wire import (
     Reply,
     Request,
     iso,
+    read_documents,
+    read_text,
     require_currency,
     require_int,
     require_str,
@@ -37,6 +47,8 @@ ERRORS = {  # kind → (HTTP status, Cielo error code)
     "invalid_amount": (400, 116), "unavailable": (503, 503), "server_error": (500, 500),
 }
 CHANGE_TYPES = event_names("cielo")
+CHARGEBACK_STATUS = {"needs_response": "AwaitingDocuments", "under_review": "UnderAnalysis",
+                     "won": "Reversed", "lost": "Accepted"}
 MOVEMENT_STATUS = {"pending": "Pending", "in_transit": "InTransit", "paid": "Paid",
                    "confirmed": "Confirmed", "failed": "Failed"}
 
@@ -84,6 +96,8 @@ class CieloDialect(Dialect):
         ("PUT", r"/1/sales/(?P<ref>[^/]+)/void", "void_or_refund"),
         ("GET", r"/1/sales/(?P<ref>[^/]+)", "get_charge"),
         ("GET", r"/1/sales/?", "find_sales"),
+        ("POST", r"/1/chargebacks/(?P<dispute>[^/]+)/evidence", "dispute_submit"),
+        ("GET", r"/1/chargebacks/(?P<dispute>[^/]+)", "get_dispute"),
         movements="/1",
     )
     errors = ERRORS
@@ -190,6 +204,27 @@ class CieloDialect(Dialect):
     def movement_body(self, movement: Movement) -> dict[str, Any]:
         return _movement(movement)
 
+    # -- disputes (chargebacks) ---------------------------------------------------------------
+    def dispute_evidence(self, request: Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """`{"Evidence": {"Text": {...}, "Documents": [{"Type", "FileName", "ContentType",
+        "Content" (base64)}]}}`."""
+        evidence = request.json().get("Evidence")
+        if not isinstance(evidence, dict):
+            raise BadRequest("Evidence is required.", "Evidence")
+        return (read_text(evidence.get("Text", {}), "Evidence.Text"),
+                read_documents(evidence.get("Documents", []), "Evidence.Documents",
+                               ("Type", "FileName", "ContentType", "Content")))
+
+    def dispute_body(self, case: DisputeCase) -> dict[str, Any]:
+        return {"ChargebackId": case.reference, "PaymentId": case.charge_reference,
+                "MerchantOrderId": case.order_id, "Amount": case.amount,
+                "Currency": case.currency.upper(), "Reason": case.reason,
+                "Status": CHARGEBACK_STATUS[case.status],
+                "EvidenceDueDate": iso(case.evidence_due_by),
+                "ReceivedDate": iso(case.opened_at), "DecisionDate": iso(case.decided_at),
+                "Documents": [{"Type": d["field"], "FileName": d["filename"], "Size": d["size"]}
+                              for d in case.documents]}
+
     # -- webhooks and settlement -------------------------------------------------------------
     def webhook_payload(self, event: SimEvent, book: Book) -> dict[str, Any]:
         payload: dict[str, Any] = {"NotificationId": event.id,
@@ -211,7 +246,9 @@ class CieloDialect(Dialect):
         if event.dispute:
             payload.update({"ChargebackId": event.dispute["reference"],
                             "ChargebackAmount": event.dispute["amount"],
-                            "ChargebackReason": event.dispute["reason"]})
+                            "ChargebackReason": event.dispute["reason"],
+                            "ChargebackStatus": CHARGEBACK_STATUS[event.dispute["status"]],
+                            "EvidenceDueDate": event.dispute["evidence_due_by"]})
         if event.movement:
             payload.update(_movement(event.movement))
         return payload

@@ -43,7 +43,7 @@ FAULT_TOKENS = {
     "pm_card_drop": Fault.DROP,
 }
 
-MUTATIONS = ("authorize", "capture", "void", "refund", "payout", "deposit")
+MUTATIONS = ("authorize", "capture", "void", "refund", "payout", "deposit", "dispute_evidence")
 
 
 class ConfigError(ValueError):
@@ -411,7 +411,12 @@ class Book:
         self.charges: dict[str, Charge] = {}
         self.movements: dict[str, Movement] = {}
         self.disputes: dict[str, DisputeCase] = {}
+        self.pending_events: list[SimEvent] = []  # made while answering a read; sent after it
         self.tokens: dict[str, float] = {}  # bearer tokens issued (Getnet) → monotonic expiry
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Books saved before disputes existed load with none."""
+        self.__dict__.update({"disputes": {}, "pending_events": [], **state})
 
     # -- identifiers ---------------------------------------------------------------------------
     def new_uuid(self) -> str:
@@ -530,28 +535,28 @@ class Book:
                 "status": case.status, "opened_at": case.opened_at.isoformat(),
                 "evidence_due_by": case.evidence_due_by.isoformat()}
 
-    def dispute_case(self, reference: str) -> tuple[DisputeCase | None, list[SimEvent]]:
+    def dispute_case(self, reference: str) -> DisputeCase | None:
         """A case as it stands now: one still waiting for evidence past its deadline is lost
-        (the network decides against a merchant who did not answer), with its event."""
+        (the network decides against a merchant who did not answer); its event waits in
+        `pending_events` for the server to send."""
         case = self.disputes.get(reference)
-        if case is None or case.status != "needs_response":
-            return case, []
-        if self.clock.now() <= case.evidence_due_by:
-            return case, []
-        return case, self.dispute_decide(case, won=False).events
+        if (case is not None and case.status == "needs_response"
+                and self.clock.now() > case.evidence_due_by):
+            self.pending_events.extend(self.dispute_decide(case, won=False).events)
+        return case
 
     def dispute_submit(self, reference: str, evidence: dict[str, str],
                        documents: list[dict[str, Any]]) -> Result:
         """The merchant's evidence, once, before the deadline: the case goes under review."""
-        case, events = self.dispute_case(reference)
+        case = self.dispute_case(reference)
         if case is None:
             return Result("not_found")
         charge = self.charges[case.charge_reference]
         if case.status != "needs_response":
-            reason = "past_due" if events else (
-                "already_submitted" if case.status == "under_review" else "closed")
-            return Result("invalid_state", charge=charge, dispute=case, reason=reason,
-                          events=events)
+            reason = ("already_submitted" if case.submitted_at is not None else
+                      "past_due" if case.decided_at and case.decided_at > case.evidence_due_by
+                      else "closed")
+            return Result("invalid_state", charge=charge, dispute=case, reason=reason)
         case.status, case.submitted_at = "under_review", self.clock.now()
         case.evidence, case.documents = dict(evidence), list(documents)
         return Result("ok", charge=charge, dispute=case)

@@ -15,7 +15,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from core.money import exponent
-from providers.simulator.engine import Book, Charge, Draws, Movement, Result, SimEvent
+from providers.simulator.engine import (
+    Book,
+    Charge,
+    DisputeCase,
+    Draws,
+    Movement,
+    Result,
+    SimEvent,
+)
 from providers.simulator.wire import (
     BadRequest,
     Dialect,
@@ -23,6 +31,8 @@ from providers.simulator.wire import (
     Reply,
     Request,
     iso,
+    read_documents,
+    read_text,
     require_currency,
     require_str,
     routes,
@@ -51,6 +61,10 @@ ERRORS = {  # kind → (HTTP status, error_code, name)
     "server_error": (500, "GENERIC-500", "InternalServerError"),
 }
 EVENTS = event_names("getnet")
+
+
+DISPUTE_STATUS = {"needs_response": "WAITING_EVIDENCE", "under_review": "UNDER_REVIEW",
+                  "won": "WON", "lost": "LOST"}
 
 
 def _money(amount: int, currency: str) -> dict[str, Any]:
@@ -111,6 +125,8 @@ class GetnetDialect(Dialect):
         ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/refund", "refund"),
         ("GET", r"/v1/payments/(?P<ref>[^/]+)", "get_charge"),
         ("GET", r"/v1/payments/?", "find_payments"),
+        ("POST", r"/v1/disputes/(?P<dispute>[^/]+)/evidence", "dispute_submit"),
+        ("GET", r"/v1/disputes/(?P<dispute>[^/]+)", "get_dispute"),
         movements="/v1",
     )
     errors = ERRORS
@@ -253,6 +269,26 @@ class GetnetDialect(Dialect):
         return _movement(movement)
 
     # -- webhooks and settlement -------------------------------------------------------------
+    # -- disputes -----------------------------------------------------------------------------
+    def dispute_evidence(self, request: Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """`{"seller_id", "evidence": {"text": {...}, "files": [{"category", "file_name",
+        "content_type", "content_base64"}]}}`."""
+        evidence = request.json().get("evidence")
+        if not isinstance(evidence, dict):
+            raise BadRequest("evidence is required.", "evidence")
+        return (read_text(evidence.get("text", {}), "evidence.text"),
+                read_documents(evidence.get("files", []), "evidence.files",
+                               ("category", "file_name", "content_type", "content_base64")))
+
+    def dispute_body(self, case: DisputeCase) -> dict[str, Any]:
+        return {"dispute_id": case.reference, "payment_id": case.charge_reference,
+                "order_id": case.order_id, "amount": _money(case.amount, case.currency),
+                "reason": case.reason, "status": DISPUTE_STATUS[case.status],
+                "evidence_due_date": iso(case.evidence_due_by),
+                "opened_at": iso(case.opened_at), "decided_at": iso(case.decided_at),
+                "files": [{"category": d["field"], "file_name": d["filename"], "size": d["size"]}
+                          for d in case.documents]}
+
     def webhook_payload(self, event: SimEvent, book: Book) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "notification_id": event.id, "event_type": EVENTS[event.type],
@@ -276,7 +312,9 @@ class GetnetDialect(Dialect):
             if event.dispute:
                 payload["dispute"] = {"dispute_id": event.dispute["reference"],
                                       "amount": _money(event.dispute["amount"], currency),
-                                      "reason": event.dispute["reason"]}
+                                      "reason": event.dispute["reason"],
+                                      "status": DISPUTE_STATUS[event.dispute["status"]],
+                                      "evidence_due_date": event.dispute["evidence_due_by"]}
         if event.movement:
             payload[event.movement.kind] = _movement(event.movement)
         return payload

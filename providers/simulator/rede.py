@@ -11,7 +11,15 @@ import io
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from providers.simulator.engine import Book, Charge, Draws, Movement, Result, SimEvent
+from providers.simulator.engine import (
+    Book,
+    Charge,
+    DisputeCase,
+    Draws,
+    Movement,
+    Result,
+    SimEvent,
+)
 from providers.simulator.wire import (
     BadRequest,
     Dialect,
@@ -21,6 +29,8 @@ from providers.simulator.wire import (
     decimal_to_minor,
     iso,
     minor_to_decimal,
+    read_documents,
+    read_text,
     require_currency,
     require_str,
     routes,
@@ -44,6 +54,10 @@ ERRORS = {  # kind → (HTTP status, returnCode)
 AUTH_STATUS = {"authorized": "Approved", "captured": "Approved", "refunded": "Canceled",
                "voided": "Canceled", "declined": "Denied"}
 EVENTS = event_names("rede")
+
+
+CHARGEBACK_STATUS = {"needs_response": "PENDING_DEFENSE", "under_review": "IN_ANALYSIS",
+                     "won": "WON", "lost": "LOST"}
 
 
 def _money(amount: int, currency: str) -> str:
@@ -92,6 +106,8 @@ class RedeDialect(Dialect):
         ("POST", r"/v1/transactions/(?P<ref>[^/]+)/refunds", "refund"),
         ("GET", r"/v1/transactions/(?P<ref>[^/]+)", "get_charge"),
         ("GET", r"/v1/transactions/?", "find_transaction"),
+        ("POST", r"/v1/chargebacks/(?P<dispute>[^/]+)/defense", "dispute_submit"),
+        ("GET", r"/v1/chargebacks/(?P<dispute>[^/]+)", "get_dispute"),
         movements="/v1",
     )
     errors = ERRORS
@@ -184,6 +200,23 @@ class RedeDialect(Dialect):
         return _movement(movement)
 
     # -- webhooks and settlement -------------------------------------------------------------
+    # -- disputes (chargebacks) ---------------------------------------------------------------
+    def dispute_evidence(self, request: Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """`{"text": {...}, "documents": [{"type", "fileName", "mimeType", "content"}]}`."""
+        data = request.json()
+        return (read_text(data.get("text", {}), "text"),
+                read_documents(data.get("documents", []), "documents",
+                               ("type", "fileName", "mimeType", "content")))
+
+    def dispute_body(self, case: DisputeCase) -> dict[str, Any]:
+        return {"chargebackId": case.reference, "tid": case.charge_reference,
+                "reference": case.order_id, "amount": _money(case.amount, case.currency),
+                "currency": case.currency.upper(), "reason": case.reason,
+                "status": CHARGEBACK_STATUS[case.status], "dueDate": iso(case.evidence_due_by),
+                "openedAt": iso(case.opened_at), "decidedAt": iso(case.decided_at),
+                "documents": [{"type": d["field"], "fileName": d["filename"], "size": d["size"]}
+                              for d in case.documents]}
+
     def webhook_payload(self, event: SimEvent, book: Book) -> dict[str, Any]:
         data: dict[str, Any] = {}
         if event.charge:
@@ -203,7 +236,9 @@ class RedeDialect(Dialect):
             if event.dispute:
                 data["chargeback"] = {"id": event.dispute["reference"],
                                       "amount": _money(event.dispute["amount"], currency),
-                                      "reason": event.dispute["reason"]}
+                                      "reason": event.dispute["reason"],
+                                      "status": CHARGEBACK_STATUS[event.dispute["status"]],
+                                      "dueDate": event.dispute["evidence_due_by"]}
         if event.movement:
             data.update(_movement(event.movement))
             data.pop("returnCode")

@@ -121,7 +121,10 @@ class Simulator:
         except BadRequest as exc:
             return dialect.error("invalid_request", exc.message)
         finally:
-            if request.method != "GET":
+            with self.lock:
+                pending, book.pending_events = book.pending_events, []
+                self.webhooks.emit(book, pending)
+            if request.method != "GET" or pending:
                 self.save()
 
     def _provider_request(self, dialect: Dialect, book: Book, request: Request) -> Reply:

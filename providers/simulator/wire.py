@@ -5,6 +5,8 @@ A dialect turns HTTP into calls on a `Book` and `Result`s back into its own wire
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -14,7 +16,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from core.money import exponent
-from providers.simulator.engine import Apply, Book, Charge, Draws, Movement, Result, SimEvent
+from providers.simulator.engine import (
+    Apply,
+    Book,
+    Charge,
+    DisputeCase,
+    Draws,
+    Movement,
+    Result,
+    SimEvent,
+)
 
 
 class BadRequest(Exception):
@@ -234,6 +245,37 @@ class Dialect:
         best = pick_charge_for_order(charges)
         return [best, *[c for c in reversed(charges) if c is not best]]
 
+    # -- disputes: each dialect reads its evidence fields and writes its case body ------------
+    def dispute_evidence(self, request: Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """(text fields, documents) of an evidence request; raises BadRequest. Documents come
+        back described (field, filename, content type, size, sha256): the bytes are checked
+        and hashed, not kept."""
+        raise NotImplementedError
+
+    def dispute_body(self, case: DisputeCase) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def dispute_submit(self, request: Request, book: Book) -> Mutation:
+        ref = request.params["dispute"]
+        text, documents = self.dispute_evidence(request)
+
+        def reply(result: Result) -> Reply:
+            if result.kind == "ok":
+                return Reply.json(200, self.dispute_body(result.dispute))
+            if result.kind == "invalid_state":
+                return self.error("invalid_state", f"The dispute cannot take evidence: "
+                                                   f"{result.reason}.")
+            return self.error("not_found", "No dispute with this id.")
+
+        return Mutation("dispute_evidence", lambda draws: book.dispute_submit(ref, text, documents),
+                        reply)
+
+    def get_dispute(self, request: Request, book: Book) -> Reply:
+        case = book.dispute_case(request.params["dispute"])  # may decide it (deadline passed)
+        if case is None:
+            return self.error("not_found", "No dispute with this id.")
+        return Reply.json(200, self.dispute_body(case))
+
     def failure(self, result: Result) -> Reply:
         """The non-ok kinds every dialect answers the same way (in its own error format)."""
         messages = {
@@ -242,6 +284,37 @@ class Dialect:
             "invalid_amount": "The amount is not allowed for this transaction.",
         }
         return self.error(result.kind, messages.get(result.kind, result.kind))
+
+
+def read_documents(items: Any, name: str, keys: tuple[str, str, str, str]
+                   ) -> list[dict[str, Any]]:
+    """Evidence documents in a dialect's field names (`keys`: what it proves, file name, content
+    type, base64 content) → [{field, filename, content_type, size, sha256}]."""
+    if not isinstance(items, list):
+        raise BadRequest(f"{name} must be a list.", name)
+    documents = []
+    for index, item in enumerate(items):
+        where = f"{name}[{index}]"
+        if not isinstance(item, dict):
+            raise BadRequest(f"{where} must be an object.", where)
+        kind, filename, content_type = (require_str(item, key, max_length=255)
+                                        for key in keys[:3])
+        try:
+            content = base64.b64decode(str(item.get(keys[3], "")), validate=True)
+        except ValueError:
+            raise BadRequest(f"{where}.{keys[3]} must be base64.", where) from None
+        if not content:
+            raise BadRequest(f"{where}.{keys[3]} is empty.", where)
+        documents.append({"field": kind, "filename": filename, "content_type": content_type,
+                          "size": len(content), "sha256": hashlib.sha256(content).hexdigest()})
+    return documents
+
+
+def read_text(value: Any, name: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise BadRequest(f"{name} must be an object of strings.", name)
+    return dict(value)
 
 
 # -- amount codecs -----------------------------------------------------------------------------
