@@ -16,7 +16,6 @@ from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
     DepositRequest,
-    DisputeEvidenceRequest,
     DisputeState,
     InboundEvent,
     MovementStatus,
@@ -31,7 +30,6 @@ from providers.base import (
 from providers.http import (
     HttpAdapter,
     Sent,
-    encoded,
     parse_json_object,
     parse_time,
 )
@@ -192,16 +190,9 @@ class CieloProvider(HttpAdapter):
                         "UnderAnalysis": DisputeState.UNDER_REVIEW,
                         "Reversed": DisputeState.WON, "Accepted": DisputeState.LOST}
 
-    def dispute_path(self, dispute_reference: str) -> str:
-        return f"/1/chargebacks/{dispute_reference}"
-
-    def dispute_evidence_path(self, dispute_reference: str) -> str:
-        return f"/1/chargebacks/{dispute_reference}/evidence"
-
-    def dispute_evidence_body(self, request: DisputeEvidenceRequest) -> dict[str, Any]:
-        return {"Evidence": {"Text": dict(request.text), "Documents": [
-            {"Type": doc.field, "FileName": doc.filename, "ContentType": doc.content_type,
-             "Content": encoded(doc)} for doc in request.documents]}}
+    dispute_path, dispute_evidence_suffix = "/1/chargebacks/{ref}", "/evidence"
+    dispute_evidence_keys = ("Evidence", "Text", "Documents",
+                             ("Type", "FileName", "ContentType", "Content"))
 
     def dispute_fields(self, sent: Sent) -> dict[str, Any]:
         return {"dispute_reference": sent.field("ChargebackId"),

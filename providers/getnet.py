@@ -36,7 +36,6 @@ from providers.http import (
     Delivery,
     HttpAdapter,
     Sent,
-    encoded,
     parse_json_object,
     parse_time,
 )
@@ -306,18 +305,12 @@ class GetnetProvider(HttpAdapter):
                         "UNDER_REVIEW": DisputeState.UNDER_REVIEW, "WON": DisputeState.WON,
                         "LOST": DisputeState.LOST}
 
-    def dispute_path(self, dispute_reference: str) -> str:
-        return f"/v1/disputes/{dispute_reference}"
-
-    def dispute_evidence_path(self, dispute_reference: str) -> str:
-        return f"/v1/disputes/{dispute_reference}/evidence"
+    dispute_path, dispute_evidence_suffix = "/v1/disputes/{ref}", "/evidence"
+    dispute_evidence_keys = ("evidence", "text", "files",
+                             ("category", "file_name", "content_type", "content_base64"))
 
     def dispute_evidence_body(self, request: DisputeEvidenceRequest) -> dict[str, Any]:
-        return {"seller_id": self.config()["seller_id"], "evidence": {
-            "text": dict(request.text), "files": [
-                {"category": doc.field, "file_name": doc.filename,
-                 "content_type": doc.content_type, "content_base64": encoded(doc)}
-                for doc in request.documents]}}
+        return {"seller_id": self.config()["seller_id"], **super().dispute_evidence_body(request)}
 
     def dispute_fields(self, sent: Sent) -> dict[str, Any]:
         amount = sent.field("amount")

@@ -393,15 +393,21 @@ class HttpAdapter:
     # The provider's dispute status (as `dispute_fields` reads it) → where the case stands.
     dispute_statuses: ClassVar[Mapping[str, DisputeState]] = {}
 
-    def dispute_path(self, dispute_reference: str) -> str:
-        """The case's URL path; its evidence goes to `dispute_evidence_path`."""
-        raise NotImplementedError
-
-    def dispute_evidence_path(self, dispute_reference: str) -> str:
-        raise NotImplementedError
+    # The case's path ("{ref}" for its id) and where its evidence goes below it.
+    dispute_path: ClassVar[str] = ""
+    dispute_evidence_suffix: ClassVar[str] = ""
+    # The evidence body's keys: the object wrapping it ("" for none), its text and its
+    # documents, and each document's (what it proves, file name, content type, base64 content).
+    dispute_evidence_keys: ClassVar[tuple[str, str, str, tuple[str, str, str, str]]] = (
+        "", "", "", ("", "", "", ""))
 
     def dispute_evidence_body(self, request: DisputeEvidenceRequest) -> dict[str, Any]:
-        raise NotImplementedError
+        wrapper, text, documents, (kind, name, content_type, content) = (
+            self.dispute_evidence_keys)
+        evidence = {text: dict(request.text), documents: [
+            {kind: doc.field, name: doc.filename, content_type: doc.content_type,
+             content: encoded(doc)} for doc in request.documents]}
+        return {wrapper: evidence} if wrapper else evidence
 
     def dispute_fields(self, sent: Sent) -> dict[str, Any]:
         """`dispute_reference`, `provider_reference` (the charge), `amount`, `currency`,
@@ -433,14 +439,15 @@ class HttpAdapter:
         return ""
 
     def dispute_submit_evidence(self, request: DisputeEvidenceRequest) -> DisputeResult:
-        sent = self.send("POST", self.dispute_evidence_path(request.dispute_reference),
+        path = self.dispute_path.format(ref=request.dispute_reference)
+        sent = self.send("POST", path + self.dispute_evidence_suffix,
                          body=self.dispute_evidence_body(request),
                          idempotency_key=request.idempotency_key)
         return self._dispute(sent, mutation=True)
 
     def dispute_retrieve(self, request: DisputeRetrieveRequest) -> DisputeResult:
-        return self._dispute(self.send("GET", self.dispute_path(request.dispute_reference)),
-                             mutation=False)
+        path = self.dispute_path.format(ref=request.dispute_reference)
+        return self._dispute(self.send("GET", path), mutation=False)
 
 
 def encoded(document: EvidenceDocument) -> str:

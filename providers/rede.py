@@ -19,7 +19,6 @@ from providers.base import (
     AuthorizeRequest,
     CaptureRequest,
     DepositRequest,
-    DisputeEvidenceRequest,
     DisputeState,
     InboundEvent,
     MovementStatus,
@@ -35,7 +34,6 @@ from providers.base import (
 from providers.http import (
     HttpAdapter,
     Sent,
-    encoded,
     parse_json_object,
     parse_time,
 )
@@ -224,16 +222,8 @@ class RedeProvider(HttpAdapter):
                         "IN_ANALYSIS": DisputeState.UNDER_REVIEW, "WON": DisputeState.WON,
                         "LOST": DisputeState.LOST}
 
-    def dispute_path(self, dispute_reference: str) -> str:
-        return f"/v1/chargebacks/{dispute_reference}"
-
-    def dispute_evidence_path(self, dispute_reference: str) -> str:
-        return f"/v1/chargebacks/{dispute_reference}/defense"
-
-    def dispute_evidence_body(self, request: DisputeEvidenceRequest) -> dict[str, Any]:
-        return {"text": dict(request.text), "documents": [
-            {"type": doc.field, "fileName": doc.filename, "mimeType": doc.content_type,
-             "content": encoded(doc)} for doc in request.documents]}
+    dispute_path, dispute_evidence_suffix = "/v1/chargebacks/{ref}", "/defense"
+    dispute_evidence_keys = ("", "text", "documents", ("type", "fileName", "mimeType", "content"))
 
     def dispute_fields(self, sent: Sent) -> dict[str, Any]:
         currency = str(sent.field("currency", default="")).lower()

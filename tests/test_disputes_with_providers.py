@@ -42,6 +42,18 @@ def _open_at_provider(simulator, code: str, payment: Payment, amount: int) -> di
                                           reason="product_not_received")["dispute"]
 
 
+def _quiet_case(simulator, merchant, code: str, *, paid: int, disputed: int, **config
+                ) -> tuple[Payment, dict]:
+    """A payment through `code` and a dispute opened on it at the provider, which sends no
+    notices (we deliver or look up ourselves) and decides only when told unless `config`
+    says otherwise."""
+    routing_rule(code)
+    simulator.control.configure(code, **{"webhook_url": "", "dispute_decision_ms": None,
+                                         **config})
+    payment = pay(merchant, amount=paid, currency="brl")
+    return payment, _open_at_provider(simulator, code, payment, disputed)
+
+
 def _dispute_entries(dispute: Dispute) -> list[str]:
     return sorted(JournalEntry.objects.filter(reference_type="dispute", reference_id=dispute.id)
                   .values_list("kind", flat=True))
@@ -117,11 +129,8 @@ def test_decision_notices_duplicated_reordered_or_late_change_nothing_more(
     """The simulator makes the notices but sends none; we deliver them ourselves: the decision
     before the opening, each twice, then the opening, then the decision again a day late. The
     dispute is opened once, lost once, charged back once."""
-    routing_rule(code)
-    simulator.control.configure(code, webhook_url="", dispute_decision_ms=None)
-    payment = pay(merchant, amount=6000, currency="brl")
     before = balances_of(merchant, "brl")
-    case = _open_at_provider(simulator, code, payment, 2500)
+    payment, case = _quiet_case(simulator, merchant, code, paid=6000, disputed=2500)
     simulator.control.decide_dispute(code, case["reference"], won=False)
     notices = {r["type"]: r["payload"] for r in simulator.control.webhooks(code)}
     lost, opened = notices["dispute.lost"], notices["dispute.opened"]
@@ -155,10 +164,7 @@ def test_a_forged_cielo_decision_is_not_believed_without_its_lookup(simulator, m
                                                                    settings):
     """Cielo's notices are hints: a correctly signed 'won' for a case the provider still has
     under review changes nothing; the lookup decides."""
-    routing_rule("cielo")
-    simulator.control.configure("cielo", webhook_url="", dispute_decision_ms=None)
-    payment = pay(merchant, amount=5000, currency="brl")
-    case = _open_at_provider(simulator, "cielo", payment, 5000)
+    _, case = _quiet_case(simulator, merchant, "cielo", paid=5000, disputed=5000)
     opened = next(r["payload"] for r in simulator.control.webhooks("cielo")
                   if r["type"] == "dispute.opened")
     assert _post_notice("cielo", opened, settings) == 200
@@ -173,10 +179,7 @@ def test_a_forged_cielo_decision_is_not_believed_without_its_lookup(simulator, m
 @pytest.mark.django_db
 @pytest.mark.parametrize("code", CODES)
 def test_with_every_notice_lost_the_dispute_job_learns_the_decision(simulator, merchant, code):
-    routing_rule(code)
-    simulator.control.configure(code, webhook_url="", dispute_decision_ms=None)
-    payment = pay(merchant, amount=4000, currency="brl")
-    case = _open_at_provider(simulator, code, payment, 4000)
+    payment, case = _quiet_case(simulator, merchant, code, paid=4000, disputed=4000)
     dispute = services.dispute_open(payment_id=payment.id, amount=4000,
                                     provider_reference=case["reference"])
     services.dispute_evidence_update(merchant=merchant, dispute_id=dispute.id,
@@ -193,10 +196,8 @@ def test_with_every_notice_lost_the_dispute_job_learns_the_decision(simulator, m
 @pytest.mark.parametrize("code", CODES)
 def test_evidence_past_the_providers_deadline_is_refused_and_the_case_is_lost(
         simulator, merchant, api, code):
-    routing_rule(code)
-    simulator.control.configure(code, webhook_url="", dispute_response_days=0)
-    payment = pay(merchant, amount=3000, currency="brl")
-    case = _open_at_provider(simulator, code, payment, 3000)
+    payment, case = _quiet_case(simulator, merchant, code, paid=3000, disputed=3000,
+                                dispute_response_days=0)
     dispute = services.dispute_open(payment_id=payment.id, amount=3000,
                                     provider_reference=case["reference"],
                                     due_by=timezone.now())
@@ -213,10 +214,7 @@ def test_evidence_past_the_providers_deadline_is_refused_and_the_case_is_lost(
 @pytest.mark.django_db
 @pytest.mark.parametrize("code", CODES)
 def test_each_adapter_submits_evidence_once_and_reads_the_case(simulator, merchant, code):
-    routing_rule(code)
-    simulator.control.configure(code, webhook_url="", dispute_decision_ms=None)
-    payment = pay(merchant, amount=2000, currency="brl")
-    case = _open_at_provider(simulator, code, payment, 1500)
+    payment, case = _quiet_case(simulator, merchant, code, paid=2000, disputed=1500)
     adapter = get_provider(code)
     request = DisputeEvidenceRequest(
         idempotency_key="att_evidence_1", dispute_reference=case["reference"],

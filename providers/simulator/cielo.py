@@ -8,17 +8,9 @@ import hashlib
 import hmac
 import io
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from providers.simulator.engine import (
-    Book,
-    Charge,
-    DisputeCase,
-    Draws,
-    Movement,
-    Result,
-    SimEvent,
-)
+from providers.simulator.engine import Book, Charge, Draws, Movement, Result, SimEvent
 from providers.simulator.wire import (
     BadRequest,
     Dialect,
@@ -26,14 +18,15 @@ from providers.simulator.wire import (
     Reply,
     Request,
     iso,
-    read_documents,
-    read_text,
     require_currency,
     require_int,
     require_str,
     routes,
 )
 from providers.webhook_names import event_names
+
+if TYPE_CHECKING:
+    from providers.simulator.engine import DisputeCase
 
 STATUS = {"authorized": 1, "captured": 2, "declined": 3, "voided": 10, "refunded": 11}
 RETURN_CODES = {
@@ -205,15 +198,8 @@ class CieloDialect(Dialect):
         return _movement(movement)
 
     # -- disputes (chargebacks) ---------------------------------------------------------------
-    def dispute_evidence(self, request: Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
-        """`{"Evidence": {"Text": {...}, "Documents": [{"Type", "FileName", "ContentType",
-        "Content" (base64)}]}}`."""
-        evidence = request.json().get("Evidence")
-        if not isinstance(evidence, dict):
-            raise BadRequest("Evidence is required.", "Evidence")
-        return (read_text(evidence.get("Text", {}), "Evidence.Text"),
-                read_documents(evidence.get("Documents", []), "Evidence.Documents",
-                               ("Type", "FileName", "ContentType", "Content")))
+    dispute_evidence_keys = ("Evidence", "Text", "Documents",
+                             ("Type", "FileName", "ContentType", "Content"))
 
     def dispute_body(self, case: DisputeCase) -> dict[str, Any]:
         return {"ChargebackId": case.reference, "PaymentId": case.charge_reference,

@@ -11,19 +11,11 @@ import io
 import secrets
 import time
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from core.money import exponent
-from providers.simulator.engine import (
-    Book,
-    Charge,
-    DisputeCase,
-    Draws,
-    Movement,
-    Result,
-    SimEvent,
-)
+from providers.simulator.engine import Book, Charge, Draws, Movement, Result, SimEvent
 from providers.simulator.wire import (
     BadRequest,
     Dialect,
@@ -31,14 +23,15 @@ from providers.simulator.wire import (
     Reply,
     Request,
     iso,
-    read_documents,
-    read_text,
     require_currency,
     require_str,
     routes,
     scaled_to_minor,
 )
 from providers.webhook_names import event_names
+
+if TYPE_CHECKING:
+    from providers.simulator.engine import DisputeCase
 
 TOKEN_TTL_SECONDS = 3600
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -270,15 +263,8 @@ class GetnetDialect(Dialect):
 
     # -- webhooks and settlement -------------------------------------------------------------
     # -- disputes -----------------------------------------------------------------------------
-    def dispute_evidence(self, request: Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
-        """`{"seller_id", "evidence": {"text": {...}, "files": [{"category", "file_name",
-        "content_type", "content_base64"}]}}`."""
-        evidence = request.json().get("evidence")
-        if not isinstance(evidence, dict):
-            raise BadRequest("evidence is required.", "evidence")
-        return (read_text(evidence.get("text", {}), "evidence.text"),
-                read_documents(evidence.get("files", []), "evidence.files",
-                               ("category", "file_name", "content_type", "content_base64")))
+    dispute_evidence_keys = ("evidence", "text", "files",
+                             ("category", "file_name", "content_type", "content_base64"))
 
     def dispute_body(self, case: DisputeCase) -> dict[str, Any]:
         return {"dispute_id": case.reference, "payment_id": case.charge_reference,

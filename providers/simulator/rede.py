@@ -9,17 +9,9 @@ import hashlib
 import hmac
 import io
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from providers.simulator.engine import (
-    Book,
-    Charge,
-    DisputeCase,
-    Draws,
-    Movement,
-    Result,
-    SimEvent,
-)
+from providers.simulator.engine import Book, Charge, Draws, Movement, Result, SimEvent
 from providers.simulator.wire import (
     BadRequest,
     Dialect,
@@ -29,13 +21,14 @@ from providers.simulator.wire import (
     decimal_to_minor,
     iso,
     minor_to_decimal,
-    read_documents,
-    read_text,
     require_currency,
     require_str,
     routes,
 )
 from providers.webhook_names import event_names
+
+if TYPE_CHECKING:
+    from providers.simulator.engine import DisputeCase
 
 RETURN_CODES = {  # decline reason → (returnCode, returnMessage)
     "card_declined": ("101", "Unauthorized. Problems on the card, contact the issuer."),
@@ -201,12 +194,7 @@ class RedeDialect(Dialect):
 
     # -- webhooks and settlement -------------------------------------------------------------
     # -- disputes (chargebacks) ---------------------------------------------------------------
-    def dispute_evidence(self, request: Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
-        """`{"text": {...}, "documents": [{"type", "fileName", "mimeType", "content"}]}`."""
-        data = request.json()
-        return (read_text(data.get("text", {}), "text"),
-                read_documents(data.get("documents", []), "documents",
-                               ("type", "fileName", "mimeType", "content")))
+    dispute_evidence_keys = ("", "text", "documents", ("type", "fileName", "mimeType", "content"))
 
     def dispute_body(self, case: DisputeCase) -> dict[str, Any]:
         return {"chargebackId": case.reference, "tid": case.charge_reference,

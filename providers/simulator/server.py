@@ -200,24 +200,23 @@ class Simulator:
                 and decide_ms is not None):
             self.scheduler.call_later(decide_ms / 1000, lambda: self.decide_dispute(book, case))
 
-    def decide_dispute(self, book: Book, case: DisputeCase, won: bool | None = None) -> Result:
+    def _later(self, book: Book, change: Callable[[], Result]) -> Result:
+        """A change made after the request that started it (a timer, the control API): its
+        events sent, the books saved; nothing when the books were reset meanwhile."""
         with self.lock:
             if self.books.get(book.provider) is not book:  # reset since it was scheduled
                 return Result("not_found")
-            result = book.dispute_decide(case, won=won)
+            result = change()
             self.webhooks.emit(book, result.events)
         self.save()
         return result
 
+    def decide_dispute(self, book: Book, case: DisputeCase, won: bool | None = None) -> Result:
+        return self._later(book, lambda: book.dispute_decide(case, won=won))
+
     def complete_movement(self, book: Book, movement: Movement,
                           succeed: bool | None = None) -> Result:
-        with self.lock:
-            if self.books.get(book.provider) is not book:  # reset since it was scheduled
-                return Result("not_found")
-            result = book.movement_complete(movement, succeed=succeed)
-            self.webhooks.emit(book, result.events)
-        self.save()
-        return result
+        return self._later(book, lambda: book.movement_complete(movement, succeed=succeed))
 
     def settlement(self, book: Book, day_text: str) -> Reply:
         try:
@@ -290,12 +289,18 @@ class Simulator:
             return Reply.json(200, {"charges": charges, "double_charged": double_charged(
                 self.books)})
 
-    def _c_movements(self, request: Request) -> Reply:
+    def _listing(self, request: Request, name: str) -> Reply:
+        """`{name: [snapshot, …]}` of every book's `name` (movements, disputes), or of the
+        `provider` the query names."""
         provider = request.query.get("provider")
         with self.lock:
-            return Reply.json(200, {"movements": [
-                m.snapshot() for book in self.books.values()
-                if not provider or book.provider == provider for m in book.movements.values()]})
+            return Reply.json(200, {name: [
+                row.snapshot() for book in self.books.values()
+                if not provider or book.provider == provider
+                for row in getattr(book, name).values()]})
+
+    def _c_movements(self, request: Request) -> Reply:
+        return self._listing(request, "movements")
 
     def _c_webhooks(self, request: Request) -> Reply:
         return Reply.json(200, {"webhooks": self.webhooks.snapshot(
@@ -320,11 +325,7 @@ class Simulator:
                                     "dispute": result.events[0].dispute})
 
     def _c_disputes(self, request: Request) -> Reply:
-        provider = request.query.get("provider")
-        with self.lock:
-            return Reply.json(200, {"disputes": [
-                case.snapshot() for book in self.books.values()
-                if not provider or book.provider == provider for case in book.disputes.values()]})
+        return self._listing(request, "disputes")
 
     def _c_decide(self, request: Request, provider: str, ref: str) -> Reply:
         """The network decides now: `{"won": true|false}`, or null to let the evidence (or the

@@ -13,19 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.money import exponent
-from providers.simulator.engine import (
-    Apply,
-    Book,
-    Charge,
-    DisputeCase,
-    Draws,
-    Movement,
-    Result,
-    SimEvent,
-)
+from providers.simulator.engine import Apply, Book, Charge, Draws, Movement, Result, SimEvent
+
+if TYPE_CHECKING:
+    from providers.simulator.engine import DisputeCase
 
 
 class BadRequest(Exception):
@@ -246,11 +240,24 @@ class Dialect:
         return [best, *[c for c in reversed(charges) if c is not best]]
 
     # -- disputes: each dialect reads its evidence fields and writes its case body ------------
+    # The evidence body's keys: the object wrapping it ("" for none), its text and its
+    # documents, and each document's (what it proves, file name, content type, base64 content).
+    dispute_evidence_keys: tuple[str, str, str, tuple[str, str, str, str]] = (
+        "", "", "", ("", "", "", ""))
+
     def dispute_evidence(self, request: Request) -> tuple[dict[str, str], list[dict[str, Any]]]:
         """(text fields, documents) of an evidence request; raises BadRequest. Documents come
         back described (field, filename, content type, size, sha256): the bytes are checked
         and hashed, not kept."""
-        raise NotImplementedError
+        wrapper, text, documents, keys = self.dispute_evidence_keys
+        evidence = request.json()
+        if wrapper:
+            evidence = evidence.get(wrapper)
+            if not isinstance(evidence, dict):
+                raise BadRequest(f"{wrapper} is required.", wrapper)
+        prefix = f"{wrapper}." if wrapper else ""
+        return (read_text(evidence.get(text, {}), prefix + text),
+                read_documents(evidence.get(documents, []), prefix + documents, keys))
 
     def dispute_body(self, case: DisputeCase) -> dict[str, Any]:
         raise NotImplementedError
