@@ -318,17 +318,29 @@ def test_a_lookup_contradicting_a_notice_opens_a_break_and_moves_nothing(
     _money_moved_once(merchant, available=10000)
 
 
-def test_an_unsigned_or_tampered_dispute_notice_is_refused(settled_payment, dispute):
-    from django.test import Client as Browser
+@pytest.mark.parametrize("code", ["cielo", "rede", "getnet"])
+def test_an_unsigned_or_forged_dispute_notice_is_refused_and_stores_nothing(
+        settled_payment, dispute, code):
+    from webhooks.models import ProviderEvent
 
-    body = ('{"type": "dispute.lost", "dispute": {"id": "sbx_dp_att"}, "provider_reference": "'
-            + settled_payment.provider_reference + '"}')
-    for headers in ({}, {"HTTP_X_SANDBOX_SIGNATURE": "t=1,v1=00"}):
-        response = Browser().post("/webhooks/providers/sandbox/", body,
-                                  content_type="application/json", **headers)
-        assert response.status_code in (400, 401, 403, 404), response.status_code
+    body = ('{"type": "dispute.lost", "event": "dispute.lost", "id": "forged-1", '
+            '"NotificationId": "forged-1", "dispute": {"id": "sbx_dp_att"}, '
+            '"provider_reference": "' + settled_payment.provider_reference + '"}')
+    for headers in ({}, {"HTTP_X_SIGNATURE": "t=1,v1=00", "HTTP_X_CIELO_SIGNATURE": "00"}):
+        response = Client().post(f"/webhooks/providers/{code}/", body,
+                                 content_type="application/json", **headers)
+        assert response.status_code == 400, response.content
+    assert not ProviderEvent.objects.exists()
     dispute.refresh_from_db()
     assert dispute.status == "needs_response"
+
+
+def test_card_numbers_in_evidence_text_or_names_are_refused(api, dispute):
+    for evidence in ({"text": "card 4242 4242 4242 4242"}, {"4242424242424242": "x"}):
+        response = api.post(f"/disputes/{dispute.id}", {"evidence": evidence, "submit": False})
+        assert response.status_code == 400, response.content
+    dispute.refresh_from_db()
+    assert dispute.evidence == {}
 
 
 # -- an operator deploying from the README -------------------------------------------------------
