@@ -10,10 +10,10 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
-from django.db.migrations.executor import MigrationExecutor
 
 from core import partitions
 from tests.factories import MerchantFactory
+from tests.schema_history import migrated_back, relkind
 from webhooks import stream
 from webhooks.models import Event, WebhookDelivery
 from webhooks.services import event_record
@@ -30,9 +30,7 @@ def _months_from(start: date, count: int) -> list[date]:
 
 
 def _is_partitioned(table: str) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT relkind FROM pg_class WHERE relname = %s", [table])
-        return cursor.fetchone()[0] == "p"
+    return relkind(table) == "p"
 
 
 @pytest.mark.django_db
@@ -119,21 +117,10 @@ def test_a_delivery_needs_its_event_without_a_foreign_key(merchant):
 
 
 # -- the migration on a database that already has events ---------------------------------------
-BEFORE = [("webhooks", "0006_event_stream")]
-
-
-def _migrate(targets) -> None:  # type: ignore[no-untyped-def]
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_keeps_existing_events_in_their_months_and_the_stream_goes_on():
     merchant = MerchantFactory()
-    forward = MigrationExecutor(connection).loader.graph.leaf_nodes()
-    _migrate(BEFORE)
-    try:
+    with migrated_back([("webhooks", "0006_event_stream")]):
         assert not _is_partitioned(TABLE)
         when = [datetime(2026, 1, 31, 23, 59, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC),
                 datetime(2026, 4, 10, tzinfo=UTC)]
@@ -153,8 +140,6 @@ def test_the_migration_keeps_existing_events_in_their_months_and_the_stream_goes
                            "status, attempt_count, next_attempt_at, last_error, created_at) "
                            "VALUES ('wd_old', 'we_old', 'evt_old1', 'pending', 0, now(), '', "
                            "now())")
-    finally:
-        _migrate(forward)
 
     assert _is_partitioned(TABLE)
     with connection.cursor() as cursor:

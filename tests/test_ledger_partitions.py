@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import DatabaseError, connection, transaction
-from django.db.migrations.executor import MigrationExecutor
 
 from core import partitions
 from ledger import flows
@@ -17,6 +16,7 @@ from ledger.checkpoints import checkpoint_create
 from ledger.models import Account, Posting
 from ledger.verify import ledger_verify
 from tests.factories import MerchantFactory
+from tests.schema_history import migrated_back, relkind
 
 TABLE = "ledger_posting"
 _INSERT = ("INSERT INTO ledger_posting (id, entry_id, account_id, merchant_id, amount, currency, "
@@ -41,9 +41,7 @@ def _insert(**values) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.django_db
 def test_postings_are_partitioned_with_the_coming_months():
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT relkind FROM pg_class WHERE relname = %s", [TABLE])
-        assert cursor.fetchone()[0] == "p"
+    assert relkind(TABLE) == "p"
     this_month = datetime.now(tz=UTC).date().replace(day=1)
     months = [p.month for p in partitions.partitions_list(TABLE) if p.month]
     assert this_month in months and len([m for m in months if m >= this_month]) >= 4
@@ -93,10 +91,8 @@ def test_ledger_months_are_never_detached(merchant):
         partitions.month_detach(TABLE, datetime.now(tz=UTC).date())
 
 
-@pytest.mark.django_db
-def test_the_ledger_verifies_and_checkpoints_on_partitions(merchant, settings, tmp_path):
-    settings.LEDGER_CHECKPOINT_DIR = str(tmp_path)
-    _capture(merchant)
+def _settle_and_verify(merchant) -> None:  # type: ignore[no-untyped-def]
+    """pay_1's settlement, a checkpoint, and the whole ledger verified: five postings."""
     flows.post_settlement(merchant=merchant, payment_id="pay_1", currency="usd", amount=10_000,
                           fee=300)
     checkpoint_create()
@@ -105,39 +101,25 @@ def test_the_ledger_verifies_and_checkpoints_on_partitions(merchant, settings, t
     assert result.postings == 5
 
 
-BEFORE = [("ledger", "0003_account_chains")]
-
-
-def _migrate(targets) -> None:  # type: ignore[no-untyped-def]
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
+@pytest.mark.django_db
+def test_the_ledger_verifies_and_checkpoints_on_partitions(merchant, settings, tmp_path):
+    settings.LEDGER_CHECKPOINT_DIR = str(tmp_path)
+    _capture(merchant)
+    _settle_and_verify(merchant)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_keeps_an_existing_ledger_verifiable():
     merchant = MerchantFactory()
-    forward = MigrationExecutor(connection).loader.graph.leaf_nodes()
-    _migrate(BEFORE)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT relkind FROM pg_class WHERE relname = %s", [TABLE])
-            assert cursor.fetchone()[0] == "r"
+    with migrated_back([("ledger", "0003_account_chains")]):
+        assert relkind(TABLE) == "r"
         _capture(merchant)
         checkpoint_create()
-    finally:
-        _migrate(forward)
 
     result = ledger_verify()
     assert result.ok, result.report()
+    assert relkind(TABLE) == "p"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT relkind FROM pg_class WHERE relname = %s", [TABLE])
-        assert cursor.fetchone()[0] == "p"
         cursor.execute("SELECT count(*) FROM ledger_posting_default")
         assert cursor.fetchone()[0] == 0
-    flows.post_settlement(merchant=merchant, payment_id="pay_1", currency="usd", amount=10_000,
-                          fee=300)
-    checkpoint_create()
-    result = ledger_verify()
-    assert result.ok, result.report()
-    assert result.postings == 5
+    _settle_and_verify(merchant)
