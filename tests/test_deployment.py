@@ -23,6 +23,7 @@ PRODUCTION_ENV = {
     "LEDGER_CHECKPOINT_SIGNING_KEY": ("9f2c4e6a8b0d1f3e5a7c9e1b3d5f7a9c"
                                       "0e2b4d6f8a1c3e5b7d9f0a2c4e6b8d1f"),
     "LEDGER_CHECKPOINT_DIR": "/var/lib/clearhouse/ledger-checkpoints",
+    "EVIDENCE_STORAGE_DIR": "/var/lib/clearhouse/evidence",
     # Providers are enabled explicitly, each classified live or test, and each one's endpoint,
     # credentials and secrets are required: real-looking values, none of them the repository's
     # development ones.
