@@ -81,6 +81,39 @@ class IdempotencyKey(models.Model):
         return f"{self.key} ({self.status})"
 
 
+class MerchantObject(models.Model):
+    """The columns of every object a merchant creates through the API: its Idempotency-Key with
+    the request's fingerprint, and its times. Its rules: `merchant_object_constraints`,
+    `merchant_object_indexes` (and, for money, `money_object_*`)."""
+
+    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
+    # The request's fingerprint (core.idempotency): a key reused with other parameters is 422
+    # even after the idempotency row is reaped.
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="",
+                                               db_default="", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return str(self.pk)
+
+
+def merchant_object_constraints(name: str) -> list[models.BaseConstraint]:
+    """One row per merchant and Idempotency-Key (named `<name>_…`)."""
+    return [models.UniqueConstraint(fields=["merchant", "idempotency_key"],
+                                    condition=~Q(idempotency_key=""),
+                                    name=f"{name}_idempotency_key_per_merchant")]
+
+
+def merchant_object_indexes(name: str) -> list[models.Index]:
+    """A merchant's newest first (the API's lists and their cursors)."""
+    return [models.Index(fields=["merchant", "-created_at", "-id"],
+                         name=f"{name}_merchant_recent")]
+
+
 # An attempt stays open while it is requested (committed, maybe sent) or unknown (sent, answer
 # lost): only then may an answer still be recorded. Every app's AttemptStatus has these two
 # values; plain strings, so migrations serialise them as literals.
@@ -129,9 +162,7 @@ def money_object_constraints(name: str, statuses: Iterable[str], *, sent_to_prov
                                name=f"{name}_amount_range"),
         models.CheckConstraint(condition=Q(status__in=list(statuses)),
                                name=f"{name}_status_known"),
-        models.UniqueConstraint(fields=["merchant", "idempotency_key"],
-                                condition=~Q(idempotency_key=""),
-                                name=f"{name}_idempotency_key_per_merchant"),
+        *merchant_object_constraints(name),
     ]
     if sent_to_provider:
         rules += [
@@ -147,6 +178,6 @@ def money_object_constraints(name: str, statuses: Iterable[str], *, sent_to_prov
 def money_object_indexes(name: str) -> list[models.Index]:
     """A merchant's newest first (the API's lists), and by status and age (the janitor)."""
     return [
-        models.Index(fields=["merchant", "-created_at", "-id"], name=f"{name}_merchant_recent"),
+        *merchant_object_indexes(name),
         models.Index(fields=["status", "updated_at"], name=f"{name}_status_age"),
     ]

@@ -1,4 +1,5 @@
-"""Thin DRF views for payments and refunds: validate, call one service, render."""
+"""Thin DRF views for payments, refunds, disputes, files, customers and payment methods:
+validate, call one service, render."""
 
 from __future__ import annotations
 
@@ -30,8 +31,19 @@ from core.pagination import paginate
 from payments import files, selectors, services
 from payments.files import attachment_response
 from payments.models import Dispute, DisputeStatus, FilePurpose
-from payments.payloads import dispute_to_dict, file_to_dict, payment_to_dict, refund_to_dict
+from payments.payloads import (
+    customer_to_dict,
+    dispute_to_dict,
+    file_to_dict,
+    payment_method_to_dict,
+    payment_to_dict,
+    refund_to_dict,
+)
 from payments.serializers import (
+    CustomerCreateInput,
+    CustomerListFilters,
+    CustomerOutput,
+    CustomerUpdateInput,
     DisputeEvidenceInput,
     DisputeOutput,
     EmptyInput,
@@ -41,6 +53,9 @@ from payments.serializers import (
     PaymentCaptureInput,
     PaymentCreateInput,
     PaymentListFilters,
+    PaymentMethodCreateInput,
+    PaymentMethodListFilters,
+    PaymentMethodOutput,
     PaymentOutput,
     RefundCreateInput,
     RefundOutput,
@@ -255,3 +270,54 @@ class FileContents(ApiView):
         found = selectors.file_get(merchant=request.user, file_id=file_id)
         return attachment_response(files.load(found.storage_name), filename=found.filename,
                                    content_type=found.content_type)
+
+
+class CustomerCollection(ListView, plural="customers", output=CustomerOutput,
+                         selector=selectors.customer_list, render=customer_to_dict,
+                         filters=CustomerListFilters, parameters=[OpenApiParameter("email", str)],
+                         create=services.customer_create, create_input=CustomerCreateInput):
+    pass
+
+
+class CustomerDetail(RetrieveView, plural="customers", output=CustomerOutput,
+                     selector=selectors.customer_get, render=customer_to_dict):
+    @extend_schema(operation_id="customers_update", request=CustomerUpdateInput,
+                   parameters=[IDEMPOTENCY_HEADER],
+                   responses={200: CustomerOutput, **POST_ERRORS},
+                   description="Change what is given; metadata merges key by key and an empty "
+                               "value removes its key.")
+    def post(self, request: Request, customer_id: str) -> Response:
+        data = self.validated(CustomerUpdateInput, request)
+        customer = services.customer_update(merchant=request.user, customer_id=customer_id,
+                                            **data)
+        return Response(customer_to_dict(customer))
+
+
+class PaymentMethodCollection(
+        ListView, plural="payment_methods", output=PaymentMethodOutput,
+        selector=selectors.payment_method_list, render=payment_method_to_dict,
+        filters=PaymentMethodListFilters, parameters=[OpenApiParameter("customer", str)],
+        create=services.payment_method_create, create_input=PaymentMethodCreateInput,
+        create_description="Save a card your front-end tokenized at an acquirer's vault. "
+                           "Clearhouse asks that vault what the token is before saving it; when "
+                           "routing sends a payment to another acquirer, the card is enrolled "
+                           "there and that acquirer gets its own token."):
+    pass
+
+
+class PaymentMethodDetail(RetrieveView, plural="payment_methods", output=PaymentMethodOutput,
+                          selector=selectors.payment_method_get, render=payment_method_to_dict):
+    pass
+
+
+class PaymentMethodDetach(ApiView):
+    @extend_schema(operation_id="payment_methods_detach", request=None,
+                   parameters=[IDEMPOTENCY_HEADER],
+                   responses={200: PaymentMethodOutput, **POST_ERRORS},
+                   description="Detach the payment method from its customer for good: it can "
+                               "no longer be charged.")
+    def post(self, request: Request, payment_method_id: str) -> Response:
+        self.validated(EmptyInput, request)
+        method = services.payment_method_detach(merchant=request.user,
+                                                payment_method_id=payment_method_id)
+        return Response(payment_method_to_dict(method))

@@ -1,4 +1,4 @@
-"""Payments, refunds and provider attempts.
+"""Payments, refunds, provider attempts, and the customers and saved payment methods they charge.
 
 Status fields are django-fsm-2 fields with `protected=True`: only the transition methods below
 change them, and only services call those methods. PostgreSQL enforces the same table of
@@ -12,11 +12,96 @@ from django_fsm import FSMField, FSMModelMixin, transition
 from core.ids import PublicIdField
 from core.models import (
     Merchant,
+    MerchantObject,
     ProviderAttempt,
+    merchant_object_constraints,
+    merchant_object_indexes,
     money_object_constraints,
     money_object_indexes,
 )
 from core.money import MAX_AMOUNT
+
+
+class Customer(MerchantObject):
+    """A merchant's customer (`cus_…`): who saved payment methods belong to."""
+
+    id = PublicIdField(prefix="cus")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="customers")
+    email = models.CharField(max_length=254, blank=True, default="")
+    name = models.CharField(max_length=200, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = merchant_object_constraints("customer")
+        indexes = [
+            *merchant_object_indexes("customer"),
+            models.Index(fields=["merchant", "email"], name="customer_merchant_email"),
+        ]
+
+
+class PaymentMethod(MerchantObject):
+    """A card saved at an acquirer's vault (`pm_…`). We never see the card: only the tokens
+    each acquirer issued for it (`PaymentMethodToken`, one per acquirer it is enrolled with) and
+    what the first acquirer told us about it (brand, last four digits, expiry, and the scheme's
+    card-on-file token that lets another acquirer enrol the same card)."""
+
+    id = PublicIdField(prefix="pm")
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT,
+                                 related_name="payment_methods")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True,
+                                 related_name="payment_methods")
+    brand = models.CharField(max_length=32, blank=True, default="")
+    last4 = models.CharField(max_length=4, blank=True, default="")
+    exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
+    exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The scheme's card-on-file token, encrypted (core.crypto): what enrols the card at a
+    # further acquirer. Never a card number.
+    network_token = models.TextField(blank=True, default="", editable=False)
+    metadata = models.JSONField(default=dict, blank=True)
+    detached_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            *merchant_object_constraints("paymentmethod"),
+            # A detached method belongs to nobody and is never charged again.
+            models.CheckConstraint(condition=Q(detached_at__isnull=True)
+                                   | Q(customer__isnull=True),
+                                   name="payment_method_detached_has_no_customer"),
+        ]
+        indexes = [
+            *merchant_object_indexes("paymentmethod"),
+            models.Index(fields=["customer", "-created_at", "-id"], name="pm_customer_recent"),
+        ]
+
+    @property
+    def is_detached(self) -> bool:
+        return self.detached_at is not None
+
+
+class PaymentMethodToken(models.Model):
+    """The token one acquirer issued for a saved payment method: sent only to that acquirer."""
+
+    payment_method = models.ForeignKey(PaymentMethod, on_delete=models.PROTECT,
+                                       related_name="tokens")
+    provider = models.CharField(max_length=32)
+    token = models.CharField(max_length=128)
+    # Where it came from: the merchant's front-end tokenized the card there ("saved"), or we
+    # enrolled the card's network token there when routing needed it ("enrolled").
+    origin = models.CharField(max_length=16, default="saved")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["payment_method", "provider"],
+                                    name="payment_method_token_one_per_provider"),
+            models.UniqueConstraint(fields=["provider", "token"],
+                                    name="payment_method_token_unique"),
+            models.CheckConstraint(condition=Q(origin__in=["saved", "enrolled"]),
+                                   name="payment_method_token_origin_known"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.payment_method_id} at {self.provider}"
 
 
 class PaymentStatus(models.TextChoices):
@@ -69,7 +154,7 @@ class CaptureMethod(models.TextChoices):
     MANUAL = "manual"
 
 
-class Payment(FSMModelMixin, models.Model):
+class Payment(FSMModelMixin, MerchantObject):
     id = PublicIdField(prefix="pay")
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="payments")
     amount = models.BigIntegerField()
@@ -77,6 +162,13 @@ class Payment(FSMModelMixin, models.Model):
     capture_method = models.CharField(max_length=16, choices=CaptureMethod.choices,
                                       default=CaptureMethod.AUTOMATIC)
     payment_method = models.CharField(max_length=64)
+    # A saved payment method (its id is also `payment_method`), and whose it is.
+    saved_method = models.ForeignKey(PaymentMethod, on_delete=models.PROTECT, null=True,
+                                     blank=True, related_name="payments")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, null=True, blank=True,
+                                 related_name="payments")
+    # A merchant-initiated charge of a stored credential (the customer is not present).
+    off_session = models.BooleanField(default=False, db_default=False)
     description = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     status = FSMField(max_length=32, choices=PaymentStatus.choices, default=PaymentStatus.CREATED,
@@ -89,13 +181,6 @@ class Payment(FSMModelMixin, models.Model):
     provider_reference = models.CharField(max_length=128, blank=True, default="")
     failure_code = models.CharField(max_length=64, blank=True, default="")
     failure_message = models.CharField(max_length=500, blank=True, default="")
-    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
-    # The request's fingerprint (core.idempotency): a key reused with other parameters is 422
-    # even after the idempotency row is reaped.
-    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="",
-                                               db_default="", editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
@@ -117,6 +202,10 @@ class Payment(FSMModelMixin, models.Model):
             # a merchant may *request* stays within captured − disputed (refund guard trigger).
             models.CheckConstraint(condition=Q(capture_method__in=CaptureMethod.values),
                                    name="payment_capture_method_known"),
+            # Off-session means charging a credential the customer stored with us.
+            models.CheckConstraint(condition=Q(off_session=False)
+                                   | Q(saved_method__isnull=False),
+                                   name="payment_off_session_needs_saved_method"),
         ]
         indexes = [
             *money_object_indexes("payment"),
@@ -192,7 +281,7 @@ class RefundOrigin(models.TextChoices):
     PROVIDER = "provider"  # reported by the provider (made in its dashboard, or its notice)
 
 
-class Refund(FSMModelMixin, models.Model):
+class Refund(FSMModelMixin, MerchantObject):
     id = PublicIdField(prefix="re")
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="refunds")
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
@@ -208,11 +297,6 @@ class Refund(FSMModelMixin, models.Model):
     origin = models.CharField(max_length=16, choices=RefundOrigin.choices,
                               default=RefundOrigin.REQUEST, db_default=RefundOrigin.REQUEST,
                               editable=False)
-    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
-    idempotency_fingerprint = models.CharField(max_length=64, blank=True, default="",
-                                               db_default="", editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
@@ -244,6 +328,8 @@ class AttemptKind(models.TextChoices):
     VOID = "void"
     REFUND = "refund"
     DISPUTE_EVIDENCE = "dispute_evidence"  # a dispute's evidence sent to the provider
+    # A saved payment method's network token enrolled at this provider (no money moves).
+    ENROLL = "enroll"
 
 
 class AttemptStatus(models.TextChoices):

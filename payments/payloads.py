@@ -1,5 +1,6 @@
-"""Payments, refunds and disputes as plain dicts: the API's responses and the events' `data`
-(webhook payloads), built here so services never depend on the API layer."""
+"""Payments, refunds, disputes, customers and payment methods as plain dicts: the API's
+responses and the events' `data` (webhook payloads), built here so services never depend on the
+API layer."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from typing import Any
 from django.utils import timezone
 
 from core.payloads import provider_object_to_dict, unix
-from payments.models import Dispute, DisputeStatus, EvidenceFile, FileType, Payment, Refund
+from payments.models import (
+    Customer,
+    Dispute,
+    DisputeStatus,
+    EvidenceFile,
+    FileType,
+    Payment,
+    PaymentMethod,
+    Refund,
+)
 
 _FILE_TYPES = {FileType.PDF: "pdf", FileType.PNG: "png", FileType.JPEG: "jpg"}
 
@@ -19,6 +29,8 @@ def payment_to_dict(payment: Payment) -> dict[str, Any]:
         payment, "payment",
         capture_method=payment.capture_method,
         payment_method=payment.payment_method,
+        customer=payment.customer_id,
+        off_session=payment.off_session,
         amount_authorized=payment.amount_authorized,
         amount_captured=payment.amount_captured,
         amount_refunded=payment.amount_refunded,
@@ -60,3 +72,34 @@ def file_to_dict(file: EvidenceFile) -> dict[str, Any]:
             "type": _FILE_TYPES[FileType(file.content_type)], "filename": file.filename,
             "size": file.size, "sha256": file.sha256,
             "url": f"/api/v1/files/{file.id}/contents", "created": unix(file.created_at)}
+
+
+def customer_to_dict(customer: Customer) -> dict[str, Any]:
+    """A customer as the API and its events show it."""
+    return {
+        "id": customer.id,
+        "object": "customer",
+        "email": customer.email or None,
+        "name": customer.name or None,
+        "metadata": customer.metadata,
+        "livemode": customer.merchant.is_live,
+        "created": unix(customer.created_at),
+    }
+
+
+def payment_method_to_dict(method: PaymentMethod) -> dict[str, Any]:
+    """A saved payment method as the API and its events show it: the card as its acquirer
+    described it and the acquirers it is enrolled with, never a token."""
+    return {
+        "id": method.id,
+        "object": "payment_method",
+        "type": "card",
+        "card": {"brand": method.brand or None, "last4": method.last4 or None,
+                 "exp_month": method.exp_month, "exp_year": method.exp_year},
+        "customer": method.customer_id,
+        "providers": sorted(token.provider for token in method.tokens.all()),
+        "detached": method.detached_at is not None,
+        "metadata": method.metadata,
+        "livemode": method.merchant.is_live,
+        "created": unix(method.created_at),
+    }

@@ -16,11 +16,13 @@ from payments.models import (
     ACTION_STATUSES,
     AttemptKind,
     AttemptStatus,
+    Customer,
     Dispute,
     DisputeStatus,
     EvidenceFile,
     Payment,
     PaymentAttempt,
+    PaymentMethod,
     PaymentStatus,
     Refund,
     RefundStatus,
@@ -105,6 +107,27 @@ def disputes_due_soon(*, now: datetime, merchant_id: str | None = None) -> Query
 def disputes_due_soon_unreminded(*, now: datetime) -> list[str]:
     return list(disputes_due_soon(now=now).filter(reminded_at__isnull=True, due_by__gt=now)
                 .values_list("id", flat=True)[:1000])
+def customer_get(*, merchant: Merchant, customer_id: str) -> Customer:
+    return one_or_404(Customer.objects.select_related("merchant").filter(merchant=merchant),
+                      customer_id, noun="customer")
+
+
+def customer_list(*, merchant: Merchant, email: str | None = None) -> QuerySet[Customer]:
+    rows = Customer.objects.select_related("merchant").filter(merchant=merchant)
+    return rows.filter(email=email) if email else rows
+
+
+def payment_method_get(*, merchant: Merchant, payment_method_id: str) -> PaymentMethod:
+    return one_or_404(PaymentMethod.objects.select_related("merchant").prefetch_related("tokens")
+                      .filter(merchant=merchant), payment_method_id, noun="payment method")
+
+
+def payment_method_list(*, merchant: Merchant, customer: str | None = None
+                        ) -> QuerySet[PaymentMethod]:
+    """A merchant's saved methods, or one customer's (detached ones have no customer)."""
+    rows = (PaymentMethod.objects.select_related("merchant").prefetch_related("tokens")
+            .filter(merchant=merchant))
+    return rows.filter(customer_id=customer) if customer else rows
 
 
 # Refunds that hold part of the captured amount: a pending one may still succeed.

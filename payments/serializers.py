@@ -1,5 +1,5 @@
-"""API input validation for payments, refunds and disputes, and their output shapes for the
-OpenAPI schema (the bodies themselves come from payments.payloads)."""
+"""API input validation for payments, refunds, disputes, customers and payment methods, and
+their output shapes for the OpenAPI schema (the bodies themselves come from payments.payloads)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from payments.models import (
     RefundReason,
 )
 
-TOKEN_HELP = "A payment method token such as pm_card_visa; card numbers are never accepted."  # noqa: S105
+TOKEN_HELP = ("A saved payment method (pm_…) or a test token such as pm_card_visa; card "  # noqa: S105
+              "numbers are never accepted.")
+CUSTOMER_ID = r"^cus_[A-Za-z0-9]{1,40}$"
 
 
 class PaymentCreateInput(StrictSerializer):
@@ -31,7 +33,13 @@ class PaymentCreateInput(StrictSerializer):
     currency = CurrencyField()
     capture_method = serializers.ChoiceField(choices=CaptureMethod.choices, required=False,
                                              default=CaptureMethod.AUTOMATIC)
-    payment_method = serializers.RegexField(r"^pm_[a-z0-9_]{1,60}$", help_text=TOKEN_HELP)
+    payment_method = serializers.RegexField(r"^pm_[A-Za-z0-9_]{1,60}$", help_text=TOKEN_HELP)
+    customer = serializers.RegexField(CUSTOMER_ID, required=False,
+                                      help_text="cus_…; defaults to the payment method's own")
+    off_session = serializers.BooleanField(
+        required=False, default=False,
+        help_text="A merchant-initiated charge of a saved payment method, the customer absent "
+                  "(stored-credential flags go to the provider).")
     description = serializers.CharField(max_length=500, required=False, default="",
                                         allow_blank=True)
     metadata = MetadataField()
@@ -72,6 +80,8 @@ class PaymentOutput(ProviderObjectOutput):
     status = serializers.ChoiceField(choices=Payment._meta.get_field("status").choices)
     capture_method = serializers.ChoiceField(choices=CaptureMethod.choices)
     payment_method = serializers.CharField()
+    customer = serializers.CharField(allow_null=True)
+    off_session = serializers.BooleanField()
     amount_authorized = serializers.IntegerField()
     amount_captured = serializers.IntegerField()
     amount_refunded = serializers.IntegerField()
@@ -157,3 +167,66 @@ class FileUploadInput(serializers.Serializer):
     file = serializers.FileField(help_text="PDF, PNG or JPEG; at most EVIDENCE_MAX_BYTES "
                                            "(5 MiB by default).")
     purpose = serializers.ChoiceField(choices=FilePurpose.choices)
+
+
+class CustomerCreateInput(StrictSerializer):
+    email = serializers.EmailField(max_length=254, required=False, default="")
+    name = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    metadata = MetadataField()
+
+
+class CustomerUpdateInput(StrictSerializer):
+    email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    metadata = MetadataField(help_text="Merged key by key; an empty value removes its key.")
+
+
+class CustomerListFilters(serializers.Serializer):
+    email = serializers.EmailField(max_length=254, required=False)
+
+
+class CustomerOutput(serializers.Serializer):
+    id = serializers.CharField(help_text="cus_…")
+    object = serializers.CharField(default="customer")
+    email = serializers.CharField(allow_null=True)
+    name = serializers.CharField(allow_null=True)
+    metadata = serializers.DictField(child=serializers.CharField())
+    livemode = serializers.BooleanField()
+    created = serializers.IntegerField()
+
+
+class PaymentMethodCreateInput(StrictSerializer):
+    """A card token from an acquirer's vault, made by the merchant's front-end at that
+    acquirer: the card itself never reaches Clearhouse."""
+
+    provider = serializers.RegexField(r"^[a-z][a-z0-9_]{1,31}$",
+                                      help_text="The acquirer whose vault issued the token")
+    token = serializers.RegexField(r"^[A-Za-z0-9_\-]{8,100}$",
+                                   help_text="That acquirer's card token")
+    customer = serializers.RegexField(CUSTOMER_ID, required=False)
+    metadata = MetadataField()
+
+
+class PaymentMethodListFilters(serializers.Serializer):
+    customer = serializers.RegexField(CUSTOMER_ID, required=False)
+
+
+class CardOutput(serializers.Serializer):
+    brand = serializers.CharField(allow_null=True)
+    last4 = serializers.CharField(allow_null=True)
+    exp_month = serializers.IntegerField(allow_null=True)
+    exp_year = serializers.IntegerField(allow_null=True)
+
+
+class PaymentMethodOutput(serializers.Serializer):
+    id = serializers.CharField(help_text="pm_…")
+    object = serializers.CharField(default="payment_method")
+    type = serializers.CharField(default="card")
+    card = CardOutput()
+    customer = serializers.CharField(allow_null=True)
+    providers = serializers.ListField(child=serializers.CharField(),
+                                      help_text="Acquirers holding their own token for it")
+    detached = serializers.BooleanField()
+    metadata = serializers.DictField(child=serializers.CharField())
+    livemode = serializers.BooleanField()
+    created = serializers.IntegerField()

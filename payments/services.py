@@ -11,13 +11,14 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from core import crypto
 from core.breaks import BreakSpec, break_report
 from core.errors import (
     InvalidRequest,
@@ -38,6 +39,7 @@ from payments.models import (
     AttemptKind,
     AttemptStatus,
     CaptureMethod,
+    Customer,
     Dispute,
     DisputeDecider,
     DisputeReason,
@@ -46,12 +48,20 @@ from payments.models import (
     FilePurpose,
     Payment,
     PaymentAttempt,
+    PaymentMethod,
+    PaymentMethodToken,
     PaymentStatus,
     Refund,
     RefundOrigin,
     RefundStatus,
 )
-from payments.payloads import dispute_to_dict, payment_to_dict, refund_to_dict
+from payments.payloads import (
+    customer_to_dict,
+    dispute_to_dict,
+    payment_method_to_dict,
+    payment_to_dict,
+    refund_to_dict,
+)
 from payments.selectors import (
     SENT_TO_PROVIDER,
     disputes_due_for_lookup,
@@ -72,9 +82,14 @@ from providers.base import (
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
+    StoredCredential,
+    TokenEnrollRequest,
+    TokenResult,
+    TokenRetrieveRequest,
     VoidRequest,
 )
-from providers.calls import attempt_record, provider_call
+from providers.calls import attempt_record, provider_call, supports
+from providers.registry import codes_of_mode
 from providers.routing import route
 from webhooks.inbound import provider_events_release
 from webhooks.services import event_record
@@ -201,8 +216,11 @@ def _next_provider(payment: Payment, *, tried: Collection[str] | None = None) ->
     if tried is None:
         tried = set(payment.attempts.filter(kind=AttemptKind.AUTHORIZE)
                     .values_list("provider", flat=True))
+    # A saved card routes by its brand, as the test aliases do (pm_card_<brand>).
+    method = payment.saved_method
+    routed_as = payment.payment_method if method is None else f"pm_card_{method.brand}"
     candidates = route(merchant_id=payment.merchant_id, currency=payment.currency,
-                       amount=payment.amount, payment_method=payment.payment_method,
+                       amount=payment.amount, payment_method=routed_as,
                        livemode=payment.merchant.is_live)
     return next((code for code in candidates if code not in tried), None)
 
@@ -239,15 +257,19 @@ def payment_create(
     *, merchant: Merchant, amount: int, currency: str, payment_method: str,
     capture_method: str = CaptureMethod.AUTOMATIC, description: str = "",
     metadata: dict[str, str] | None = None, confirm: bool = False, idempotency_key: str = "",
-    idempotency_fingerprint: str = "",
+    idempotency_fingerprint: str = "", customer: str | None = None, off_session: bool = False,
 ) -> Payment:
     def create() -> Payment:
         with transaction.atomic():
+            saved, owner = _payment_method_for_charge(
+                merchant=merchant, payment_method=payment_method, customer_id=customer,
+                off_session=off_session)
             payment = Payment.objects.create(
                 merchant=merchant, amount=amount, currency=currency,
                 payment_method=payment_method, capture_method=capture_method,
                 description=description, metadata=metadata or {},
                 idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint,
+                saved_method=saved, customer=owner, off_session=off_session,
             )
             _payment_event(payment, "payment.created")
             if confirm:
@@ -304,15 +326,18 @@ def payment_authorization_execute(*, attempt_id: str) -> Payment | None:
     """
     payment = None
     while attempt_id:  # one pass per provider tried: failover creates the next attempt
-        attempt = PaymentAttempt.objects.select_related("payment").filter(pk=attempt_id).first()
+        attempt = (PaymentAttempt.objects.select_related("payment__saved_method")
+                   .filter(pk=attempt_id).first())
         if attempt is None or attempt.status != AttemptStatus.REQUESTED:
             return payment
         payment = attempt.payment
-        result = provider_call(attempt.provider, "authorize", AuthorizeRequest(
+        token, refused = _token_at(payment, attempt.provider)
+        result = refused or provider_call(attempt.provider, "authorize", AuthorizeRequest(
             idempotency_key=attempt.provider_idempotency_key, amount=attempt.amount,
-            currency=payment.currency, payment_method=payment.payment_method,
+            currency=payment.currency, payment_method=token,
             capture=payment.capture_method == CaptureMethod.AUTOMATIC,
             merchant_reference=payment.id, description=payment.description,
+            stored_credential=_stored_credential(payment),
         ), gate=True)
         payment, attempt_id = _authorization_record(attempt_id=attempt.id, result=result)
     return payment
@@ -581,6 +606,211 @@ def payment_operation_execute(*, attempt_id: str) -> Payment:
             or not attempt.is_open):
         return attempt.payment
     return _operation_send(attempt.payment, attempt)[0]
+
+
+# -- saved payment methods at authorization ----------------------------------------------------
+def _stored_credential(payment: Payment) -> StoredCredential:
+    if payment.saved_method_id is None:
+        return StoredCredential.NONE
+    return StoredCredential.MERCHANT if payment.off_session else StoredCredential.CUSTOMER
+
+
+def _token_at(payment: Payment, provider: str) -> tuple[str, ProviderResult | None]:
+    """What to send `provider` as the card: a test alias as it is; for a saved method, that
+    provider's own token, enrolling the card there first when it has none. Without a token
+    the authorization is not sent: the answer is a retryable decline (nothing can have been
+    charged), so failover moves on to the next provider."""
+    method = payment.saved_method
+    if method is None:
+        return payment.payment_method, None
+    token = (PaymentMethodToken.objects.filter(payment_method=method, provider=provider)
+             .values_list("token", flat=True).first())
+    if token is None:
+        token, failure = _enroll(payment, method, provider)
+        if token is None:
+            return "", ProviderResult(
+                outcome=Outcome.DECLINED, error_code="payment_method_not_enrolled",
+                error_message=f"{method.id} could not be enrolled at {provider}: {failure}",
+                retryable=True)
+    return token, None
+
+
+def _enroll(payment: Payment, method: PaymentMethod, provider: str) -> tuple[str | None, str]:
+    """Enrol a saved card at `provider` from its network token, two-phase like every provider
+    call: an `enroll` attempt is committed first (a re-run reuses an open one, so the provider
+    sees the same idempotency key), the call runs outside any transaction, and the answer is
+    recorded with the new token (unique per method and provider). Returns (token, why not)."""
+    if not supports(provider, "token_enroll") or not method.network_token:
+        return None, "this provider has no card vault we can enrol in"
+    attempt = (payment.attempts.filter(kind=AttemptKind.ENROLL, provider=provider,
+                                       status=AttemptStatus.REQUESTED).first()
+               or PaymentAttempt.objects.create(payment=payment, kind=AttemptKind.ENROLL,
+                                                provider=provider, amount=0))
+    answer: TokenResult = provider_call(provider, "token_enroll", TokenEnrollRequest(
+        idempotency_key=attempt.provider_idempotency_key,
+        network_token=crypto.decrypt(method.network_token)), gate=True)
+    with transaction.atomic():
+        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt.pk)
+        if attempt.status == AttemptStatus.REQUESTED:
+            _record_attempt(attempt, ProviderResult(
+                outcome=answer.outcome, error_code=answer.error_code,
+                error_message=answer.error_message, exchange=answer.exchange,
+                latency_ms=answer.latency_ms))
+        if answer.outcome != Outcome.APPROVED:
+            return None, answer.error_message or answer.error_code or "no answer"
+        PaymentMethodToken.objects.get_or_create(
+            payment_method=method, provider=provider,
+            defaults={"token": answer.token, "origin": "enrolled"})
+        method = PaymentMethod.objects.select_related("merchant").get(pk=method.pk)
+        event_record(merchant=method.merchant, type="payment_method.updated",
+                     obj=payment_method_to_dict(method))
+    token = (PaymentMethodToken.objects.filter(payment_method=method, provider=provider)
+             .values_list("token", flat=True).get())
+    return token, ""
+
+
+def _payment_method_for_charge(*, merchant: Merchant, payment_method: str,
+                               customer_id: str | None, off_session: bool
+                               ) -> tuple[PaymentMethod | None, Customer | None]:
+    """The saved method and customer a new payment names (inside its transaction): both the
+    merchant's, the method not detached and, when it belongs to a customer, that customer's.
+    Off-session charges need a saved method. The trigger on payments_payment repeats this."""
+    owner = one_or_404(Customer.objects.filter(merchant=merchant), customer_id,
+                       noun="customer", param="customer") if customer_id else None
+    if not SAVED_METHOD_ID.fullmatch(payment_method):
+        if off_session:
+            raise InvalidRequest("off_session needs a saved payment method (pm_… from "
+                                 "/v1/payment_methods).", param="off_session")
+        return None, owner
+    method = one_or_404(PaymentMethod.objects.select_for_update().filter(merchant=merchant),
+                        payment_method, noun="payment method", param="payment_method")
+    if method.is_detached:
+        raise StateError(f"Payment method {method.id} is detached and can no longer be "
+                         "charged.", param="payment_method", code="payment_method_detached")
+    if method.customer_id and owner is not None and owner.pk != method.customer_id:
+        raise InvalidRequest(f"Payment method {method.id} belongs to another customer.",
+                             param="customer")
+    return method, owner or method.customer
+
+
+# -- customers and payment methods -----------------------------------------------------------
+SAVED_METHOD_ID = re.compile(r"pm_[A-Za-z0-9]{24}")
+
+
+def _existing_by_key(model: type[Any], merchant: Merchant, idempotency_key: str,
+                     fingerprint: str) -> Any:
+    """The row an earlier request with this Idempotency-Key created (any age), or None."""
+    found = idempotency_key and model.objects.select_related("merchant").filter(
+        merchant=merchant, idempotency_key=idempotency_key).first()
+    return same_request_or_422(found, fingerprint) if found else None
+
+
+def customer_create(*, merchant: Merchant, email: str = "", name: str = "",
+                    metadata: dict[str, str] | None = None, idempotency_key: str = "",
+                    idempotency_fingerprint: str = "") -> Customer:
+    def create() -> Customer:
+        with transaction.atomic():
+            customer = Customer.objects.create(
+                merchant=merchant, email=email, name=name, metadata=metadata or {},
+                idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint)
+            event_record(merchant=merchant, type="customer.created",
+                         obj=customer_to_dict(customer))
+        return customer
+
+    return create_or_existing(create, lambda: _existing_by_key(
+        Customer, merchant, idempotency_key, idempotency_fingerprint))
+
+
+def customer_update(*, merchant: Merchant, customer_id: str, email: str | None = None,
+                    name: str | None = None, metadata: dict[str, str] | None = None
+                    ) -> Customer:
+    """Change what is given. Metadata merges key by key, and an empty value removes its key
+    (as at Stripe)."""
+    with transaction.atomic():
+        customer = one_or_404(Customer.objects.select_for_update().filter(merchant=merchant),
+                              customer_id, noun="customer")
+        if email is not None:
+            customer.email = email
+        if name is not None:
+            customer.name = name
+        if metadata is not None:
+            merged = {**customer.metadata, **metadata}
+            customer.metadata = {key: value for key, value in merged.items() if value}
+        customer.save()
+        event_record(merchant=merchant, type="customer.updated", obj=customer_to_dict(customer))
+    return customer
+
+
+def payment_method_create(
+    *, merchant: Merchant, provider: str, token: str, customer: str | None = None,
+    metadata: dict[str, str] | None = None, idempotency_key: str = "",
+    idempotency_fingerprint: str = "",
+) -> PaymentMethod:
+    """Save a card the merchant's front-end tokenized at `provider`'s vault. The vault is asked
+    what the token is (outside any transaction) before anything is written: an unknown token is
+    400 and a lost answer 502, both with nothing saved. One payment method per acquirer token."""
+    existing = _existing_by_key(PaymentMethod, merchant, idempotency_key,
+                                idempotency_fingerprint)
+    if existing is not None:
+        return existing
+    if provider not in codes_of_mode(livemode=merchant.is_live) or not supports(
+            provider, "token_retrieve"):
+        raise InvalidRequest(f"'{provider}' is not a provider with a card vault for this "
+                             "account's mode.", param="provider")
+    owner = one_or_404(Customer.objects.filter(merchant=merchant), customer,
+                       noun="customer", param="customer") if customer else None
+    if PaymentMethodToken.objects.filter(provider=provider, token=token).exists():
+        raise StateError("This token is already saved as a payment method.", param="token",
+                         code="payment_method_exists")
+    card: TokenResult = provider_call(provider, "token_retrieve",
+                                      TokenRetrieveRequest(token=token))
+    if card.outcome == Outcome.DECLINED:
+        raise InvalidRequest(f"{provider} does not know this token ({card.error_code}).",
+                             param="token", code="payment_method_token_invalid")
+    if card.outcome != Outcome.APPROVED:
+        raise ProviderError(f"{provider} did not answer whether this token is valid; nothing "
+                            "was saved, retry.", code="provider_outcome_unknown")
+
+    def create() -> PaymentMethod:
+        with transaction.atomic():
+            method = PaymentMethod.objects.create(
+                merchant=merchant, customer=owner, brand=card.brand, last4=card.last4,
+                exp_month=card.exp_month, exp_year=card.exp_year,
+                network_token=crypto.encrypt(card.network_token) if card.network_token else "",
+                metadata=metadata or {}, idempotency_key=idempotency_key,
+                idempotency_fingerprint=idempotency_fingerprint)
+            PaymentMethodToken.objects.create(payment_method=method, provider=provider,
+                                              token=token, origin="saved")
+            event_record(merchant=merchant, type="payment_method.created",
+                         obj=payment_method_to_dict(method))
+        return method
+
+    def twin() -> PaymentMethod | None:
+        found = _existing_by_key(PaymentMethod, merchant, idempotency_key,
+                                 idempotency_fingerprint)
+        if found is None and PaymentMethodToken.objects.filter(provider=provider,
+                                                               token=token).exists():
+            raise StateError("This token is already saved as a payment method.", param="token",
+                             code="payment_method_exists")
+        return found
+
+    return create_or_existing(create, twin)
+
+
+def payment_method_detach(*, merchant: Merchant, payment_method_id: str) -> PaymentMethod:
+    """Detach a saved method from its customer for good: it can no longer be charged (payments
+    already made keep their history). Detaching twice answers the detached method."""
+    with transaction.atomic():
+        method = one_or_404(PaymentMethod.objects.select_for_update().filter(merchant=merchant),
+                            payment_method_id, noun="payment method")
+        if method.is_detached:
+            return method
+        method.customer = None
+        method.detached_at = timezone.now()
+        method.save()
+        event_record(merchant=merchant, type="payment_method.detached",
+                     obj=payment_method_to_dict(method))
+    return method
 
 
 # -- refunds ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""URL routes for payments, refunds, disputes and evidence files under /api/v1/."""
+"""URL routes for payments, refunds, disputes, evidence files, customers and payment methods
+under /api/v1/."""
 
 from core.api import resource_urls
 from payments import api
@@ -13,4 +14,9 @@ urlpatterns = [
                    detail=api.DisputeDetail, close=api.DisputeClose, submit=api.DisputeSubmit),
     *resource_urls("files", "file_id", collection=api.FileCollection, detail=api.FileDetail,
                    contents=api.FileContents),
+    *resource_urls("customers", "customer_id", collection=api.CustomerCollection,
+                   detail=api.CustomerDetail),
+    *resource_urls("payment_methods", "payment_method_id",
+                   collection=api.PaymentMethodCollection, detail=api.PaymentMethodDetail,
+                   detach=api.PaymentMethodDetach),
 ]

@@ -48,15 +48,25 @@ class ProviderStatus(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+class StoredCredential(enum.StrEnum):
+    """How a stored card is used (the schemes' stored-credential framework): each adapter sends
+    its provider's own flags for it."""
+
+    NONE = "none"  # a one-off token, not stored with us
+    CUSTOMER = "customer"  # the customer is present and uses a card stored with us (CIT)
+    MERCHANT = "merchant"  # merchant-initiated, the customer absent (MIT, off_session)
+
+
 @dataclass(frozen=True)
 class AuthorizeRequest:
     idempotency_key: str
     amount: int
     currency: str
-    payment_method: str
+    payment_method: str  # a test alias (pm_card_visa) or this provider's own vault token
     capture: bool
     merchant_reference: str
     description: str = ""
+    stored_credential: StoredCredential = StoredCredential.NONE
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,36 @@ class CallResult:
     retryable: bool = False
     latency_ms: int = 0
     exchange: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TokenRetrieveRequest:
+    """What the provider's vault holds for one of its card tokens."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class TokenEnrollRequest:
+    """Store a card already saved at another acquirer in this provider's vault, from the
+    scheme's card-on-file (network) token: this provider answers with its own token."""
+
+    idempotency_key: str
+    network_token: str
+
+
+@dataclass(frozen=True)
+class TokenResult(CallResult):
+    """A vault's answer: the provider's token and what it says about the card (never the card
+    number). `outcome` as for payments; DECLINED when the vault refuses or knows no such token."""
+
+    outcome: Outcome
+    token: str = ""
+    network_token: str = ""
+    brand: str = ""
+    last4: str = ""
+    exp_month: int | None = None
+    exp_year: int | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +289,10 @@ class Provider(Protocol):
     def dispute_submit_evidence(self, request: DisputeEvidenceRequest) -> DisputeResult: ...
 
     def dispute_retrieve(self, request: DisputeRetrieveRequest) -> DisputeResult: ...
+
+    # -- the card vault (adapters without one leave these out: see providers.calls.supports) --
+    # def token_retrieve(self, request: TokenRetrieveRequest) -> TokenResult
+    # def token_enroll(self, request: TokenEnrollRequest) -> TokenResult
 
     # -- what the provider sends unasked ------------------------------------------------------
     def verify_webhook(self, *, headers: Mapping[str, str], body: bytes,

@@ -20,7 +20,14 @@ from typing import Any, Protocol
 from django.utils import timezone
 
 from core import metrics
-from providers.base import DisputeResult, MovementResult, MovementStatus, Outcome, ProviderResult
+from providers.base import (
+    DisputeResult,
+    MovementResult,
+    MovementStatus,
+    Outcome,
+    ProviderResult,
+    TokenResult,
+)
 from providers.breaker import breaker_allow, breaker_record_result
 from providers.registry import UnknownProvider, get_provider
 
@@ -32,8 +39,19 @@ MOVEMENT_OPERATIONS = frozenset({"payout_create", "payout_retrieve", "deposit_cr
 PAYMENT_OPERATIONS = frozenset({"authorize", "capture", "void", "refund", "retrieve"})
 # Operations on a dispute; they answer with a DisputeResult.
 DISPUTE_OPERATIONS = frozenset({"dispute_submit_evidence", "dispute_retrieve"})
+# The card vault (saved payment methods); they answer with a TokenResult.
+TOKEN_OPERATIONS = frozenset({"token_retrieve", "token_enroll"})
 
-Result = ProviderResult | MovementResult | DisputeResult
+Result = ProviderResult | MovementResult | DisputeResult | TokenResult
+
+
+def _answer_type(operation: str) -> type[Result]:
+    """The result type an operation answers with (also what a refusal or a raise becomes)."""
+    if operation in MOVEMENT_OPERATIONS:
+        return MovementResult
+    if operation in DISPUTE_OPERATIONS:
+        return DisputeResult
+    return TokenResult if operation in TOKEN_OPERATIONS else ProviderResult
 
 
 def supports(provider_code: str, operation: str) -> bool:
@@ -52,16 +70,14 @@ def provider_call(provider_code: str, operation: str, request: Any, *, gate: boo
     open breaker answers DECLINED, retryable, without sending, so the caller may fail over.
     Captures, voids, refunds and lookups of what already exists are always sent."""
     movement = operation in MOVEMENT_OPERATIONS
-    if operation not in MOVEMENT_OPERATIONS | PAYMENT_OPERATIONS | DISPUTE_OPERATIONS:
+    if operation not in (MOVEMENT_OPERATIONS | PAYMENT_OPERATIONS | DISPUTE_OPERATIONS
+                         | TOKEN_OPERATIONS):
         raise ValueError(f"{operation!r} is not a provider operation")
+    answer = _answer_type(operation)
     if gate and not breaker_allow(provider_code):
-        if movement:
-            return MovementResult(outcome=Outcome.DECLINED, status=MovementStatus.FAILED,
-                                  error_code="provider_unavailable",
-                                  error_message="Circuit breaker open; not sent.",
-                                  retryable=True)
-        return ProviderResult(outcome=Outcome.DECLINED, error_code="provider_unavailable",
-                              error_message="Circuit breaker open; not sent.", retryable=True)
+        closed: dict[str, Any] = {"status": MovementStatus.FAILED} if movement else {}
+        return answer(outcome=Outcome.DECLINED, error_code="provider_unavailable",
+                      error_message="Circuit breaker open; not sent.", retryable=True, **closed)
     started = time.monotonic()
     result: Result
     try:
@@ -69,9 +85,7 @@ def provider_call(provider_code: str, operation: str, request: Any, *, gate: boo
     except Exception:
         logger.exception("provider %s %s raised; treating the outcome as unknown",
                          provider_code, operation)
-        unknown: type[Result] = (MovementResult if movement else DisputeResult
-                                 if operation in DISPUTE_OPERATIONS else ProviderResult)
-        result = unknown(
+        result = answer(
             outcome=Outcome.UNKNOWN, error_code="processing_error",
             error_message="The provider call failed unexpectedly; the outcome is unknown.")
     # The breaker reads only `outcome` and `error_code`, which both result types carry.

@@ -24,12 +24,14 @@ from providers.base import (
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
+    StoredCredential,
     VoidRequest,
     WebhookPayloadError,
 )
 from providers.http import (
     HttpAdapter,
     Sent,
+    VaultFields,
     parse_json_object,
     parse_time,
 )
@@ -43,7 +45,7 @@ STATUS = {
 RETURN_CODES = {  # Cielo ReturnCode on a denied sale → normalised code
     "05": "do_not_honor", "51": "insufficient_funds", "54": "expired_card",
     "57": "card_declined", "59": "fraud_suspected", "91": "issuer_unavailable",
-    "96": "processing_error",
+    "96": "processing_error", "14": "invalid_payment_method",
 }
 ERROR_CODES = {  # Cielo error Code in a 4xx body → normalised code
     114: "invalid_request", 116: "invalid_request", 132: "provider_authentication_failed",
@@ -73,6 +75,8 @@ class CieloProvider(HttpAdapter):
     parse_settlement = staticmethod(read_settlement)
     idempotency_header = "RequestId"
     error_codes = ERROR_CODES
+    vault = VaultFields(path="/1/card", network="NetworkToken", issued="CardToken",
+                        brand="Brand", masked="CardNumber", expiry="ExpirationDate")
     # Cielo's real notification post is unsigned and carries only ids: a hint. What moves money
     # is our own lookup of the sale (or movement) it names (webhooks.inbound applies that).
     notices_need_lookup = True
@@ -110,6 +114,11 @@ class CieloProvider(HttpAdapter):
                 "CreditCard": {"CardToken": request.payment_method},
             },
         }
+        if request.stored_credential != StoredCredential.NONE:
+            merchant = request.stored_credential == StoredCredential.MERCHANT
+            body["Payment"]["InitiatedTransactionIndicator"] = {
+                "Category": "M1" if merchant else "C1",
+                "Subcategory": "Unscheduled" if merchant else "CredentialsOnFile"}
         sent = self.send("POST", "/1/sales/", body=body, idempotency_key=request.idempotency_key)
         payment = sent.field("Payment")
         if sent.status_code == 201 and isinstance(payment, dict):

@@ -26,6 +26,9 @@ CODES = {
         ErrorCode("timeout", "The provider did not answer in time; the outcome is unknown.",
                   False),
         ErrorCode("invalid_request", "The provider rejected the request as malformed.", False),
+        # The acquirer's vault has no such card token (never one of ours to send there).
+        ErrorCode("invalid_payment_method",
+                  "The provider does not know this payment method's token.", False),
         ErrorCode("not_found", "The provider has no record of this reference.", False),
         # The provider refused our credentials or signature before doing anything.
         ErrorCode("provider_authentication_failed",

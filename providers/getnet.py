@@ -29,6 +29,7 @@ from providers.base import (
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
+    StoredCredential,
     VoidRequest,
     WebhookPayloadError,
 )
@@ -36,6 +37,7 @@ from providers.http import (
     Delivery,
     HttpAdapter,
     Sent,
+    VaultFields,
     parse_json_object,
     parse_time,
 )
@@ -51,7 +53,7 @@ DECLINE_CODES = {  # details[].error_code on a 402 → normalised code
     "PAYMENTS-001": "card_declined", "PAYMENTS-005": "do_not_honor",
     "PAYMENTS-051": "insufficient_funds", "PAYMENTS-054": "expired_card",
     "PAYMENTS-063": "fraud_suspected", "PAYMENTS-091": "issuer_unavailable",
-    "PAYMENTS-096": "processing_error",
+    "PAYMENTS-096": "processing_error", "PAYMENTS-014": "invalid_payment_method",
 }
 ERROR_CODES = {  # details[].error_code on any other 4xx → normalised code
     "GENERIC-400": "invalid_request", "PAYMENTS-400": "invalid_request",
@@ -116,6 +118,8 @@ class GetnetProvider(HttpAdapter):
     parse_settlement = staticmethod(read_settlement)
     idempotency_header = "Idempotency-Key"
     error_codes = ERROR_CODES
+    vault = VaultFields(path="/v1/tokens/card", network="network_token", issued="number_token",
+                        brand="brand", masked="card_number", expiry="expiration_date")
 
     def __init__(self) -> None:
         super().__init__()
@@ -213,6 +217,10 @@ class GetnetProvider(HttpAdapter):
             "credit": {"delayed": not request.capture, "number_token": request.payment_method,
                        "soft_descriptor": request.description[:22]},
         }
+        if request.stored_credential != StoredCredential.NONE:
+            body["credit"]["credentials_on_file_type"] = (
+                "RECURRING" if request.stored_credential == StoredCredential.MERCHANT
+                else "ONE_CLICK")
         sent = self.send("POST", "/v1/payments/credit", body=body,
                          idempotency_key=request.idempotency_key)
         if sent.status_code == 200 and sent.field("payment_id"):

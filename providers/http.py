@@ -11,12 +11,14 @@ import base64
 import enum
 import hmac
 import json
+import re
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 from django.conf import settings
@@ -35,6 +37,9 @@ from providers.base import (
     PayoutRequest,
     ProviderResult,
     ProviderStatus,
+    TokenEnrollRequest,
+    TokenResult,
+    TokenRetrieveRequest,
     WebhookPayloadError,
 )
 from providers.errors import error
@@ -47,7 +52,7 @@ SAFE_HEADERS = frozenset({
 SECRET_FIELDS = frozenset({
     "authorization", "merchantkey", "merchant_key", "access_token", "refresh_token",
     "client_secret", "password", "secret", "signing_secret", "token", "cvv", "securitycode",
-    "security_code", "cardnumber", "card_number", "number",
+    "security_code", "cardnumber", "card_number", "number", "networktoken", "network_token",
 })
 REDACTED = "[redacted]"
 MAX_TEXT_IN_EXCHANGE = 2000
@@ -95,6 +100,20 @@ class Sent:
             except (KeyError, IndexError, TypeError):
                 return default
         return value
+
+
+@dataclass(frozen=True)
+class VaultFields:
+    """Where an acquirer's card vault lives and what its fields are called: `path` (POST to
+    enrol a network token, GET path/<token> to read a card), the network token's field, the
+    field of the token it issues, and the brand, masked number and "MM/YYYY" expiry fields."""
+
+    path: str
+    network: str
+    issued: str
+    brand: str
+    masked: str
+    expiry: str
 
 
 class ProviderHttpError(RuntimeError):
@@ -326,6 +345,51 @@ class HttpAdapter:
         `secret` gives the body at that time, and the signatures the notice carries; None when
         the headers cannot be read."""
         raise NotImplementedError
+
+    # -- the card vault (saved payment methods) -------------------------------------------------
+    vault: ClassVar[VaultFields | None] = None
+
+    def _as_token(self, result: ProviderResult) -> TokenResult:
+        return TokenResult(outcome=result.outcome, error_code=result.error_code,
+                           error_message=result.error_message, retryable=result.retryable,
+                           latency_ms=result.latency_ms, exchange=result.exchange)
+
+    def _vault_answer(self, sent: Sent, *, mutation: bool) -> TokenResult:
+        vault = self.vault
+        assert vault is not None
+        failed = self.unanswered(sent, mutation=mutation)
+        if failed is not None:
+            return self._as_token(failed)
+        token, network_token = sent.field(vault.issued), sent.field(vault.network)
+        if sent.status_code in (200, 201) and isinstance(token, str) and token:
+            masked, expiry = str(sent.field(vault.masked, default="")), re.fullmatch(
+                r"(\d{2})/(\d{4})", str(sent.field(vault.expiry, default="")))
+            return TokenResult(
+                outcome=Outcome.APPROVED, token=token,
+                network_token=network_token if isinstance(network_token, str) else "",
+                brand=str(sent.field(vault.brand, default=""))[:32],
+                last4=masked[-4:] if masked[-4:].isdigit() else "",
+                exp_month=int(expiry[1]) if expiry else None,
+                exp_year=int(expiry[2]) if expiry else None,
+                latency_ms=sent.latency_ms, exchange=sent.exchange)
+        code = "not_found" if sent.status_code == 404 else "invalid_request"
+        return self._as_token(self.rejected(sent, code))
+
+    def token_retrieve(self, request: TokenRetrieveRequest) -> TokenResult:
+        """What this acquirer's vault holds for one of its tokens (brand, last four, expiry,
+        the network token): proof that the token is real before we save it."""
+        vault = self.vault
+        assert vault is not None
+        sent = self.send("GET", f"{vault.path}/{quote(request.token, safe='')}")
+        return self._vault_answer(sent, mutation=False)
+
+    def token_enroll(self, request: TokenEnrollRequest) -> TokenResult:
+        """Store a card saved elsewhere in this acquirer's vault from its network token."""
+        vault = self.vault
+        assert vault is not None
+        sent = self.send("POST", vault.path, body={vault.network: request.network_token},
+                         idempotency_key=request.idempotency_key)
+        return self._vault_answer(sent, mutation=True)
 
     def settlement_report(self, day: date) -> bytes:
         """The provider's settlement file for `day`, as raw bytes (each in its own format)."""

@@ -28,12 +28,14 @@ from providers.base import (
     ProviderStatus,
     RefundRequest,
     RetrieveRequest,
+    StoredCredential,
     VoidRequest,
     WebhookPayloadError,
 )
 from providers.http import (
     HttpAdapter,
     Sent,
+    VaultFields,
     parse_json_object,
     parse_time,
 )
@@ -42,7 +44,7 @@ from providers.webhook_names import event_types
 RETURN_CODES = {  # Rede returnCode on a declined authorization → normalised code
     "101": "card_declined", "105": "do_not_honor", "106": "issuer_unavailable",
     "107": "processing_error", "111": "insufficient_funds", "112": "expired_card",
-    "113": "fraud_suspected",
+    "113": "fraud_suspected", "58": "invalid_payment_method",
 }
 ERROR_CODES = {  # Rede returnCode on any other 4xx → normalised code
     "401": "provider_authentication_failed", "37": "invalid_request", "78": "not_found",
@@ -89,6 +91,8 @@ class RedeProvider(HttpAdapter):
     parse_settlement = staticmethod(read_settlement)
     idempotency_header = "X-Rede-Idempotency-Key"
     error_codes = ERROR_CODES
+    vault = VaultFields(path="/v1/tokenization", network="networkToken", issued="tokenizationId",
+                        brand="brand", masked="cardNumber", expiry="expirationDate")
 
     def auth_headers(self, method: str, url: httpx.URL, body: bytes) -> dict[str, str]:
         config = self.config()
@@ -133,6 +137,12 @@ class RedeProvider(HttpAdapter):
             "currency": request.currency.upper(), "installments": 1,
             "cardToken": request.payment_method, "softDescriptor": request.description[:18],
         }
+        if request.stored_credential != StoredCredential.NONE:
+            # storageCard 2: a card already stored with the merchant, used again.
+            body["storageCard"] = "2"
+            body["transactionInitiator"] = (
+                "merchant" if request.stored_credential == StoredCredential.MERCHANT
+                else "cardholder")
         sent = self.send("POST", "/v1/transactions", body=body,
                          idempotency_key=request.idempotency_key)
         code, tid = str(sent.field("returnCode")), str(sent.field("tid", default=""))

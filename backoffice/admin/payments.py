@@ -59,9 +59,11 @@ from payments.files import attachment_response
 from payments.models import (
     EVIDENCE_FILE_FIELDS,
     AttemptKind,
+    Customer,
     Dispute,
     Payment,
     PaymentAttempt,
+    PaymentMethod,
     PaymentStatus,
     Refund,
 )
@@ -277,6 +279,35 @@ class PaymentAttemptAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdmin):
     list_filter = ("kind", "status")
     search_fields = ("=id", "=payment__id", "=provider_reference")
     ordering = ("-created_at",)
+
+
+# -- customers and saved payment methods -------------------------------------------------------
+@admin.register(Customer)
+class CustomerAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdmin):
+    list_display = ("id", "merchant", "email", "name", "created_at")
+    search_fields = ("=id", "=email")
+    list_select_related = ("merchant",)
+    ordering = ("-created_at",)
+
+
+@admin.register(PaymentMethod)
+class PaymentMethodAdmin(LargeTableMixin, TolerantIdsMixin, ReadOnlyAdmin):
+    """Saved cards: what the acquirer told us and where it is enrolled (never a card number;
+    the network token stays encrypted and is not shown)."""
+
+    list_display = ("id", "merchant", "customer", "brand", "last4", "enrolled_at",
+                    "detached_at", "created_at")
+    search_fields = ("=id", "=customer__id")
+    list_select_related = ("merchant", "customer")
+    exclude = ("network_token",)
+    ordering = ("-created_at",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PaymentMethod]:
+        return super().get_queryset(request).prefetch_related("tokens")
+
+    @admin.display(description="enrolled at")
+    def enrolled_at(self, method: PaymentMethod) -> str:
+        return ", ".join(f"{t.provider} ({t.origin})" for t in method.tokens.all())
 
 
 # -- disputes --------------------------------------------------------------------------------

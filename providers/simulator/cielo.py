@@ -17,6 +17,7 @@ from providers.simulator.wire import (
     Mutation,
     Reply,
     Request,
+    VaultWire,
     iso,
     require_currency,
     require_int,
@@ -32,7 +33,7 @@ STATUS = {"authorized": 1, "captured": 2, "declined": 3, "voided": 10, "refunded
 RETURN_CODES = {
     "card_declined": "57", "do_not_honor": "05", "insufficient_funds": "51",
     "expired_card": "54", "fraud_suspected": "59", "issuer_unavailable": "91",
-    "processing_error": "96",
+    "processing_error": "96", "invalid_token": "14",
 }
 ERRORS = {  # kind → (HTTP status, Cielo error code)
     "unauthorized": (401, 132), "invalid_request": (400, 114), "not_found": (404, 307),
@@ -83,8 +84,13 @@ def _movement(movement: Movement) -> dict[str, Any]:
 class CieloDialect(Dialect):
     code = "cielo"
     idempotency_header = "RequestId"
+    vault_wire = VaultWire(number="CardNumber", expiry="ExpirationDate",
+                           network="NetworkToken", issued="CardToken", brand="Brand",
+                           masked="CardNumber")
     route_table = routes(
         ("POST", r"/1/sales/?", "authorize"),
+        ("POST", r"/1/card/?", "tokenize"),
+        ("GET", r"/1/card/(?P<token>[^/]+)", "get_token"),
         ("PUT", r"/1/sales/(?P<ref>[^/]+)/capture", "capture"),
         ("PUT", r"/1/sales/(?P<ref>[^/]+)/void", "void_or_refund"),
         ("GET", r"/1/sales/(?P<ref>[^/]+)", "get_charge"),
@@ -122,12 +128,14 @@ class CieloDialect(Dialect):
             raise BadRequest("Payment.Capture must be a boolean.", "Payment.Capture")
         card = payment.get("CreditCard")
         token = require_str(card if isinstance(card, dict) else {}, "CardToken", max_length=100)
+        initiated = payment.get("InitiatedTransactionIndicator")
+        stored = str(initiated.get("Category", "")) if isinstance(initiated, dict) else ""
         key = request.header(self.idempotency_header)
 
         def apply(draws: Draws) -> Result:
             return book.authorize(reference=book.new_uuid(), order_id=order_id, amount=amount,
                                   currency=currency, payment_method=token, capture=capture,
-                                  idempotency_key=key, draws=draws)
+                                  idempotency_key=key, draws=draws, stored_credential=stored)
 
         def render(result: Result) -> Reply:
             assert result.charge is not None

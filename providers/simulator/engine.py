@@ -26,6 +26,48 @@ DECLINE_TOKENS = {
     "pm_card_issuer_unavailable": "issuer_unavailable",
     "pm_card_processing_error": "processing_error",
 }
+# A token this acquirer's vault never issued (another acquirer's, or made up): declined.
+FOREIGN_CARD = "invalid_token"
+
+
+# The card numbers the vaults treat specially (the schemes' test cards); any other Luhn-valid
+# number is an approving card. A vaulted card behaves as its alias at authorization.
+TEST_CARDS = {
+    "4000000000000002": "pm_card_declined",
+    "4000000000009995": "pm_card_insufficient_funds",
+    "4000000000000069": "pm_card_expired",
+    "4100000000000019": "pm_card_fraud",
+    "4000000000000119": "pm_card_processing_error",
+    "4000000000000101": "pm_card_issuer_unavailable",
+}
+
+
+def luhn_valid(number: str) -> bool:
+    digits = [int(d) for d in reversed(number)]
+    total = sum(digits[0::2]) + sum(sum(divmod(2 * d, 10)) for d in digits[1::2])
+    return total % 10 == 0
+
+
+@dataclass
+class SchemeCard:
+    """A card as its scheme knows it: its card-on-file (network) token and what any acquirer
+    may learn about it. The card number itself never leaves the vault that took it."""
+
+    network_token: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    alias: str  # the behaviour at authorization (a pm_card_* test alias)
+
+
+class Scheme:
+    """The card networks, shared by the three simulated acquirers: a card tokenized at one can
+    be enrolled at another from its network token."""
+
+    def __init__(self) -> None:
+        self.cards: dict[str, SchemeCard] = {}
+        self.by_number: dict[str, str] = {}  # card number hash → network token
 
 
 class Fault(enum.StrEnum):
@@ -219,6 +261,7 @@ class Charge:
     captured_at: datetime | None = None
     disputed: int = 0
     refunds: list[RefundRecord] = field(default_factory=list)
+    stored_credential: str = ""  # the merchant's stored-credential flag, as sent on the wire
 
     @property
     def is_charged(self) -> bool:
@@ -316,6 +359,7 @@ class Result:
     dispute: DisputeCase | None = None
     reason: str = ""
     events: list[SimEvent] = field(default_factory=list)
+    token: str = ""  # the vault's token (tokenize, enroll)
 
 
 class IdempotencyStore:
@@ -400,9 +444,11 @@ class Clock:
 class Book:
     """Everything one simulated provider knows. Callers hold `Simulator.lock` while mutating."""
 
-    def __init__(self, provider: str, seed: str, clock: Clock) -> None:
+    def __init__(self, provider: str, seed: str, clock: Clock, scheme: Scheme) -> None:
         self.provider = provider
         self.clock = clock
+        self.scheme = scheme
+        self.vault: dict[str, str] = {}  # this acquirer's card token → network token
         self.config = default_config(provider)
         self.fault_rng = random.Random(f"{seed}:{provider}:faults")
         self.id_rng = random.Random(f"{seed}:{provider}:ids")
@@ -441,12 +487,53 @@ class Book:
         found = self.movements.get(reference)
         return found if found is not None and found.kind == kind else None
 
+    # -- the vault -----------------------------------------------------------------------------
+    def card_for(self, token: str) -> SchemeCard | None:
+        network_token = self.vault.get(token)
+        return None if network_token is None else self.scheme.cards[network_token]
+
+    def alias(self, payment_method: str) -> str:
+        """How a payment method behaves here: a test alias as itself, a token of this vault as
+        its card, anything else as a token this acquirer does not know."""
+        if payment_method.startswith("pm_card_"):
+            return payment_method
+        card = self.card_for(payment_method)
+        return card.alias if card is not None else FOREIGN_CARD
+
+    def tokenize(self, *, number: str, exp_month: int, exp_year: int) -> Result:
+        """The merchant's front-end hands a card to this acquirer's vault: one token per card
+        (the same card again gets the same token)."""
+        digest = hashlib.sha256(number.encode()).hexdigest()
+        network_token = self.scheme.by_number.get(digest)
+        if network_token is None:
+            network_token = f"ntk_{self.new_uuid().replace('-', '')}"
+            brand = {"4": "visa", "5": "mastercard", "3": "amex"}.get(number[0], "unknown")
+            self.scheme.cards[network_token] = SchemeCard(
+                network_token=network_token, brand=brand, last4=number[-4:],
+                exp_month=exp_month, exp_year=exp_year,
+                alias=TEST_CARDS.get(number, f"pm_card_{brand}"))
+            self.scheme.by_number[digest] = network_token
+        return self.enroll(network_token)
+
+    def enroll(self, network_token: str) -> Result:
+        """Store a card the scheme knows in this vault (from its network token)."""
+        if network_token not in self.scheme.cards:
+            return Result("not_found")
+        token = next((t for t, n in self.vault.items() if n == network_token), None)
+        if token is None:
+            token = self.new_uuid()
+            self.vault[token] = network_token
+        return Result("ok", token=token)
+
     # -- operations ------------------------------------------------------------------------------
     def authorize(self, *, reference: str, order_id: str, amount: int, currency: str,
                   payment_method: str, capture: bool, idempotency_key: str,
-                  draws: Draws) -> Result:
+                  draws: Draws, stored_credential: str = "") -> Result:
         now = self.clock.now()
-        reason = DECLINE_TOKENS.get(payment_method, "")
+        behaviour = self.alias(payment_method)
+        reason = DECLINE_TOKENS.get(behaviour, "")
+        if behaviour == FOREIGN_CARD:
+            reason = FOREIGN_CARD
         if not reason and draws.decline:
             reason = "card_declined"
         charge = Charge(
@@ -456,6 +543,7 @@ class Book:
             created_at=now, idempotency_key=idempotency_key,
             proof_of_sale=self.new_digits(6), decline_reason=reason,
             authorization_code="" if reason else self.new_digits(6),
+            stored_credential=stored_credential,
         )
         if capture and not reason:
             charge.captured, charge.captured_at = amount, now

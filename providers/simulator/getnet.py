@@ -22,6 +22,7 @@ from providers.simulator.wire import (
     Mutation,
     Reply,
     Request,
+    VaultWire,
     iso,
     require_currency,
     require_str,
@@ -43,6 +44,7 @@ DECLINES = {  # reason → (error_code, description_detail)
     "fraud_suspected": ("PAYMENTS-063", "63 - SECURITY VIOLATION"),
     "issuer_unavailable": ("PAYMENTS-091", "91 - ISSUER UNAVAILABLE, RETRY"),
     "processing_error": ("PAYMENTS-096", "96 - SYSTEM MALFUNCTION, RETRY"),
+    "invalid_token": ("PAYMENTS-014", "14 - INVALID CARD TOKEN"),
 }
 ERRORS = {  # kind → (HTTP status, error_code, name)
     "invalid_request": (400, "GENERIC-400", "BadRequest"),
@@ -110,9 +112,14 @@ class GetnetDialect(Dialect):
     code = "getnet"
     movement_created_status = 200
     idempotency_header = "Idempotency-Key"
+    vault_wire = VaultWire(number="card_number", expiry="expiration_date",
+                           network="network_token", issued="number_token",
+                           brand="brand", masked="card_number")
     route_table = routes(
         ("POST", r"/auth/oauth/v2/token", "token"),
         ("POST", r"/v1/payments/credit/?", "authorize"),
+        ("POST", r"/v1/tokens/card/?", "tokenize"),
+        ("GET", r"/v1/tokens/card/(?P<token>[^/]+)", "get_token"),
         ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/confirm", "capture"),
         ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/cancel", "void"),
         ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/refund", "refund"),
@@ -195,12 +202,14 @@ class GetnetDialect(Dialect):
         delayed = credit.get("delayed", False)
         if not isinstance(delayed, bool):
             raise BadRequest("credit.delayed must be a boolean.", "credit.delayed")
+        stored = str(credit.get("credentials_on_file_type", ""))
         key = request.header(self.idempotency_header)
 
         def apply(draws: Draws) -> Result:
             return book.authorize(reference=book.new_uuid(), order_id=order_id, amount=amount,
                                   currency=currency, payment_method=token,
-                                  capture=not delayed, idempotency_key=key, draws=draws)
+                                  capture=not delayed, idempotency_key=key, draws=draws,
+                                  stored_credential=stored)
 
         def render(result: Result) -> Reply:
             charge = result.charge

@@ -18,6 +18,7 @@ from providers.simulator.wire import (
     Mutation,
     Reply,
     Request,
+    VaultWire,
     decimal_to_minor,
     iso,
     minor_to_decimal,
@@ -38,6 +39,7 @@ RETURN_CODES = {  # decline reason → (returnCode, returnMessage)
     "insufficient_funds": ("111", "Unauthorized. Insufficient funds."),
     "expired_card": ("112", "Unauthorized. Expiry date expired."),
     "fraud_suspected": ("113", "Unauthorized. Identified moderate risk by the issuer."),
+    "invalid_token": ("58", "Unauthorized. Card token not found for this affiliation."),
 }
 ERRORS = {  # kind → (HTTP status, returnCode)
     "unauthorized": (401, "401"), "invalid_request": (400, "37"), "not_found": (404, "78"),
@@ -92,8 +94,13 @@ def _movement(movement: Movement) -> dict[str, Any]:
 class RedeDialect(Dialect):
     code = "rede"
     idempotency_header = "X-Rede-Idempotency-Key"
+    vault_wire = VaultWire(number="cardNumber", expiry="expirationDate",
+                           network="networkToken", issued="tokenizationId", brand="brand",
+                           masked="cardNumber")
     route_table = routes(
         ("POST", r"/v1/transactions/?", "authorize"),
+        ("POST", r"/v1/tokenization/?", "tokenize"),
+        ("GET", r"/v1/tokenization/(?P<token>[^/]+)", "get_token"),
         ("PUT", r"/v1/transactions/(?P<ref>[^/]+)", "capture"),
         ("DELETE", r"/v1/transactions/(?P<ref>[^/]+)", "void"),
         ("POST", r"/v1/transactions/(?P<ref>[^/]+)/refunds", "refund"),
@@ -129,12 +136,15 @@ class RedeDialect(Dialect):
         if not isinstance(capture, bool):
             raise BadRequest("capture must be a boolean.", "capture")
         token = require_str(data, "cardToken", max_length=100)
+        stored = (f"{data.get('storageCard', '')}:{data.get('transactionInitiator', '')}"
+                  if "storageCard" in data else "")
         key = request.header(self.idempotency_header)
 
         def apply(draws: Draws) -> Result:
             return book.authorize(reference=book.new_digits(20), order_id=order_id,
                                   amount=amount, currency=currency, payment_method=token,
-                                  capture=capture, idempotency_key=key, draws=draws)
+                                  capture=capture, idempotency_key=key, draws=draws,
+                                  stored_credential=stored)
 
         def render(result: Result) -> Reply:
             charge = result.charge

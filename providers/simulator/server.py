@@ -29,6 +29,7 @@ from providers.simulator.engine import (
     IdempotencyStore,
     Movement,
     Result,
+    Scheme,
     double_charged,
     fingerprint,
 )
@@ -92,7 +93,8 @@ class Simulator:
         with self.lock:
             self.seed = self.seed if seed is None else str(seed)
             self.clock = Clock()
-            self.books = {code: Book(code, self.seed, self.clock) for code in PROVIDERS}
+            scheme = Scheme()
+            self.books = {code: Book(code, self.seed, self.clock, scheme) for code in PROVIDERS}
             self.scheduler.clear()
             self.webhooks.clear()
 
@@ -142,8 +144,9 @@ class Simulator:
             answer = handler(request, book)
         operation = answer.operation if isinstance(answer, Mutation) else "read"
         with self.lock:
+            method = answer.payment_method if isinstance(answer, Mutation) else ""
             draws = Draws.throw(book.fault_rng, book.config, operation,
-                                answer.payment_method if isinstance(answer, Mutation) else "")
+                                book.alias(method) if method else "")
             timeout_seconds = book.config.timeout_ms / 1000
         if draws.latency_ms:
             self.stop_event.wait(draws.latency_ms / 1000)

@@ -16,7 +16,17 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from core.money import exponent
-from providers.simulator.engine import Apply, Book, Charge, Draws, Movement, Result, SimEvent
+from providers.simulator.engine import (
+    Apply,
+    Book,
+    Charge,
+    Draws,
+    Movement,
+    Result,
+    SchemeCard,
+    SimEvent,
+    luhn_valid,
+)
 
 if TYPE_CHECKING:
     from providers.simulator.engine import DisputeCase
@@ -75,6 +85,19 @@ class Mutation:
 
 
 Handler = Callable[[Request, Book], "Reply | Mutation"]
+
+
+@dataclass(frozen=True)
+class VaultWire:
+    """The field names of one acquirer's card vault: the card number and expiry ("MM/YYYY")
+    the front-end sends, the network token an enrolment sends, and the answer's fields."""
+
+    number: str
+    expiry: str
+    network: str  # the network token's field
+    issued: str  # the field of the token this vault issued
+    brand: str
+    masked: str
 
 
 @dataclass(frozen=True)
@@ -282,6 +305,52 @@ class Dialect:
         if case is None:
             return self.error("not_found", "No dispute with this id.")
         return Reply.json(200, self.dispute_body(case))
+
+    # -- the card vault: tokenize a card (the merchant's front-end) or enrol a network token ----
+    vault_wire: VaultWire | None = None
+
+    def vault_body(self, token: str, card: SchemeCard) -> dict[str, Any]:
+        wire = self.vault_wire
+        assert wire is not None
+        return {wire.issued: token, wire.network: card.network_token,
+                wire.brand: card.brand, wire.masked: "*" * 12 + card.last4,
+                wire.expiry: f"{card.exp_month:02d}/{card.exp_year}"}
+
+    def tokenize(self, request: Request, book: Book) -> Mutation:
+        wire = self.vault_wire
+        assert wire is not None
+        data = request.json()
+        if wire.network in data:
+            network_token = require_str(data, wire.network, max_length=100)
+
+            def apply(draws: Draws) -> Result:
+                return book.enroll(network_token)
+        else:
+            number = require_str(data, wire.number, max_length=19)
+            if not (number.isdigit() and 13 <= len(number) <= 19 and luhn_valid(number)):
+                raise BadRequest(f"{wire.number} is not a valid card number.", wire.number)
+            expiry = re.fullmatch(r"(\d{2})/(\d{4})", require_str(data, wire.expiry))
+            if expiry is None or not 1 <= int(expiry[1]) <= 12:
+                raise BadRequest(f"{wire.expiry} must be MM/YYYY.", wire.expiry)
+
+            def apply(draws: Draws) -> Result:
+                return book.tokenize(number=number, exp_month=int(expiry[1]),
+                                     exp_year=int(expiry[2]))
+
+        def render(result: Result) -> Reply:
+            if result.kind != "ok":
+                return self.error("not_found", "No card with this network token.")
+            card = book.card_for(result.token)
+            assert card is not None
+            return Reply.json(201, self.vault_body(result.token, card))
+
+        return Mutation("tokenize", apply, render)
+
+    def get_token(self, request: Request, book: Book) -> Reply:
+        card = book.card_for(request.params["token"])
+        if card is None:
+            return self.error("not_found", "No card with this token.")
+        return Reply.json(200, self.vault_body(request.params["token"], card))
 
     def failure(self, result: Result) -> Reply:
         """The non-ok kinds every dialect answers the same way (in its own error format)."""
