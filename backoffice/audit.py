@@ -25,7 +25,7 @@ AUDIT_ACTIONS = (
     "provider_event.replay.result", "break.resolve", "break.ignore", "ledger.verify",
     "approval.request", "approval.approve", "approval.reject", "approval.execute",
     "apikey.revoke", "admin.add", "admin.change", "admin.delete", "admin.password_change",
-    "bank_statement.import", "export",
+    "bank_statement.import", "export", "decline_rule.change",
 )
 
 

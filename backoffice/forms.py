@@ -206,3 +206,17 @@ class LedgerAdjustmentForm(forms.Form):
             except forms.ValidationError as exc:
                 self.add_error("amount", exc)
         return data
+
+
+class DeclineRuleChangeForm(forms.Form):
+    provider = forms.CharField(label="Provider", max_length=32, required=False,
+                               help_text="Blank: the default for every provider")
+    code = forms.CharField(label="Decline code", max_length=64,
+                           help_text="The normalised code, e.g. insufficient_funds")
+    meaning = forms.ChoiceField(label="Meaning")
+    note = forms.CharField(label="Why (required)", max_length=2000,
+                           widget=forms.Textarea(attrs={"rows": 3}))
+
+    def __init__(self, *args: Any, meanings: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["meaning"].choices = meanings

@@ -38,6 +38,8 @@ class BackofficeAccess(models.Model):
             ("replay_provider_event", "Replay inbound provider events"),
             ("resolve_break", "Resolve or ignore reconciliation breaks"),
             ("request_ledger_adjustment", "Request manual ledger adjustments"),
+            ("request_decline_rule_change",
+             "Request a change to what a provider's decline code means"),
             ("run_ledger_verify", "Run the ledger verification"),
             ("approve_request", "Approve or reject requests made by another person"),
             ("export_data", "Export lists and reports as CSV or XLSX (every export is audited)"),
@@ -51,6 +53,7 @@ class ApprovalKind(models.TextChoices):
     REFUND = "refund", "Refund above the threshold"
     LEDGER_ADJUSTMENT = "ledger_adjustment", "Manual ledger adjustment"
     DISPUTE_ACCEPT = "dispute_accept", "Accept a dispute as lost"
+    DECLINE_RULE = "decline_rule", "Change what a decline code means"
 
 
 class ApprovalStatus(models.TextChoices):
@@ -71,8 +74,11 @@ class ApprovalRequest(models.Model):
     kind = models.CharField(max_length=32, choices=ApprovalKind.choices)
     status = models.CharField(max_length=16, choices=ApprovalStatus.choices,
                               default=ApprovalStatus.PENDING)
-    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+")
-    object_type = models.CharField(max_length=32, help_text="payment, dispute or account.")
+    # None only for a platform-wide change (a decline rule): no merchant, no amount.
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="+",
+                                 null=True, blank=True)
+    object_type = models.CharField(max_length=32,
+                                   help_text="payment, dispute, account or decline_rule.")
     object_id = models.CharField(max_length=64)
     amount = models.BigIntegerField(help_text="Minor units of `currency`.")
     currency = models.CharField(max_length=3)
@@ -101,7 +107,10 @@ class ApprovalRequest(models.Model):
                                    name="approval_kind_known"),
             models.CheckConstraint(condition=Q(status__in=ApprovalStatus.values),
                                    name="approval_status_known"),
-            models.CheckConstraint(condition=Q(amount__gte=1), name="approval_amount_positive"),
+            models.CheckConstraint(condition=Q(amount__gte=1) | Q(kind="decline_rule", amount=0),
+                                   name="approval_amount_positive"),
+            models.CheckConstraint(condition=Q(merchant__isnull=False) | Q(kind="decline_rule"),
+                                   name="approval_merchant_required"),
             models.CheckConstraint(condition=~Q(reason=""), name="approval_reason_required"),
             # The four-eyes rule, in the database: nobody approves their own request.
             models.CheckConstraint(condition=~Q(decided_by=F("requested_by")),

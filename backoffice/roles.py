@@ -25,7 +25,8 @@ VIEW_APPS = ("core", "payments", "ledger", "webhooks", "providers", "reconciliat
 OPERATOR_ACTIONS = (
     "refund_payment", "capture_payment", "cancel_payment", "open_dispute", "manage_dispute",
     "accept_dispute", "resend_webhook", "replay_provider_event", "resolve_break",
-    "request_ledger_adjustment", "run_ledger_verify", "export_data",
+    "request_ledger_adjustment", "request_decline_rule_change", "run_ledger_verify",
+    "export_data",
 )
 APPROVER_ACTIONS = ("approve_request", "run_ledger_verify", "export_data")
 

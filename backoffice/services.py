@@ -48,6 +48,8 @@ from payments.models import (
     RefundStatus,
 )
 from payments.selectors import RESERVING_REFUND_STATUSES, SENT_TO_PROVIDER, refundable_amount
+from providers.declines import decline_rule_set
+from providers.models import DeclineMeaning
 from providers.registry import registered_codes
 from reconciliation import services as reconciliation
 from reconciliation.models import BreakStatus, ReconciliationBreak
@@ -606,6 +608,39 @@ def ledger_adjustment_request(
                 "direction": direction, "counter_account": counter_account, "amount": amount})
 
 
+def decline_rule_change_request(*, actor: Actor, provider: str, code: str, meaning: str,
+                                note: str) -> ApprovalRequest:
+    """Ask to change what a decline code means for routing, failover and delayed retries
+    (`provider` blank: the default for every provider). Always waits for a second person."""
+    _require(actor, "request_decline_rule_change")
+    note = _text(note, param="note", message="Write why this code should mean something else "
+                                              "(the provider's documentation, a ticket).")
+    if provider and provider not in registered_codes():
+        raise InvalidRequest(f"'{provider}' is not an enabled provider; leave it blank for "
+                             "every provider.", param="provider")
+    if not code or len(code) > 64:
+        raise InvalidRequest("Name the decline code, such as insufficient_funds.", param="code")
+    if meaning not in DeclineMeaning.values:
+        raise InvalidRequest(f"Choose one of: {', '.join(DeclineMeaning.values)}.",
+                             param="meaning")
+    return _approval_create(
+        actor=actor, kind=ApprovalKind.DECLINE_RULE, merchant=None, object_type="decline_rule",
+        object_id=f"{provider or '*'}:{code}", amount=0, currency="", reason=note,
+        params={"provider": provider, "code": code, "meaning": meaning})
+
+
+def _decline_rule_apply(approval: ApprovalRequest, actor: Actor) -> dict[str, Any]:
+    p = approval.params
+    before, after = decline_rule_set(provider=p["provider"], code=p["code"],
+                                     meaning=p["meaning"])
+    audit_record(actor=actor, action="decline_rule.change", object_type="decline_rule",
+                 object_id=approval.object_id, before={"meaning": before},
+                 after={"meaning": after},
+                 note=f"{approval.id}, requested by {approval.requested_by.get_username()}: "
+                      f"{approval.reason}")
+    return {"decline_rule": approval.object_id, "before": before, "after": after}
+
+
 def _ledger_adjustment_post(approval: ApprovalRequest, actor: Actor) -> dict[str, Any]:
     p = approval.params
     mine = account_for(merchant=approval.merchant, currency=p["currency"],
@@ -671,7 +706,7 @@ def ledger_verify_execute(*, run_id: int) -> LedgerVerifyRun | None:
 
 
 # -- approvals (maker-checker) ---------------------------------------------------------------
-def _approval_create(*, actor: Actor, kind: str, merchant: Merchant, object_type: str,
+def _approval_create(*, actor: Actor, kind: str, merchant: Merchant | None, object_type: str,
                      object_id: str, amount: int, currency: str, params: dict[str, Any],
                      reason: str, form_key: str = "") -> ApprovalRequest:
     with transaction.atomic():
@@ -715,6 +750,7 @@ def approval_decide(*, actor: Actor, approval_id: str, approve: bool, comment: s
 
 _IN_DATABASE: dict[str, Callable[[ApprovalRequest, Actor], dict[str, Any]]] = {
     ApprovalKind.LEDGER_ADJUSTMENT: _ledger_adjustment_post,
+    ApprovalKind.DECLINE_RULE: _decline_rule_apply,
     # A provider's "lost" letter recorded by staff, or the merchant's loss accepted by staff.
     ApprovalKind.DISPUTE_ACCEPT: lambda approval, actor: {
         "dispute": payments.dispute_resolve(

@@ -149,6 +149,11 @@ ACTION_STATUSES: dict[str, frozenset[str]] = {
 }
 
 
+# The most delayed retries a payment may ever get (settings.PAYMENT_RETRY_DELAYS is at most this
+# long; a CHECK constraint holds it).
+MAX_RETRIES = 8
+
+
 class CaptureMethod(models.TextChoices):
     AUTOMATIC = "automatic"
     MANUAL = "manual"
@@ -169,6 +174,10 @@ class Payment(FSMModelMixin, MerchantObject):
                                  related_name="payments")
     # A merchant-initiated charge of a stored credential (the customer is not present).
     off_session = models.BooleanField(default=False, db_default=False)
+    # Delayed retries of an off-session soft decline: how many were made, and when the next is
+    # due (set only while the payment waits for it, authorization_requested).
+    retry_count = models.PositiveSmallIntegerField(default=0, db_default=0)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
     description = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     status = FSMField(max_length=32, choices=PaymentStatus.choices, default=PaymentStatus.CREATED,
@@ -206,11 +215,20 @@ class Payment(FSMModelMixin, MerchantObject):
             models.CheckConstraint(condition=Q(off_session=False)
                                    | Q(saved_method__isnull=False),
                                    name="payment_off_session_needs_saved_method"),
+            # Bounded in the database too, whatever the schedule setting says.
+            models.CheckConstraint(condition=Q(retry_count__lte=MAX_RETRIES),
+                                   name="payment_retries_bounded"),
+            models.CheckConstraint(
+                condition=Q(next_retry_at__isnull=True)
+                | Q(status="authorization_requested", off_session=True),
+                name="payment_retry_only_while_waiting"),
         ]
         indexes = [
             *money_object_indexes("payment"),
             models.Index(fields=["merchant", "status", "-created_at"],
                          name="payment_merchant_status"),
+            models.Index(fields=["next_retry_at"], name="payment_retry_due",
+                         condition=Q(next_retry_at__isnull=False)),
         ]
 
     def __str__(self) -> str:

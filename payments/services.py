@@ -36,6 +36,7 @@ from ledger import flows as ledger
 from payments import files
 from payments.models import (
     FUNDS_CAPTURED,
+    MAX_RETRIES,
     AttemptKind,
     AttemptStatus,
     CaptureMethod,
@@ -89,6 +90,8 @@ from providers.base import (
     VoidRequest,
 )
 from providers.calls import attempt_record, provider_call, supports
+from providers.declines import decline_meaning
+from providers.models import RETRY_LATER, DeclineMeaning
 from providers.registry import codes_of_mode
 from providers.routing import route
 from webhooks.inbound import provider_events_release
@@ -393,8 +396,12 @@ def _authorization_apply(*, attempt_id: str, result: ProviderResult
             logger.warning("late authorization answer for %s in status %s ignored",
                            payment.id, payment.status)
             return payment, None
-        if (result.outcome == Outcome.DECLINED and result.retryable
-                and attempt.status == AttemptStatus.DECLINED):
+        meaning = (decline_meaning(provider=attempt.provider,
+                                   code=result.error_code or "card_declined")
+                   if attempt.status == AttemptStatus.DECLINED else None)
+        if meaning in RETRY_LATER and _retry_schedule(payment):
+            return payment, None
+        if meaning == DeclineMeaning.RETRY_OTHER_PROVIDER:
             next_provider = _next_provider(payment)
             if next_provider is not None:
                 logger.warning("failing over %s from %s to %s after %s", payment.id,
@@ -420,6 +427,52 @@ def _authorization_apply(*, attempt_id: str, result: ProviderResult
             _payment_event(payment, "payment.failed")
         # UNKNOWN / PENDING: the payment stays authorization_requested; reconciliation asks.
     return payment, None
+
+
+def _retry_schedule(payment: Payment) -> bool:
+    """Under the payment's lock, after a decline the rules say may pass later: an off-session
+    payment with retries left waits for the next one (`payment_retries_run` opens it when
+    due); True when one was scheduled. Only a recorded decline gets here, never an unknown
+    outcome, and the database bounds the count."""
+    delays = settings.PAYMENT_RETRY_DELAYS[:MAX_RETRIES]
+    if not payment.off_session or payment.retry_count >= len(delays):
+        return False
+    payment.next_retry_at = timezone.now() + timedelta(seconds=delays[payment.retry_count])
+    payment.save(update_fields=["next_retry_at", "updated_at"])
+    _payment_event(payment, "payment.retry_scheduled")
+    return True
+
+
+def payment_retries_run(*, now: datetime | None = None, limit: int = 100) -> int:
+    """Open the authorization attempts of delayed retries that are due (the janitor calls
+    this): same provider as the decline, a new attempt and so a new provider idempotency key
+    (the declined one has its answer). Returns how many were opened. Safe in several processes:
+    each payment is locked and re-checked, and a payment already retried is skipped."""
+    due = list(Payment.objects.filter(next_retry_at__lte=now or timezone.now())
+               .order_by("next_retry_at").values_list("pk", flat=True)[:limit])
+    opened = 0
+    for payment_id in due:
+        with transaction.atomic():
+            payment = _lock_payment(merchant=None, payment_id=payment_id)
+            if payment.next_retry_at is None or payment.next_retry_at > (now or timezone.now()):
+                continue
+            previous = (payment.attempts.filter(kind=AttemptKind.AUTHORIZE)
+                        .order_by("-created_at", "-id").first())
+            payment.next_retry_at = None
+            if previous is None or previous.status != AttemptStatus.DECLINED:
+                # Only a decline is retried; anything else (an answer still unknown) waits for
+                # the janitor's lookup. The database refuses a second open attempt anyway.
+                payment.save(update_fields=["next_retry_at", "updated_at"])
+                continue
+            payment.retry_count += 1
+            payment.save(update_fields=["next_retry_at", "retry_count", "updated_at"])
+            attempt = PaymentAttempt.objects.create(
+                payment=payment, kind=AttemptKind.AUTHORIZE, provider=previous.provider,
+                amount=payment.amount)
+            transaction.on_commit(lambda attempt_id=attempt.id: _enqueue_authorization(
+                attempt_id))
+            opened += 1
+    return opened
 
 
 LOOKUP_OUTCOMES = {

@@ -1,5 +1,6 @@
 """Tables owned by the providers app: the sandbox provider's own books of charges, payouts and
-deposits, routing rules (data, edited in the admin) and the per-provider circuit breakers.
+deposits, routing rules (data, edited in the admin), what each decline code means (data,
+changed through the back-office with an approver) and the per-provider circuit breakers.
 
 The sandbox stands in for a remote PSP, so its state lives in its own tables (shared by the web
 process and the workers) and is written in autocommit, never inside a caller's transaction.
@@ -146,3 +147,41 @@ class SandboxMovement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.reference} ({self.status})"
+
+
+class DeclineMeaning(models.TextChoices):
+    """What a declined authorization means for what happens next."""
+
+    RETRY_OTHER_PROVIDER = "retry_other_provider", "Retry now on the next routed provider"
+    RETRY_LATER_SAME_PROVIDER = ("retry_later_same_provider",
+                                 "Retry later on the same provider (off-session only)")
+    SOFT_DECLINE = "soft_decline", "Soft decline: may pass later (off-session retries)"
+    HARD_DECLINE = "hard_decline", "Hard decline: never retried"
+    DO_NOT_RETRY = "do_not_retry", "Not a card decline; never retried"
+
+
+# Meanings whose off-session payments are tried again later, on the provider that declined.
+RETRY_LATER = frozenset({DeclineMeaning.RETRY_LATER_SAME_PROVIDER, DeclineMeaning.SOFT_DECLINE})
+
+
+class DeclineRule(models.Model):
+    """One decline code's meaning. `provider` blank is the default for every provider; a row
+    naming a provider overrides it for that provider. Seeded from the codes adapters map their
+    providers' answers onto (providers.errors); changed only through an approved back-office
+    request (backoffice.services.decline_rule_change_*), each change audited."""
+
+    provider = models.CharField(max_length=32, blank=True, default="",
+                                help_text="Blank: every provider without its own row.")
+    code = models.CharField(max_length=64, help_text="The normalised code (providers.errors).")
+    meaning = models.CharField(max_length=32, choices=DeclineMeaning.choices)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "code"], name="decline_rule_unique"),
+            models.CheckConstraint(condition=models.Q(meaning__in=DeclineMeaning.values),
+                                   name="decline_rule_meaning_known"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider or 'any provider'}: {self.code} → {self.meaning}"

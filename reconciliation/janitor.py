@@ -48,6 +48,7 @@ class JanitorResult:
     fixed: int = 0
     broken: int = 0
     discovered: int = 0
+    retries: int = 0  # delayed retries of soft declines opened (payments.services)
     answers: dict[str, int] = field(default_factory=dict)  # e.g. {"captured:captured": 3}
 
 
@@ -265,6 +266,8 @@ def janitor_run(*, owner: str = "", batch_size: int = BATCH_SIZE,
     grace = timedelta(seconds=setting("RECON_JANITOR_GRACE_SECONDS"))
     lease = timedelta(seconds=setting("RECON_JANITOR_LEASE_SECONDS"))
     result = JanitorResult()
+    # Off-session soft declines whose retry is due: a new attempt each, sent by the task.
+    result.retries = payments.payment_retries_run()
     result.discovered = services.checks_discover(
         first_check_at=first_check_at, now=timezone.now(), grace=grace,
         movements_unchanged_for=SCHEDULE[0])

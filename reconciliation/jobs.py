@@ -54,7 +54,8 @@ def janitor_job(*, owner: str = "", time_budget: float | None = None) -> JobRun 
             result = janitor.janitor_run(
                 owner=owner, time_budget=time_budget or janitor.DEFAULT_TIME_BUDGET_SECONDS)
             run.examined, run.fixed, run.broken = result.examined, result.fixed, result.broken
-            run.details = {"discovered": result.discovered, "answers": result.answers}
+            run.details = {"discovered": result.discovered, "retries": result.retries,
+                           "answers": result.answers}
     return run
 
 

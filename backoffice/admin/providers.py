@@ -1,6 +1,7 @@
-"""Admin for routing rules (edited as data, with their ordered provider targets) and a
-read-only view of the circuit breakers. Rule edits steer live traffic, so each one is written to
-the staff audit log with the rule and its targets before and after."""
+"""Admin for routing rules (edited as data, with their ordered provider targets), decline rules
+(changed only through an approval request) and a read-only view of the circuit breakers. Rule
+edits steer live traffic, so each one is written to the staff audit log with the rule and its
+targets before and after."""
 
 from __future__ import annotations
 
@@ -8,11 +9,23 @@ from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path
 
+from backoffice import services
+from backoffice.action_views import require_perm
+from backoffice.admin.staff import approval_request_view
 from backoffice.admin_audit import AuditedModelAdmin
+from backoffice.admin_base import ReadOnlyAdmin
 from backoffice.audit import snapshot
-from providers.models import ProviderBreaker, RoutingRule, RoutingTarget
+from backoffice.forms import DeclineRuleChangeForm
+from providers.models import (
+    DeclineMeaning,
+    DeclineRule,
+    ProviderBreaker,
+    RoutingRule,
+    RoutingTarget,
+)
 
 
 class RoutingTargetInline(admin.TabularInline):
@@ -61,3 +74,36 @@ class ProviderBreakerAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+@admin.register(DeclineRule)
+class DeclineRuleAdmin(ReadOnlyAdmin):
+    """What each decline code means for failover and delayed retries. Read-only here: a change
+    is requested (operator) and applied once a different person approves it (approver)."""
+
+    list_display = ("code", "provider_label", "meaning", "updated_at")
+    list_filter = ("meaning", "provider")
+    search_fields = ("code",)
+    ordering = ("code", "provider")
+    change_list_template = "admin/providers/declinerule/change_list.html"
+
+    @admin.display(description="provider", ordering="provider")
+    def provider_label(self, rule: DeclineRule) -> str:
+        return rule.provider or "every provider"
+
+    def get_urls(self) -> list[URLPattern]:
+        form = self.admin_site.admin_view(self.change_request_view)
+        return [path("request-change/", form, name="providers_declinerule_request_change"),
+                *super().get_urls()]
+
+    def change_request_view(self, request: HttpRequest) -> HttpResponse:
+        actor = require_perm(request, "request_decline_rule_change")
+        form = DeclineRuleChangeForm(request.POST or None, meanings=DeclineMeaning.choices,
+                                     initial={"code": request.GET.get("code", ""),
+                                              "provider": request.GET.get("provider", "")})
+        return approval_request_view(
+            self, request, form, lambda data: services.decline_rule_change_request(
+                actor=actor, provider=data["provider"].strip(), code=data["code"].strip(),
+                meaning=data["meaning"], note=data["note"]),
+            title="Request a change to a decline rule",
+            template="admin/providers/declinerule/request_change.html")

@@ -6,6 +6,7 @@ django_otp and axes (this app is installed after them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from axes.admin import AccessAttemptAdmin
@@ -56,8 +57,11 @@ _OBJECT_ADMIN = {"payment": "admin:payments_payment_change",
 
 def approval_summary(approval: ApprovalRequest) -> str:
     """One sentence an approver can check against the evidence."""
-    amount = format_amount(approval.amount, approval.currency)
     p = approval.params
+    if approval.kind == ApprovalKind.DECLINE_RULE:
+        return (f"From now on, decline code {p['code']} at {p['provider'] or 'every provider'} "
+                f"means {p['meaning']} for failover and delayed retries.")
+    amount = format_amount(approval.amount, approval.currency)
     if approval.kind == ApprovalKind.REFUND:
         return f"Refund {amount} of payment {p['payment_id']} (reason: {p['reason']})."
     if approval.kind == ApprovalKind.DISPUTE_ACCEPT and p.get("decision") == "lost":
@@ -102,7 +106,7 @@ class ApprovalRequestAdmin(ExportMixin, ExtraPagesMixin, LargeTableMixin, Status
 
     @admin.display(description="merchant", ordering="merchant__name")
     def merchant_name(self, approval: ApprovalRequest) -> str:
-        return approval.merchant.name
+        return approval.merchant.name if approval.merchant else "— (platform)"
 
     @admin.display(description="what", ordering="kind")
     def kind_label(self, approval: ApprovalRequest) -> str:
@@ -110,7 +114,7 @@ class ApprovalRequestAdmin(ExportMixin, ExtraPagesMixin, LargeTableMixin, Status
 
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, approval: ApprovalRequest) -> str:
-        return format_amount(approval.amount, approval.currency)
+        return format_amount(approval.amount, approval.currency) if approval.currency else "—"
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None
                         ) -> HttpResponse:
@@ -138,7 +142,7 @@ class ApprovalRequestAdmin(ExportMixin, ExtraPagesMixin, LargeTableMixin, Status
         context = {
             "approval": approval,
             "summary": approval_summary(approval),
-            "amount": format_amount(approval.amount, approval.currency),
+            "amount": self.amount_display(approval),
             "target_url": reverse(target, args=[quote(approval.object_id)]) if target else "",
             "is_requester": is_requester,
             "may_approve": may_approve,
@@ -188,25 +192,35 @@ class ApprovalRequestAdmin(ExportMixin, ExtraPagesMixin, LargeTableMixin, Status
         form = LedgerAdjustmentForm(request.POST or None,
                                     counter_accounts=services.counter_accounts(),
                                     initial={"merchant": request.GET.get("merchant", "")})
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                approval = services.ledger_adjustment_request(
-                    actor=actor, merchant_id=data["merchant"].strip(), currency=data["currency"],
-                    account_kind=data["account_kind"], direction=data["direction"],
-                    counter_account=data["counter_account"], amount=data["amount"],
-                    note=data["note"])
-            except ClearhouseError as exc:
-                # Shown next to the field it is about, with what was typed kept.
-                form.add_error(exc.param if exc.param in form.fields else None, exc.message)
-            else:
-                messages.warning(request, f"Nothing is posted yet: approval request "
-                                          f"{approval.id} waits for an approver.")
-                return HttpResponseRedirect(
-                    reverse("admin:backoffice_approvalrequest_change", args=[quote(approval.pk)]))
-        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
-                   "title": "Request a manual ledger adjustment", "form": form}
-        return TemplateResponse(request, "admin/backoffice/ledger_adjustment.html", context)
+        return approval_request_view(
+            self, request, form, lambda data: services.ledger_adjustment_request(
+                actor=actor, merchant_id=data["merchant"].strip(), currency=data["currency"],
+                account_kind=data["account_kind"], direction=data["direction"],
+                counter_account=data["counter_account"], amount=data["amount"],
+                note=data["note"]),
+            title="Request a manual ledger adjustment",
+            template="admin/backoffice/ledger_adjustment.html")
+
+
+def approval_request_view(model_admin: admin.ModelAdmin, request: HttpRequest, form: Any,
+                          ask: Callable[[dict[str, Any]], ApprovalRequest], *, title: str,
+                          template: str) -> HttpResponse:
+    """A form that asks for something a second person must approve: on a valid POST `ask`
+    makes the approval request and the page goes to it; refusals show next to their field."""
+    if request.method == "POST" and form.is_valid():
+        try:
+            approval = ask(form.cleaned_data)
+        except ClearhouseError as exc:
+            # Shown next to the field it is about, with what was typed kept.
+            form.add_error(exc.param if exc.param in form.fields else None, exc.message)
+        else:
+            messages.warning(request, f"Nothing has changed yet: approval request "
+                                      f"{approval.id} waits for an approver.")
+            return HttpResponseRedirect(
+                reverse("admin:backoffice_approvalrequest_change", args=[quote(approval.pk)]))
+    context = {**model_admin.admin_site.each_context(request), "opts": model_admin.model._meta,
+               "title": title, "form": form}
+    return TemplateResponse(request, template, context)
 
 
 class _NoInput(ApprovalDecisionForm):
