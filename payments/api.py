@@ -117,8 +117,9 @@ class PaymentCancel(ApiView):
     @extend_schema(operation_id="payments_cancel", request=PaymentCancelInput,
                    parameters=[IDEMPOTENCY_HEADER], responses={200: PaymentOutput, **POST_ERRORS})
     def post(self, request: Request, payment_id: str) -> Response:
-        self.validated(PaymentCancelInput, request)
-        payment = services.payment_cancel(merchant=request.user, payment_id=payment_id)
+        data = self.validated(PaymentCancelInput, request)
+        payment = services.payment_cancel(merchant=request.user, payment_id=payment_id,
+                                          cancellation_reason=data["cancellation_reason"])
         return Response(payment_to_dict(payment))
 
 

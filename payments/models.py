@@ -5,6 +5,8 @@ change them, and only services call those methods. PostgreSQL enforces the same 
 transitions with a trigger (migration 0002), and CHECK constraints keep amounts in range.
 """
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models import F, Q
 from django_fsm import FSMField, FSMModelMixin, transition
@@ -154,6 +156,14 @@ ACTION_STATUSES: dict[str, frozenset[str]] = {
 MAX_RETRIES = 8
 
 
+class CancellationReason(models.TextChoices):
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+    REQUESTED_BY_CUSTOMER = "requested_by_customer"
+    ABANDONED = "abandoned"
+    EXPIRED = "expired"  # only the janitor: the authorization outlived its provider's validity
+
+
 class CaptureMethod(models.TextChoices):
     AUTOMATIC = "automatic"
     MANUAL = "manual"
@@ -178,6 +188,11 @@ class Payment(FSMModelMixin, MerchantObject):
     # due (set only while the payment waits for it, authorization_requested).
     retry_count = models.PositiveSmallIntegerField(default=0, db_default=0)
     next_retry_at = models.DateTimeField(null=True, blank=True)
+    # When the provider lets an authorization lapse (its own validity from the approval); the
+    # janitor voids it then (cancellation_reason `expired`).
+    authorization_expires_at = models.DateTimeField(null=True, blank=True)
+    cancellation_reason = models.CharField(max_length=32, choices=CancellationReason.choices,
+                                           blank=True, default="", db_default="")
     description = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     status = FSMField(max_length=32, choices=PaymentStatus.choices, default=PaymentStatus.CREATED,
@@ -200,6 +215,11 @@ class Payment(FSMModelMixin, MerchantObject):
             models.CheckConstraint(
                 condition=Q(amount_captured__gte=0, amount_captured__lte=F("amount")),
                 name="payment_captured_within_amount"),
+            models.CheckConstraint(condition=Q(amount_captured__lte=F("amount_authorized")),
+                                   name="payment_captured_within_authorized"),
+            models.CheckConstraint(
+                condition=Q(cancellation_reason__in=["", *CancellationReason.values]),
+                name="payment_cancellation_reason_known"),
             models.CheckConstraint(
                 condition=Q(amount_refunded__gte=0, amount_refunded__lte=F("amount_captured")),
                 name="payment_refunded_within_captured"),
@@ -229,6 +249,8 @@ class Payment(FSMModelMixin, MerchantObject):
                          name="payment_merchant_status"),
             models.Index(fields=["next_retry_at"], name="payment_retry_due",
                          condition=Q(next_retry_at__isnull=False)),
+            models.Index(fields=["authorization_expires_at"], name="payment_authorization_expiry",
+                         condition=Q(status="authorized")),
         ]
 
     def __str__(self) -> str:
@@ -246,8 +268,9 @@ class Payment(FSMModelMixin, MerchantObject):
 
     @transition(field=status, source=PaymentStatus.AUTHORIZATION_REQUESTED,
                 target=PaymentStatus.AUTHORIZED)
-    def mark_authorized(self, amount: int) -> None:
+    def mark_authorized(self, amount: int, expires_at: datetime | None = None) -> None:
         self.amount_authorized = amount
+        self.authorization_expires_at = expires_at
 
     @transition(field=status,
                 source=[PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.AUTHORIZED],

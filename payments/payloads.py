@@ -35,6 +35,8 @@ def payment_to_dict(payment: Payment) -> dict[str, Any]:
         amount_captured=payment.amount_captured,
         amount_refunded=payment.amount_refunded,
         amount_disputed=payment.amount_disputed,
+        cancellation_reason=payment.cancellation_reason or None,
+        authorization_expires=unix(payment.authorization_expires_at),
     )
 
 

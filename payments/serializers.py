@@ -14,6 +14,7 @@ from core.serializers import (
     StrictSerializer,
 )
 from payments.models import (
+    CancellationReason,
     CaptureMethod,
     Dispute,
     DisputeDecider,
@@ -51,7 +52,10 @@ class PaymentCaptureInput(StrictSerializer):
 
 
 class PaymentCancelInput(StrictSerializer):
-    cancellation_reason = serializers.CharField(max_length=200, required=False, default="")
+    cancellation_reason = serializers.ChoiceField(
+        choices=[reason for reason in CancellationReason.choices
+                 if reason[0] != CancellationReason.EXPIRED],
+        required=False, default="")
 
 
 class EmptyInput(StrictSerializer):
@@ -86,6 +90,10 @@ class PaymentOutput(ProviderObjectOutput):
     amount_captured = serializers.IntegerField()
     amount_refunded = serializers.IntegerField()
     amount_disputed = serializers.IntegerField()
+    cancellation_reason = serializers.ChoiceField(choices=CancellationReason.choices,
+                                                  allow_null=True)
+    authorization_expires = serializers.IntegerField(
+        allow_null=True, help_text="When the provider lets the authorization lapse (Unix).")
 
 
 class RefundOutput(serializers.Serializer):

@@ -39,6 +39,7 @@ from payments.models import (
     MAX_RETRIES,
     AttemptKind,
     AttemptStatus,
+    CancellationReason,
     CaptureMethod,
     Customer,
     Dispute,
@@ -92,7 +93,7 @@ from providers.base import (
 from providers.calls import attempt_record, provider_call, supports
 from providers.declines import decline_meaning
 from providers.models import RETRY_LATER, DeclineMeaning
-from providers.registry import codes_of_mode
+from providers.registry import authorization_validity, codes_of_mode
 from providers.routing import route
 from webhooks.inbound import provider_events_release
 from webhooks.services import event_record
@@ -418,7 +419,9 @@ def _authorization_apply(*, attempt_id: str, result: ProviderResult
             if payment.capture_method == CaptureMethod.AUTOMATIC:
                 _capture(payment, attempt.amount)
             else:
-                payment.mark_authorized(attempt.amount)
+                payment.mark_authorized(
+                    attempt.amount, expires_at=attempt.created_at + authorization_validity(
+                        attempt.provider))
                 payment.save()
                 _payment_event(payment, "payment.authorized")
         elif result.outcome == Outcome.DECLINED:
@@ -581,26 +584,34 @@ def payment_capture_record(*, attempt_id: str, result: ProviderResult) -> Paymen
 
 
 def _operation_record(attempt_id: str, result: ProviderResult, *, check_amounts: bool,
-                      approved: Callable[[Payment, PaymentAttempt], None]) -> Payment:
+                      approved: Callable[[Payment, PaymentAttempt], None],
+                      refused: Callable[[Payment], None] | None = None) -> Payment:
     """Record the answer to a capture or void attempt still open; an approval applies
-    (`approved`) only to a payment still authorized. A capture's answer must also agree with
-    what was asked (`check_amounts`: a mismatch is a break, not money)."""
+    (`approved`) only to a payment still authorized, and so does a refusal (`refused`). A
+    capture's answer must also agree with what was asked (`check_amounts`: a mismatch is a
+    break, not money)."""
     with transaction.atomic():
         payment, attempt = _lock_attempt(attempt_id)
         if not attempt.is_open or (check_amounts and _mismatch(payment, attempt, result)):
             return payment
         _record_attempt(attempt, result)
-        if result.outcome == Outcome.APPROVED and payment.status == PaymentStatus.AUTHORIZED:
+        if payment.status != PaymentStatus.AUTHORIZED:
+            return payment
+        if result.outcome == Outcome.APPROVED:
             approved(payment, attempt)
+        elif result.outcome == Outcome.DECLINED and refused is not None:
+            refused(payment)
     return payment
 
 
-def payment_cancel(*, merchant: Merchant, payment_id: str, audit: AuditHook | None = None
-                   ) -> Payment:
+def payment_cancel(*, merchant: Merchant, payment_id: str, audit: AuditHook | None = None,
+                   cancellation_reason: str = "") -> Payment:
     with transaction.atomic():
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
         if audit is not None and payment.allows("cancel"):
             audit(payment)
+        if payment.allows("cancel"):
+            payment.cancellation_reason = cancellation_reason
         if payment.status == PaymentStatus.CREATED:
             _cancel(payment)
             return payment
@@ -614,13 +625,48 @@ def payment_cancel(*, merchant: Merchant, payment_id: str, audit: AuditHook | No
 
 def payment_void_record(*, attempt_id: str, result: ProviderResult) -> Payment:
     return _operation_record(attempt_id, result, check_amounts=False,
-                             approved=lambda payment, attempt: _cancel(payment))
+                             approved=lambda payment, attempt: _cancel(payment),
+                             refused=_not_canceled)
 
 
 def _cancel(payment: Payment) -> None:
     payment.mark_canceled()
     payment.save()
     _payment_event(payment, "payment.canceled")
+
+
+def _not_canceled(payment: Payment) -> None:
+    """The provider refused the void: the payment stays authorized, with no cancellation reason."""
+    payment.cancellation_reason = ""
+    payment.save(update_fields=["cancellation_reason", "updated_at"])
+
+
+def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 100) -> int:
+    """Void the authorizations their provider lets lapse (the janitor calls this): each
+    payment is voided at the provider once, with its own void attempt's idempotency key, and
+    becomes `canceled` with cancellation_reason `expired` (event payment.canceled). A payment
+    with a capture or void already under way, or voided before without success, is left to
+    the janitor's operation checks and to people. Returns how many were canceled."""
+    now = now or timezone.now()
+    due = list(Payment.objects.filter(status=PaymentStatus.AUTHORIZED,
+                                      authorization_expires_at__lte=now)
+               .order_by("authorization_expires_at").values_list("pk", flat=True)[:limit])
+    canceled = 0
+    for payment_id in due:
+        with transaction.atomic():
+            payment = _lock_payment(merchant=None, payment_id=payment_id)
+            tried = payment.attempts.filter(kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID])
+            if payment.status != PaymentStatus.AUTHORIZED or tried.exists():
+                if payment.status == PaymentStatus.AUTHORIZED:
+                    logger.warning("authorization of %s expired with a capture or void already "
+                                   "tried; not voided again", payment.id)
+                continue
+            payment.cancellation_reason = CancellationReason.EXPIRED
+            payment.save(update_fields=["cancellation_reason", "updated_at"])
+            attempt = _open_attempt(payment, AttemptKind.VOID, payment.amount_authorized)
+        payment, _ = _operation_send(payment, attempt)
+        canceled += payment.status == PaymentStatus.CANCELED
+    return canceled
 
 
 # What a status lookup may say once a capture or void attempt has happened. A charge refunded

@@ -175,6 +175,23 @@ def breaker_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, int]:
     }
 
 
+# How long each acquirer keeps an uncaptured authorization before letting it lapse (days); the
+# janitor voids it then. PROVIDER_AUTHORIZATION_DAYS="cielo=15,rede=28" overrides entries.
+AUTHORIZATION_DAYS = {"cielo": 15, "rede": 28, "getnet": 28, "sandbox": 7}
+DEFAULT_AUTHORIZATION_DAYS = 7
+
+
+def authorization_days_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, int]:
+    days = dict(AUTHORIZATION_DAYS)
+    for item in filter(None, (environ.get("PROVIDER_AUTHORIZATION_DAYS") or "").split(",")):
+        code, _, value = item.partition("=")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ImproperlyConfigured(
+                f"PROVIDER_AUTHORIZATION_DAYS: {item!r} is not provider=days (days ≥ 1).")
+        days[code.strip()] = int(value)
+    return days
+
+
 PROVIDERS = providers_from_env()
 PROVIDER_TIMEOUTS = timeouts_from_env()
 PROVIDER_BREAKER = breaker_from_env()

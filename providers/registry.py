@@ -10,12 +10,13 @@ provider is test. Settings are read on each call, so tests can override them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from django.conf import settings
 
 from providers.base import Provider
 from providers.cielo import CieloProvider
-from providers.conf import TEST_ONLY_PROVIDERS
+from providers.conf import AUTHORIZATION_DAYS, DEFAULT_AUTHORIZATION_DAYS, TEST_ONLY_PROVIDERS
 from providers.getnet import GetnetProvider
 from providers.rede import RedeProvider
 from providers.sandbox import SandboxProvider
@@ -37,6 +38,12 @@ def registered_codes() -> list[str]:
     """Codes with an adapter that this deployment enables, sorted."""
     enabled = set(settings.PROVIDERS_ENABLED)
     return sorted(code for code in _FACTORIES if code in enabled)
+
+
+def authorization_validity(code: str) -> timedelta:
+    """How long provider `code` holds an authorization we have not captured."""
+    days = getattr(settings, "PROVIDER_AUTHORIZATION_DAYS", None) or AUTHORIZATION_DAYS
+    return timedelta(days=days.get(code, DEFAULT_AUTHORIZATION_DAYS))
 
 
 def provider_is_live(code: str) -> bool:

@@ -49,6 +49,7 @@ class JanitorResult:
     broken: int = 0
     discovered: int = 0
     retries: int = 0  # delayed retries of soft declines opened (payments.services)
+    expired: int = 0  # lapsed authorizations voided
     answers: dict[str, int] = field(default_factory=dict)  # e.g. {"captured:captured": 3}
 
 
@@ -268,6 +269,8 @@ def janitor_run(*, owner: str = "", batch_size: int = BATCH_SIZE,
     result = JanitorResult()
     # Off-session soft declines whose retry is due: a new attempt each, sent by the task.
     result.retries = payments.payment_retries_run()
+    # Authorizations their provider lets lapse: voided there once, canceled `expired`.
+    result.expired = payments.payment_authorizations_expire()
     result.discovered = services.checks_discover(
         first_check_at=first_check_at, now=timezone.now(), grace=grace,
         movements_unchanged_for=SCHEDULE[0])

@@ -55,7 +55,7 @@ def janitor_job(*, owner: str = "", time_budget: float | None = None) -> JobRun 
                 owner=owner, time_budget=time_budget or janitor.DEFAULT_TIME_BUDGET_SECONDS)
             run.examined, run.fixed, run.broken = result.examined, result.fixed, result.broken
             run.details = {"discovered": result.discovered, "retries": result.retries,
-                           "answers": result.answers}
+                           "expired": result.expired, "answers": result.answers}
     return run
 
 

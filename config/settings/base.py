@@ -199,6 +199,7 @@ SIMULATOR_URL = provider_conf.simulator_url()
 DEFAULT_PROVIDER = env("DEFAULT_PROVIDER", default="sandbox")
 PROVIDER_TIMEOUTS = provider_conf.timeouts_from_env()
 PROVIDER_BREAKER = provider_conf.breaker_from_env()
+PROVIDER_AUTHORIZATION_DAYS = provider_conf.authorization_days_from_env()
 # Delayed retries of an off-session payment's soft decline, in seconds after each decline: one
 # retry per entry (at most 8), then the payment fails with the last decline's code.
 PAYMENT_RETRY_DELAYS = [int(s) for s in env.list("PAYMENT_RETRY_DELAYS",

@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('core', '0002_mode_guards'),
-        ('payments', '0012_saved_method_guards'),
+        ('payments', '0013_saved_method_guards'),
     ]
 
     operations = [

@@ -33,6 +33,6 @@ DROP FUNCTION payments_attempt_guard_one_open_authorization();
 
 
 class Migration(migrations.Migration):
-    dependencies = [("payments", "0013_delayed_retries")]
+    dependencies = [("payments", "0014_delayed_retries")]
 
     operations = [migrations.RunSQL(SQL, REVERSE)]
