@@ -1184,6 +1184,10 @@ def payment_provider_event_apply(
         logger.warning("%s dispute notice for %s without a dispute reference: ignored",
                        provider, payment.id)
         return IGNORED
+    if not DISPUTE_REFERENCE.match(dispute_reference) or ".." in dispute_reference:
+        logger.warning("%s dispute notice for %s with a case id that is not a plain token "
+                       "(%r): ignored", provider, payment.id, dispute_reference[:200])
+        return IGNORED
     if _names_another_payments_dispute(payment, provider, type, dispute_reference, amount):
         return IGNORED
     try:
@@ -1323,6 +1327,8 @@ DISPUTE_RESPONSE_DAYS = 7
 # An evidence value that names a file: it must be one of this merchant's evidence files.
 FILE_ID = re.compile(r"^file_[A-Za-z0-9]{1,40}$")
 MAX_EVIDENCE_FIELDS = 20
+# A provider's case id as we keep it and put it in its URLs: one plain token, never a path.
+DISPUTE_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _DECIDED = {DisputeState.WON: True, DisputeState.LOST: False}
 
 

@@ -502,16 +502,21 @@ class HttpAdapter:
         """The provider's own words about a refusal, when it gave any (shown to staff)."""
         return ""
 
+    def _dispute_url_path(self, dispute_reference: str) -> str:
+        """The case's path with its id as one percent-encoded segment: a chargeback id arrives
+        in a notice (Cielo's are unsigned), so `../` or `?` in it must not reach another URL."""
+        return self.dispute_path.format(ref=quote(dispute_reference, safe=""))
+
     def dispute_submit_evidence(self, request: DisputeEvidenceRequest) -> DisputeResult:
-        path = self.dispute_path.format(ref=request.dispute_reference)
+        path = self._dispute_url_path(request.dispute_reference)
         sent = self.send("POST", path + self.dispute_evidence_suffix,
                          body=self.dispute_evidence_body(request),
                          idempotency_key=request.idempotency_key)
         return self._dispute(sent, mutation=True)
 
     def dispute_retrieve(self, request: DisputeRetrieveRequest) -> DisputeResult:
-        path = self.dispute_path.format(ref=request.dispute_reference)
-        return self._dispute(self.send("GET", path), mutation=False)
+        return self._dispute(self.send("GET", self._dispute_url_path(request.dispute_reference)),
+                             mutation=False)
 
 
 def encoded(document: EvidenceDocument) -> str:

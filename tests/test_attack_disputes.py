@@ -368,3 +368,35 @@ def test_an_uploaded_file_has_no_url_under_static_or_media(api, settings):
     client = Client()
     for prefix in (settings.STATIC_URL, getattr(settings, "MEDIA_URL", "/media/") or "/media/"):
         assert client.get(f"{prefix}{row.storage_name}").status_code == 404
+
+
+# -- a dispute reference is data, never part of a URL's structure --------------------------------
+HOSTILE_REFERENCE = "../../1/sales/sale_1/void?x="
+
+
+@pytest.mark.parametrize("code", ["cielo", "rede", "getnet"])
+def test_a_hostile_dispute_reference_stays_inside_its_path_segment(code, monkeypatch):
+    """A chargeback id is the provider's (for Cielo, from an unsigned notice): put in the URL
+    as it is, `../` and `?` would send evidence to, or look up, any other endpoint."""
+    from providers.base import DisputeRetrieveRequest
+    from providers.registry import get_provider
+
+    adapter = get_provider(code)
+    paths: list[str] = []
+
+    def send(method, path, **kwargs):
+        paths.append(path)
+        raise RuntimeError("not sent")
+
+    monkeypatch.setattr(adapter, "send", send)
+    with pytest.raises(RuntimeError):
+        adapter.dispute_retrieve(DisputeRetrieveRequest(dispute_reference=HOSTILE_REFERENCE,
+                                                        provider_reference="sale_1"))
+    assert "/../" not in paths[0] and "?" not in paths[0], paths[0]
+
+
+def test_a_chargeback_notice_with_a_hostile_reference_opens_nothing(merchant, settled_payment):
+    assert _decide(settled_payment.provider_reference, HOSTILE_REFERENCE, "dispute.opened",
+                   amount=1000) == "ignored"
+    assert not Dispute.objects.exists()
+    _money_moved_once(merchant, available=10000)
