@@ -60,6 +60,9 @@ from payments.models import (
 )
 from providers import registry
 from providers.base import (
+    DisputeResult,
+    DisputeRetrieveRequest,
+    DisputeState,
     InboundEvent,
     MovementResult,
     MovementStatus,
@@ -388,6 +391,20 @@ class ModelProvider:
     def verify_webhook(self, *, headers, body: bytes, now: float | None = None) -> bool:
         return headers.get("Model-Signature") == _sign(body)
 
+    def dispute_retrieve(self, request: DisputeRetrieveRequest) -> DisputeResult:
+        """Where a case stands in this provider's books (the dispute job's lookup, and what
+        confirms model_b's decision notices)."""
+        for charge in self.bank.charges.values():
+            if charge.provider == self.code and request.dispute_reference in charge.disputes:
+                amount, state = charge.disputes[request.dispute_reference]
+                return DisputeResult(
+                    outcome=Outcome.APPROVED, dispute_reference=request.dispute_reference,
+                    provider_reference=charge.reference, amount=amount,
+                    currency=charge.currency,
+                    status=DisputeState.NEEDS_RESPONSE if state == "open" else DisputeState(state))
+        return DisputeResult(outcome=Outcome.DECLINED, status=DisputeState.NOT_FOUND,
+                             error_code="not_found")
+
     def parse_webhook(self, body: bytes) -> InboundEvent:
         data = json.loads(body)
         return InboundEvent(
@@ -683,7 +700,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.bank.charges)
     @rule(data=st.data())
     def provider_decides_dispute(self, data: st.DataObject) -> None:
-        """The network decides a dispute we know of; staff record the decision. Decisions
+        """The network decides a dispute we know of and tells us by notice. Decisions
         alternate lost, won, lost…: which disputes are ours to decide depends on how far the
         clock ticked, so a drawn outcome could land on `won` every time in a run and leave
         charge-backs unexercised."""
@@ -700,10 +717,16 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self._decide(open_at_bank[dispute.provider_reference], dispute, won=won)
 
     def _decide(self, charge: Charge, dispute: Dispute, *, won: bool) -> None:
-        charge.disputes[dispute.provider_reference][1] = "won" if won else "lost"
-        with self._step():
-            payments.dispute_resolve(dispute_id=dispute.id, won=won)
-        STATS[f"fact:dispute_{'won' if won else 'lost'}"] += 1
+        """The provider decides and says so by notice (now, later, or never: then the dispute
+        job's lookup finds the decision); nobody on our side sets the outcome."""
+        state = "won" if won else "lost"
+        amount = charge.disputes[dispute.provider_reference][0]
+        charge.disputes[dispute.provider_reference][1] = state
+        self.bank.emit(charge.provider, f"dispute.{state}", reference=charge.reference,
+                       order=charge.order, amount=amount, currency=charge.currency,
+                       dispute_reference=dispute.provider_reference, status=state)
+        STATS[f"fact:dispute_{state}"] += 1
+        self._notify_now(self.rng.random() < 0.5)
 
     @precondition(lambda self: self.bank.charges)
     @rule(data=st.data(), whole=st.booleans(), notify=st.booleans())
@@ -823,6 +846,8 @@ class ConvergenceMachine(RuleBasedStateMachine):
             self.coordinates.shift(wait)
             self._janitor()
             self._sweep()
+        with self._step():  # the dispute job: decisions whose notice never came
+            payments.disputes_refresh_due(now=timezone.now() + timedelta(days=1))
         self._settlement()
         self.coordinates.shift(timedelta(minutes=2))
         self._sweep()
