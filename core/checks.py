@@ -14,6 +14,9 @@ from django.db import ProgrammingError
 
 from core import dev_credentials
 
+# /metrics answers anyone when METRICS_TOKEN is empty (development); production needs a real one.
+MIN_METRICS_TOKEN_LENGTH = 16
+
 
 def _development_value(value: str) -> bool:
     return value in {dev_credentials.DEV_SECRET_KEY, dev_credentials.DEMO_API_KEY} or (
@@ -39,6 +42,10 @@ def check_production_settings(app_configs: Any, **kwargs: Any) -> list[Error]:
         if _development_value(str(getattr(settings, setting, "") or "")):
             errors.append(Error(f"{variable} is a development value or a placeholder.",
                                 hint=f"Set {variable} to a long random value.", id="core.E002"))
+    if len(str(getattr(settings, "METRICS_TOKEN", "") or "").strip()) < MIN_METRICS_TOKEN_LENGTH:
+        errors.append(Error(f"METRICS_TOKEN is empty or shorter than {MIN_METRICS_TOKEN_LENGTH} "
+                            "characters: /metrics would be public or guessable.",
+                            hint="Set METRICS_TOKEN to a long random value.", id="core.E007"))
     keys = list(getattr(settings, "FIELD_ENCRYPTION_KEYS", None) or [])
     if not keys or not all(_valid_fernet_key(key) for key in keys):
         errors.append(Error(

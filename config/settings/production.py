@@ -5,6 +5,8 @@ provider at a production endpoint, loopback webhooks, DEBUG)."""
 
 import os
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.settings.base import *  # noqa: F403
 from config.settings.base import env
 from providers import conf as provider_conf
@@ -31,7 +33,10 @@ MIDDLEWARE = [item for name in MIDDLEWARE for item in (  # noqa: F405
     if name == "django.middleware.security.SecurityMiddleware" else (name,))]
 SESSION_COOKIE_AGE = 8 * 60 * 60
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS")  # required: webhook secrets at rest
-METRICS_TOKEN = env("METRICS_TOKEN")  # required: /metrics is not public
+METRICS_TOKEN = env("METRICS_TOKEN").strip()  # required: /metrics is not public
+if not METRICS_TOKEN:  # set but empty would make /metrics public (metrics_view skips no token)
+    raise ImproperlyConfigured("METRICS_TOKEN is empty: set it to a long random value "
+                               "(/metrics is served only with it).")
 # Not required to start (the image builds without secrets), but `check --deploy` refuses the
 # development key or none (ledger.E001) and no export folder (ledger.E002).
 LEDGER_CHECKPOINT_SIGNING_KEY = env("LEDGER_CHECKPOINT_SIGNING_KEY", default="")
