@@ -1236,15 +1236,23 @@ def _names_another_payments_dispute(payment: Payment, provider: str, type: str,
                .exclude(payment=payment).first()) if dispute_reference else None
     if dispute is None:
         return False
+    _case_on_another_charge(dispute, key=f"{type}:{payment.id}", amount=amount,
+                            provider_data={"type": type, "payment": payment.id,
+                                           "provider_reference": payment.provider_reference})
+    return True
+
+
+def _case_on_another_charge(dispute: Dispute, *, key: str, amount: int | None,
+                            provider_data: dict[str, object]) -> None:
+    """The provider places our case on a charge it is not on: a `provider_conflict` break."""
     break_report(BreakSpec(
-        type="provider_conflict", key=f"dispute:{provider}:{dispute_reference}:{type}:{payment.id}",
-        provider=provider, payment_id=dispute.payment_id,
+        type="provider_conflict",
+        key=f"dispute:{dispute.provider}:{dispute.provider_reference}:{key}",
+        provider=dispute.provider, payment_id=dispute.payment_id,
         provider_reference=dispute.payment.provider_reference, currency=dispute.currency,
         our_amount=dispute.amount, provider_amount=amount,
         our_data={"dispute": dispute.id, "payment": dispute.payment_id, "status": dispute.status},
-        provider_data={"type": type, "dispute_reference": dispute_reference,
-                       "payment": payment.id, "provider_reference": payment.provider_reference}))
-    return True
+        provider_data={"dispute_reference": dispute.provider_reference, **provider_data}))
 
 
 def _covered_by_lookup(payment: Payment, type: str, amount: int | None,
@@ -1670,6 +1678,12 @@ def dispute_refresh(*, dispute_id: str) -> Dispute:
     if found.dispute_reference and found.dispute_reference != dispute.provider_reference:
         logger.warning("%s answered a lookup of dispute %s with case %s: ignored",
                        dispute.provider, dispute.provider_reference, found.dispute_reference)
+        return dispute
+    if found.provider_reference and found.provider_reference != dispute.payment.provider_reference:
+        _case_on_another_charge(dispute, key=f"lookup:{found.provider_reference}",
+                                amount=found.amount,
+                                provider_data={"status": found.status,
+                                               "provider_reference": found.provider_reference})
         return dispute
     lost_answer = dispute.attempts.filter(status__in=OPEN_ATTEMPT_STATUSES).first()
     if found.status == DisputeState.NEEDS_RESPONSE and lost_answer is not None:

@@ -400,3 +400,17 @@ def test_a_chargeback_notice_with_a_hostile_reference_opens_nothing(merchant, se
                    amount=1000) == "ignored"
     assert not Dispute.objects.exists()
     _money_moved_once(merchant, available=10000)
+
+
+def test_a_lookup_placing_the_case_on_another_charge_moves_nothing(
+        merchant, dispute, monkeypatch):
+    from providers.base import DisputeResult, DisputeState, Outcome
+
+    monkeypatch.setattr(SandboxProvider, "dispute_retrieve", lambda self, request: DisputeResult(
+        outcome=Outcome.APPROVED, dispute_reference=request.dispute_reference,
+        provider_reference="someone_elses_sale", status=DisputeState.WON))
+    services.dispute_refresh(dispute_id=dispute.id)
+    dispute.refresh_from_db()
+    assert dispute.status == "needs_response"
+    assert ReconciliationBreak.objects.filter(type="provider_conflict").count() == 1
+    _money_moved_once(merchant, available=10000 - 4000, disputed=4000)
