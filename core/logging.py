@@ -14,7 +14,8 @@ from django.http import HttpRequest, HttpResponse
 from core.carddata import redact_card_numbers
 
 _SECRET_KEYS = re.compile(r"(secret|password|passwd|token|api_key|authorization|signature|"
-                          r"credential|cookie|whsec)", re.IGNORECASE)
+                          r"credential|cookie|whsec|cvc|cvv|cvn|security_code|card_code)",
+                          re.IGNORECASE)  # card security codes: never kept, logs included
 _SECRET_VALUES = re.compile(r"\b(sk_(?:test|live)_[A-Za-z0-9_\-]+|whsec_[A-Za-z0-9_\-]+|"
                             r"Bearer\s+[A-Za-z0-9_\-\.]+)")
 REDACTED = "[REDACTED]"

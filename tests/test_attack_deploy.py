@@ -102,3 +102,33 @@ def test_production_refuses_to_start_with_an_empty_metrics_token(token):
     assert result.returncode != 0, result.stdout
     message = result.stderr.strip().splitlines()[-1]
     assert "ImproperlyConfigured" in message and "METRICS_TOKEN" in message, message
+
+
+def test_sentry_events_carry_no_card_number_api_key_or_webhook_secret():
+    """What Sentry would send for an exception in a payment view: the card number in the
+    message, a frame's locals and the request body; the API key in a header and a local; a
+    webhook secret under an innocuous key. Everything sensitive is gone before it leaves."""
+    from config.observability import _sentry_scrub
+
+    pan, key, secret = "4111111111111111", "sk_live_abcdEFGH1234abcd", "whsec_live_5Jf8Kq2Rz7Lm"
+    event = {
+        "message": f"card {pan} declined for {key}",
+        "exception": {"values": [{"type": "ValueError", "value": "bad number 4111 1111 1111 1111",
+                                  "stacktrace": {"frames": [{"vars": {
+                                      "number": f"'{pan}'", "key": f"'{key}'",
+                                      "endpoint": {"secret": secret, "url": "https://m.example"},
+                                      "note": f"signed with {secret}"}}]}}]},
+        "request": {"headers": {"Authorization": f"Bearer {key}", "Host": "pay.example.com"},
+                    "data": f'{{"card": {{"number": "{pan}", "cvc": "123"}}}}'},
+        "extra": {"args": (pan, key)},
+    }
+    rendered = repr(_sentry_scrub(event, {}))
+    # A parsed JSON body: the card's security code is sensitive authentication data (never
+    # kept after authorisation, logs and error reports included), whatever it is called.
+    parsed = _sentry_scrub({"request": {"data": {"card": {
+        "number": pan, "cvc": "731", "cvv": "842", "security_code": "953", "CVV2": "164"}}}}, {})
+    for code in ("731", "842", "953", "164"):
+        assert code not in repr(parsed), parsed
+    for leaked in (pan, "4111 1111 1111 1111", key, secret):
+        assert leaked not in rendered, (leaked, rendered)
+    assert "pay.example.com" in rendered and "https://m.example" in rendered
