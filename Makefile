@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(UV_BOOTSTRAP)/bin/uv)
 PY := .venv/bin/python
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: help install browsers compose-tool run test lint bench db-start db-stop smoke-production
+.PHONY: help install browsers compose-tool run test lint bench db-start db-stop smoke-production schema client
 
 help:
 	@echo "make run     install, start PostgreSQL, migrate, seed, serve API + worker + beat"
@@ -15,13 +15,15 @@ help:
 	@echo "make bench   benchmarks (see docs/BENCHMARKS.md)"
 	@echo "make smoke-production  the production topology on this machine's PostgreSQL and"
 	@echo "             Redis (SMOKE_DATABASE_URL, SMOKE_REDIS_URL), checked end to end, stopped"
+	@echo "make schema  regenerate openapi.yaml and docs/API.md from the code (commit both)"
+	@echo "make client  regenerate the Python client (clients/python) from openapi.yaml"
 
 $(UV_BOOTSTRAP)/bin/uv:
 	@mkdir -p .data
 	python3 -m venv $(UV_BOOTSTRAP)
 	$(UV_BOOTSTRAP)/bin/python -m pip install --quiet uv
 
-.venv/.installed: pyproject.toml uv.lock | $(UV)
+.venv/.installed: pyproject.toml uv.lock openapi.yaml clients/python/pyproject.toml | $(UV)
 	$(UV) sync --frozen
 	@touch $@
 
@@ -60,6 +62,19 @@ compose-tool:
 
 test: install db-start browsers compose-tool
 	$(PY) -m pytest -n $${PYTEST_WORKERS:-2} -p no:cacheprovider $(PYTEST_ARGS)
+
+# The committed contract: tests/test_contract_committed.py fails until this is run after an API
+# change (a new endpoint, field, error code or event type).
+schema: install
+	$(PY) manage.py api_reference
+
+# The generated half of the Python client (clients/python/clearhouse_api, not committed) is
+# rebuilt from the committed openapi.yaml by `make install` whenever the schema changes; this
+# regenerates it now, offline, in its own environment (the project's stays as it is).
+CLIENT_GEN_ENV := .data/client-gen-venv
+client: $(UV)
+	UV_PROJECT_ENVIRONMENT=$(CLIENT_GEN_ENV) $(UV) sync --frozen --only-group client-gen
+	$(CLIENT_GEN_ENV)/bin/python clients/python/hatch_build.py
 
 lint: install
 	$(PY) -m ruff check .

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from core import health
+from core import health, reference
 from core.metrics import metrics_view
 from webhooks.api import provider_webhook
 
@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/", include("ledger.urls")),
     path("api/v1/", include("wallet.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/errors", reference.errors_page, name="error-codes"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("webhooks/providers/<str:code>/", provider_webhook, name="provider-webhook"),

@@ -18,8 +18,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core import metrics, ratelimit
-from core.errors import RateLimited
+from core import metrics, ratelimit, versions
+from core.errors import InvalidRequest, RateLimited
 from core.idempotency import IdempotentMixin
 from core.pagination import paginate
 
@@ -130,9 +130,45 @@ class RateLimitedMixin:
         return response
 
 
-class ApiView(IdempotentMixin, RateLimitedMixin, APIView):
-    """Every API view: merchant authentication, rate limits, Idempotency-Key on POST, strict
-    JSON input."""
+class VersionedMixin:
+    """The API version of the request: `Clearhouse-Version` when sent, else the merchant's
+    pinned one. Responses are built in the newest shape and rendered in that version
+    (core.versions); every response says which version it is in."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # the merchant is known after this
+        self.api_version = requested_version(request) or request.user.api_version
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        version = getattr(self, "api_version", None)
+        if version is None:  # refused before the merchant was known (401, 400 on the header)
+            raw = request.META.get(versions.META_HEADER, "")
+            version = raw if versions.is_version(raw) else versions.LATEST
+        elif response.status_code < 400 and isinstance(getattr(response, "data", None),
+                                                       dict | list):  # not a file download
+            response.data = versions.render(response.data, version=version)
+        response[versions.HEADER] = version
+        return response
+
+
+def requested_version(request: Request) -> str | None:
+    """The version named by the request's header, None when absent; 400 when unknown."""
+    raw = request.META.get(versions.META_HEADER)
+    if raw is None:
+        return None
+    if not versions.is_version(raw):
+        shown = raw[:40] if raw.isascii() and raw.isprintable() else "(not printable ASCII)"
+        raise InvalidRequest(
+            f"Unknown {versions.HEADER} {shown!r}; the API versions are "
+            f"{', '.join(versions.VERSIONS)}.", code="api_version_invalid",
+            param=versions.HEADER)
+    return raw
+
+
+class ApiView(IdempotentMixin, VersionedMixin, RateLimitedMixin, APIView):
+    """Every API view: merchant authentication, rate limits, the API version, Idempotency-Key
+    on POST, strict JSON input."""
 
     def validated(self, serializer_class: type[serializers.Serializer], request: Request
                   ) -> dict[str, Any]:
@@ -144,7 +180,8 @@ class ApiView(IdempotentMixin, RateLimitedMixin, APIView):
     def query(self, serializer_class: type[serializers.Serializer], request: Request
               ) -> dict[str, Any]:
         """The query string's parameters, validated (a list's filters)."""
-        serializer = serializer_class(data=request.query_params)
+        # A plain dict: DRF reads a QueryDict as an HTML form, where "" means "not sent".
+        serializer = serializer_class(data=request.query_params.dict())
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
@@ -186,8 +223,10 @@ class ListView(ApiView):
                           **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         passed = passed or {}
+        # The filters serializer documents itself (types, enums, formats): what validates the
+        # query string is what the schema says.
         documented = [*LIST_PARAMETERS, *(OpenApiParameter(param, str) for param in passed),
-                      *parameters]
+                      *([filters] if filters is not None else []), *parameters]
         list_name = list_name or output.__name__.removesuffix("Output") + "List"
 
         @extend_schema(operation_id=operation_id or f"{plural}_list", parameters=documented,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from core import versions
 from core.carddata import contains_card_data, contains_card_number
 from core.errors import (
     CardDataNotAllowed,
@@ -39,6 +40,9 @@ IDEMPOTENCY_HEADER = "HTTP_IDEMPOTENCY_KEY"
 # Ids are a short prefix and 24 characters, so no object lives at a longer path; refusing here
 # also keeps paths within what an idempotency record stores (300 characters).
 MAX_API_PATH = 256
+# The one method whose body an API view reads. Another method's body (PUT, TRACE, …) is only
+# scanned as text, so the answer is the view's own (405 for a method it does not take).
+BODY_METHODS = frozenset({"POST"})
 # Evidence uploads (POST /api/v1/files) are multipart: the file plus the form's boundaries and
 # its few short fields.
 FILE_UPLOAD_PATH = "/api/v1/files"
@@ -58,6 +62,12 @@ class RequestIdMiddleware:
         request.request_id = new_id("req")
         response = self.get_response(request)
         response["Request-Id"] = request.request_id
+        if request.path.startswith(API_PREFIX):
+            # Answers made before a view knew the merchant (413, card data, a bad body): the
+            # version asked for, else the newest (error bodies are the same in every version).
+            asked = request.META.get(versions.META_HEADER, "")
+            response.setdefault(versions.HEADER,
+                                asked if versions.is_version(asked) else versions.LATEST)
         return response
 
 
@@ -141,7 +151,7 @@ class RequestGuardMiddleware:
         body = request.body
         if not body:
             return
-        if request.path.startswith(API_PREFIX):
+        if request.path.startswith(API_PREFIX) and request.method in BODY_METHODS:
             # JSON in: every API body is decoded once, strictly, and scanned after decoding
             # (keys and values at any depth, escapes such as \u0034 resolved). DRF's parser
             # reuses the result, and the idempotency fingerprint sees only valid JSON.
@@ -152,6 +162,10 @@ class RequestGuardMiddleware:
             request.json_body = decoded
             return
         text = body.decode("utf-8", errors="replace")
+        if request.path.startswith(API_PREFIX):  # a method whose body no view reads
+            if contains_card_number(text):
+                raise CardDataNotAllowed("card data")
+            return
         if "\x00" in text or "\\u0000" in text:
             raise InvalidRequest(
                 "The body contains a NUL character (\\u0000), which cannot be stored.")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from django.db import models
 from django.db.models import Q
 
+from core import versions
 from core.ids import PublicIdField
 from core.money import MAX_AMOUNT
 
@@ -15,6 +16,9 @@ class Merchant(models.Model):
     id = PublicIdField(prefix="acct")
     name = models.CharField(max_length=200)
     is_live = models.BooleanField(default=False, help_text="Live mode; test mode when off.")
+    # The API version the merchant's requests and webhooks render in unless a request names
+    # another (core.versions): the newest one when the merchant was created.
+    api_version = models.CharField(max_length=10, default=versions.latest)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

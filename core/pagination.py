@@ -2,7 +2,7 @@
 
 Cursors are object ids. Order is (created_at, id) descending, so ties on created_at are stable.
 The cursor object is looked up inside the same merchant-scoped queryset, so another merchant's id
-is simply "not found" (404 with `param`).
+is simply "not found" (404 with `param`), as is any id the list does not hold.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from django.db.models import Q, QuerySet
 from rest_framework.request import Request
 
 from core.db import replica_reads
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, NotFound
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -45,15 +45,16 @@ def _page(queryset: QuerySet, request: Request, serialize: Callable[[Any], dict]
     params = request.query_params
     limit = parse_limit(params.get("limit"))
     after, before = params.get("starting_after"), params.get("ending_before")
+    for param, cursor_id in (("starting_after", after), ("ending_before", before)):
+        # A cursor names an object like any id: one this list does not hold (another
+        # merchant's included) is 404, whatever else is wrong with the request.
+        if cursor_id and not queryset.filter(pk=cursor_id).exists():
+            raise NotFound(f"No such object: {cursor_id}.", param=param)
     if after and before:
         raise InvalidRequest("Use starting_after or ending_before, not both.",
                              param="ending_before")
     if after or before:
-        param = "starting_after" if after else "ending_before"
         cursor = queryset.filter(pk=after or before).values("created_at", "pk").first()
-        if cursor is None:
-            raise InvalidRequest(f"No such object: {after or before}.", code="resource_missing",
-                                 param=param)
         older = Q(created_at__lt=cursor["created_at"]) | Q(
             created_at=cursor["created_at"], pk__lt=cursor["pk"]
         )

@@ -25,8 +25,10 @@ def provider_object_to_dict(row: Any, kind: str, **own: Any) -> dict[str, Any]:
         "description": row.description,
         "metadata": row.metadata,
         "provider": row.provider or None,
-        "failure_code": row.failure_code or None,
-        "failure_message": row.failure_message or None,
+        # Since API version 2026-12-06; core.versions renders failure_code and failure_message
+        # for clients of an earlier version.
+        "last_error": ({"code": row.failure_code, "message": row.failure_message or None}
+                       if row.failure_code else None),
         "livemode": row.merchant.is_live,
         "created": int(row.created_at.timestamp()),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -86,6 +87,17 @@ class CurrencyField(serializers.CharField):
         return value
 
 
+# Metadata keys: 1–40 characters, none of them a control character (C0, DEL, C1); values: up to
+# 500 characters without line breaks or NUL. The validator and the schema read these patterns.
+METADATA_KEY = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,40}$"
+METADATA_VALUE = "^[^\\r\\n\\x00]{0,500}$"
+
+
+@extend_schema_field({"type": "object", "maxProperties": 20,
+                      "propertyNames": {"pattern": METADATA_KEY},
+                      "additionalProperties": {"type": "string", "pattern": METADATA_VALUE},
+                      "description": "Up to 20 keys (1–40 characters, no control characters) "
+                                     "of strings up to 500 characters (no line breaks)."})
 class MetadataField(serializers.DictField):
     """Up to 20 keys (≤ 40 chars) of short string values (≤ 500 chars), Stripe's limits."""
 
@@ -102,19 +114,25 @@ class MetadataField(serializers.DictField):
         if len(data) > self.MAX_KEYS:
             raise serializers.ValidationError(f"Metadata may have at most {self.MAX_KEYS} keys.")
         for key, value in data.items():
-            if not key or len(key) > self.MAX_KEY or not key.isprintable():
+            if not re.fullmatch(METADATA_KEY, key):
                 raise serializers.ValidationError(
-                    f"Metadata keys must be 1–{self.MAX_KEY} printable characters."
+                    f"Metadata keys must be 1–{self.MAX_KEY} characters, none of them a "
+                    "control character."
                 )
             if not isinstance(value, str):
                 raise serializers.ValidationError(f"Metadata value for {key!r} must be a string.")
-            if any(ch in value for ch in "\r\n\x00"):
+            if not re.fullmatch(METADATA_VALUE, value) and len(value) <= self.MAX_VALUE:
                 raise serializers.ValidationError(
                     f"Metadata value for {key!r} may not contain line breaks or NUL."
                 )
             if contains_card_number(value):
                 raise serializers.ValidationError("Card numbers are not allowed in metadata.")
         return super().to_internal_value(data)
+
+
+class LastErrorOutput(serializers.Serializer):
+    code = serializers.CharField(help_text="A decline or error code (see the error codes)")
+    message = serializers.CharField(allow_null=True)
 
 
 class ProviderObjectOutput(SharedFields):
@@ -132,7 +150,13 @@ class ProviderObjectOutput(SharedFields):
     description = serializers.CharField()
     metadata = serializers.DictField(child=serializers.CharField())
     provider = serializers.CharField(allow_null=True)
-    failure_code = serializers.CharField(allow_null=True)
-    failure_message = serializers.CharField(allow_null=True)
+    # The schema documents every version: `last_error` since 2026-12-06, the two fields it
+    # replaced before (core.versions renders one or the other).
+    last_error = LastErrorOutput(allow_null=True, required=False, help_text=(
+        "Why it failed, or null (API versions from 2026-12-06 on)."))
+    failure_code = serializers.CharField(allow_null=True, required=False, help_text=(
+        "API versions before 2026-12-06 only: `last_error.code`."))
+    failure_message = serializers.CharField(allow_null=True, required=False, help_text=(
+        "API versions before 2026-12-06 only: `last_error.message`."))
     livemode = serializers.BooleanField()
     created = serializers.IntegerField()

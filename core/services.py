@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from core import versions
 from core.models import ApiKey, Merchant
 
 KEY_PREFIX_LENGTH = 12
@@ -46,6 +47,11 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
 
 
 @transaction.atomic
-def merchant_create(*, name: str, is_live: bool = False) -> tuple[Merchant, IssuedKey]:
-    merchant = Merchant.objects.create(name=name, is_live=is_live)
+def merchant_create(*, name: str, is_live: bool = False, api_version: str | None = None
+                    ) -> tuple[Merchant, IssuedKey]:
+    """A merchant pinned to `api_version` (default: the newest, core.versions) and its key."""
+    if api_version is not None and not versions.is_version(api_version):
+        raise ValueError(f"unknown API version {api_version!r}; one of {versions.VERSIONS}")
+    merchant = Merchant.objects.create(name=name, is_live=is_live,
+                                       api_version=api_version or versions.LATEST)
     return merchant, api_key_create(merchant=merchant, name="default")

@@ -3,7 +3,7 @@ signed ledger checkpoint with proofs for the merchant's own accounts."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,9 +35,7 @@ class BalanceDetail(ApiView):
                     "by open disputes. `available` may be negative after refunds or disputes.",
     )
     def get(self, request: Request) -> Response:
-        filters = BalanceFilters(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        as_of = filters.validated_data.get("as_of")
+        as_of = self.query(BalanceFilters, request).get("as_of")
         if as_of is None:
             balance = selectors.balance_get(merchant=request.user)
         else:
@@ -48,16 +46,7 @@ class BalanceDetail(ApiView):
 class BalanceTransactionCollection(ApiView):
     @extend_schema(
         operation_id="balance_transactions_list",
-        parameters=[
-            *LIST_PARAMETERS,
-            OpenApiParameter("currency", str),
-            OpenApiParameter("type", str, description="Entry kind, e.g. capture, refund_created"),
-            OpenApiParameter("balance_type", str,
-                             description="available, pending, reserved or disputed"),
-            OpenApiParameter("payout", str, description="po_…: the transactions this payout "
-                             "paid out (every movement of available since the previous "
-                             "payout, and the payout itself)"),
-        ],
+        parameters=[*LIST_PARAMETERS, BalanceTransactionFilters],
         responses={200: inline_serializer("BalanceTransactionList", fields={
             "object": serializers.CharField(default="list"),
             "data": BalanceTransactionOutput(many=True),
@@ -67,10 +56,9 @@ class BalanceTransactionCollection(ApiView):
                     "entry (`txn_…`) and to the object that caused it (`source`).",
     )
     def get(self, request: Request) -> Response:
-        filters = BalanceTransactionFilters(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        payout = filters.validated_data.pop("payout", None)
-        rows = selectors.posting_list(merchant=request.user, **filters.validated_data)
+        filters = self.query(BalanceTransactionFilters, request)
+        payout = filters.pop("payout", None)
+        rows = selectors.posting_list(merchant=request.user, **filters)
         if payout:
             rows = rows & reports.payout_postings(merchant=request.user, payout_id=payout)
         return Response(paginate(rows, request, posting_to_dict))
@@ -109,8 +97,7 @@ class BalanceReport(ApiView):
                     "ledger as of that moment.",
     )
     def get(self, request: Request) -> Response:
-        filters = PeriodReportFilters(data=request.query_params)
-        filters.is_valid(raise_exception=True)
+        filters = self.query(PeriodReportFilters, request)
         with reports.one_snapshot():
-            report = reports.period_report(merchant=request.user, **filters.validated_data)
+            report = reports.period_report(merchant=request.user, **filters)
         return Response(report_to_dict(report))

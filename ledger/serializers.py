@@ -82,7 +82,9 @@ class BalanceTransactionFilters(serializers.Serializer):
     type = serializers.ChoiceField(choices=EntryKind.choices, required=False)
     balance_type = serializers.ChoiceField(choices=sorted(MERCHANT_KINDS), required=False)
     payout = serializers.RegexField(r"^po_[A-Za-z0-9]{1,60}$", required=False, error_messages={
-        "invalid": "Give a payout id (po_…)."})
+        "invalid": "Give a payout id (po_…)."}, help_text=(
+            "po_…: the transactions this payout paid out (every movement of available since "
+            "the previous payout, and the payout itself)"))
 
 
 # Unix seconds, as `created` in every object: from 2000-01-01 to 9999 (a typo, not a time).
@@ -92,8 +94,9 @@ _MIN_TIMESTAMP, _MAX_TIMESTAMP = 946_684_800, 253_402_300_799
 class TimestampField(serializers.IntegerField):
     """Unix seconds (UTC) → an aware datetime."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(min_value=_MIN_TIMESTAMP, max_value=_MAX_TIMESTAMP, **kwargs)
+    def __init__(self, *, min_value: int = _MIN_TIMESTAMP, max_value: int = _MAX_TIMESTAMP,
+                 **kwargs: Any) -> None:
+        super().__init__(min_value=min_value, max_value=max_value, **kwargs)
 
     def run_validation(self, data: Any = serializers.empty) -> Any:
         seconds = super().run_validation(data)  # an int within the bounds, or the default
@@ -107,8 +110,12 @@ class BalanceFilters(serializers.Serializer):
 
 class PeriodReportFilters(serializers.Serializer):
     currency = CurrencyField()
-    start = TimestampField(help_text="Unix seconds, inclusive")
-    end = TimestampField(help_text="Unix seconds, exclusive")
+    # A period lasts at least a second: the bounds say so, the rest (end after start, at most
+    # 366 days) is checked below and stated in the operation's description.
+    start = TimestampField(max_value=_MAX_TIMESTAMP - 1, help_text="Unix seconds, inclusive")
+    end = TimestampField(min_value=_MIN_TIMESTAMP + 1,
+                         help_text="Unix seconds, exclusive: after `start`, at most 366 days "
+                                   "later")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["end"] <= attrs["start"]:

@@ -30,7 +30,7 @@ from core.idempotency import fingerprint
 from core.pagination import paginate
 from payments import files, selectors, services
 from payments.files import attachment_response
-from payments.models import Dispute, DisputeStatus, FilePurpose
+from payments.models import Dispute, DisputeStatus, FilePurpose, FileType
 from payments.payloads import (
     customer_to_dict,
     dispute_to_dict,
@@ -64,10 +64,7 @@ from payments.serializers import (
 
 class PaymentCollection(ListView, plural="payments", output=PaymentOutput,
                         selector=selectors.payment_list, render=payment_to_dict,
-                        filters=PaymentListFilters,
-                        parameters=[OpenApiParameter("status", str),
-                                    OpenApiParameter("created_gte", str, description="ISO 8601"),
-                                    OpenApiParameter("created_lt", str, description="ISO 8601")]):
+                        filters=PaymentListFilters):
     @extend_schema(
         operation_id="payments_create", request=PaymentCreateInput,
         parameters=[IDEMPOTENCY_HEADER],
@@ -134,7 +131,7 @@ class RefundCollection(ListView, plural="refunds", output=RefundOutput,
         data = self.validated(RefundCreateInput, request)
         refund = services.refund_create(
             merchant=request.user, payment_id=data["payment"], amount=data.get("amount"),
-            reason=data["reason"], metadata=data.get("metadata"),
+            reason=data.get("reason", ""), metadata=data.get("metadata"),
             **self.idempotency(request),
         )
         return Response(refund_to_dict(refund))
@@ -263,7 +260,8 @@ class FileDetail(RetrieveView, plural="files", output=FileOutput, selector=selec
 
 class FileContents(ApiView):
     @extend_schema(operation_id="files_download",
-                   responses={(200, "application/octet-stream"): bytes, **ERRORS},
+                   responses={**{(200, media): bytes for media in FileType.values},
+                              **ERRORS},
                    description="The file's bytes, always as an attachment (never rendered "
                                "inline): Content-Disposition attachment, nosniff, a sandboxing "
                                "Content-Security-Policy.")

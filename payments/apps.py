@@ -13,7 +13,60 @@ class PaymentsConfig(AppConfig):
         from webhooks.inbound import register_event_applier
 
         register_event_applier(("payment", "refund", "dispute"), provider_event_apply)
+        _register_event_types()
         _register_gauges()
+
+
+def _register_event_types() -> None:
+    """The events payments, refunds and disputes emit (core.events: the documented catalogue)."""
+    from core.events import event_types_register
+    from payments.serializers import (
+        CustomerOutput,
+        DisputeOutput,
+        PaymentMethodOutput,
+        PaymentOutput,
+        RefundOutput,
+    )
+
+    event_types_register(object="payment", serializer=PaymentOutput, types={
+        "payment.created": "A payment was created (not yet confirmed).",
+        "payment.processing": "The payment was confirmed; the provider is being asked to "
+                              "authorize it (status `authorization_requested`).",
+        "payment.authorized": "The provider authorized the payment (manual capture): capture "
+                              "it before the authorization expires.",
+        "payment.captured": "Funds were captured: in full (automatic capture) or up to the "
+                            "captured amount.",
+        "payment.failed": "The provider declined the payment or failed for good; see "
+                          "`failure_code`.",
+        "payment.canceled": "The payment was canceled (voided at the provider when authorized).",
+        "payment.settled": "The provider's settlement file or report confirmed the capture.",
+        "payment.refunded": "Refunds reached the captured amount.",
+        "payment.charged_back": "A dispute was lost: the disputed amount was charged back.",
+        "payment.retry_scheduled": "An off-session payment failed with a retryable decline; "
+                                   "it will be tried again at `next_retry_at`.",
+    })
+    event_types_register(object="customer", serializer=CustomerOutput, types={
+        "customer.created": "A customer was created.",
+        "customer.updated": "A customer's details changed.",
+    })
+    event_types_register(object="payment_method", serializer=PaymentMethodOutput, types={
+        "payment_method.created": "A payment method was saved for a customer.",
+        "payment_method.updated": "A saved payment method changed (e.g. enrolled with another "
+                                  "provider).",
+        "payment_method.detached": "A payment method was detached from its customer.",
+    })
+    event_types_register(object="refund", serializer=RefundOutput, types={
+        "refund.created": "A refund was requested (status `pending`).",
+        "refund.succeeded": "The provider paid the refund.",
+        "refund.failed": "The provider refused the refund; the amount is refundable again.",
+    })
+    event_types_register(object="dispute", serializer=DisputeOutput, types={
+        "dispute.created": "A customer disputed the payment; respond before `due_by`.",
+        "dispute.updated": "Evidence was submitted; the dispute is `under_review`.",
+        "dispute.evidence_due_soon": "The provider's deadline for evidence is near and none "
+                                     "was submitted yet (sent once per dispute).",
+        "dispute.closed": "The dispute ended: `won` (funds released) or `lost` (charged back).",
+    })
 
 
 def _register_gauges() -> None:

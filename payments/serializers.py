@@ -3,7 +3,7 @@ their output shapes for the OpenAPI schema (the bodies themselves come from paym
 
 from __future__ import annotations
 
-from drf_spectacular.utils import inline_serializer
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from core.serializers import (
@@ -65,15 +65,15 @@ class EmptyInput(StrictSerializer):
 class RefundCreateInput(StrictSerializer):
     payment = serializers.RegexField(r"^pay_[A-Za-z0-9]{1,40}$")
     amount = AmountField(required=False)
-    reason = serializers.ChoiceField(choices=RefundReason.choices, required=False, default="")
+    reason = serializers.ChoiceField(choices=RefundReason.choices, required=False)
     metadata = MetadataField()
 
 
 class PaymentListFilters(serializers.Serializer):
     status = serializers.ChoiceField(choices=Payment._meta.get_field("status").choices,
                                      required=False)
-    created_gte = serializers.DateTimeField(required=False)
-    created_lt = serializers.DateTimeField(required=False)
+    created_gte = serializers.DateTimeField(required=False, help_text="ISO 8601, inclusive")
+    created_lt = serializers.DateTimeField(required=False, help_text="ISO 8601, exclusive")
 
 
 class PaymentOutput(ProviderObjectOutput):
@@ -110,11 +110,19 @@ class RefundOutput(serializers.Serializer):
     created = serializers.IntegerField()
 
 
+@extend_schema_field({"type": "object", "minProperties": 1, "maxProperties": 20,
+                      "additionalProperties": {"type": "string", "maxLength": 5000}})
+class EvidenceField(serializers.DictField):
+    """1–20 named pieces of evidence, each text of up to 5000 characters or a `file_…` id."""
+
+    MAX_FIELDS = 20
+
+
 class DisputeEvidenceInput(StrictSerializer):
     """Evidence text, and files uploaded with POST /v1/files (purpose dispute_evidence) named
     by id; `submit` (default true) sends it to the provider at once."""
 
-    evidence = serializers.DictField(
+    evidence = EvidenceField(
         child=serializers.CharField(max_length=5000, allow_blank=True),
         help_text="e.g. {\"customer_communication\": \"…\", \"shipping_tracking_number\": "
                   "\"…\", \"receipt\": \"file_…\"}. A value `file_…` must name one of your "
@@ -129,8 +137,9 @@ class DisputeEvidenceInput(StrictSerializer):
     def validate_evidence(self, value: dict[str, str]) -> dict[str, str]:
         if not value:
             raise serializers.ValidationError("Provide at least one piece of evidence.")
-        if len(value) > 20:
-            raise serializers.ValidationError("At most 20 evidence fields.")
+        if len(value) > EvidenceField.MAX_FIELDS:
+            raise serializers.ValidationError(
+                f"At most {EvidenceField.MAX_FIELDS} evidence fields.")
         return value
 
 

@@ -42,8 +42,8 @@ class Api:
         return self.client.post(f"/api/v1{path}", body if body is not None else {},
                                 format="json", **headers, **extra)
 
-    def get(self, path: str, params: dict | None = None):
-        return self.client.get(f"/api/v1{path}", params or {})
+    def get(self, path: str, params: dict | None = None, **extra: Any):
+        return self.client.get(f"/api/v1{path}", params or {}, **extra)
 
 
 def assert_error(response: Any, status: int, **expected: str) -> dict[str, Any]:

@@ -63,7 +63,8 @@ def test_no_mass_assignment_on_refunds_or_captures(api, victim, field):
 def test_malformed_json_is_a_clean_400(api, raw):
     response = api.client.post("/api/v1/payments", data=raw, content_type="application/json")
     assert response.status_code == 400, response.content
-    assert set(response.json()["error"]) == {"type", "code", "message", "param", "request_id"}
+    assert set(response.json()["error"]) == {"type", "code", "message", "param", "request_id",
+                                             "doc_url"}
     assert "Traceback" not in response.content.decode()
     assert Payment.objects.count() == 0
 

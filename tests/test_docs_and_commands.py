@@ -6,6 +6,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
+from core import versions
 from core.models import ApiKey, Merchant
 
 pytestmark = pytest.mark.django_db
@@ -34,12 +35,20 @@ def test_merchant_create_prints_exactly_one_json_object():
     out = StringIO()
     call_command("merchant_create", "Acme Ltd", stdout=out)
     data = json.loads(out.getvalue())
-    assert set(data) == {"id", "name", "api_key"}
+    assert set(data) == {"id", "name", "api_version", "api_key"}
     assert data["name"] == "Acme Ltd"
     assert data["api_key"].startswith("sk_test_")
     merchant = Merchant.objects.get(pk=data["id"])
     key = ApiKey.objects.get(merchant=merchant)
     assert data["api_key"] not in (key.hashed_key, key.prefix)
+    assert data["api_version"] == merchant.api_version == versions.LATEST
+
+
+def test_merchant_create_pins_the_api_version_asked_for():
+    out = StringIO()
+    call_command("merchant_create", "Old Co", "--api-version", versions.OLDEST, stdout=out)
+    data = json.loads(out.getvalue())
+    assert Merchant.objects.get(pk=data["id"]).api_version == versions.OLDEST
 
 
 def test_demo_seed_is_idempotent_and_its_key_works(client, settings):

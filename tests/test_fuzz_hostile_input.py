@@ -25,7 +25,7 @@ from payments import services as payment_services
 
 PAN = "4242424242424242"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-ERROR_KEYS = {"type", "code", "message", "param", "request_id"}
+ERROR_KEYS = {"type", "code", "message", "param", "request_id", "doc_url"}
 ERROR_TYPES = {"invalid_request_error", "authentication_error", "idempotency_error",
                "state_error", "provider_error", "rate_limit_error", "api_error"}
 # Every app that owns rows a request could create.
@@ -103,7 +103,7 @@ def body_schema(route: Route, method: str) -> dict[str, Any]:
 
 def query_names(route: Route, method: str) -> list[str]:
     documented = [p["name"] for p in operation(route, method).get("parameters", [])
-                  if p["in"] == "query"]
+                  if p.get("in") == "query"]  # $ref parameters are the shared headers
     return sorted({*documented, *COMMON_QUERY})
 
 

@@ -128,7 +128,7 @@ def _assert_400_changes_nothing(response, *, code: str = "invalid_json",
 
     assert response.status_code == 400, response.content
     error = response.json()["error"]
-    assert set(error) == {"type", "code", "message", "param", "request_id"}
+    assert set(error) == {"type", "code", "message", "param", "request_id", "doc_url"}
     assert error["type"] == "invalid_request_error"
     assert error["code"] == code
     assert error["request_id"] == response["Request-Id"]

@@ -126,5 +126,5 @@ def test_another_merchant_sees_none_of_it(api, other_api, activity):
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "resource_missing"
     cursor = other_api.get("/balance_transactions", {"starting_after": mine})
-    assert cursor.status_code == 400
+    assert cursor.status_code == 404
     assert cursor.json()["error"]["code"] == "resource_missing"

@@ -40,9 +40,9 @@ def test_created_and_status_filters(api, five_payments):
     assert api.get("/payments", {"status": "bogus"}).status_code == 400
 
 
-def test_a_cursor_from_another_merchant_is_400(api, other_api, five_payments):
+def test_a_cursor_from_another_merchant_is_404(api, other_api, five_payments):
     response = other_api.get("/payments", {"starting_after": five_payments[0]})
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert response.json()["error"]["param"] == "starting_after"
 
 

@@ -47,7 +47,7 @@ def test_decline_fails_the_payment_with_the_normalised_code(
         api.post(f"/payments/{payment['id']}/confirm")
     fetched = api.get(f"/payments/{payment['id']}").json()
     assert fetched["status"] == "failed"
-    assert fetched["failure_code"] == "card_declined"
+    assert fetched["last_error"]["code"] == "card_declined"
 
 
 def test_manual_capture_of_part_releases_the_rest(api, django_capture_on_commit_callbacks):

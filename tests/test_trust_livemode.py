@@ -116,7 +116,7 @@ def test_a_live_payment_whose_live_breakers_are_open_fails_and_never_reaches_the
                                                "confirm": True}, key="live-1")
     body = response.json()
     assert body["livemode"] is True
-    assert (body["status"], body["failure_code"]) == ("failed", "provider_unavailable")
+    assert (body["status"], body["last_error"]["code"]) == ("failed", "provider_unavailable")
     assert not PaymentAttempt.objects.filter(payment_id=body["id"]).exists()
     assert not SandboxCharge.objects.exists()
 

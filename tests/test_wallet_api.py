@@ -62,7 +62,7 @@ def test_a_failed_deposit_adds_nothing(api, merchant):
     response = api.post("/deposits", {"amount": 5000, "currency": "usd", "method": "fail"})
     assert response.status_code == 200
     body = response.json()
-    assert (body["status"], body["failure_code"]) == ("failed", "payer_rejected")
+    assert (body["status"], body["last_error"]["code"]) == ("failed", "payer_rejected")
     assert balance(merchant, "available") == 0
     assert entry_kinds(body["id"]) == []
     assert event_types(body["id"]) == ["deposit.created", "deposit.failed"]
@@ -146,7 +146,7 @@ def test_a_failed_payout_returns_the_funds_to_available(api, merchant):
 def test_a_payout_the_provider_rejects_fails_at_once_and_releases_the_reserve(api, merchant):
     fund(api, 1000)
     body = pay_out(api, 400, "ba_rejected").json()
-    assert (body["status"], body["failure_code"]) == ("failed", "account_invalid")
+    assert (body["status"], body["last_error"]["code"]) == ("failed", "account_invalid")
     assert balance(merchant, "available") == 1000
     assert entry_kinds(body["id"]) == ["payout_created", "payout_failed"]
     assert event_types(body["id"]) == ["payout.created", "payout.failed"]
@@ -241,7 +241,7 @@ def test_another_merchants_deposits_and_payouts_are_404(api, other_api):
     assert other_api.get("/payouts").json()["data"] == []
     assert other_api.get("/deposits").json()["data"] == []
     cursor = other_api.get("/payouts", {"starting_after": payout_id})
-    assert cursor.status_code == 400
+    assert cursor.status_code == 404
 
 
 @pytest.mark.parametrize("amount", [0, -1, 10.5, "10", True, None, 100_000_000_000, 1e3])

@@ -235,7 +235,7 @@ def test_endpoint_count_is_limited(api):
     for _ in range(services.MAX_ENDPOINTS_PER_MERCHANT):
         _create(api)
     response = api.post("/webhook_endpoints", {"url": URL, "enabled_events": ["*"]})
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert response.json()["error"]["code"] == "endpoint_limit_reached"
 
 

@@ -74,6 +74,7 @@ def test_successful_payment_sends_one_signed_delivery_per_subscribed_endpoint(
     assert request.verified is True
     assert json.loads(body) == {
         "id": captured.id, "object": "event", "type": "payment.captured",
+        "api_version": merchant.api_version,
         "created": int(captured.created_at.timestamp()),
         "data": {"object": captured.data},
     }

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter
-
 from core.api import ListView, RetrieveView
 from wallet import selectors, services
 from wallet.payloads import deposit_to_dict, payout_to_dict
@@ -16,12 +14,10 @@ from wallet.serializers import (
     PayoutOutput,
 )
 
-STATUS_FILTER = [OpenApiParameter("status", str)]
-
 
 class DepositCollection(
     ListView, plural="deposits", output=DepositOutput, render=deposit_to_dict,
-    selector=selectors.deposit_list, filters=DepositListFilters, parameters=STATUS_FILTER,
+    selector=selectors.deposit_list, filters=DepositListFilters,
     create=services.deposit_create, create_input=DepositCreateInput,
     create_description="Add funds to your balance. The deposit starts `pending`; its amount "
                        "reaches `available` only when the provider confirms it (status "
@@ -37,7 +33,7 @@ class DepositDetail(RetrieveView, plural="deposits", output=DepositOutput,
 
 class PayoutCollection(
     ListView, plural="payouts", output=PayoutOutput, render=payout_to_dict,
-    selector=selectors.payout_list, filters=PayoutListFilters, parameters=STATUS_FILTER,
+    selector=selectors.payout_list, filters=PayoutListFilters,
     create=services.payout_create, create_input=PayoutCreateInput,
     create_description="Send funds from your available balance to a bank account. The amount "
                        "is reserved at once (409 `insufficient_funds` if available cannot cover "

@@ -39,15 +39,19 @@ class _ObjectOutput(serializers.Serializer):
 
 
 class EventOutput(_ObjectOutput):
-    type = serializers.CharField()
+    type = serializers.CharField(help_text="One of the catalogue's types (see `webhooks`).")
+    api_version = serializers.CharField(help_text="The API version `data` is rendered in.")
     created = serializers.IntegerField()
-    data = serializers.DictField()
+    data = serializers.DictField(help_text="`{\"object\": …}`: the object right after the "
+                                           "change, as the type's webhook payload shows it.")
 
 
 class WebhookEndpointOutput(_ObjectOutput):
     url = serializers.CharField()
     enabled_events = serializers.ListField(child=serializers.CharField())
     description = serializers.CharField()
+    api_version = serializers.CharField(help_text="The API version deliveries render in: "
+                                                  "the create request's.")
     # CharField, not ChoiceField: another `status` enum would collide in the schema's names.
     status = serializers.CharField(help_text="`enabled` or `disabled`")
     disabled_reason = serializers.CharField(allow_null=True)
@@ -129,7 +133,7 @@ class WebhookEndpointCollection(ListView, plural="webhook_endpoints",
     )
     def post(self, request: Request) -> Response:
         data = self.validated(WebhookEndpointCreateInput, request)
-        issued = services.endpoint_create(merchant=request.user,
+        issued = services.endpoint_create(merchant=request.user, api_version=self.api_version,
                                           **self.idempotency(request), **data)
         return Response(endpoint_to_dict(issued.endpoint, secret=issued.secret),
                         status=status.HTTP_201_CREATED)
@@ -192,6 +196,6 @@ def provider_webhook(request: HttpRequest, code: str) -> JsonResponse:
     except inbound.InboundRejected as rejected:
         return JsonResponse(error_body(type="invalid_request_error", code="webhook_rejected",
                                        message=rejected.message, param=None,
-                                       request_id=getattr(request, "request_id", None)),
+                                       request=request),
                             status=rejected.status)
     return JsonResponse({"received": True, "duplicate": received.duplicate})

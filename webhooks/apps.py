@@ -1,5 +1,5 @@
 """Django app config for `webhooks`: registers the gauges of the outbox, the inbox and the
-event relays."""
+event relays, and the event type webhooks emit."""
 
 from django.apps import AppConfig
 
@@ -30,3 +30,12 @@ class WebhooksConfig(AppConfig):
                                             ((name, "seconds"), seconds))])
         oldest_work_register("inbound", selectors.oldest_pending_inbound_seconds)
         oldest_work_register("webhooks", selectors.oldest_due_delivery_seconds)
+
+        from core.events import event_types_register
+        from webhooks.api import WebhookEndpointOutput
+        from webhooks.services import ENDPOINT_DISABLED_EVENT
+
+        event_types_register(object="webhook_endpoint", serializer=WebhookEndpointOutput, types={
+            ENDPOINT_DISABLED_EVENT: "The endpoint was disabled after every delivery failed "
+                                     "for 3 days; re-enable it with `disabled: false`.",
+        })

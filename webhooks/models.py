@@ -4,6 +4,7 @@ webhook endpoints, one delivery row per (event, endpoint) and one attempt row pe
 from django.db import models
 from django.db.models import Q
 
+from core import versions
 from core.ids import PublicIdField
 from core.models import Merchant
 
@@ -15,6 +16,8 @@ class Event(models.Model):
     object_type = models.CharField(max_length=32)
     object_id = models.CharField(max_length=40)
     data = models.JSONField(help_text="Snapshot of the object right after the change.")
+    # The version `data` was built in (core.versions renders it in any other on the way out).
+    api_version = models.CharField(max_length=10, default=versions.latest)
     created_at = models.DateTimeField(auto_now_add=True)
     # The event stream (webhooks.stream): the event's position in the stream every relay
     # publishes, and its number among its object's events. Both are given once, by the
@@ -72,6 +75,9 @@ class WebhookEndpoint(models.Model):
     enabled_events = models.JSONField(default=list,
                                       help_text='Event types, or ["*"] for every type.')
     description = models.CharField(max_length=500, blank=True, default="")
+    # Deliveries render in this version: the create request's (its merchant's, or the
+    # Clearhouse-Version it sent), so a merchant's upgrade never surprises a live receiver.
+    api_version = models.CharField(max_length=10, default=versions.latest)
     status = models.CharField(max_length=16, choices=EndpointStatus.choices,
                               default=EndpointStatus.ENABLED)
     disabled_reason = models.CharField(max_length=200, blank=True, default="")

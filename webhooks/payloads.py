@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import versions
 from core.payloads import unix
 from webhooks.models import Event, WebhookEndpoint
 
 
-def event_to_dict(event: Event) -> dict[str, Any]:
-    """The event as the API lists it and as a webhook delivers it (the signed body)."""
+def event_to_dict(event: Event, *, version: str = versions.LATEST) -> dict[str, Any]:
+    """The event as the API lists it and as a webhook delivers it (the signed body), its data
+    rendered in `version` from the version it was stored in."""
     return {
         "id": event.id,
         "object": "event",
         "type": event.type,
+        "api_version": version,
         "created": int(event.created_at.timestamp()),
-        "data": {"object": event.data},
+        "data": {"object": versions.render(event.data, version=version,
+                                           stored=event.api_version)},
     }
 
 
@@ -28,6 +32,7 @@ def endpoint_to_dict(endpoint: WebhookEndpoint, *, secret: str | None = None) ->
         "url": endpoint.url,
         "enabled_events": endpoint.enabled_events,
         "description": endpoint.description,
+        "api_version": endpoint.api_version,
         "status": endpoint.status,
         "disabled_reason": endpoint.disabled_reason or None,
         "failing_since": unix(endpoint.failing_since),

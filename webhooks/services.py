@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from core import crypto, metrics
 from core.errors import InvalidRequest, StateError
+from core.events import event_type_check
 from core.idempotency import same_request_or_422
 from core.models import Merchant
 from core.selectors import one_or_404
@@ -111,8 +112,10 @@ def _disable(endpoint: WebhookEndpoint, *, reason: str, now: datetime) -> None:
 
 
 def endpoint_create(*, merchant: Merchant, url: str, enabled_events: list[str],
-                    description: str = "", idempotency_key: str = "",
-                    idempotency_fingerprint: str = "") -> IssuedEndpoint:
+                    description: str = "", api_version: str | None = None,
+                    idempotency_key: str = "", idempotency_fingerprint: str = ""
+                    ) -> IssuedEndpoint:
+    """A new endpoint, delivering in `api_version` (default: the merchant's pinned version)."""
     _vet_url(url)  # DNS outside the transaction
     secret = _new_secret()
     try:
@@ -120,12 +123,14 @@ def endpoint_create(*, merchant: Merchant, url: str, enabled_events: list[str],
             endpoint = WebhookEndpoint.objects.create(
                 merchant=merchant, url=url, enabled_events=enabled_events,
                 description=description, secret_encrypted=crypto.encrypt(secret),
+                api_version=api_version or merchant.api_version,
                 idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint,
             )
             # Counted after the insert, so that a retry of a create that already committed
             # finds its endpoint (below) rather than the limit.
             if selectors.endpoint_list(merchant=merchant).count() > MAX_ENDPOINTS_PER_MERCHANT:
-                raise InvalidRequest(
+                # 409 like insufficient funds: the request is fine, the account is full.
+                raise StateError(
                     f"An account may have at most {MAX_ENDPOINTS_PER_MERCHANT} webhook "
                     "endpoints; delete one first.", code="endpoint_limit_reached")
     except IntegrityError:
@@ -253,7 +258,8 @@ def _deliveries_create(*, event: Event, endpoint_ids: list[str]) -> list[Webhook
 def event_record(*, merchant: Merchant, type: str, obj: dict[str, Any]) -> Event:
     """Record that `type` happened to `obj` (its API representation). Call inside the
     transaction that made the change, so the event and its deliveries exist exactly when the
-    change does."""
+    change does. The type must be in the catalogue (core.events)."""
+    event_type_check(type, obj)
     with transaction.atomic(savepoint=False):
         event = Event.objects.create(
             merchant=merchant, type=type, object_type=obj["object"], object_id=obj["id"],
@@ -390,7 +396,8 @@ def _prepare(*, delivery_ids: list[str], now: datetime) -> list[_Claimed]:
         signing = secrets_by_endpoint[endpoint.pk]
         if not signing:
             continue
-        body = json.dumps(event_to_dict(row.event), separators=(",", ":")).encode()
+        body = json.dumps(event_to_dict(row.event, version=endpoint.api_version),
+                          separators=(",", ":")).encode()
         claimed.append(_Claimed(created_at=row.created_at, outgoing=delivery.Outgoing(
             delivery_id=row.pk, attempt_number=row.attempt_count, endpoint_id=endpoint.pk,
             url=endpoint.url, event_id=row.event_id, body=body, secrets=signing,

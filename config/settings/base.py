@@ -139,7 +139,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "core.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.schema.ClearhouseAutoSchema",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": False,
 }
@@ -151,6 +151,11 @@ SPECTACULAR_SETTINGS = {
         "currency's minor unit. Every POST accepts an `Idempotency-Key` header."
     ),
     "VERSION": "1.0.0",
+    "OAS_VERSION": "3.1.0",  # for `webhooks`: the event catalogue (core.schema)
+    "SCHEMA_PATH_PREFIX": "/api/v1",  # operations are tagged by resource (payments, refunds…)
+    "DEFAULT_GENERATOR_CLASS": "core.schema.ClearhouseSchemaGenerator",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "core.schema.postprocess"],
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
