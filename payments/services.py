@@ -299,7 +299,18 @@ def payment_confirm(*, merchant: Merchant, payment_id: str) -> Payment:
     return payment
 
 
+def _method_detached(payment: Payment) -> bool:
+    """Whether the payment's saved card was detached since (read fresh: the customer may have
+    removed it while a retry waited). The trigger on payments_paymentattempt repeats this."""
+    return payment.saved_method_id is not None and PaymentMethod.objects.filter(
+        pk=payment.saved_method_id, detached_at__isnull=False).exists()
+
+
 def _authorization_start(payment: Payment) -> PaymentAttempt | None:
+    if _method_detached(payment):
+        raise StateError(f"Payment method {payment.saved_method_id} was detached and can no "
+                         "longer be charged; create a payment with another one.",
+                         param="payment_method", code="payment_method_detached")
     payment.request_authorization()
     # The payment was `created` until now and no transition leads back there, so it has no
     # authorization attempt yet: nothing to read.
@@ -402,7 +413,7 @@ def _authorization_apply(*, attempt_id: str, result: ProviderResult
                    if attempt.status == AttemptStatus.DECLINED else None)
         if meaning in RETRY_LATER and _retry_schedule(payment):
             return payment, None
-        if meaning == DeclineMeaning.RETRY_OTHER_PROVIDER:
+        if meaning == DeclineMeaning.RETRY_OTHER_PROVIDER and not _method_detached(payment):
             next_provider = _next_provider(payment)
             if next_provider is not None:
                 logger.warning("failing over %s from %s to %s after %s", payment.id,
@@ -466,6 +477,13 @@ def payment_retries_run(*, now: datetime | None = None, limit: int = 100) -> int
                 # Only a decline is retried; anything else (an answer still unknown) waits for
                 # the janitor's lookup. The database refuses a second open attempt anyway.
                 payment.save(update_fields=["next_retry_at", "updated_at"])
+                continue
+            if _method_detached(payment):
+                payment.save(update_fields=["next_retry_at", "updated_at"])
+                payment.mark_failed("payment_method_detached", f"{payment.saved_method_id} was "
+                                    "detached before its retry; it is not charged again.")
+                payment.save()
+                _payment_event(payment, "payment.failed")
                 continue
             payment.retry_count += 1
             payment.save(update_fields=["next_retry_at", "retry_count", "updated_at"])
@@ -564,6 +582,12 @@ def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None =
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
         if not payment.allows("capture"):
             raise _state_error(payment, "captured")
+        expires_at = payment.authorization_expires_at
+        if expires_at is not None and expires_at <= timezone.now():
+            raise StateError(f"The authorization of {payment.id} expired at "
+                             f"{expires_at.isoformat()}; it can no longer be captured (it is "
+                             "being voided). Create a new payment.",
+                             code="payment_unexpected_state")
         amount = amount or payment.amount_authorized
         if amount > payment.amount_authorized:
             raise InvalidRequest(
