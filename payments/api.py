@@ -273,7 +273,7 @@ class FileContents(ApiView):
 
 class CustomerCollection(ListView, plural="customers", output=CustomerOutput,
                          selector=selectors.customer_list, render=customer_to_dict,
-                         filters=CustomerListFilters, parameters=[OpenApiParameter("email", str)],
+                         filters=CustomerListFilters,
                          create=services.customer_create, create_input=CustomerCreateInput):
     pass
 
@@ -295,7 +295,7 @@ class CustomerDetail(RetrieveView, plural="customers", output=CustomerOutput,
 class PaymentMethodCollection(
         ListView, plural="payment_methods", output=PaymentMethodOutput,
         selector=selectors.payment_method_list, render=payment_method_to_dict,
-        filters=PaymentMethodListFilters, parameters=[OpenApiParameter("customer", str)],
+        filters=PaymentMethodListFilters,
         create=services.payment_method_create, create_input=PaymentMethodCreateInput,
         create_description="Save a card your front-end tokenized at an acquirer's vault. "
                            "Clearhouse asks that vault what the token is before saving it; when "

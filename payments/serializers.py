@@ -199,7 +199,10 @@ class CustomerUpdateInput(StrictSerializer):
 
 
 class CustomerListFilters(serializers.Serializer):
-    email = serializers.EmailField(max_length=254, required=False)
+    # A filter, not an address being saved: any text is a fair question (one that names no
+    # customer finds none), so the schema and this field agree on what is accepted.
+    email = serializers.CharField(max_length=254, required=False,
+                                  help_text="Customers with exactly this email")
 
 
 class CustomerOutput(serializers.Serializer):

@@ -5,6 +5,8 @@ each documented in the schema's descriptions and the contract, kept out of posit
   400 `card_data_not_allowed`, whatever field it is in.
 - A balance report's `end` is after its `start`, at most 366 days later (two fields compared).
 - An evidence upload's bytes are a whole PDF, PNG or JPEG, judged by their content.
+- A saved payment method's token is one the named provider's vault holds, and the provider is
+  one with a vault in the account's mode (asked of the provider when it is saved).
 - Integers are written without a fraction (1414, not 1414.0: JSON Schema calls both integers;
   the contract refuses a float for an amount).
 
@@ -37,7 +39,8 @@ def filter_case(context: Any, case: Any) -> bool:
     if contains_card_data(_strings(case.body, case.query, case.path_parameters)) or any(
             contains_card_number(str(value)) for value in (case.headers or {}).values()):
         return False
-    if _has_float(case.body) or (case.method == "POST" and case.operation.path.endswith("/files")):
+    if _has_float(case.body) or (case.method == "POST" and case.operation.path.endswith(
+            ("/files", "/payment_methods"))):
         return False
     query = case.query or {}
     if case.operation.path.endswith("/balance/report") and {"start", "end"} <= set(query):
@@ -54,7 +57,10 @@ def map_case(context: Any, case: Any) -> Any:
     meta = getattr(case, "meta", None)
     headers = case.headers or {}
     if meta is not None and meta.generation.mode.is_positive and "Idempotency-Key" in headers:
-        headers["Idempotency-Key"] = f"st-{uuid.uuid4()}"
+        # Letters only: a uuid's digit groups, dashes and all, can spell a Luhn-valid number,
+        # which the request guard refuses in this header too.
+        headers["Idempotency-Key"] = "st-" + "".join(chr(97 + int(digit, 16))
+                                                      for digit in uuid.uuid4().hex)
     return case
 
 

@@ -80,7 +80,7 @@ def test_api_matches_its_schema_with_every_check(live_server, settings, tmp_path
         "--report", "ndjson", "--report-ndjson-path", str(report),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks"}
-    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
+    run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path,
                          timeout=1500, check=False)
     output = run.stdout + run.stderr
     (tmp_path / "schemathesis.txt").write_text(output)  # the whole report, for a failing run

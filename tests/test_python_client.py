@@ -133,9 +133,10 @@ def _scripted(*answers: tuple[int, dict, dict]) -> tuple[Clearhouse, list[httpx.
 
 PAYMENT = {"id": "pay_1", "object": "payment", "amount": 1000, "currency": "usd",
            "status": "created", "capture_method": "automatic", "payment_method": "pm_card_visa",
-           "amount_authorized": 0, "amount_captured": 0, "amount_refunded": 0,
-           "amount_disputed": 0, "description": "", "metadata": {}, "provider": None,
-           "last_error": None, "livemode": False, "created": 1}
+           "customer": None, "off_session": False, "cancellation_reason": None,
+           "authorization_expires": None, "amount_authorized": 0, "amount_captured": 0,
+           "amount_refunded": 0, "amount_disputed": 0, "description": "", "metadata": {},
+           "provider": None, "last_error": None, "livemode": False, "created": 1}
 
 
 def _error(status: int, code: str, type: str) -> tuple[int, dict, dict]:
