@@ -246,12 +246,15 @@ def test_real_looking_provider_config_passes_the_provider_checks() -> None:
     ({"FIELD_ENCRYPTION_KEYS": ["replace-with-Fernet.generate_key()-output"]}, "core.E003"),
     ({"WEBHOOKS_ALLOW_LOOPBACK": True}, "core.E005"),
     ({"WEBHOOKS_REQUIRE_HTTPS": False}, "core.E006"),
+    ({"METRICS_TOKEN": ""}, "core.E007"),
+    ({"METRICS_TOKEN": "short-token"}, "core.E007"),
 ])
 def test_core_deploy_checks_refuse_debug_the_dev_secret_key_and_missing_encryption_keys(
         overrides: dict[str, Any], error_id: str) -> None:
     good = {"DEBUG": False, "SECRET_KEY": PRODUCTION_ENV["DJANGO_SECRET_KEY"],
             "FIELD_ENCRYPTION_KEYS": [Fernet.generate_key().decode()],
-            "WEBHOOKS_ALLOW_LOOPBACK": False, "WEBHOOKS_REQUIRE_HTTPS": True}
+            "WEBHOOKS_ALLOW_LOOPBACK": False, "WEBHOOKS_REQUIRE_HTTPS": True,
+            "METRICS_TOKEN": PRODUCTION_ENV["METRICS_TOKEN"]}
     with override_settings(**good):
         assert core_checks.check_production_settings(None) == []
     with override_settings(**{**good, **overrides}):
