@@ -33,6 +33,7 @@ import time
 
 SCHEME = "v1"
 DEFAULT_TOLERANCE = 300
+MAX_TIMESTAMP_DIGITS = 12  # int() refuses past 4300 digits; a real t has 10
 
 
 def compute_signature(payload: bytes, secret: str, timestamp: int) -> str:
@@ -50,7 +51,8 @@ def parse_header(header: str) -> tuple[int | None, list[str]]:
         if not sep:
             continue
         if key == "t":
-            if not value.isascii() or not value.isdigit() or timestamp is not None:
+            if (not value.isascii() or not value.isdigit() or len(value) > MAX_TIMESTAMP_DIGITS
+                    or timestamp is not None):
                 return None, []  # a second or non-numeric `t` is an attempt to confuse us
             timestamp = int(value)
         elif key == SCHEME:
@@ -58,11 +60,14 @@ def parse_header(header: str) -> tuple[int | None, list[str]]:
     return timestamp, signatures
 
 
-def verify_signature(payload: bytes, header: str, secrets: list[str],
+def verify_signature(payload: bytes, header: str, secrets: str | list[str],
                      tolerance: int = DEFAULT_TOLERANCE, now: int | None = None) -> bool:
     """True if some `v1` in `header` is the signature of `payload` under some secret in
-    `secrets`, and the header's timestamp is at most `tolerance` seconds from `now`."""
-    if not header or not secrets:
+    `secrets` (one secret, or a list), and the header's timestamp is at most `tolerance`
+    seconds from `now`. An empty secret fails everything: anyone can sign with it."""
+    # One string is one secret, never its characters (each would be a guessable key).
+    keys = [secrets] if isinstance(secrets, str) else list(secrets or [])
+    if not header or not keys or not all(isinstance(key, str) and key for key in keys):
         return False
     timestamp, signatures = parse_header(header)
     if timestamp is None or not signatures:
@@ -71,7 +76,7 @@ def verify_signature(payload: bytes, header: str, secrets: list[str],
     if abs(current - timestamp) > tolerance:
         return False
     matched = False
-    for secret in secrets:
+    for secret in keys:
         expected = compute_signature(payload, secret, timestamp)
         for candidate in signatures:
             # Constant time, and no early exit, so timing reveals nothing about which matched.

@@ -75,7 +75,7 @@ class RetryingTransport(httpx.BaseTransport):
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         """Retry-After when the server says, else exponential backoff with full jitter."""
-        if retry_after is not None and retry_after.isdigit():
+        if retry_after is not None and retry_after.isascii() and retry_after.isdigit():
             return min(float(retry_after), MAX_DELAY_SECONDS)
         ceiling = min(self.backoff_seconds * (2 ** attempt), MAX_DELAY_SECONDS)
         return random.uniform(0, ceiling)

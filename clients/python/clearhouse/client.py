@@ -35,6 +35,16 @@ class ClearhouseError(Exception):
         super().__init__(f"{status} {self.code}: {self.message}")
 
 
+class _KeyHidingClient(AuthenticatedClient):
+    """The generated client, whose attrs repr printed `token=` (the API key) and, once used,
+    the Authorization header: a log line, a debugger or an error tracker's locals leaked it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"AuthenticatedClient(base_url={self._base_url!r}, token='[hidden]')"
+
+
 class Clearhouse:
     """`Clearhouse(api_key, base_url=…)`; then `client.call(payments_create, body=…)`."""
 
@@ -46,7 +56,7 @@ class Clearhouse:
         self.transport = RetryingTransport(transport, max_retries=max_retries,
                                            backoff_seconds=backoff_seconds,
                                            **({"sleep": sleep} if sleep else {}))
-        self.api = AuthenticatedClient(
+        self.api = _KeyHidingClient(
             base_url=base_url.rstrip("/"), token=api_key,
             headers={"Clearhouse-Version": str(ApiVersion(api_version))},
             timeout=httpx.Timeout(timeout_seconds), httpx_args={"transport": self.transport})

@@ -43,6 +43,9 @@ def verify_header(payload: bytes, header: str, secrets: str | Sequence[str], *,
     keys = [secrets] if isinstance(secrets, str) else list(secrets)
     if not keys:
         raise SignatureVerificationError("No signing secret was given.")
+    if not all(isinstance(key, str) and key for key in keys):
+        # An unset setting read as "": the HMAC under an empty key is anyone's to compute.
+        raise SignatureVerificationError("An empty signing secret was given.")
     timestamp, digests = _fields(header or "")
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         raise SignatureVerificationError("The signature's timestamp is outside the tolerance.")
