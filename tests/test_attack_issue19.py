@@ -7,20 +7,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from datetime import timedelta
 
 import httpx
 import pytest
 from clearhouse import Clearhouse, SignatureVerificationError, construct_event, verify_header
 from clearhouse._transport import RetryingTransport
 from clearhouse_api.api.payments import payments_list
+from django.utils import timezone
 
 from core import versions
 from core.services import merchant_create
 from tests.conftest import Api, assert_error
-from tests.test_webhooks_support import dns_fixture  # noqa: F401 (fixture)
+from tests.test_webhooks_support import (  # noqa: F401 (fixtures)
+    dns_fixture,
+    loopback_allowed_fixture,
+    receivers_fixture,
+)
+from webhooks import services as webhook_services
 from webhooks import verify
 from webhooks.delivery import signature_header
-from webhooks.models import WebhookEndpoint
+from webhooks.models import DeliveryStatus, Event, WebhookDelivery, WebhookEndpoint
 
 BODY = json.dumps({"id": "evt_1", "object": "event", "type": "payment.captured"}).encode()
 NOW = 1_767_225_600
@@ -182,3 +189,38 @@ def test_duplicate_enabled_events_are_stored_once(api, dns):
                                                   "enabled_events": events})
         assert created.status_code == 201, created.content
         assert created.json()["enabled_events"] == stored
+
+
+# -- (a) a version change racing in-flight deliveries --------------------------------------
+@pytest.mark.django_db
+@pytest.mark.usefixtures("loopback_allowed")
+def test_an_event_in_a_version_this_release_does_not_know_does_not_stop_the_outbox(
+        receivers, caplog):
+    # A release that added a version recorded the event; this one (rolled back, or an old
+    # worker mid-deploy) cannot render it. It raised ValueError out of the sweep, so that one
+    # row, first in every batch, stopped every merchant's deliveries. Now it waits, leased, for
+    # a release that knows its version; the rest of the batch goes out.
+    merchant, _ = merchant_create(name="Rolled back", api_version=versions.OLDEST)
+    receiver = receivers()
+    endpoint = webhook_services.endpoint_create(
+        merchant=merchant, url=receiver.url, enabled_events=["payment.failed"]).endpoint
+    receiver.secrets.append(webhook_services.endpoint_signing_secrets(
+        endpoint=endpoint, now=timezone.now())[0])
+    payment = {"id": "pay_1", "object": "payment", "status": "failed", "metadata": {}}
+    newer = Event.objects.create(merchant=merchant, type="payment.failed", object_type="payment",
+                                 object_id="pay_1", data=payment, api_version="2099-01-01")
+    known = Event.objects.create(merchant=merchant, type="payment.failed", object_type="payment",
+                                 object_id="pay_1", data=payment)
+    now = timezone.now()
+    stuck, sent = (WebhookDelivery.objects.create(endpoint=endpoint, event=event,
+                                                  next_attempt_at=now - timedelta(seconds=age))
+                   for event, age in ((newer, 60), (known, 30)))
+
+    assert webhook_services.delivery_sweep(concurrency=1) == 1
+    (received,) = receiver.received
+    assert received.verified and json.loads(received.body)["id"] == known.id
+    sent.refresh_from_db()
+    stuck.refresh_from_db()
+    assert sent.status == DeliveryStatus.DELIVERED
+    assert stuck.status == DeliveryStatus.PENDING and not stuck.attempts.exists()
+    assert "2099-01-01" in caplog.text

@@ -27,7 +27,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from core import crypto, metrics
+from core import crypto, metrics, versions
 from core.errors import InvalidRequest, StateError
 from core.events import event_type_check
 from core.idempotency import same_request_or_422
@@ -395,6 +395,13 @@ def _prepare(*, delivery_ids: list[str], now: datetime) -> list[_Claimed]:
                 secrets_by_endpoint[endpoint.pk] = ()
         signing = secrets_by_endpoint[endpoint.pk]
         if not signing:
+            continue
+        if not versions.is_version(row.event.api_version):
+            # Recorded by a release that knows a newer version (this one was rolled back, or
+            # is an old worker mid-deploy): it cannot be rendered here. The row waits, leased,
+            # for a release that can; the rest of the batch goes out.
+            logger.error("cannot render event %s: API version %s is unknown to this release",
+                         row.event_id, row.event.api_version)
             continue
         body = json.dumps(event_to_dict(row.event, version=endpoint.api_version),
                           separators=(",", ":")).encode()

@@ -45,7 +45,7 @@ def verify_header(payload: bytes, header: str, secrets: str | Sequence[str], *,
         raise SignatureVerificationError("No signing secret was given.")
     if not all(isinstance(key, str) and key for key in keys):
         # An unset setting read as "": the HMAC under an empty key is anyone's to compute.
-        raise SignatureVerificationError("An empty signing secret was given.")
+        raise SignatureVerificationError("A signing secret must be a non-empty string.")
     timestamp, digests = _fields(header or "")
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         raise SignatureVerificationError("The signature's timestamp is outside the tolerance.")
