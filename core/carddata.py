@@ -84,15 +84,37 @@ def _card_digits(run: str) -> str | None:
     return None
 
 
+# A UUID (8-4-4-4-12 hex digits) is an identifier, never a card number, though its digit groups
+# and dashes can spell a Luhn-valid run ("67808968-5303-4edd-…" holds 6780896853034): about one
+# uuid4 in 300 did, so merchants' uuid4 Idempotency-Keys and order ids were refused at random.
+# One with no letter at all is still scanned: that is a number someone grouped, not a uuid4.
+_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
+                   r"(?![0-9A-Za-z])")
+_HEX_LETTER = re.compile(r"[a-fA-F]")
+
+
+def _uuids_masked(text: str) -> str:
+    """`text` with every UUID that has a hex letter blanked out, character for character, so
+    match positions still index the original text."""
+    if "-" not in text:
+        return text
+    return _UUID.sub(lambda match: "u" * len(match.group())
+                     if _HEX_LETTER.search(match.group()) else match.group(), text)
+
+
+def _card_matches(text: str, pattern: re.Pattern[str]) -> Iterator[tuple[re.Match[str], str]]:
+    for match in pattern.finditer(_uuids_masked(text)):
+        digits = _card_digits(match.group())
+        if digits is not None:
+            yield match, digits
+
+
 def card_numbers(text: str, *, standalone: bool = False) -> Iterator[str]:
     """The digits of every card number in `text`. `standalone=True` ignores runs inside words,
     hashes and decimals (for scanning stored data); requests use the stricter default, which
     also refuses a number glued to letters ("card4242…")."""
-    pattern = _STANDALONE if standalone else _CANDIDATE
-    for match in pattern.finditer(text):
-        digits = _card_digits(match.group())
-        if digits is not None:
-            yield digits
+    for _, digits in _card_matches(text, _STANDALONE if standalone else _CANDIDATE):
+        yield digits
 
 
 def contains_card_number(text: str, *, standalone: bool = False) -> bool:
@@ -127,8 +149,8 @@ def contains_card_data(value: object) -> bool:
 
 def redact_card_numbers(text: str) -> str:
     """Replace card-like runs with a marker; used before anything is logged or stored."""
-
-    def _sub(match: re.Match[str]) -> str:
-        return "[REDACTED_PAN]" if _card_digits(match.group()) is not None else match.group()
-
-    return _CANDIDATE.sub(_sub, text)
+    parts, end = [], 0
+    for match, _ in _card_matches(text, _CANDIDATE):
+        parts += [text[end:match.start()], "[REDACTED_PAN]"]
+        end = match.end()
+    return "".join(parts) + text[end:]

@@ -6,8 +6,10 @@ import logging
 import pytest
 from django.apps import apps
 from django.db import connection
+from hypothesis import given
+from hypothesis import strategies as st
 
-from core.carddata import contains_card_number, luhn_valid
+from core.carddata import contains_card_number, luhn_valid, redact_card_numbers
 
 PAN = "4242424242424242"
 
@@ -206,3 +208,38 @@ def test_a_card_number_in_the_idempotency_key_is_400_and_stored_nowhere(api, key
                                       "payment_method": "pm_card_visa"}, key=key)
     _assert_refused_and_nothing_stored(response)
     assert not IdempotencyKey.objects.exists()
+
+
+# A uuid4 whose digit groups spell a Luhn-valid 13-digit run: 67808968-5303-4 → 6780896853034.
+LUHN_UUID = "67808968-5303-4edd-88bc-34869169c1d3"
+
+
+@given(st.uuids(version=4))
+def test_no_uuid4_is_a_card_number(value):
+    """About one uuid4 in 300 used to be refused: the run "67808968-5303-4" is Luhn-valid."""
+    assert not contains_card_number(str(value))
+    assert not contains_card_number(str(value).upper())
+    assert redact_card_numbers(f"key {value} done") == f"key {value} done"
+
+
+@pytest.mark.parametrize("text", [
+    f"{LUHN_UUID} {PAN}", f"{PAN}:{LUHN_UUID}", f"{LUHN_UUID}\n4242-4242-4242-4242",
+    # No hex letter: not a uuid4 but digits someone grouped, scanned as before.
+    "42424242-4242-4242-0000-000000000000",
+])
+def test_a_card_number_beside_or_shaped_like_a_uuid_is_still_found(text):
+    assert contains_card_number(text)
+    assert "4242" not in redact_card_numbers(text).replace(LUHN_UUID, "")
+
+
+@pytest.mark.django_db
+def test_a_uuid4_idempotency_key_and_uuid_metadata_are_accepted(api):
+    """What Stripe's libraries and our own client send: a uuid4 Idempotency-Key."""
+    from payments.models import Payment
+
+    assert luhn_valid("6780896853034")
+    response = api.post("/payments", {"amount": 1000, "currency": "usd",
+                                      "payment_method": "pm_card_visa",
+                                      "metadata": {"order_id": LUHN_UUID}}, key=LUHN_UUID)
+    assert response.status_code == 201, response.json()
+    assert Payment.objects.get().metadata == {"order_id": LUHN_UUID}
