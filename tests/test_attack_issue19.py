@@ -224,3 +224,25 @@ def test_an_event_in_a_version_this_release_does_not_know_does_not_stop_the_outb
     assert sent.status == DeliveryStatus.DELIVERED
     assert stuck.status == DeliveryStatus.PENDING and not stuck.attempts.exists()
     assert "2099-01-01" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_wildcard_endpoint_never_gets_another_merchants_events_nor_resends_them(api, dns):
+    dns.names["example.com"] = ["93.184.216.34"]
+    mine = api.post("/webhook_endpoints", {"url": "https://example.com/a",
+                                           "enabled_events": ["*"]}).json()
+    other_merchant, issued = merchant_create(name="Other", api_version=versions.OLDEST)
+    other = Api(issued.raw_key)
+    theirs = other.post("/webhook_endpoints", {"url": "https://example.com/b",
+                                               "enabled_events": ["*"]}).json()
+    event = webhook_services.event_record(
+        merchant=other_merchant, type="payment.failed",
+        obj={"id": "pay_x", "object": "payment", "status": "failed", "metadata": {}})
+    assert list(WebhookDelivery.objects.values_list("endpoint_id", flat=True)) == [theirs["id"]]
+    assert_error(api.post(f"/events/{event.id}/resend", {"endpoint": mine["id"]}), 404)
+    own = webhook_services.event_record(
+        merchant=WebhookEndpoint.objects.get(pk=mine["id"]).merchant, type="payment.failed",
+        obj={"id": "pay_y", "object": "payment", "status": "failed", "metadata": {}})
+    assert_error(api.post(f"/events/{own.id}/resend", {"endpoint": theirs["id"]}), 404,
+                 param="endpoint")
+    assert WebhookDelivery.objects.filter(endpoint_id=mine["id"]).count() == 1
