@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from config import observability
 from core import metrics, queues
@@ -17,8 +17,29 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # of webhook retries to one merchant's dead endpoints cannot delay anyone's authorizations, and
 # neither can delay the janitor that heals them.
 QUEUES = queues.QUEUES  # providers, inbound, webhooks, reconciliation
-app.conf.task_queues = tuple(Queue(name) for name in QUEUES)  # a worker without -Q takes all
+
+
+def is_amqp(broker_url: str) -> bool:
+    return str(broker_url or "").startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def task_queues(broker_url: str) -> tuple[Queue, ...]:
+    """The queues as declared on `broker_url` (by the web when it publishes and by the worker
+    when it consumes: both must declare them alike). On RabbitMQ they are durable quorum queues
+    (replicated, and a message survives a broker restart) behind topic exchanges, which Celery's
+    native delayed delivery needs for any countdown; other brokers ignore both."""
+    if not is_amqp(broker_url):
+        return tuple(Queue(name) for name in QUEUES)
+    return tuple(Queue(name, Exchange(name, type="topic"), routing_key=name, durable=True,
+                       queue_arguments={"x-queue-type": "quorum"}) for name in QUEUES)
+
+
+app.conf.task_queues = task_queues(app.conf.broker_url)  # a worker without -Q takes all
 app.conf.task_default_queue = "providers"
+if is_amqp(app.conf.broker_url):
+    # acks_late on RabbitMQ: a task whose worker lost its broker connection is redelivered to
+    # another worker at once, so the first stops running it rather than both finishing it.
+    app.conf.worker_cancel_long_running_tasks_on_connection_loss = True
 if str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):
     # A task taken by a worker that then died (SIGKILL, OOM) is handed out again after this
     # long, not after kombu's default hour; every task is idempotent, so an early re-delivery

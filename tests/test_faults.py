@@ -14,7 +14,6 @@ import time
 import psycopg
 import pytest
 from django.db import connection
-from kombu import Connection
 from kombu.exceptions import OperationalError
 
 from core import ratelimit
@@ -24,14 +23,14 @@ from payments import services, tasks
 from payments.models import Payment
 from providers.models import ProviderBreaker
 from reconciliation import jobs
-from tests.celery_workers import needs_redis_server, redis_url, start_worker, stop_workers, wait_for
+from tests.celery_workers import broker, enqueue, start_worker, stop_workers, wait_for
 from tests.conftest import routing_rule
 from tests.test_webhooks_support import subscribe
 from webhooks import services as webhook_services
 from webhooks import tasks as webhook_tasks
 from webhooks.models import Event
 
-__all__ = ["redis_url"]  # a fixture, used by name
+__all__ = ["broker"]  # a fixture, used by name
 BRL_CARD = {"amount": 5000, "currency": "brl", "payment_method": "pm_card_visa"}
 
 
@@ -55,10 +54,9 @@ def _terminate_my_connection() -> None:
 
 
 @pytest.mark.slow
-@needs_redis_server
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_provider_call_is_replaced_and_the_card_is_charged_once(
-        simulator, merchant, redis_url, monkeypatch):
+        simulator, merchant, broker, monkeypatch):
     routing_rule("cielo")
     payment = services.payment_create(merchant=merchant, confirm=True, **BRL_CARD)
     attempt = payment.attempts.get()  # its task went to the test's in-memory broker: lost
@@ -75,11 +73,10 @@ def test_a_worker_killed_mid_provider_call_is_replaced_and_the_card_is_charged_o
 
     monkeypatch.setattr(book, "_provider_request", spy)
     simulator.control.configure("cielo", latency_ms=5000)
-    with Connection(redis_url) as conn:
-        tasks.payment_authorize.apply_async(args=[attempt.id], connection=conn)
+    enqueue(tasks.payment_authorize, broker, args=[attempt.id])
 
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
-    first = start_worker(f"doomed-{tag}", broker_url=redis_url, simulator_url=simulator.base_url)
+    first = start_worker(f"doomed-{tag}", broker=broker, simulator_url=simulator.base_url)
     workers = {first.pid: first}
     try:
         wait_for(arrived.is_set, 120, "the worker's authorize call to reach the provider",
@@ -89,7 +86,7 @@ def test_a_worker_killed_mid_provider_call_is_replaced_and_the_card_is_charged_o
         workers.clear()
         assert Payment.objects.get(pk=payment.pk).status == "authorization_requested"
         simulator.control.configure("cielo", latency_ms=0)
-        second = start_worker(f"heir-{tag}", broker_url=redis_url,
+        second = start_worker(f"heir-{tag}", broker=broker,
                               simulator_url=simulator.base_url)
         workers = {second.pid: second}
         # acks_late + reject_on_worker_lost: the broker hands the task to the second worker,

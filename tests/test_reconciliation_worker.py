@@ -1,6 +1,7 @@
 """A real worker killed with SIGKILL in the middle of a janitor task: the broker (Redis, with a
-short visibility timeout) hands the unacknowledged task to a second worker, which takes the
-dead run's claim back (same task id) and still ends with exactly one capture."""
+short visibility timeout, or RabbitMQ, as soon as the dead worker's connection closes) hands the
+unacknowledged task to a second worker, which takes the dead run's claim back (same task id) and
+still ends with exactly one capture."""
 
 from __future__ import annotations
 
@@ -11,25 +12,24 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from kombu import Connection
 
 from ledger.models import JournalEntry
 from payments.models import Payment
 from reconciliation import services as recon_services
 from reconciliation.models import JobRun, ReconciliationCheck
 from reconciliation.tasks import recon_janitor
-from tests.celery_workers import needs_redis_server, redis_url, start_worker, stop_workers, wait_for
+from tests.celery_workers import broker, enqueue, start_worker, stop_workers, wait_for
 from tests.conftest import routing_rule
 from tests.factories import pay
 from webhooks.models import Event
 
-pytestmark = [pytest.mark.slow, needs_redis_server]
-__all__ = ["redis_url"]  # the fixture, used by name
+pytestmark = [pytest.mark.slow]
+__all__ = ["broker"]  # the fixture, used by name
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_janitor_task_is_replaced_and_the_payment_captured_once(
-    simulator, merchant, redis_url
+    simulator, merchant, broker
 ):
     routing_rule("cielo")
     payment = pay(merchant, amount=4200, card="pm_card_drop")
@@ -41,11 +41,10 @@ def test_a_worker_killed_mid_janitor_task_is_replaced_and_the_payment_captured_o
     simulator.control.configure("cielo", latency_ms=8000)  # the lookup blocks the worker
 
     task_id = f"janitor-{os.getpid()}-{time.monotonic_ns()}"
-    with Connection(redis_url) as conn:
-        recon_janitor.apply_async(task_id=task_id, connection=conn)
+    enqueue(recon_janitor, broker, task_id=task_id)
 
     def start(name: str):
-        return start_worker(name, broker_url=redis_url, simulator_url=simulator.base_url)
+        return start_worker(name, broker=broker, simulator_url=simulator.base_url)
 
     check = ReconciliationCheck.objects.get(object_id=payment.id)
     # Two workers, as in production: whichever takes the task is killed, the other inherits.
