@@ -2,6 +2,7 @@
 production settings refuse to start until every required variable has a real value."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -78,6 +79,26 @@ def _env_example() -> dict[str, str]:
             name, _, value = line.partition("=")
             example[name.strip()] = value
     return example
+
+
+# What a deployment's processes read from the environment: the settings (not the local, test
+# and build ones), gunicorn's config and the tracing/Sentry set-up.
+_READ_ENV = re.compile(r"""(?:\benv(?:\.\w+)?\(|environ\.get\(|environ\[)"""
+                       r"""\s*["']([A-Z][A-Z0-9_]+)["']""")
+_DEPLOYMENT_CONFIG = ("config/settings/base.py", "config/settings/production.py",
+                      "config/gunicorn.py", "config/observability.py")
+
+
+def test_every_variable_the_deployment_reads_is_named_in_env_example():
+    """Set there, or shown commented out with an example: an operator finds every knob in one
+    file (the provider variables come from providers/conf.py and are listed there too)."""
+    read = {name for path in _DEPLOYMENT_CONFIG
+            for name in _READ_ENV.findall((ROOT / path).read_text())}
+    named = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(),
+                           re.MULTILINE))
+    assert {"EVENT_STREAM_NATS_URL", "DATABASE_REPLICA_URL", "GUNICORN_BIND",
+            "SENTRY_DSN"} <= read  # the pattern finds each way they are read
+    assert read - named == set()
 
 
 def _start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

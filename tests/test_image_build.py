@@ -206,11 +206,13 @@ def test_docker_compose_config_validates_the_file(tmp_path, env_file):
     assert result.returncode == 0, result.stderr
 
 
-def test_the_compose_stack_shares_metrics_probes_readyz_and_wires_the_demo_simulator():
+def test_the_compose_stack_shares_metrics_probes_readyz_relays_events_wires_the_simulator():
     services = _compose()["services"]
     app = {name: spec for name, spec in services.items() if spec.get("build") == "."}
     assert {"migrate", "web", "worker", "worker-webhooks", "worker-reconciliation", "beat",
-            "simulator"} == set(app)
+            "events_relay", "simulator"} == set(app)
+    assert services["events_relay"]["command"][1:4] == ["manage.py", "events_relay", "--sink"]
+    assert services["events_relay"]["command"][4] in ("redis", "nats", "kafka")
     for name, spec in app.items():
         assert spec["env_file"] == "${CLEARHOUSE_ENV_FILE:-.env}", name
         if name != "simulator":  # every process writing counters shares the directory

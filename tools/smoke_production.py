@@ -298,7 +298,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ports = {"web": free_port(), "simulator": free_port()}
     env = environment(args, work, ports)
     base = f"http://127.0.0.1:{ports['web']}"
-    figures: dict[str, Any] = {"work_dir": str(work), "gunicorn_workers": args.workers}
+    figures: dict[str, Any] = {"work_dir": str(work), "gunicorn_workers": args.workers,
+                               "broker": urlsplit(env["CELERY_BROKER_URL"]).scheme}
     started = time.monotonic()
 
     # Build and release steps, as the image and the compose file's migrate service run them.
@@ -462,8 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         "SMOKE_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/clearhouse_smoke"))
     parser.add_argument("--redis-url", default=os.environ.get(
         "SMOKE_REDIS_URL", "redis://127.0.0.1:6379/14"))
-    parser.add_argument("--broker-url", default=os.environ.get("SMOKE_BROKER_URL", ""),
-                        help="the Celery broker (default: --redis-url); amqp:// works too")
+    parser.add_argument("--broker-url", default=os.environ.get(
+        "SMOKE_BROKER_URL", os.environ.get("CELERY_BROKER_URL", "")),
+                        help="the Celery broker (default: SMOKE_BROKER_URL, CELERY_BROKER_URL, "
+                             "else --redis-url); amqp:// works too")
     parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
     parser.add_argument("--work-dir", default="")
     parser.add_argument("--keep-database", action="store_true")
