@@ -24,7 +24,7 @@ from core.money import format_amount
 from core.queues import queue_depths
 from ledger.models import Account, JournalEntry, Posting
 from ledger.selectors import entry_list_for
-from payments.models import Dispute, Payment, PaymentAttempt, PaymentStatus, Refund
+from payments.models import AttemptKind, Dispute, Payment, PaymentAttempt, PaymentStatus, Refund
 from payments.selectors import disputes_due_soon
 from providers.http import redact
 from providers.registry import registered_codes
@@ -127,6 +127,9 @@ def payment_story(*, payment_id: str) -> PaymentStory | None:
     attempts = list(PaymentAttempt.objects.filter(payment=payment)
                     .order_by("created_at")[:TIMELINE_LIMIT])
     entries = [*entry_list_for(reference_type="payment", reference_ids=[payment.id]),
+               # Captures after the first of a multicapture: one entry each, named by attempt.
+               *entry_list_for(reference_type="capture", reference_ids=[
+                   a.id for a in attempts if a.kind == AttemptKind.CAPTURE]),
                *entry_list_for(reference_type="refund", reference_ids=[r.id for r in refunds]),
                *entry_list_for(reference_type="dispute",
                                reference_ids=[d.id for d in disputes])][:TIMELINE_LIMIT]
@@ -152,6 +155,8 @@ def payment_story(*, payment_id: str) -> PaymentStory | None:
             status=attempt.status, amount=format_amount(attempt.amount, cur),
             details=[("attempt", attempt.id), ("provider reference",
                                                attempt.provider_reference or "—"),
+                     *([("final capture", "yes" if attempt.is_final else "no (partial)")]
+                       if attempt.kind == AttemptKind.CAPTURE else []),
                      ("error", f"{attempt.error_code} {attempt.error_message}".strip() or "—"),
                      ("latency", f"{attempt.latency_ms} ms" if attempt.latency_ms else "—")],
             raw=_exchange_text(attempt.exchange)))

@@ -77,6 +77,12 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
      "is missing too). As 400, a list cursor names no object of the list."),
     ("amount_too_large", (400, 409), "The amount exceeds what the object allows now (the "
      "authorized amount, the refundable remainder, the disputable amount)."),
+    ("amount_too_small", (400,), "The amount must exceed the current one (an incremental "
+     "authorization's new total above `amount_authorized`)."),
+    ("multicapture_unsupported", (400,), "The payment's provider takes one capture per "
+     "authorization: capture with `final_capture` true."),
+    ("incremental_authorization_unsupported", (409,), "The payment's provider does not raise "
+     "an open authorization; create a further payment for the difference."),
     ("invalid_api_key", (401,), "No valid API key: send `Authorization: Bearer sk_test_…`."),
     ("permission_denied", (401,), "This API key may not perform this request."),
     ("method_not_allowed", (405,), "The path does not take this HTTP method."),
@@ -84,8 +90,8 @@ ERROR_CODES: dict[str, ErrorCode] = _codes(
     ("invalid_state", (409,), "The object's state does not allow this operation."),
     ("payment_unexpected_state", (409,), "The payment's status does not allow this operation "
      "(capture an authorized payment, cancel a created or authorized one, …)."),
-    ("payment_operation_in_progress", (409,), "A capture or cancel of this payment is still "
-     "with the provider; retry when it has an outcome."),
+    ("payment_operation_in_progress", (409,), "A capture, cancel or authorization increment "
+     "of this payment is still with the provider; retry when it has an outcome."),
     ("charge_already_refunded", (409,), "The payment is refunded in full (pending refunds "
      "included)."),
     ("dispute_closed", (409,), "The dispute no longer accepts evidence or closing."),

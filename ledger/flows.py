@@ -89,10 +89,15 @@ def _move(**spec: Any) -> JournalEntry:
 
 # -- payments --------------------------------------------------------------------------------
 def post_capture(
-    *, merchant: Merchant, payment_id: str, provider: str, currency: str, amount: int
+    *, merchant: Merchant, payment_id: str, provider: str, currency: str, amount: int,
+    capture_id: str = "",
 ) -> JournalEntry:
-    return _move(kind=EntryKind.CAPTURE, merchant=merchant, reference_type="payment",
-                 reference_id=payment_id, description=f"Capture of {payment_id}",
+    """A payment's capture. Its first (usually only) capture is the payment's entry; each
+    later partial capture of the same authorization is its own entry, named by its capture
+    attempt (`capture_id`, reference type `capture`)."""
+    reference = ("capture", capture_id) if capture_id else ("payment", payment_id)
+    return _move(kind=EntryKind.CAPTURE, merchant=merchant, reference_type=reference[0],
+                 reference_id=reference[1], description=f"Capture of {payment_id}",
                  source=_clearing(merchant, currency, provider),
                  target=_merchant_account(merchant, currency, AccountKind.PENDING),
                  amount=amount)

@@ -52,6 +52,7 @@ from payments.serializers import (
     PaymentCancelInput,
     PaymentCaptureInput,
     PaymentCreateInput,
+    PaymentIncrementAuthorizationInput,
     PaymentListFilters,
     PaymentMethodCreateInput,
     PaymentMethodListFilters,
@@ -106,7 +107,23 @@ class PaymentCapture(ApiView):
     def post(self, request: Request, payment_id: str) -> Response:
         data = self.validated(PaymentCaptureInput, request)
         payment = services.payment_capture(merchant=request.user, payment_id=payment_id,
-                                           amount=data.get("amount"))
+                                           amount=data.get("amount"),
+                                           final_capture=data["final_capture"])
+        return Response(payment_to_dict(payment))
+
+
+class PaymentIncrementAuthorization(ApiView):
+    @extend_schema(operation_id="payments_increment_authorization",
+                   request=PaymentIncrementAuthorizationInput,
+                   parameters=[IDEMPOTENCY_HEADER], responses={200: PaymentOutput, **POST_ERRORS},
+                   description="Raise the authorization of an `authorized` payment, before any "
+                               "capture, to `amount` (the new total), where its provider offers "
+                               "incremental authorization (409 "
+                               "`incremental_authorization_unsupported` elsewhere).")
+    def post(self, request: Request, payment_id: str) -> Response:
+        data = self.validated(PaymentIncrementAuthorizationInput, request)
+        payment = services.payment_increment_authorization(
+            merchant=request.user, payment_id=payment_id, amount=data["amount"])
         return Response(payment_to_dict(payment))
 
 

@@ -35,7 +35,15 @@ def _register_event_types() -> None:
         "payment.authorized": "The provider authorized the payment (manual capture): capture "
                               "it before the authorization expires.",
         "payment.captured": "Funds were captured: in full (automatic capture) or up to the "
-                            "captured amount.",
+                            "captured amount. After partial captures: the final capture (or a "
+                            "cancel or the authorization's expiry) ended the authorization; "
+                            "`amount_captured` is their sum, the rest was released.",
+        "payment.partially_captured": "A capture with `final_capture: false` took part of the "
+                                      "authorization; the payment stays `authorized` and "
+                                      "`amount_captured` grew.",
+        "payment.authorization_incremented": "The provider raised the open authorization: "
+                                             "`amount` and `amount_authorized` are the new "
+                                             "total.",
         "payment.failed": "The provider declined the payment or failed for good; see "
                           "`failure_code`.",
         "payment.canceled": "The payment was canceled (voided at the provider when authorized).",

@@ -276,8 +276,10 @@ class Payment(FSMModelMixin, MerchantObject):
                 source=[PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.AUTHORIZED],
                 target=PaymentStatus.CAPTURED)
     def mark_captured(self, amount: int) -> None:
-        self.amount_authorized = max(self.amount_authorized, amount)
-        self.amount_captured = amount
+        """The capture that ends the authorization: `amount` adds to what partial captures
+        took before it (none for a single capture); the rest of the authorization is released."""
+        self.amount_captured += amount
+        self.amount_authorized = max(self.amount_authorized, self.amount_captured)
 
     @transition(field=status, source=PaymentStatus.AUTHORIZATION_REQUESTED,
                 target=PaymentStatus.FAILED)
@@ -371,6 +373,13 @@ class AttemptKind(models.TextChoices):
     DISPUTE_EVIDENCE = "dispute_evidence"  # a dispute's evidence sent to the provider
     # A saved payment method's network token enrolled at this provider (no money moves).
     ENROLL = "enroll"
+    # An open authorization raised to `amount`, its new total (incremental authorization).
+    INCREMENT = "increment"
+
+
+# The provider calls on an authorized payment: at most one without an answer at a time (the
+# services and the trigger payments_paymentattempt_guard_operation), found by the janitor.
+OPERATION_KINDS = (AttemptKind.CAPTURE, AttemptKind.VOID, AttemptKind.INCREMENT)
 
 
 class AttemptStatus(models.TextChoices):
@@ -392,6 +401,9 @@ class PaymentAttempt(ProviderAttempt):
     kind = models.CharField(max_length=16, choices=AttemptKind.choices)
     status = models.CharField(max_length=16, choices=AttemptStatus.choices,
                               default=AttemptStatus.REQUESTED)
+    # A capture: whether it is the last one (releasing the rest of the authorization) or a
+    # partial capture leaving the rest open for more (`final_capture: false`).
+    is_final = models.BooleanField(default=True, db_default=True)
 
     class Meta:
         constraints = [

@@ -14,6 +14,7 @@ from core.models import Merchant
 from core.selectors import narrowed, one_or_404
 from payments.models import (
     ACTION_STATUSES,
+    OPERATION_KINDS,
     AttemptKind,
     AttemptStatus,
     Customer,
@@ -201,14 +202,14 @@ def refunds_awaiting_answer(*, requested_before: datetime) -> QuerySet:
 
 
 def operations_awaiting_answer(*, requested_before: datetime) -> QuerySet:
-    """The latest capture or void attempt of an authorized payment without an answer
+    """The latest capture, void or increment attempt of an authorized payment without an answer
     (`unknown`, or `requested` before the cutoff): (attempt id, attempt id, created_at,
     status), oldest first."""
     later = PaymentAttempt.objects.filter(
-        payment=OuterRef("payment"), kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID],
+        payment=OuterRef("payment"), kind__in=OPERATION_KINDS,
         created_at__gt=OuterRef("created_at"))
     return (PaymentAttempt.objects
-            .filter(kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID],
+            .filter(kind__in=OPERATION_KINDS,
                     payment__status=PaymentStatus.AUTHORIZED)
             .filter(Q(status=AttemptStatus.UNKNOWN)
                     | Q(status=AttemptStatus.REQUESTED, created_at__lt=requested_before))
@@ -238,9 +239,9 @@ def latest_authorize_attempt(*, payment_id: str) -> PaymentAttempt | None:
 
 
 def operation_attempt(*, attempt_id: str) -> PaymentAttempt | None:
-    """A capture or void attempt with its payment."""
+    """A capture, void or increment attempt with its payment."""
     return (PaymentAttempt.objects.select_related("payment")
-            .filter(pk=attempt_id, kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID]).first())
+            .filter(pk=attempt_id, kind__in=OPERATION_KINDS).first())
 
 
 def latest_refund_attempt(*, refund_id: str) -> PaymentAttempt | None:

@@ -48,7 +48,18 @@ class PaymentCreateInput(StrictSerializer):
 
 
 class PaymentCaptureInput(StrictSerializer):
-    amount = AmountField(required=False)
+    amount = AmountField(required=False,
+                         help_text="Default: all of the authorization not yet captured.")
+    final_capture = serializers.BooleanField(
+        required=False, default=True,
+        help_text="True (default): the last capture; the rest of the authorization is "
+                  "released and the payment becomes `captured`. False: a partial capture; the "
+                  "payment stays `authorized` for further captures until they reach the "
+                  "authorized amount or a final one is made (providers with multicapture).")
+
+
+class PaymentIncrementAuthorizationInput(StrictSerializer):
+    amount = AmountField(help_text="The new total to authorize, above `amount_authorized`.")
 
 
 class PaymentCancelInput(StrictSerializer):

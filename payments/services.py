@@ -37,6 +37,7 @@ from payments import files
 from payments.models import (
     FUNDS_CAPTURED,
     MAX_RETRIES,
+    OPERATION_KINDS,
     AttemptKind,
     AttemptStatus,
     CancellationReason,
@@ -79,6 +80,7 @@ from providers.base import (
     DisputeRetrieveRequest,
     DisputeState,
     EvidenceDocument,
+    IncrementRequest,
     Outcome,
     ProviderResult,
     ProviderStatus,
@@ -241,13 +243,24 @@ def _record_attempt(attempt: PaymentAttempt, result: ProviderResult) -> None:
     attempt_record(attempt, result, statuses=_ATTEMPT_STATUS)
 
 
-def _capture(payment: Payment, amount: int) -> None:
-    """Mark captured and post provider_clearing → pending in the same transaction."""
-    payment.mark_captured(amount)
+def _capture(payment: Payment, amount: int, *, final: bool = True, capture_id: str = ""
+             ) -> None:
+    """Record one capture and post provider_clearing → pending for it, in the same
+    transaction. The final one (or one that reaches the authorized amount) moves the payment to
+    captured; a partial one leaves it authorized with `amount_captured` grown. `capture_id`
+    (the capture attempt) names the journal entry of a second or later capture."""
+    first = payment.amount_captured == 0
+    if final or payment.amount_captured + amount >= payment.amount_authorized:
+        payment.mark_captured(amount)
+        event = "payment.captured"
+    else:
+        payment.amount_captured += amount
+        event = "payment.partially_captured"
     payment.save()
     ledger.post_capture(merchant=payment.merchant, payment_id=payment.id,
-                        provider=payment.provider, currency=payment.currency, amount=amount)
-    _payment_event(payment, "payment.captured")
+                        provider=payment.provider, currency=payment.currency, amount=amount,
+                        capture_id="" if first else capture_id)
+    _payment_event(payment, event)
 
 
 def _enqueue_authorization(attempt_id: str) -> None:
@@ -529,17 +542,15 @@ def payment_authorization_lookup(*, attempt_id: str) -> tuple[Payment, ProviderS
     return payment_authorization_record(attempt_id=attempt.id, result=answer), found.status
 
 
-def _open_attempt(payment: Payment, kind: str, amount: int, refund: Refund | None = None
-                  ) -> PaymentAttempt:
-    busy = payment.attempts.filter(
-        kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID],
-        status__in=OPEN_ATTEMPT_STATUSES,
-    )
+def _open_attempt(payment: Payment, kind: str, amount: int, refund: Refund | None = None,
+                  *, is_final: bool = True) -> PaymentAttempt:
+    busy = payment.attempts.filter(kind__in=OPERATION_KINDS, status__in=OPEN_ATTEMPT_STATUSES)
     if kind != AttemptKind.REFUND and busy.exists():
-        raise StateError("A capture or cancel of this payment is already in progress.",
-                         code="payment_operation_in_progress")
+        raise StateError("A capture, cancel or authorization increment of this payment is "
+                         "already in progress.", code="payment_operation_in_progress")
     return PaymentAttempt.objects.create(
         payment=payment, refund=refund, kind=kind, provider=payment.provider, amount=amount,
+        is_final=is_final,
     )
 
 
@@ -559,16 +570,24 @@ def _raise_for_failed_call(result: ProviderResult, action: str) -> None:
 
 def _operation_send(payment: Payment, attempt: PaymentAttempt
                     ) -> tuple[Payment, ProviderResult]:
-    """Send a capture or void attempt with its own provider idempotency key (outside any
-    transaction) and record the answer. A re-send of the same attempt is de-duplicated by the
-    provider, so the original request and the janitor's re-send end in one operation."""
+    """Send a capture, void or increment attempt with its own provider idempotency key
+    (outside any transaction) and record the answer. A re-send of the same attempt is
+    de-duplicated by the provider, so the original request and the janitor's re-send end in
+    one operation."""
     if attempt.kind == AttemptKind.CAPTURE:
         result = provider_call(attempt.provider, "capture", CaptureRequest(
             idempotency_key=attempt.provider_idempotency_key,
             provider_reference=payment.provider_reference, amount=attempt.amount,
-            currency=payment.currency,
+            currency=payment.currency, final=attempt.is_final,
         ))
         return payment_capture_record(attempt_id=attempt.id, result=result), result
+    if attempt.kind == AttemptKind.INCREMENT:
+        result = provider_call(attempt.provider, "increment_authorization", IncrementRequest(
+            idempotency_key=attempt.provider_idempotency_key,
+            provider_reference=payment.provider_reference, amount=attempt.amount,
+            currency=payment.currency,
+        ))
+        return payment_increment_record(attempt_id=attempt.id, result=result), result
     result = provider_call(attempt.provider, "void", VoidRequest(
         idempotency_key=attempt.provider_idempotency_key,
         provider_reference=payment.provider_reference,
@@ -576,27 +595,46 @@ def _operation_send(payment: Payment, attempt: PaymentAttempt
     return payment_void_record(attempt_id=attempt.id, result=result), result
 
 
+def _lock_open_authorization(merchant: Merchant, payment_id: str, action: str) -> Payment:
+    """Lock a payment whose authorization is open and unexpired (capture, increment), or
+    refuse with 409."""
+    payment = _lock_payment(merchant=merchant, payment_id=payment_id)
+    if not payment.allows("capture"):
+        raise _state_error(payment, action)
+    expires_at = payment.authorization_expires_at
+    if expires_at is not None and expires_at <= timezone.now():
+        raise StateError(f"The authorization of {payment.id} expired at "
+                         f"{expires_at.isoformat()}; it can no longer be {action} (it is "
+                         "being voided). Create a new payment.",
+                         code="payment_unexpected_state")
+    return payment
+
+
 def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None = None,
-                    audit: AuditHook | None = None) -> Payment:
+                    final_capture: bool = True, audit: AuditHook | None = None) -> Payment:
+    """Capture `amount` (default: all that is still uncaptured). `final_capture` (the default)
+    ends the authorization, releasing the rest; False leaves the rest open for further
+    captures (multicapture, where the provider offers it) until they reach the authorized
+    amount or a final one is made. Each capture is its own provider call and ledger entry."""
     with transaction.atomic():
-        payment = _lock_payment(merchant=merchant, payment_id=payment_id)
-        if not payment.allows("capture"):
-            raise _state_error(payment, "captured")
-        expires_at = payment.authorization_expires_at
-        if expires_at is not None and expires_at <= timezone.now():
-            raise StateError(f"The authorization of {payment.id} expired at "
-                             f"{expires_at.isoformat()}; it can no longer be captured (it is "
-                             "being voided). Create a new payment.",
-                             code="payment_unexpected_state")
-        amount = amount or payment.amount_authorized
-        if amount > payment.amount_authorized:
+        payment = _lock_open_authorization(merchant, payment_id, "captured")
+        uncaptured = payment.amount_authorized - payment.amount_captured
+        amount = amount or uncaptured
+        if amount > uncaptured:
+            already = (f" ({payment.amount_captured} of it already captured)"
+                       if payment.amount_captured else "")
             raise InvalidRequest(
-                f"Amount {amount} exceeds the authorized amount {payment.amount_authorized}.",
-                param="amount", code="amount_too_large",
+                f"Amount {amount} exceeds the {uncaptured} left of the authorized amount "
+                f"{payment.amount_authorized}{already}.", param="amount", code="amount_too_large",
             )
+        if not final_capture and not supports(payment.provider, "multicapture"):
+            raise InvalidRequest(
+                f"Provider {payment.provider} takes one capture per authorization; capture "
+                "with final_capture true.", param="final_capture",
+                code="multicapture_unsupported")
         if audit is not None:
             audit(payment)
-        attempt = _open_attempt(payment, AttemptKind.CAPTURE, amount)
+        attempt = _open_attempt(payment, AttemptKind.CAPTURE, amount, is_final=final_capture)
     payment, result = _operation_send(payment, attempt)
     _raise_for_failed_call(result, "capture")
     return payment
@@ -604,13 +642,52 @@ def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None =
 
 def payment_capture_record(*, attempt_id: str, result: ProviderResult) -> Payment:
     return _operation_record(attempt_id, result, check_amounts=True,
-                             approved=lambda payment, attempt: _capture(payment, attempt.amount))
+                             approved=lambda payment, attempt: _capture(
+                                 payment, attempt.amount, final=attempt.is_final,
+                                 capture_id=attempt.id))
+
+
+def payment_increment_authorization(*, merchant: Merchant, payment_id: str, amount: int,
+                                    audit: AuditHook | None = None) -> Payment:
+    """Raise an open authorization to `amount`, its new total (incremental authorization,
+    where the provider offers it). The provider's approval of exactly that amount raises the
+    payment's amount and authorized amount once; any other answer moves nothing."""
+    with transaction.atomic():
+        payment = _lock_open_authorization(merchant, payment_id, "incremented")
+        if not supports(payment.provider, "increment_authorization"):
+            raise StateError(f"Provider {payment.provider} does not offer incremental "
+                             "authorization; create a further payment instead.",
+                             code="incremental_authorization_unsupported")
+        if payment.amount_captured:
+            raise StateError(f"{payment.id} is partially captured; an authorization is raised "
+                             "only before its first capture.", code="payment_unexpected_state")
+        if amount <= payment.amount_authorized:
+            raise InvalidRequest(
+                f"Amount {amount} is the new total and must exceed the authorized amount "
+                f"{payment.amount_authorized}.", param="amount", code="amount_too_small")
+        if audit is not None:
+            audit(payment)
+        attempt = _open_attempt(payment, AttemptKind.INCREMENT, amount)
+    payment, result = _operation_send(payment, attempt)
+    _raise_for_failed_call(result, "authorization increment")
+    return payment
+
+
+def payment_increment_record(*, attempt_id: str, result: ProviderResult) -> Payment:
+    return _operation_record(attempt_id, result, check_amounts=True,
+                             approved=_authorization_raised)
+
+
+def _authorization_raised(payment: Payment, attempt: PaymentAttempt) -> None:
+    payment.amount = payment.amount_authorized = attempt.amount
+    payment.save(update_fields=["amount", "amount_authorized", "updated_at"])
+    _payment_event(payment, "payment.authorization_incremented")
 
 
 def _operation_record(attempt_id: str, result: ProviderResult, *, check_amounts: bool,
                       approved: Callable[[Payment, PaymentAttempt], None],
                       refused: Callable[[Payment], None] | None = None) -> Payment:
-    """Record the answer to a capture or void attempt still open; an approval applies
+    """Record the answer to a capture, void or increment attempt still open; an approval applies
     (`approved`) only to a payment still authorized, and so does a refusal (`refused`). A
     capture's answer must also agree with what was asked (`check_amounts`: a mismatch is a
     break, not money)."""
@@ -634,7 +711,9 @@ def payment_cancel(*, merchant: Merchant, payment_id: str, audit: AuditHook | No
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
         if audit is not None and payment.allows("cancel"):
             audit(payment)
-        if payment.allows("cancel"):
+        # A partially captured payment is not canceled: the void releases the rest and the
+        # payment ends captured (as Stripe's multicapture does).
+        if payment.allows("cancel") and not payment.amount_captured:
             payment.cancellation_reason = cancellation_reason
         if payment.status == PaymentStatus.CREATED:
             _cancel(payment)
@@ -649,8 +728,19 @@ def payment_cancel(*, merchant: Merchant, payment_id: str, audit: AuditHook | No
 
 def payment_void_record(*, attempt_id: str, result: ProviderResult) -> Payment:
     return _operation_record(attempt_id, result, check_amounts=False,
-                             approved=lambda payment, attempt: _cancel(payment),
+                             approved=lambda payment, attempt: _released(payment),
                              refused=_not_canceled)
+
+
+def _released(payment: Payment) -> None:
+    """A void approved: the payment is canceled, or, once partially captured, it ends
+    captured with what its captures took (the void released only the rest)."""
+    if not payment.amount_captured:
+        _cancel(payment)
+        return
+    payment.mark_captured(0)
+    payment.save()
+    _payment_event(payment, "payment.captured")
 
 
 def _cancel(payment: Payment) -> None:
@@ -668,9 +758,11 @@ def _not_canceled(payment: Payment) -> None:
 def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 100) -> int:
     """Void the authorizations their provider lets lapse (the janitor calls this): each
     payment is voided at the provider once, with its own void attempt's idempotency key, and
-    becomes `canceled` with cancellation_reason `expired` (event payment.canceled). A payment
-    with a capture or void already under way, or voided before without success, is left to
-    the janitor's operation checks and to people. Returns how many were canceled."""
+    becomes `canceled` with cancellation_reason `expired` (event payment.canceled); a partially
+    captured one has only its rest released and ends `captured` with what its captures took
+    (event payment.captured), as Stripe's multicapture does. A payment with a capture, void or
+    increment under way or refused, or voided before without success, is left to the
+    janitor's operation checks and to people. Returns how many were released."""
     now = now or timezone.now()
     due = list(Payment.objects.filter(status=PaymentStatus.AUTHORIZED,
                                       authorization_expires_at__lte=now)
@@ -679,28 +771,55 @@ def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 1
     for payment_id in due:
         with transaction.atomic():
             payment = _lock_payment(merchant=None, payment_id=payment_id)
-            tried = payment.attempts.filter(kind__in=[AttemptKind.CAPTURE, AttemptKind.VOID])
+            tried = (payment.attempts.filter(kind__in=OPERATION_KINDS)
+                     .exclude(kind__in=[AttemptKind.CAPTURE, AttemptKind.INCREMENT],
+                              status=AttemptStatus.APPROVED))
             if payment.status != PaymentStatus.AUTHORIZED or tried.exists():
                 if payment.status == PaymentStatus.AUTHORIZED:
                     logger.warning("authorization of %s expired with a capture or void already "
                                    "tried; not voided again", payment.id)
                 continue
-            payment.cancellation_reason = CancellationReason.EXPIRED
-            payment.save(update_fields=["cancellation_reason", "updated_at"])
+            if not payment.amount_captured:
+                payment.cancellation_reason = CancellationReason.EXPIRED
+                payment.save(update_fields=["cancellation_reason", "updated_at"])
             attempt = _open_attempt(payment, AttemptKind.VOID, payment.amount_authorized)
         payment, _ = _operation_send(payment, attempt)
-        canceled += payment.status == PaymentStatus.CANCELED
+        canceled += payment.status != PaymentStatus.AUTHORIZED
     return canceled
 
 
-# What a status lookup may say once a capture or void attempt has happened. A charge refunded
-# since (in full, from the provider's dashboard, say) was captured first.
+# What a status lookup may say once a capture, void or increment attempt has happened. A charge
+# refunded since (in full, from the provider's dashboard, say) was captured first; a partially
+# captured charge is captured once voided (its rest released).
 OPERATION_DONE = {AttemptKind.CAPTURE: (ProviderStatus.CAPTURED, ProviderStatus.REFUNDED),
-                  AttemptKind.VOID: (ProviderStatus.VOIDED,)}
+                  AttemptKind.VOID: (ProviderStatus.VOIDED,),
+                  AttemptKind.INCREMENT: ()}
+
+
+def _operation_shown(payment: Payment, attempt: PaymentAttempt, found: ProviderResult
+                     ) -> int | None:
+    """Whether a lookup shows the attempt done, and then the amount it shows for it (None:
+    not shown). A partial capture leaves the charge authorized: its running captured total
+    grown past ours shows it. An increment shows as the charge's amount (raised only before
+    any capture, so a lookup's amount is its authorization)."""
+    total = found.amount_captured if found.amount_captured is not None else found.amount
+    taken = None if total is None else total - payment.amount_captured
+    if attempt.kind == AttemptKind.CAPTURE:
+        partial = (found.status == ProviderStatus.AUTHORIZED
+                   and found.amount_captured is not None and bool(taken))
+        shown = found.status in OPERATION_DONE[attempt.kind] or partial
+        return (taken if taken is not None else attempt.amount) if shown else None
+    if attempt.kind == AttemptKind.INCREMENT:
+        raised = found.status == ProviderStatus.AUTHORIZED and found.amount not in (
+            None, payment.amount_authorized)
+        return found.amount if raised else None
+    voided = found.status in OPERATION_DONE[attempt.kind] or (
+        payment.amount_captured and found.status == ProviderStatus.CAPTURED)
+    return (found.amount or 0) if voided else None
 
 
 def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatus]:
-    """Ask the provider about the charge of a capture or void attempt left without an answer."""
+    """Ask the provider about the charge of an operation attempt left without an answer."""
     # Records it only when the charge shows it done; never re-sends (the janitor decides that
     # from the status returned: `authorized` means the provider never applied it).
     attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
@@ -710,20 +829,20 @@ def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatu
         return payment, ProviderStatus.UNKNOWN
     found = provider_call(attempt.provider, "retrieve", RetrieveRequest(
         provider_reference=payment.provider_reference, merchant_reference=payment.id))
-    if found.status not in OPERATION_DONE[attempt.kind]:
+    amount = _operation_shown(payment, attempt, found)
+    if amount is None:
         return payment, found.status
     answer = ProviderResult(
         outcome=Outcome.APPROVED, provider_reference=found.provider_reference,
-        status=found.status, amount=found.amount, currency=found.currency,
-        exchange=found.exchange,
-        latency_ms=found.latency_ms)
-    record = (payment_capture_record if attempt.kind == AttemptKind.CAPTURE
-              else payment_void_record)
+        status=found.status, amount=amount if attempt.kind != AttemptKind.VOID else found.amount,
+        currency=found.currency, exchange=found.exchange, latency_ms=found.latency_ms)
+    record = {AttemptKind.CAPTURE: payment_capture_record, AttemptKind.VOID: payment_void_record,
+              AttemptKind.INCREMENT: payment_increment_record}[attempt.kind]
     return record(attempt_id=attempt.id, result=answer), found.status
 
 
 def payment_operation_execute(*, attempt_id: str) -> Payment:
-    """Send a capture or void attempt that has no answer again, with its own provider key."""
+    """Send an operation attempt that has no answer again, with its own provider key."""
     attempt = PaymentAttempt.objects.select_related("payment").get(pk=attempt_id)
     if (attempt.kind not in OPERATION_DONE or attempt.payment.status != PaymentStatus.AUTHORIZED
             or not attempt.is_open):
@@ -1144,7 +1263,11 @@ def payment_provider_event_apply(
         elif type == "payment.captured" and payment.status == PaymentStatus.AUTHORIZED:
             attempt = _open_attempt_of(payment, provider, AttemptKind.CAPTURE)
             if attempt is not None:
-                payment_capture_record(attempt_id=attempt.id, result=answer)
+                # The notice's amount is the charge's captured total; partial captures before
+                # this one are ours already.
+                taken = None if amount is None else amount - payment.amount_captured
+                payment_capture_record(attempt_id=attempt.id,
+                                       result=replace(answer, amount=taken))
         return APPLIED
     if type == "payment.voided":
         attempt = _open_attempt_of(payment, provider, AttemptKind.VOID)

@@ -7,7 +7,8 @@ from payments import api
 urlpatterns = [
     *resource_urls("payments", "payment_id", collection=api.PaymentCollection,
                    detail=api.PaymentDetail, confirm=api.PaymentConfirm,
-                   capture=api.PaymentCapture, cancel=api.PaymentCancel),
+                   capture=api.PaymentCapture, cancel=api.PaymentCancel,
+                   increment_authorization=api.PaymentIncrementAuthorization),
     *resource_urls("refunds", "refund_id", collection=api.RefundCollection,
                    detail=api.RefundDetail),
     *resource_urls("disputes", "dispute_id", collection=api.DisputeCollection,

@@ -75,6 +75,20 @@ class CaptureRequest:
     provider_reference: str
     amount: int
     currency: str
+    # False: a partial capture that leaves the rest of the authorization open for more
+    # (multicapture; only adapters with `multicapture = True` take it). True: the last one,
+    # which releases whatever stays uncaptured.
+    final: bool = True
+
+
+@dataclass(frozen=True)
+class IncrementRequest:
+    """Raise an open authorization to `amount`, the new total (incremental authorization)."""
+
+    idempotency_key: str
+    provider_reference: str
+    amount: int
+    currency: str
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,9 @@ class ProviderResult(CallResult):
     # refund or chargeback notice from a provider whose notices are only hints.
     amount_refunded: int | None = None
     amount_disputed: int | None = None
+    # What the charge has captured so far (all its captures): how a lookup shows that a partial
+    # capture, which leaves the charge `authorized`, happened.
+    amount_captured: int | None = None
     # Our id as the provider holds it (its merchant order id), when a lookup says: a notice that
     # is only a hint is bound to this, never to the id the notice itself names.
     merchant_reference: str = ""
@@ -289,6 +306,11 @@ class Provider(Protocol):
     def dispute_submit_evidence(self, request: DisputeEvidenceRequest) -> DisputeResult: ...
 
     def dispute_retrieve(self, request: DisputeRetrieveRequest) -> DisputeResult: ...
+
+    # -- optional features (see providers.calls.supports) ------------------------------------
+    # multicapture: bool  -- True: captures with `final=False` may follow one another
+    # def increment_authorization(self, request: IncrementRequest) -> ProviderResult
+    #     (the answer's `amount` is the new authorized total)
 
     # -- the card vault (adapters without one leave these out: see providers.calls.supports) --
     # def token_retrieve(self, request: TokenRetrieveRequest) -> TokenResult

@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 # Operations of the movement port (`MovementProvider`); they answer with a MovementResult.
 MOVEMENT_OPERATIONS = frozenset({"payout_create", "payout_retrieve", "deposit_create",
                                  "deposit_retrieve"})
-PAYMENT_OPERATIONS = frozenset({"authorize", "capture", "void", "refund", "retrieve"})
+PAYMENT_OPERATIONS = frozenset({"authorize", "capture", "void", "refund", "retrieve",
+                                "increment_authorization"})
 # Operations on a dispute; they answer with a DisputeResult.
 DISPUTE_OPERATIONS = frozenset({"dispute_submit_evidence", "dispute_retrieve"})
 # The card vault (saved payment methods); they answer with a TokenResult.
@@ -55,11 +56,13 @@ def _answer_type(operation: str) -> type[Result]:
 
 
 def supports(provider_code: str, operation: str) -> bool:
-    """Whether an enabled adapter offers `operation` (not every adapter has payouts)."""
+    """Whether an enabled adapter offers `operation` (not every adapter has payouts or
+    incremental authorization) or declares the feature (`multicapture = True`)."""
     try:
-        return callable(getattr(get_provider(provider_code), operation, None))
+        offered = getattr(get_provider(provider_code), operation, None)
     except UnknownProvider:
         return False
+    return offered is True or callable(offered)
 
 
 def provider_call(provider_code: str, operation: str, request: Any, *, gate: bool = False

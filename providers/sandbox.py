@@ -33,6 +33,7 @@ from providers.base import (
     DisputeRetrieveRequest,
     DisputeState,
     InboundEvent,
+    IncrementRequest,
     MalformedLine,
     MovementResult,
     MovementStatus,
@@ -71,7 +72,7 @@ def _approved(charge: SandboxCharge, amount: int, reference: str = "") -> Provid
     ref = reference or charge.reference
     return ProviderResult(
         outcome=Outcome.APPROVED, provider_reference=ref, status=ProviderStatus(charge.status),
-        amount=amount, currency=charge.currency,
+        amount=amount, currency=charge.currency, amount_captured=charge.captured,
         exchange={"request": {"reference": charge.reference},
                   "response": {"reference": ref, "status": charge.status, "amount": amount}},
     )
@@ -117,6 +118,8 @@ def _movement_from_json(data: dict) -> MovementResult:
 class SandboxProvider:
     code = "sandbox"
     notices_need_lookup = False
+    # Several partial captures of one authorization, and raising an open authorization.
+    multicapture = True
 
     def _replayed(self, key: str, operation: str, build: Callable[[], tuple[Answer, Answer]],
                   decode: Callable[[dict], Answer]) -> Answer:
@@ -173,7 +176,8 @@ class SandboxProvider:
 
         return self._once(request.idempotency_key, "authorize", build)
 
-    def _change_charge(self, request: CaptureRequest | VoidRequest | RefundRequest,
+    def _change_charge(self, request: CaptureRequest | VoidRequest | RefundRequest
+                       | IncrementRequest,
                        operation: str, allowed: Callable[[SandboxCharge], bool],
                        change: Callable[[SandboxCharge], ProviderResult]) -> ProviderResult:
         """Once per key: lock the charge `request` names and `change` it when it is `allowed`
@@ -191,22 +195,37 @@ class SandboxProvider:
 
     def capture(self, request: CaptureRequest) -> ProviderResult:
         def change(charge: SandboxCharge) -> ProviderResult:
-            charge.status, charge.captured = ProviderStatus.CAPTURED, request.amount
+            # A partial capture (not final) keeps the rest authorized for the next one.
+            charge.captured += request.amount
+            if request.final or charge.captured == charge.amount:
+                charge.status = ProviderStatus.CAPTURED
             charge.save(update_fields=["status", "captured"])
             return _approved(charge, request.amount)
 
         return self._change_charge(request, "capture", lambda charge: (
-            charge.status == ProviderStatus.AUTHORIZED and request.amount <= charge.amount),
-            change)
+            charge.status == ProviderStatus.AUTHORIZED
+            and charge.captured + request.amount <= charge.amount), change)
 
     def void(self, request: VoidRequest) -> ProviderResult:
         def change(charge: SandboxCharge) -> ProviderResult:
-            charge.status = ProviderStatus.VOIDED
+            # After partial captures a void releases only the rest: the charge is captured.
+            charge.status = (ProviderStatus.CAPTURED if charge.captured
+                             else ProviderStatus.VOIDED)
             charge.save(update_fields=["status"])
             return _approved(charge, charge.amount)
 
         return self._change_charge(
             request, "void", lambda charge: charge.status == ProviderStatus.AUTHORIZED, change)
+
+    def increment_authorization(self, request: IncrementRequest) -> ProviderResult:
+        def change(charge: SandboxCharge) -> ProviderResult:
+            charge.amount = request.amount
+            charge.save(update_fields=["amount"])
+            return _approved(charge, request.amount)
+
+        return self._change_charge(request, "increment", lambda charge: (
+            charge.status == ProviderStatus.AUTHORIZED and request.amount > charge.amount),
+            change)
 
     def refund(self, request: RefundRequest) -> ProviderResult:
         def change(charge: SandboxCharge) -> ProviderResult:
