@@ -12,8 +12,11 @@ class CoreConfig(AppConfig):
         from django.core.signals import request_started
         from django.db.backends.signals import connection_created
 
-        from core import checks, metrics, schema  # noqa: F401  (deploy checks, OpenAPI auth)
+        from core import checks, crypto, metrics, schema  # noqa: F401  (deploy checks, OpenAPI)
         from core.db import forget_writes
+        from core.idempotency import stored_secrets_reencrypt
+
+        crypto.at_rest_register("stored idempotent response(s)", stored_secrets_reencrypt)
 
         # Read-your-write pinning (core.db) lasts one request or one task.
         request_started.connect(forget_writes, dispatch_uid="core.db.forget_writes")

@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+from collections.abc import Callable
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
-__all__ = ["InvalidToken", "decrypt", "decrypt_bytes", "encrypt", "encrypt_bytes", "reencrypt"]
+__all__ = ["InvalidToken", "at_rest_register", "at_rest_stores", "decrypt", "decrypt_bytes",
+           "encrypt", "encrypt_bytes", "reencrypt", "reencrypt_bytes"]
 
 
 def _dev_key(secret_key: str) -> bytes:
@@ -58,3 +60,22 @@ def decrypt_bytes(token: bytes) -> bytes:
 def reencrypt(token: str) -> str:
     """The same plaintext under the current first key (for key rotation)."""
     return _current().rotate(token.encode("ascii")).decode("ascii")
+
+
+def reencrypt_bytes(token: bytes) -> bytes:
+    return _current().rotate(token)
+
+
+# Everything encrypted at rest, by whoever owns it: name → a function that re-encrypts all of it
+# under the first key and returns how many items it rewrote. Each app registers its own in
+# AppConfig.ready(); `manage.py rotate_encryption_keys` runs them all, so a key can be dropped
+# only when nothing is left under it.
+_AT_REST: dict[str, Callable[[], int]] = {}
+
+
+def at_rest_register(name: str, reencrypt_all: Callable[[], int]) -> None:
+    _AT_REST[name] = reencrypt_all
+
+
+def at_rest_stores() -> dict[str, Callable[[], int]]:
+    return dict(_AT_REST)

@@ -165,6 +165,17 @@ def _stored_body(body: Any) -> Any:
     return body
 
 
+def stored_secrets_reencrypt() -> int:
+    """Key rotation (core.crypto.at_rest_register): the encrypted stored responses."""
+    done = 0
+    rows = IdempotencyKey.objects.filter(response_body__has_key=_ENCRYPTED)
+    for row in rows.iterator(chunk_size=500):
+        body = {_ENCRYPTED: crypto.reencrypt(row.response_body[_ENCRYPTED])}
+        IdempotencyKey.objects.filter(pk=row.pk).update(response_body=body)
+        done += 1
+    return done
+
+
 class IdempotentMixin:
     """Mix into an APIView: POSTs with an Idempotency-Key are claimed, stored and replayed.
 

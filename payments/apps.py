@@ -8,11 +8,15 @@ class PaymentsConfig(AppConfig):
     name = "payments"
 
     def ready(self) -> None:
+        from core.crypto import at_rest_register
         from payments import checks  # noqa: F401 - registers the evidence storage checks
         from payments.inbound import provider_event_apply
+        from payments.rotation import evidence_files_reencrypt, network_tokens_reencrypt
         from webhooks.inbound import register_event_applier
 
         register_event_applier(("payment", "refund", "dispute"), provider_event_apply)
+        at_rest_register("saved card network token(s)", network_tokens_reencrypt)
+        at_rest_register("dispute evidence file(s)", evidence_files_reencrypt)
         _register_event_types()
         _register_gauges()
 

@@ -87,19 +87,35 @@ def _root() -> Path:
     return Path(folder)
 
 
-def store(merchant_id: str, content: bytes) -> str:
-    """Write `content` encrypted under a new random name; returns that name (relative)."""
-    name = f"{merchant_id}/{secrets.token_hex(16)}"
-    path = _root() / name
+def _write_whole(path: Path, token: bytes) -> None:
+    """Write through a `.partial` beside it and rename: a reader sees the old file or the new,
+    never half of one."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
-        handle.write(crypto.encrypt_bytes(content))
+        handle.write(token)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, path)
+
+
+def store(merchant_id: str, content: bytes) -> str:
+    """Write `content` encrypted under a new random name; returns that name (relative)."""
+    name = f"{merchant_id}/{secrets.token_hex(16)}"
+    _write_whole(_root() / name, crypto.encrypt_bytes(content))
     return name
+
+
+def reencrypt_stored(storage_names: Iterable[str]) -> int:
+    """Key rotation: each stored file rewritten under the newest key (a file already under it
+    is rewritten too; the content never changes). Returns how many were rewritten."""
+    done = 0
+    for name in storage_names:
+        path = _root() / name
+        _write_whole(path, crypto.reencrypt_bytes(path.read_bytes()))
+        done += 1
+    return done
 
 
 def load(storage_name: str) -> bytes:

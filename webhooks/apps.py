@@ -9,9 +9,13 @@ class WebhooksConfig(AppConfig):
     verbose_name = "Events and webhooks"
 
     def ready(self) -> None:
+        from core.crypto import at_rest_register
         from core.metrics import gauge_register, oldest_work_register
         from core.partitions import detachable_register
         from webhooks import selectors
+        from webhooks.rotation import endpoint_secrets_reencrypt
+
+        at_rest_register("webhook endpoint secret(s)", endpoint_secrets_reencrypt)
 
         def queue() -> list[tuple[tuple[str], float]]:
             count, oldest_seconds = selectors.pending_deliveries()
