@@ -22,6 +22,7 @@ from providers.base import (
     DisputeEvidenceRequest,
     DisputeState,
     InboundEvent,
+    IncrementRequest,
     MalformedLine,
     MovementStatus,
     PayoutRequest,
@@ -232,7 +233,8 @@ class GetnetProvider(HttpAdapter):
                 reference=str(sent.field("payment_id", default="")))
         return self.failure(sent)
 
-    def _operation(self, request: CaptureRequest | RefundRequest | VoidRequest, action: str,
+    def _operation(self, request: CaptureRequest | RefundRequest | VoidRequest | IncrementRequest,
+                   action: str,
                    body: dict[str, Any] | None) -> Sent:
         return self.send("POST", f"/v1/payments/credit/{request.provider_reference}/{action}",
                          body=body if body is not None else {},
@@ -242,6 +244,15 @@ class GetnetProvider(HttpAdapter):
         sent = self._operation(request, "confirm",
                                {"amount": to_scaled(request.amount, request.currency)})
         if sent.status_code == 200 and sent.field("status") == "CONFIRMED":
+            return self._payment(sent, sent.data)
+        return self.failure(sent, request.provider_reference)
+
+    def increment_authorization(self, request: IncrementRequest) -> ProviderResult:
+        """Raise the open authorization to `amount` (its new total): Getnet answers with the
+        payment, still AUTHORIZED, for the raised amount."""
+        sent = self._operation(request, "increment",
+                               {"amount": to_scaled(request.amount, request.currency)})
+        if sent.status_code == 200 and sent.field("status") == "AUTHORIZED":
             return self._payment(sent, sent.data)
         return self.failure(sent, request.provider_reference)
 

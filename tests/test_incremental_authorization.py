@@ -4,6 +4,8 @@ code where it does not, and an approval for another amount moves nothing (a brea
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from django.db import IntegrityError, transaction
 
@@ -17,6 +19,7 @@ from tests.conftest import assert_error
 from webhooks.models import Event
 
 pytestmark = pytest.mark.django_db
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 def _increment(api, payment: Payment, amount: int, key: str | None = None):
@@ -104,3 +107,43 @@ def test_the_database_refuses_an_increment_that_lowers_or_runs_beside_a_capture(
     with pytest.raises(IntegrityError, match="without an answer"), transaction.atomic():
         PaymentAttempt.objects.create(payment=payment, kind="increment", provider="sandbox",
                                       amount=20000)
+
+
+def test_an_increment_at_getnet_is_raised_at_the_simulator_then_captured_in_full(
+        simulator, merchant, api):
+    from tests.test_authorization_lifecycle import _authorized
+
+    payment = _authorized(merchant, "getnet", amount=5000)
+    raised = _increment(api, payment, 8000)
+    assert raised.status_code == 200, raised.json()
+    assert raised.json()["amount_authorized"] == 8000
+    captured = api.post(f"/payments/{payment.id}/capture")
+    assert (captured.json()["status"], captured.json()["amount_captured"]) == ("captured", 8000)
+    [charge] = simulator.control.charges(order_id=payment.id)
+    assert (charge["amount"], charge["captured"], charge["status"]) == (8000, 8000, "captured")
+
+
+def test_an_increment_whose_answer_was_lost_is_recorded_once_by_the_janitor(
+        simulator, merchant, api, time_machine):
+    from reconciliation import jobs
+    from tests.test_authorization_lifecycle import _authorized
+
+    time_machine.move_to(T0, tick=False)
+    payment = _authorized(merchant, "getnet", amount=5000)
+    simulator.control.configure("getnet", drop_rate=1.0, fault_operations=["increment"])
+    assert_error(_increment(api, payment, 8000), 502, code="provider_outcome_unknown")
+    payment.refresh_from_db()
+    assert payment.amount_authorized == 5000
+    assert_error(api.post(f"/payments/{payment.id}/capture"), 409,
+                 code="payment_operation_in_progress")
+
+    simulator.control.configure("getnet", drop_rate=0.0)
+    time_machine.move_to(T0 + timedelta(minutes=6), tick=False)
+    assert jobs.janitor_job().fixed == 1
+    payment.refresh_from_db()
+    assert (payment.amount, payment.amount_authorized) == (8000, 8000)
+    assert payment.attempts.filter(kind="increment").count() == 1
+    assert Event.objects.filter(object_id=payment.id,
+                                type="payment.authorization_incremented").count() == 1
+    [charge] = simulator.control.charges(order_id=payment.id)
+    assert charge["amount"] == 8000

@@ -85,7 +85,8 @@ FAULT_TOKENS = {
     "pm_card_drop": Fault.DROP,
 }
 
-MUTATIONS = ("authorize", "capture", "void", "refund", "payout", "deposit", "dispute_evidence")
+MUTATIONS = ("authorize", "capture", "void", "refund", "payout", "deposit", "dispute_evidence",
+             "increment")
 
 
 class ConfigError(ValueError):
@@ -566,6 +567,19 @@ class Book:
         charge.status, charge.captured, charge.captured_at = "captured", amount, self.clock.now()
         return Result("ok", charge=charge,
                       events=[self.event("payment.captured", charge=charge.snapshot())])
+
+    def increment(self, reference: str, amount: int | None) -> Result:
+        """Raise an authorization not yet captured to `amount`, its new total (the dialects that
+        route it: incremental authorization)."""
+        charge = self.charges.get(reference)
+        if charge is None:
+            return Result("not_found")
+        if charge.status != "authorized" or charge.captured:
+            return Result("invalid_state", charge=charge)
+        if amount is None or amount <= charge.amount:
+            return Result("invalid_amount", charge=charge)
+        charge.amount = amount
+        return Result("ok", charge=charge)
 
     def void(self, reference: str) -> Result:
         charge = self.charges.get(reference)

@@ -122,6 +122,7 @@ class GetnetDialect(Dialect):
         ("GET", r"/v1/tokens/card/(?P<token>[^/]+)", "get_token"),
         ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/confirm", "capture"),
         ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/cancel", "void"),
+        ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/increment", "increment"),
         ("POST", r"/v1/payments/credit/(?P<ref>[^/]+)/refund", "refund"),
         ("GET", r"/v1/payments/(?P<ref>[^/]+)", "get_charge"),
         ("GET", r"/v1/payments/?", "find_payments"),
@@ -232,6 +233,10 @@ class GetnetDialect(Dialect):
         return Reply.json(200, {**_payment(result.charge), "credit_confirm": {
             "confirm_date": iso(result.charge.captured_at),
             "message": "Credit transaction confirmed successfully"}})
+
+    def incremented(self, result: Result) -> Reply:
+        return Reply.json(200, {**_payment(result.charge), "credit_increment": {
+            "message": "Credit authorization incremented successfully"}})
 
     def voided(self, result: Result) -> Reply:
         return Reply.json(200, {**_payment(result.charge), "credit_cancel": {

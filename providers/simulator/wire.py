@@ -223,6 +223,12 @@ class Dialect:
         return self._on_charge("capture", lambda draws: book.capture(ref, amount),
                                self.captured)
 
+    def increment(self, request: Request, book: Book) -> Mutation:
+        """Incremental authorization, for the dialects whose route table names it."""
+        ref, amount = request.params["ref"], self.requested_amount(request, book)
+        return self._on_charge("increment", lambda draws: book.increment(ref, amount),
+                               self.incremented)
+
     def void(self, request: Request, book: Book) -> Mutation:
         ref = request.params["ref"]
         return self._on_charge("void", lambda draws: book.void(ref), self.voided)
@@ -236,6 +242,9 @@ class Dialect:
         raise NotImplementedError
 
     def voided(self, result: Result) -> Reply:
+        raise NotImplementedError
+
+    def incremented(self, result: Result) -> Reply:
         raise NotImplementedError
 
     def refunded(self, result: Result) -> Reply:
