@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from core import crypto
@@ -183,12 +183,44 @@ def _mismatch(payment: Payment, attempt: PaymentAttempt, result: ProviderResult)
         our_data={"attempt": attempt.id, "kind": attempt.kind, "currency": payment.currency},
         provider_data={"status": str(result.status), "amount": result.amount,
                        "currency": result.currency, "reference": result.provider_reference}))
+    _left_unanswered(attempt, result, "provider_amount_mismatch",
+                     f"The provider confirmed {result.amount} {result.currency or '?'} for "
+                     f"{attempt.amount} {payment.currency}; a reconciliation break holds both.")
+    return True
+
+
+def _left_unanswered(attempt: PaymentAttempt, result: ProviderResult, code: str, message: str
+                     ) -> None:
+    """Keep an approval that cannot be applied as evidence: the attempt stays without an
+    answer (`unknown`, `code`), so nothing moves and the janitor's checks keep seeing it."""
     _record_attempt(attempt, ProviderResult(
-        outcome=Outcome.UNKNOWN, provider_reference=result.provider_reference,
-        error_code="provider_amount_mismatch",
-        error_message=f"The provider confirmed {result.amount} {result.currency or '?'} for "
-                      f"{attempt.amount} {payment.currency}; a reconciliation break holds both.",
-        exchange=result.exchange, latency_ms=result.latency_ms))
+        outcome=Outcome.UNKNOWN, provider_reference=result.provider_reference, error_code=code,
+        error_message=message, exchange=result.exchange, latency_ms=result.latency_ms))
+
+
+def _voided_after_captures(payment: Payment, attempt: PaymentAttempt, result: ProviderResult
+                           ) -> bool:
+    """A void approved as `voided` (the whole charge released, nothing taken) of a payment whose
+    partial captures the provider approved before: its answers contradict each other. A
+    `status_mismatch` break holds both sides, the captures stay booked, the attempt stays
+    without an answer and the payment does not move."""
+    if (attempt.kind != AttemptKind.VOID or result.outcome != Outcome.APPROVED
+            or result.status != ProviderStatus.VOIDED or not payment.amount_captured
+            or payment.status != PaymentStatus.AUTHORIZED):
+        return False
+    break_report(BreakSpec(
+        type="status_mismatch", key=f"void:{attempt.id}", provider=attempt.provider,
+        payment_id=payment.id, provider_reference=result.provider_reference,
+        currency=payment.currency, our_amount=payment.amount_captured,
+        provider_amount=result.amount_captured or 0,
+        our_data={"attempt": attempt.id, "captured": payment.amount_captured,
+                  "status": payment.status},
+        provider_data={"status": str(result.status), "amount": result.amount,
+                       "amount_captured": result.amount_captured}))
+    _left_unanswered(attempt, result, "provider_status_conflict",
+                     f"The provider says the charge was voided, yet it approved captures of "
+                     f"{payment.amount_captured} {payment.currency}; a reconciliation break "
+                     "holds both.")
     return True
 
 
@@ -693,7 +725,8 @@ def _operation_record(attempt_id: str, result: ProviderResult, *, check_amounts:
     break, not money)."""
     with transaction.atomic():
         payment, attempt = _lock_attempt(attempt_id)
-        if not attempt.is_open or (check_amounts and _mismatch(payment, attempt, result)):
+        if (not attempt.is_open or (check_amounts and _mismatch(payment, attempt, result))
+                or _voided_after_captures(payment, attempt, result)):
             return payment
         _record_attempt(attempt, result)
         if payment.status != PaymentStatus.AUTHORIZED:
@@ -761,8 +794,9 @@ def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 1
     becomes `canceled` with cancellation_reason `expired` (event payment.canceled); a partially
     captured one has only its rest released and ends `captured` with what its captures took
     (event payment.captured), as Stripe's multicapture does. A payment with a capture, void or
-    increment under way or refused, or voided before without success, is left to the
-    janitor's operation checks and to people. Returns how many were released."""
+    increment under way, or voided before without success, is left to the janitor's
+    operation checks and to people; a refused capture or increment is no reason to keep the
+    rest held. Returns how many were released."""
     now = now or timezone.now()
     due = list(Payment.objects.filter(status=PaymentStatus.AUTHORIZED,
                                       authorization_expires_at__lte=now)
@@ -771,9 +805,11 @@ def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 1
     for payment_id in due:
         with transaction.atomic():
             payment = _lock_payment(merchant=None, payment_id=payment_id)
-            tried = (payment.attempts.filter(kind__in=OPERATION_KINDS)
-                     .exclude(kind__in=[AttemptKind.CAPTURE, AttemptKind.INCREMENT],
-                              status=AttemptStatus.APPROVED))
+            # A capture or increment the provider refused left the authorization as it was:
+            # it is released like any other (never held forever).
+            tried = payment.attempts.filter(
+                Q(kind=AttemptKind.VOID)
+                | Q(kind__in=OPERATION_KINDS, status__in=OPEN_ATTEMPT_STATUSES))
             if payment.status != PaymentStatus.AUTHORIZED or tried.exists():
                 if payment.status == PaymentStatus.AUTHORIZED:
                     logger.warning("authorization of %s expired with a capture or void already "
