@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -156,6 +157,46 @@ def broker(request, tmp_path) -> Iterator[Broker]:
     """The broker the test's workers share: a private Redis server, then a private RabbitMQ
     vhost (the same test on each); `parametrize("broker", [...], indirect=True)` for others."""
     yield from _BROKERS[request.param](tmp_path)
+
+
+@contextmanager
+def app_on(broker: Broker) -> Iterator[None]:
+    """This process's Celery app (on the in-memory broker in tests) publishes to and reads from
+    `broker` meanwhile, its queues declared as a worker there declares them."""
+    conf = celery_app.conf
+
+    def point(url: str, options: Mapping[str, object], queues: tuple) -> None:
+        conf.broker_url, conf.broker_transport_options, conf.task_queues = url, options, queues
+        celery_app.amqp.queues = queues
+        celery_app.amqp.router = celery_app.amqp.Router()
+        if celery_app._pool is not None:  # connections to the previous broker
+            celery_app._pool.force_close_all()
+        celery_app._pool = celery_app.amqp._producer_pool = None
+
+    saved = (conf.broker_url, conf.broker_transport_options, conf.task_queues)
+    point(broker.url, dict(broker.transport_options), task_queues(broker.url))
+    try:
+        yield
+    finally:
+        point(*saved)
+
+
+def suite_broker(kind: str, tmp_path: Path) -> Iterator[None]:
+    """CELERY_TEST_BROKER=amqp|redis (tests/conftest.py): every task the whole suite publishes
+    goes to a broker of the run's own (a RabbitMQ vhost, a Redis server) instead of the
+    in-memory one, nothing consuming them; deleted at the end. Stops the run if it cannot."""
+    if kind not in _BROKERS:
+        pytest.exit(f"CELERY_TEST_BROKER={kind}: not one of {', '.join(_BROKERS)}", returncode=4)
+    brokers = _BROKERS[kind](tmp_path)
+    try:
+        broker = next(brokers)
+    except pytest.skip.Exception as why:
+        pytest.exit(f"CELERY_TEST_BROKER={kind}: {why}", returncode=4)
+    try:
+        with app_on(broker):
+            yield
+    finally:
+        brokers.close()
 
 
 def enqueue(task: Task, broker: Broker, **options: object) -> None:

@@ -29,6 +29,19 @@ os.environ.setdefault("LEDGER_CHECKPOINT_DIR",
                       tempfile.mkdtemp(prefix="clearhouse-test-checkpoints-"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def celery_test_broker(tmp_path_factory) -> Iterator[None]:
+    """The suite's tasks go to the in-memory broker, or with CELERY_TEST_BROKER=amqp (redis)
+    to a RabbitMQ vhost (Redis server) of this run's own: tests/celery_workers.py."""
+    kind = os.environ.get("CELERY_TEST_BROKER", "")
+    if not kind:
+        yield
+        return
+    from tests.celery_workers import suite_broker
+
+    yield from suite_broker(kind, tmp_path_factory.mktemp("suite-broker"))
+
+
 class Api:
     """A thin JSON client for one merchant: `api.post("/payments", {...}, key="idem-1")`."""
 

@@ -9,9 +9,10 @@ import pytest
 from django.db import connection
 
 from config.celery_app import QUEUES, app
+from core.queues import queue_depths
 from reconciliation import jobs
 from reconciliation.services import SCHEDULED_JOBS
-from tests.celery_workers import broker, enqueue
+from tests.celery_workers import app_on, broker
 from webhooks.tasks import webhook_deliver
 
 __all__ = ["broker"]  # the fixture, used by name
@@ -62,16 +63,23 @@ def test_a_second_janitor_while_one_runs_does_nothing_and_fails_nothing():
 def test_queue_depth_and_age_are_metrics_and_on_the_dashboard(broker, client, admin_client):
     """On each broker (a Redis server, a RabbitMQ vhost): three deliveries waiting in one
     queue, none yet declared in another (RabbitMQ refuses a passive declare of it)."""
-    for index in range(3):
-        enqueue(webhook_deliver, broker, args=[f"whd_{index}"])
-    previous = app.conf.broker_url
-    app.conf.broker_url = broker.url
-    try:
+    with app_on(broker):
+        for index in range(3):
+            webhook_deliver.delay(f"whd_{index}")
         text = client.get("/metrics").content.decode()
         assert 'clearhouse_queue_depth{queue="providers"} 0.0' in text
         assert 'clearhouse_queue_depth{queue="webhooks"} 3.0' in text
         assert 'clearhouse_queue_oldest_work_age_seconds{queue="providers"}' in text
         page = admin_client.get("/admin/").content.decode()
         assert 'id="bo-queues"' in page and "3 waiting" in page
-    finally:
-        app.conf.broker_url = previous
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_confirmed_payment_publishes_its_authorization_to_the_broker(api):
+    """At commit, to whichever broker the app is on: the in-memory one, or with
+    CELERY_TEST_BROKER=amqp|redis the run's own RabbitMQ vhost or Redis server."""
+    before = queue_depths()["providers"]
+    created = api.post("/payments", {"amount": 1500, "currency": "usd",
+                                     "payment_method": "pm_card_visa", "confirm": True})
+    assert created.status_code == 202, created.content
+    assert queue_depths()["providers"] == before + 1
