@@ -20,6 +20,9 @@ import pytest
 from django.db import connection
 
 from reconciliation.models import JobRun
+from tests.celery_workers import broker
+
+__all__ = ["broker"]  # the fixture, used by name
 
 ROOT = Path(__file__).resolve().parent.parent
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -145,11 +148,9 @@ def test_after_a_restart_payments_through_the_simulated_acquirers_are_still_capt
     assert not ReconciliationBreak.objects.filter(type="reference_collision").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
-def test_make_run_serves_docs_and_the_printed_key_captures_a_payment(tmp_path):
-    port = _free_port()
-    stack = _Stack(_environment(tmp_path, port))
+def _serves_docs_and_captures_a_payment(stack: _Stack, port: int) -> None:
+    """The printed key captures a payment through the worker and beat sends the janitor; the
+    stack stops cleanly on Ctrl-C."""
     proc, output = stack.proc, stack.output
     base = f"http://127.0.0.1:{port}"
     try:
@@ -175,3 +176,21 @@ def test_make_run_serves_docs_and_the_printed_key_captures_a_payment(tmp_path):
     leftovers = subprocess.run(["pgrep", "-f", f"runserver --noreload 127.0.0.1:{port}"],
                                capture_output=True, text=True, check=False).stdout
     assert leftovers.strip() == "", "web server still running after Ctrl-C"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("broker", ["amqp"], indirect=True)
+def test_make_run_on_rabbitmq_captures_a_payment_and_prints_no_password(tmp_path, broker):
+    port = _free_port()
+    stack = _Stack({**_environment(tmp_path, port), "CELERY_BROKER_URL": broker.url})
+    _serves_docs_and_captures_a_payment(stack, port)
+    printed = next(line for line in stack.output if line.strip().startswith("Broker"))
+    assert "amqp://guest:**@127.0.0.1:5672/" in printed, printed
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_make_run_serves_docs_and_the_printed_key_captures_a_payment(tmp_path):
+    port = _free_port()
+    _serves_docs_and_captures_a_payment(_Stack(_environment(tmp_path, port)), port)

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from kombu.utils.url import maybe_sanitize_url
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
@@ -43,7 +45,8 @@ def main() -> int:
             "EMBEDDED_BROKER_DIR", str(ROOT / ".data" / "valkey"))))
         if embedded_broker is not None:  # children inherit it
             os.environ["CELERY_BROKER_URL"] = embedded_broker[0]
-    broker = os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "filesystem"
+    broker = maybe_sanitize_url(  # amqp://user:**@host/vhost: the password is not printed
+        os.environ.get("CELERY_BROKER_URL") or os.environ.get("REDIS_URL") or "filesystem")
     if embedded_broker is not None:
         broker += " (embedded Valkey, data in .data/valkey)"
     base = f"http://{host}:{port}"
