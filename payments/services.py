@@ -874,7 +874,10 @@ def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatu
         currency=found.currency, exchange=found.exchange, latency_ms=found.latency_ms)
     record = {AttemptKind.CAPTURE: payment_capture_record, AttemptKind.VOID: payment_void_record,
               AttemptKind.INCREMENT: payment_increment_record}[attempt.kind]
-    return record(attempt_id=attempt.id, result=answer), found.status
+    # A partial capture or an increment leaves the charge `authorized`: shown done, it must not
+    # read as never applied (a re-send), even when its amount disagrees and a break holds it.
+    said = ProviderStatus.UNKNOWN if found.status == ProviderStatus.AUTHORIZED else found.status
+    return record(attempt_id=attempt.id, result=answer), said
 
 
 def payment_operation_execute(*, attempt_id: str) -> Payment:

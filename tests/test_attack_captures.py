@@ -5,7 +5,8 @@ each, the books must agree: captured = approved captures = capture entries = the
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,9 +18,12 @@ from payments.models import Payment
 from providers.base import Outcome, ProviderResult, ProviderStatus
 from providers.models import SandboxCharge
 from providers.sandbox import SandboxProvider
+from reconciliation import jobs
 from reconciliation.models import ReconciliationBreak
 from tests.conftest import assert_error
 from tests.threads import run_threads
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 def _capture_entries(payment: Payment) -> list[int]:
@@ -269,3 +273,40 @@ def test_a_refused_increment_or_capture_does_not_keep_the_rest_held_past_expiry(
     charge = SandboxCharge.objects.get(pk=payment.provider_reference)
     assert charge.status != "authorized"  # nothing left held at the provider
     _books_agree(payment)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("operation", ["capture", "increment_authorization"])
+def test_a_lookup_showing_the_operation_done_for_another_amount_is_never_sent_again(
+        merchant, make_payment, monkeypatch, time_machine, operation):
+    """The charge shows the lost capture (or increment) applied, but for another amount: a
+    break, and never a second provider call for that key (the janitor must not take the
+    still-`authorized` charge for 'never applied')."""
+    time_machine.move_to(T0, tick=False)
+    payment = make_payment(10000, state="authorized")
+    calls: Counter[str] = Counter()
+    real = getattr(SandboxProvider, operation)
+
+    def short(self, request):  # applies another amount than asked, then the answer is lost
+        calls[request.idempotency_key] += 1
+        real(self, replace(request, amount=request.amount - 500))
+        return ProviderResult(outcome=Outcome.UNKNOWN, error_code="timeout")
+
+    monkeypatch.setattr(SandboxProvider, operation, short)
+    with pytest.raises(ApiError):
+        if operation == "capture":
+            services.payment_capture(merchant=merchant, payment_id=payment.id, amount=3000,
+                                     final_capture=False)
+        else:
+            services.payment_increment_authorization(merchant=merchant, payment_id=payment.id,
+                                                     amount=15000)
+    for minutes in (6, 20, 60):
+        time_machine.move_to(T0 + timedelta(minutes=minutes), tick=False)
+        jobs.janitor_job()
+    assert list(calls.values()) == [1]
+    payment.refresh_from_db()
+    assert (payment.amount_captured, payment.amount_authorized) == (0, 10000)
+    assert ReconciliationBreak.objects.filter(payment_id=payment.id,
+                                              type="amount_mismatch").count() == 1
+    assert not _capture_entries(payment)
+    assert ledger_verify().ok
