@@ -34,18 +34,24 @@ def task_queues(broker_url: str) -> tuple[Queue, ...]:
                        queue_arguments={"x-queue-type": "quorum"}) for name in QUEUES)
 
 
+def broker_options(broker_url: str, transport_options: dict | None) -> dict[str, object]:
+    """The settings that depend on the broker's kind, laid over the configured ones."""
+    if is_amqp(broker_url):
+        # acks_late on RabbitMQ: a task whose worker lost its broker connection is redelivered
+        # to another worker at once, so the first stops running it rather than both finishing.
+        return {"worker_cancel_long_running_tasks_on_connection_loss": True}
+    if str(broker_url or "").startswith(("redis://", "rediss://")):
+        # A task taken by a worker that then died (SIGKILL, OOM) is handed out again after this
+        # long, not after kombu's default hour; every task is idempotent, so an early
+        # re-delivery of a slow one is harmless. (Redis-only: RabbitMQ needs no such option.)
+        return {"broker_transport_options": {"visibility_timeout": 600,
+                                             **(transport_options or {})}}
+    return {}
+
+
 app.conf.task_queues = task_queues(app.conf.broker_url)  # a worker without -Q takes all
 app.conf.task_default_queue = "providers"
-if is_amqp(app.conf.broker_url):
-    # acks_late on RabbitMQ: a task whose worker lost its broker connection is redelivered to
-    # another worker at once, so the first stops running it rather than both finishing it.
-    app.conf.worker_cancel_long_running_tasks_on_connection_loss = True
-if str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):
-    # A task taken by a worker that then died (SIGKILL, OOM) is handed out again after this
-    # long, not after kombu's default hour; every task is idempotent, so an early re-delivery
-    # of a slow one is harmless.
-    app.conf.broker_transport_options = {"visibility_timeout": 600,
-                                         **(app.conf.broker_transport_options or {})}
+app.conf.update(broker_options(app.conf.broker_url, app.conf.broker_transport_options))
 app.conf.task_routes = {
     "payments.tasks.*": {"queue": "providers"},
     "wallet.tasks.*": {"queue": "providers"},

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from config.celery_app import QUEUES, task_queues
+from config.celery_app import QUEUES, broker_options, task_queues
 from payments.models import Payment
 from payments.tasks import payment_authorize
 from tests.celery_workers import broker, enqueue, start_worker, stop_workers, wait_for
@@ -48,3 +48,10 @@ def test_on_rabbitmq_the_queues_are_durable_quorum_queues_elsewhere_plain():
         (name, True, {"x-queue-type": "quorum"}, "topic") for name in QUEUES]
     redis = task_queues("redis://127.0.0.1:6379/0")
     assert [(q.name, q.queue_arguments) for q in redis] == [(name, None) for name in QUEUES]
+    # Redis's visibility timeout is Redis's alone; on RabbitMQ a worker that lost its connection
+    # stops the tasks RabbitMQ has already handed to another worker.
+    assert broker_options("amqp://rabbitmq/clearhouse", {}) == {
+        "worker_cancel_long_running_tasks_on_connection_loss": True}
+    assert broker_options("redis://redis:6379/1", {"max_connections": 20}) == {
+        "broker_transport_options": {"visibility_timeout": 600, "max_connections": 20}}
+    assert broker_options("filesystem://", {"data_folder_in": "q"}) == {}
