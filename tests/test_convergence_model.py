@@ -201,7 +201,7 @@ def _approved(charge: Charge, amount: int, reference: str = "",
                           status=charge.lookup_status, amount=amount,
                           currency=currency or charge.currency, merchant_reference=charge.order,
                           amount_refunded=charge.refunded,
-                          amount_disputed=charge.disputed)
+                          amount_disputed=charge.disputed, amount_captured=charge.captured)
 
 
 LOST = ProviderResult(outcome=Outcome.UNKNOWN, error_code="timeout",
@@ -282,27 +282,51 @@ class ModelProvider:
 
         return self.bank._once(request.idempotency_key, build, LOST)
 
+    # Several captures of one authorization (final=False leaves the rest open), and raising an
+    # open authorization before its first capture.
+    multicapture = True
+
     def capture(self, request):
         def act(charge, plan):
-            if charge.status != "authorized" or request.amount > charge.amount:
+            left = charge.amount - charge.captured
+            if charge.status != "authorized" or request.amount > left:
                 return _declined("invalid_state", charge.reference), False
             amount = request.amount
             if plan == "amount":
-                amount = _other_amount(amount, charge.amount) or amount
+                amount = _other_amount(amount, left) or amount
                 charge.conflict = charge.conflict or amount != request.amount
-            charge.status, charge.captured = "captured", amount
+            charge.captured += amount
+            if request.final or charge.captured == charge.amount:
+                charge.status = "captured"
+            # The notice carries the charge's captured total, as the lookup does.
             self.bank.emit(self.code, "payment.captured", reference=charge.reference,
-                           order=charge.order, amount=amount, currency=charge.currency,
-                           status="captured")
+                           order=charge.order, amount=charge.captured, currency=charge.currency,
+                           status=charge.status)
             return _approved(charge, amount), plan == "lost"
 
         return self._on_charge("capture", request, act)
+
+    def increment_authorization(self, request):
+        def act(charge, plan):
+            if (charge.status != "authorized" or charge.captured
+                    or request.amount <= charge.amount):
+                return _declined("invalid_state", charge.reference), False
+            amount = request.amount
+            if plan == "amount":  # the issuer approved another total than asked
+                amount = request.amount - 1 if request.amount - 1 > charge.amount else (
+                    request.amount + 1)
+                charge.conflict = True
+            charge.amount = amount
+            return _approved(charge, amount), plan == "lost"
+
+        return self._on_charge("increment", request, act)
 
     def void(self, request):
         def act(charge, plan):
             if charge.status != "authorized":
                 return _declined("invalid_state", charge.reference), False
-            charge.status = "voided"
+            # After partial captures a void releases only the rest: the charge stays captured.
+            charge.status = "captured" if charge.captured else "voided"
             self.bank.emit(self.code, "payment.voided", reference=charge.reference,
                            order=charge.order, amount=charge.amount, currency=charge.currency,
                            status="voided")
@@ -592,16 +616,30 @@ class ConvergenceMachine(RuleBasedStateMachine):
             payments.payment_authorization_execute(attempt_id=attempt_id)
 
     @precondition(lambda self: self.payment_ids)
-    @rule(data=st.data(), partial=st.booleans(), plan=OPERATION_PLANS)
-    def capture(self, data: st.DataObject, partial: bool, plan: str) -> None:
+    @rule(data=st.data(), partial=st.booleans(), final=st.booleans(), plan=OPERATION_PLANS)
+    def capture(self, data: st.DataObject, partial: bool, final: bool, plan: str) -> None:
         payment = self._pick(Payment, self.payment_ids, data, "authorized")
         if payment is None:
             return
-        amount = data.draw(st.integers(1, payment.amount_authorized)) if partial else None
+        left = payment.amount_authorized - payment.amount_captured
+        amount = data.draw(st.integers(1, left)) if partial and left > 0 else None
         self.bank.plans[("capture", payment.provider_reference)] = plan
-        self._call("capture", payments.payment_capture, merchant=self.merchant,
-                   payment_id=payment.id, amount=amount)
+        self._call("capture" if final else "capture:partial", payments.payment_capture,
+                   merchant=self.merchant, payment_id=payment.id, amount=amount,
+                   final_capture=final)
         self.bank.plans.pop(("capture", payment.provider_reference), None)
+
+    @precondition(lambda self: self.payment_ids)
+    @rule(data=st.data(), more=st.integers(1, 5_000), plan=OPERATION_PLANS)
+    def increment_authorization(self, data: st.DataObject, more: int, plan: str) -> None:
+        payment = self._pick(Payment, self.payment_ids, data, "authorized")
+        if payment is None:
+            return
+        self.bank.plans[("increment", payment.provider_reference)] = plan
+        self._call("increment", payments.payment_increment_authorization,
+                   merchant=self.merchant, payment_id=payment.id,
+                   amount=payment.amount_authorized + more)
+        self.bank.plans.pop(("increment", payment.provider_reference), None)
 
     @precondition(lambda self: self.payment_ids)
     @rule(data=st.data(), plan=OPERATION_PLANS)
@@ -963,8 +1001,10 @@ def _payment_differences(payment: Payment, charge: Charge | None) -> list[str]:
     if (payment.provider, payment.provider_reference) != (charge.provider, charge.reference):
         differences.append(f"reference {payment.provider}/{payment.provider_reference!r}")
     if charge.status == "authorized":
-        if payment.status != "authorized" or payment.amount_authorized != charge.amount:
-            differences.append(f"{payment.status}, provider authorized {charge.amount}")
+        if (payment.status, payment.amount_authorized, payment.amount_captured) != (
+                "authorized", charge.amount, charge.captured):
+            differences.append(f"{payment.status} captured {payment.amount_captured}, provider "
+                               f"authorized {charge.amount} captured {charge.captured}")
         return differences
     if charge.status == "voided":
         return differences + ([] if payment.status == "canceled" else [
@@ -1053,7 +1093,8 @@ def test_provider_facts_converge_by_any_path_or_leave_a_break(model_providers):
     assert STATS["examples"] >= min(EXAMPLES, 50)
     for path in ("webhook:stored", "webhook:duplicate", "inbox:held", "fact:chargeback",
                  "fact:dispute_lost", "fact:dispute_won", "fact:dashboard_refund",
-                 "settlement:matched", "end:payment_with_break",
+                 "settlement:matched", "end:payment_with_break", "capture:partial:ok",
+                 "increment:ok",
                  "end:payment_agrees:refunded", "end:payment_agrees:charged_back"):
         assert STATS[path], f"the model never exercised {path}"
     # A capture that agrees at the end is `settled` when the last settlement file listed it and
