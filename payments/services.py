@@ -673,9 +673,12 @@ def payment_capture(*, merchant: Merchant, payment_id: str, amount: int | None =
 
 
 def payment_capture_record(*, attempt_id: str, result: ProviderResult) -> Payment:
+    # A capture answered with the charge captured (or refunded since) ended the authorization
+    # at the provider, the rest released, whatever `final_capture` asked.
+    final = result.status in OPERATION_DONE[AttemptKind.CAPTURE]
     return _operation_record(attempt_id, result, check_amounts=True,
                              approved=lambda payment, attempt: _capture(
-                                 payment, attempt.amount, final=attempt.is_final,
+                                 payment, attempt.amount, final=attempt.is_final or final,
                                  capture_id=attempt.id))
 
 

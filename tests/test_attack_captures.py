@@ -310,3 +310,19 @@ def test_a_lookup_showing_the_operation_done_for_another_amount_is_never_sent_ag
                                               type="amount_mismatch").count() == 1
     assert not _capture_entries(payment)
     assert ledger_verify().ok
+
+
+@pytest.mark.django_db
+def test_a_partial_capture_the_provider_made_final_ends_the_authorization(
+        api, merchant, make_payment, monkeypatch):
+    """The provider took a `final_capture: false` capture as the last one (its answer says the
+    charge is `captured`, the rest released): the payment ends captured, so its money can be
+    refunded and nothing waits for a remainder the provider no longer holds."""
+    payment = make_payment(10000, state="authorized")
+    real = SandboxProvider.capture
+    monkeypatch.setattr(SandboxProvider, "capture",
+                        lambda self, request: real(self, replace(request, final=True)))
+    done = api.post(f"/payments/{payment.id}/capture", {"amount": 3000, "final_capture": False})
+    assert (done.json()["status"], done.json()["amount_captured"]) == ("captured", 3000)
+    _books_agree(payment)
+    assert api.post("/refunds", {"payment": payment.id, "amount": 3000}).status_code == 200
