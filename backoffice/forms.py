@@ -88,7 +88,12 @@ class RefundForm(_CurrencyForm):
 
 class CaptureForm(_CurrencyForm):
     amount = CurrencyAmountField(label="Amount to capture",
-                                 help_text="Leave empty to capture the full authorization.")
+                                 help_text="Leave empty to capture all that is not captured yet.")
+    # Unticked (and absent) is a final capture, the API's default.
+    partial = forms.BooleanField(
+        label="Partial capture", required=False,
+        help_text="Keep the rest authorized for further captures (providers with "
+                  "multicapture); otherwise the rest is released.")
 
 
 class NoteForm(forms.Form):

@@ -263,17 +263,18 @@ def _refund_run(*, actor: Actor, payment: Payment, params: dict[str, Any], idemp
 
 
 # -- capture, cancel -------------------------------------------------------------------------
-def payment_capture_by_staff(*, actor: Actor, payment_id: str, amount: int | None = None
-                             ) -> Payment:
+def payment_capture_by_staff(*, actor: Actor, payment_id: str, amount: int | None = None,
+                             final_capture: bool = True) -> Payment:
     _require(actor, "capture_payment")
     payment = _payment(payment_id)
     note = (f"capture {format_amount(amount, payment.currency)}" if amount
-            else "capture the full authorized amount")
+            else "capture all not captured yet") + ("" if final_capture else " (partial)")
     return _two_phase(
         actor=actor, action="payment.capture", object_type="payment", object_id=payment.id,
         note=note,
         call=lambda intent: payments.payment_capture(
-            merchant=payment.merchant, payment_id=payment.id, amount=amount, audit=intent),
+            merchant=payment.merchant, payment_id=payment.id, amount=amount,
+            final_capture=final_capture, audit=intent),
         after=lambda done: snapshot(done, PAYMENT_FIELDS))
 
 

@@ -362,3 +362,19 @@ def test_amounts_are_ascii_digits_within_the_maximum(text, expected):
     with pytest.raises(forms.ValidationError) as raised:
         parse_amount(text, "usd")
     assert expected in " ".join(raised.value.messages)
+
+
+def test_staff_partial_captures_each_show_in_the_timeline_with_their_entry(client,
+                                                                          make_payment):
+    _staff(client, "operator")
+    payment = make_payment(10000, state="authorized")
+    partial = client.post(_url(payment, "capture"), {"amount": "30.00", "partial": "on"},
+                          follow=True)
+    assert "Captured 30.00 USD; the payment is authorized" in _messages(partial)
+    final = client.post(_url(payment, "capture"), {"amount": "20.00"}, follow=True)
+    assert "Captured 50.00 USD; the payment is captured" in _messages(final)
+    page = client.get(_url(payment)).content.decode()
+    timeline = page[page.index('id="bo-timeline"'):]
+    assert timeline.count("Capture at sandbox") == 2
+    assert timeline.count("Ledger entry: capture") == 2
+    assert "no (partial)" in timeline and "payment.partially_captured" in timeline

@@ -1,5 +1,6 @@
-"""A hypothesis state machine over payments, captures, refunds, settlements and disputes:
-whatever the sequence, the ledger stays zero-sum and explains the merchant's balance exactly.
+"""A hypothesis state machine over payments, captures (partial and final), authorization
+increments, refunds, settlements and disputes: whatever the sequence, the ledger stays zero-sum
+and explains the merchant's balance exactly, and captures add up (one entry each).
 
 Deposits and payouts join the machine where the wallet app provides them."""
 
@@ -74,12 +75,25 @@ class MoneyMachine(RuleBasedStateMachine):
             self.captured += payment.amount_captured
 
     @precondition(lambda self: self._has("authorized"))
-    @rule(data=st.data())
-    def capture(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), final=st.booleans())
+    def capture(self, data: st.DataObject, final: bool) -> None:
         payment = self._pick(data, "authorized")
-        amount = data.draw(st.integers(min_value=1, max_value=payment.amount_authorized))
-        services.payment_capture(merchant=self.merchant, payment_id=payment.id, amount=amount)
+        left = payment.amount_authorized - payment.amount_captured
+        amount = data.draw(st.integers(min_value=1, max_value=left))
+        services.payment_capture(merchant=self.merchant, payment_id=payment.id, amount=amount,
+                                 final_capture=final)
         self.captured += amount
+
+    @precondition(lambda self: self._has("authorized"))
+    @rule(data=st.data(), more=st.integers(min_value=1, max_value=5_000))
+    def increment(self, data: st.DataObject, more: int) -> None:
+        payment = self._pick(data, "authorized")
+        try:
+            services.payment_increment_authorization(
+                merchant=self.merchant, payment_id=payment.id,
+                amount=payment.amount_authorized + more)
+        except ClearhouseError:
+            assert payment.amount_captured  # refused only once partially captured
 
     @precondition(lambda self: self._has("authorized"))
     @rule(data=st.data())
@@ -147,6 +161,30 @@ class MoneyMachine(RuleBasedStateMachine):
         assert balances.get("pending", 0) == self.captured - self.settled
         total = sum(balances.values())
         assert total == self.captured - self.refunded - self.lost - self.fees
+
+    @invariant()
+    def captures_add_up(self) -> None:
+        """A manual payment's captured amount is its approved captures (each one journal entry:
+        the first the payment's, later ones their attempt's), never above its authorization."""
+        with connection.cursor() as cursor:
+            cursor.execute("""
+                SELECT p.id FROM payments_payment p
+                WHERE p.merchant_id = %s AND p.capture_method = 'manual'
+                  AND (p.amount_captured > p.amount_authorized
+                       OR p.amount_captured <> COALESCE((
+                           SELECT SUM(a.amount) FROM payments_paymentattempt a
+                           WHERE a.payment_id = p.id AND a.kind = 'capture'
+                             AND a.status = 'approved'), 0)
+                       OR (SELECT COUNT(*) FROM payments_paymentattempt a
+                           WHERE a.payment_id = p.id AND a.kind = 'capture'
+                             AND a.status = 'approved') <> (
+                           SELECT COUNT(*) FROM ledger_journalentry e
+                           WHERE e.kind = 'capture' AND (
+                               (e.reference_type = 'payment' AND e.reference_id = p.id)
+                               OR (e.reference_type = 'capture' AND e.reference_id IN (
+                                   SELECT a.id FROM payments_paymentattempt a
+                                   WHERE a.payment_id = p.id)))))""", [self.merchant.pk])
+            assert cursor.fetchall() == []
 
     @invariant()
     def payments_agree_with_their_children(self) -> None:

@@ -210,7 +210,8 @@ class PaymentAdmin(ExportMixin, LargeTableMixin, StatusBadgeMixin, ObjectActions
     def capture_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         def run(actor: Any, payment: Payment, data: dict[str, Any]) -> Outcome:
             done = services.payment_capture_by_staff(actor=actor, payment_id=payment.pk,
-                                                     amount=data["amount"])
+                                                     amount=data["amount"],
+                                                     final_capture=not data["partial"])
             return (f"Captured {format_amount(done.amount_captured, done.currency)}; the "
                     f"payment is {done.status}.")
 
