@@ -5,9 +5,11 @@ deposits left without an answer, and applies definite answers through `payments.
 Schedule per object, counted from its unanswered attempt: 5 min, 1 h, then daily for 5 days;
 after the last try a `stuck_unresolved` break goes to a human. Never re-sends a charge with a
 new provider idempotency key: an attempt that was never sent (`requested`, the provider has no
-record of it) is sent now with its own key; an `unknown` one is only ever looked up. A capture
-or void whose charge the provider still shows `authorized` never happened there: it is sent
-again with the attempt's own key, whatever its status, so a late original cannot apply it twice.
+record of it) is sent now with its own key; an `unknown` one is only ever looked up. A capture,
+void or authorization increment whose charge the provider still shows as before (`authorized`,
+and for a partial capture the same captured total, for an increment the same amount) never
+happened there: it is sent again with the attempt's own key, whatever its status, so a late
+original cannot apply it twice.
 Claims are leases taken with SKIP LOCKED (services.checks_claim), and no lock or transaction is
 held across a provider call.
 """
