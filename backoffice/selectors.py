@@ -112,6 +112,22 @@ def _exchange_text(exchange: dict[str, Any]) -> str:
                                           default=str))[:4000]
 
 
+def _event_details(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """What an event's snapshot adds to its timeline row: the 3-D Secure challenge the customer
+    was sent to (and until when), and why a payment failed (e.g. authentication_failed)."""
+    details: list[tuple[str, str]] = []
+    action = data.get("next_action") or {}
+    if action.get("type") == "redirect_to_url":
+        details.append(("challenge", str(action["redirect_to_url"].get("url", ""))))
+        if action.get("expires"):
+            expires = datetime.fromtimestamp(action["expires"], UTC)
+            details.append(("abandoned after", f"{expires:%Y-%m-%d %H:%M:%S} UTC"))
+    error = data.get("last_error") or {}
+    if data.get("status") == "failed" and error.get("code"):
+        details.append(("failure", str(error["code"])))
+    return details
+
+
 def payment_story(*, payment_id: str) -> PaymentStory | None:
     """Everything that happened to a payment, oldest first: events, provider attempts, ledger
     entries with their postings, refunds, disputes and webhook deliveries. Nine queries."""
@@ -147,7 +163,8 @@ def payment_story(*, payment_id: str) -> PaymentStory | None:
     for event in events:
         items.append(TimelineItem(
             at=event.created_at, source="event", title=event.type, link=_admin_url(
-                "webhooks_event", event.id), details=[("event", event.id)]))
+                "webhooks_event", event.id),
+            details=[("event", event.id), *_event_details(event.data)]))
     for attempt in attempts:
         items.append(TimelineItem(
             at=attempt.created_at, source="attempt",

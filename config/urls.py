@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from core import health, reference
 from core.metrics import metrics_view
+from payments.api import authentication_return
 from webhooks.api import provider_webhook
 
 urlpatterns = [
@@ -19,6 +20,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("webhooks/providers/<str:code>/", provider_webhook, name="provider-webhook"),
+    # The customer's browser, back from a 3-D Secure challenge (no API key: a per-attempt token).
+    path("payments/authentication/<str:attempt_id>/<str:token>", authentication_return,
+         name="payment-authentication-return"),
     path("healthz", health.healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("readyz", health.readyz, name="readyz"),

@@ -7,7 +7,9 @@ import hashlib
 import json
 from collections.abc import Callable
 
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.html import format_html
+from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
@@ -25,7 +27,7 @@ from core.api import (
     list_of,
 )
 from core.carddata import contains_card_data
-from core.errors import CardDataNotAllowed, InvalidRequest
+from core.errors import CardDataNotAllowed, InvalidRequest, NotFound
 from core.idempotency import fingerprint
 from core.pagination import paginate
 from payments import files, selectors, services
@@ -51,6 +53,7 @@ from payments.serializers import (
     FileUploadInput,
     PaymentCancelInput,
     PaymentCaptureInput,
+    PaymentConfirmInput,
     PaymentCreateInput,
     PaymentIncrementAuthorizationInput,
     PaymentListFilters,
@@ -89,16 +92,36 @@ class PaymentDetail(RetrieveView, plural="payments", output=PaymentOutput,
 
 class PaymentConfirm(ApiView):
     @extend_schema(
-        operation_id="payments_confirm", request=None, parameters=[IDEMPOTENCY_HEADER],
+        operation_id="payments_confirm", request=PaymentConfirmInput,
+        parameters=[IDEMPOTENCY_HEADER],
         responses={202: PaymentOutput, **POST_ERRORS},
         description="Ask the provider to authorize the payment. Answers 202 at once with status "
                     "`authorization_requested`; the outcome follows as an event.",
     )
     def post(self, request: Request, payment_id: str) -> Response:
-        if request.body and request.data:
-            raise InvalidRequest("confirm takes no parameters.", param=next(iter(request.data)))
-        payment = services.payment_confirm(merchant=request.user, payment_id=payment_id)
+        data = self.validated(PaymentConfirmInput, request)
+        payment = services.payment_confirm(merchant=request.user, payment_id=payment_id,
+                                           **data)
         return Response(payment_to_dict(payment), status=status.HTTP_202_ACCEPTED)
+
+
+@require_GET
+def authentication_return(request: HttpRequest, attempt_id: str, token: str) -> HttpResponse:
+    """`GET /payments/authentication/<attempt>/<token>`: where the provider sends the customer
+    back from a 3-D Secure challenge. No API key: the per-attempt token is the credential. The
+    outcome is what the provider says when asked, never the redirect; the customer then goes
+    on to the merchant's `return_url` (with `?payment=pay_…`)."""
+    try:
+        payment = services.payment_authentication_return(attempt_id=attempt_id, token=token)
+    except NotFound:
+        return HttpResponse("Unknown or expired authentication link.", status=404,
+                            content_type="text/plain; charset=utf-8")
+    if payment.return_url:
+        separator = "&" if "?" in payment.return_url else "?"
+        return HttpResponseRedirect(f"{payment.return_url}{separator}payment={payment.id}")
+    return HttpResponse(format_html("<!doctype html><title>Payment {}</title><p>Payment {}: "
+                                    "<strong id=status>{}</strong></p>", payment.id,
+                                    payment.id, payment.status))
 
 
 class PaymentCapture(ApiView):

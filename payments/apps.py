@@ -36,6 +36,9 @@ def _register_event_types() -> None:
         "payment.created": "A payment was created (not yet confirmed).",
         "payment.processing": "The payment was confirmed; the provider is being asked to "
                               "authorize it (status `authorization_requested`).",
+        "payment.requires_action": "The provider wants the customer authenticated (3-D "
+                                   "Secure): send the customer to `next_action."
+                                   "redirect_to_url.url`; the outcome follows as an event.",
         "payment.authorized": "The provider authorized the payment (manual capture): capture "
                               "it before the authorization expires.",
         "payment.captured": "Funds were captured: in full (automatic capture) or up to the "

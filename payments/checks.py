@@ -1,5 +1,6 @@
 """Checks for dispute evidence storage: a folder set in production, and never one a web server
-serves (files there could be fetched, or run, by anyone who guesses a name)."""
+serves (files there could be fetched, or run, by anyone who guesses a name); and the public
+https address customers come back to from a 3-D Secure challenge."""
 
 from __future__ import annotations
 
@@ -49,3 +50,13 @@ def check_evidence_storage_set(app_configs: Any, **kwargs: Any) -> list[CheckMes
     return [Error("EVIDENCE_STORAGE_DIR is not set: dispute evidence uploads would fail.",
                   hint="Point it at private, persistent storage (a volume no web server "
                        "serves), shared by the web and worker processes.", id="payments.E001")]
+
+
+@register(deploy=True)
+def check_public_base_url(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    if str(getattr(settings, "PUBLIC_BASE_URL", "")).startswith("https://"):
+        return []
+    return [Error("PUBLIC_BASE_URL is not an https:// address: customers returning from a "
+                  "3-D Secure challenge would be sent nowhere, or over plain http.",
+                  hint="Set it to the public https address of this deployment.",
+                  id="payments.E003")]

@@ -109,6 +109,8 @@ class PaymentMethodToken(models.Model):
 class PaymentStatus(models.TextChoices):
     CREATED = "created"
     AUTHORIZATION_REQUESTED = "authorization_requested"
+    # The provider wants the customer authenticated first (3-D Secure): `next_action` says where.
+    REQUIRES_ACTION = "requires_action"
     AUTHORIZED = "authorized"
     CAPTURED = "captured"
     SETTLED = "settled"
@@ -118,12 +120,17 @@ class PaymentStatus(models.TextChoices):
     CANCELED = "canceled"
 
 
-# The contract's table, used by the FSM below and by the PostgreSQL trigger in migration 0002.
+# The contract's table, used by the FSM below and by the PostgreSQL trigger (migration 0002,
+# replaced by each migration that changes the table).
 PAYMENT_TRANSITIONS: list[tuple[str, str]] = [
     (PaymentStatus.CREATED, PaymentStatus.AUTHORIZATION_REQUESTED),
     (PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.AUTHORIZED),
     (PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.CAPTURED),
     (PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.FAILED),
+    (PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.REQUIRES_ACTION),
+    (PaymentStatus.REQUIRES_ACTION, PaymentStatus.AUTHORIZED),
+    (PaymentStatus.REQUIRES_ACTION, PaymentStatus.CAPTURED),
+    (PaymentStatus.REQUIRES_ACTION, PaymentStatus.FAILED),
     (PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED),
     (PaymentStatus.CREATED, PaymentStatus.CANCELED),
     (PaymentStatus.AUTHORIZED, PaymentStatus.CANCELED),
@@ -134,6 +141,11 @@ PAYMENT_TRANSITIONS: list[tuple[str, str]] = [
     (PaymentStatus.SETTLED, PaymentStatus.CHARGED_BACK),
     (PaymentStatus.REFUNDED, PaymentStatus.CHARGED_BACK),
 ]
+
+# Statuses of a payment waiting for its authorization's answer (from the provider, or from the
+# customer's authentication at the provider): an answer may still move it.
+AWAITING_AUTHORIZATION = frozenset({PaymentStatus.AUTHORIZATION_REQUESTED,
+                                    PaymentStatus.REQUIRES_ACTION})
 
 # Statuses of a payment whose funds were captured (whatever happened to them since).
 FUNDS_CAPTURED = frozenset({PaymentStatus.CAPTURED, PaymentStatus.SETTLED,
@@ -193,6 +205,12 @@ class Payment(FSMModelMixin, MerchantObject):
     authorization_expires_at = models.DateTimeField(null=True, blank=True)
     cancellation_reason = models.CharField(max_length=32, choices=CancellationReason.choices,
                                            blank=True, default="", db_default="")
+    # Strong customer authentication (3-D Secure): where the merchant wants the customer sent
+    # back, and while `requires_action`, the provider's challenge page and when an unfinished
+    # challenge counts as abandoned (the janitor fails the payment then).
+    return_url = models.CharField(max_length=2048, blank=True, default="", db_default="")
+    next_action_url = models.CharField(max_length=2048, blank=True, default="", db_default="")
+    action_expires_at = models.DateTimeField(null=True, blank=True)
     description = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     status = FSMField(max_length=32, choices=PaymentStatus.choices, default=PaymentStatus.CREATED,
@@ -242,6 +260,13 @@ class Payment(FSMModelMixin, MerchantObject):
                 condition=Q(next_retry_at__isnull=True)
                 | Q(status="authorization_requested", off_session=True),
                 name="payment_retry_only_while_waiting"),
+            # A challenge page exactly while the customer has one to complete.
+            models.CheckConstraint(
+                condition=Q(status="requires_action", next_action_url__gt="",
+                            action_expires_at__isnull=False)
+                | (~Q(status="requires_action") & Q(next_action_url="",
+                                                    action_expires_at__isnull=True)),
+                name="payment_next_action_iff_requires_action"),
         ]
         indexes = [
             *money_object_indexes("payment"),
@@ -251,6 +276,8 @@ class Payment(FSMModelMixin, MerchantObject):
                          condition=Q(next_retry_at__isnull=False)),
             models.Index(fields=["authorization_expires_at"], name="payment_authorization_expiry",
                          condition=Q(status="authorized")),
+            models.Index(fields=["action_expires_at"], name="payment_action_expiry",
+                         condition=Q(status="requires_action")),
         ]
 
     def __str__(self) -> str:
@@ -267,23 +294,32 @@ class Payment(FSMModelMixin, MerchantObject):
         pass
 
     @transition(field=status, source=PaymentStatus.AUTHORIZATION_REQUESTED,
+                target=PaymentStatus.REQUIRES_ACTION)
+    def mark_requires_action(self, url: str, expires_at: datetime) -> None:
+        self.next_action_url, self.action_expires_at = url, expires_at
+
+    def _action_done(self) -> None:
+        self.next_action_url, self.action_expires_at = "", None
+
+    @transition(field=status, source=list(AWAITING_AUTHORIZATION),
                 target=PaymentStatus.AUTHORIZED)
     def mark_authorized(self, amount: int, expires_at: datetime | None = None) -> None:
+        self._action_done()
         self.amount_authorized = amount
         self.authorization_expires_at = expires_at
 
-    @transition(field=status,
-                source=[PaymentStatus.AUTHORIZATION_REQUESTED, PaymentStatus.AUTHORIZED],
+    @transition(field=status, source=[*AWAITING_AUTHORIZATION, PaymentStatus.AUTHORIZED],
                 target=PaymentStatus.CAPTURED)
     def mark_captured(self, amount: int) -> None:
         """The capture that ends the authorization: `amount` adds to what partial captures
         took before it (none for a single capture); the rest of the authorization is released."""
+        self._action_done()
         self.amount_captured += amount
         self.amount_authorized = max(self.amount_authorized, self.amount_captured)
 
-    @transition(field=status, source=PaymentStatus.AUTHORIZATION_REQUESTED,
-                target=PaymentStatus.FAILED)
+    @transition(field=status, source=list(AWAITING_AUTHORIZATION), target=PaymentStatus.FAILED)
     def mark_failed(self, code: str, message: str) -> None:
+        self._action_done()
         self.failure_code, self.failure_message = code, message[:500]
 
     @transition(field=status, source=[PaymentStatus.CREATED, PaymentStatus.AUTHORIZED],

@@ -17,6 +17,7 @@ from payments.models import (
     FileType,
     Payment,
     PaymentMethod,
+    PaymentStatus,
     Refund,
 )
 
@@ -37,7 +38,19 @@ def payment_to_dict(payment: Payment) -> dict[str, Any]:
         amount_disputed=payment.amount_disputed,
         cancellation_reason=payment.cancellation_reason or None,
         authorization_expires=unix(payment.authorization_expires_at),
+        return_url=payment.return_url or None,
+        next_action=next_action_to_dict(payment),
     )
+
+
+def next_action_to_dict(payment: Payment) -> dict[str, Any] | None:
+    """What the customer must do before the payment can go on (Stripe's shape), or None."""
+    if payment.status != PaymentStatus.REQUIRES_ACTION:
+        return None
+    return {"type": "redirect_to_url",
+            "redirect_to_url": {"url": payment.next_action_url,
+                                "return_url": payment.return_url or None},
+            "expires": unix(payment.action_expires_at)}
 
 
 def _of_payment(row: Refund | Dispute, kind: str, **own: Any) -> dict[str, Any]:

@@ -3,6 +3,10 @@ their output shapes for the OpenAPI schema (the bodies themselves come from paym
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
@@ -29,6 +33,35 @@ TOKEN_HELP = ("A saved payment method (pm_…) or a test token such as pm_card_v
 CUSTOMER_ID = r"^cus_[A-Za-z0-9]{1,40}$"
 
 
+class ReturnUrlField(serializers.URLField):
+    """Where the customer's browser goes after a 3-D Secure challenge: an https URL (plain http
+    only to a loopback host, where WEBHOOKS_ALLOW_LOOPBACK allows loopback, as in the demo)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=2048, help_text=(
+            "https URL the customer returns to after an authentication challenge "
+            "(3-D Secure)."), **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        url = super().to_internal_value(data)
+        parts = urlsplit(url)
+        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if parts.scheme == "https" or (parts.scheme == "http" and loopback
+                                       and settings.WEBHOOKS_ALLOW_LOOPBACK):
+            return url
+        raise serializers.ValidationError("return_url must be an https URL.")
+
+
+class NextActionOutput(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["redirect_to_url"])
+    redirect_to_url = inline_serializer("RedirectToUrl", {
+        "url": serializers.URLField(help_text="The provider's challenge page."),
+        "return_url": serializers.URLField(allow_null=True)})
+    expires = serializers.IntegerField(
+        help_text="When an unfinished challenge counts as abandoned (Unix); the payment then "
+                  "fails with `authentication_abandoned`.")
+
+
 class PaymentCreateInput(StrictSerializer):
     amount = AmountField()
     currency = CurrencyField()
@@ -45,6 +78,11 @@ class PaymentCreateInput(StrictSerializer):
                                         allow_blank=True)
     metadata = MetadataField()
     confirm = serializers.BooleanField(required=False, default=False)
+    return_url = ReturnUrlField(required=False)
+
+
+class PaymentConfirmInput(StrictSerializer):
+    return_url = ReturnUrlField(required=False)
 
 
 class PaymentCaptureInput(StrictSerializer):
@@ -105,6 +143,9 @@ class PaymentOutput(ProviderObjectOutput):
                                                   allow_null=True)
     authorization_expires = serializers.IntegerField(
         allow_null=True, help_text="When the provider lets the authorization lapse (Unix).")
+    return_url = serializers.URLField(allow_null=True)
+    next_action = NextActionOutput(allow_null=True, help_text=(
+        "While `requires_action`: where to send the customer (3-D Secure)."))
 
 
 class RefundOutput(serializers.Serializer):

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from core import crypto
 from core.breaks import BreakSpec, break_report
@@ -35,6 +37,7 @@ from core.transactions import create_or_existing, task_send
 from ledger import flows as ledger
 from payments import files
 from payments.models import (
+    AWAITING_AUTHORIZATION,
     FUNDS_CAPTURED,
     MAX_RETRIES,
     OPERATION_KINDS,
@@ -101,7 +104,7 @@ from webhooks.inbound import provider_events_release
 from webhooks.services import event_record
 
 logger = logging.getLogger(__name__)
-_BEFORE_AN_ANSWER = (PaymentStatus.CREATED, PaymentStatus.AUTHORIZATION_REQUESTED)
+_BEFORE_AN_ANSWER = AWAITING_AUTHORIZATION | {PaymentStatus.CREATED}
 _NO_PROVIDER = {
     True: "No live provider can take this payment right now (none is routed for it, or every "
           "routed one's circuit breaker is open); retry later.",
@@ -268,6 +271,8 @@ _ATTEMPT_STATUS = {
     Outcome.DECLINED: AttemptStatus.DECLINED,
     Outcome.UNKNOWN: AttemptStatus.UNKNOWN,
     Outcome.PENDING: AttemptStatus.UNKNOWN,
+    # Sent and waiting for the customer's challenge: only a notice or a lookup answers it.
+    Outcome.ACTION_REQUIRED: AttemptStatus.UNKNOWN,
 }
 
 
@@ -307,6 +312,7 @@ def payment_create(
     capture_method: str = CaptureMethod.AUTOMATIC, description: str = "",
     metadata: dict[str, str] | None = None, confirm: bool = False, idempotency_key: str = "",
     idempotency_fingerprint: str = "", customer: str | None = None, off_session: bool = False,
+    return_url: str = "",
 ) -> Payment:
     def create() -> Payment:
         with transaction.atomic():
@@ -319,6 +325,7 @@ def payment_create(
                 description=description, metadata=metadata or {},
                 idempotency_key=idempotency_key, idempotency_fingerprint=idempotency_fingerprint,
                 saved_method=saved, customer=owner, off_session=off_session,
+                return_url=return_url,
             )
             _payment_event(payment, "payment.created")
             if confirm:
@@ -335,11 +342,14 @@ def payment_create(
     return create_or_existing(create, existing)
 
 
-def payment_confirm(*, merchant: Merchant, payment_id: str) -> Payment:
+def payment_confirm(*, merchant: Merchant, payment_id: str, return_url: str = "") -> Payment:
     with transaction.atomic():
         payment = _lock_payment(merchant=merchant, payment_id=payment_id)
         if payment.status != PaymentStatus.CREATED:
             raise _state_error(payment, "confirmed")
+        if return_url:
+            payment.return_url = return_url
+            payment.save(update_fields=["return_url", "updated_at"])
         _authorization_start(payment)
     return payment
 
@@ -398,6 +408,7 @@ def payment_authorization_execute(*, attempt_id: str) -> Payment | None:
             capture=payment.capture_method == CaptureMethod.AUTOMATIC,
             merchant_reference=payment.id, description=payment.description,
             stored_credential=_stored_credential(payment),
+            return_url=authentication_return_url(attempt.id),
         ), gate=True)
         payment, attempt_id = _authorization_record(attempt_id=attempt.id, result=result)
     return payment
@@ -446,16 +457,22 @@ def _authorization_apply(*, attempt_id: str, result: ProviderResult
             return payment, None
         if result.outcome == Outcome.UNKNOWN and attempt.status == AttemptStatus.UNKNOWN:
             return payment, None
+        if (result.outcome == Outcome.ACTION_REQUIRED
+                and payment.status == PaymentStatus.REQUIRES_ACTION):
+            return payment, None  # the challenge we already sent the customer to
         if _mismatch(payment, attempt, result):
             return payment, None
         _record_attempt(attempt, result)
-        if payment.status != PaymentStatus.AUTHORIZATION_REQUESTED:
+        if payment.status not in AWAITING_AUTHORIZATION:
             logger.warning("late authorization answer for %s in status %s ignored",
                            payment.id, payment.status)
             return payment, None
+        # After a challenge the customer took part in, a decline is final: no retry, no
+        # failover (another acquirer would challenge the customer again, or worse, not).
         meaning = (decline_meaning(provider=attempt.provider,
                                    code=result.error_code or "card_declined")
-                   if attempt.status == AttemptStatus.DECLINED else None)
+                   if attempt.status == AttemptStatus.DECLINED
+                   and payment.status == PaymentStatus.AUTHORIZATION_REQUESTED else None)
         if meaning in RETRY_LATER and _retry_schedule(payment):
             return payment, None
         if meaning == DeclineMeaning.RETRY_OTHER_PROVIDER and not _method_detached(payment):
@@ -484,6 +501,13 @@ def _authorization_apply(*, attempt_id: str, result: ProviderResult
             payment.mark_failed(result.error_code or "card_declined", result.error_message)
             payment.save()
             _payment_event(payment, "payment.failed")
+        elif result.outcome == Outcome.ACTION_REQUIRED and result.action_url:
+            payment.provider = attempt.provider
+            payment.provider_reference = result.provider_reference
+            payment.mark_requires_action(result.action_url, timezone.now() + timedelta(
+                seconds=settings.PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS))
+            payment.save()
+            _payment_event(payment, "payment.requires_action")
         # UNKNOWN / PENDING: the payment stays authorization_requested; reconciliation asks.
     return payment, None
 
@@ -547,6 +571,7 @@ LOOKUP_OUTCOMES = {
     ProviderStatus.REFUNDED: Outcome.APPROVED,
     ProviderStatus.DECLINED: Outcome.DECLINED,
     ProviderStatus.VOIDED: Outcome.DECLINED,
+    ProviderStatus.ACTION_REQUIRED: Outcome.ACTION_REQUIRED,
 }
 
 
@@ -568,10 +593,71 @@ def payment_authorization_lookup(*, attempt_id: str) -> tuple[Payment, ProviderS
     answer = ProviderResult(
         outcome=outcome, provider_reference=found.provider_reference, status=found.status,
         amount=amount, currency=found.currency,
-        error_code=found.error_code or ("" if outcome == Outcome.APPROVED else "card_declined"),
+        error_code=found.error_code or ("card_declined" if outcome == Outcome.DECLINED else ""),
         error_message=found.error_message, exchange=found.exchange,
-        latency_ms=found.latency_ms)
+        latency_ms=found.latency_ms, action_url=found.action_url)
     return payment_authorization_record(attempt_id=attempt.id, result=answer), found.status
+
+
+# -- strong customer authentication (3-D Secure) ------------------------------------------------
+def authentication_token(attempt_id: str) -> str:
+    """The unguessable token of one authorization attempt's return address: only the provider
+    we sent it to (and through it, the customer's browser) knows it. Derived, never stored."""
+    return salted_hmac("payments.authentication-return", attempt_id,
+                       algorithm="sha256").hexdigest()
+
+
+def authentication_return_url(attempt_id: str) -> str:
+    """Where the provider sends the customer back after a challenge (no API key: the token)."""
+    path = reverse("payment-authentication-return", kwargs={
+        "attempt_id": attempt_id, "token": authentication_token(attempt_id)})
+    return settings.PUBLIC_BASE_URL.rstrip("/") + path
+
+
+def payment_authentication_return(*, attempt_id: str, token: str) -> Payment:
+    """The customer's browser is back from the provider's challenge. Its arrival proves nothing
+    about the outcome (anyone can follow a redirect): we ask the provider, through the normal
+    lookup path, and apply what it says. 404 for an unknown attempt or a wrong token."""
+    attempt = (PaymentAttempt.objects.filter(pk=attempt_id, kind=AttemptKind.AUTHORIZE)
+               .select_related("payment").first())
+    if attempt is None or not constant_time_compare(token, authentication_token(attempt_id)):
+        raise NotFound("No such authentication.", param="attempt")
+    if attempt.is_open and attempt.payment.status in AWAITING_AUTHORIZATION:
+        return payment_authorization_lookup(attempt_id=attempt.id)[0]
+    return attempt.payment
+
+
+def payment_authentications_expire(*, now: datetime | None = None, limit: int = 100) -> int:
+    """Fail the payments whose challenge the customer left unfinished past its time (the
+    janitor calls this): the provider is asked first (a result may be on its way: a completed
+    challenge is applied, never overridden), and only a challenge still open there ends the
+    payment `failed` with `authentication_abandoned`. Returns how many were failed."""
+    failed = 0
+    due = _lapsed(PaymentStatus.REQUIRES_ACTION, "action_expires_at", now, limit)
+    for payment_id in due:
+        attempt = (PaymentAttempt.objects.filter(payment_id=payment_id,
+                                                 kind=AttemptKind.AUTHORIZE)
+                   .order_by("-created_at", "-id").first())
+        if attempt is None:
+            continue
+        _, said = payment_authorization_lookup(attempt_id=attempt.id)
+        if said not in (ProviderStatus.ACTION_REQUIRED, ProviderStatus.PENDING,
+                        ProviderStatus.NOT_FOUND):
+            continue  # a definite answer was applied, or the provider could not say: next run
+        with transaction.atomic():
+            payment, attempt = _lock_attempt(attempt.id)
+            if payment.status != PaymentStatus.REQUIRES_ACTION or not attempt.is_open:
+                continue
+            message = ("The customer did not complete the authentication challenge within "
+                       f"{settings.PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS} seconds.")
+            _record_attempt(attempt, ProviderResult(
+                outcome=Outcome.DECLINED, provider_reference=attempt.provider_reference,
+                error_code="authentication_abandoned", error_message=message))
+            payment.mark_failed("authentication_abandoned", message)
+            payment.save()
+            _payment_event(payment, "payment.failed")
+            failed += 1
+    return failed
 
 
 def _open_attempt(payment: Payment, kind: str, amount: int, refund: Refund | None = None,
@@ -791,6 +877,13 @@ def _not_canceled(payment: Payment) -> None:
     payment.save(update_fields=["cancellation_reason", "updated_at"])
 
 
+def _lapsed(status: str, deadline: str, now: datetime | None, limit: int) -> list[str]:
+    """Ids of payments in `status` whose `deadline` (a datetime field) has passed, oldest
+    deadline first (the janitor's expiry jobs; each re-checks under the row lock)."""
+    return list(Payment.objects.filter(status=status, **{f"{deadline}__lte": now or timezone.now()})
+                .order_by(deadline).values_list("pk", flat=True)[:limit])
+
+
 def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 100) -> int:
     """Void the authorizations their provider lets lapse (the janitor calls this): each
     payment is voided at the provider once, with its own void attempt's idempotency key, and
@@ -800,10 +893,7 @@ def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 1
     increment under way, or voided before without success, is left to the janitor's
     operation checks and to people; a refused capture or increment is no reason to keep the
     rest held. Returns how many were released."""
-    now = now or timezone.now()
-    due = list(Payment.objects.filter(status=PaymentStatus.AUTHORIZED,
-                                      authorization_expires_at__lte=now)
-               .order_by("authorization_expires_at").values_list("pk", flat=True)[:limit])
+    due = _lapsed(PaymentStatus.AUTHORIZED, "authorization_expires_at", now, limit)
     canceled = 0
     for payment_id in due:
         with transaction.atomic():
@@ -1298,7 +1388,7 @@ def payment_provider_event_apply(
             status=ProviderStatus.CAPTURED if type == "payment.captured" else (
                 ProviderStatus.AUTHORIZED if approved else ProviderStatus.DECLINED),
             error_code="" if approved else (error_code or "card_declined"))
-        if payment.status == PaymentStatus.AUTHORIZATION_REQUESTED:
+        if payment.status in AWAITING_AUTHORIZATION:
             attempt = _open_attempt_of(payment, provider, AttemptKind.AUTHORIZE)
             if attempt is not None:
                 payment_authorization_record(attempt_id=attempt.id, result=answer)

@@ -33,6 +33,9 @@ class Outcome(enum.StrEnum):
     DECLINED = "declined"
     PENDING = "pending"
     UNKNOWN = "unknown"
+    # The issuer wants the customer authenticated (3-D Secure): `action_url` is the challenge.
+    # Nothing is charged until the challenge is passed; the answer follows by notice or lookup.
+    ACTION_REQUIRED = "action_required"
 
 
 class ProviderStatus(enum.StrEnum):
@@ -44,6 +47,7 @@ class ProviderStatus(enum.StrEnum):
     REFUNDED = "refunded"
     DECLINED = "declined"
     PENDING = "pending"
+    ACTION_REQUIRED = "action_required"  # waiting for the customer's authentication challenge
     NOT_FOUND = "not_found"
     UNKNOWN = "unknown"
 
@@ -67,6 +71,8 @@ class AuthorizeRequest:
     merchant_reference: str
     description: str = ""
     stored_credential: StoredCredential = StoredCredential.NONE
+    # Where the provider sends the customer after an authentication challenge (ours, per attempt).
+    return_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,8 @@ class ProviderResult(CallResult):
     # Our id as the provider holds it (its merchant order id), when a lookup says: a notice that
     # is only a hint is bound to this, never to the id the notice itself names.
     merchant_reference: str = ""
+    # ACTION_REQUIRED: the provider's challenge page the customer must visit.
+    action_url: str = ""
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ RETURN_CODES = {  # Cielo ReturnCode on a denied sale → normalised code
     "05": "do_not_honor", "51": "insufficient_funds", "54": "expired_card",
     "57": "card_declined", "59": "fraud_suspected", "91": "issuer_unavailable",
     "96": "processing_error", "14": "invalid_payment_method",
+    "A1": "authentication_failed", "A2": "authentication_abandoned",
 }
 ERROR_CODES = {  # Cielo error Code in a 4xx body → normalised code
     114: "invalid_request", 116: "invalid_request", 132: "provider_authentication_failed",
@@ -101,7 +102,8 @@ class CieloProvider(HttpAdapter):
             provider_reference=str(payment.get("PaymentId", "")), amount=integer(amount),
             currency=str(payment.get("Currency", "")).lower(),
             amount_refunded=integer(payment.get("VoidedAmount")),
-            amount_disputed=integer(payment.get("DisputedAmount")), merchant_reference=order_id)
+            amount_disputed=integer(payment.get("DisputedAmount")), merchant_reference=order_id,
+            action_url=str(payment.get("AuthenticationUrl") or ""))
 
     # -- the port -------------------------------------------------------------------------------
     def authorize(self, request: AuthorizeRequest) -> ProviderResult:
@@ -114,6 +116,8 @@ class CieloProvider(HttpAdapter):
                 "CreditCard": {"CardToken": request.payment_method},
             },
         }
+        if request.return_url:  # authenticate when the issuer asks (3-D Secure)
+            body["Payment"]["ReturnUrl"] = request.return_url
         if request.stored_credential != StoredCredential.NONE:
             merchant = request.stored_credential == StoredCredential.MERCHANT
             body["Payment"]["InitiatedTransactionIndicator"] = {

@@ -36,6 +36,12 @@ CODES = {
         # Sent, and the answer was lost (connection reset, 5xx after send, unreadable body).
         ErrorCode("outcome_unknown",
                   "The provider's answer was lost; the outcome is unknown.", False),
+        # 3-D Secure: the cardholder failed the issuer's challenge, or never finished it.
+        ErrorCode("authentication_failed",
+                  "The customer did not pass the card issuer's authentication.", False),
+        ErrorCode("authentication_abandoned",
+                  "The customer did not complete the card issuer's authentication in time.",
+                  False),
         ErrorCode("invalid_state",
                   "The provider's record does not allow this operation in its state.", False),
         ErrorCode("idempotency_conflict",

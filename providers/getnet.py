@@ -49,12 +49,14 @@ STATUS = {
     "CONFIRMED": ProviderStatus.CAPTURED, "PARTIALLY_REFUNDED": ProviderStatus.CAPTURED,
     "DENIED": ProviderStatus.DECLINED, "CANCELED": ProviderStatus.VOIDED,
     "REFUNDED": ProviderStatus.REFUNDED, "PENDING": ProviderStatus.PENDING,
+    "WAITING_AUTHENTICATION": ProviderStatus.PENDING,  # 3-D Secure: see authentication
 }
 DECLINE_CODES = {  # details[].error_code on a 402 → normalised code
     "PAYMENTS-001": "card_declined", "PAYMENTS-005": "do_not_honor",
     "PAYMENTS-051": "insufficient_funds", "PAYMENTS-054": "expired_card",
     "PAYMENTS-063": "fraud_suspected", "PAYMENTS-091": "issuer_unavailable",
     "PAYMENTS-096": "processing_error", "PAYMENTS-014": "invalid_payment_method",
+    "PAYMENTS-3DS-01": "authentication_failed", "PAYMENTS-3DS-02": "authentication_abandoned",
 }
 ERROR_CODES = {  # details[].error_code on any other 4xx → normalised code
     "GENERIC-400": "invalid_request", "PAYMENTS-400": "invalid_request",
@@ -207,7 +209,8 @@ class GetnetProvider(HttpAdapter):
                                            "card_declined"),
             provider_reference=str(payment.get("payment_id", "")),
             amount=from_scaled(payment.get("amount_captured"))
-            or from_scaled(payment.get("amount")))
+            or from_scaled(payment.get("amount")),
+            action_url=str((payment.get("authentication") or {}).get("redirect_url") or ""))
 
     # -- the port -------------------------------------------------------------------------------
     def authorize(self, request: AuthorizeRequest) -> ProviderResult:
@@ -222,6 +225,8 @@ class GetnetProvider(HttpAdapter):
             body["credit"]["credentials_on_file_type"] = (
                 "RECURRING" if request.stored_credential == StoredCredential.MERCHANT
                 else "ONE_CLICK")
+        if request.return_url:
+            body["authentication"] = {"return_url": request.return_url}
         sent = self.send("POST", "/v1/payments/credit", body=body,
                          idempotency_key=request.idempotency_key)
         if sent.status_code == 200 and sent.field("payment_id"):

@@ -292,10 +292,14 @@ class HttpAdapter:
     def charge_answer(self, sent: Sent, status: ProviderStatus, *, decline_code: str,
                       provider_reference: str, **fields: Any) -> ProviderResult:
         """A charge as the provider reports it: declined with `decline_code`, pending or unknown
-        as it says, approved in every other status."""
+        as it says, approved in every other status. A pending charge with a challenge page
+        (`action_url`) waits for the customer's authentication."""
         if status == ProviderStatus.DECLINED:
             return self.declined(sent, decline_code, reference=provider_reference)
+        if status == ProviderStatus.PENDING and fields.get("action_url"):
+            status = ProviderStatus.ACTION_REQUIRED
         outcome = {ProviderStatus.PENDING: Outcome.PENDING,
+                   ProviderStatus.ACTION_REQUIRED: Outcome.ACTION_REQUIRED,
                    ProviderStatus.UNKNOWN: Outcome.UNKNOWN}.get(status, Outcome.APPROVED)
         return self.result(sent, outcome=outcome, provider_reference=provider_reference,
                            status=status, **fields)

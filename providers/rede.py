@@ -22,7 +22,6 @@ from providers.base import (
     DisputeState,
     InboundEvent,
     MovementStatus,
-    Outcome,
     PayoutRequest,
     ProviderResult,
     ProviderStatus,
@@ -45,6 +44,7 @@ RETURN_CODES = {  # Rede returnCode on a declined authorization → normalised c
     "101": "card_declined", "105": "do_not_honor", "106": "issuer_unavailable",
     "107": "processing_error", "111": "insufficient_funds", "112": "expired_card",
     "113": "fraud_suspected", "58": "invalid_payment_method",
+    "203": "authentication_failed", "204": "authentication_abandoned",
 }
 ERROR_CODES = {  # Rede returnCode on any other 4xx → normalised code
     "401": "provider_authentication_failed", "37": "invalid_request", "78": "not_found",
@@ -54,7 +54,7 @@ EVENTS = event_types("rede")
 MOVEMENT_STATUS = {"PENDING": MovementStatus.PENDING, "IN_TRANSIT": MovementStatus.PENDING,
                    "PAID": MovementStatus.PAID, "CONFIRMED": MovementStatus.CONFIRMED,
                    "FAILED": MovementStatus.FAILED}
-APPROVED, CANCELLED = "00", "359"
+APPROVED, CANCELLED, AUTHENTICATION_REQUIRED = "00", "359", "220"
 
 
 def to_decimal_string(amount: int, currency: str) -> str:
@@ -113,8 +113,9 @@ class RedeProvider(HttpAdapter):
                                                             "card_declined"),
                                      reference=reference)
             case "Pending", _:
-                return self.result(sent, outcome=Outcome.PENDING, provider_reference=reference,
-                                   status=ProviderStatus.PENDING)
+                return self.charge_answer(sent, ProviderStatus.PENDING, decline_code="",
+                                          provider_reference=reference,
+                                          action_url=self._challenge(sent))
             case "Approved", True:
                 status = ProviderStatus.CAPTURED
             case "Approved", False:
@@ -127,6 +128,11 @@ class RedeProvider(HttpAdapter):
                 return self.unknown(sent, "outcome_unknown", reference=reference)
         amount = from_decimal_string((capture or auth).get("amount"), currency)
         return self.approved(sent, status, reference, amount)
+
+    @staticmethod
+    def _challenge(sent: Sent) -> str:
+        """The 3-D Secure page of a transaction waiting for the cardholder, or ""."""
+        return str(sent.field("threeDSecure", "url", default="") or "")
 
     # -- the port -------------------------------------------------------------------------------
     def authorize(self, request: AuthorizeRequest) -> ProviderResult:
@@ -143,9 +149,16 @@ class RedeProvider(HttpAdapter):
             body["transactionInitiator"] = (
                 "merchant" if request.stored_credential == StoredCredential.MERCHANT
                 else "cardholder")
+        if request.return_url:  # authenticate when the issuer asks (3-D Secure)
+            body["threeDSecure"] = {"embedded": True, "onFailure": "decline"}
+            body["urls"] = [{"kind": "threeDSecureSuccess", "url": request.return_url},
+                            {"kind": "threeDSecureFailure", "url": request.return_url}]
         sent = self.send("POST", "/v1/transactions", body=body,
                          idempotency_key=request.idempotency_key)
         code, tid = str(sent.field("returnCode")), str(sent.field("tid", default=""))
+        if sent.status_code == 200 and code == AUTHENTICATION_REQUIRED and tid:
+            return self.charge_answer(sent, ProviderStatus.PENDING, decline_code="",
+                                      provider_reference=tid, action_url=self._challenge(sent))
         if sent.status_code == 200 and code == APPROVED and tid:
             # Rede's answer carries no status: an approval is what we asked for.
             return self.approved(

@@ -52,6 +52,7 @@ class JanitorResult:
     discovered: int = 0
     retries: int = 0  # delayed retries of soft declines opened (payments.services)
     expired: int = 0  # lapsed authorizations voided
+    abandoned: int = 0  # authentication challenges left unfinished: payments failed
     answers: dict[str, int] = field(default_factory=dict)  # e.g. {"captured:captured": 3}
 
 
@@ -273,6 +274,8 @@ def janitor_run(*, owner: str = "", batch_size: int = BATCH_SIZE,
     result.retries = payments.payment_retries_run()
     # Authorizations their provider lets lapse: voided there once, canceled `expired`.
     result.expired = payments.payment_authorizations_expire()
+    # 3-D Secure challenges never finished: asked at the provider, then failed `abandoned`.
+    result.abandoned = payments.payment_authentications_expire()
     result.discovered = services.checks_discover(
         first_check_at=first_check_at, now=timezone.now(), grace=grace,
         movements_unchanged_for=SCHEDULE[0])

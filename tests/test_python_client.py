@@ -134,7 +134,8 @@ def _scripted(*answers: tuple[int, dict, dict]) -> tuple[Clearhouse, list[httpx.
 PAYMENT = {"id": "pay_1", "object": "payment", "amount": 1000, "currency": "usd",
            "status": "created", "capture_method": "automatic", "payment_method": "pm_card_visa",
            "customer": None, "off_session": False, "cancellation_reason": None,
-           "authorization_expires": None, "amount_authorized": 0, "amount_captured": 0,
+           "authorization_expires": None, "return_url": None, "next_action": None,
+           "amount_authorized": 0, "amount_captured": 0,
            "amount_refunded": 0, "amount_disputed": 0, "description": "", "metadata": {},
            "provider": None, "last_error": None, "livemode": False, "created": 1}
 

@@ -239,6 +239,13 @@ FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 WEBHOOKS_REQUIRE_HTTPS = env.bool("WEBHOOKS_REQUIRE_HTTPS", default=True)
 WEBHOOKS_ALLOW_LOOPBACK = env.bool("WEBHOOKS_ALLOW_LOOPBACK", default=False)
 
+# 3-D Secure (payments `requires_action`): the address customers' browsers reach us at (the
+# provider sends them back to PUBLIC_BASE_URL/payments/authentication/…), and how long a
+# challenge may stay unfinished before the janitor fails the payment `authentication_abandoned`.
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS = env.int("PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS",
+                                                 default=15 * 60)
+
 # The ledger (ledger/services.py, ledger/checkpoints.py). Checkpoints of every account's chain
 # head are signed with an Ed25519 seed (hex) that lives only in the environment; old public keys
 # (hex) stay listed after a rotation. Files go to LEDGER_CHECKPOINT_DIR/<database name>/, which

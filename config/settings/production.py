@@ -43,6 +43,9 @@ LEDGER_CHECKPOINT_SIGNING_KEY = env("LEDGER_CHECKPOINT_SIGNING_KEY", default="")
 LEDGER_CHECKPOINT_DIR = env("LEDGER_CHECKPOINT_DIR", default="")
 # Dispute evidence (payments.E001 refuses none at `check --deploy`; E002 a served folder).
 EVIDENCE_STORAGE_DIR = env("EVIDENCE_STORAGE_DIR", default="")
+# Where customers come back from a 3-D Secure challenge (payments.E003 at `check --deploy`
+# refuses none, or one that is not https).
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="")
 
 # Providers: enabled explicitly, each one classified live or test explicitly; each enabled
 # one's endpoint, credentials and secrets required. A provider not in PROVIDERS_ENABLED is not

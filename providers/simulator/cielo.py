@@ -18,6 +18,7 @@ from providers.simulator.wire import (
     Reply,
     Request,
     VaultWire,
+    challenge_base,
     iso,
     require_currency,
     require_int,
@@ -29,11 +30,13 @@ from providers.webhook_names import event_names
 if TYPE_CHECKING:
     from providers.simulator.engine import DisputeCase
 
-STATUS = {"authorized": 1, "captured": 2, "declined": 3, "voided": 10, "refunded": 11}
+STATUS = {"pending_authentication": 0, "authorized": 1, "captured": 2, "declined": 3,
+          "voided": 10, "refunded": 11}
 RETURN_CODES = {
     "card_declined": "57", "do_not_honor": "05", "insufficient_funds": "51",
     "expired_card": "54", "fraud_suspected": "59", "issuer_unavailable": "91",
     "processing_error": "96", "invalid_token": "14",
+    "authentication_failed": "A1", "authentication_abandoned": "A2",
 }
 ERRORS = {  # kind → (HTTP status, Cielo error code)
     "unauthorized": (401, 132), "invalid_request": (400, 114), "not_found": (404, 307),
@@ -49,6 +52,13 @@ MOVEMENT_STATUS = {"pending": "Pending", "in_transit": "InTransit", "paid": "Pai
 
 def _payment(charge: Charge) -> dict[str, Any]:
     approved = charge.status != "declined"
+    if charge.status == "pending_authentication":
+        # Cielo's "NotFinished" sale: the customer must authenticate at AuthenticationUrl.
+        return {"PaymentId": charge.reference, "Type": "CreditCard", "Amount": charge.amount,
+                "Currency": charge.currency.upper(), "Status": 0, "ReturnCode": "0",
+                "ReturnMessage": "Authentication required",
+                "AuthenticationUrl": charge.challenge_url, "ReturnUrl": charge.return_url,
+                "ReceivedDate": iso(charge.created_at)}
     return {
         "PaymentId": charge.reference,
         "Type": "CreditCard",
@@ -130,12 +140,14 @@ class CieloDialect(Dialect):
         token = require_str(card if isinstance(card, dict) else {}, "CardToken", max_length=100)
         initiated = payment.get("InitiatedTransactionIndicator")
         stored = str(initiated.get("Category", "")) if isinstance(initiated, dict) else ""
+        return_url = str(payment.get("ReturnUrl", ""))
         key = request.header(self.idempotency_header)
 
         def apply(draws: Draws) -> Result:
             return book.authorize(reference=book.new_uuid(), order_id=order_id, amount=amount,
                                   currency=currency, payment_method=token, capture=capture,
-                                  idempotency_key=key, draws=draws, stored_credential=stored)
+                                  idempotency_key=key, draws=draws, stored_credential=stored,
+                                  return_url=return_url, challenge_base=challenge_base(request))
 
         def render(result: Result) -> Reply:
             assert result.charge is not None

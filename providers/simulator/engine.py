@@ -28,6 +28,11 @@ DECLINE_TOKENS = {
 }
 # A token this acquirer's vault never issued (another acquirer's, or made up): declined.
 FOREIGN_CARD = "invalid_token"
+# The issuer wants the cardholder authenticated (3-D Secure): the charge waits, pending, for the
+# challenge page (approve, fail or abandon). Its outcomes' neutral decline reasons:
+CHALLENGE_TOKEN = "pm_card_threeDSecureRequired"  # noqa: S105 (a test alias, not a secret)
+AUTHENTICATION_FAILED = "authentication_failed"
+AUTHENTICATION_ABANDONED = "authentication_abandoned"
 
 
 # The card numbers the vaults treat specially (the schemes' test cards); any other Luhn-valid
@@ -39,6 +44,7 @@ TEST_CARDS = {
     "4100000000000019": "pm_card_fraud",
     "4000000000000119": "pm_card_processing_error",
     "4000000000000101": "pm_card_issuer_unavailable",
+    "4000000000003220": CHALLENGE_TOKEN,
 }
 
 
@@ -128,6 +134,8 @@ class ProviderConfig:
     dispute_response_days: int = 7
     dispute_decision_ms: int | None = 300
     dispute_win_rate: float = 0.5
+    # How long a 3-D Secure challenge stays open; after it the charge is declined (abandoned).
+    challenge_timeout_ms: int = 15 * 60 * 1000
     fee_bps: int = 0
     fee_fixed: int = 0
     credentials: dict[str, str] = field(default_factory=dict)
@@ -251,7 +259,7 @@ class Charge:
     amount: int
     currency: str
     payment_method: str
-    status: str  # authorized | captured | voided | refunded | declined
+    status: str  # pending_authentication | authorized | captured | voided | refunded | declined
     created_at: datetime
     idempotency_key: str
     proof_of_sale: str  # NSU: the acquirer's short sequence number, printed on settlement rows
@@ -263,6 +271,12 @@ class Charge:
     disputed: int = 0
     refunds: list[RefundRecord] = field(default_factory=list)
     stored_credential: str = ""  # the merchant's stored-credential flag, as sent on the wire
+    # 3-D Secure: the challenge page, where it sends the customer back, whether the approved
+    # charge is captured at once, and when an unfinished challenge counts as abandoned.
+    challenge_url: str = ""
+    return_url: str = ""
+    capture_requested: bool = False
+    challenge_expires_at: datetime | None = None
 
     @property
     def is_charged(self) -> bool:
@@ -271,7 +285,7 @@ class Charge:
 
     def snapshot(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("created_at", "captured_at"):
+        for key in ("created_at", "captured_at", "challenge_expires_at"):
             data[key] = data[key].isoformat() if data[key] else None
         data["refunds"] = [{"reference": r.reference, "amount": r.amount,
                             "created_at": r.created_at.isoformat()} for r in self.refunds]
@@ -478,11 +492,18 @@ class Book:
 
     # -- lookups ---------------------------------------------------------------------------------
     def charge(self, reference: str) -> Charge | None:
-        return self.charges.get(reference)
+        """A charge as it stands now: a challenge left open past its time is declined
+        (abandoned), its notice waiting in `pending_events` for the server to send."""
+        charge = self.charges.get(reference)
+        if (charge is not None and charge.status == "pending_authentication"
+                and charge.challenge_expires_at is not None
+                and self.clock.now() > charge.challenge_expires_at):
+            self.pending_events.extend(self._authenticated(charge, AUTHENTICATION_ABANDONED))
+        return charge
 
     def charges_for_order(self, order_id: str) -> list[Charge]:
-        return sorted((c for c in self.charges.values() if c.order_id == order_id),
-                      key=lambda c: c.created_at)
+        found = [self.charge(c.reference) for c in self.charges.values() if c.order_id == order_id]
+        return sorted((c for c in found if c is not None), key=lambda c: c.created_at)
 
     def movement(self, kind: str, reference: str) -> Movement | None:
         found = self.movements.get(reference)
@@ -529,7 +550,8 @@ class Book:
     # -- operations ------------------------------------------------------------------------------
     def authorize(self, *, reference: str, order_id: str, amount: int, currency: str,
                   payment_method: str, capture: bool, idempotency_key: str,
-                  draws: Draws, stored_credential: str = "") -> Result:
+                  draws: Draws, stored_credential: str = "", return_url: str = "",
+                  challenge_base: str = "") -> Result:
         now = self.clock.now()
         behaviour = self.alias(payment_method)
         reason = DECLINE_TOKENS.get(behaviour, "")
@@ -546,6 +568,15 @@ class Book:
             authorization_code="" if reason else self.new_digits(6),
             stored_credential=stored_credential,
         )
+        if behaviour == CHALLENGE_TOKEN and not reason:
+            # Nothing is authorized until the cardholder passes the issuer's challenge.
+            charge.status, charge.authorization_code = "pending_authentication", ""
+            charge.capture_requested, charge.return_url = capture, return_url
+            charge.challenge_url = f"{challenge_base}/_challenge/{self.provider}/{reference}"
+            charge.challenge_expires_at = now + timedelta(
+                milliseconds=self.config.challenge_timeout_ms)
+            self.charges[reference] = charge
+            return Result("ok", charge=charge)
         if capture and not reason:
             charge.captured, charge.captured_at = amount, now
         self.charges[reference] = charge
@@ -554,6 +585,31 @@ class Book:
                           events=[self.event("payment.declined", charge=charge.snapshot())])
         kind = "payment.captured" if capture else "payment.authorized"
         return Result("ok", charge=charge, events=[self.event(kind, charge=charge.snapshot())])
+
+    def challenge_complete(self, reference: str, *, approved: bool) -> Result:
+        """The cardholder finished the challenge page: approved authorizes (and captures, when
+        the merchant asked for it), failed declines. Once only; a late or repeated answer is
+        `invalid_state`."""
+        charge = self.charge(reference)
+        if charge is None:
+            return Result("not_found")
+        if charge.status != "pending_authentication":
+            return Result("invalid_state", charge=charge)
+        return Result("ok", charge=charge, events=self._authenticated(
+            charge, "" if approved else AUTHENTICATION_FAILED))
+
+    def _authenticated(self, charge: Charge, reason: str) -> list[SimEvent]:
+        """End a pending challenge: declined with `reason`, or (no reason) authorized and
+        captured as the merchant asked; the notice of the outcome."""
+        now = self.clock.now()
+        if reason:
+            charge.status, charge.decline_reason = "declined", reason
+            return [self.event("payment.declined", charge=charge.snapshot())]
+        charge.authorization_code = self.new_digits(6)
+        charge.status = "captured" if charge.capture_requested else "authorized"
+        if charge.capture_requested:
+            charge.captured, charge.captured_at = charge.amount, now
+        return [self.event(f"payment.{charge.status}", charge=charge.snapshot())]
 
     def capture(self, reference: str, amount: int | None) -> Result:
         charge = self.charges.get(reference)

@@ -23,6 +23,7 @@ from providers.simulator.wire import (
     Reply,
     Request,
     VaultWire,
+    challenge_base,
     iso,
     require_currency,
     require_str,
@@ -45,6 +46,8 @@ DECLINES = {  # reason → (error_code, description_detail)
     "issuer_unavailable": ("PAYMENTS-091", "91 - ISSUER UNAVAILABLE, RETRY"),
     "processing_error": ("PAYMENTS-096", "96 - SYSTEM MALFUNCTION, RETRY"),
     "invalid_token": ("PAYMENTS-014", "14 - INVALID CARD TOKEN"),
+    "authentication_failed": ("PAYMENTS-3DS-01", "3DS AUTHENTICATION FAILED"),
+    "authentication_abandoned": ("PAYMENTS-3DS-02", "3DS AUTHENTICATION NOT COMPLETED"),
 }
 ERRORS = {  # kind → (HTTP status, error_code, name)
     "invalid_request": (400, "GENERIC-400", "BadRequest"),
@@ -72,7 +75,8 @@ def _status(charge: dict[str, Any]) -> str:
             return "PARTIALLY_REFUNDED"
         # Getnet says APPROVED for a sale captured at once, CONFIRMED for a later capture.
         return "APPROVED" if charge["captured_at"] == charge["created_at"] else "CONFIRMED"
-    return {"authorized": "AUTHORIZED", "declined": "DENIED", "voided": "CANCELED",
+    return {"pending_authentication": "WAITING_AUTHENTICATION",
+            "authorized": "AUTHORIZED", "declined": "DENIED", "voided": "CANCELED",
             "refunded": "REFUNDED"}[charge["status"]]
 
 
@@ -91,6 +95,9 @@ def _payment(charge: Charge) -> dict[str, Any]:
     if charge.decline_reason:
         body["credit"]["reason_code"], body["credit"]["reason_message"] = DECLINES[
             charge.decline_reason]
+    if charge.status == "pending_authentication":
+        body["authentication"] = {"redirect_url": charge.challenge_url,
+                                  "return_url": charge.return_url}
     return body
 
 
@@ -204,13 +211,17 @@ class GetnetDialect(Dialect):
         if not isinstance(delayed, bool):
             raise BadRequest("credit.delayed must be a boolean.", "credit.delayed")
         stored = str(credit.get("credentials_on_file_type", ""))
+        authentication = data.get("authentication")
+        return_url = (str(authentication.get("return_url", ""))
+                      if isinstance(authentication, dict) else "")
         key = request.header(self.idempotency_header)
 
         def apply(draws: Draws) -> Result:
             return book.authorize(reference=book.new_uuid(), order_id=order_id, amount=amount,
                                   currency=currency, payment_method=token,
                                   capture=not delayed, idempotency_key=key, draws=draws,
-                                  stored_credential=stored)
+                                  stored_credential=stored, return_url=return_url,
+                                  challenge_base=challenge_base(request))
 
         def render(result: Result) -> Reply:
             charge = result.charge

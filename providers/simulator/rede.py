@@ -19,6 +19,7 @@ from providers.simulator.wire import (
     Reply,
     Request,
     VaultWire,
+    challenge_base,
     decimal_to_minor,
     iso,
     minor_to_decimal,
@@ -40,14 +41,17 @@ RETURN_CODES = {  # decline reason → (returnCode, returnMessage)
     "expired_card": ("112", "Unauthorized. Expiry date expired."),
     "fraud_suspected": ("113", "Unauthorized. Identified moderate risk by the issuer."),
     "invalid_token": ("58", "Unauthorized. Card token not found for this affiliation."),
+    "authentication_failed": ("203", "Unauthorized. 3DS authentication failed."),
+    "authentication_abandoned": ("204", "Unauthorized. 3DS authentication not completed."),
 }
 ERRORS = {  # kind → (HTTP status, returnCode)
     "unauthorized": (401, "401"), "invalid_request": (400, "37"), "not_found": (404, "78"),
     "idempotency_mismatch": (409, "42"), "invalid_state": (422, "355"),
     "invalid_amount": (422, "351"), "unavailable": (503, "503"), "server_error": (500, "500"),
 }
-AUTH_STATUS = {"authorized": "Approved", "captured": "Approved", "refunded": "Canceled",
-               "voided": "Canceled", "declined": "Denied"}
+AUTH_STATUS = {"pending_authentication": "Pending", "authorized": "Approved",
+               "captured": "Approved", "refunded": "Canceled", "voided": "Canceled",
+               "declined": "Denied"}
 EVENTS = event_names("rede")
 
 
@@ -73,6 +77,8 @@ def _transaction(charge: Charge) -> dict[str, Any]:
             "status": AUTH_STATUS[charge.status], "returnCode": code, "returnMessage": message,
             "dateTime": iso(charge.created_at),
         },
+        "threeDSecure": {"url": charge.challenge_url} if charge.challenge_url
+        and charge.status == "pending_authentication" else None,
         "capture": None if charge.captured_at is None else {
             "dateTime": iso(charge.captured_at), "nsu": charge.proof_of_sale,
             "amount": _money(charge.captured, currency)},
@@ -138,13 +144,18 @@ class RedeDialect(Dialect):
         token = require_str(data, "cardToken", max_length=100)
         stored = (f"{data.get('storageCard', '')}:{data.get('transactionInitiator', '')}"
                   if "storageCard" in data else "")
+        urls = data.get("urls")
+        return_url = next((str(item.get("url", "")) for item in urls if isinstance(item, dict)
+                           and item.get("kind") == "threeDSecureSuccess"),
+                          "") if isinstance(urls, list) else ""
         key = request.header(self.idempotency_header)
 
         def apply(draws: Draws) -> Result:
             return book.authorize(reference=book.new_digits(20), order_id=order_id,
                                   amount=amount, currency=currency, payment_method=token,
                                   capture=capture, idempotency_key=key, draws=draws,
-                                  stored_credential=stored)
+                                  stored_credential=stored, return_url=return_url,
+                                  challenge_base=challenge_base(request))
 
         def render(result: Result) -> Reply:
             charge = result.charge
@@ -155,6 +166,11 @@ class RedeDialect(Dialect):
             if result.kind == "declined":
                 code, message = RETURN_CODES[result.reason]
                 return Reply.json(402, {"returnCode": code, "returnMessage": message, **body})
+            if charge.status == "pending_authentication":
+                return Reply.json(200, {
+                    "returnCode": "220", "returnMessage": "Transaction request with "
+                    "authentication received. Redirect URL sent.", **body,
+                    "threeDSecure": {"url": charge.challenge_url}})
             return Reply.json(200, {"returnCode": "00", "returnMessage": "Success.", **body,
                                     "authorizationCode": charge.authorization_code})
 

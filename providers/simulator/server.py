@@ -3,6 +3,7 @@ mutations once per idempotency key with the configured faults, and serves `/_con
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import pickle
@@ -21,6 +22,7 @@ from providers.simulator.cielo import CieloDialect
 from providers.simulator.engine import (
     PROVIDERS,
     Book,
+    Charge,
     Clock,
     ConfigError,
     DisputeCase,
@@ -107,6 +109,8 @@ class Simulator:
     # -- the provider APIs ---------------------------------------------------------------------
     def handle(self, request: Request) -> Reply:
         head, _, rest = request.path.lstrip("/").partition("/")
+        if head == "_challenge":
+            return self.challenge(request, rest)
         if head == "_control":
             try:
                 return self.control(request, "/" + rest)
@@ -235,6 +239,30 @@ class Simulator:
         return Reply(200, text.encode(), "text/csv; charset=utf-8", {
             "Content-Disposition": f'attachment; filename="{book.provider}-{day}.csv"'})
 
+    # -- the issuer's 3-D Secure challenge page (the cardholder's browser; no provider auth) ----
+    def challenge(self, request: Request, path: str) -> Reply:
+        """`GET /_challenge/<provider>/<charge>`: the page; `POST` with `action` approve, fail
+        or abandon: approve and fail end the challenge (with their notice), abandon leaves it
+        open to expire. Each sends the browser back to the merchant's return URL (303)."""
+        provider, _, reference = path.partition("/")
+        book = self.books.get(provider)
+        with self.lock:
+            charge = book.charge(reference) if book is not None else None
+        if book is None or charge is None or not charge.challenge_url:
+            return Reply(404, b"No such authentication.", "text/plain; charset=utf-8")
+        if request.method == "GET":
+            return Reply(200, challenge_page(provider, charge), "text/html; charset=utf-8")
+        action = parse_qs(request.body.decode("utf-8", "replace")).get("action", [""])[-1]
+        if action not in ("approve", "fail", "abandon"):
+            return Reply(400, b"action must be approve, fail or abandon.",
+                         "text/plain; charset=utf-8")
+        if action != "abandon":
+            self._later(book, lambda: book.challenge_complete(reference,
+                                                              approved=action == "approve"))
+        if not charge.return_url:
+            return Reply(200, f"Authentication {action}d.".encode(), "text/plain; charset=utf-8")
+        return Reply(303, b"", "text/plain; charset=utf-8", {"Location": charge.return_url})
+
     # -- the control API -------------------------------------------------------------------------
     def control(self, request: Request, path: str) -> Reply:
         routes: list[tuple[str, str, Callable[..., Reply]]] = [
@@ -357,6 +385,21 @@ class Simulator:
 
     def _c_settlement(self, request: Request, provider: str, day: str) -> Reply:
         return self.settlement(self.books[provider], day)
+
+
+def challenge_page(provider: str, charge: Charge) -> bytes:
+    """A plain HTML form (no script): what the issuer shows the cardholder."""
+    amount = html.escape(f"{charge.amount} {charge.currency.upper()} (minor units)")
+    state = html.escape(charge.status)
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>3-D Secure authentication</title></head><body>
+<h1>{html.escape(provider.title())} test issuer: 3-D Secure</h1>
+<p>Payment of <strong>{amount}</strong> for order <code>{html.escape(charge.order_id)}</code>
+(<span id="state">{state}</span>).</p>
+<form method="post"><button type="submit" name="action" value="approve" id="approve">Complete
+authentication</button> <button type="submit" name="action" value="fail" id="fail">Fail
+authentication</button> <button type="submit" name="action" value="abandon" id="abandon">
+Abandon</button></form></body></html>""".encode()
 
 
 # -- HTTP plumbing ---------------------------------------------------------------------------

@@ -464,6 +464,11 @@ def iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def challenge_base(request: Request) -> str:
+    """This simulator's address as the client reached it: where the challenge page is served."""
+    return f"http://{request.header('host') or '127.0.0.1'}"
+
+
 def pick_charge_for_order(charges: list[Charge]) -> Charge:
     """When one order has several charges, the live one wins over declines; then the latest."""
     return sorted(charges, key=lambda c: (c.is_charged or c.status == "voided",
