@@ -49,6 +49,18 @@ def _come_back(location: str):
     return Client().get(urlsplit(location).path)
 
 
+def _through_challenge(merchant, code: str, action: str) -> tuple[Payment, str, str]:
+    """A challenged payment at `code` whose customer pressed `action` and came back: the
+    payment as it then stands, the challenge page and our return address."""
+    routing_rule(code)
+    payment = _challenged(merchant)
+    challenge = payment.next_action_url
+    location = _answer_challenge(payment, action)
+    _come_back(location)
+    payment.refresh_from_db()
+    return payment, challenge, location
+
+
 def _notice(payment: Payment, type: str, **fields) -> str:
     """The provider's verified notice about the payment's charge, applied as the inbox does."""
     return services.payment_provider_event_apply(
@@ -127,12 +139,7 @@ def test_the_redirect_alone_proves_nothing(simulator, merchant):
 
 
 def test_an_abandoned_challenge_expires_and_fails_the_payment(simulator, merchant):
-    routing_rule("getnet")
-    payment = _challenged(merchant)
-    challenge = payment.next_action_url
-    location = _answer_challenge(payment, "abandon")
-    _come_back(location)
-    payment.refresh_from_db()
+    payment, challenge, location = _through_challenge(merchant, "getnet", "abandon")
     assert payment.status == PaymentStatus.REQUIRES_ACTION  # the customer may still return
     assert services.payment_authentications_expire() == 0  # not yet due
     later = payment.action_expires_at + timedelta(seconds=1)
@@ -164,12 +171,7 @@ def test_a_challenge_the_provider_let_lapse_is_read_as_abandoned(simulator, merc
 
 @pytest.mark.parametrize("late", ["approve", "fail"])
 def test_a_duplicated_or_late_challenge_result_changes_nothing(simulator, merchant, late):
-    routing_rule("cielo")
-    payment = _challenged(merchant)
-    challenge = payment.next_action_url
-    location = _answer_challenge(payment, "approve")
-    _come_back(location)
-    payment.refresh_from_db()
+    payment, challenge, location = _through_challenge(merchant, "cielo", "approve")
     assert payment.status == "captured"
     before = _events(payment)
     # The customer presses again (the provider ignores it: the challenge is over), comes back
