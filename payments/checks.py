@@ -54,9 +54,9 @@ def check_evidence_storage_set(app_configs: Any, **kwargs: Any) -> list[CheckMes
 
 @register(deploy=True)
 def check_public_base_url(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
-    if str(getattr(settings, "PUBLIC_BASE_URL", "")).startswith("https://"):
+    if str(getattr(settings, "PUBLIC_URL", "")).startswith("https://"):
         return []
-    return [Error("PUBLIC_BASE_URL is not an https:// address: customers returning from a "
+    return [Error("PUBLIC_URL is not an https:// address: customers returning from a "
                   "3-D Secure challenge would be sent nowhere, or over plain http.",
                   hint="Set it to the public https address of this deployment.",
                   id="payments.E003")]

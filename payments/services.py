@@ -611,7 +611,7 @@ def authentication_return_url(attempt_id: str) -> str:
     """Where the provider sends the customer back after a challenge (no API key: the token)."""
     path = reverse("payment-authentication-return", kwargs={
         "attempt_id": attempt_id, "token": authentication_token(attempt_id)})
-    return settings.PUBLIC_BASE_URL.rstrip("/") + path
+    return settings.PUBLIC_URL.rstrip("/") + path
 
 
 def payment_authentication_return(*, attempt_id: str, token: str) -> Payment:

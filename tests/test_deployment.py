@@ -25,7 +25,7 @@ PRODUCTION_ENV = {
                                       "0e2b4d6f8a1c3e5b7d9f0a2c4e6b8d1f"),
     "LEDGER_CHECKPOINT_DIR": "/var/lib/clearhouse/ledger-checkpoints",
     "EVIDENCE_STORAGE_DIR": "/var/lib/clearhouse/evidence",
-    "PUBLIC_BASE_URL": "https://pay.example.com",
+    "PUBLIC_URL": "https://pay.example.com",
     # Providers are enabled explicitly, each classified live or test, and each one's endpoint,
     # credentials and secrets are required: real-looking values, none of them the repository's
     # development ones.

@@ -240,9 +240,9 @@ WEBHOOKS_REQUIRE_HTTPS = env.bool("WEBHOOKS_REQUIRE_HTTPS", default=True)
 WEBHOOKS_ALLOW_LOOPBACK = env.bool("WEBHOOKS_ALLOW_LOOPBACK", default=False)
 
 # 3-D Secure (payments `requires_action`): the address customers' browsers reach us at (the
-# provider sends them back to PUBLIC_BASE_URL/payments/authentication/…), and how long a
+# provider sends them back to PUBLIC_URL/payments/authentication/…), and how long a
 # challenge may stay unfinished before the janitor fails the payment `authentication_abandoned`.
-PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+PUBLIC_URL = env("PUBLIC_URL", default="http://127.0.0.1:8000")
 PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS = env.int("PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS",
                                                  default=15 * 60)
 

@@ -45,7 +45,7 @@ LEDGER_CHECKPOINT_DIR = env("LEDGER_CHECKPOINT_DIR", default="")
 EVIDENCE_STORAGE_DIR = env("EVIDENCE_STORAGE_DIR", default="")
 # Where customers come back from a 3-D Secure challenge (payments.E003 at `check --deploy`
 # refuses none, or one that is not https).
-PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="")
+PUBLIC_URL = env("PUBLIC_URL", default="")
 
 # Providers: enabled explicitly, each one classified live or test explicitly; each enabled
 # one's endpoint, credentials and secrets required. A provider not in PROVIDERS_ENABLED is not

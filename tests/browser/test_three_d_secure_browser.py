@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def test_a_customer_approves_the_challenge_and_the_payment_is_captured(
         browser_page, live_server, simulator, merchant, settings, screenshots: Path, code):
     page = browser_page
-    settings.PUBLIC_BASE_URL = live_server.url
+    settings.PUBLIC_URL = live_server.url
     routing_rule(code)
     # The merchant's checkout page, standing in: any page the browser can land on.
     shop = f"{simulator.base_url}/_control/health"
