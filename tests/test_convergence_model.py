@@ -2,17 +2,15 @@
 delivered by any path, end with our books equal to the provider's or a break that says why.
 
 A test provider (`model_a`, failing over to `model_b`) keeps its own books in memory: charges,
-captures, voids, refunds, chargebacks, payouts and deposits, each operation once per idempotency
-key; a card may need 3-D Secure, and its challenge is approved, failed or abandoned (then the
-provider lets it lapse), the customer returning to us or not. The machine's rules are the
-merchant's calls into the services (create, confirm, capture in full or in part, cancel,
-refunds, deposits, payouts) and the provider's facts (approve, decline, an answer lost after the
-provider acted, another amount or currency confirmed, a refund made in its dashboard, a
-chargeback, a dispute decided, a payout or deposit finished, a challenge answered). Facts reach
-us by the synchronous reply, by webhooks (stored in the inbox and processed later in any order,
-duplicated, or never), by the janitor's lookups, and by settlement files. The teardown lets the
-provider retry its webhooks, runs the inbox, the sweeper, the janitor through its whole schedule
-and a last settlement file, then checks the books.
+captures, voids, refunds, chargebacks, payouts and deposits, each operation once per
+idempotency key. The machine's rules are the merchant's calls into the services (create,
+confirm, capture in full or in part, cancel, refunds, deposits, payouts) and the provider's
+facts (approve, decline, an answer lost after the provider acted, another amount or currency
+confirmed, a refund made in its dashboard, a chargeback, a dispute decided, a payout or deposit
+finished). Facts reach us by the synchronous reply, by webhooks (stored in the inbox and
+processed later in any order, duplicated, or never), by the janitor's lookups, and by settlement
+files. The teardown lets the provider retry its webhooks, runs the inbox, the sweeper, the
+janitor through its whole schedule and a last settlement file, then checks the books.
 
 Each example runs inside a savepoint of the test's transaction that is rolled back at its end
 (ledger postings cannot be deleted, and truncating costs more), on its own clock (time-machine).
@@ -34,7 +32,6 @@ from typing import Any
 
 import pytest
 import time_machine
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.test import TestCase
@@ -114,13 +111,8 @@ class Charge:
     order: str  # our payment id, the merchant reference
     amount: int
     currency: str
-    status: str  # action_required, authorized, captured, voided, declined
+    status: str  # authorized, captured, voided
     captured: int = 0
-    # 3-D Secure: what the merchant asked (capture or not), until when the challenge is open,
-    # and why it ended declined.
-    capture_requested: bool = False
-    challenge_expires_at: datetime | None = None
-    decline_code: str = ""
     refunds: dict[str, int] = field(default_factory=dict)
     disputes: dict[str, list] = field(default_factory=dict)  # ref -> [amount, open|won|lost]
     conflict: bool = False  # the provider confirmed another amount or currency than asked
@@ -194,32 +186,6 @@ class Bank:
     def moves_of(self, order: str) -> list[Move]:
         return [move for move in self.moves.values() if move.order == order]
 
-    def challenge_end(self, charge: Charge, *, approved: bool) -> None:
-        """The cardholder answers the challenge (once): past its window the provider has
-        already let it lapse (abandoned). Sends the outcome's notice."""
-        self.challenge_lapse(charge)
-        if charge.status != "action_required":
-            return
-        if approved:
-            charge.status = "captured" if charge.capture_requested else "authorized"
-            charge.captured = charge.amount if charge.capture_requested else 0
-            self.emit(charge.provider, f"payment.{charge.status}", reference=charge.reference,
-                      order=charge.order, amount=charge.amount, currency=charge.currency,
-                      status=charge.status)
-        else:
-            self._challenge_decline(charge, "authentication_failed")
-
-    def challenge_lapse(self, charge: Charge) -> None:
-        if (charge.status == "action_required" and charge.challenge_expires_at is not None
-                and timezone.now() > charge.challenge_expires_at):
-            self._challenge_decline(charge, "authentication_abandoned")
-
-    def _challenge_decline(self, charge: Charge, code: str) -> None:
-        charge.status, charge.decline_code = "declined", code
-        self.emit(charge.provider, "payment.declined", reference=charge.reference,
-                  order=charge.order, amount=charge.amount, currency=charge.currency,
-                  status="declined", error_code=code)
-
 
 def _declined(code: str, reference: str = "") -> ProviderResult:
     err = error(code)
@@ -236,13 +202,6 @@ def _approved(charge: Charge, amount: int, reference: str = "",
                           currency=currency or charge.currency, merchant_reference=charge.order,
                           amount_refunded=charge.refunded,
                           amount_disputed=charge.disputed, amount_captured=charge.captured)
-
-
-def _challenge(charge: Charge) -> ProviderResult:
-    return ProviderResult(outcome=Outcome.ACTION_REQUIRED, provider_reference=charge.reference,
-                          status=ProviderStatus.ACTION_REQUIRED, amount=charge.amount,
-                          currency=charge.currency, merchant_reference=charge.order,
-                          action_url=f"https://{charge.provider}.test/3ds/{charge.reference}")
 
 
 LOST = ProviderResult(outcome=Outcome.UNKNOWN, error_code="timeout",
@@ -292,14 +251,6 @@ class ModelProvider:
             if plan in ("unavailable", "decline"):
                 return _declined("provider_unavailable" if plan == "unavailable"
                                  else "card_declined"), False
-            if plan == "challenge":  # the issuer wants the cardholder authenticated first
-                charge = Charge(f"{self.code}_ch_{request.idempotency_key}", self.code,
-                                request.merchant_reference, request.amount, request.currency,
-                                "action_required", capture_requested=request.capture,
-                                challenge_expires_at=timezone.now() + timedelta(
-                                    seconds=settings.PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS))
-                bank.charges[charge.reference] = charge
-                return _challenge(charge), False
             amount = _other_amount(request.amount) if plan == "amount" else request.amount
             currency = OTHER_CURRENCY[request.currency] if plan == "currency" else (
                 request.currency)
@@ -408,11 +359,6 @@ class ModelProvider:
         if charge is None:
             return ProviderResult(outcome=Outcome.DECLINED, status=ProviderStatus.NOT_FOUND,
                                   error_code="not_found")
-        self.bank.challenge_lapse(charge)
-        if charge.status == "action_required":
-            return _challenge(charge)
-        if charge.status == "declined":
-            return _declined(charge.decline_code, charge.reference)
         return _approved(charge, charge.captured or charge.amount)
 
     # payouts and deposits
@@ -519,8 +465,7 @@ def _settlement_file(bank: Bank, code: str) -> bytes:
 
 # -- the machine -------------------------------------------------------------------------------
 CARD_PLANS = st.sampled_from(["approve"] * 5 + ["decline", "lost", "lost", "unavailable",
-                                                "amount", "currency", "challenge",
-                                                "challenge"])
+                                                "amount", "currency"])
 OPERATION_PLANS = st.sampled_from(["approve"] * 4 + ["decline", "lost", "lost", "unavailable",
                                                      "amount"])
 OPEN = ("pending", "held")
@@ -857,41 +802,6 @@ class ConvergenceMachine(RuleBasedStateMachine):
             self._finish_move(pending[data.draw(st.integers(0, len(pending) - 1))], succeed)
             self._notify_now(notify)
 
-    # The cardholder on the issuer's challenge page: passes, fails or walks away. Then comes
-    # back to our return address (we ask the provider), or only the provider's notice comes now,
-    # or nothing (a notice later, the janitor's lookup, or the challenge lapses). Three rules
-    # rather than one drawn answer, so each is chosen as often as any other rule.
-    @precondition(lambda self: self.payment_ids)
-    @rule(data=st.data(), path=st.sampled_from(["return", "notify", "none"]))
-    def customer_passes_challenge(self, data: st.DataObject, path: str) -> None:
-        self._challenge_answered(data, "approve", path)
-
-    @precondition(lambda self: self.payment_ids)
-    @rule(data=st.data(), path=st.sampled_from(["return", "notify", "none"]))
-    def customer_fails_challenge(self, data: st.DataObject, path: str) -> None:
-        self._challenge_answered(data, "fail", path)
-
-    @precondition(lambda self: self.payment_ids)
-    @rule(data=st.data())
-    def customer_returns_without_answering(self, data: st.DataObject) -> None:
-        self._challenge_answered(data, "abandon", "return")
-
-    def _challenge_answered(self, data: st.DataObject, answer: str, path: str) -> None:
-        payment = self._pick(Payment, self.payment_ids, data, "requires_action")
-        if payment is None:
-            return
-        charge = self.bank.charges[payment.provider_reference]
-        sent = len(self.bank.outbox)
-        if answer != "abandon":
-            self.bank.challenge_end(charge, approved=answer == "approve")
-        STATS[f"fact:challenge_{answer}"] += 1
-        if path == "return":
-            attempt = payment.attempts.filter(kind="authorize").latest("created_at")
-            self._call("challenge_return", payments.payment_authentication_return,
-                       attempt_id=attempt.id, token=payments.authentication_token(attempt.id))
-        elif path == "notify" and len(self.bank.outbox) > sent:
-            self._notify_now(True)
-
     # -- delivery paths --------------------------------------------------------------------
     @precondition(lambda self: self.bank.outbox)
     @rule(data=st.data(), again=st.booleans())
@@ -1032,8 +942,6 @@ class ConvergenceMachine(RuleBasedStateMachine):
                                     f"{charge}: {differences}; no open break")
             else:
                 STATS[f"end:payment_agrees:{payment.status}"] += 1
-                if payment.failure_code.startswith("authentication_"):
-                    STATS[f"end:{payment.failure_code}"] += 1
         for model, ids, kind in ((Deposit, self.deposit_ids, "deposit"),
                                  (Payout, self.payout_ids, "payout")):
             for row in model.objects.filter(pk__in=ids).order_by("created_at"):
@@ -1069,7 +977,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
 def _anything_open() -> bool:
     """Whether the janitor or the sweeper has anything left to do (one query)."""
     exists = [
-        Payment.objects.filter(status__in=["authorization_requested", "requires_action"]),
+        Payment.objects.filter(status="authorization_requested"),
         PaymentAttempt.objects.filter(status__in=[AttemptStatus.REQUESTED,
                                                   AttemptStatus.UNKNOWN]),
         Payout.objects.filter(status__in=["pending", "in_transit"]),
@@ -1088,9 +996,6 @@ def _payment_differences(payment: Payment, charge: Charge | None) -> list[str]:
             return [f"status {payment.status} with no charge at the provider"]
         return [] if payment.amount_captured == 0 else ["captured without a charge"]
     differences = []
-    if charge.status in ("action_required", "declined"):  # a challenge nobody passed
-        return [] if (payment.status, payment.amount_captured) == ("failed", 0) else [
-            f"{payment.status}, provider {charge.status} {charge.decline_code}"]
     if (charge.amount, charge.currency) != (payment.amount, payment.currency):
         differences.append(f"charged {charge.amount} {charge.currency}")
     if (payment.provider, payment.provider_reference) != (charge.provider, charge.reference):
@@ -1190,9 +1095,7 @@ def test_provider_facts_converge_by_any_path_or_leave_a_break(model_providers):
                  "fact:dispute_lost", "fact:dispute_won", "fact:dashboard_refund",
                  "settlement:matched", "end:payment_with_break", "capture:partial:ok",
                  "increment:ok",
-                 "end:payment_agrees:refunded", "end:payment_agrees:charged_back",
-                 "fact:challenge_approve", "fact:challenge_fail", "fact:challenge_abandon",
-                 "end:authentication_failed", "end:authentication_abandoned"):
+                 "end:payment_agrees:refunded", "end:payment_agrees:charged_back"):
         assert STATS[path], f"the model never exercised {path}"
     # A capture that agrees at the end is `settled` when the last settlement file listed it and
     # `captured` otherwise; which of the two a run sees depends on step timing (the clock ticks).
