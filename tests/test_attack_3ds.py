@@ -1,0 +1,233 @@
+"""Attacks on 3-D Secure (issue 18): a hostile customer's browser on the return endpoint, a
+hostile merchant on a payment waiting for its challenge, and a provider whose challenge page,
+notices and lookups lie, repeat or come late. The customer is charged once at most, the books
+move only on the provider's word, and what cannot be applied is kept as a break."""
+
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.test import Client
+
+from payments import services
+from payments.models import Payment, PaymentStatus
+from providers.base import Outcome, ProviderResult, ProviderStatus
+from reconciliation.models import ReconciliationBreak
+from tests.conftest import assert_error, routing_rule
+from tests.test_three_d_secure import CARD, SHOP, _answer_challenge, _challenged, _notice
+
+pytestmark = pytest.mark.django_db
+
+
+def _return_path(payment: Payment) -> str:
+    return urlsplit(services.authentication_return_url(payment.attempts.get().id)).path
+
+
+def _charges(simulator, payment: Payment) -> list[dict]:
+    return simulator.control.charges(provider=payment.provider, order_id=payment.id)
+
+
+# -- the provider lies, repeats, comes late ------------------------------------------------------
+@pytest.mark.parametrize("code", ["cielo", "getnet"])
+def test_an_approval_after_the_janitor_abandoned_the_challenge_is_kept_as_a_break(
+        simulator, merchant, code):
+    """Our clock ran out before the provider's: the payment failed `authentication_abandoned`
+    while the challenge was still open there; the customer then passed it and the provider took
+    the money. The payment does not move backwards, and the charge is not lost either."""
+    routing_rule(code)
+    payment = _challenged(merchant)
+    later = payment.action_expires_at + timedelta(seconds=1)
+    assert services.payment_authentications_expire(now=later) == 1
+    _answer_challenge(payment, "approve")
+    [charge] = _charges(simulator, payment)
+    assert charge["is_charged"]  # the provider holds money for a payment we hold failed
+    _notice(payment, "payment.captured", amount=4200, currency="brl")
+    _notice(payment, "payment.captured", amount=4200, currency="brl")  # duplicated
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("failed", 0)
+    [found] = ReconciliationBreak.objects.filter(payment_id=payment.id)
+    assert (found.type, found.provider, found.provider_amount) == (
+        "status_mismatch", code, 4200)
+
+
+def test_a_notice_of_approval_after_a_failed_challenge_is_kept_as_a_break(simulator, merchant):
+    """The provider's notice said the challenge failed; a later notice (or its lookup) says
+    the charge went through: the first fact stands, the second is recorded, not dropped."""
+    routing_rule("rede")
+    payment = _challenged(merchant)
+    _notice(payment, "payment.declined", error_code="authentication_failed")
+    payment.refresh_from_db()
+    assert (payment.status, payment.failure_code) == ("failed", "authentication_failed")
+    _notice(payment, "payment.authorized", amount=4200, currency="brl")
+    payment.refresh_from_db()
+    assert payment.status == "failed"
+    assert ReconciliationBreak.objects.filter(payment_id=payment.id,
+                                              type="status_mismatch").count() == 1
+
+
+def test_a_declined_notice_after_the_approval_changes_nothing_and_reports_nothing(
+        simulator, merchant):
+    routing_rule("cielo")
+    payment = _challenged(merchant)
+    _notice(payment, "payment.captured", amount=4200, currency="brl")
+    _notice(payment, "payment.declined", error_code="authentication_failed")
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("captured", 4200)
+    assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
+
+
+def test_an_approval_in_another_currency_moves_no_money(simulator, merchant):
+    routing_rule("cielo")
+    payment = _challenged(merchant)
+    _notice(payment, "payment.captured", amount=4200, currency="usd")
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("requires_action", 0)
+    assert ReconciliationBreak.objects.filter(payment_id=payment.id,
+                                              type="currency_mismatch").exists()
+
+
+def test_a_notice_from_a_provider_that_does_not_hold_the_charge_changes_nothing(
+        simulator, merchant):
+    routing_rule("cielo")
+    payment = _challenged(merchant)
+    services.payment_provider_event_apply(
+        provider="rede", type="payment.captured", provider_reference=payment.provider_reference,
+        merchant_reference=payment.id, amount=4200, currency="brl")
+    services.payment_provider_event_apply(
+        provider="rede", type="payment.declined", provider_reference=payment.provider_reference,
+        merchant_reference=payment.id, error_code="authentication_failed")
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("requires_action", 0)
+
+
+@pytest.mark.parametrize("url", [
+    "javascript:alert(document.cookie)", "data:text/html,<script>alert(1)</script>",
+    "//evil.example/challenge", "https://issuer.example/" + "a" * 3000,
+    "https://issuer.example/\r\nSet-Cookie: a=b",
+])
+def test_a_challenge_page_the_provider_made_up_is_never_handed_to_the_customer(
+        simulator, merchant, url):
+    """The challenge address is the provider's evidence: only an http(s) URL we can store goes
+    to the merchant's front end; anything else leaves the attempt without an answer (the
+    janitor keeps asking) instead of crashing or redirecting the customer to it."""
+    routing_rule("cielo")
+    payment = services.payment_create(merchant=merchant, amount=4200, currency="brl",
+                                      payment_method=CARD, return_url=SHOP)
+    services.payment_confirm(merchant=merchant, payment_id=payment.id)
+    attempt = payment.attempts.get()
+    services.payment_authorization_record(attempt_id=attempt.id, result=ProviderResult(
+        outcome=Outcome.ACTION_REQUIRED, provider_reference="ref-3ds-1",
+        status=ProviderStatus.ACTION_REQUIRED, action_url=url))
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.AUTHORIZATION_REQUESTED
+    assert payment.next_action_url == ""
+
+
+def test_the_database_refuses_a_challenge_page_that_is_not_http():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                       "WHERE conname = 'payment_next_action_url_http'")
+        assert cursor.fetchall(), "no CHECK on next_action_url's scheme"
+
+
+def test_the_database_refuses_a_javascript_challenge_page(simulator, merchant):
+    routing_rule("getnet")
+    payment = _challenged(merchant)
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE payments_payment SET next_action_url = 'javascript:alert(1)' "
+                       "WHERE id = %s", [payment.id])
+
+
+# -- a hostile customer's browser ----------------------------------------------------------------
+def test_query_parameters_on_the_return_address_mean_nothing(simulator, merchant, other_api):
+    routing_rule("rede")
+    payment = _challenged(merchant)
+    other = _challenged(merchant)
+    back = Client().get(_return_path(payment), {"status": "succeeded", "payment": other.id,
+                                                "outcome": "approved"})
+    assert back.status_code == 302
+    assert parse_qs(urlsplit(back["Location"]).query) == {"payment": [payment.id]}
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.REQUIRES_ACTION
+    assert not _charges(simulator, payment)[0]["is_charged"]
+
+
+def test_one_payments_token_opens_no_other_payment(simulator, merchant):
+    routing_rule("cielo")
+    first, second = _challenged(merchant), _challenged(merchant)
+    first_path, second_path = _return_path(first), _return_path(second)
+    token = first_path.rsplit("/", 1)[1]
+    swapped = second_path.rsplit("/", 1)[0] + "/" + token
+    assert Client().get(swapped).status_code == 404
+    assert Client().get(first_path.replace(token, token.upper())).status_code == 404
+    assert Client().post(first_path).status_code == 405
+    # A token for a payment's other attempt kinds is no return address either.
+    _answer_challenge(first, "approve")
+    Client().get(first_path)
+    first.refresh_from_db()
+    assert first.status == "captured"
+    for attempt in first.attempts.exclude(kind="authorize"):
+        path = urlsplit(services.authentication_return_url(attempt.id)).path
+        assert Client().get(path).status_code == 404
+
+
+def test_a_return_replayed_many_times_charges_once(simulator, merchant):
+    routing_rule("getnet")
+    payment = _challenged(merchant)
+    path = _return_path(payment)
+    _answer_challenge(payment, "approve")
+    for _ in range(4):
+        assert Client().get(path).status_code == 302
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("captured", 4200)
+    assert len(_charges(simulator, payment)) == 1
+
+
+def test_the_merchants_fragment_stays_last_in_the_redirect(simulator, merchant):
+    """`?payment=` goes into the query, before a `#fragment` (after it, the merchant's server
+    never sees it), and replaces a `payment` the return_url already carried."""
+    routing_rule("cielo")
+    payment = services.payment_create(
+        merchant=merchant, amount=4200, currency="brl", payment_method=CARD,
+        return_url="https://shop.example/done?order=7&payment=pay_forged#receipt")
+    services.payment_confirm(merchant=merchant, payment_id=payment.id)
+    services.payment_authorization_execute(attempt_id=payment.attempts.get().id)
+    payment.refresh_from_db()
+    back = Client().get(_return_path(payment))
+    parts = urlsplit(back["Location"])
+    assert (parts.netloc, parts.path, parts.fragment) == ("shop.example", "/done", "receipt")
+    assert parse_qs(parts.query) == {"order": ["7"], "payment": [payment.id]}
+
+
+@pytest.mark.parametrize("url", [
+    "javascript:alert(1)", "data:text/html,hi", "//evil.example/x", "https:evil.example",
+    "https://shop.example/\r\nLocation: https://evil.example", "ftp://shop.example/x",
+    "http://shop.example/done", "https://shop.example/" + "a" * 2100, "https://",
+    "https://shop.example\\@evil.example/",
+])
+def test_return_urls_that_are_no_https_address_are_refused(api, settings, url):
+    settings.WEBHOOKS_ALLOW_LOOPBACK = False
+    answer = api.post("/payments", {"amount": 1000, "currency": "brl",
+                                    "payment_method": CARD, "return_url": url})
+    assert_error(answer, 400, param="return_url")
+
+
+# -- a hostile merchant ---------------------------------------------------------------------------
+def test_a_payment_waiting_for_its_challenge_cannot_be_captured_canceled_refunded_or_confirmed(
+        simulator, merchant, api, other_api):
+    routing_rule("cielo")
+    payment = _challenged(merchant)
+    for path, body in [("capture", {}), ("cancel", {}), ("confirm", {}),
+                       ("confirm", {"return_url": "https://evil.example/"}),
+                       ("increment_authorization", {"amount": 9000})]:
+        answer = api.post(f"/payments/{payment.id}/{path}", body)
+        assert 400 <= answer.status_code < 500, (path, answer.content)
+        assert other_api.post(f"/payments/{payment.id}/{path}", body).status_code == 404
+    refund = api.post("/refunds", {"payment": payment.id, "amount": 100})
+    assert 400 <= refund.status_code < 500
+    assert other_api.get(f"/payments/{payment.id}").status_code == 404
+    payment.refresh_from_db()
+    assert (payment.status, payment.return_url) == ("requires_action", SHOP)
+    assert not _charges(simulator, payment)[0]["is_charged"]
