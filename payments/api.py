@@ -117,8 +117,7 @@ def authentication_return(request: HttpRequest, attempt_id: str, token: str) -> 
         return HttpResponse("Unknown or expired authentication link.", status=404,
                             content_type="text/plain; charset=utf-8")
     if payment.return_url:
-        separator = "&" if "?" in payment.return_url else "?"
-        return HttpResponseRedirect(f"{payment.return_url}{separator}payment={payment.id}")
+        return HttpResponseRedirect(services.authentication_back_url(payment))
     return HttpResponse(format_html("<!doctype html><title>Payment {}</title><p>Payment {}: "
                                     "<strong id=status>{}</strong></p>", payment.id,
                                     payment.id, payment.status))

@@ -142,6 +142,12 @@ PAYMENT_TRANSITIONS: list[tuple[str, str]] = [
     (PaymentStatus.REFUNDED, PaymentStatus.CHARGED_BACK),
 ]
 
+# A provider's challenge page fit for a customer's browser (the CHECK
+# `payment_next_action_url_http` and payments.services): http(s), a host, and nothing browsers and
+# we would read differently (userinfo, backslash, whitespace, quotes). PostgreSQL and Python read it
+# alike.
+CHALLENGE_PAGE_SQL = r'^https?://[^\s/?#@\\"<>]+([/?#][^\s\\"<>]*)?$'
+
 # Statuses of a payment waiting for its authorization's answer (from the provider, or from the
 # customer's authentication at the provider): an answer may still move it.
 AWAITING_AUTHORIZATION = frozenset({PaymentStatus.AUTHORIZATION_REQUESTED,
@@ -267,6 +273,10 @@ class Payment(FSMModelMixin, MerchantObject):
                 | (~Q(status="requires_action") & Q(next_action_url="",
                                                     action_expires_at__isnull=True)),
                 name="payment_next_action_iff_requires_action"),
+            # The provider's challenge page goes to customers' browsers: a web address only.
+            models.CheckConstraint(
+                condition=Q(next_action_url="") | Q(next_action_url__regex=CHALLENGE_PAGE_SQL),
+                name="payment_next_action_url_http"),
         ]
         indexes = [
             *money_object_indexes("payment"),

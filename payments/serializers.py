@@ -45,6 +45,10 @@ class ReturnUrlField(serializers.URLField):
     def to_internal_value(self, data: Any) -> str:
         url = super().to_internal_value(data)
         parts = urlsplit(url)
+        if "\\" in url or "@" in parts.netloc:
+            # Userinfo and backslashes are where URL parsers disagree on the host (ours reads
+            # `https://shop\@evil` as evil's, a browser as shop's): no merchant needs them.
+            raise serializers.ValidationError("return_url must not carry userinfo or '\\'.")
         loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
         if parts.scheme == "https" or (parts.scheme == "http" and loopback
                                        and settings.WEBHOOKS_ALLOW_LOOPBACK):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -38,6 +39,7 @@ from ledger import flows as ledger
 from payments import files
 from payments.models import (
     AWAITING_AUTHORIZATION,
+    CHALLENGE_PAGE_SQL,
     FUNDS_CAPTURED,
     MAX_RETRIES,
     OPERATION_KINDS,
@@ -501,14 +503,16 @@ def _authorization_apply(*, attempt_id: str, result: ProviderResult
             payment.mark_failed(result.error_code or "card_declined", result.error_message)
             payment.save()
             _payment_event(payment, "payment.failed")
-        elif result.outcome == Outcome.ACTION_REQUIRED and result.action_url:
+        elif result.outcome == Outcome.ACTION_REQUIRED and _challenge_page(result.action_url):
             payment.provider = attempt.provider
             payment.provider_reference = result.provider_reference
             payment.mark_requires_action(result.action_url, timezone.now() + timedelta(
                 seconds=settings.PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS))
             payment.save()
             _payment_event(payment, "payment.requires_action")
-        # UNKNOWN / PENDING: the payment stays authorization_requested; reconciliation asks.
+        # UNKNOWN / PENDING, or a challenge page that is no web address (the provider's word is
+        # evidence: it never reaches a customer's browser): the payment stays
+        # authorization_requested and reconciliation asks.
     return payment, None
 
 
@@ -612,6 +616,24 @@ def authentication_return_url(attempt_id: str) -> str:
     path = reverse("payment-authentication-return", kwargs={
         "attempt_id": attempt_id, "token": authentication_token(attempt_id)})
     return settings.PUBLIC_URL.rstrip("/") + path
+
+
+def authentication_back_url(payment: Payment) -> str:
+    """The merchant's `return_url` with `payment=<id>` in its query (replacing one it carried,
+    before any #fragment, which the merchant's server would never see)."""
+    parts = urlsplit(payment.return_url)
+    query = [(name, value) for name, value in parse_qsl(parts.query, keep_blank_values=True)
+             if name != "payment"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("payment", payment.id)])))
+
+
+_CHALLENGE_PAGE = re.compile(CHALLENGE_PAGE_SQL)
+
+
+def _challenge_page(url: str) -> bool:
+    """The provider's challenge page is evidence: only a web address (CHALLENGE_PAGE_SQL) short
+    enough to keep is ever handed to a customer's browser."""
+    return len(url) <= 2048 and _CHALLENGE_PAGE.fullmatch(url) is not None
 
 
 def payment_authentication_return(*, attempt_id: str, token: str) -> Payment:
@@ -1400,6 +1422,17 @@ def payment_provider_event_apply(
                 taken = None if amount is None else amount - payment.amount_captured
                 payment_capture_record(attempt_id=attempt.id,
                                        result=replace(answer, amount=taken))
+        elif approved and payment.status == PaymentStatus.FAILED:
+            # The provider says it took (or holds) money on a payment that failed here: e.g. a
+            # challenge passed after the janitor failed it abandoned. Failed is final, so nothing
+            # moves; the charge is kept for a person to refund or void at the provider.
+            break_report(BreakSpec(
+                type="status_mismatch", key=f"approved_after_failure:{provider}:{payment.id}",
+                provider=provider, payment_id=payment.id, provider_reference=provider_reference,
+                currency=payment.currency, our_amount=payment.amount_captured,
+                provider_amount=amount,
+                our_data={"status": payment.status, "failure_code": payment.failure_code},
+                provider_data={"type": type, "amount": amount, "currency": currency}))
         return APPLIED
     if type == "payment.voided":
         attempt = _open_attempt_of(payment, provider, AttemptKind.VOID)

@@ -6,7 +6,6 @@ move only on the provider's word, and what cannot be applied is kept as a break.
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test import Client
@@ -78,14 +77,17 @@ def test_a_declined_notice_after_the_approval_changes_nothing_and_reports_nothin
     assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
 
 
-def test_an_approval_in_another_currency_moves_no_money(simulator, merchant):
+@pytest.mark.parametrize(("amount", "currency", "kind"), [
+    (4200, "usd", "currency_mismatch"), (4201, "brl", "amount_mismatch")])
+def test_an_approval_for_another_amount_or_currency_moves_no_money(simulator, merchant, amount,
+                                                                   currency, kind):
     routing_rule("cielo")
-    payment = _challenged(merchant)
-    _notice(payment, "payment.captured", amount=4200, currency="usd")
+    payment = _challenged(merchant, capture_method="manual")
+    _notice(payment, "payment.authorized", amount=amount, currency=currency)
     payment.refresh_from_db()
-    assert (payment.status, payment.amount_captured) == ("requires_action", 0)
-    assert ReconciliationBreak.objects.filter(payment_id=payment.id,
-                                              type="currency_mismatch").exists()
+    assert (payment.status, payment.amount_authorized, payment.amount_captured) == (
+        "requires_action", 0, 0)
+    assert ReconciliationBreak.objects.filter(payment_id=payment.id, type=kind).exists()
 
 
 def test_a_notice_from_a_provider_that_does_not_hold_the_charge_changes_nothing(
