@@ -644,9 +644,33 @@ def payment_authentication_return(*, attempt_id: str, token: str) -> Payment:
                .select_related("payment").first())
     if attempt is None or not constant_time_compare(token, authentication_token(attempt_id)):
         raise NotFound("No such authentication.", param="attempt")
-    if attempt.is_open and attempt.payment.status in AWAITING_AUTHORIZATION:
+    payment = attempt.payment
+    if attempt.is_open and payment.status in AWAITING_AUTHORIZATION:
         return payment_authorization_lookup(attempt_id=attempt.id)[0]
-    return attempt.payment
+    if (payment.status == PaymentStatus.FAILED
+            and payment.failure_code == "authentication_abandoned"):
+        # We failed it on our clock while the challenge may still have been open there: a
+        # customer coming back may have passed it since. Ask; a charge there is kept.
+        found = provider_call(attempt.provider, "retrieve", RetrieveRequest(
+            provider_reference=attempt.provider_reference, merchant_reference=payment.id))
+        if found.status in (ProviderStatus.AUTHORIZED, ProviderStatus.CAPTURED):
+            with transaction.atomic():
+                _approved_after_failure(payment, attempt.provider, found.provider_reference,
+                                        found.amount, found.currency, said=str(found.status))
+    return payment
+
+
+def _approved_after_failure(payment: Payment, provider: str, reference: str, amount: int | None,
+                            currency: str, *, said: str) -> None:
+    """The provider says it took (or holds) money on a payment that failed here: e.g. a
+    challenge passed after the janitor failed it abandoned. Failed is final, so nothing moves;
+    the charge is kept as a break for a person to refund or void at the provider."""
+    break_report(BreakSpec(
+        type="status_mismatch", key=f"approved_after_failure:{provider}:{payment.id}",
+        provider=provider, payment_id=payment.id, provider_reference=reference,
+        currency=payment.currency, our_amount=payment.amount_captured, provider_amount=amount,
+        our_data={"status": payment.status, "failure_code": payment.failure_code},
+        provider_data={"said": said, "amount": amount, "currency": currency}))
 
 
 def payment_authentications_expire(*, now: datetime | None = None, limit: int = 100) -> int:
@@ -1423,16 +1447,8 @@ def payment_provider_event_apply(
                 payment_capture_record(attempt_id=attempt.id,
                                        result=replace(answer, amount=taken))
         elif approved and payment.status == PaymentStatus.FAILED:
-            # The provider says it took (or holds) money on a payment that failed here: e.g. a
-            # challenge passed after the janitor failed it abandoned. Failed is final, so nothing
-            # moves; the charge is kept for a person to refund or void at the provider.
-            break_report(BreakSpec(
-                type="status_mismatch", key=f"approved_after_failure:{provider}:{payment.id}",
-                provider=provider, payment_id=payment.id, provider_reference=provider_reference,
-                currency=payment.currency, our_amount=payment.amount_captured,
-                provider_amount=amount,
-                our_data={"status": payment.status, "failure_code": payment.failure_code},
-                provider_data={"type": type, "amount": amount, "currency": currency}))
+            _approved_after_failure(payment, provider, provider_reference, amount, currency,
+                                    said=type)
         return APPLIED
     if type == "payment.voided":
         attempt = _open_attempt_of(payment, provider, AttemptKind.VOID)

@@ -51,6 +51,24 @@ def test_an_approval_after_the_janitor_abandoned_the_challenge_is_kept_as_a_brea
         "status_mismatch", code, 4200)
 
 
+def test_a_customer_back_from_a_late_approval_leaves_a_break_even_without_a_notice(
+        simulator, merchant):
+    """The provider's notice of the late approval is lost; the customer's return is our
+    evidence that something may have happened: the provider is asked, and its charge on a
+    payment we failed `authentication_abandoned` becomes a break (the payment stays failed)."""
+    routing_rule("rede")
+    payment = _challenged(merchant)
+    later = payment.action_expires_at + timedelta(seconds=1)
+    assert services.payment_authentications_expire(now=later) == 1
+    location = _answer_challenge(payment, "approve")
+    for _ in range(2):
+        assert Client().get(urlsplit(location).path).status_code == 302
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("failed", 0)
+    [found] = ReconciliationBreak.objects.filter(payment_id=payment.id)
+    assert (found.type, found.provider_amount) == ("status_mismatch", 4200)
+
+
 def test_a_notice_of_approval_after_a_failed_challenge_is_kept_as_a_break(simulator, merchant):
     """The provider's notice said the challenge failed; a later notice (or its lookup) says
     the charge went through: the first fact stands, the second is recorded, not dropped."""
