@@ -679,7 +679,10 @@ def payment_authentications_expire(*, now: datetime | None = None, limit: int = 
     challenge is applied, never overridden), and only a challenge still open there ends the
     payment `failed` with `authentication_abandoned`. Returns how many were failed."""
     failed = 0
-    due = _lapsed(PaymentStatus.REQUIRES_ACTION, "action_expires_at", now, limit)
+    # Least recently asked first: a payment the provider cannot answer for goes to the back
+    # (its `updated_at` is touched below), never holding the batch against the ones after it.
+    due = _lapsed(PaymentStatus.REQUIRES_ACTION, "action_expires_at", now, limit,
+                  order="updated_at")
     for payment_id in due:
         attempt = (PaymentAttempt.objects.filter(payment_id=payment_id,
                                                  kind=AttemptKind.AUTHORIZE)
@@ -689,7 +692,11 @@ def payment_authentications_expire(*, now: datetime | None = None, limit: int = 
         _, said = payment_authorization_lookup(attempt_id=attempt.id)
         if said not in (ProviderStatus.ACTION_REQUIRED, ProviderStatus.PENDING,
                         ProviderStatus.NOT_FOUND):
-            continue  # a definite answer was applied, or the provider could not say: next run
+            # A definite answer was applied, or the provider could not say: asked again on a
+            # later run, after the others.
+            Payment.objects.filter(pk=payment_id, status=PaymentStatus.REQUIRES_ACTION).update(
+                updated_at=timezone.now())
+            continue
         with transaction.atomic():
             payment, attempt = _lock_attempt(attempt.id)
             if payment.status != PaymentStatus.REQUIRES_ACTION or not attempt.is_open:
@@ -923,11 +930,13 @@ def _not_canceled(payment: Payment) -> None:
     payment.save(update_fields=["cancellation_reason", "updated_at"])
 
 
-def _lapsed(status: str, deadline: str, now: datetime | None, limit: int) -> list[str]:
+def _lapsed(status: str, deadline: str, now: datetime | None, limit: int,
+            order: str = "") -> list[str]:
     """Ids of payments in `status` whose `deadline` (a datetime field) has passed, oldest
-    deadline first (the janitor's expiry jobs; each re-checks under the row lock)."""
+    deadline first, or by `order` (the janitor's expiry jobs; each re-checks under the row
+    lock)."""
     return list(Payment.objects.filter(status=status, **{f"{deadline}__lte": now or timezone.now()})
-                .order_by(deadline).values_list("pk", flat=True)[:limit])
+                .order_by(order or deadline).values_list("pk", flat=True)[:limit])
 
 
 def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 100) -> int:

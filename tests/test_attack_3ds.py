@@ -10,12 +10,15 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test import Client
 
+from ledger.models import JournalEntry
+from ledger.verify import ledger_verify
 from payments import services
 from payments.models import Payment, PaymentStatus
 from providers.base import Outcome, ProviderResult, ProviderStatus
 from reconciliation.models import ReconciliationBreak
 from tests.conftest import assert_error, routing_rule
 from tests.test_three_d_secure import CARD, SHOP, _answer_challenge, _challenged, _notice
+from tests.threads import run_threads
 
 pytestmark = pytest.mark.django_db
 
@@ -67,6 +70,33 @@ def test_a_customer_back_from_a_late_approval_leaves_a_break_even_without_a_noti
     assert (payment.status, payment.amount_captured) == ("failed", 0)
     [found] = ReconciliationBreak.objects.filter(payment_id=payment.id)
     assert (found.type, found.provider_amount) == ("status_mismatch", 4200)
+
+
+def test_a_provider_that_cannot_say_never_fails_a_challenge_nor_starves_the_others(
+        simulator, merchant, monkeypatch):
+    """After the deadline the provider's lookup for one payment keeps failing (unknown): that
+    payment waits (never failed on an unknown outcome), and it does not hold the janitor's
+    batch against the other abandoned challenges behind it."""
+    routing_rule("cielo")
+    stuck, other = _challenged(merchant), _challenged(merchant)
+    Payment.objects.filter(pk=stuck.pk).update(
+        action_expires_at=other.action_expires_at - timedelta(minutes=1))
+    real = services.provider_call
+
+    def lookup(provider, operation, request, **kwargs):
+        if operation == "retrieve" and request.merchant_reference == stuck.id:
+            return ProviderResult(outcome=Outcome.UNKNOWN, status=ProviderStatus.UNKNOWN,
+                                  error_code="processing_error")
+        return real(provider, operation, request, **kwargs)
+
+    monkeypatch.setattr(services, "provider_call", lookup)
+    later = other.action_expires_at + timedelta(seconds=1)
+    for _ in range(2):
+        services.payment_authentications_expire(now=later, limit=1)
+    stuck.refresh_from_db()
+    other.refresh_from_db()
+    assert stuck.status == PaymentStatus.REQUIRES_ACTION
+    assert (other.status, other.failure_code) == ("failed", "authentication_abandoned")
 
 
 def test_a_notice_of_approval_after_a_failed_challenge_is_kept_as_a_break(simulator, merchant):
@@ -203,6 +233,31 @@ def test_a_return_replayed_many_times_charges_once(simulator, merchant):
     payment.refresh_from_db()
     assert (payment.status, payment.amount_captured) == ("captured", 4200)
     assert len(_charges(simulator, payment)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_returns_and_notices_capture_once(simulator, merchant):
+    """The customer's browser comes back four times at once while the provider's notice lands:
+    one capture, one journal entry, one charge at the provider, and a ledger that verifies."""
+    routing_rule("cielo")
+    payment = _challenged(merchant)
+    path = _return_path(payment)
+    _answer_challenge(payment, "approve")
+
+    def work(i: int) -> int:
+        if i == 4:
+            _notice(payment, "payment.captured", amount=4200, currency="brl")
+            return 302
+        return Client().get(path, {"status": "succeeded"}).status_code
+
+    results, errors = run_threads(5, work)
+    assert not errors and results == [302] * 5
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("captured", 4200)
+    entries = JournalEntry.objects.filter(kind="capture", reference_id=payment.id)
+    assert entries.count() == 1
+    assert len(_charges(simulator, payment)) == 1
+    assert ledger_verify().ok
 
 
 def test_the_merchants_fragment_stays_last_in_the_redirect(simulator, merchant):
