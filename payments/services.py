@@ -1451,10 +1451,11 @@ def payment_provider_event_apply(
             attempt = _open_attempt_of(payment, provider, AttemptKind.CAPTURE)
             if attempt is not None:
                 # The notice's amount is the charge's captured total; partial captures before
-                # this one are ours already.
+                # this one are ours already. Its type names every capture, partial or not: it
+                # never says the charge ended (the attempt's final_capture does).
                 taken = None if amount is None else amount - payment.amount_captured
-                payment_capture_record(attempt_id=attempt.id,
-                                       result=replace(answer, amount=taken))
+                payment_capture_record(attempt_id=attempt.id, result=replace(
+                    answer, amount=taken, status=ProviderStatus.UNKNOWN))
         elif approved and payment.status == PaymentStatus.FAILED:
             _approved_after_failure(payment, provider, provider_reference, amount, currency,
                                     said=type)
