@@ -100,7 +100,7 @@ from providers.base import (
 from providers.calls import attempt_record, provider_call, supports
 from providers.declines import decline_meaning
 from providers.models import RETRY_LATER, DeclineMeaning
-from providers.registry import authorization_validity, codes_of_mode
+from providers.registry import authorization_validity, codes_of_mode, provider_is_live
 from providers.routing import route
 from webhooks.inbound import provider_events_release
 from webhooks.services import event_record
@@ -503,7 +503,8 @@ def _authorization_apply(*, attempt_id: str, result: ProviderResult
             payment.mark_failed(result.error_code or "card_declined", result.error_message)
             payment.save()
             _payment_event(payment, "payment.failed")
-        elif result.outcome == Outcome.ACTION_REQUIRED and _challenge_page(result.action_url):
+        elif (result.outcome == Outcome.ACTION_REQUIRED
+              and _challenge_page(result.action_url, attempt.provider)):
             payment.provider = attempt.provider
             payment.provider_reference = result.provider_reference
             payment.mark_requires_action(result.action_url, timezone.now() + timedelta(
@@ -630,10 +631,12 @@ def authentication_back_url(payment: Payment) -> str:
 _CHALLENGE_PAGE = re.compile(CHALLENGE_PAGE_SQL)
 
 
-def _challenge_page(url: str) -> bool:
+def _challenge_page(url: str, provider: str) -> bool:
     """The provider's challenge page is evidence: only a web address (CHALLENGE_PAGE_SQL) short
-    enough to keep is ever handed to a customer's browser."""
-    return len(url) <= 2048 and _CHALLENGE_PAGE.fullmatch(url) is not None
+    enough to keep is ever handed to a customer's browser, and a live provider's only over
+    https (plain http is for test providers, such as the simulator)."""
+    return (len(url) <= 2048 and _CHALLENGE_PAGE.fullmatch(url) is not None
+            and (url.startswith("https://") or not provider_is_live(provider)))
 
 
 def payment_authentication_return(*, attempt_id: str, token: str) -> Payment:

@@ -175,6 +175,26 @@ def test_a_challenge_page_the_provider_made_up_is_never_handed_to_the_customer(
     assert payment.next_action_url == ""
 
 
+@pytest.mark.parametrize(("url", "status"), [
+    ("http://issuer.example/challenge/1", "authorization_requested"),
+    ("https://issuer.example/challenge/1", "requires_action")])
+def test_a_live_provider_sends_customers_to_https_challenge_pages_only(
+        simulator, merchant, settings, url, status):
+    """Plain http is for test providers (the simulator); a live provider's challenge page over
+    http would put the customer's authentication in the clear."""
+    routing_rule("cielo")
+    payment = services.payment_create(merchant=merchant, amount=4200, currency="brl",
+                                      payment_method=CARD, return_url=SHOP)
+    services.payment_confirm(merchant=merchant, payment_id=payment.id)
+    settings.PROVIDERS_LIVE = ["cielo"]
+    services.payment_authorization_record(
+        attempt_id=payment.attempts.get().id, result=ProviderResult(
+            outcome=Outcome.ACTION_REQUIRED, provider_reference="ref-3ds-2",
+            status=ProviderStatus.ACTION_REQUIRED, action_url=url))
+    payment.refresh_from_db()
+    assert payment.status == status
+
+
 def test_the_database_refuses_a_challenge_page_that_is_not_http():
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
