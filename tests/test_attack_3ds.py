@@ -326,3 +326,18 @@ def test_a_payment_waiting_for_its_challenge_cannot_be_captured_canceled_refunde
     payment.refresh_from_db()
     assert (payment.status, payment.return_url) == ("requires_action", SHOP)
     assert not _charges(simulator, payment)[0]["is_charged"]
+
+
+def test_a_confirm_replayed_with_another_return_url_changes_nothing(simulator, api):
+    routing_rule("cielo")
+    created = api.post("/payments", {"amount": 4200, "currency": "brl", "payment_method": CARD})
+    payment_id = created.json()["id"]
+    first = api.post(f"/payments/{payment_id}/confirm", {"return_url": SHOP}, key="k-3ds")
+    assert first.status_code == 202
+    replay = api.post(f"/payments/{payment_id}/confirm",
+                      {"return_url": "https://evil.example/"}, key="k-3ds")
+    assert 400 <= replay.status_code < 500
+    again = api.post(f"/payments/{payment_id}/confirm", {"return_url": SHOP}, key="k-3ds")
+    assert (again.status_code, again.json()["id"]) == (202, payment_id)
+    assert Payment.objects.get(pk=payment_id).return_url == SHOP
+    assert Payment.objects.get(pk=payment_id).attempts.count() == 1
