@@ -7,6 +7,9 @@ each documented in the schema's descriptions and the contract, kept out of posit
 - An evidence upload's bytes are a whole PDF, PNG or JPEG, judged by their content.
 - A saved payment method's token is one the named provider's vault holds, and the provider is
   one with a vault in the account's mode (asked of the provider when it is saved).
+- A 3-D Secure `return_url` is an https URL a browser can follow: no userinfo or backslash, a
+  host of at most 253 characters in labels of at most 63 (the schema says `format: uri`, which
+  any scheme and any length of host satisfy).
 - Integers are written without a fraction (1414, not 1414.0: JSON Schema calls both integers;
   the contract refuses a float for an amount).
 
@@ -19,8 +22,11 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import schemathesis
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 
 from core.carddata import contains_card_data, contains_card_number
 
@@ -38,6 +44,8 @@ def filter_case(context: Any, case: Any) -> bool:
         return True
     if contains_card_data(_strings(case.body, case.query, case.path_parameters)) or any(
             contains_card_number(str(value)) for value in (case.headers or {}).values()):
+        return False
+    if not _return_url_followable(case.body):
         return False
     if _has_float(case.body) or (case.method == "POST" and case.operation.path.endswith(
             ("/files", "/payment_methods"))):
@@ -61,6 +69,17 @@ def map_case(context: Any, case: Any) -> Any:
         # card number, which the request guard rightly refuses in this header too).
         headers["Idempotency-Key"] = str(uuid.uuid4())
     return case
+
+
+def _return_url_followable(body: Any) -> bool:
+    url = body.get("return_url") if isinstance(body, dict) else None
+    if not isinstance(url, str):
+        return True
+    try:
+        URLValidator(schemes=["https"])(url)
+    except ValidationError:
+        return False
+    return "@" not in urlsplit(url).netloc and "\\" not in url
 
 
 def _has_float(value: Any) -> bool:
