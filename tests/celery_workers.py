@@ -21,6 +21,7 @@ from celery import Task
 from django.conf import settings
 from django.db import connection
 from kombu import Connection
+from kombu import pools as kombu_pools
 
 from config.celery_app import app as celery_app
 from config.celery_app import task_queues
@@ -169,8 +170,10 @@ def app_on(broker: Broker) -> Iterator[None]:
         conf.broker_url, conf.broker_transport_options, conf.task_queues = url, options, queues
         celery_app.amqp.queues = queues
         celery_app.amqp.router = celery_app.amqp.Router()
-        if celery_app._pool is not None:  # connections to the previous broker
-            celery_app._pool.force_close_all()
+        # kombu keeps one connection pool per broker for the whole process; closing the
+        # previous broker's pool in place would leave that closed pool behind for every later
+        # test ("Acquire on closed pool"). reset() closes them all and forgets them.
+        kombu_pools.reset()
         celery_app._pool = celery_app.amqp._producer_pool = None
 
     saved = (conf.broker_url, conf.broker_transport_options, conf.task_queues)

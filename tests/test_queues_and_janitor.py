@@ -83,3 +83,14 @@ def test_a_confirmed_payment_publishes_its_authorization_to_the_broker(api):
                                      "payment_method": "pm_card_visa", "confirm": True})
     assert created.status_code == 202, created.content
     assert queue_depths()["providers"] == before + 1
+
+
+@pytest.mark.parametrize("broker", ["filesystem"], indirect=True)
+def test_the_in_memory_broker_still_publishes_after_a_test_pointed_the_app_elsewhere(broker):
+    """kombu keeps one connection pool per broker for the whole process: app_on used to close
+    the in-memory broker's pool in place, so every later test on that pytest worker failed to
+    enqueue ("Acquire on closed pool") and its payments stayed authorization_requested."""
+    webhook_deliver.delay("whd_before")  # the in-memory broker's pool is now in use
+    with app_on(broker):
+        webhook_deliver.delay("whd_elsewhere")
+    webhook_deliver.delay("whd_after")
