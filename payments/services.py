@@ -74,6 +74,7 @@ from payments.selectors import (
     SENT_TO_PROVIDER,
     disputes_due_for_lookup,
     disputes_due_soon_unreminded,
+    latest_authorize_attempt,
     refundable_amount,
     refunds_reserved,
 )
@@ -687,9 +688,7 @@ def payment_authentications_expire(*, now: datetime | None = None, limit: int = 
     due = _lapsed(PaymentStatus.REQUIRES_ACTION, "action_expires_at", now, limit,
                   order="updated_at")
     for payment_id in due:
-        attempt = (PaymentAttempt.objects.filter(payment_id=payment_id,
-                                                 kind=AttemptKind.AUTHORIZE)
-                   .order_by("-created_at", "-id").first())
+        attempt = latest_authorize_attempt(payment_id=payment_id)
         if attempt is None:
             continue
         _, said = payment_authorization_lookup(attempt_id=attempt.id)
