@@ -34,6 +34,7 @@ from providers.http import (
     VaultFields,
     parse_json_object,
     parse_time,
+    segment,
 )
 from providers.webhook_names import event_types
 
@@ -131,7 +132,8 @@ class CieloProvider(HttpAdapter):
 
     def capture(self, request: CaptureRequest) -> ProviderResult:
         ref = request.provider_reference
-        sent = self.send("PUT", f"/1/sales/{ref}/capture", params={"amount": str(request.amount)},
+        sent = self.send("PUT", f"/1/sales/{segment(ref)}/capture",
+                         params={"amount": str(request.amount)},
                          idempotency_key=request.idempotency_key)
         if sent.status_code == 200 and sent.field("Status") == 2:
             return self.approved(sent, ProviderStatus.CAPTURED, ref,
@@ -140,7 +142,8 @@ class CieloProvider(HttpAdapter):
 
     def void(self, request: VoidRequest) -> ProviderResult:
         ref = request.provider_reference
-        sent = self.send("PUT", f"/1/sales/{ref}/void", idempotency_key=request.idempotency_key)
+        sent = self.send("PUT", f"/1/sales/{segment(ref)}/void",
+                         idempotency_key=request.idempotency_key)
         if sent.status_code == 200 and sent.field("Status") == 10:
             return self.approved(sent, ProviderStatus.VOIDED, ref)
         return self.failure(sent, ref)
@@ -149,7 +152,8 @@ class CieloProvider(HttpAdapter):
         """Cielo refunds through the void endpoint, with an amount. Like every adapter, an
         approved refund answers with the refund's own reference and status REFUNDED."""
         ref = request.provider_reference
-        sent = self.send("PUT", f"/1/sales/{ref}/void", params={"amount": str(request.amount)},
+        sent = self.send("PUT", f"/1/sales/{segment(ref)}/void",
+                         params={"amount": str(request.amount)},
                          idempotency_key=request.idempotency_key)
         refund_id = sent.field("RefundId")
         if sent.status_code == 200 and isinstance(refund_id, str):
@@ -173,7 +177,7 @@ class CieloProvider(HttpAdapter):
                        exchange={"lookup": found.exchange, **result.exchange})
 
     def _get_sale(self, ref: str) -> ProviderResult:
-        sent = self.send("GET", f"/1/sales/{ref}")
+        sent = self.send("GET", f"/1/sales/{segment(ref)}")
         payment = sent.field("Payment")
         if sent.status_code == 200 and isinstance(payment, dict):
             return self._sale(sent, payment, str(sent.field("MerchantOrderId", default="")))

@@ -41,6 +41,7 @@ from providers.http import (
     VaultFields,
     parse_json_object,
     parse_time,
+    segment,
 )
 from providers.webhook_names import event_types
 
@@ -241,7 +242,8 @@ class GetnetProvider(HttpAdapter):
     def _operation(self, request: CaptureRequest | RefundRequest | VoidRequest | IncrementRequest,
                    action: str,
                    body: dict[str, Any] | None) -> Sent:
-        return self.send("POST", f"/v1/payments/credit/{request.provider_reference}/{action}",
+        ref = segment(request.provider_reference)
+        return self.send("POST", f"/v1/payments/credit/{ref}/{action}",
                          body=body if body is not None else {},
                          idempotency_key=request.idempotency_key)
 
@@ -278,7 +280,7 @@ class GetnetProvider(HttpAdapter):
 
     def retrieve(self, request: RetrieveRequest) -> ProviderResult:
         if request.provider_reference:
-            sent = self.send("GET", f"/v1/payments/{request.provider_reference}")
+            sent = self.send("GET", f"/v1/payments/{segment(request.provider_reference)}")
             payment = sent.data
         else:
             sent = self.send("GET", "/v1/payments",

@@ -71,6 +71,12 @@ def redact(value: Any) -> Any:
     return value
 
 
+def segment(reference: str) -> str:
+    """A provider's reference as one path segment. The reference came from the provider and is
+    evidence, not a path: a `/`, `?`, `#` or `..` in it must not reach another endpoint."""
+    return quote(reference, safe="")
+
+
 class Delivery(enum.StrEnum):
     ANSWERED = "answered"
     NOT_SENT = "not_sent"  # refused / connect timeout / pool timeout: the provider saw nothing
@@ -384,7 +390,7 @@ class HttpAdapter:
         the network token): proof that the token is real before we save it."""
         vault = self.vault
         assert vault is not None
-        sent = self.send("GET", f"{vault.path}/{quote(request.token, safe='')}")
+        sent = self.send("GET", f"{vault.path}/{segment(request.token)}")
         return self._vault_answer(sent, mutation=False)
 
     def token_enroll(self, request: TokenEnrollRequest) -> TokenResult:
@@ -441,7 +447,7 @@ class HttpAdapter:
         return self._movement(sent, kind, mutation=True)
 
     def _movement_retrieve(self, kind: str, provider_reference: str) -> MovementResult:
-        sent = self.send("GET", f"{self.movement_paths[kind]}/{provider_reference}")
+        sent = self.send("GET", f"{self.movement_paths[kind]}/{segment(provider_reference)}")
         return self._movement(sent, kind, mutation=False)
 
     def payout_create(self, request: PayoutRequest) -> MovementResult:
@@ -509,7 +515,7 @@ class HttpAdapter:
     def _dispute_url_path(self, dispute_reference: str) -> str:
         """The case's path with its id as one percent-encoded segment: a chargeback id arrives
         in a notice (Cielo's are unsigned), so `../` or `?` in it must not reach another URL."""
-        return self.dispute_path.format(ref=quote(dispute_reference, safe=""))
+        return self.dispute_path.format(ref=segment(dispute_reference))
 
     def dispute_submit_evidence(self, request: DisputeEvidenceRequest) -> DisputeResult:
         path = self._dispute_url_path(request.dispute_reference)

@@ -37,6 +37,7 @@ from providers.http import (
     VaultFields,
     parse_json_object,
     parse_time,
+    segment,
 )
 from providers.webhook_names import event_types
 
@@ -170,7 +171,7 @@ class RedeProvider(HttpAdapter):
 
     def capture(self, request: CaptureRequest) -> ProviderResult:
         ref = request.provider_reference
-        sent = self.send("PUT", f"/v1/transactions/{ref}",
+        sent = self.send("PUT", f"/v1/transactions/{segment(ref)}",
                          body={"amount": to_decimal_string(request.amount, request.currency)},
                          idempotency_key=request.idempotency_key)
         if sent.status_code == 200 and sent.field("returnCode") == APPROVED:
@@ -180,7 +181,7 @@ class RedeProvider(HttpAdapter):
 
     def void(self, request: VoidRequest) -> ProviderResult:
         ref = request.provider_reference
-        sent = self.send("DELETE", f"/v1/transactions/{ref}",
+        sent = self.send("DELETE", f"/v1/transactions/{segment(ref)}",
                          idempotency_key=request.idempotency_key)
         if sent.status_code == 200 and sent.field("returnCode") == CANCELLED:
             return self.approved(sent, ProviderStatus.VOIDED, ref)
@@ -188,7 +189,7 @@ class RedeProvider(HttpAdapter):
 
     def refund(self, request: RefundRequest) -> ProviderResult:
         ref = request.provider_reference
-        sent = self.send("POST", f"/v1/transactions/{ref}/refunds",
+        sent = self.send("POST", f"/v1/transactions/{segment(ref)}/refunds",
                          body={"amount": to_decimal_string(request.amount, request.currency)},
                          idempotency_key=request.idempotency_key)
         refund_id = sent.field("refundId")
@@ -199,7 +200,7 @@ class RedeProvider(HttpAdapter):
 
     def retrieve(self, request: RetrieveRequest) -> ProviderResult:
         if request.provider_reference:
-            sent = self.send("GET", f"/v1/transactions/{request.provider_reference}")
+            sent = self.send("GET", f"/v1/transactions/{segment(request.provider_reference)}")
         else:
             sent = self.send("GET", "/v1/transactions",
                              params={"reference": request.merchant_reference})

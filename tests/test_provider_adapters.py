@@ -134,6 +134,24 @@ def test_void_releases_an_authorization(sim: RunningSimulator, code: str) -> Non
 
 
 @pytest.mark.parametrize("code", CODES)
+@pytest.mark.parametrize("shape", ["unknown/../{ref}", "{ref}/x/../..", "{ref}?amount=1",
+                                   "{ref}#"])
+def test_a_reference_from_the_provider_is_one_path_segment(sim: RunningSimulator, code: str,
+                                                            shape: str) -> None:
+    """A provider's reference is evidence, not a path: one shaped like `x/../<real>` (which a URL
+    resolves to the real charge's endpoint), or carrying `?` or `#`, reaches no charge."""
+    provider = registry.get_provider(code)
+    authorized = authorize(code, capture=False)
+    lying = shape.format(ref=authorized.provider_reference)
+    voided = provider.void(VoidRequest(idempotency_key="att_v", provider_reference=lying))
+    assert voided.outcome != Outcome.APPROVED
+    looked_up = provider.retrieve(RetrieveRequest(merchant_reference="x", provider_reference=lying))
+    assert looked_up.status != ProviderStatus.AUTHORIZED
+    assert provider.retrieve(RetrieveRequest(
+        merchant_reference="pay_1")).status == ProviderStatus.AUTHORIZED
+
+
+@pytest.mark.parametrize("code", CODES)
 @pytest.mark.parametrize(("token", "error_code", "retryable"), [
     ("pm_card_declined", "card_declined", False),
     ("pm_card_insufficient_funds", "insufficient_funds", False),
