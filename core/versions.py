@@ -108,6 +108,8 @@ def _walk(value: Any, steps: list[tuple[frozenset[str], Transform]], version: st
         return [_walk(item, steps, version) for item in value]
     if not isinstance(value, dict):
         return value
+    if value.get("object") == "event" and not is_version(value.get("api_version", LATEST)):
+        return value  # stored by a newer release (webhooks.payloads.event_to_dict): as stored
     result = {key: item if key in _FREE_FORM else _walk(item, steps, version)
               for key, item in value.items()}
     kind = result.get("object")

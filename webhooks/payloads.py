@@ -12,7 +12,11 @@ from webhooks.models import Event, WebhookEndpoint
 
 def event_to_dict(event: Event, *, version: str = versions.LATEST) -> dict[str, Any]:
     """The event as the API lists it and as a webhook delivers it (the signed body), its data
-    rendered in `version` from the version it was stored in."""
+    rendered in `version` from the version it was stored in. An event stored in a version this
+    release does not know (recorded by a newer release, before a rollback) cannot be rendered:
+    it is shown as stored and labelled with its own version, never refused or guessed at."""
+    if not versions.is_version(event.api_version):
+        version = event.api_version
     return {
         "id": event.id,
         "object": "event",
