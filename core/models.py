@@ -85,6 +85,19 @@ class IdempotencyKey(models.Model):
         return f"{self.key} ({self.status})"
 
 
+class RateWindow(models.Model):
+    """How often one key was used in one fixed window (core.ratelimit.hit), for the limits that
+    must hold without Redis: a row per key and window, deleted by the hourly reaper once past
+    `expires_at`."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    count = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count}"
+
+
 class MerchantObject(models.Model):
     """The columns of every object a merchant creates through the API: its Idempotency-Key with
     the request's fingerprint, and its times. Its rules: `merchant_object_constraints`,

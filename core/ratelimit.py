@@ -4,6 +4,10 @@ Writes (POST/DELETE) and reads (GET) have separate buckets. Every API response c
 `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; an empty bucket answers 429 with
 `Retry-After`. Deliberate choice when Redis is down or unset: fail OPEN (payments keep working),
 with a warning log line and a counter, because refusing money is worse than a burst of traffic.
+
+`hit` is the other kind: a fixed-window count for limits that protect someone else (e.g. how
+often a public page may make us ask a provider). Exceeding it refuses nothing, the caller just
+answers without the costly call, so it never fails open: without Redis it counts in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
+from django.utils import timezone
 
 from core import metrics
+from core.models import RateWindow
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +80,11 @@ class _Redis:
         return cls._script
 
     @classmethod
+    def client(cls):  # type: ignore[no-untyped-def]
+        cls.script()
+        return cls._client
+
+    @classmethod
     def reset(cls) -> None:
         cls._client = cls._script = None
 
@@ -108,3 +121,46 @@ def headers(decision: Decision) -> dict[str, str]:
     if not decision.allowed:
         values["Retry-After"] = str(capacity_reset)
     return values
+
+
+# One statement: concurrent visits each get their own count (the row lock orders them).
+_COUNT_SQL = """
+INSERT INTO core_ratewindow (key, count, expires_at) VALUES (%s, 1, %s)
+ON CONFLICT (key) DO UPDATE SET count = core_ratewindow.count + 1
+RETURNING count
+"""
+
+
+def hit(*, key: str, limit: int, window_seconds: int = 60) -> bool:
+    """Count one use of `key` in the current fixed window of `window_seconds`; False once it was
+    used `limit` times in it. In Redis (INCR) when set; without it, or when it fails, in the
+    database (one upsert), never failing open."""
+    now = timezone.now()
+    window = int(now.timestamp()) // window_seconds
+    name = f"rl:hit:{key}:{window}"
+    if settings.REDIS_URL:
+        try:
+            pipe = _Redis.client().pipeline()
+            pipe.incr(name)
+            pipe.expire(name, window_seconds + 1)
+            count, _ = pipe.execute()
+            return int(count) <= limit
+        except Exception as exc:
+            _Redis.failures += 1
+            logger.warning("rate counter unavailable in Redis, counting in the database: %s",
+                           type(exc).__name__)
+    with connection.cursor() as cursor:
+        cursor.execute(_COUNT_SQL, [name, now + timedelta(seconds=window_seconds)])
+        (count,) = cursor.fetchone()
+    return int(count) <= limit
+
+
+def rate_windows_reap(*, batch_size: int = 5000) -> int:
+    """Delete the database's counted windows that are over; returns how many went."""
+    total = 0
+    while True:
+        keys = list(RateWindow.objects.filter(expires_at__lt=timezone.now())
+                    .values_list("pk", flat=True)[:batch_size])
+        if not keys:
+            return total
+        total += RateWindow.objects.filter(pk__in=keys).delete()[0]

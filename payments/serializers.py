@@ -62,7 +62,8 @@ class NextActionOutput(serializers.Serializer):
         "url": serializers.URLField(help_text="The provider's challenge page."),
         "return_url": serializers.URLField(allow_null=True)})
     expires = serializers.IntegerField(
-        help_text="When an unfinished challenge counts as abandoned (Unix); the payment then "
+        help_text="When an unfinished challenge counts as abandoned (Unix); it is then voided "
+                  "at the provider (completing it later charges nothing) and the payment "
                   "fails with `authentication_abandoned`.")
 
 

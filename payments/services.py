@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from core import crypto
+from core import crypto, ratelimit
 from core.breaks import BreakSpec, break_report
 from core.errors import (
     InvalidRequest,
@@ -640,34 +640,65 @@ def _challenge_page(url: str, provider: str) -> bool:
             and (url.startswith("https://") or not provider_is_live(provider)))
 
 
+def _return_closed(attempt: PaymentAttempt, payment: Payment) -> bool:
+    """The return address of a payment past its challenge stops working a bounded time
+    (PAYMENT_AUTHENTICATION_RETURN_TTL_HOURS) after the challenge's deadline (counted from the
+    attempt, or from its answer when that came later)."""
+    if payment.status in AWAITING_AUTHORIZATION:
+        return False
+    deadline = attempt.created_at + timedelta(
+        seconds=settings.PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS)
+    if attempt.completed_at is not None:
+        deadline = max(deadline, attempt.completed_at)
+    return timezone.now() > deadline + timedelta(
+        hours=settings.PAYMENT_AUTHENTICATION_RETURN_TTL_HOURS)
+
+
+def _return_may_ask(attempt: PaymentAttempt) -> bool:
+    """A hostile browser hammering the public return address makes at most a few provider
+    lookups per attempt and minute; past that the visit answers from our state."""
+    allowed = ratelimit.hit(key=f"3ds-return:{attempt.id}",
+                            limit=settings.PAYMENT_AUTHENTICATION_RETURN_LOOKUPS_PER_MINUTE)
+    if not allowed:
+        logger.warning("3-D Secure return of %s over its lookup limit; answered from our state",
+                       attempt.id)
+    return allowed
+
+
 def payment_authentication_return(*, attempt_id: str, token: str) -> Payment:
     """The customer's browser is back from the provider's challenge. Its arrival proves nothing
     about the outcome (anyone can follow a redirect): we ask the provider, through the normal
-    lookup path, and apply what it says. 404 for an unknown attempt or a wrong token."""
+    lookup path, and apply what it says, at most a few times a minute per attempt. 404 for an
+    unknown attempt, a wrong token, or a link closed since (no provider call either way)."""
     attempt = (PaymentAttempt.objects.filter(pk=attempt_id, kind=AttemptKind.AUTHORIZE)
                .select_related("payment").first())
-    if attempt is None or not constant_time_compare(token, authentication_token(attempt_id)):
+    if (attempt is None or not constant_time_compare(token, authentication_token(attempt_id))
+            or _return_closed(attempt, attempt.payment)):
         raise NotFound("No such authentication.", param="attempt")
     payment = attempt.payment
-    if attempt.is_open and payment.status in AWAITING_AUTHORIZATION:
+    awaiting = attempt.is_open and payment.status in AWAITING_AUTHORIZATION
+    abandoned = (payment.status == PaymentStatus.FAILED
+                 and payment.failure_code == "authentication_abandoned")
+    if not (awaiting or abandoned) or not _return_may_ask(attempt):
+        return payment
+    if awaiting:
         return payment_authorization_lookup(attempt_id=attempt.id)[0]
-    if (payment.status == PaymentStatus.FAILED
-            and payment.failure_code == "authentication_abandoned"):
-        # We failed it on our clock while the challenge may still have been open there: a
-        # customer coming back may have passed it since. Ask; a charge there is kept.
-        found = provider_call(attempt.provider, "retrieve", RetrieveRequest(
-            provider_reference=attempt.provider_reference, merchant_reference=payment.id))
-        if found.status in (ProviderStatus.AUTHORIZED, ProviderStatus.CAPTURED):
-            with transaction.atomic():
-                _approved_after_failure(payment, attempt.provider, found.provider_reference,
-                                        found.amount, found.currency, said=str(found.status))
+    # We failed it abandoned after voiding the challenge at the provider: a charge there now
+    # (a provider that kept it, or lies) is kept as a break.
+    found = provider_call(attempt.provider, "retrieve", RetrieveRequest(
+        provider_reference=attempt.provider_reference, merchant_reference=payment.id))
+    if found.status in (ProviderStatus.AUTHORIZED, ProviderStatus.CAPTURED):
+        with transaction.atomic():
+            _approved_after_failure(payment, attempt.provider, found.provider_reference,
+                                    found.amount, found.currency, said=str(found.status))
     return payment
 
 
 def _approved_after_failure(payment: Payment, provider: str, reference: str, amount: int | None,
                             currency: str, *, said: str) -> None:
     """The provider says it took (or holds) money on a payment that failed here: e.g. a
-    challenge passed after the janitor failed it abandoned. Failed is final, so nothing moves;
+    challenge the janitor voided there and failed abandoned, which the provider now shows
+    approved (it kept the charge, or lies). Failed is final, so nothing moves;
     the charge is kept as a break for a person to refund or void at the provider."""
     break_report(BreakSpec(
         type="status_mismatch", key=f"approved_after_failure:{provider}:{payment.id}",
@@ -678,41 +709,96 @@ def _approved_after_failure(payment: Payment, provider: str, reference: str, amo
 
 
 def payment_authentications_expire(*, now: datetime | None = None, limit: int = 100) -> int:
-    """Fail the payments whose challenge the customer left unfinished past its time (the
-    janitor calls this): the provider is asked first (a result may be on its way: a completed
-    challenge is applied, never overridden), and only a challenge still open there ends the
-    payment `failed` with `authentication_abandoned`. Returns how many were failed."""
+    """End the challenges the customer left unfinished past their time (the janitor calls
+    this). The provider is asked first (a result may be on its way: a completed challenge is
+    applied, never overridden); a challenge still open there is voided at the provider (a VOID
+    attempt with its own idempotency key, sent outside any transaction), so a customer who
+    finishes it later is charged nothing, and only then does the payment end `failed` with
+    `authentication_abandoned`. A void the provider refuses because the charge went through
+    meanwhile is followed by a lookup that applies the approval; a void whose outcome is unknown
+    keeps the payment `requires_action` and is sent again, same key, on a later run. Returns
+    how many were failed."""
     failed = 0
     # Least recently asked first: a payment the provider cannot answer for goes to the back
-    # (its `updated_at` is touched below), never holding the batch against the ones after it.
+    # (its `updated_at` is touched), never holding the batch against the ones after it.
     due = _lapsed(PaymentStatus.REQUIRES_ACTION, "action_expires_at", now, limit,
                   order="updated_at")
     for payment_id in due:
-        attempt = latest_authorize_attempt(payment_id=payment_id)
-        if attempt is None:
-            continue
-        _, said = payment_authorization_lookup(attempt_id=attempt.id)
-        if said not in (ProviderStatus.ACTION_REQUIRED, ProviderStatus.PENDING,
-                        ProviderStatus.NOT_FOUND):
-            # A definite answer was applied, or the provider could not say: asked again on a
-            # later run, after the others.
-            Payment.objects.filter(pk=payment_id, status=PaymentStatus.REQUIRES_ACTION).update(
-                updated_at=timezone.now())
-            continue
-        with transaction.atomic():
-            payment, attempt = _lock_attempt(attempt.id)
-            if payment.status != PaymentStatus.REQUIRES_ACTION or not attempt.is_open:
-                continue
-            message = ("The customer did not complete the authentication challenge within "
-                       f"{settings.PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS} seconds.")
-            _record_attempt(attempt, ProviderResult(
-                outcome=Outcome.DECLINED, provider_reference=attempt.provider_reference,
-                error_code="authentication_abandoned", error_message=message))
-            payment.mark_failed("authentication_abandoned", message)
-            payment.save()
-            _payment_event(payment, "payment.failed")
-            failed += 1
+        failed += _abandoned_challenge_end(payment_id)
     return failed
+
+
+_CHALLENGE_STILL_OPEN = (ProviderStatus.ACTION_REQUIRED, ProviderStatus.PENDING,
+                         ProviderStatus.NOT_FOUND)
+
+
+def _abandoned_challenge_end(payment_id: str) -> bool:
+    """One lapsed challenge: void it at the provider, then fail the payment (True when failed)."""
+    attempt = latest_authorize_attempt(payment_id=payment_id)
+    if attempt is None:
+        return False
+    void = (PaymentAttempt.objects.filter(payment_id=payment_id, kind=AttemptKind.VOID,
+                                          status__in=OPEN_ATTEMPT_STATUSES).first())
+    if void is None:
+        _, said = payment_authorization_lookup(attempt_id=attempt.id)
+        if said in _CHALLENGE_STILL_OPEN:
+            with transaction.atomic():
+                payment, attempt = _lock_attempt(attempt.id)
+                if payment.status == PaymentStatus.REQUIRES_ACTION and attempt.is_open:
+                    void = _open_attempt(payment, AttemptKind.VOID, attempt.amount)
+    if void is not None:
+        # A first send, or the re-send of one whose outcome is unknown (same provider key: the
+        # provider voids once); recorded, with the payment failed on success, under the lock.
+        payment, result = _operation_send(void.payment, void, record=_challenge_void_record)
+        if _charge_moved_on(result):
+            # Refused because the customer finished the challenge meanwhile: the lookup applies
+            # the approval through the normal path.
+            payment_authorization_lookup(attempt_id=attempt.id)
+        if payment.status == PaymentStatus.FAILED and _challenge_voided(result):
+            return True
+    # Still waiting (the provider could not say, or the void's outcome is unknown): asked again
+    # on a later run, after the others.
+    Payment.objects.filter(pk=payment_id, status=PaymentStatus.REQUIRES_ACTION).update(
+        updated_at=timezone.now())
+    return False
+
+
+def _challenge_voided(result: ProviderResult) -> bool:
+    """The provider ended the open challenge, or holds nothing to end (no such charge)."""
+    return result.outcome == Outcome.APPROVED or (
+        result.outcome == Outcome.DECLINED and result.error_code == "not_found")
+
+
+def _charge_moved_on(result: ProviderResult) -> bool:
+    """A void refused because the charge is in another state now (authorized, captured, or
+    declined by the provider's own timeout): only a lookup says which."""
+    return result.outcome == Outcome.DECLINED and not _challenge_voided(result)
+
+
+def _challenge_void_record(*, attempt_id: str, result: ProviderResult) -> Payment:
+    """Record the void of an abandoned challenge and, when the provider ended it, fail the
+    payment `authentication_abandoned` with its authorization attempt declined, in one
+    transaction under the payment's lock. Any other answer leaves the payment as it is."""
+    with transaction.atomic():
+        payment, void = _lock_attempt(attempt_id)
+        if not void.is_open:
+            return payment
+        _record_attempt(void, result)
+        authorize = (payment.attempts.select_for_update().filter(kind=AttemptKind.AUTHORIZE)
+                     .order_by("-created_at", "-id").first())
+        if (payment.status != PaymentStatus.REQUIRES_ACTION or authorize is None
+                or not authorize.is_open or not _challenge_voided(result)):
+            return payment
+        message = ("The customer did not complete the authentication challenge within "
+                   f"{settings.PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS} seconds; it was voided "
+                   "at the provider.")
+        _record_attempt(authorize, ProviderResult(
+            outcome=Outcome.DECLINED, provider_reference=authorize.provider_reference,
+            error_code="authentication_abandoned", error_message=message))
+        payment.mark_failed("authentication_abandoned", message)
+        payment.save()
+        _payment_event(payment, "payment.failed")
+    return payment
 
 
 def _open_attempt(payment: Payment, kind: str, amount: int, refund: Refund | None = None,
@@ -741,12 +827,13 @@ def _raise_for_failed_call(result: ProviderResult, action: str) -> None:
         )
 
 
-def _operation_send(payment: Payment, attempt: PaymentAttempt
+def _operation_send(payment: Payment, attempt: PaymentAttempt, *,
+                    record: Callable[..., Payment] | None = None
                     ) -> tuple[Payment, ProviderResult]:
     """Send a capture, void or increment attempt with its own provider idempotency key
-    (outside any transaction) and record the answer. A re-send of the same attempt is
-    de-duplicated by the provider, so the original request and the janitor's re-send end in
-    one operation."""
+    (outside any transaction) and record the answer (a void: with `record`, default
+    payment_void_record). A re-send of the same attempt is de-duplicated by the provider, so
+    the original request and the janitor's re-send end in one operation."""
     if attempt.kind == AttemptKind.CAPTURE:
         result = provider_call(attempt.provider, "capture", CaptureRequest(
             idempotency_key=attempt.provider_idempotency_key,
@@ -765,7 +852,7 @@ def _operation_send(payment: Payment, attempt: PaymentAttempt
         idempotency_key=attempt.provider_idempotency_key,
         provider_reference=payment.provider_reference,
     ))
-    return payment_void_record(attempt_id=attempt.id, result=result), result
+    return (record or payment_void_record)(attempt_id=attempt.id, result=result), result
 
 
 def _lock_open_authorization(merchant: Merchant, payment_id: str, action: str) -> Payment:

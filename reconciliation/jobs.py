@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from core import partitions
 from core.idempotency import idempotency_reap
+from core.ratelimit import rate_windows_reap
 from ledger.checkpoints import checkpoint_create
 from ledger.verify import ledger_verify
 from payments import services as payments
@@ -102,7 +103,8 @@ def idempotency_reap_job() -> JobRun:
     with services.job_run(job="idempotency_reap") as run:
         run.fixed = idempotency_reap()
         # Old job runs go with the hourly housekeeping: the sweeper alone records 2,880 a day.
-        run.details = {"job_runs_pruned": services.jobrun_prune()}
+        run.details = {"job_runs_pruned": services.jobrun_prune(),
+                       "rate_windows_reaped": rate_windows_reap()}
     return run
 
 

@@ -3,9 +3,11 @@ hostile merchant on a payment waiting for its challenge, and a provider whose ch
 notices and lookups lie, repeat or come late. The customer is charged once at most, the books
 move only on the provider's word, and what cannot be applied is kept as a break."""
 
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test import Client
@@ -24,7 +26,8 @@ pytestmark = pytest.mark.django_db
 
 
 def _return_path(payment: Payment) -> str:
-    return urlsplit(services.authentication_return_url(payment.attempts.get().id)).path
+    return urlsplit(services.authentication_return_url(
+        payment.attempts.get(kind="authorize").id)).path
 
 
 def _charges(simulator, payment: Payment) -> list[dict]:
@@ -33,18 +36,20 @@ def _charges(simulator, payment: Payment) -> list[dict]:
 
 # -- the provider lies, repeats, comes late ------------------------------------------------------
 @pytest.mark.parametrize("code", ["cielo", "getnet"])
-def test_an_approval_after_the_janitor_abandoned_the_challenge_is_kept_as_a_break(
+def test_an_approval_after_the_janitor_voided_the_abandoned_challenge_is_kept_as_a_break(
         simulator, merchant, code):
-    """Our clock ran out before the provider's: the payment failed `authentication_abandoned`
-    while the challenge was still open there; the customer then passed it and the provider took
-    the money. The payment does not move backwards, and the charge is not lost either."""
+    """The janitor voided the abandoned challenge at the provider and failed the payment; the
+    customer's late approval is refused there, yet a notice (a provider that lies, or keeps a
+    charge it said it voided) reports the money taken. The payment does not move backwards,
+    and the charge is not lost either."""
     routing_rule(code)
     payment = _challenged(merchant)
     later = payment.action_expires_at + timedelta(seconds=1)
     assert services.payment_authentications_expire(now=later) == 1
-    _answer_challenge(payment, "approve")
+    late = httpx.post(payment.next_action_url, data={"action": "approve"}, timeout=10)
+    assert late.status_code == 409  # the challenge page: it can no longer be completed
     [charge] = _charges(simulator, payment)
-    assert charge["is_charged"]  # the provider holds money for a payment we hold failed
+    assert (charge["status"], charge["is_charged"]) == ("voided", False)
     _notice(payment, "payment.captured", amount=4200, currency="brl")
     _notice(payment, "payment.captured", amount=4200, currency="brl")  # duplicated
     payment.refresh_from_db()
@@ -54,18 +59,30 @@ def test_an_approval_after_the_janitor_abandoned_the_challenge_is_kept_as_a_brea
         "status_mismatch", code, 4200)
 
 
-def test_a_customer_back_from_a_late_approval_leaves_a_break_even_without_a_notice(
-        simulator, merchant):
-    """The provider's notice of the late approval is lost; the customer's return is our
-    evidence that something may have happened: the provider is asked, and its charge on a
-    payment we failed `authentication_abandoned` becomes a break (the payment stays failed)."""
+def test_a_customer_back_after_our_void_leaves_a_break_when_the_provider_still_shows_a_charge(
+        simulator, merchant, monkeypatch):
+    """Our void of the abandoned challenge succeeded, but the provider's lookup, asked when the
+    customer's browser comes back, shows the charge captured (it lies, or voided nothing): the
+    payment stays failed and the charge becomes a break. A truthful provider shows it voided
+    and nothing is reported."""
     routing_rule("rede")
     payment = _challenged(merchant)
     later = payment.action_expires_at + timedelta(seconds=1)
     assert services.payment_authentications_expire(now=later) == 1
-    location = _answer_challenge(payment, "approve")
+    path = _return_path(payment)
+    assert Client().get(path).status_code == 302
+    assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
+    real = services.provider_call
+
+    def lying(provider, operation, request, **kwargs):
+        found = real(provider, operation, request, **kwargs)
+        if operation == "retrieve":
+            return replace(found, status=ProviderStatus.CAPTURED, amount=4200)
+        return found
+
+    monkeypatch.setattr(services, "provider_call", lying)
     for _ in range(2):
-        assert Client().get(urlsplit(location).path).status_code == 302
+        assert Client().get(path).status_code == 302
     payment.refresh_from_db()
     assert (payment.status, payment.amount_captured) == ("failed", 0)
     [found] = ReconciliationBreak.objects.filter(payment_id=payment.id)

@@ -245,6 +245,14 @@ WEBHOOKS_ALLOW_LOOPBACK = env.bool("WEBHOOKS_ALLOW_LOOPBACK", default=False)
 PUBLIC_URL = env("PUBLIC_URL", default="http://127.0.0.1:8000")
 PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS = env.int("PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS",
                                                  default=15 * 60)
+# The return address is public (a browser) and each visit may ask the provider: at most this
+# many lookups per attempt per minute (then it answers from our state), and it stops working
+# (404) once the payment is past its challenge and this long has passed since the challenge's
+# deadline.
+PAYMENT_AUTHENTICATION_RETURN_LOOKUPS_PER_MINUTE = env.int(
+    "PAYMENT_AUTHENTICATION_RETURN_LOOKUPS_PER_MINUTE", default=5)
+PAYMENT_AUTHENTICATION_RETURN_TTL_HOURS = env.int("PAYMENT_AUTHENTICATION_RETURN_TTL_HOURS",
+                                                  default=24)
 
 # The ledger (ledger/services.py, ledger/checkpoints.py). Checkpoints of every account's chain
 # head are signed with an Ed25519 seed (hex) that lives only in the environment; old public keys

@@ -277,6 +277,7 @@ class Charge:
     return_url: str = ""
     capture_requested: bool = False
     challenge_expires_at: datetime | None = None
+    voids: int = 0  # void requests this charge received (a replay under its key is not one)
 
     @property
     def is_charged(self) -> bool:
@@ -638,10 +639,13 @@ class Book:
         return Result("ok", charge=charge)
 
     def void(self, reference: str) -> Result:
-        charge = self.charges.get(reference)
+        """Release an authorization, or end a 3-D Secure challenge still open (the merchant
+        gave up waiting): nothing was charged, and the cardholder can no longer complete it."""
+        charge = self.charge(reference)  # a challenge past its time reads declined
         if charge is None:
             return Result("not_found")
-        if charge.status != "authorized":
+        charge.voids += 1
+        if charge.status not in ("authorized", "pending_authentication"):
             return Result("invalid_state", charge=charge)
         charge.status = "voided"
         return Result("ok", charge=charge,

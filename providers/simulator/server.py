@@ -257,8 +257,11 @@ class Simulator:
             return Reply(400, b"action must be approve, fail or abandon.",
                          "text/plain; charset=utf-8")
         if action != "abandon":
-            self._later(book, lambda: book.challenge_complete(reference,
-                                                              approved=action == "approve"))
+            done = self._later(book, lambda: book.challenge_complete(
+                reference, approved=action == "approve"))
+            if done.kind == "invalid_state" and charge.status == "voided":
+                # The merchant voided it while the cardholder was away: no approval to show.
+                return Reply(409, GONE_PAGE, "text/html; charset=utf-8")
         if not charge.return_url:
             return Reply(200, f"Authentication {action}d.".encode(), "text/plain; charset=utf-8")
         return Reply(303, b"", "text/plain; charset=utf-8", {"Location": charge.return_url})
@@ -387,8 +390,17 @@ class Simulator:
         return self.settlement(self.books[provider], day)
 
 
+GONE_PAGE = b"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>3-D Secure authentication</title></head><body>
+<p id="gone">This payment was canceled by the merchant and can no longer be completed. Nothing
+was charged.</p></body></html>"""
+
+
 def challenge_page(provider: str, charge: Charge) -> bytes:
-    """A plain HTML form (no script): what the issuer shows the cardholder."""
+    """A plain HTML form (no script): what the issuer shows the cardholder; once the merchant
+    voided the payment, only a notice that it can no longer be completed."""
+    if charge.status == "voided":
+        return GONE_PAGE
     amount = html.escape(f"{charge.amount} {charge.currency.upper()} (minor units)")
     state = html.escape(charge.status)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
