@@ -50,8 +50,11 @@ def _deliveries_done(simulator, provider: str, types: set[str]) -> bool:
 def test_the_same_webhook_five_times_changes_the_payment_once(hooked, merchant, code):
     routing_rule(code)
     hooked.control.configure(code, webhook_duplicate_rate=1.0, webhook_duplicates=4)
-    payment = _pay(merchant, "pm_card_drop")  # charged, but our answer was lost
-    assert payment.status == "authorization_requested"
+    # Charged, but our answer was lost: only the webhooks can capture it here (no janitor runs).
+    # Their first copy may already be applied when pay() reads the payment back (it was, once,
+    # on a loaded machine), so the state right after the call is not asserted.
+    payment = _pay(merchant, "pm_card_drop")
+    assert payment.attempts.get().provider_reference == "" or payment.status == "captured"
     _wait(lambda: _deliveries_done(hooked, code, {"payment.captured"}))
     payment = Payment.objects.get(pk=payment.pk)
     assert payment.status == "captured"
