@@ -592,6 +592,13 @@ def payment_authorization_lookup(*, attempt_id: str) -> tuple[Payment, ProviderS
         return payment, ProviderStatus.UNKNOWN
     found = provider_call(attempt.provider, "retrieve", RetrieveRequest(
         provider_reference=attempt.provider_reference, merchant_reference=payment.id))
+    void = _challenge_void_of(payment) if found.status == ProviderStatus.VOIDED else None
+    if void is not None:
+        # Our void of the abandoned challenge, shown done before its answer reached us (this is
+        # the customer's return, say): recorded as its answer, so the path changes nothing.
+        return _challenge_void_record(attempt_id=void.id, result=ProviderResult(
+            outcome=Outcome.APPROVED, provider_reference=found.provider_reference,
+            status=found.status)), found.status
     outcome = LOOKUP_OUTCOMES.get(found.status)
     if outcome is None:
         return payment, found.status
@@ -745,7 +752,10 @@ def _abandoned_challenge_end(payment_id: str) -> bool:
             with transaction.atomic():
                 payment, attempt = _lock_attempt(attempt.id)
                 if payment.status == PaymentStatus.REQUIRES_ACTION and attempt.is_open:
-                    void = _open_attempt(payment, AttemptKind.VOID, attempt.amount)
+                    # Another run may have opened it since our read: send that one (its key),
+                    # never a second void beside it.
+                    void = (_open_attempt_of(payment, payment.provider, AttemptKind.VOID)
+                            or _open_attempt(payment, AttemptKind.VOID, attempt.amount))
     if void is not None:
         # A first send, or the re-send of one whose outcome is unknown (same provider key: the
         # provider voids once); recorded, with the payment failed on success, under the lock.
@@ -776,14 +786,29 @@ def _charge_moved_on(result: ProviderResult) -> bool:
 
 
 def _challenge_void_record(*, attempt_id: str, result: ProviderResult) -> Payment:
-    """Record the void of an abandoned challenge and, when the provider ended it, fail the
-    payment `authentication_abandoned` with its authorization attempt declined, in one
-    transaction under the payment's lock. Any other answer leaves the payment as it is."""
+    """Record the void of an abandoned challenge (its answer, a lookup or a notice showing the
+    charge voided) and, when the provider ended it, fail the payment `authentication_abandoned`
+    with its authorization attempt declined, in one transaction under the payment's lock. An
+    answer naming another charge is no answer (the void stays open, sent again later). An
+    approval that reached us while the void was in flight: an authorization the provider then
+    voided is canceled; a capture it says it voided is a conflict kept as a break."""
     with transaction.atomic():
         payment, void = _lock_attempt(attempt_id)
-        if not void.is_open:
+        if payment.provider_reference and result.provider_reference not in (
+                "", payment.provider_reference):
+            logger.warning("void of %s answered for another charge %r; not recorded",
+                           payment.id, result.provider_reference)
             return payment
-        _record_attempt(void, result)
+        if void.is_open:
+            _record_attempt(void, result)
+        elif void.status == AttemptStatus.APPROVED:
+            return payment  # recorded before: a duplicate answer, a replayed notice
+        if payment.status == PaymentStatus.AUTHORIZED and result.outcome == Outcome.APPROVED:
+            _released(payment)
+            return payment
+        if payment.status in FUNDS_CAPTURED and result.outcome == Outcome.APPROVED:
+            _voided_after_approval(payment, void, result)
+            return payment
         authorize = (payment.attempts.select_for_update().filter(kind=AttemptKind.AUTHORIZE)
                      .order_by("-created_at", "-id").first())
         if (payment.status != PaymentStatus.REQUIRES_ACTION or authorize is None
@@ -799,6 +824,26 @@ def _challenge_void_record(*, attempt_id: str, result: ProviderResult) -> Paymen
         payment.save()
         _payment_event(payment, "payment.failed")
     return payment
+
+
+def _voided_after_approval(payment: Payment, void: PaymentAttempt, result: ProviderResult
+                           ) -> None:
+    """The provider confirms our void of a challenge whose capture it had notified: both
+    cannot be true. The payment never moves back; a person finds out which side is right."""
+    break_report(BreakSpec(
+        type="status_mismatch", key=f"voided_after_approval:{void.provider}:{payment.id}",
+        provider=void.provider, payment_id=payment.id,
+        provider_reference=result.provider_reference or payment.provider_reference,
+        currency=payment.currency, our_amount=payment.amount_captured, provider_amount=0,
+        our_data={"status": payment.status}, provider_data={"said": "voided", "void": void.id}))
+
+
+def _challenge_void_of(payment: Payment) -> PaymentAttempt | None:
+    """The void the janitor sent for this payment's challenge, not yet recorded as done."""
+    if payment.status != PaymentStatus.REQUIRES_ACTION:
+        return None
+    return (payment.attempts.filter(kind=AttemptKind.VOID, provider=payment.provider)
+            .exclude(status=AttemptStatus.APPROVED).order_by("-created_at", "-id").first())
 
 
 def _open_attempt(payment: Payment, kind: str, amount: int, refund: Refund | None = None,
@@ -1123,7 +1168,31 @@ def payment_operation_execute(*, attempt_id: str) -> Payment:
     if (attempt.kind not in OPERATION_DONE or attempt.payment.status != PaymentStatus.AUTHORIZED
             or not attempt.is_open):
         return attempt.payment
+    if _challenge_completed_since(attempt):
+        return _challenge_void_close(attempt.id)
     return _operation_send(attempt.payment, attempt)[0]
+
+
+def _challenge_completed_since(attempt: PaymentAttempt) -> bool:
+    """A void opened for the payment's abandoned challenge (before its authorization was
+    approved: every other void is opened on an authorized payment) whose customer completed
+    the challenge since."""
+    return attempt.kind == AttemptKind.VOID and attempt.payment.attempts.filter(
+        kind=AttemptKind.AUTHORIZE, status=AttemptStatus.APPROVED,
+        completed_at__gt=attempt.created_at).exists()
+
+
+def _challenge_void_close(attempt_id: str) -> Payment:
+    """The charge shows the authorization, not our void: the challenge the void was meant to
+    end was completed, so it is closed unsent, never canceling what the customer approved."""
+    with transaction.atomic():
+        payment, void = _lock_attempt(attempt_id)
+        if void.is_open:
+            _record_attempt(void, ProviderResult(
+                outcome=Outcome.DECLINED, provider_reference=payment.provider_reference,
+                error_code="authentication_completed",
+                error_message="The customer completed the challenge this void was to end."))
+    return payment
 
 
 # -- saved payment methods at authorization ----------------------------------------------------
@@ -1553,6 +1622,9 @@ def payment_provider_event_apply(
         attempt = _open_attempt_of(payment, provider, AttemptKind.VOID)
         if attempt is not None and payment.status == PaymentStatus.AUTHORIZED:
             payment_void_record(attempt_id=attempt.id, result=ProviderResult(
+                outcome=Outcome.APPROVED, provider_reference=provider_reference))
+        elif attempt is not None and payment.status == PaymentStatus.REQUIRES_ACTION:
+            _challenge_void_record(attempt_id=attempt.id, result=ProviderResult(
                 outcome=Outcome.APPROVED, provider_reference=provider_reference))
         return APPLIED
     if type in ("dispute.won", "dispute.lost"):
