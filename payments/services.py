@@ -677,10 +677,13 @@ def payment_authentication_return(*, attempt_id: str, token: str) -> Payment:
     about the outcome (anyone can follow a redirect): we ask the provider, through the normal
     lookup path, and apply what it says, at most a few times a minute per attempt. 404 for an
     unknown attempt, a wrong token, or a link closed since (no provider call either way)."""
+    # The token first: an address we never signed (a guessed, garbled or NUL-bearing id) is
+    # refused without touching the database.
+    if not constant_time_compare(token, authentication_token(attempt_id)):
+        raise NotFound("No such authentication.", param="attempt")
     attempt = (PaymentAttempt.objects.filter(pk=attempt_id, kind=AttemptKind.AUTHORIZE)
                .select_related("payment").first())
-    if (attempt is None or not constant_time_compare(token, authentication_token(attempt_id))
-            or _return_closed(attempt, attempt.payment)):
+    if attempt is None or _return_closed(attempt, attempt.payment):
         raise NotFound("No such authentication.", param="attempt")
     payment = attempt.payment
     awaiting = attempt.is_open and payment.status in AWAITING_AUTHORIZATION

@@ -250,3 +250,16 @@ def test_a_return_token_of_one_payment_opens_no_other_and_a_bad_token_asks_nothi
         answer = Client().get(path)
         assert answer.status_code == 404 and b"Traceback" not in answer.content
     assert asked == []
+
+
+@pytest.mark.parametrize("attempt_id", ["att%00x", "%00", "a" * 3000, "%F0%9F%92%A9"])
+def test_a_return_address_with_a_garbled_attempt_id_is_404_never_500(attempt_id, monkeypatch):
+    """A NUL in the attempt id reached PostgreSQL (which refuses NUL in text) and answered 500;
+    an address we never signed is refused before any query."""
+    asked = _around(monkeypatch, "retrieve")
+    answer = Client(raise_request_exception=False).get(
+        f"/payments/authentication/{attempt_id}/{'0' * 64}")
+    assert answer.status_code == 404
+    assert answer.content == b"Unknown or expired authentication link."
+    assert asked == []
+
