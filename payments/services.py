@@ -757,8 +757,15 @@ def _abandoned_challenge_end(payment_id: str) -> bool:
                 if payment.status == PaymentStatus.REQUIRES_ACTION and attempt.is_open:
                     # Another run may have opened it since our read: send that one (its key),
                     # never a second void beside it.
-                    void = (_open_attempt_of(payment, payment.provider, AttemptKind.VOID)
-                            or _open_attempt(payment, AttemptKind.VOID, attempt.amount))
+                    void = _open_attempt_of(payment, payment.provider, AttemptKind.VOID)
+                    refused = payment.attempts.filter(kind=AttemptKind.VOID,
+                                                      status=AttemptStatus.DECLINED)
+                    if void is None and refused.exists():
+                        # The provider refused our void yet shows the challenge open: one void
+                        # is all it gets (never a new key each run); people decide.
+                        _challenge_void_refused(payment, refused.latest("created_at"))
+                    elif void is None:
+                        void = _open_attempt(payment, AttemptKind.VOID, attempt.amount)
     if void is not None:
         # A first send, or the re-send of one whose outcome is unknown (same provider key: the
         # provider voids once); recorded, with the payment failed on success, under the lock.
@@ -839,6 +846,18 @@ def _voided_after_approval(payment: Payment, void: PaymentAttempt, result: Provi
         provider_reference=result.provider_reference or payment.provider_reference,
         currency=payment.currency, our_amount=payment.amount_captured, provider_amount=0,
         our_data={"status": payment.status}, provider_data={"said": "voided", "void": void.id}))
+
+
+def _challenge_void_refused(payment: Payment, void: PaymentAttempt) -> None:
+    """The provider refused to void an abandoned challenge it still shows open."""
+    break_report(BreakSpec(
+        type="status_mismatch", key=f"challenge_void_refused:{void.provider}:{payment.id}",
+        provider=void.provider, payment_id=payment.id,
+        provider_reference=payment.provider_reference, currency=payment.currency,
+        our_amount=payment.amount_captured, provider_amount=None,
+        our_data={"status": payment.status},
+        provider_data={"said": "action_required", "void": void.id,
+                       "void_error": void.error_code}))
 
 
 def _challenge_void_of(payment: Payment) -> PaymentAttempt | None:

@@ -193,6 +193,25 @@ def test_a_voided_notice_while_the_void_is_unanswered_ends_the_payment_abandoned
     _failed_once(payment)
 
 
+def test_a_refused_void_of_a_challenge_still_open_is_not_sent_again_each_run(
+        simulator, merchant, monkeypatch):
+    """The provider refuses our void yet its lookup keeps showing the challenge open: each run
+    opened another void with a new provider key, forever. One void is sent; the conflict goes
+    to people as one break, and the payment keeps waiting (never failed on a refused void)."""
+    routing_rule("cielo")
+    payment = _challenged(merchant)
+    refused = ProviderResult(outcome=Outcome.DECLINED, error_code="invalid_state",
+                             provider_reference=payment.provider_reference)
+    sent = _around(monkeypatch, "void", before=lambda request: refused)
+    for _ in range(3):
+        assert services.payment_authentications_expire(now=_lapsed(payment)) == 0
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.REQUIRES_ACTION
+    assert _attempts(payment) == [("authorize", "unknown"), ("void", "declined")]
+    assert len(sent) == 1
+    assert ReconciliationBreak.objects.filter(payment_id=payment.id).count() == 1
+
+
 def test_a_void_never_sent_does_not_cancel_a_challenge_the_customer_completed(
         simulator, merchant):
     """A run opened the void and died before sending it; the customer then completed the
