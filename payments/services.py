@@ -100,6 +100,7 @@ from providers.base import (
 )
 from providers.calls import attempt_record, provider_call, supports
 from providers.declines import decline_meaning
+from providers.errors import error as error_code_meaning
 from providers.models import RETRY_LATER, DeclineMeaning
 from providers.registry import authorization_validity, codes_of_mode, provider_is_live
 from providers.routing import route
@@ -758,12 +759,11 @@ def _abandoned_challenge_end(payment_id: str) -> bool:
                     # Another run may have opened it since our read: send that one (its key),
                     # never a second void beside it.
                     void = _open_attempt_of(payment, payment.provider, AttemptKind.VOID)
-                    refused = payment.attempts.filter(kind=AttemptKind.VOID,
-                                                      status=AttemptStatus.DECLINED)
-                    if void is None and refused.exists():
-                        # The provider refused our void yet shows the challenge open: one void
-                        # is all it gets (never a new key each run); people decide.
-                        _challenge_void_refused(payment, refused.latest("created_at"))
+                    refused = _challenge_void_refusal(payment)
+                    if void is None and refused is not None:
+                        # The provider refused our void yet shows the challenge open: never a
+                        # new key each run; people decide.
+                        _challenge_void_refused(payment, refused)
                     elif void is None:
                         void = _open_attempt(payment, AttemptKind.VOID, attempt.amount)
     if void is not None:
@@ -781,6 +781,23 @@ def _abandoned_challenge_end(payment_id: str) -> bool:
     Payment.objects.filter(pk=payment_id, status=PaymentStatus.REQUIRES_ACTION).update(
         updated_at=timezone.now())
     return False
+
+
+# Voids of one abandoned challenge refused as "nothing done, try again" (the provider down for a
+# moment) before the janitor stops and opens a break.
+CHALLENGE_VOID_TRIES = 5
+
+
+def _challenge_void_refusal(payment: Payment) -> PaymentAttempt | None:
+    """The refusal that ends the janitor's voids of this challenge: a definite one (the provider
+    will not void it), or the last of CHALLENGE_VOID_TRIES refused as retryable, which did
+    nothing there and may be sent again under a new key. None while another void may go."""
+    refused = list(payment.attempts.filter(kind=AttemptKind.VOID, status=AttemptStatus.DECLINED)
+                   .order_by("-created_at"))
+    for void in refused:
+        if not error_code_meaning(void.error_code).retryable:
+            return void
+    return refused[0] if len(refused) >= CHALLENGE_VOID_TRIES else None
 
 
 def _challenge_voided(result: ProviderResult) -> bool:

@@ -212,6 +212,47 @@ def test_a_refused_void_of_a_challenge_still_open_is_not_sent_again_each_run(
     assert ReconciliationBreak.objects.filter(payment_id=payment.id).count() == 1
 
 
+def test_a_void_refused_while_the_provider_is_down_is_sent_again_and_ends_the_challenge(
+        simulator, merchant, monkeypatch):
+    """A retryable refusal (the provider down for a moment: nothing done there) is not the
+    provider refusing to void: the next run sends another void, which ends the challenge. Since
+    768c1a4 it was taken as a definite refusal: a break, never a void again, the challenge left
+    open at the provider for the customer to pass (found by the convergence model)."""
+    routing_rule("cielo")
+    payment = _challenged(merchant)
+    down = ProviderResult(outcome=Outcome.DECLINED, error_code="provider_unavailable",
+                          retryable=True)
+    calls = {"n": 0}
+
+    def first_refused(request):
+        calls["n"] += 1
+        return down if calls["n"] == 1 else None
+
+    sent = _around(monkeypatch, "void", before=first_refused)
+    assert services.payment_authentications_expire(now=_lapsed(payment)) == 0
+    assert services.payment_authentications_expire(now=_lapsed(payment)) == 1
+    payment.refresh_from_db()
+    assert (payment.status, payment.failure_code) == ("failed", "authentication_abandoned")
+    assert _attempts(payment)[-2:] == [("void", "declined"), ("void", "approved")]
+    assert len(sent) == 2 and _charge(simulator, payment)["voids"] == 1
+    assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
+
+
+def test_voids_refused_while_the_provider_stays_down_stop_at_their_bound(
+        simulator, merchant, monkeypatch):
+    routing_rule("cielo")
+    payment = _challenged(merchant)
+    down = ProviderResult(outcome=Outcome.DECLINED, error_code="provider_unavailable",
+                          retryable=True)
+    sent = _around(monkeypatch, "void", before=lambda request: down)
+    for _ in range(services.CHALLENGE_VOID_TRIES + 3):
+        assert services.payment_authentications_expire(now=_lapsed(payment)) == 0
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.REQUIRES_ACTION
+    assert len(sent) == services.CHALLENGE_VOID_TRIES
+    assert ReconciliationBreak.objects.filter(payment_id=payment.id).count() == 1
+
+
 def test_a_void_never_sent_does_not_cancel_a_challenge_the_customer_completed(
         simulator, merchant):
     """A run opened the void and died before sending it; the customer then completed the
