@@ -2,7 +2,7 @@
 that shows it, on the model's in-memory provider. A defect is `xfail(strict=True)` while it is
 open and the model skips exactly that scenario with a comment pointing here; once fixed, its
 test stays here as a plain regression test (the first three: fixed in 2dc390b; the 3-D Secure
-ones: fixed in 24e03ea and 6aa97cb)."""
+ones: fixed in 24e03ea, 6aa97cb and 55ad91a)."""
 
 from __future__ import annotations
 
@@ -206,17 +206,13 @@ def test_a_lost_void_of_an_abandoned_challenge_is_answered_when_the_customer_ret
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=True, reason=(
-    "open defect: since 768c1a4 a void of an abandoned challenge refused as retryable "
-    "(provider_unavailable: nothing done, try later) is never sent again; the payment stays "
-    "requires_action for good behind a challenge_void_refused break"))
 def test_a_void_of_an_abandoned_challenge_refused_while_the_provider_is_down_is_sent_again(
         bank, time_machine):
-    """The janitor's void of an abandoned challenge meets the provider down for a moment (a
-    retryable refusal: nothing happened there). It is a definite answer, so the void attempt
-    is declined, and every later run takes the declined void as the provider's refusal of a
-    challenge it still shows open: a break, and no void again. The payment never ends, and the
-    challenge stays open at the provider for a customer to pass."""
+    """Was (found by the model on 768c1a4): the janitor's void of an abandoned challenge met
+    the provider down for a moment (a retryable refusal: nothing happened there). The void
+    attempt was declined, and every later run took it as the provider's refusal of a challenge
+    it still showed open: a break, and no void again; the payment never ended, and the
+    challenge stayed open at the provider for a customer to pass. Fixed in 55ad91a."""
     payment = _pay(bank, plan="challenge")
     assert payment.status == "requires_action"
     bank.plans[("void", payment.provider_reference)] = "unavailable"  # the first void only
