@@ -223,3 +223,54 @@ def test_a_void_of_an_abandoned_challenge_refused_while_the_provider_is_down_is_
     payment.refresh_from_db()
     assert (payment.status, payment.failure_code) == ("failed", "authentication_abandoned")
     assert bank.charges[payment.provider_reference].status == "voided"
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(strict=True, reason=(
+    "open: the janitor's expiry void of an authorization the provider already let lapse is "
+    "refused (invalid_state) and the payment stays authorized, holding an authorization the "
+    "provider no longer has, with no break and no lookup (payment_authorizations_expire never "
+    "voids it again: a void was tried)"))
+def test_an_authorization_the_provider_let_lapse_before_our_expiry_void_is_not_left_authorized(
+        bank, time_machine):
+    """The janitor did not run between our expiry and the provider's (an outage, a backlog):
+    the provider shows the charge voided, its void answers invalid_state. The payment must end
+    canceled (expired) with nothing held, or a break must say why it does not."""
+    payment = _pay(bank, manual=True)
+    assert payment.status == "authorized"
+
+    _janitor_until(time_machine, timedelta(days=6))  # past both validities (1 day, +2 hours)
+
+    payment.refresh_from_db()
+    charge = bank.charges[payment.provider_reference]
+    assert (charge.status, charge.lapsed) == ("voided", True)
+    assert payment.status == "canceled" or _open_breaks(payment), (
+        f"{payment.id} is {payment.status} holding {payment.amount_authorized}, the provider "
+        f"let it lapse; no break")
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(strict=True, reason=(
+    "open: payment_authorizations_expire skips a payment with any void tried before, even one "
+    "refused while the provider was unavailable (nothing done there): the authorization is "
+    "never released by us, the provider lets it lapse, and the payment stays authorized with "
+    "no break"))
+def test_an_expired_authorization_whose_earlier_cancel_was_refused_is_not_held_forever(
+        bank, time_machine):
+    """The merchant's cancel met the provider down (a retryable refusal: nothing done there);
+    the payment stays authorized, as it should. Once its authorization expires, the janitor's
+    expiry job must still void it (or a break must say why not)."""
+    payment = _pay(bank, manual=True)
+    bank.plans[("void", payment.provider_reference)] = "unavailable"
+    with pytest.raises(ProviderError):
+        payments.payment_cancel(merchant=payment.merchant, payment_id=payment.id)
+    payment.refresh_from_db()
+    assert payment.status == "authorized"
+
+    _janitor_until(time_machine, timedelta(days=1, minutes=1))  # ours expired, the provider's not
+
+    payment.refresh_from_db()
+    charge = bank.charges[payment.provider_reference]
+    assert payment.status == "canceled" or _open_breaks(payment), (
+        f"{payment.id} is {payment.status} past its expiry, the provider {charge.status}; no "
+        "break")

@@ -24,6 +24,16 @@ payment. A void ends a challenge still open, and a completion after it is refuse
 approval charges nothing; a payment failed abandoned whose challenge is still open at the
 provider is a defect, and any other difference needs a break that says why.
 
+Authorization expiry (issue 18): the model providers hold an authorization one day for us
+(PROVIDER_AUTHORIZATION_DAYS, so the janitor's expiry job voids it then) and let it lapse
+themselves two hours later, without a notice: the uncaptured rest is released, a void or a
+capture after that is refused (invalid_state) and the lookup shows the charge voided. Time
+passes by the janitor rule's waits (a day among them) and the teardown's schedule (six days). A
+payment canceled `expired` must agree with a voided charge, no money moved, one void key. Two
+open defects the expiry found are skipped and counted (see `_expiry_differences`). Delayed
+retries of soft declines (off-session payments) are not modelled yet: the model provider saves
+no payment methods.
+
 Each example runs inside a savepoint of the test's transaction that is rolled back at its end
 (ledger postings cannot be deleted, and truncating costs more), on its own clock (time-machine).
 Commit callbacks run at the end of each step, as a commit would run them. Hypothesis runs
@@ -100,6 +110,10 @@ CODES = ("model_a", "model_b")
 AMOUNTS = st.integers(min_value=1, max_value=20_000)
 OTHER_CURRENCY = {"usd": "eur", "brl": "usd"}
 SECRET = b"convergence-model-webhook-secret"
+# Authorization expiry: the model providers hold an authorization one day for us (the janitor's
+# expiry job voids it then) and lapse it themselves two hours later.
+VALIDITY_DAYS = 1
+PROVIDER_VALIDITY = timedelta(days=VALIDITY_DAYS, hours=2)
 TIMES: Counter[str] = Counter()
 STATS: Counter[str] = Counter()  # what the run exercised, printed and checked at the end
 
@@ -134,6 +148,12 @@ class Charge:
     refunds: dict[str, int] = field(default_factory=dict)
     disputes: dict[str, list] = field(default_factory=dict)  # ref -> [amount, open|won|lost]
     conflict: bool = False  # the provider confirmed another amount or currency than asked
+    # Authorization expiry: when the authorization was granted (its validity runs from then),
+    # whether it lapsed at the provider (uncaptured rest released by the provider itself), and
+    # the idempotency keys of the voids sent for it.
+    authorized_at: datetime | None = None
+    lapsed: bool = False
+    void_keys: set[str] = field(default_factory=set)
     listed_capture: bool = False
     listed_refunds: set[str] = field(default_factory=set)
 
@@ -199,7 +219,18 @@ class Bank:
         return lost_answer if lost else true
 
     def charges_of(self, order: str) -> list[Charge]:
+        self.lapse()
         return [charge for charge in self.charges.values() if charge.order == order]
+
+    def lapse(self) -> None:
+        """Authorizations past the provider's own validity lapse there: the uncaptured rest is
+        released (voided, or captured with what partial captures took), without a notice. A
+        void or capture after that is refused (invalid_state); the lookup shows it."""
+        now = timezone.now()
+        for charge in self.charges.values():
+            if (charge.status == "authorized" and charge.authorized_at is not None
+                    and now >= charge.authorized_at + PROVIDER_VALIDITY):
+                charge.status, charge.lapsed = ("captured" if charge.captured else "voided"), True
 
     def moves_of(self, order: str) -> list[Move]:
         return [move for move in self.moves.values() if move.order == order]
@@ -214,6 +245,7 @@ class Bank:
         if approved:
             charge.status = "captured" if charge.capture_requested else "authorized"
             charge.captured = charge.amount if charge.capture_requested else 0
+            charge.authorized_at = timezone.now()
             self.emit(charge.provider, f"payment.{charge.status}", reference=charge.reference,
                       order=charge.order, amount=charge.amount, currency=charge.currency,
                       status=charge.status)
@@ -310,7 +342,8 @@ class ModelProvider:
                             request.merchant_reference, amount, currency,
                             "captured" if request.capture else "authorized",
                             captured=amount if request.capture else 0,
-                            conflict=plan in ("amount", "currency"))
+                            conflict=plan in ("amount", "currency"),
+                            authorized_at=timezone.now())
             bank.charges[charge.reference] = charge
             bank.emit(self.code, "payment.captured" if request.capture else "payment.authorized",
                       reference=charge.reference, order=charge.order, amount=amount,
@@ -324,9 +357,12 @@ class ModelProvider:
         plan for this action declines it; once per idempotency key, like a real acquirer."""
         def build():
             plan = self.bank.plans.pop((action, request.provider_reference), "approve")
+            self.bank.lapse()
             charge = self._charge(request.provider_reference)
             if charge is None:
                 return _declined("not_found", request.provider_reference), False
+            if action == "void":
+                charge.void_keys.add(request.idempotency_key)
             if plan in ("unavailable", "decline"):
                 return _declined("provider_unavailable" if plan == "unavailable"
                                  else "invalid_state", charge.reference), False
@@ -414,6 +450,7 @@ class ModelProvider:
         return self._on_charge("refund", request, act)
 
     def retrieve(self, request):
+        self.bank.lapse()
         charge = self._charge(request.provider_reference) if request.provider_reference else None
         if charge is None and request.merchant_reference:
             charge = next((c for c in self.bank.charges_of(request.merchant_reference)
@@ -512,6 +549,7 @@ def _settlement_file(bank: Bank, code: str) -> bytes:
     lines = ["DataVenda;PaymentId;MerchantOrderId;Tipo;Moeda;ValorBruto;Taxa;ValorLiquido;"
              "IdentificadorTransacao"]
     day = timezone.now().strftime("%d/%m/%Y")
+    bank.lapse()
     for charge in bank.charges.values():
         if charge.provider != code or charge.status != "captured":
             continue
@@ -1183,6 +1221,9 @@ def _payment_differences(payment: Payment, charge: Charge | None) -> list[str]:
         if payment.status not in ("created", "failed", "canceled"):
             return [f"status {payment.status} with no charge at the provider"]
         return [] if payment.amount_captured == 0 else ["captured without a charge"]
+    expiry = _expiry_differences(payment, charge)
+    if expiry is not None:
+        return expiry
     differences = []
     if (charge.challenged and charge.status == "action_required"
             and payment.status == "requires_action" and ReconciliationBreak.objects.filter(
@@ -1223,6 +1264,33 @@ def _payment_differences(payment: Payment, charge: Charge | None) -> list[str]:
     if ours != theirs:
         differences.append(f"captured/refunded/disputed {ours}, provider {theirs}")
     return differences
+
+
+def _expiry_differences(payment: Payment, charge: Charge) -> list[str] | None:
+    """The expiry checks (None: not an expiry case). A payment the janitor canceled `expired`
+    was voided at the provider with one void (one idempotency key), or found lapsed there, and
+    moved no money."""
+    if payment.cancellation_reason == "expired" and payment.status == "canceled":
+        assert len(charge.void_keys) <= 1, f"{payment.id}: expiry voids {charge.void_keys}"
+        STATS["expiry:lapsed" if charge.lapsed else "expiry:voided"] += 1
+        return [] if (charge.status, payment.amount_captured) == ("voided", 0) else [
+            f"canceled expired, provider {charge.status} captured {charge.captured}"]
+    if not charge.lapsed:
+        return None
+    STATS[f"expiry:provider_lapsed:{payment.status}"] += 1
+    refused = payment.attempts.filter(kind="void", status="declined").order_by("-created_at")
+    if payment.status == "authorized" and refused.exists():
+        # Two open defects, skipped and counted (remove this once they are fixed; their tests
+        # are in test_convergence_findings.py): the janitor came after the provider let the
+        # authorization lapse and its void was refused (invalid_state), or a void refused
+        # before (the provider unavailable) keeps the expiry job from voiding it at all
+        # (test_an_authorization_the_provider_let_lapse_before_our_expiry_void_…, test_an_
+        # expired_authorization_whose_earlier_cancel_was_refused_…). Either way the payment
+        # stays authorized here, holding an authorization the provider no longer has, with no
+        # break and no lookup.
+        STATS[f"expiry:skipped_open_defect:void_refused:{refused[0].error_code}"] += 1
+        return []
+    return None
 
 
 def _movement_expected(kind: str, row, move: Move | None) -> str:
@@ -1268,6 +1336,8 @@ def model_providers(settings, monkeypatch):
         monkeypatch.setitem(settlements.PARSERS, code, settlements.parse_cielo)
     settings.PROVIDERS_ENABLED = [*settings.PROVIDERS_ENABLED, *CODES]
     settings.DEFAULT_PROVIDER = "model_a"
+    settings.PROVIDER_AUTHORIZATION_DAYS = {**registry.AUTHORIZATION_DAYS,
+                                            **dict.fromkeys(CODES, VALIDITY_DAYS)}
     # The breaker is a database row cooling down by the wall clock; this machine is about
     # money, and the breaker has its own tests.
     settings.PROVIDER_BREAKER = {**settings.PROVIDER_BREAKER, "failure_threshold": 10**9}
@@ -1301,7 +1371,7 @@ def test_provider_facts_converge_by_any_path_or_leave_a_break(model_providers):
                  "increment:ok",
                  "end:payment_agrees:refunded", "end:payment_agrees:charged_back",
                  "3ds:approved", "3ds:failed", "3ds:abandoned", "3ds:late_result",
-                 "3ds:customer_approve:refused", "3ds_return:ok"):
+                 "3ds:customer_approve:refused", "3ds_return:ok", "expiry:voided"):
         assert STATS[path], f"the model never exercised {path}"
     # A capture that agrees at the end is `settled` when the last settlement file listed it and
     # `captured` otherwise; which of the two a run sees depends on step timing (the clock ticks).
