@@ -37,7 +37,13 @@ no payment methods.
 Each example runs inside a savepoint of the test's transaction that is rolled back at its end
 (ledger postings cannot be deleted, and truncating costs more), on its own clock (time-machine).
 Commit callbacks run at the end of each step, as a commit would run them. Hypothesis runs
-derandomized, without an example database, so CI sees the same examples every time.
+without an example database, from a pinned seed (RUN_SEED), so CI sees the same examples every
+time. Derandomized alone, it seeds its random from a hash of ConvergenceMachine's code (comments
+aside), so any edit of the class drew another run, whose coverage of the rare paths (a
+charge-back, a partial capture) was a new lottery; RUN_SEED is the seed that hash gave the class
+as of 12efd98 (every coverage assert held), so that run is kept across edits. An edit that
+changes what the rules draw still changes the examples: rerun, and if a coverage assert fails,
+choose another seed that passes them all and say so here.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.test import TestCase
 from django.utils import timezone
-from hypothesis import HealthCheck, Phase
+from hypothesis import HealthCheck, Phase, seed
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -114,6 +120,9 @@ SECRET = b"convergence-model-webhook-secret"
 # expiry job voids it then) and lapse it themselves two hours later.
 VALIDITY_DAYS = 1
 PROVIDER_VALIDITY = timedelta(days=VALIDITY_DAYS, hours=2)
+# The derandomized run's seed for ConvergenceMachine as of 12efd98 (see the module docstring).
+RUN_SEED = int("38881753815195293380603525006884392283620511032123143160604142392674783833589302"
+               "369426434161206154429930062304475287")
 TIMES: Counter[str] = Counter()
 STATS: Counter[str] = Counter()  # what the run exercised, printed and checked at the end
 
@@ -1355,7 +1364,7 @@ def model_providers(settings, monkeypatch):
 def test_provider_facts_converge_by_any_path_or_leave_a_break(model_providers):
     ConvergenceMachine.merchant = MerchantFactory()
     STATS.clear()
-    run_state_machine_as_test(ConvergenceMachine, settings=hypothesis_settings(
+    run_state_machine_as_test(seed(RUN_SEED)(ConvergenceMachine), settings=hypothesis_settings(
         max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, derandomize=True,
         database=None,
         # Each example rolls back its own savepoint, so the function-scoped fixtures are
