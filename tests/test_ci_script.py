@@ -16,14 +16,15 @@ PASSED = "== 831 passed, 9 skipped in 300s =="
 
 # Says $NEWCOMER (or $SERVICES when DATABASE_URL is set): "<exit code> <summary line>".
 FAKE_MAKE = """#!/usr/bin/env bash
-echo "$* | DATABASE_URL=${DATABASE_URL-<unset>} | REDIS_URL=${REDIS_URL-<unset>}" >> "$CALLS"
+echo "$* | DATABASE_URL=${DATABASE_URL-<unset>} | REDIS_URL=${REDIS_URL-<unset>}\
+ | CELERY_TEST_BROKER=${CELERY_TEST_BROKER-<unset>}" >> "$CALLS"
 if [ -z "${DATABASE_URL:-}" ]; then says=$NEWCOMER; else says=$SERVICES; fi
 echo "${says#* }"
 exit "${says%% *}"
 """
 
 
-def _run_ci(tmp_path: Path, *, newcomer: str, services: str):
+def _run_ci(tmp_path: Path, *, newcomer: str, services: str, broker: str = "amqp"):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "make").write_text(FAKE_MAKE)
@@ -33,7 +34,10 @@ def _run_ci(tmp_path: Path, *, newcomer: str, services: str):
            "CALLS": str(calls), "NEWCOMER": newcomer, "SERVICES": services, "PYTEST_ARGS": "",
            # What CI's services answer as; the script must drop both for the newcomer run.
            "DATABASE_URL": "postgres://postgres@ci-db:5432/test",
-           "REDIS_URL": "redis://ci-redis:6379/0"}
+           "REDIS_URL": "redis://ci-redis:6379/0",
+           # Where RabbitMQ answers .ci/run picks amqp itself; set here so the test does not
+           # depend on this machine's services.
+           "CI_TEST_BROKER": broker}
     result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
                             timeout=120)
     return result, calls.read_text().splitlines() if calls.exists() else []
@@ -50,10 +54,18 @@ def test_ci_script_runs_make_test_as_a_newcomer_and_with_the_services(tmp_path):
     result, calls = _run_ci(tmp_path, newcomer=f"0 {PASSED}", services=f"0 {PASSED}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert calls == [
-        "test PYTEST_ARGS= | DATABASE_URL=<unset> | REDIS_URL=<unset>",
+        "test PYTEST_ARGS= | DATABASE_URL=<unset> | REDIS_URL=<unset>"
+        " | CELERY_TEST_BROKER=<unset>",
         "test PYTEST_ARGS= | DATABASE_URL=postgres://postgres@ci-db:5432/test"
-        " | REDIS_URL=redis://ci-redis:6379/0",
+        " | REDIS_URL=redis://ci-redis:6379/0 | CELERY_TEST_BROKER=amqp",
     ]
+
+
+def test_ci_script_keeps_the_in_memory_broker_when_told(tmp_path):
+    result, calls = _run_ci(tmp_path, newcomer=f"0 {PASSED}", services=f"0 {PASSED}",
+                            broker="memory")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [call.rsplit(" | ", 1)[1] for call in calls] == ["CELERY_TEST_BROKER=<unset>"] * 2
 
 
 @pytest.mark.parametrize("newcomer, services, says", [
