@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Sum
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
@@ -759,7 +759,7 @@ def _abandoned_challenge_end(payment_id: str) -> bool:
                     # Another run may have opened it since our read: send that one (its key),
                     # never a second void beside it.
                     void = _open_attempt_of(payment, payment.provider, AttemptKind.VOID)
-                    refused = _challenge_void_refusal(payment)
+                    refused = _void_refusal(payment)
                     if void is None and refused is not None:
                         # The provider refused our void yet shows the challenge open: never a
                         # new key each run; people decide.
@@ -783,21 +783,22 @@ def _abandoned_challenge_end(payment_id: str) -> bool:
     return False
 
 
-# Voids of one abandoned challenge refused as "nothing done, try again" (the provider down for a
-# moment) before the janitor stops and opens a break.
-CHALLENGE_VOID_TRIES = 5
+# Voids of one authorization (an abandoned challenge, an expired authorization) refused as
+# "nothing done, try again" (the provider down for a moment) before we stop and open a break.
+VOID_TRIES = 5
 
 
-def _challenge_void_refusal(payment: Payment) -> PaymentAttempt | None:
-    """The refusal that ends the janitor's voids of this challenge: a definite one (the provider
-    will not void it), or the last of CHALLENGE_VOID_TRIES refused as retryable, which did
-    nothing there and may be sent again under a new key. None while another void may go."""
+def _void_refusal(payment: Payment) -> PaymentAttempt | None:
+    """The refusal that ends our voids of this payment's authorization: a definite one (the
+    provider will not void it, or has nothing to void), or the last of VOID_TRIES refused as
+    retryable, which did nothing there and may be sent again under a new key. None while
+    another void may go."""
     refused = list(payment.attempts.filter(kind=AttemptKind.VOID, status=AttemptStatus.DECLINED)
                    .order_by("-created_at"))
     for void in refused:
         if not error_code_meaning(void.error_code).retryable:
             return void
-    return refused[0] if len(refused) >= CHALLENGE_VOID_TRIES else None
+    return refused[0] if len(refused) >= VOID_TRIES else None
 
 
 def _challenge_voided(result: ProviderResult) -> bool:
@@ -1114,35 +1115,94 @@ def _lapsed(status: str, deadline: str, now: datetime | None, limit: int,
 
 def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 100) -> int:
     """Void the authorizations their provider lets lapse (the janitor calls this): each
-    payment is voided at the provider once, with its own void attempt's idempotency key, and
+    payment is voided at the provider with its own void attempt's idempotency key, and
     becomes `canceled` with cancellation_reason `expired` (event payment.canceled); a partially
     captured one has only its rest released and ends `captured` with what its captures took
     (event payment.captured), as Stripe's multicapture does. A payment with a capture, void or
-    increment under way, or voided before without success, is left to the janitor's
-    operation checks and to people; a refused capture or increment is no reason to keep the
-    rest held. Returns how many were released."""
-    due = _lapsed(PaymentStatus.AUTHORIZED, "authorization_expires_at", now, limit)
+    increment under way is left to the janitor's operation checks; a refused capture or
+    increment is no reason to keep the rest held. A void refused as retryable (nothing done
+    there) is sent again under a new key, up to VOID_TRIES; after a definite refusal the
+    provider is asked (_expired_void_refused). Returns how many were released."""
+    # Least recently handled first: a payment the provider will not release goes to the back
+    # (its `updated_at` is touched), never holding the batch against the ones after it.
+    due = _lapsed(PaymentStatus.AUTHORIZED, "authorization_expires_at", now, limit,
+                  order="updated_at")
     canceled = 0
     for payment_id in due:
+        refusal = attempt = None
         with transaction.atomic():
             payment = _lock_payment(merchant=None, payment_id=payment_id)
-            # A capture or increment the provider refused left the authorization as it was:
-            # it is released like any other (never held forever).
-            tried = payment.attempts.filter(
-                Q(kind=AttemptKind.VOID)
-                | Q(kind__in=OPERATION_KINDS, status__in=OPEN_ATTEMPT_STATUSES))
-            if payment.status != PaymentStatus.AUTHORIZED or tried.exists():
+            busy = payment.attempts.filter(kind__in=OPERATION_KINDS,
+                                           status__in=OPEN_ATTEMPT_STATUSES)
+            if payment.status != PaymentStatus.AUTHORIZED or busy.exists():
                 if payment.status == PaymentStatus.AUTHORIZED:
-                    logger.warning("authorization of %s expired with a capture or void already "
-                                   "tried; not voided again", payment.id)
+                    logger.warning("authorization of %s expired with a capture, void or "
+                                   "increment under way; the janitor's checks finish it",
+                                   payment.id)
+                    _touch(payment)
                 continue
+            refusal = _void_refusal(payment)
+            if refusal is None:
+                if not payment.amount_captured:
+                    payment.cancellation_reason = CancellationReason.EXPIRED
+                    payment.save(update_fields=["cancellation_reason", "updated_at"])
+                attempt = _open_attempt(payment, AttemptKind.VOID, payment.amount_authorized)
+        if attempt is not None:
+            payment, result = _operation_send(payment, attempt)
+            if (payment.status == PaymentStatus.AUTHORIZED and result.outcome == Outcome.DECLINED
+                    and not error_code_meaning(result.error_code).retryable):
+                refusal = PaymentAttempt.objects.get(pk=attempt.pk)
+        if refusal is not None:
+            payment = _expired_void_refused(payment, refusal)
+        if payment.status == PaymentStatus.AUTHORIZED:
+            _touch(payment)
+        else:
+            canceled += 1
+    return canceled
+
+
+def _touch(payment: Payment) -> None:
+    Payment.objects.filter(pk=payment.pk).update(updated_at=timezone.now())
+
+
+def _expired_void_refused(payment: Payment, refusal: PaymentAttempt) -> Payment:
+    """The provider refused to void an expired authorization: ask it what it holds. Released
+    there already (it let the authorization lapse, or voided it): recorded as a void of ours
+    whose answer is that lookup (never sent: nothing is left to void), and the payment ends as
+    a void ends it. Still held, or anything else: one `status_mismatch` break
+    (`authorization_void_refused`) for people, and the payment stays authorized."""
+    found = provider_call(refusal.provider, "retrieve", RetrieveRequest(
+        provider_reference=payment.provider_reference, merchant_reference=payment.id))
+    if found.outcome == Outcome.UNKNOWN:
+        return payment  # asked again on a later run
+    if found.status == ProviderStatus.VOIDED and found.provider_reference in (
+            "", payment.provider_reference):
+        with transaction.atomic():
+            payment = _lock_payment(merchant=None, payment_id=payment.pk)
+            busy = payment.attempts.filter(kind__in=OPERATION_KINDS,
+                                           status__in=OPEN_ATTEMPT_STATUSES)
+            if payment.status != PaymentStatus.AUTHORIZED or busy.exists():
+                return payment
             if not payment.amount_captured:
                 payment.cancellation_reason = CancellationReason.EXPIRED
                 payment.save(update_fields=["cancellation_reason", "updated_at"])
-            attempt = _open_attempt(payment, AttemptKind.VOID, payment.amount_authorized)
-        payment, _ = _operation_send(payment, attempt)
-        canceled += payment.status != PaymentStatus.AUTHORIZED
-    return canceled
+            void = _open_attempt(payment, AttemptKind.VOID, payment.amount_authorized)
+        return payment_void_record(attempt_id=void.id, result=ProviderResult(
+            outcome=Outcome.APPROVED, provider_reference=payment.provider_reference,
+            status=found.status, amount=found.amount, currency=found.currency,
+            exchange=found.exchange, latency_ms=found.latency_ms))
+    with transaction.atomic():
+        break_report(BreakSpec(
+            type="status_mismatch",
+            key=f"authorization_void_refused:{refusal.provider}:{payment.id}",
+            provider=refusal.provider, payment_id=payment.id,
+            provider_reference=payment.provider_reference, currency=payment.currency,
+            our_amount=payment.amount_authorized, provider_amount=found.amount,
+            our_data={"status": payment.status, "expired_at": str(
+                payment.authorization_expires_at)},
+            provider_data={"said": str(found.status), "void": refusal.id,
+                           "void_error": refusal.error_code}))
+    return payment
 
 
 # What a status lookup may say once a capture, void or increment attempt has happened. A charge

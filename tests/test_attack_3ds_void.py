@@ -245,11 +245,11 @@ def test_voids_refused_while_the_provider_stays_down_stop_at_their_bound(
     down = ProviderResult(outcome=Outcome.DECLINED, error_code="provider_unavailable",
                           retryable=True)
     sent = _around(monkeypatch, "void", before=lambda request: down)
-    for _ in range(services.CHALLENGE_VOID_TRIES + 3):
+    for _ in range(services.VOID_TRIES + 3):
         assert services.payment_authentications_expire(now=_lapsed(payment)) == 0
     payment.refresh_from_db()
     assert payment.status == PaymentStatus.REQUIRES_ACTION
-    assert len(sent) == services.CHALLENGE_VOID_TRIES
+    assert len(sent) == services.VOID_TRIES
     assert ReconciliationBreak.objects.filter(payment_id=payment.id).count() == 1
 
 

@@ -12,6 +12,8 @@ from django.db import IntegrityError, transaction
 
 from payments import services
 from payments.models import Payment
+from providers.base import Outcome, ProviderResult
+from reconciliation.models import ReconciliationBreak
 from tests.conftest import routing_rule
 from webhooks.models import Event
 
@@ -52,16 +54,60 @@ def test_an_expired_authorization_is_voided_by_the_janitor_exactly_once(simulato
 
 
 @pytest.mark.django_db
-def test_a_void_the_provider_refuses_leaves_the_payment_authorized_and_is_not_repeated(
+def test_a_void_refused_while_the_provider_is_down_is_tried_again_then_kept_for_people(
+        simulator, merchant):
+    """A refusal that did nothing there (the provider down) is no reason to hold the
+    authorization forever: a later run voids again under a new key, up to VOID_TRIES; then the
+    provider, still holding it, gets one break and no more voids."""
+    payment = _authorized(merchant)
+    simulator.control.configure("cielo", unavailable_rate=1.0, fault_operations=["void"])
+    later = payment.authorization_expires_at + timedelta(seconds=1)
+    for _ in range(services.VOID_TRIES + 2):
+        assert services.payment_authorizations_expire(now=later) == 0
+    payment.refresh_from_db()
+    assert (payment.status, payment.cancellation_reason) == ("authorized", "")
+    assert payment.attempts.filter(kind="void").count() == services.VOID_TRIES
+    assert list(ReconciliationBreak.objects.filter(payment_id=payment.id)
+                .values_list("key", flat=True)) == [
+        f"authorization_void_refused:cielo:{payment.id}"]
+
+
+@pytest.mark.django_db
+def test_an_expiry_void_refused_once_by_the_provider_then_sent_again_releases_it(
         simulator, merchant):
     payment = _authorized(merchant)
     simulator.control.configure("cielo", unavailable_rate=1.0, fault_operations=["void"])
     later = payment.authorization_expires_at + timedelta(seconds=1)
     assert services.payment_authorizations_expire(now=later) == 0
+    simulator.control.configure("cielo", unavailable_rate=0.0)
+    assert services.payment_authorizations_expire(now=later) == 1
     payment.refresh_from_db()
-    assert (payment.status, payment.cancellation_reason) == ("authorized", "")
-    assert services.payment_authorizations_expire(now=later) == 0
-    assert payment.attempts.filter(kind="void").count() == 1
+    assert (payment.status, payment.cancellation_reason) == ("canceled", "expired")
+    assert [charge["status"] for charge in simulator.control.charges(order_id=payment.id)] == [
+        "voided"]
+
+
+@pytest.mark.django_db
+def test_a_definite_refusal_with_the_authorization_still_held_is_one_break(
+        simulator, merchant, monkeypatch):
+    payment = _authorized(merchant)
+    real, voids = services.provider_call, []
+
+    def refusing(provider, operation, request, **kwargs):
+        if operation != "void":
+            return real(provider, operation, request, **kwargs)
+        voids.append(request.idempotency_key)
+        return ProviderResult(outcome=Outcome.DECLINED, error_code="invalid_state",
+                              provider_reference=payment.provider_reference)
+
+    monkeypatch.setattr(services, "provider_call", refusing)
+    later = payment.authorization_expires_at + timedelta(seconds=1)
+    for _ in range(3):
+        assert services.payment_authorizations_expire(now=later) == 0
+    payment.refresh_from_db()
+    assert payment.status == "authorized" and len(voids) == 1
+    assert ReconciliationBreak.objects.filter(
+        payment_id=payment.id, key__startswith="authorization_void_refused:").count() == 1
 
 
 @pytest.mark.django_db

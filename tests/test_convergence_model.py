@@ -370,11 +370,12 @@ class ModelProvider:
             charge = self._charge(request.provider_reference)
             if charge is None:
                 return _declined("not_found", request.provider_reference), False
+            if plan == "unavailable":  # refused before doing anything: no void made here
+                return _declined("provider_unavailable", charge.reference), False
             if action == "void":
                 charge.void_keys.add(request.idempotency_key)
-            if plan in ("unavailable", "decline"):
-                return _declined("provider_unavailable" if plan == "unavailable"
-                                 else "invalid_state", charge.reference), False
+            if plan == "decline":
+                return _declined("invalid_state", charge.reference), False
             return act(charge, plan)
 
         return self.bank._once(request.idempotency_key, build, LOST)
@@ -1277,7 +1278,8 @@ def _payment_differences(payment: Payment, charge: Charge | None) -> list[str]:
 
 def _expiry_differences(payment: Payment, charge: Charge) -> list[str] | None:
     """The expiry checks (None: not an expiry case). A payment the janitor canceled `expired`
-    was voided at the provider with one void (one idempotency key), or found lapsed there, and
+    was voided at the provider with one void (one idempotency key; a void refused as
+    unavailable did nothing there and may be followed by another), or found lapsed there, and
     moved no money."""
     if payment.cancellation_reason == "expired" and payment.status == "canceled":
         assert len(charge.void_keys) <= 1, f"{payment.id}: expiry voids {charge.void_keys}"
@@ -1287,18 +1289,9 @@ def _expiry_differences(payment: Payment, charge: Charge) -> list[str] | None:
     if not charge.lapsed:
         return None
     STATS[f"expiry:provider_lapsed:{payment.status}"] += 1
-    refused = payment.attempts.filter(kind="void", status="declined").order_by("-created_at")
-    if payment.status == "authorized" and refused.exists():
-        # Two open defects, skipped and counted (remove this once they are fixed; their tests
-        # are in test_convergence_findings.py): the janitor came after the provider let the
-        # authorization lapse and its void was refused (invalid_state), or a void refused
-        # before (the provider unavailable) keeps the expiry job from voiding it at all
-        # (test_an_authorization_the_provider_let_lapse_before_our_expiry_void_…, test_an_
-        # expired_authorization_whose_earlier_cancel_was_refused_…). Either way the payment
-        # stays authorized here, holding an authorization the provider no longer has, with no
-        # break and no lookup.
-        STATS[f"expiry:skipped_open_defect:void_refused:{refused[0].error_code}"] += 1
-        return []
+    # Two defects found here are fixed (test_convergence_findings.py: test_an_authorization_the_
+    # provider_let_lapse_before_our_expiry_void_…, test_an_expired_authorization_whose_earlier_
+    # cancel_was_refused_…): a payment still authorized here is checked like any other.
     return None
 
 
