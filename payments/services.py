@@ -1165,18 +1165,32 @@ def _touch(payment: Payment) -> None:
     Payment.objects.filter(pk=payment.pk).update(updated_at=timezone.now())
 
 
+def _released_there(payment: Payment, found: ProviderResult) -> bool:
+    """Whether a lookup (an answer, for this charge) shows the authorization released with
+    exactly what we captured taken: voided with nothing captured, or, once partially captured,
+    captured with our captured total (the rest lapsed or voided). A charge the provider took
+    money from without us, or that denies our captures, is not released: people decide."""
+    if found.outcome != Outcome.APPROVED or found.provider_reference not in (
+            "", payment.provider_reference):
+        return False
+    if not payment.amount_captured:
+        return found.status == ProviderStatus.VOIDED and not found.amount_captured
+    return (found.status == ProviderStatus.CAPTURED
+            and found.amount_captured == payment.amount_captured)
+
+
 def _expired_void_refused(payment: Payment, refusal: PaymentAttempt) -> Payment:
     """The provider refused to void an expired authorization: ask it what it holds. Released
-    there already (it let the authorization lapse, or voided it): recorded as a void of ours
-    whose answer is that lookup (never sent: nothing is left to void), and the payment ends as
-    a void ends it. Still held, or anything else: one `status_mismatch` break
-    (`authorization_void_refused`) for people, and the payment stays authorized."""
+    there already (it let the authorization lapse, or voided it; _released_there): recorded as
+    a void of ours whose answer is that lookup (never sent: nothing is left to void), and the
+    payment ends as a void ends it (canceled, or captured with what its captures took). Still
+    held, or anything else: one `status_mismatch` break (`authorization_void_refused`) for
+    people, and the payment stays authorized."""
     found = provider_call(refusal.provider, "retrieve", RetrieveRequest(
         provider_reference=payment.provider_reference, merchant_reference=payment.id))
     if found.outcome == Outcome.UNKNOWN:
         return payment  # asked again on a later run
-    if found.status == ProviderStatus.VOIDED and found.provider_reference in (
-            "", payment.provider_reference):
+    if _released_there(payment, found):
         with transaction.atomic():
             payment = _lock_payment(merchant=None, payment_id=payment.pk)
             busy = payment.attempts.filter(kind__in=OPERATION_KINDS,
@@ -1190,7 +1204,8 @@ def _expired_void_refused(payment: Payment, refusal: PaymentAttempt) -> Payment:
         return payment_void_record(attempt_id=void.id, result=ProviderResult(
             outcome=Outcome.APPROVED, provider_reference=payment.provider_reference,
             status=found.status, amount=found.amount, currency=found.currency,
-            exchange=found.exchange, latency_ms=found.latency_ms))
+            amount_captured=found.amount_captured, exchange=found.exchange,
+            latency_ms=found.latency_ms))
     with transaction.atomic():
         break_report(BreakSpec(
             type="status_mismatch",
