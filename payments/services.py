@@ -1166,12 +1166,14 @@ def _touch(payment: Payment) -> None:
 
 
 def _released_there(payment: Payment, found: ProviderResult) -> bool:
-    """Whether a lookup (an answer, for this charge) shows the authorization released with
-    exactly what we captured taken: voided with nothing captured, or, once partially captured,
-    captured with our captured total (the rest lapsed or voided). A charge the provider took
-    money from without us, or that denies our captures, is not released: people decide."""
-    if found.outcome != Outcome.APPROVED or found.provider_reference not in (
-            "", payment.provider_reference):
+    """Whether a lookup (an answer, for this charge and our order) shows the authorization
+    released with exactly what we captured taken: voided with nothing captured, or, once
+    partially captured, captured with our captured total (the rest lapsed or voided). A charge
+    the provider took money from without us, or that denies our captures, is not released:
+    people decide."""
+    if (found.outcome != Outcome.APPROVED
+            or found.provider_reference not in ("", payment.provider_reference)
+            or found.merchant_reference not in ("", payment.id)):
         return False
     if not payment.amount_captured:
         return found.status == ProviderStatus.VOIDED and not found.amount_captured

@@ -17,7 +17,7 @@ from providers.base import Outcome, ProviderResult, ProviderStatus
 from providers.models import SandboxCharge
 from providers.sandbox import SandboxProvider
 from reconciliation.models import ReconciliationBreak
-from tests.conftest import assert_error
+from tests.conftest import assert_error, routing_rule
 from tests.threads import run_threads
 from webhooks.models import Event
 
@@ -243,3 +243,43 @@ def test_stuck_payments_do_not_starve_new_expiries(make_payment, monkeypatch):
     fresh.refresh_from_db()
     assert fresh.status == "canceled"
     assert all(Payment.objects.get(pk=p.pk).status == "authorized" for p in stuck)
+
+
+@pytest.mark.django_db
+def test_a_lookup_saying_voided_for_another_order_is_a_break(make_payment, monkeypatch):
+    """No reference in the answer, and the order it names is another payment of ours."""
+    payment, other = make_payment(10000, state="authorized"), make_payment(10000)
+    _refuse_voids(monkeypatch)
+    _lookup_says(monkeypatch, payment, status=ProviderStatus.VOIDED, provider_reference="",
+                 merchant_reference=other.id)
+    assert services.payment_authorizations_expire(now=_later(payment)) == 0
+    _refused_for_people(payment)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("code", ["cielo", "rede", "getnet"])
+def test_a_real_adapter_s_lookup_of_a_voided_charge_releases_it(simulator, merchant,
+                                                                monkeypatch, code):
+    """The provider voided yet refused (invalid_state): its own lookup, read by the adapter,
+    shows the charge voided for our order, and the payment ends canceled/expired once."""
+    routing_rule(code)
+    payment = services.payment_create(merchant=merchant, amount=5000, currency="brl",
+                                      payment_method="pm_card_visa", capture_method="manual",
+                                      confirm=True)
+    services.payment_authorization_execute(attempt_id=payment.attempts.get().id)
+    payment = Payment.objects.get(pk=payment.pk)
+    real = services.provider_call
+
+    def voids_then_refuses(provider, operation, request, **kwargs):
+        answer = real(provider, operation, request, **kwargs)
+        if operation != "void":
+            return answer
+        return ProviderResult(outcome=Outcome.DECLINED, error_code="invalid_state",
+                              provider_reference=payment.provider_reference)
+
+    monkeypatch.setattr(services, "provider_call", voids_then_refuses)
+    assert services.payment_authorizations_expire(now=_later(payment)) == 1
+    payment.refresh_from_db()
+    assert (payment.status, payment.cancellation_reason) == ("canceled", "expired")
+    assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
+    assert _events(payment, "payment.canceled") == 1
