@@ -158,14 +158,16 @@ def test_a_partially_captured_charge_whose_rest_lapsed_ends_captured(merchant, m
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("captured", [6000, None])
-def test_a_partially_captured_charge_shown_captured_for_another_amount_is_a_break(
-        merchant, make_payment, monkeypatch, captured):
+@pytest.mark.parametrize(("status", "captured"), [
+    (ProviderStatus.CAPTURED, 6000), (ProviderStatus.CAPTURED, None),
+    (ProviderStatus.VOIDED, 0), (ProviderStatus.VOIDED, 4000)])
+def test_a_partially_captured_charge_shown_otherwise_than_captured_with_ours_is_a_break(
+        merchant, make_payment, monkeypatch, status, captured):
     payment = make_payment(10000, state="authorized")
     services.payment_capture(merchant=merchant, payment_id=payment.id, amount=4000,
                              final_capture=False)
     _refuse_voids(monkeypatch)
-    _lookup_says(monkeypatch, payment, status=ProviderStatus.CAPTURED, amount_captured=captured)
+    _lookup_says(monkeypatch, payment, status=status, amount_captured=captured)
     assert services.payment_authorizations_expire(now=_later(payment)) == 0
     _refused_for_people(payment)
     assert payment.amount_captured == 4000
@@ -183,6 +185,21 @@ def test_two_janitor_runs_at_once_void_once_and_cancel_once(make_payment):
     assert list(payment.attempts.filter(kind="void").values_list("status", flat=True)) == [
         "approved"]
     assert _events(payment, "payment.canceled") == 1
+    assert ledger_verify().ok
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_janitor_runs_answered_by_one_lookup_cancel_once(make_payment, monkeypatch):
+    payment = make_payment(10000, state="authorized")
+    SandboxCharge.objects.filter(pk=payment.provider_reference).update(status="voided")
+    results, errors = run_threads(
+        2, lambda i: services.payment_authorizations_expire(now=_later(payment)))
+    assert not errors and sorted(results) in ([0, 1], [1, 1])
+    payment.refresh_from_db()
+    assert (payment.status, payment.cancellation_reason) == ("canceled", "expired")
+    assert payment.attempts.filter(kind="void", status="approved").count() == 1
+    assert _events(payment, "payment.canceled") == 1
+    assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
     assert ledger_verify().ok
 
 
