@@ -30,7 +30,10 @@ def _run_ci(tmp_path: Path, *, newcomer: str, services: str, broker: str = "amqp
     (bin_dir / "make").write_text(FAKE_MAKE)
     (bin_dir / "make").chmod(0o755)
     calls = tmp_path / "calls"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    # The suite itself may run with CELERY_TEST_BROKER set (CI's services run): the script
+    # must decide it for each run, never inherit it.
+    env = {**os.environ, "CELERY_TEST_BROKER": "amqp",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "CALLS": str(calls), "NEWCOMER": newcomer, "SERVICES": services, "PYTEST_ARGS": "",
            # What CI's services answer as; the script must drop both for the newcomer run.
            "DATABASE_URL": "postgres://postgres@ci-db:5432/test",
@@ -45,7 +48,7 @@ def _run_ci(tmp_path: Path, *, newcomer: str, services: str, broker: str = "amqp
 
 def test_ci_script_names_both_paths():
     text = SCRIPT.read_text()
-    assert "env -u DATABASE_URL -u REDIS_URL make test" in text
+    assert "env -u DATABASE_URL -u REDIS_URL -u CELERY_TEST_BROKER make test" in text
     assert "postgres://postgres@127.0.0.1:5432/test" in text
     assert "redis://127.0.0.1:6379/0" in text
 
