@@ -886,10 +886,15 @@ def _challenge_void_of(payment: Payment) -> PaymentAttempt | None:
             .exclude(status=AttemptStatus.APPROVED).order_by("-created_at", "-id").first())
 
 
+def _operation_open(payment: Payment) -> bool:
+    """A capture, void or increment of the payment is under way (sent, no answer yet)."""
+    return payment.attempts.filter(kind__in=OPERATION_KINDS,
+                                   status__in=OPEN_ATTEMPT_STATUSES).exists()
+
+
 def _open_attempt(payment: Payment, kind: str, amount: int, refund: Refund | None = None,
                   *, is_final: bool = True) -> PaymentAttempt:
-    busy = payment.attempts.filter(kind__in=OPERATION_KINDS, status__in=OPEN_ATTEMPT_STATUSES)
-    if kind != AttemptKind.REFUND and busy.exists():
+    if kind != AttemptKind.REFUND and _operation_open(payment):
         raise StateError("A capture, cancel or authorization increment of this payment is "
                          "already in progress.", code="payment_operation_in_progress")
     return PaymentAttempt.objects.create(
@@ -1132,9 +1137,7 @@ def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 1
         refusal = attempt = None
         with transaction.atomic():
             payment = _lock_payment(merchant=None, payment_id=payment_id)
-            busy = payment.attempts.filter(kind__in=OPERATION_KINDS,
-                                           status__in=OPEN_ATTEMPT_STATUSES)
-            if payment.status != PaymentStatus.AUTHORIZED or busy.exists():
+            if payment.status != PaymentStatus.AUTHORIZED or _operation_open(payment):
                 if payment.status == PaymentStatus.AUTHORIZED:
                     logger.warning("authorization of %s expired with a capture, void or "
                                    "increment under way; the janitor's checks finish it",
@@ -1195,9 +1198,7 @@ def _expired_void_refused(payment: Payment, refusal: PaymentAttempt) -> Payment:
     if _released_there(payment, found):
         with transaction.atomic():
             payment = _lock_payment(merchant=None, payment_id=payment.pk)
-            busy = payment.attempts.filter(kind__in=OPERATION_KINDS,
-                                           status__in=OPEN_ATTEMPT_STATUSES)
-            if payment.status != PaymentStatus.AUTHORIZED or busy.exists():
+            if payment.status != PaymentStatus.AUTHORIZED or _operation_open(payment):
                 return payment
             if not payment.amount_captured:
                 payment.cancellation_reason = CancellationReason.EXPIRED
