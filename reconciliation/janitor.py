@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from payments import selectors as payment_reads
 from payments import services as payments
-from payments.models import AttemptStatus, PaymentAttempt, PaymentStatus, RefundStatus
+from payments.models import AttemptStatus, Payment, PaymentAttempt, PaymentStatus, RefundStatus
 from providers.base import Outcome, ProviderResult, ProviderStatus, RetrieveRequest
 from providers.calls import provider_call
 from reconciliation import services
@@ -101,20 +101,25 @@ def _check_payment(payment_id: str, grace: timedelta) -> tuple[CheckOutcome, str
     """An authorization without an answer: ask the provider, and send it now (same key) if the
     provider never saw it."""
     attempt = payment_reads.latest_authorize_attempt(payment_id=payment_id)
-    found = _before_asking(attempt, attempt is not None and (
-        attempt.payment.status == PaymentStatus.AUTHORIZATION_REQUESTED), grace)
+    found = _before_asking(attempt, attempt is not None and _awaiting(attempt.payment), grace)
     if found is not None:
         return found
-    _, said = payments.payment_authorization_lookup(attempt_id=attempt.id)
+    payment, said = payments.payment_authorization_lookup(attempt_id=attempt.id)
     sent = said == ProviderStatus.NOT_FOUND and attempt.status == AttemptStatus.REQUESTED
     if sent:
         # The provider never saw it: its task was lost before the call. Send it now with the
         # attempt's own idempotency key; a concurrent late task re-sends the same key.
         payments.payment_authorization_execute(attempt_id=attempt.id)
-    status = payment_reads.payment_snapshot(payment_id=payment_id)["status"]
-    label = f"sent:{status}" if sent else f"{said}:{status}"
-    return CheckOutcome(label, answered=status != PaymentStatus.AUTHORIZATION_REQUESTED
-                        ), attempt.id
+    payment.refresh_from_db()
+    label = f"sent:{payment.status}" if sent else f"{said}:{payment.status}"
+    return CheckOutcome(label, answered=not _awaiting(payment)), attempt.id
+
+
+def _awaiting(payment: Payment) -> bool:
+    """Still waiting for an authorization answer. A payment waiting for the delayed retry of a
+    soft decline has its answer: the retry is a new attempt, tracked when it is sent."""
+    return (payment.status == PaymentStatus.AUTHORIZATION_REQUESTED
+            and payment.next_retry_at is None)
 
 
 def _refund_answer(refund_id: str, attempt_status: str) -> ProviderResult | None:

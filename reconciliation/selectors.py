@@ -67,6 +67,19 @@ def stuck_payments_unchecked(*, requested_before: datetime, limit: int
                       CheckObjectType.PAYMENT, limit=limit)
 
 
+def stuck_payments_checked_for_another_attempt(*, requested_before: datetime, limit: int
+                                              ) -> list[tuple[str, str, datetime, str]]:
+    """Payments awaiting an authorization answer whose check (one per payment) is on an
+    earlier attempt's schedule, open or closed: a delayed retry of a soft decline, sent after
+    the first attempt's answer came. Same rows as `stuck_payments_unchecked`; the janitor
+    re-arms the check on the new attempt's schedule, which starts when it was created."""
+    earlier = ReconciliationCheck.objects.filter(
+        object_type=CheckObjectType.PAYMENT, object_id=OuterRef("pk"),
+        stuck_since__lt=OuterRef("attempt_created_at"))
+    return list(payment_reads.payments_awaiting_answer(requested_before=requested_before)
+                .filter(Exists(earlier))[:limit])
+
+
 def stuck_refunds_unchecked(*, requested_before: datetime, limit: int
                             ) -> list[tuple[str, str, datetime, str]]:
     return _unchecked(payment_reads.refunds_awaiting_answer(requested_before=requested_before),

@@ -170,7 +170,28 @@ def checks_discover(*, first_check_at: Any, now: datetime, grace: timedelta,
                  for object_id, changed_at in rows_found]
     # Two janitors may discover the same object: the unique constraint keeps one row.
     ReconciliationCheck.objects.bulk_create(rows, ignore_conflicts=True)
-    return len(rows)
+    return len(rows) + _payment_checks_rearm(first_check_at=first_check_at, now=now,
+                                             grace=grace, limit=limit)
+
+
+def _payment_checks_rearm(*, first_check_at: Any, now: datetime, grace: timedelta,
+                          limit: int) -> int:
+    """Put each payment check on an earlier attempt's schedule onto the schedule of the
+    payment's attempt now without an answer (a delayed retry), from its first slot: its lost
+    answer is asked about 5 minutes after it was sent, not at the earlier attempt's next slot
+    (a day away) or never (that check was closed). Returns how many were re-armed."""
+    rearmed = 0
+    for payment_id, attempt_id, created_at, attempt_status in (
+            selectors.stuck_payments_checked_for_another_attempt(
+                requested_before=now - grace, limit=limit)):
+        # Conditional on the schedule: a concurrent janitor's re-arm makes this one a no-op.
+        rearmed += (ReconciliationCheck.objects
+                    .filter(object_type=CheckObjectType.PAYMENT, object_id=payment_id,
+                            stuck_since__lt=created_at)
+                    .update(attempt_id=attempt_id, stuck_since=created_at, checks=0,
+                            next_check_at=max(now, first_check_at(created_at, attempt_status)),
+                            closed_at=None, lease_owner="", leased_until=None))
+    return rearmed
 
 
 def checks_claim(*, owner: str, now: datetime, lease: timedelta, limit: int

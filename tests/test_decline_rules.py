@@ -5,6 +5,8 @@ approved, audited back-office request."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -19,11 +21,14 @@ from payments.models import Payment, PaymentAttempt
 from providers.declines import decline_meaning
 from providers.errors import CODES
 from providers.models import DeclineMeaning, DeclineRule
+from reconciliation import jobs
+from reconciliation.models import ReconciliationCheck
 from tests.conftest import routing_rule
 from tests.test_saved_payment_methods import charge, tokenize
 from webhooks.models import Event
 
 INSUFFICIENT_FUNDS, EXPIRED = "4000000000009995", "4000000000000069"
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 def _actor(role: str) -> Actor:
@@ -187,3 +192,68 @@ def test_the_back_office_form_asks_for_an_approval(client):
     page = client.get(posted["Location"]).content.decode()
     assert "do_not_honor" in page and "every provider" in page
     assert DeclineRule.objects.get(provider="", code="do_not_honor").meaning == "soft_decline"
+
+
+def _janitor_at(time_machine, moment, django_capture_on_commit_callbacks):
+    """One janitor pass at `moment`, with the authorization tasks it enqueues run here."""
+    time_machine.move_to(moment, tick=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        return jobs.janitor_job()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("first_check", ["answered", "still_waiting"])
+def test_a_delayed_retry_whose_answer_is_lost_is_asked_about_on_the_janitor_s_first_slot(
+        simulator, merchant, settings, time_machine, django_capture_on_commit_callbacks,
+        first_check):
+    """The janitor tracks one check per payment. A retry is a new attempt with a schedule of
+    its own (5 min, 1 h, daily): neither the first attempt's closed check ('answered') nor its
+    open one waiting for a later slot ('still_waiting') may keep the retry's lost answer from
+    being asked about 5 minutes after the retry was sent."""
+    settings.PAYMENT_RETRY_DELAYS = [3600]
+    routing_rule("cielo")
+    method = _saved(merchant, INSUFFICIENT_FUNDS)
+    time_machine.move_to(T0, tick=False)
+    simulator.control.configure("cielo", drop_rate=1.0, fault_operations=["authorize"])
+    payment = charge(merchant, method.id, off_session=True)  # declined, the answer lost
+    assert payment.attempts.get().status == "unknown"
+    if first_check == "answered":
+        simulator.control.configure("cielo", drop_rate=0.0)
+        _janitor_at(time_machine, T0 + timedelta(minutes=5), django_capture_on_commit_callbacks)
+        assert ReconciliationCheck.objects.get(object_id=payment.id).closed_at is not None
+    else:
+        # The first check cannot reach the provider (its next slot is an hour later); the
+        # provider's own notice of the decline then arrives, and the retry is scheduled.
+        simulator.control.configure("cielo", drop_rate=0.0)
+        reachable = settings.PROVIDERS
+        settings.PROVIDERS = {**reachable, "cielo": {**reachable["cielo"],
+                                                     "base_url": "http://127.0.0.1:9/cielo"}}
+        _janitor_at(time_machine, T0 + timedelta(minutes=5), django_capture_on_commit_callbacks)
+        settings.PROVIDERS = reachable
+        services.payment_authorization_lookup(attempt_id=payment.attempts.get().id)
+        check = ReconciliationCheck.objects.get(object_id=payment.id)
+        assert (check.closed_at, check.next_check_at) == (None, T0 + timedelta(hours=1))
+    payment.refresh_from_db()
+    assert (payment.status, payment.retry_count) == ("authorization_requested", 0)
+    retry_due = payment.next_retry_at
+    assert retry_due is not None
+
+    # The retry is sent when due, and its answer (another decline) is lost too.
+    simulator.control.configure("cielo", drop_rate=1.0, fault_operations=["authorize"])
+    run = _janitor_at(time_machine, retry_due, django_capture_on_commit_callbacks)
+    assert run.details["retries"] == 1
+    retry = payment.attempts.order_by("-created_at").first()
+    assert retry.status == "unknown"
+    simulator.control.configure("cielo", drop_rate=0.0)
+
+    # Five minutes later the janitor asks about the retry, and the payment gets its answer.
+    _janitor_at(time_machine, retry.created_at + timedelta(minutes=5),
+                django_capture_on_commit_callbacks)
+    payment.refresh_from_db()
+    assert (payment.status, payment.failure_code, payment.retry_count) == (
+        "failed", "insufficient_funds", 1)
+    check = ReconciliationCheck.objects.get(object_id=payment.id)
+    assert (check.attempt_id, check.stuck_since, check.closed_at is not None) == (
+        retry.id, retry.created_at, True)
+    assert [c["status"] for c in simulator.control.charges(order_id=payment.id)] == [
+        "declined"] * 2
