@@ -205,29 +205,35 @@ def _left_unanswered(attempt: PaymentAttempt, result: ProviderResult, code: str,
         error_message=message, exchange=result.exchange, latency_ms=result.latency_ms))
 
 
-def _voided_after_captures(payment: Payment, attempt: PaymentAttempt, result: ProviderResult
-                           ) -> bool:
-    """A void approved as `voided` (the whole charge released, nothing taken) of a payment whose
-    partial captures the provider approved before: its answers contradict each other. A
-    `status_mismatch` break holds both sides, the captures stay booked, the attempt stays
-    without an answer and the payment does not move."""
+def _void_contradicted(payment: Payment, attempt: PaymentAttempt, result: ProviderResult
+                       ) -> bool:
+    """A void approved with a charge that contradicts it: `voided` (the whole charge released,
+    nothing taken) after partial captures the provider approved; `captured`, or showing money
+    taken, when we took none or another total; or in any state but voided or captured (still
+    authorized, say). Canceling would drop money the provider took from our books, ending
+    captured would book money it says it never took: a `status_mismatch` break holds both
+    sides, the captures stay booked, the attempt stays without an answer and the payment does
+    not move. (A notice saying only 'voided' carries no status: nothing to contradict.)"""
     if (attempt.kind != AttemptKind.VOID or result.outcome != Outcome.APPROVED
-            or result.status != ProviderStatus.VOIDED or not payment.amount_captured
             or payment.status != PaymentStatus.AUTHORIZED):
+        return False
+    ours = payment.amount_captured
+    agrees = {ProviderStatus.UNKNOWN: True, ProviderStatus.VOIDED: not ours,
+              ProviderStatus.CAPTURED: bool(ours)}.get(result.status, False)
+    if agrees and result.amount_captured in (None, ours):
         return False
     break_report(BreakSpec(
         type="status_mismatch", key=f"void:{attempt.id}", provider=attempt.provider,
         payment_id=payment.id, provider_reference=result.provider_reference,
-        currency=payment.currency, our_amount=payment.amount_captured,
+        currency=payment.currency, our_amount=ours,
         provider_amount=result.amount_captured or 0,
-        our_data={"attempt": attempt.id, "captured": payment.amount_captured,
-                  "status": payment.status},
+        our_data={"attempt": attempt.id, "captured": ours, "status": payment.status},
         provider_data={"status": str(result.status), "amount": result.amount,
                        "amount_captured": result.amount_captured}))
     _left_unanswered(attempt, result, "provider_status_conflict",
-                     f"The provider says the charge was voided, yet it approved captures of "
-                     f"{payment.amount_captured} {payment.currency}; a reconciliation break "
-                     "holds both.")
+                     f"The provider approved the void yet shows the charge {result.status} "
+                     f"with {result.amount_captured or 0} captured, where our captures took "
+                     f"{ours} {payment.currency}; a reconciliation break holds both.")
     return True
 
 
@@ -1047,7 +1053,7 @@ def _operation_record(attempt_id: str, result: ProviderResult, *, check_amounts:
     with transaction.atomic():
         payment, attempt = _lock_attempt(attempt_id)
         if (not attempt.is_open or (check_amounts and _mismatch(payment, attempt, result))
-                or _voided_after_captures(payment, attempt, result)):
+                or _void_contradicted(payment, attempt, result)):
             return payment
         _record_attempt(attempt, result)
         if payment.status != PaymentStatus.AUTHORIZED:

@@ -22,6 +22,7 @@ from reconciliation import jobs
 from reconciliation.models import ReconciliationBreak
 from tests.conftest import assert_error
 from tests.threads import run_threads
+from webhooks.models import Event
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -244,6 +245,46 @@ def test_a_lookup_saying_a_partially_captured_charge_was_voided_is_a_break(
     assert payment.attempts.get(kind="void").status == "unknown"
     assert _capture_entries(payment) == [4000]
     assert ledger_verify().ok
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status, captured", [
+    (ProviderStatus.CAPTURED, None), (ProviderStatus.CAPTURED, 10000),
+    (ProviderStatus.VOIDED, 3000), (ProviderStatus.AUTHORIZED, None)],
+    ids=["captured", "captured_in_full", "voided_with_money_taken", "still_authorized"])
+def test_a_void_approved_while_the_provider_shows_money_taken_or_held_is_a_break(
+        merchant, make_payment, monkeypatch, status, captured):
+    """A void answered 'approved' whose charge the same answer shows captured (we took
+    nothing), with money taken, or still authorized contradicts itself: canceling the payment
+    would drop money the provider took from our books. A break holds both sides; the payment
+    stays authorized and the void without an answer."""
+    payment = make_payment(10000, state="authorized")
+    _answers(monkeypatch, "void", ProviderResult(
+        outcome=Outcome.APPROVED, status=status, amount=10000, currency="usd",
+        provider_reference=payment.provider_reference, amount_captured=captured))
+    services.payment_cancel(merchant=merchant, payment_id=payment.id)
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("authorized", 0)
+    assert payment.attempts.get(kind="void").status == "unknown"
+    brk = ReconciliationBreak.objects.get(payment_id=payment.id)
+    assert (brk.type, brk.provider_data["status"]) == ("status_mismatch", str(status))
+    assert not Event.objects.filter(object_id=payment.id, type="payment.canceled").exists()
+    assert ledger_verify().ok
+
+
+@pytest.mark.django_db
+def test_a_void_approved_as_captured_after_our_partial_capture_ends_captured(
+        merchant, make_payment):
+    """The sandbox's own answer to voiding a partially captured charge (status captured, the
+    rest released) is the normal case and still ends the payment captured."""
+    payment = make_payment(10000, state="authorized")
+    services.payment_capture(merchant=merchant, payment_id=payment.id, amount=4000,
+                             final_capture=False)
+    services.payment_cancel(merchant=merchant, payment_id=payment.id)
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("captured", 4000)
+    assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
+    _books_agree(payment)
 
 
 # -- (c) the janitor ---------------------------------------------------------------------------
