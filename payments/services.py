@@ -1702,6 +1702,46 @@ def _open_attempt_of(payment: Payment, provider: str, kind: str) -> PaymentAttem
             .order_by("-created_at").first())
 
 
+def _earlier_try_named(payment: Payment, attempt: PaymentAttempt | None, provider: str,
+                       provider_reference: str) -> PaymentAttempt | None:
+    """The answered authorization attempt (an earlier try: a declined one before its delayed
+    retry) whose provider reference a notice names, when that is not the open `attempt`: the
+    notice is about that charge, never the answer to the retry still waiting for its own."""
+    if not provider_reference:
+        return None
+    tries = payment.attempts.filter(kind=AttemptKind.AUTHORIZE, provider=provider,
+                                    provider_reference=provider_reference)
+    if attempt is not None:
+        tries = tries.exclude(pk=attempt.pk)
+    return tries.first()
+
+
+def _notice_of_a_declined_try(payment: Payment, provider: str, reference: str,
+                              amount: int | None, currency: str, *, said: str,
+                              approved: bool) -> None:
+    """A notice about a try we hold as declined, while its retry waits or is under way. A
+    decline (a redelivery) changes nothing. An approval contradicts our record: a person gets
+    a break, and a retry still waiting is not sent (it would charge the customer a second
+    time); the payment fails with the decline it had."""
+    if not approved:
+        return
+    with transaction.atomic():
+        payment = _lock_payment(merchant=None, payment_id=payment.id)
+        if payment.next_retry_at is not None:
+            declined = (payment.attempts.filter(kind=AttemptKind.AUTHORIZE,
+                                                status=AttemptStatus.DECLINED)
+                        .order_by("-created_at", "-id").first())
+            payment.next_retry_at = None
+            payment.save(update_fields=["next_retry_at", "updated_at"])
+            payment.mark_failed(
+                (declined.error_code if declined else "") or "card_declined",
+                f"{provider} reported the declined try approved after its retry was scheduled; "
+                "the retry was not sent. A reconciliation break holds both sides.")
+            payment.save()
+            _payment_event(payment, "payment.failed")
+        _approved_after_failure(payment, provider, reference, amount, currency, said=said)
+
+
 def payment_provider_event_apply(
     *, provider: str, type: str, provider_reference: str, merchant_reference: str = "",
     amount: int | None = None, currency: str = "", status: str = "", error_code: str = "",
@@ -1726,7 +1766,11 @@ def payment_provider_event_apply(
             error_code="" if approved else (error_code or "card_declined"))
         if payment.status in AWAITING_AUTHORIZATION:
             attempt = _open_attempt_of(payment, provider, AttemptKind.AUTHORIZE)
-            if attempt is not None:
+            earlier = _earlier_try_named(payment, attempt, provider, provider_reference)
+            if earlier is not None or (attempt is None and payment.next_retry_at is not None):
+                _notice_of_a_declined_try(payment, provider, provider_reference, amount,
+                                          currency, said=type, approved=approved)
+            elif attempt is not None:
                 payment_authorization_record(attempt_id=attempt.id, result=answer)
         elif type == "payment.captured" and payment.status == PaymentStatus.AUTHORIZED:
             attempt = _open_attempt_of(payment, provider, AttemptKind.CAPTURE)
