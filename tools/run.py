@@ -81,7 +81,12 @@ Press Ctrl-C to stop.
         # and never hands a provider reference out twice.
         commands["simulator"] = [PY, "-m", "providers.simulator", "--state-file", os.environ.get(
             "SIMULATOR_STATE_FILE", str(ROOT / ".data" / "simulator" / "books.pickle"))]
-    procs = {name: subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    # The development server runs each request in a thread of its own: a persistent database
+    # connection would be one per request, open until the garbage collector closes it, and a
+    # burst of requests ran PostgreSQL out of connections ('too many clients already', 500).
+    environments = {"web": {**os.environ, "DB_CONN_MAX_AGE": "0"}}
+    procs = {name: subprocess.Popen(cmd, cwd=ROOT, start_new_session=True,
+                                    env=environments.get(name))
              for name, cmd in commands.items()}
     if embedded_broker is not None:
         procs_and_broker = {**procs, "broker": embedded_broker[1]}
