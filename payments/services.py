@@ -539,6 +539,15 @@ def _retry_schedule(payment: Payment) -> bool:
     return True
 
 
+def _retry_dropped(payment: Payment, code: str, message: str) -> None:
+    """Under the payment's lock: its waiting retry is not sent, and the payment fails."""
+    payment.next_retry_at = None
+    payment.save(update_fields=["next_retry_at", "updated_at"])
+    payment.mark_failed(code, message)
+    payment.save()
+    _payment_event(payment, "payment.failed")
+
+
 def payment_retries_run(*, now: datetime | None = None, limit: int = 100) -> int:
     """Open the authorization attempts of delayed retries that are due (the janitor calls
     this): same provider as the decline, a new attempt and so a new provider idempotency key
@@ -561,11 +570,14 @@ def payment_retries_run(*, now: datetime | None = None, limit: int = 100) -> int
                 payment.save(update_fields=["next_retry_at", "updated_at"])
                 continue
             if _method_detached(payment):
-                payment.save(update_fields=["next_retry_at", "updated_at"])
-                payment.mark_failed("payment_method_detached", f"{payment.saved_method_id} was "
-                                    "detached before its retry; it is not charged again.")
-                payment.save()
-                _payment_event(payment, "payment.failed")
+                _retry_dropped(payment, "payment_method_detached", f"{payment.saved_method_id} "
+                               "was detached before its retry; it is not charged again.")
+                continue
+            code = previous.error_code or "card_declined"
+            if decline_meaning(provider=previous.provider, code=code) not in RETRY_LATER:
+                # The decline rules changed while the retry waited (a person made this code
+                # final): the rules in force now decide, so the card is not charged again.
+                _retry_dropped(payment, code, previous.error_message)
                 continue
             payment.retry_count += 1
             payment.save(update_fields=["next_retry_at", "retry_count", "updated_at"])
@@ -606,6 +618,12 @@ def payment_authorization_lookup(*, attempt_id: str) -> tuple[Payment, ProviderS
         return _challenge_void_record(attempt_id=void.id, result=ProviderResult(
             outcome=Outcome.APPROVED, provider_reference=found.provider_reference,
             status=found.status)), found.status
+    if _earlier_try_named(payment, attempt, attempt.provider, found.provider_reference):
+        # Asked by order id, the provider showed an earlier try's charge (a declined one before
+        # this delayed retry): that is no answer about this attempt, which stays unknown.
+        logger.warning("lookup of %s (%s) answered with an earlier try's charge %s: ignored",
+                       attempt.id, payment.id, found.provider_reference)
+        return payment, ProviderStatus.UNKNOWN
     outcome = LOOKUP_OUTCOMES.get(found.status)
     if outcome is None:
         return payment, found.status
@@ -1731,14 +1749,10 @@ def _notice_of_a_declined_try(payment: Payment, provider: str, reference: str,
             declined = (payment.attempts.filter(kind=AttemptKind.AUTHORIZE,
                                                 status=AttemptStatus.DECLINED)
                         .order_by("-created_at", "-id").first())
-            payment.next_retry_at = None
-            payment.save(update_fields=["next_retry_at", "updated_at"])
-            payment.mark_failed(
-                (declined.error_code if declined else "") or "card_declined",
+            _retry_dropped(
+                payment, (declined.error_code if declined else "") or "card_declined",
                 f"{provider} reported the declined try approved after its retry was scheduled; "
                 "the retry was not sent. A reconciliation break holds both sides.")
-            payment.save()
-            _payment_event(payment, "payment.failed")
         _approved_after_failure(payment, provider, reference, amount, currency, said=said)
 
 
