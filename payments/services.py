@@ -620,10 +620,11 @@ def payment_authorization_lookup(*, attempt_id: str) -> tuple[Payment, ProviderS
             status=found.status)), found.status
     if _earlier_try_named(payment, attempt, attempt.provider, found.provider_reference):
         # Asked by order id, the provider showed an earlier try's charge (a declined one before
-        # this delayed retry): that is no answer about this attempt, which stays unknown.
-        logger.warning("lookup of %s (%s) answered with an earlier try's charge %s: ignored",
-                       attempt.id, payment.id, found.provider_reference)
-        return payment, ProviderStatus.UNKNOWN
+        # this delayed retry): it shows none of this attempt's. The attempt keeps no answer; one
+        # never sent (its task lost) is sent by the janitor with its own idempotency key.
+        logger.warning("lookup of %s (%s) answered with an earlier try's charge %s: not this "
+                       "attempt's", attempt.id, payment.id, found.provider_reference)
+        return payment, ProviderStatus.NOT_FOUND
     outcome = LOOKUP_OUTCOMES.get(found.status)
     if outcome is None:
         return payment, found.status

@@ -5,6 +5,7 @@ test is either a hole found and fixed or an attack that held."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -12,9 +13,10 @@ from django.db import IntegrityError, transaction
 from backoffice import services as backoffice
 from payments import services
 from payments.models import Payment
+from reconciliation import jobs
 from reconciliation.models import ReconciliationBreak as Break
 from tests.conftest import assert_error, routing_rule
-from tests.test_decline_rules import _actor
+from tests.test_decline_rules import T0, _actor
 from tests.test_saved_payment_methods import charge, save_card, tokenize
 
 INSUFFICIENT_FUNDS = "4000000000009995"
@@ -205,3 +207,46 @@ def test_replaying_a_create_with_off_session_changed_is_422(simulator, merchant,
     assert api.post("/payments", body, key="replay-1").status_code in (200, 201, 202)
     assert_error(api.post("/payments", {**body, "off_session": True}, key="replay-1"), 422)
     assert Payment.objects.filter(merchant=merchant).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_retry_whose_task_was_lost_is_sent_by_the_janitor_with_its_own_key(
+        simulator, merchant, settings, time_machine, django_capture_on_commit_callbacks):
+    """The retry's attempt is opened but its task is lost before the call. Asked by order id,
+    the provider shows only the first try's decline: that is no answer about the retry, which
+    the provider never saw, so the janitor sends it (its own idempotency key), once."""
+    time_machine.move_to(T0, tick=False)
+    payment = _soft_declined(merchant, settings)
+    time_machine.move_to(payment.next_retry_at, tick=False)
+    assert services.payment_retries_run() == 1  # its on-commit task never runs
+    retry = payment.attempts.order_by("-created_at").first()
+    assert retry.status == "requested"
+
+    time_machine.move_to(retry.created_at + timedelta(minutes=10), tick=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs.janitor_job()
+    retry.refresh_from_db()
+    payment.refresh_from_db()
+    assert (retry.status, payment.status, payment.failure_code, payment.retry_count) == (
+        "declined", "failed", "insufficient_funds", 1)
+    assert [c["status"] for c in simulator.control.charges(order_id=payment.id)] == [
+        "declined"] * 2
+
+
+@pytest.mark.django_db
+def test_a_late_approval_of_the_declined_try_while_its_retry_is_out_is_a_break(
+        simulator, merchant, settings, django_capture_on_commit_callbacks):
+    """The approval of the first try arrives while the retry's answer is lost: it is no answer
+    to the retry (which keeps waiting for its own), and a person gets the contradiction."""
+    payment = _soft_declined(merchant, settings, delays=(60, 120))
+    first = payment.attempts.get()
+    simulator.control.configure("cielo", drop_rate=1.0, fault_operations=["authorize"])
+    payment = _retry(payment, django_capture_on_commit_callbacks)
+    retry = payment.attempts.order_by("-created_at").first()
+    for _ in range(2):  # redelivered
+        services.payment_provider_event_apply(
+            provider="cielo", type="payment.authorized",
+            provider_reference=first.provider_reference, merchant_reference=payment.id,
+            amount=payment.amount, currency="brl")
+    _still_without_an_answer(payment, retry)
+    assert Break.objects.filter(payment_id=payment.id, type="status_mismatch").count() == 1
