@@ -1143,6 +1143,12 @@ def _lapsed(status: str, deadline: str, now: datetime | None, limit: int,
                 .order_by(order or deadline).values_list("pk", flat=True)[:limit])
 
 
+# How often the janitor asks a provider that refused to void an expired authorization what it
+# holds (a break is open for people meanwhile; the answer may change when the provider lets it
+# lapse late).
+REFUSED_VOID_LOOKUP_EVERY = timedelta(hours=1)
+
+
 def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 100) -> int:
     """Void the authorizations their provider lets lapse (the janitor calls this): each
     payment is voided at the provider with its own void attempt's idempotency key, and
@@ -1152,7 +1158,8 @@ def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 1
     increment under way is left to the janitor's operation checks; a refused capture or
     increment is no reason to keep the rest held. A void refused as retryable (nothing done
     there) is sent again under a new key, up to VOID_TRIES; after a definite refusal the
-    provider is asked (_expired_void_refused). Returns how many were released."""
+    provider is asked (_expired_void_refused), at most once per REFUSED_VOID_LOOKUP_EVERY.
+    Returns how many were released."""
     # Least recently handled first: a payment the provider will not release goes to the back
     # (its `updated_at` is touched), never holding the batch against the ones after it.
     due = _lapsed(PaymentStatus.AUTHORIZED, "authorization_expires_at", now, limit,
@@ -1170,6 +1177,9 @@ def payment_authorizations_expire(*, now: datetime | None = None, limit: int = 1
                     _touch(payment)
                 continue
             refusal = _void_refusal(payment)
+            if refusal is not None and payment.updated_at > (
+                    (now or timezone.now()) - REFUSED_VOID_LOOKUP_EVERY):
+                continue  # asked within the hour: the provider is not asked every 5 minutes
             if refusal is None:
                 if not payment.amount_captured:
                     payment.cancellation_reason = CancellationReason.EXPIRED

@@ -141,3 +141,34 @@ def test_a_merchant_s_cancellation_reason_is_kept_and_expired_is_reserved(api):
                         {"cancellation_reason": "requested_by_customer"})
     assert canceled.status_code == 200
     assert canceled.json()["cancellation_reason"] == "requested_by_customer"
+
+
+@pytest.mark.django_db
+def test_a_provider_that_refused_the_void_is_asked_hourly_not_on_every_run(
+        simulator, merchant, monkeypatch, time_machine):
+    """After a definite refusal with the authorization still held (one break for people), the
+    janitor's 5-minute runs do not ask the provider each time: once an hour."""
+    payment = _authorized(merchant)
+    real, calls = services.provider_call, []
+
+    def provider(code, operation, request, **kwargs):
+        calls.append(operation)
+        if operation == "void":
+            return ProviderResult(outcome=Outcome.DECLINED, error_code="invalid_state",
+                                  provider_reference=payment.provider_reference)
+        return real(code, operation, request, **kwargs)  # the lookup: still authorized
+
+    monkeypatch.setattr(services, "provider_call", provider)
+    start = payment.authorization_expires_at + timedelta(seconds=1)
+    time_machine.move_to(start, tick=False)
+    assert services.payment_authorizations_expire() == 0
+    assert calls == ["void", "retrieve"]
+    for minutes in (5, 10, 55):
+        time_machine.move_to(start + timedelta(minutes=minutes), tick=False)
+        assert services.payment_authorizations_expire() == 0
+    assert calls == ["void", "retrieve"], "asked again within the hour"
+    time_machine.move_to(start + timedelta(hours=1, seconds=1), tick=False)
+    assert services.payment_authorizations_expire() == 0
+    assert calls == ["void", "retrieve", "retrieve"]
+    assert ReconciliationBreak.objects.filter(
+        payment_id=payment.id, key__startswith="authorization_void_refused:").count() == 1
