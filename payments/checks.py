@@ -1,6 +1,6 @@
 """Checks for dispute evidence storage: a folder set in production, and never one a web server
-serves (files there could be fetched, or run, by anyone who guesses a name); and the public
-https address customers come back to from a 3-D Secure challenge."""
+serves (files there could be fetched, or run, by anyone who guesses a name); the public
+https address customers come back to from a 3-D Secure challenge; and delayed retry delays."""
 
 from __future__ import annotations
 
@@ -60,3 +60,19 @@ def check_public_base_url(app_configs: Any, **kwargs: Any) -> list[CheckMessage]
                   "3-D Secure challenge would be sent nowhere, or over plain http.",
                   hint="Set it to the public https address of this deployment.",
                   id="payments.E003")]
+
+
+@register()
+def check_payment_retry_delays(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    from payments.models import MAX_RETRIES
+
+    delays = list(getattr(settings, "PAYMENT_RETRY_DELAYS", []))
+    if len(delays) <= MAX_RETRIES and all(
+            isinstance(delay, int) and delay > 0 for delay in delays):
+        return []
+    return [Error(
+        f"PAYMENT_RETRY_DELAYS is {delays}: each delay must be a positive number of seconds and "
+        f"there may be at most {MAX_RETRIES}. A delay of 0 or less retries a declined card at "
+        "once on every janitor run; entries past the bound would be ignored.",
+        hint="Set it like 3600,86400,259200 (seconds after each soft decline).",
+        id="payments.E004")]

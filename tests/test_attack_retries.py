@@ -8,11 +8,14 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from django.core.checks import run_checks
 from django.db import IntegrityError, transaction
 
 from backoffice import services as backoffice
+from ledger.verify import ledger_verify
 from payments import services
 from payments.models import Payment
+from providers.base import Outcome, ProviderStatus
 from reconciliation import jobs
 from reconciliation.models import ReconciliationBreak as Break
 from tests.conftest import assert_error, routing_rule
@@ -250,3 +253,48 @@ def test_a_late_approval_of_the_declined_try_while_its_retry_is_out_is_a_break(
             amount=payment.amount, currency="brl")
     _still_without_an_answer(payment, retry)
     assert Break.objects.filter(payment_id=payment.id, type="status_mismatch").count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("lie", ["amount", "currency", "another_payment_s_reference"])
+def test_a_retry_approved_for_another_amount_currency_or_charge_moves_no_money(
+        simulator, merchant, settings, django_capture_on_commit_callbacks, monkeypatch,
+        make_payment, lie):
+    """The provider approves the retry but names another amount, currency or a charge another
+    payment holds: evidence for a person, no money moved, no further retry."""
+    payment = _soft_declined(merchant, settings, delays=(60, 120))
+    held_by_other = make_payment(currency="brl")
+    real_call = services.provider_call
+
+    def lying(code, operation, request, **kwargs):
+        answer = real_call(code, operation, request, **kwargs)
+        if operation != "authorize" or request.merchant_reference != payment.id:
+            return answer
+        return replace(answer, outcome=Outcome.APPROVED, error_code="", error_message="",
+                       status=ProviderStatus.CAPTURED,
+                       amount=request.amount + (1 if lie == "amount" else 0),
+                       currency="usd" if lie == "currency" else "brl",
+                       provider_reference=(held_by_other.provider_reference
+                                           if lie == "another_payment_s_reference"
+                                           else answer.provider_reference))
+
+    if lie == "another_payment_s_reference":
+        Payment.objects.filter(pk=held_by_other.pk).update(provider="cielo")
+    monkeypatch.setattr(services, "provider_call", lying)
+    payment = _retry(payment, django_capture_on_commit_callbacks)
+    retry = payment.attempts.order_by("-created_at").first()
+    assert (retry.status, payment.status, payment.amount_captured, payment.next_retry_at) == (
+        "unknown", "authorization_requested", 0, None)
+    assert Break.objects.filter(payment_id=payment.id).count() == 1
+    assert ledger_verify().ok
+
+
+@pytest.mark.parametrize("delays", [[0, 3600], [-3600], [60] * 9])
+def test_start_up_refuses_retry_delays_that_are_not_positive_or_past_the_bound(
+        settings, delays):
+    """An operator's PAYMENT_RETRY_DELAYS of 0 or a negative number retries the card at once,
+    janitor run after janitor run; a ninth entry would be dropped without a word."""
+    settings.PAYMENT_RETRY_DELAYS = delays
+    assert "payments.E004" in [message.id for message in run_checks()]
+    settings.PAYMENT_RETRY_DELAYS = [3600, 86400]
+    assert "payments.E004" not in [message.id for message in run_checks()]
