@@ -1498,17 +1498,19 @@ def payment_method_create(
                              "account's mode.", param="provider")
     owner = one_or_404(Customer.objects.filter(merchant=merchant), customer,
                        noun="customer", param="customer") if customer else None
-    if PaymentMethodToken.objects.filter(provider=provider, token=token).exists():
-        raise StateError("This token is already saved as a payment method.", param="token",
-                         code="payment_method_exists")
+    _token_not_saved(merchant, provider, token)
     card: TokenResult = provider_call(provider, "token_retrieve",
                                       TokenRetrieveRequest(token=token))
     if card.outcome == Outcome.DECLINED:
-        raise InvalidRequest(f"{provider} does not know this token ({card.error_code}).",
-                             param="token", code="payment_method_token_invalid")
+        raise _token_unknown(provider, card.error_code)
     if card.outcome != Outcome.APPROVED:
         raise ProviderError(f"{provider} did not answer whether this token is valid; nothing "
                             "was saved, retry.", code="provider_outcome_unknown")
+    if _token_saved_elsewhere(merchant, provider, token):
+        # Answered as the vault answers a token it does not know, after asking it as for any
+        # token (the same calls, the same timing): another merchant's saved card is neither
+        # charged by this one nor a way to learn which tokens other merchants hold.
+        raise _token_unknown(provider, "not_found")
 
     def create() -> PaymentMethod:
         with transaction.atomic():
@@ -1527,13 +1529,32 @@ def payment_method_create(
     def twin() -> PaymentMethod | None:
         found = _existing_by_key(PaymentMethod, merchant, idempotency_key,
                                  idempotency_fingerprint)
-        if found is None and PaymentMethodToken.objects.filter(provider=provider,
-                                                               token=token).exists():
-            raise StateError("This token is already saved as a payment method.", param="token",
-                             code="payment_method_exists")
+        if found is None:
+            _token_not_saved(merchant, provider, token)
+            if _token_saved_elsewhere(merchant, provider, token):
+                raise _token_unknown(provider, "not_found")
         return found
 
     return create_or_existing(create, twin)
+
+
+def _token_not_saved(merchant: Merchant, provider: str, token: str) -> None:
+    """409 when this merchant saved the token already (one payment method per acquirer
+    token; the unique constraint holds it across merchants too)."""
+    if PaymentMethodToken.objects.filter(provider=provider, token=token,
+                                         payment_method__merchant=merchant).exists():
+        raise StateError("This token is already saved as a payment method.", param="token",
+                         code="payment_method_exists")
+
+
+def _token_unknown(provider: str, code: str) -> InvalidRequest:
+    return InvalidRequest(f"{provider} does not know this token ({code}).", param="token",
+                          code="payment_method_token_invalid")
+
+
+def _token_saved_elsewhere(merchant: Merchant, provider: str, token: str) -> bool:
+    return PaymentMethodToken.objects.filter(provider=provider, token=token).exclude(
+        payment_method__merchant=merchant).exists()
 
 
 def payment_method_detach(*, merchant: Merchant, payment_method_id: str) -> PaymentMethod:

@@ -269,3 +269,22 @@ def test_the_back_office_shows_customers_and_saved_cards_without_their_secrets(
     assert page.status_code == 200
     assert method.network_token not in page.content.decode()
     assert client.get(f"/admin/payments/customer/{customer.id}/change/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_another_merchant_s_saved_token_reads_as_a_token_the_vault_does_not_know(
+        simulator, api, other_api):
+    """The acquirer accounts are the platform's, so a token is good at any merchant: another
+    merchant who learns one must neither save (and charge) it nor learn that it is saved
+    here. Its answer is the vault's own answer to an unknown token, byte for byte."""
+    token = tokenize("getnet")
+    assert api.post("/payment_methods", {"provider": "getnet", "token": token}
+                    ).status_code == 200
+    unknown = tokenize("getnet")[:-4] + "zzzz"
+    taken = other_api.post("/payment_methods", {"provider": "getnet", "token": token})
+    never = other_api.post("/payment_methods", {"provider": "getnet", "token": unknown})
+    assert taken.status_code == never.status_code == 400
+    body = {k: v for k, v in taken.json()["error"].items() if k != "request_id"}
+    assert body == {k: v for k, v in never.json()["error"].items() if k != "request_id"}
+    assert body["code"] == "payment_method_token_invalid"
+    assert PaymentMethod.objects.count() == 1
