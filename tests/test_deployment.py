@@ -84,21 +84,25 @@ def _env_example() -> dict[str, str]:
 
 # What a deployment's processes read from the environment: the settings (not the local, test
 # and build ones), gunicorn's config and the tracing/Sentry set-up.
-_READ_ENV = re.compile(r"""(?:\benv(?:\.\w+)?\(|environ\.get\(|environ\[)"""
+_READ_ENV = re.compile(r"""(?:\benv(?:\.\w+)?\(|environ\.get\(|environ\[|_codes\(environ,)"""
                        r"""\s*["']([A-Z][A-Z0-9_]+)["']""")
 _DEPLOYMENT_CONFIG = ("config/settings/base.py", "config/settings/production.py",
-                      "config/gunicorn.py", "config/observability.py")
+                      "config/gunicorn.py", "config/observability.py", "providers/conf.py")
 
 
 def test_every_variable_the_deployment_reads_is_named_in_env_example():
     """Set there, or shown commented out with an example: an operator finds every knob in one
     file (the provider variables come from providers/conf.py and are listed there too)."""
+    from providers.conf import ENVIRONMENT
+
     read = {name for path in _DEPLOYMENT_CONFIG
             for name in _READ_ENV.findall((ROOT / path).read_text())}
+    read |= {name for keys in ENVIRONMENT.values() for name, _ in keys.values()}
     named = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(),
                            re.MULTILINE))
     assert {"EVENT_STREAM_NATS_URL", "DATABASE_REPLICA_URL", "GUNICORN_BIND",
-            "SENTRY_DSN"} <= read  # the pattern finds each way they are read
+            "SENTRY_DSN", "PROVIDER_READ_TIMEOUT_SECONDS", "PROVIDER_AUTHORIZATION_DAYS",
+            "PROVIDERS_LIVE"} <= read  # the pattern finds each way they are read
     assert read - named == set()
 
 
