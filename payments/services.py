@@ -411,6 +411,8 @@ def payment_authorization_execute(*, attempt_id: str) -> Payment | None:
         if attempt is None or attempt.status != AttemptStatus.REQUESTED:
             return payment
         payment = attempt.payment
+        if _method_detached(payment):
+            return _detached_before_sending(attempt)
         token, refused = _token_at(payment, attempt.provider)
         result = refused or provider_call(attempt.provider, "authorize", AuthorizeRequest(
             idempotency_key=attempt.provider_idempotency_key, amount=attempt.amount,
@@ -422,6 +424,21 @@ def payment_authorization_execute(*, attempt_id: str) -> Payment | None:
         ), gate=True)
         payment, attempt_id = _authorization_record(attempt_id=attempt.id, result=result)
     return payment
+
+
+def _detached_before_sending(attempt: PaymentAttempt) -> Payment:
+    """The card was detached after this attempt was opened and before it was sent (a late task,
+    or the janitor sending one whose task was lost). It is never sent. The provider is asked
+    whether an earlier send of the attempt charged: with no charge of it there, the attempt
+    ends declined `payment_method_detached` and the payment fails; any other answer is applied
+    as usual or left for the janitor to ask again."""
+    payment, said = payment_authorization_lookup(attempt_id=attempt.id)
+    if said != ProviderStatus.NOT_FOUND:
+        return payment
+    return payment_authorization_record(attempt_id=attempt.id, result=ProviderResult(
+        outcome=Outcome.DECLINED, error_code="payment_method_detached",
+        error_message=f"{payment.saved_method_id} was detached before this authorization was "
+                      "sent; it was not charged."))
 
 
 def payment_authorization_record(*, attempt_id: str, result: ProviderResult) -> Payment:

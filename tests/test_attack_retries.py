@@ -298,3 +298,31 @@ def test_start_up_refuses_retry_delays_that_are_not_positive_or_past_the_bound(
     assert "payments.E004" in [message.id for message in run_checks()]
     settings.PAYMENT_RETRY_DELAYS = [3600, 86400]
     assert "payments.E004" not in [message.id for message in run_checks()]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("which", ["retry", "first_try"])
+def test_an_authorization_sent_late_after_the_card_was_detached_charges_nothing(
+        simulator, merchant, settings, which):
+    """The attempt is opened (a retry, or the first try of a confirmed payment); its task runs
+    late (a broker backlog, or the janitor sending one that was lost) after the customer
+    detached the card. The card is not charged: the provider shows no charge of the attempt,
+    so it fails as detached."""
+    if which == "retry":
+        payment = _soft_declined(merchant, settings)
+        assert services.payment_retries_run(now=payment.next_retry_at) == 1  # task not run
+    else:
+        routing_rule("cielo")
+        payment = services.payment_create(
+            merchant=merchant, amount=2500, currency="brl", confirm=True, off_session=True,
+            payment_method=save_card(merchant, "cielo").id)
+    retry = payment.attempts.order_by("-created_at").first()
+    services.payment_method_detach(merchant=merchant, payment_method_id=payment.saved_method_id)
+
+    services.payment_authorization_execute(attempt_id=retry.id)
+
+    retry.refresh_from_db()
+    payment.refresh_from_db()
+    assert len(simulator.control.charges(order_id=payment.id)) == (which == "retry")
+    assert (retry.status, payment.status, payment.failure_code) == (
+        "declined", "failed", "payment_method_detached")
