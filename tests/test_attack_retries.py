@@ -21,6 +21,7 @@ from reconciliation.models import ReconciliationBreak as Break
 from tests.conftest import assert_error, routing_rule
 from tests.test_decline_rules import T0, _actor
 from tests.test_saved_payment_methods import charge, save_card, tokenize
+from webhooks.models import Event
 
 INSUFFICIENT_FUNDS = "4000000000009995"
 
@@ -326,3 +327,33 @@ def test_an_authorization_sent_late_after_the_card_was_detached_charges_nothing(
     assert len(simulator.control.charges(order_id=payment.id)) == (which == "retry")
     assert (retry.status, payment.status, payment.failure_code) == (
         "declined", "failed", "payment_method_detached")
+
+
+@pytest.mark.django_db
+def test_a_redelivered_decline_notice_while_the_retry_waits_changes_nothing(
+        simulator, merchant, settings):
+    payment = _soft_declined(merchant, settings, delays=(60, 120))
+    first = payment.attempts.get()
+    for _ in range(2):
+        services.payment_provider_event_apply(
+            provider="cielo", type="payment.declined",
+            provider_reference=first.provider_reference, merchant_reference=payment.id,
+            error_code="insufficient_funds")
+    waiting = Payment.objects.get(pk=payment.pk)
+    assert (waiting.status, waiting.next_retry_at, waiting.retry_count) == (
+        "authorization_requested", payment.next_retry_at, 0)
+    assert list(Event.objects.filter(object_id=payment.id, type="payment.retry_scheduled")
+                .values_list("type", flat=True)) == ["payment.retry_scheduled"]
+    assert not Break.objects.filter(payment_id=payment.id).exists()
+
+
+@pytest.mark.django_db
+def test_another_merchant_s_customer_cannot_be_named_with_one_s_own_method(
+        simulator, merchant, other_api):
+    routing_rule("cielo")
+    victim = services.customer_create(merchant=merchant, email="ana@example.com")
+    response = other_api.post("/payments", {
+        "amount": 2500, "currency": "brl", "payment_method": "pm_card_visa",
+        "customer": victim.id, "confirm": True}, key="steal-customer")
+    assert_error(response, 404)
+    assert not Payment.objects.filter(customer=victim).exists()
