@@ -749,9 +749,9 @@ def payment_authentication_return(*, attempt_id: str, token: str) -> Payment:
 
 def _approved_after_failure(payment: Payment, provider: str, reference: str, amount: int | None,
                             currency: str, *, said: str) -> None:
-    """The provider says it took (or holds) money on a payment that failed here: e.g. a
-    challenge the janitor voided there and failed abandoned, which the provider now shows
-    approved (it kept the charge, or lies). Failed is final, so nothing moves;
+    """The provider says it took (or holds) money on a payment that failed here (or on a try of
+    it that was declined here): e.g. a challenge the janitor voided there and failed abandoned,
+    which the provider now shows approved (it kept the charge, or lies). Nothing moves;
     the charge is kept as a break for a person to refund or void at the provider."""
     break_report(BreakSpec(
         type="status_mismatch", key=f"approved_after_failure:{provider}:{payment.id}",
@@ -1783,6 +1783,14 @@ def _earlier_try_named(payment: Payment, attempt: PaymentAttempt | None, provide
     return tries.first()
 
 
+def _declined_try_named(payment: Payment, provider: str, provider_reference: str) -> bool:
+    """Whether `provider_reference` is the charge of an authorization attempt we hold as
+    declined."""
+    return bool(provider_reference) and payment.attempts.filter(
+        kind=AttemptKind.AUTHORIZE, provider=provider, provider_reference=provider_reference,
+        status=AttemptStatus.DECLINED).exists()
+
+
 def _notice_of_a_declined_try(payment: Payment, provider: str, reference: str,
                               amount: int | None, currency: str, *, said: str,
                               approved: bool) -> None:
@@ -1835,6 +1843,11 @@ def payment_provider_event_apply(
                                           currency, said=type, approved=approved)
             elif attempt is not None:
                 payment_authorization_record(attempt_id=attempt.id, result=answer)
+        elif approved and _declined_try_named(payment, provider, provider_reference):
+            # A try we hold as declined, approved after another one took the money (its
+            # retry): the customer may have paid twice. Never this payment's capture.
+            _approved_after_failure(payment, provider, provider_reference, amount, currency,
+                                    said=type)
         elif type == "payment.captured" and payment.status == PaymentStatus.AUTHORIZED:
             attempt = _open_attempt_of(payment, provider, AttemptKind.CAPTURE)
             if attempt is not None:

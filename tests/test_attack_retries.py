@@ -357,3 +357,30 @@ def test_another_merchant_s_customer_cannot_be_named_with_one_s_own_method(
         "customer": victim.id, "confirm": True}, key="steal-customer")
     assert_error(response, 404)
     assert not Payment.objects.filter(customer=victim).exists()
+
+
+@pytest.mark.django_db
+def test_a_late_approval_of_the_declined_try_after_its_retry_took_the_money_is_a_break(
+        simulator, merchant, settings, django_capture_on_commit_callbacks, monkeypatch):
+    """The retry is approved and captured; then the provider's notice says the first, declined
+    try was approved too: the customer may have paid twice. It must reach a person."""
+    payment = _soft_declined(merchant, settings)
+    first = payment.attempts.get()
+    funded = tokenize("cielo")  # the customer's account has money again
+    real_call = services.provider_call
+
+    def funded_now(code, operation, request, **kwargs):
+        if operation == "authorize":
+            request = replace(request, payment_method=funded)
+        return real_call(code, operation, request, **kwargs)
+
+    monkeypatch.setattr(services, "provider_call", funded_now)
+    payment = _retry(payment, django_capture_on_commit_callbacks)
+    assert (payment.status, payment.amount_captured) == ("captured", payment.amount)
+
+    services.payment_provider_event_apply(
+        provider="cielo", type="payment.authorized", provider_reference=first.provider_reference,
+        merchant_reference=payment.id, amount=payment.amount, currency="brl")
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("captured", payment.amount)
+    assert Break.objects.filter(payment_id=payment.id, type="status_mismatch").count() == 1
