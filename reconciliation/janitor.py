@@ -112,6 +112,13 @@ def _check_payment(payment_id: str, grace: timedelta) -> tuple[CheckOutcome, str
         payments.payment_authorization_execute(attempt_id=attempt.id)
     payment.refresh_from_db()
     label = f"sent:{payment.status}" if sent else f"{said}:{payment.status}"
+    latest = payment_reads.latest_authorize_attempt(payment_id=payment_id)
+    if latest is not None and latest.id != attempt.id:
+        # Its answer opened another attempt (failover): this attempt's check is done, and
+        # discovery re-arms it on the new attempt's schedule, which starts now. Waiting on this
+        # one's schedule would end, on its last slot, in a stuck_unresolved break for an
+        # attempt seconds old.
+        return CheckOutcome(f"{label}:failover", answered=True), attempt.id
     return CheckOutcome(label, answered=not _awaiting(payment)), attempt.id
 
 

@@ -1,0 +1,118 @@
+"""Attacks on the janitor's one check per payment (re-armed onto a newer attempt's schedule), on
+void answers that contradict themselves, on the hourly lookup after a refused expiry void, and
+on saving another merchant's vault token: a lying, late or failing-over provider, racing
+janitors and merchants. Each test failed before its fix or is kept as a regression test."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from payments import services
+from reconciliation import jobs
+from reconciliation import services as recon_services
+from reconciliation.janitor import first_check_at
+from reconciliation.models import ReconciliationBreak, ReconciliationCheck
+from tests.conftest import routing_rule
+from tests.factories import pay
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def _janitor_at(time_machine, moment, django_capture_on_commit_callbacks):
+    """One janitor pass at `moment`, with the authorization tasks it enqueues run here."""
+    time_machine.move_to(moment, tick=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        return jobs.janitor_job()
+
+
+def _check(payment_id: str) -> ReconciliationCheck:
+    return ReconciliationCheck.objects.get(object_type="payment", object_id=payment_id)
+
+
+def _unreachable(settings, code: str) -> dict:
+    reachable = settings.PROVIDERS
+    settings.PROVIDERS = {**reachable, code: {**reachable[code],
+                                              "base_url": f"http://127.0.0.1:9/{code}"}}
+    return reachable
+
+
+# -- 1. the re-arm of a payment check ----------------------------------------------------------
+@pytest.mark.django_db
+def test_a_failover_on_the_last_slot_is_no_stuck_unresolved_break(
+        simulator, merchant, settings, time_machine, django_capture_on_commit_callbacks):
+    """The first attempt's task was lost and its provider could not be asked for five days. On
+    the last slot it answers 'never saw it'; the janitor sends it, the provider refuses it
+    before charging (503) and the payment fails over to the next provider, whose answer is lost.
+    That attempt is seconds old: its schedule starts now. A `stuck_unresolved` break for it
+    (the first attempt's schedule was spent) would send people after a payment nobody has
+    asked about yet; the check must move to the new attempt's schedule instead."""
+    routing_rule("cielo", "rede")
+    time_machine.move_to(T0, tick=False)
+    payment = pay(merchant, send=False)
+    first = payment.attempts.get()
+    reachable = _unreachable(settings, "cielo")
+    for moment in (T0 + timedelta(minutes=10), T0 + timedelta(hours=1),
+                   *(T0 + DAY * n for n in range(1, 5))):
+        _janitor_at(time_machine, moment, django_capture_on_commit_callbacks)
+    assert (_check(payment.id).checks, _check(payment.id).closed_at) == (6, None)
+    settings.PROVIDERS = reachable
+    simulator.control.configure("cielo", unavailable_rate=1.0, fault_operations=["authorize"])
+    simulator.control.configure("rede", drop_rate=1.0, fault_operations=["authorize"])
+    _janitor_at(time_machine, T0 + 5 * DAY, django_capture_on_commit_callbacks)
+    attempts = list(payment.attempts.order_by("created_at").values_list("provider", "status"))
+    assert attempts == [("cielo", "declined"), ("rede", "unknown")]
+    assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
+
+    # The next run puts the check on the rede attempt's schedule; 5 minutes after it was sent,
+    # its answer is asked for and applied.
+    simulator.control.configure("rede", drop_rate=0.0)
+    second = payment.attempts.exclude(pk=first.pk).get()
+    _janitor_at(time_machine, T0 + 5 * DAY + timedelta(minutes=1),
+                django_capture_on_commit_callbacks)
+    check = _check(payment.id)
+    assert (check.attempt_id, check.stuck_since, check.closed_at) == (
+        second.id, second.created_at, None)
+    _janitor_at(time_machine, second.created_at + timedelta(minutes=5),
+                django_capture_on_commit_callbacks)
+    payment.refresh_from_db()
+    assert (payment.status, payment.provider) == ("captured", "rede")
+    assert _check(payment.id).closed_at is not None
+    assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
+
+
+
+@pytest.mark.django_db
+def test_a_janitor_holding_the_lease_cannot_close_a_check_re_armed_under_it(
+        simulator, merchant, time_machine):
+    """Janitor A claims the payment's check; meanwhile the late task sends the attempt, which
+    fails over to a provider whose answer is lost, and janitor B's discovery re-arms the check
+    on that attempt's schedule. A's verdict was about the first attempt: recording it (closed,
+    say) would leave the new attempt never asked about. The re-arm takes the lease back, so A's
+    record is refused (held: kept as a regression test)."""
+    routing_rule("cielo", "rede")
+    time_machine.move_to(T0, tick=False)
+    payment = pay(merchant, send=False)
+    first = payment.attempts.get()
+    grace = timedelta(seconds=60)
+    time_machine.move_to(T0 + timedelta(minutes=2), tick=False)
+    assert recon_services.checks_discover(first_check_at=first_check_at, now=T0 + timedelta(
+        minutes=2), grace=grace, movements_unchanged_for=timedelta(minutes=5)) == 1
+    (claimed,) = recon_services.checks_claim(owner="janitor-a", now=T0 + timedelta(minutes=2),
+                                             lease=timedelta(minutes=5), limit=10)
+    simulator.control.configure("cielo", unavailable_rate=1.0, fault_operations=["authorize"])
+    simulator.control.configure("rede", drop_rate=1.0, fault_operations=["authorize"])
+    services.payment_authorization_execute(attempt_id=first.id)  # the late task
+    second = payment.attempts.exclude(pk=first.pk).get()
+    assert second.status == "unknown"
+    time_machine.move_to(T0 + timedelta(minutes=3), tick=False)
+    assert recon_services.checks_discover(first_check_at=first_check_at, now=T0 + timedelta(
+        minutes=3), grace=grace, movements_unchanged_for=timedelta(minutes=5)) == 1
+    assert not recon_services.check_record(check_id=claimed.pk, owner="janitor-a",
+                                           result="already_answered", closed=True,
+                                           next_check_at=None, attempt_id=first.id)
+    check = _check(payment.id)
+    assert (check.attempt_id, check.closed_at, check.next_check_at, check.checks) == (
+        second.id, None, second.created_at + timedelta(minutes=5), 0)
