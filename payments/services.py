@@ -1322,7 +1322,10 @@ def payment_operation_lookup(*, attempt_id: str) -> tuple[Payment, ProviderStatu
     answer = ProviderResult(
         outcome=Outcome.APPROVED, provider_reference=found.provider_reference,
         status=found.status, amount=amount if attempt.kind != AttemptKind.VOID else found.amount,
-        currency=found.currency, exchange=found.exchange, latency_ms=found.latency_ms)
+        currency=found.currency, exchange=found.exchange, latency_ms=found.latency_ms,
+        # What the charge shows taken: a void shown done with money we did not take is a
+        # break (_void_contradicted), as it is when the void's own answer says so.
+        amount_captured=found.amount_captured if attempt.kind == AttemptKind.VOID else None)
     record = {AttemptKind.CAPTURE: payment_capture_record, AttemptKind.VOID: payment_void_record,
               AttemptKind.INCREMENT: payment_increment_record}[attempt.kind]
     # A partial capture or an increment leaves the charge `authorized`: shown done, it must not

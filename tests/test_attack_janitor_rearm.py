@@ -9,7 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.errors import ClearhouseError
+from ledger.verify import ledger_verify
 from payments import services
+from providers.base import Outcome, ProviderResult, ProviderStatus
+from providers.sandbox import SandboxProvider
 from reconciliation import jobs
 from reconciliation import services as recon_services
 from reconciliation.janitor import first_check_at
@@ -116,3 +120,37 @@ def test_a_janitor_holding_the_lease_cannot_close_a_check_re_armed_under_it(
     check = _check(payment.id)
     assert (check.attempt_id, check.closed_at, check.next_check_at, check.checks) == (
         second.id, None, second.created_at + timedelta(minutes=5), 0)
+
+
+# -- 2. void answers that contradict themselves --------------------------------------------------
+def _answers(monkeypatch, operation: str, answer: ProviderResult) -> None:
+    monkeypatch.setattr(SandboxProvider, operation, lambda self, request: answer)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("partial, status, captured", [
+    (0, ProviderStatus.VOIDED, 3000), (4000, ProviderStatus.CAPTURED, 10000)],
+    ids=["voided_with_money_taken", "captured_more_than_ours"])
+def test_a_lookup_of_a_lost_void_showing_money_we_did_not_take_is_a_break(
+        merchant, make_payment, monkeypatch, partial, status, captured):
+    """The void's answer was lost; the janitor's lookup finds the charge voided yet with 3000
+    captured (we took nothing), or captured in full (10000) where our captures took 4000. The
+    same answer given to the void itself is a status_mismatch break; asked later, it must not
+    cancel the payment (or end it captured with 4000) and drop the provider's money from our
+    books."""
+    payment = make_payment(10000, state="authorized")
+    if partial:
+        services.payment_capture(merchant=merchant, payment_id=payment.id, amount=partial,
+                                 final_capture=False)
+    _answers(monkeypatch, "void", ProviderResult(outcome=Outcome.UNKNOWN, error_code="timeout"))
+    with pytest.raises(ClearhouseError):
+        services.payment_cancel(merchant=merchant, payment_id=payment.id)
+    _answers(monkeypatch, "retrieve", ProviderResult(
+        outcome=Outcome.APPROVED, status=status, amount=10000, currency="usd",
+        provider_reference=payment.provider_reference, amount_captured=captured))
+    services.payment_operation_lookup(attempt_id=payment.attempts.get(kind="void").id)
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("authorized", partial)
+    assert payment.attempts.get(kind="void").status == "unknown"
+    assert ReconciliationBreak.objects.get(payment_id=payment.id).type == "status_mismatch"
+    assert ledger_verify().ok
