@@ -869,6 +869,10 @@ def _challenge_void_record(*, attempt_id: str, result: ProviderResult) -> Paymen
             logger.warning("void of %s answered for another charge %r; not recorded",
                            payment.id, result.provider_reference)
             return payment
+        if void.is_open and _void_contradicted(payment, void, result):
+            # The customer's approval reached us while the void was in flight and the void's
+            # answer shows the charge still held or taken: a break, as for any void.
+            return payment
         if void.is_open:
             _record_attempt(void, result)
         elif void.status == AttemptStatus.APPROVED:

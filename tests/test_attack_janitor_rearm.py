@@ -9,17 +9,22 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.errors import ClearhouseError
+from core.errors import ClearhouseError, InvalidRequest
 from ledger.verify import ledger_verify
 from payments import services
+from payments.models import PaymentMethod
 from providers.base import Outcome, ProviderResult, ProviderStatus
+from providers.cielo import CieloProvider
 from providers.sandbox import SandboxProvider
 from reconciliation import jobs
 from reconciliation import services as recon_services
 from reconciliation.janitor import first_check_at
 from reconciliation.models import ReconciliationBreak, ReconciliationCheck
 from tests.conftest import routing_rule
-from tests.factories import pay
+from tests.factories import merchant_with_key, pay
+from tests.test_saved_payment_methods import tokenize
+from tests.test_three_d_secure import _answer_challenge, _challenged
+from tests.threads import run_threads
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -154,3 +159,69 @@ def test_a_lookup_of_a_lost_void_showing_money_we_did_not_take_is_a_break(
     assert payment.attempts.get(kind="void").status == "unknown"
     assert ReconciliationBreak.objects.get(payment_id=payment.id).type == "status_mismatch"
     assert ledger_verify().ok
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status, captured", [
+    (ProviderStatus.AUTHORIZED, None), (ProviderStatus.CAPTURED, 4200)],
+    ids=["still_authorized", "captured"])
+def test_a_challenge_void_approved_after_the_customer_s_approval_showing_money_held_is_a_break(
+        simulator, merchant, settings, monkeypatch, status, captured):
+    """The janitor voids a challenge the customer left; while the void is in flight the
+    customer finishes it and the return applies the approval (a manual-capture payment, now
+    authorized). The void then answers 'approved' yet shows the charge still authorized, or
+    captured in full: canceling the payment would leave the customer's money held or taken
+    with nothing on our books. As for any other void: a break, and the payment stays."""
+    routing_rule("cielo")
+    payment = _challenged(merchant, capture_method="manual")
+    assert payment.status == "requires_action"
+    authorize = payment.attempts.get()
+
+    def void(self, request):
+        _answer_challenge(payment, "approve")
+        services.payment_authorization_lookup(attempt_id=authorize.id)  # the customer's return
+        return ProviderResult(outcome=Outcome.APPROVED, status=status, amount=4200,
+                              currency="brl", provider_reference=payment.provider_reference,
+                              amount_captured=captured)
+
+    monkeypatch.setattr(CieloProvider, "void", void)
+    services.payment_authentications_expire(now=payment.action_expires_at + timedelta(
+        minutes=1))
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_captured) == ("authorized", 0)
+    assert ReconciliationBreak.objects.get(payment_id=payment.id).type == "status_mismatch"
+    assert ledger_verify().ok
+
+
+# -- 4. another merchant's saved token -----------------------------------------------------------
+@pytest.mark.django_db
+@pytest.mark.parametrize("code", ["cielo", "rede"])
+def test_another_merchant_s_token_reads_as_unknown_at_every_vault(simulator, api, other_api,
+                                                                   code):
+    """The getnet case has its test; cielo's and rede's vaults answer an unknown token in
+    their own ways, and another merchant's saved token must read exactly the same (held)."""
+    token = tokenize(code)
+    assert api.post("/payment_methods", {"provider": code, "token": token}).status_code == 200
+    unknown = tokenize(code)
+    unknown = unknown[:-4] + ("0000" if unknown[-4:] != "0000" else "1111")
+    taken = other_api.post("/payment_methods", {"provider": code, "token": token})
+    never = other_api.post("/payment_methods", {"provider": code, "token": unknown})
+    assert taken.status_code == never.status_code == 400
+    assert ({k: v for k, v in taken.json()["error"].items() if k != "request_id"}
+            == {k: v for k, v in never.json()["error"].items() if k != "request_id"})
+    assert PaymentMethod.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_merchants_saving_one_token_at_once_get_one_method_and_an_unknown_token(simulator):
+    """Two merchants save the same token at the same moment: the unique constraint keeps one
+    payment method; the other merchant reads 'token invalid', as for a token the vault does not
+    know, never a 409 or a 500 naming the other's row (held)."""
+    token = tokenize("getnet")
+    merchants = [merchant_with_key()[0] for _ in range(2)]
+    results, errors = run_threads(2, lambda i: services.payment_method_create(
+        merchant=merchants[i], provider="getnet", token=token))
+    assert len(results) == 1 and len(errors) == 1, (results, errors)
+    assert isinstance(errors[0], InvalidRequest), errors
+    assert errors[0].code == "payment_method_token_invalid"
+    assert PaymentMethod.objects.count() == 1
