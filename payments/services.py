@@ -1421,9 +1421,16 @@ def _enroll(payment: Payment, method: PaymentMethod, provider: str) -> tuple[str
                 latency_ms=answer.latency_ms))
         if answer.outcome != Outcome.APPROVED:
             return None, answer.error_message or answer.error_code or "no answer"
-        PaymentMethodToken.objects.get_or_create(
-            payment_method=method, provider=provider,
-            defaults={"token": answer.token, "origin": "enrolled"})
+        try:
+            with transaction.atomic():
+                PaymentMethodToken.objects.get_or_create(
+                    payment_method=method, provider=provider,
+                    defaults={"token": answer.token, "origin": "enrolled"})
+        except IntegrityError:
+            # The vault keeps one token per card and this one is another payment method's
+            # (the same card saved by another shop): never attached to this one. The
+            # authorization is declined as not enrolled, so failover moves on.
+            return None, f"{provider}'s vault answered a token saved as another payment method"
         method = PaymentMethod.objects.select_related("merchant").get(pk=method.pk)
         event_record(merchant=method.merchant, type="payment_method.updated",
                      obj=payment_method_to_dict(method))

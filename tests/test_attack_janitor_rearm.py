@@ -22,7 +22,7 @@ from reconciliation.janitor import first_check_at
 from reconciliation.models import ReconciliationBreak, ReconciliationCheck
 from tests.conftest import routing_rule
 from tests.factories import merchant_with_key, pay
-from tests.test_saved_payment_methods import tokenize
+from tests.test_saved_payment_methods import charge, tokenize
 from tests.test_three_d_secure import _answer_challenge, _challenged
 from tests.threads import run_threads
 
@@ -225,3 +225,22 @@ def test_two_merchants_saving_one_token_at_once_get_one_method_and_an_unknown_to
     assert isinstance(errors[0], InvalidRequest), errors
     assert errors[0].code == "payment_method_token_invalid"
     assert PaymentMethod.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_enrolling_a_card_another_merchant_saved_there_never_attaches_its_token(simulator,
+                                                                                 merchant):
+    """The same card saved by two shops, at different acquirers: the acquirer vaults keep one
+    token per card, so enrolling the second shop's card at the first shop's acquirer answers
+    the first shop's token. It is never attached to the second shop's method (one method per
+    acquirer token), and the payment neither crashes (an IntegrityError the janitor would hit
+    on every run for five days) nor stays stuck: the enrolment is refused and the payment
+    fails over to the acquirer where the card is saved."""
+    routing_rule("cielo", "getnet")
+    services.payment_method_create(merchant=merchant, provider="cielo", token=tokenize("cielo"))
+    other = merchant_with_key()[0]
+    theirs = services.payment_method_create(merchant=other, provider="getnet",
+                                            token=tokenize("getnet"))
+    payment = charge(other, theirs.id)
+    assert (payment.status, payment.provider) == ("captured", "getnet")
+    assert list(theirs.tokens.values_list("provider", flat=True)) == ["getnet"]
