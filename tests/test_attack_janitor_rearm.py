@@ -244,3 +244,21 @@ def test_enrolling_a_card_another_merchant_saved_there_never_attaches_its_token(
     payment = charge(other, theirs.id)
     assert (payment.status, payment.provider) == ("captured", "getnet")
     assert list(theirs.tokens.values_list("provider", flat=True)) == ["getnet"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("code", ["cielo", "rede", "getnet"])
+def test_another_merchant_s_vault_token_cannot_be_charged_as_a_raw_payment_method(
+        simulator, api, other_api, code):
+    """Refused as a saved method, another merchant's vault token passed straight to a payment
+    as its payment_method would reach the acquirer as the card: only a saved method (pm_…) or a
+    test alias is accepted, so it is a 400 and nothing is charged (held)."""
+    token = tokenize(code)
+    assert api.post("/payment_methods", {"provider": code, "token": token}).status_code == 200
+    routing_rule(code)
+    charged = len(simulator.control.charges(provider=code))
+    refused = other_api.post("/payments", {"amount": 2500, "currency": "brl",
+                                           "payment_method": token, "confirm": True})
+    assert refused.status_code == 400, refused.content
+    assert refused.json()["error"]["param"] == "payment_method"
+    assert len(simulator.control.charges(provider=code)) == charged
