@@ -246,6 +246,14 @@ def _break_for(check: ReconciliationCheck, outcome: CheckOutcome) -> services.Br
     )
 
 
+def _superseded(check: ReconciliationCheck) -> bool:
+    """A payment check whose payment has an authorization attempt newer than its schedule."""
+    if check.object_type != CheckObjectType.PAYMENT:
+        return False
+    latest = payment_reads.latest_authorize_attempt(payment_id=check.object_id)
+    return latest is not None and latest.created_at > check.stuck_since
+
+
 def check_process(check: ReconciliationCheck, *, owner: str, grace: timedelta
                   ) -> tuple[str, str]:
     """Ask once about one claimed object and record it. Returns the verdict ('fixed',
@@ -262,6 +270,13 @@ def check_process(check: ReconciliationCheck, *, owner: str, grace: timedelta
                               closed=True, next_check_at=None, attempt_id=attempt_id)
         return "fixed", outcome.label
     following = next_check_at(stuck_since=check.stuck_since, now=timezone.now())
+    if following is None and _superseded(check):
+        # The payment's attempt now without an answer is newer than this schedule (a delayed
+        # retry or a failover opened on its last slot, still in flight): nothing is stuck yet.
+        # Closed without a break; discovery re-arms the check on that attempt's schedule.
+        services.check_record(check_id=check.pk, owner=owner, result=f"{outcome.label}:newer",
+                              closed=True, next_check_at=None, attempt_id=attempt_id)
+        return "waiting", outcome.label
     spec = _break_for(check, outcome) if following is None else None
     services.check_record(check_id=check.pk, owner=owner, result=outcome.label,
                           closed=following is None, next_check_at=following,

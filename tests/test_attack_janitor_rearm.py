@@ -262,3 +262,47 @@ def test_another_merchant_s_vault_token_cannot_be_charged_as_a_raw_payment_metho
     assert refused.status_code == 400, refused.content
     assert refused.json()["error"]["param"] == "payment_method"
     assert len(simulator.control.charges(provider=code)) == charged
+
+
+@pytest.mark.django_db
+def test_a_retry_opened_on_the_first_attempt_s_last_slot_is_no_stuck_unresolved_break(
+        simulator, merchant, settings, time_machine, django_capture_on_commit_callbacks):
+    """The first try's answer is lost and its provider cannot be asked for five days; an hour
+    before the last slot a lookup gets through (a soft decline) and the retry is scheduled an
+    hour later. The janitor's run on the last slot opens the retry (its task queued, not yet
+    sent) and then processes the check: the retry is in flight, seconds old. A stuck_unresolved
+    break there is false; the retry gets its own schedule."""
+    settings.PAYMENT_RETRY_DELAYS = [3600]
+    routing_rule("cielo")
+    method = services.payment_method_create(merchant=merchant, provider="cielo",
+                                            token=tokenize("cielo", "4000000000009995"))
+    time_machine.move_to(T0, tick=False)
+    simulator.control.configure("cielo", drop_rate=1.0, fault_operations=["authorize"])
+    payment = charge(merchant, method.id, off_session=True)
+    first = payment.attempts.get()
+    assert first.status == "unknown"
+    simulator.control.configure("cielo", drop_rate=0.0)
+    reachable = _unreachable(settings, "cielo")
+    for moment in (T0 + timedelta(minutes=5), T0 + timedelta(hours=1),
+                   *(T0 + DAY * n for n in range(1, 5))):
+        _janitor_at(time_machine, moment, django_capture_on_commit_callbacks)
+    assert (_check(payment.id).checks, _check(payment.id).closed_at) == (6, None)
+    settings.PROVIDERS = reachable
+    time_machine.move_to(first.created_at + 5 * DAY - timedelta(hours=1), tick=False)
+    services.payment_authorization_lookup(attempt_id=first.id)
+    payment.refresh_from_db()
+    assert payment.next_retry_at == first.created_at + 5 * DAY
+    time_machine.move_to(first.created_at + 5 * DAY, tick=False)
+    with django_capture_on_commit_callbacks(execute=False):  # the worker has not run it yet
+        jobs.janitor_job()
+    retry = payment.attempts.exclude(pk=first.pk).get()
+    assert retry.status == "requested"
+    assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
+    # Its task lost, the retry is re-armed onto its own schedule and sent by the next run.
+    _janitor_at(time_machine, retry.created_at + timedelta(minutes=2),
+                django_capture_on_commit_callbacks)
+    payment.refresh_from_db()
+    assert (payment.status, payment.failure_code) == ("failed", "insufficient_funds")
+    check = _check(payment.id)
+    assert (check.attempt_id, check.stuck_since) == (retry.id, retry.created_at)
+    assert not ReconciliationBreak.objects.filter(payment_id=payment.id).exists()
