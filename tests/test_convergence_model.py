@@ -30,9 +30,26 @@ themselves two hours later, without a notice: the uncaptured rest is released, a
 capture after that is refused (invalid_state) and the lookup shows the charge voided. Time
 passes by the janitor rule's waits (a day among them) and the teardown's schedule (six days). A
 payment canceled `expired` must agree with a voided charge, no money moved, one void key. Two
-open defects the expiry found are skipped and counted (see `_expiry_differences`). Delayed
-retries of soft declines (off-session payments) are not modelled yet: the model provider saves
-no payment methods.
+open defects the expiry found are skipped and counted (see `_expiry_differences`).
+
+Saved cards and delayed retries (issue 18): each example saves one card with a token at each
+model provider. About one automatically captured create in three charges it off-session
+(chosen by `_off_session_script` from the example's seed, the amount and the payment's index,
+so the rules draw what they drew before; manual captures, increments and expiries keep their
+examples), and model_a answers that payment's authorizations by a
+script, one answer per new idempotency key: none to four soft declines (`insufficient_funds`),
+then an approval, a hard decline (`expired_card`), an approval whose answer is lost, or
+unavailable (failover to model_b and its drawn plan). Retries wait RETRY_DELAYS (an hour, then a
+day) and are opened by the janitor, in the janitor rule's runs or in the teardown, which runs
+time to each waiting retry, lets the worker send it and then runs the janitor's first two slots
+(5 minutes and an hour, as its beat would) before any later jump. End checks
+(`_retry_problems`, never excused by a break): a new attempt only after a decline the provider
+really gave (never after an unknown outcome); after a soft decline only off-session, on the same
+provider, at most len(RETRY_DELAYS) times; after a retryable one on another provider; after a
+hard decline none; at most one approval (and one charge at the provider: the invariant); no
+retry still scheduled and no payment authorization_requested with nothing in flight; an
+off-session payment without a charge failed with its last decline's code, having used every
+retry when that decline was soft.
 
 Each example runs inside a savepoint of the test's transaction that is rolled back at its end
 (ledger postings cannot be deleted, and truncating costs more), on its own clock (time-machine).
@@ -56,13 +73,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
 import time_machine
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.test import TestCase
 from django.utils import timezone
 from hypothesis import HealthCheck, Phase, seed
@@ -85,6 +103,8 @@ from payments.models import (
     Dispute,
     Payment,
     PaymentAttempt,
+    PaymentMethod,
+    PaymentMethodToken,
     RefundStatus,
 )
 from providers import registry
@@ -99,11 +119,17 @@ from providers.base import (
     ProviderResult,
     ProviderStatus,
 )
+from providers.declines import decline_meaning
 from providers.errors import error
-from providers.models import RoutingRule, RoutingTarget
+from providers.models import RETRY_LATER, DeclineMeaning, RoutingRule, RoutingTarget
 from reconciliation import settlements
 from reconciliation.janitor import janitor_run
-from reconciliation.models import BreakStatus, ReconciliationBreak, ReconciliationCheck
+from reconciliation.models import (
+    BreakStatus,
+    CheckObjectType,
+    ReconciliationBreak,
+    ReconciliationCheck,
+)
 from tests.factories import MerchantFactory
 from wallet import services as wallet
 from wallet.models import Deposit, Payout
@@ -123,6 +149,8 @@ PROVIDER_VALIDITY = timedelta(days=VALIDITY_DAYS, hours=2)
 # The derandomized run's seed for ConvergenceMachine as of 12efd98 (see the module docstring).
 RUN_SEED = int("38881753815195293380603525006884392283620511032123143160604142392674783833589302"
                "369426434161206154429930062304475287")
+# Delayed retries of off-session soft declines: an hour after the first, a day after the second.
+RETRY_DELAYS = [3600, 86400]
 TIMES: Counter[str] = Counter()
 STATS: Counter[str] = Counter()  # what the run exercised, printed and checked at the end
 
@@ -204,6 +232,12 @@ class Bank:
         self.outbox: list[dict[str, Any]] = []  # every webhook the provider sends
         self.delivered: set[str] = set()  # event ids our endpoint accepted (answered 200)
         self.counter = 0
+        # Delayed retries: model_a's answers to an off-session payment's authorizations, one
+        # per new idempotency key (the last one repeats), the soft declines it gave each
+        # payment, and the payments whose approval on a retry was lost.
+        self.scripts: dict[str, list[str]] = {}
+        self.soft_declines: Counter[str] = Counter()
+        self.lost_retries: set[str] = set()
 
     # webhooks
     def emit(self, code: str, type: str, *, reference: str, order: str, amount: int,
@@ -330,10 +364,18 @@ class ModelProvider:
 
     # payments
     def authorize(self, request):
-        bank, plan = self.bank, self.bank.plans.get((self.code, request.merchant_reference),
-                                                    "approve")
+        bank, order = self.bank, request.merchant_reference
 
         def build():
+            plan = bank.plans.get((self.code, order), "approve")
+            script = bank.scripts.get(order) if self.code == "model_a" else None
+            if script:  # an off-session payment: the next scripted answer (the last repeats)
+                plan = script.pop(0) if len(script) > 1 else script[0]
+            if plan in ("soft", "expired_card"):  # nothing charged, nothing sent by notice
+                bank.soft_declines[order] += plan == "soft"
+                return _declined("insufficient_funds" if plan == "soft" else plan), False
+            if plan == "lost" and bank.soft_declines[order]:
+                bank.lost_retries.add(order)
             if plan in ("unavailable", "decline"):
                 return _declined("provider_unavailable" if plan == "unavailable"
                                  else "card_declined"), False
@@ -587,6 +629,20 @@ OPERATION_PLANS = st.sampled_from(["approve"] * 4 + ["decline", "lost", "lost", 
 OPEN = ("pending", "held")
 
 
+def _off_session_script(seed: int, amount: int, index: int) -> list[str] | None:
+    """About one automatic payment in three charges the customer's saved card off-session; then
+    model_a answers its authorizations by this script, one answer per new idempotency key: none
+    to four soft declines (`insufficient_funds`, retried later on model_a), then an approval, a
+    hard decline (`expired_card`), an approval whose answer is lost, or unavailable (failover
+    to model_b, whose drawn plan answers). Not drawn: from a random seeded by the example's seed,
+    the amount (drawn) and the payment's index, so the rules draw what they drew before."""
+    rng = random.Random(f"off_session:{seed}:{amount}:{index}")
+    if rng.random() >= 1 / 3:
+        return None
+    last = rng.choices(["approve", "expired_card", "lost", "unavailable"], [3, 2, 2, 1])[0]
+    return ["soft"] * rng.randint(0, 4) + [last]
+
+
 class ConvergenceMachine(RuleBasedStateMachine):
     merchant = None  # one merchant for every example (set by the test)
 
@@ -609,6 +665,12 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self.deposit_ids: list[str] = []
         self.payout_ids: list[str] = []
         self.file_day = 0
+        # The customer's card saved at both providers (one token each), charged off-session.
+        self.method = PaymentMethod.objects.create(merchant=self.merchant, brand="visa",
+                                                   last4="4242", exp_month=12, exp_year=2030)
+        for code in CODES:
+            PaymentMethodToken.objects.create(payment_method=self.method, provider=code,
+                                              token=f"{code}_tok")
 
     def teardown(self) -> None:
         started = time.perf_counter()
@@ -656,6 +718,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
         errors = {label: n for label, n in result.answers.items() if label.startswith("error:")}
         assert not errors, f"a service called by the janitor raised: {errors}"
         STATS.update(f"janitor:{label}" for label in result.answers)
+        STATS["janitor:retries_opened"] += result.retries
 
     def _sweep(self) -> None:
         with self._step():
@@ -704,13 +767,21 @@ class ConvergenceMachine(RuleBasedStateMachine):
                        confirm: str) -> None:
         """Create, and confirm at once (`confirm: true`); the worker may take its task at once
         or later (worker_runs_authorization), or lose it (the janitor finds the attempt)."""
+        # Off-session charges (a subscription's renewal, say) capture at once: the manual
+        # captures, increments and expiries keep the examples they had.
+        script = None if manual else _off_session_script(self.seed, amount,
+                                                         len(self.payment_ids))
         payment = self._call("create", payments.payment_create, merchant=self.merchant,
-                             amount=amount, currency=currency, payment_method="pm_card_visa",
+                             amount=amount, currency=currency,
+                             payment_method="pm_card_visa" if script is None else self.method.id,
                              capture_method="manual" if manual else "automatic",
-                             confirm=confirm != "no")
+                             confirm=confirm != "no", off_session=script is not None)
         assert payment is not None, "creating a payment was refused"
         self.payment_ids.append(payment.id)
         self.bank.plans[("model_a", payment.id)] = plan_a
+        if script is not None:
+            self.bank.scripts[payment.id] = script
+            STATS[f"retry:script:{len(script) - 1}:{script[-1]}"] += 1
         self.bank.plans[("model_b", payment.id)] = plan_b
         if confirm == "worker" and QUEUE:
             with self._step():
@@ -1075,22 +1146,84 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self.rng.shuffle(waiting)
         for pk in waiting:
             self._process(pk)
-        # The janitor's first two slots, then past its last one: it skips the slots it missed
-        # (the provider's books do not change any more), so what is still unanswered after
-        # that is a break. Then past a challenge's deadline: a lookup in that last run may
-        # have only now found a challenge waiting, and its customer never comes.
-        for wait in (timedelta(minutes=6), timedelta(hours=1), timedelta(days=6),
-                     timedelta(seconds=settings.PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS + 61)):
-            if not _anything_open():
-                break
-            self.coordinates.shift(wait)
-            self._janitor()
-            self._sweep()
+        # The janitor's first two slots; then its beat for six days, which in production runs
+        # every five minutes: time runs to each moment it has something due (a payment's or
+        # an operation's next check, a delayed retry, an authorization's expiry), so no lookup
+        # comes later than production's would (after the provider let an authorization
+        # lapse, say); the slots of other objects it missed are skipped (the provider's books
+        # do not change any more), so what is still unanswered after that is a break. Then
+        # past a challenge's deadline (a lookup in that last run may have only now found a
+        # challenge waiting, and its customer never comes), and the beat again for a retry
+        # only that run scheduled.
+        if self._janitor_slots(timedelta(minutes=6), timedelta(hours=1)):
+            self._janitor_beat(days=6)
+            self._janitor_slots(timedelta(
+                seconds=settings.PAYMENT_AUTHENTICATION_TIMEOUT_SECONDS + 61))
+            self._janitor_beat(days=2)
         with self._step():  # the dispute job: decisions whose notice never came
             payments.disputes_refresh_due(now=timezone.now() + timedelta(days=1))
         self._settlement()
         self.coordinates.shift(timedelta(minutes=2))
         self._sweep()
+
+    def _janitor_slots(self, *waits: timedelta) -> bool:
+        """The janitor (and the sweeper) after each wait while anything is open; False when
+        nothing was left open."""
+        for wait in waits:
+            if not _anything_open():
+                return False
+            self.coordinates.shift(wait)
+            self._janitor()
+            self._sweep()
+        return True
+
+    def _send_queued(self) -> bool:
+        """The worker sends the authorizations the janitor's runs enqueued (delayed retries,
+        failovers), then the janitor's first slot follows (it discovers a lost answer and asks
+        about it five minutes after it was sent). False when there was nothing to send."""
+        if not QUEUE:
+            return False
+        while QUEUE:
+            STATS["end:authorization_sent"] += 1
+            with self._step():
+                payments.payment_authorization_execute(attempt_id=QUEUE.pop(0))
+        self._janitor_slots(timedelta(minutes=6))
+        return True
+
+    def _next_due(self) -> datetime | None:
+        """The next moment after now the janitor has something to do for a payment."""
+        now = timezone.now()
+        check = (ReconciliationCheck.objects.filter(
+            closed_at__isnull=True, next_check_at__gt=now,
+            object_type__in=[CheckObjectType.PAYMENT, CheckObjectType.CAPTURE_OR_VOID])
+            .aggregate(due=Min("next_check_at"))["due"])
+        ours = Payment.objects.filter(pk__in=self.payment_ids).aggregate(
+            retry=Min("next_retry_at", filter=Q(next_retry_at__gt=now)),
+            expiry=Min("authorization_expires_at", filter=Q(
+                status="authorized", authorization_expires_at__gt=now)))
+        return min(filter(None, [check, *ours.values()]), default=None)
+
+    def _janitor_beat(self, *, days: int) -> None:
+        """The janitor's 5-minute beat for `days`, run only at the moments it has something
+        due (see `_settle_everything`), then once at the end."""
+        horizon = timezone.now() + timedelta(days=days)
+        for _ in range(500):
+            if self._send_queued():
+                continue
+            due = self._next_due() if _anything_open() else None
+            if due is None or due > horizon:
+                break
+            STATS["end:beat"] += 1
+            self.coordinates.shift(max(due - timezone.now(), timedelta(0))
+                                   + timedelta(seconds=1))
+            self._janitor()
+            self._sweep()
+        else:
+            raise AssertionError("the janitor's beat did not settle")
+        if _anything_open() and timezone.now() < horizon:
+            self.coordinates.shift(horizon - timezone.now())
+            self._janitor()
+            self._sweep()
 
     def _open_breaks(self, *ids: str) -> list[str]:
         found = set()
@@ -1103,12 +1236,14 @@ class ConvergenceMachine(RuleBasedStateMachine):
 
     def _check_converged(self) -> None:
         problems: list[str] = []
+        retry_problems: list[str] = []
         bank = self.bank
         for payment in Payment.objects.filter(pk__in=self.payment_ids).order_by("created_at"):
             charges = bank.charges_of(payment.id)
             assert len(charges) <= 1, f"{payment.id} charged {len(charges)} times"
             charge = charges[0] if charges else None
             differences = _payment_differences(payment, charge)
+            retry_problems += _retry_problems(payment, charge, bank, differences)
             if charge is not None and charge.status == "action_required" and (
                     payment.failure_code == "authentication_abandoned"):
                 # The janitor ends a challenge at the provider (its void) before it fails the
@@ -1199,6 +1334,8 @@ class ConvergenceMachine(RuleBasedStateMachine):
                                                                                "last_error"))
         assert not errors, f"applying a provider event raised: {errors}"
         _check_ledger(self.merchant, self.deposit_ids, bank)
+        assert not retry_problems, "authorization attempts broke a retry rule:\n" + "\n".join(
+            retry_problems)
         assert not problems, "books diverged without a break:\n" + "\n".join(problems)
         STATS["examples"] += 1
 
@@ -1276,6 +1413,70 @@ def _payment_differences(payment: Payment, charge: Charge | None) -> list[str]:
     return differences
 
 
+def _retry_problems(payment: Payment, charge: Charge | None, bank: Bank,
+                    differences: list[str]) -> list[str]:
+    """The authorization attempts of one payment against the decline rules (a break excuses
+    none of these): a new attempt only after a decline the provider really gave; after a soft
+    decline, only for an off-session payment, on the same provider, at most len(RETRY_DELAYS)
+    times; after a retryable one, on another provider; after any other (hard) decline, none. At
+    most one approval. After the teardown no retry is still scheduled and no payment waits with
+    nothing in flight. An off-session payment without a charge failed with its last decline's
+    code, and one that failed soft-declined used all its retries."""
+    attempts = list(payment.attempts.filter(kind="authorize").order_by("created_at", "id"))
+    problems, retries = [], 0
+    for before, after in pairwise(attempts):
+        truth = bank.ops.get(before.provider_idempotency_key)
+        if before.status != AttemptStatus.DECLINED or (
+                truth is not None and truth.outcome != Outcome.DECLINED):
+            problems.append(f"{payment.id}: {after.id} sent after {before.id} was "
+                            f"{before.status} (the provider: {truth})")
+            continue
+        meaning = decline_meaning(provider=before.provider, code=before.error_code)
+        if meaning in RETRY_LATER:
+            retries += 1
+            if after.provider != before.provider or not payment.off_session:
+                problems.append(f"{payment.id}: retry {after.id} at {after.provider} after a "
+                                f"soft decline at {before.provider} (off-session: "
+                                f"{payment.off_session})")
+        elif meaning != DeclineMeaning.RETRY_OTHER_PROVIDER or after.provider == before.provider:
+            problems.append(f"{payment.id}: {after.id} at {after.provider} sent after "
+                            f"{before.error_code} ({meaning}) at {before.provider}")
+    if retries != payment.retry_count or retries > len(RETRY_DELAYS):
+        problems.append(f"{payment.id}: {retries} retries sent, retry_count "
+                        f"{payment.retry_count}, at most {len(RETRY_DELAYS)}")
+    if sum(a.status == AttemptStatus.APPROVED for a in attempts) > 1:
+        problems.append(f"{payment.id}: two approved authorizations")
+    if payment.next_retry_at is not None:
+        problems.append(f"{payment.id}: a retry still scheduled at {payment.next_retry_at}")
+    if payment.status == "authorization_requested" and not payment.attempts.filter(
+            status__in=[AttemptStatus.REQUESTED, AttemptStatus.UNKNOWN]).exists():
+        problems.append(f"{payment.id}: authorization_requested with nothing in flight")
+    last = attempts[-1] if attempts else None
+    soft_end = last is not None and last.status == AttemptStatus.DECLINED and decline_meaning(
+        provider=last.provider, code=last.error_code) in RETRY_LATER
+    if payment.off_session and charge is None and last is not None and (
+            last.status == AttemptStatus.DECLINED):
+        if (payment.status, payment.failure_code) != ("failed", last.error_code):
+            problems.append(f"{payment.id}: {payment.status} {payment.failure_code!r}, its last "
+                            f"attempt declined {last.error_code}")
+        if soft_end and payment.retry_count < len(RETRY_DELAYS):
+            problems.append(f"{payment.id}: failed {last.error_code} with "
+                            f"{payment.retry_count} of {len(RETRY_DELAYS)} retries used")
+    if payment.off_session:
+        if payment.retry_count == 0:
+            STATS["retry:none"] += 1
+        elif charge is not None:
+            STATS["retry:approved"] += 1
+        elif payment.status == "failed" and soft_end:
+            STATS["retry:exhausted"] += 1
+        else:
+            STATS[f"retry:{payment.status}:{payment.failure_code}"] += 1
+        if payment.id in bank.lost_retries:
+            STATS["retry:lost_then_answered" if charge is not None and not differences
+                  and payment.status != "authorization_requested" else "retry:lost:other"] += 1
+    return problems
+
+
 def _expiry_differences(payment: Payment, charge: Charge) -> list[str] | None:
     """The expiry checks (None: not an expiry case). A payment the janitor canceled `expired`
     was voided at the provider with one void (one idempotency key; a void refused as
@@ -1338,6 +1539,7 @@ def model_providers(settings, monkeypatch):
         monkeypatch.setitem(settlements.PARSERS, code, settlements.parse_cielo)
     settings.PROVIDERS_ENABLED = [*settings.PROVIDERS_ENABLED, *CODES]
     settings.DEFAULT_PROVIDER = "model_a"
+    settings.PAYMENT_RETRY_DELAYS = RETRY_DELAYS
     settings.PROVIDER_AUTHORIZATION_DAYS = {**registry.AUTHORIZATION_DAYS,
                                             **dict.fromkeys(CODES, VALIDITY_DAYS)}
     # The breaker is a database row cooling down by the wall clock; this machine is about
@@ -1373,7 +1575,9 @@ def test_provider_facts_converge_by_any_path_or_leave_a_break(model_providers):
                  "increment:ok",
                  "end:payment_agrees:refunded", "end:payment_agrees:charged_back",
                  "3ds:approved", "3ds:failed", "3ds:abandoned", "3ds:late_result",
-                 "3ds:customer_approve:refused", "3ds_return:ok", "expiry:voided"):
+                 "3ds:customer_approve:refused", "3ds_return:ok", "expiry:voided",
+                 "retry:approved", "retry:exhausted", "retry:failed:expired_card",
+                 "retry:lost_then_answered"):
         assert STATS[path], f"the model never exercised {path}"
     # A capture that agrees at the end is `settled` when the last settlement file listed it and
     # `captured` otherwise; which of the two a run sees depends on step timing (the clock ticks).
