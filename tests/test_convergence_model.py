@@ -1146,6 +1146,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self.rng.shuffle(waiting)
         for pk in waiting:
             self._process(pk)
+        self._decide_open_disputes()
         # The janitor's first two slots; then its beat for six days, which in production runs
         # every five minutes: time runs to each moment it has something due (a payment's or
         # an operation's next check, a delayed retry, an authorization's expiry), so no lookup
@@ -1165,6 +1166,23 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self._settlement()
         self.coordinates.shift(timedelta(minutes=2))
         self._sweep()
+
+    def _decide_open_disputes(self) -> None:
+        """The network decides every dispute still open that we know of, after the rest has
+        arrived (its notice now or never: then the dispute job's lookup finds it). The rules
+        decide disputes too, but only those our side already holds open when they run, which
+        depends on how far the ticking clock got: under a loaded machine a whole run once
+        decided 2 of 46 and never lost one. Deciding the rest here keeps both outcomes in
+        every run."""
+        open_at_bank = {ref: charge for charge in self.bank.charges.values()
+                        for ref, (_, state) in charge.disputes.items() if state == "open"}
+        for dispute in (Dispute.objects.filter(payment_id__in=self.payment_ids,
+                                               provider_reference__in=list(open_at_bank))
+                        .order_by("created_at", "id")):
+            if dispute.is_open:
+                STATS["end:dispute_decided"] += 1
+                self._decide(open_at_bank[dispute.provider_reference], dispute,
+                             won=self._next_decision_won(dispute.amount))
 
     def _janitor_slots(self, *waits: timedelta) -> bool:
         """The janitor (and the sweeper) after each wait while anything is open; False when

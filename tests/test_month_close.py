@@ -221,11 +221,12 @@ def the_exports_read_back_with_the_same_totals(client, month) -> None:
     end = cuts[-1]
     whole = period_report(merchant=merchant, currency=CURRENCY, start=cuts[0], end=end)
 
-    # The period report of the day, exported: the same closing as the ledger's.
-    day = cuts[0].astimezone(UTC).date().isoformat()
+    # The period report of the days the month was built in (one, unless the run crossed
+    # midnight UTC), exported: the same closing as the ledger's.
+    first, last = (moment.astimezone(UTC).date().isoformat() for moment in (cuts[0], end))
     rows = {row["line"]: row for row in _csv(_download(
         client, reverse("admin:backoffice_report_period"),
-        {"merchant": merchant.id, "currency": CURRENCY, "start": day, "end": day,
+        {"merchant": merchant.id, "currency": CURRENCY, "start": first, "end": last,
          "format": "csv"}))}
     assert {k: int(rows["closing"][k]) for k in KINDS} == ledger_sums(merchant, end)
     assert int(rows["captures"]["total"]) == whole.movement_total("captures")
@@ -254,7 +255,7 @@ def the_exports_read_back_with_the_same_totals(client, month) -> None:
 
     # Providers: the file's fees and the ledger's agree to the cent.
     providers = _csv(_download(client, reverse("admin:backoffice_report_providers"),
-                               {"start": day, "end": day, "format": "csv"}))
+                               {"start": first, "end": last, "format": "csv"}))
     cielo = next(row for row in providers if (row["provider"], row["currency"]) == (
         "cielo", CURRENCY))
     assert (int(cielo["captures"]), int(cielo["fees"]), int(cielo["file_fees"]),
