@@ -929,16 +929,20 @@ class ConvergenceMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def provider_decides_dispute(self, data: st.DataObject) -> None:
         """The network decides a dispute we know of and tells us by notice."""
-        open_at_bank = {ref: charge for charge in self.bank.charges.values()
-                        for ref, (_, state) in charge.disputes.items() if state == "open"}
-        ours = [d for d in Dispute.objects.filter(payment_id__in=self.payment_ids,
-                                                  provider_reference__in=list(open_at_bank))
-                .order_by("created_at", "id") if d.is_open]
+        ours = self._disputes_open_on_both_sides()
         if not ours:
             return
-        dispute = ours[data.draw(st.integers(0, len(ours) - 1))]
-        self._decide(open_at_bank[dispute.provider_reference], dispute,
-                     won=self._next_decision_won(dispute.amount))
+        charge, dispute = ours[data.draw(st.integers(0, len(ours) - 1))]
+        self._decide(charge, dispute, won=self._next_decision_won(dispute.amount))
+
+    def _disputes_open_on_both_sides(self) -> list[tuple[Charge, Dispute]]:
+        """The disputes the provider holds open that our side knows and holds open too, oldest
+        first, each with its charge."""
+        open_at_bank = {ref: charge for charge in self.bank.charges.values()
+                        for ref, (_, state) in charge.disputes.items() if state == "open"}
+        return [(open_at_bank[d.provider_reference], d) for d in Dispute.objects.filter(
+            payment_id__in=self.payment_ids, provider_reference__in=list(open_at_bank))
+            .order_by("created_at", "id") if d.is_open]
 
     def _next_decision_won(self, amount: int) -> bool:
         """Won or lost, even odds, from a random seeded by the example's seed, the disputed
@@ -1174,15 +1178,9 @@ class ConvergenceMachine(RuleBasedStateMachine):
         depends on how far the ticking clock got: under a loaded machine a whole run once
         decided 2 of 46 and never lost one. Deciding the rest here keeps both outcomes in
         every run."""
-        open_at_bank = {ref: charge for charge in self.bank.charges.values()
-                        for ref, (_, state) in charge.disputes.items() if state == "open"}
-        for dispute in (Dispute.objects.filter(payment_id__in=self.payment_ids,
-                                               provider_reference__in=list(open_at_bank))
-                        .order_by("created_at", "id")):
-            if dispute.is_open:
-                STATS["end:dispute_decided"] += 1
-                self._decide(open_at_bank[dispute.provider_reference], dispute,
-                             won=self._next_decision_won(dispute.amount))
+        for charge, dispute in self._disputes_open_on_both_sides():
+            STATS["end:dispute_decided"] += 1
+            self._decide(charge, dispute, won=self._next_decision_won(dispute.amount))
 
     def _janitor_slots(self, *waits: timedelta) -> bool:
         """The janitor (and the sweeper) after each wait while anything is open; False when
